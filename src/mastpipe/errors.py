@@ -1,0 +1,123 @@
+"""Every error mastpipe raises on purpose derives from :class:`MastpipeError`.
+
+The hierarchy::
+
+    MastpipeError                  exit 1 unless a subclass says otherwise
+    ├── RecipeError                exit 2: the recipe is invalid (carries every Problem found)
+    ├── UsageError                 exit 2: the command line asks for something impossible
+    ├── ArchiveError               exit 3: MAST unreachable, or answering errors after retries
+    │   ├── TruncatedResultError       MAST cut a result short and it could not be split
+    │   └── AuthError                  the token is missing, invalid or lacks exclusive access
+    ├── LockError                  exit 4: another run holds the state directory's lock
+    ├── StateError                 exit 1: the state directory cannot be read or written
+    └── TransferError              exit 1: a file could not be fetched or verified
+        ├── IntegrityError             size or sha256 differ from what was expected
+        └── UnsafePathError            a product would be written outside the destination
+
+Exit codes are part of the command line's contract (see README, "Exit codes"); the numbers live
+here so the library and the CLI agree on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FILES_FAILED = 1
+EXIT_INVALID = 2
+EXIT_ARCHIVE = 3
+EXIT_LOCKED = 4
+
+
+class MastpipeError(Exception):
+    """Root of every error mastpipe raises on purpose."""
+
+    exit_code = EXIT_FILES_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a recipe, located as precisely as the input allows.
+
+    ``line`` and ``column`` are 1-based; they are ``None`` when the problem has no place in the
+    file (a missing file, an empty document). ``field`` is the dotted path inside the recipe,
+    ``"<recipe>"`` when the problem concerns the whole document.
+    """
+
+    file: str
+    line: int | None
+    column: int | None
+    field: str
+    message: str
+    hint: str | None = None
+
+    def one_line(self) -> str:
+        """``FILE:LINE:COL: field.path: message``, the format editors and CI annotate from."""
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}:{self.column or 1}"
+        return f"{where}: {self.field}: {self.message}"
+
+    def __str__(self) -> str:
+        text = self.one_line()
+        return text if not self.hint else f"{text}\n  hint: {self.hint}"
+
+
+class RecipeError(MastpipeError):
+    """The recipe is invalid; :attr:`problems` lists everything found, not just the first."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UsageError(MastpipeError):
+    """The command line or API call asks for something that cannot be done."""
+
+    exit_code = EXIT_INVALID
+
+
+class ArchiveError(MastpipeError):
+    """MAST (or the server standing in for it) could not answer, even after retries."""
+
+    exit_code = EXIT_ARCHIVE
+
+
+class TruncatedResultError(ArchiveError):
+    """MAST returned fewer rows than exist and the query could not be split further."""
+
+
+class AuthError(ArchiveError):
+    """The MAST token is missing, invalid, or does not grant exclusive access."""
+
+
+class LockError(MastpipeError):
+    """Another run holds the lock on this state directory."""
+
+    exit_code = EXIT_LOCKED
+
+
+class StateError(MastpipeError):
+    """The state directory (checkpoints, ledger, lock) cannot be read or written."""
+
+
+class TransferError(MastpipeError):
+    """A file could not be fetched."""
+
+
+class IntegrityError(TransferError):
+    """A fetched file's size or sha256 is not what was expected."""
+
+
+class UnsafePathError(TransferError):
+    """A product's name or ids would place a file outside the destination."""
