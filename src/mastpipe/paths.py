@@ -1,0 +1,261 @@
+"""Where each product lands on disk, and the checks that keep it inside the destination.
+
+Product names and ids come from the server, so every value that becomes part of a path is treated
+as hostile: ``..``, absolute paths, separators, backslashes, drive letters, NUL and control
+characters are refused with :class:`~mastpipe.errors.UnsafePathError` naming the product and the
+field. The final path must also resolve (symlinks included) inside the destination, so a symlink
+planted in the tree cannot redirect a write elsewhere.
+
+Layouts
+-------
+``"astroquery"``
+    ``mastDownload/<obs_collection>/<obs_id>/<productFilename>``, exactly what
+    ``Observations.download_products`` writes (no case change), so earlier manual downloads are
+    found and adopted.
+``"flat"``
+    ``<productFilename>``.
+template
+    Any other string is a :meth:`str.format` template over product columns, for example
+    ``"{obs_collection}/{proposal_id}/{productFilename}"``. Literal ``/`` in the template
+    separates directories; substituted values must each be a single safe component.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import string
+import unicodedata
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mastpipe.errors import TransferError, UnsafePathError, UsageError
+
+__all__ = [
+    "ASTROQUERY_TEMPLATE",
+    "FLAT_TEMPLATE",
+    "check_collisions",
+    "check_component",
+    "check_free_space",
+    "product_path",
+    "relative_product_path",
+]
+
+ASTROQUERY_TEMPLATE = "mastDownload/{obs_collection}/{obs_id}/{productFilename}"
+FLAT_TEMPLATE = "{productFilename}"
+_LAYOUTS = {"astroquery": ASTROQUERY_TEMPLATE, "flat": FLAT_TEMPLATE}
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def _product_name(row: Any) -> str:
+    """How errors name a product: its dataURI when present, else its filename."""
+    for column in ("dataURI", "productFilename", "obs_id"):
+        try:
+            value = row[column]
+        except (KeyError, IndexError, ValueError):
+            continue
+        if value is not None and str(value):
+            return repr(str(value))
+    return "<unnamed product>"
+
+
+def check_component(value: Any, *, product: str, field: str) -> str:
+    """Return ``value`` as a path component, or refuse it.
+
+    Parameters
+    ----------
+    value : object
+        A product column's value (str, number, numpy scalar).
+    product : str
+        How to name the product in the error (e.g. its dataURI).
+    field : str
+        The column the value came from, named in the error.
+
+    Returns
+    -------
+    str
+        The value, unchanged, as a string.
+
+    Raises
+    ------
+    UnsafePathError
+        When the value is empty/masked, ``.`` or ``..``, contains ``/`` or ``\\``, starts with a
+        drive letter, or contains NUL or any control character.
+    """
+    if value is None or getattr(value, "mask", False) is True:
+        raise UnsafePathError(f"product {product}: {field} is missing, cannot build a path")
+    text = str(value)
+
+    def refuse(why: str) -> UnsafePathError:
+        return UnsafePathError(f"product {product}: unsafe {field} {text!r}: {why}")
+
+    if not text.strip():
+        raise refuse("empty")
+    if text in (".", ".."):
+        raise refuse("a relative directory reference")
+    if "/" in text:
+        raise refuse("contains '/' (absolute path or directories)")
+    if "\\" in text:
+        raise refuse("contains a backslash")
+    if _DRIVE.match(text):
+        raise refuse("starts with a drive letter")
+    if any(unicodedata.category(ch) == "Cc" for ch in text):  # NUL, \n, \r, ESC, DEL ...
+        raise refuse("contains a NUL or control character")
+    return text
+
+
+def _template_fields(template: str) -> list[str]:
+    fields = []
+    for _, name, _, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name or not name.isidentifier() or conversion:
+            raise UsageError(
+                f"path layout {template!r}: use plain column names such as {{obs_id}}",
+            )
+        fields.append(name)
+    return fields
+
+
+def relative_product_path(row: Mapping[str, Any] | Any, layout: str = "astroquery") -> Path:
+    """The product's path relative to the destination, every component checked.
+
+    Parameters
+    ----------
+    row : dict or astropy.table.Row
+        A product row with at least the columns the layout uses.
+    layout : str
+        ``"astroquery"``, ``"flat"`` or a template (see module docstring).
+
+    Returns
+    -------
+    pathlib.Path
+        A relative path with no ``..`` and no absolute component.
+
+    Raises
+    ------
+    UnsafePathError
+        When a value would escape the destination.
+    UsageError
+        When the template is malformed or names a column the row lacks.
+    """
+    template = _LAYOUTS.get(layout, layout)
+    product = _product_name(row)
+    values = {}
+    for name in _template_fields(template):
+        try:
+            raw = row[name]
+        except (KeyError, IndexError, ValueError):
+            raise UsageError(
+                f"path layout {template!r} uses column {name!r}, which product {product} lacks"
+            ) from None
+        values[name] = check_component(raw, product=product, field=name)
+    relative = template.format(**values)
+    parts = relative.split("/")
+    # The template's own literals are checked too: "{obs_id}/../x" is as unsafe as a hostile id.
+    for part in parts:
+        check_component(part, product=product, field=f"layout {template!r}")
+    return Path(*parts)
+
+
+def product_path(row: Mapping[str, Any] | Any, dest: Path | str, layout: str = "astroquery") -> Path:
+    """The absolute path where a product is written, guaranteed inside ``dest``.
+
+    Parameters
+    ----------
+    row : dict or astropy.table.Row
+        A product row.
+    dest : path-like
+        The destination directory (need not exist yet).
+    layout : str
+        See :func:`relative_product_path`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``dest / relative`` with ``dest`` made absolute (symlinks inside ``dest``'s own path are
+        kept as the user wrote them).
+
+    Raises
+    ------
+    UnsafePathError
+        When a component is unsafe, or an existing symlink inside the destination would carry
+        the file outside it.
+    """
+    root = Path(os.path.abspath(dest))
+    target = root / relative_product_path(row, layout)
+    # resolve() follows any symlink already planted in the tree: if the real location leaves the
+    # (resolved) destination, writing there would land outside it.
+    real_root = root.resolve()
+    real_target = target.resolve()
+    if real_target != real_root and real_root not in real_target.parents:
+        raise UnsafePathError(
+            f"product {_product_name(row)}: {target} resolves to {real_target}, outside the "
+            f"destination {real_root} (a symlink leads out of it)"
+        )
+    return target
+
+
+def check_collisions(paths: Mapping[str, Path] | Iterable[tuple[str, Path]]) -> None:
+    """Refuse two different products that map to one file.
+
+    Parameters
+    ----------
+    paths : mapping or iterable of (key, path)
+        Product key (dataURI) to destination path. The same key listed twice with the same path
+        is not a collision.
+
+    Raises
+    ------
+    UnsafePathError
+        Listing every colliding path and the products that share it.
+    """
+    items = paths.items() if isinstance(paths, Mapping) else paths
+    owners: dict[Path, set[str]] = {}
+    for key, path in items:
+        owners.setdefault(Path(path), set()).add(key)
+    clashes = {path: keys for path, keys in owners.items() if len(keys) > 1}
+    if clashes:
+        lines = [f"{path}: {', '.join(sorted(keys))}" for path, keys in sorted(clashes.items())]
+        raise UnsafePathError(
+            f"{len(clashes)} destination path(s) would be written by several products:\n  "
+            + "\n  ".join(lines),
+            hint="deduplicate the products, or choose a layout that keeps them apart "
+            "(e.g. 'astroquery', which includes obs_id)",
+        )
+
+
+def check_free_space(dest: Path | str, bytes_needed: int, *, margin: int = 64 * 2**20) -> int:
+    """Refuse to start when the destination's filesystem cannot hold what is still to fetch.
+
+    Parameters
+    ----------
+    dest : path-like
+        The destination; the nearest existing ancestor is measured.
+    bytes_needed : int
+        Bytes still to download.
+    margin : int
+        Bytes to keep free beyond ``bytes_needed`` (default 64 MiB).
+
+    Returns
+    -------
+    int
+        Free bytes on that filesystem.
+
+    Raises
+    ------
+    TransferError
+        When ``free < bytes_needed + margin``.
+    """
+    probe = Path(os.path.abspath(dest))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < bytes_needed + margin:
+        raise TransferError(
+            f"not enough free space in {probe}: {bytes_needed} bytes to fetch, {free} free",
+            hint="free some space or choose another destination",
+        )
+    return free
