@@ -1,0 +1,57 @@
+"""What MAST's observation and product tables contain, as far as recipes need to know.
+
+Observation fields are those of MAST's ``Mast.Caom.Cone`` column configuration (the fields
+astroquery's ``query_criteria`` accepts) plus the live extras astroquery's docs show. A field is
+*continuous* when MAST filters it by a ``{min, max}`` range and *discrete* otherwise; astroquery
+decides this from the column configuration's data type, and so do we.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+#: Fields filtered by ranges; MAST stores them as double precision numbers.
+CONTINUOUS_FIELDS = frozenset({
+    "s_ra", "s_dec", "t_min", "t_max", "t_obs_release", "t_exptime", "em_min", "em_max",
+    "distance", "srcDen",
+})
+
+#: Continuous fields that hold dates as Modified Julian Dates: recipes may write ISO dates.
+DATE_FIELDS = frozenset({"t_min", "t_max", "t_obs_release"})
+
+DISCRETE_FIELDS = frozenset({
+    "intentType", "obs_collection", "provenance_name", "instrument_name", "project", "filters",
+    "wavelength_region", "target_name", "target_classification", "obs_id", "obs_title",
+    "proposal_pi", "dataproduct_type", "calib_level", "objID", "s_region", "jpegURL", "obsid",
+    "proposal_id", "proposal_type", "sequence_number", "dataRights", "mtFlag", "dataURL",
+    # hidden from get_metadata by MAST (`remove: true`) but still accepted as filters
+    "obs_creator_name", "obs_publisher_id", "access_estsize", "obsStartTime", "obsStopTime",
+    "em_res_power", "o_ucd", "target_class", "obs_creation_date", "publisher_id",
+    "bib_reference", "data_rights", "obs_release_date", "s_ucd", "s_fov", "s_resolution",
+    "t_resolution", "em_resolution", "objID1",
+})
+
+OBSERVATION_FIELDS = CONTINUOUS_FIELDS | DISCRETE_FIELDS
+
+#: Product-list columns and their kinds ("text" or "number").
+PRODUCT_COLUMNS: dict[str, str] = {
+    "obsID": "text", "obs_collection": "text", "dataproduct_type": "text", "obs_id": "text",
+    "description": "text", "type": "text", "dataURI": "text", "productType": "text",
+    "productGroupDescription": "text", "productSubGroupDescription": "text",
+    "productDocumentationURL": "text", "project": "text", "prvversion": "text",
+    "productFilename": "text", "size": "number", "parent_obsid": "text", "dataRights": "text",
+    "calib_level": "number", "proposal_id": "text",
+}
+
+
+def suggest(name: str, candidates: frozenset[str] | set[str] | dict[str, str] | list[str]) -> str | None:
+    """``"Did you mean 'x'?"`` for the closest candidate, matching case-insensitively first."""
+    names = list(candidates)
+    for candidate in names:
+        if candidate.lower() == name.lower():
+            return f"did you mean {candidate!r}?"
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if not close:
+        lowered = {candidate.lower(): candidate for candidate in names}
+        close = [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)]
+    return f"did you mean {close[0]!r}?" if close else None

@@ -1,0 +1,579 @@
+"""The recipe language: pydantic models of a recipe, and :func:`load_recipe`.
+
+A recipe is one YAML document with these sections, each named after the stage it configures::
+
+    version: 1
+    name: nircam-1073
+    mast:      {url, timeout, page_size, max_in_flight, retries, retry_after_cap}
+    query:     {<name>: {criteria: {...}, position: {...}}, ...}
+    products:  {batch_size, in_flight}
+    unique:    {key}
+    filter:    {contains, endswith, exclude, guide_stars, mrp_only, columns}
+    retrieve:  {mode, destination, layout, in_flight, verify, overwrite, script, manifest}
+    state:     {directory, query_max_age}
+
+Models are immutable and reject unknown keys. Loading goes through :mod:`mastpipe.yamlload`, so
+every error names the file, line, column and field. ``docs/recipe.md`` is generated from these
+models (``mastpipe schema --markdown``) and is the reference users read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import Problem, RecipeError
+from .fields import CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS, suggest
+from .quantities import parse_coordinates, parse_duration, parse_radius, to_mjd
+from .yamlload import Located, load_yaml
+
+SCHEMA_VERSION = 1
+DEFAULT_MAST_URL = "https://mast.stsci.edu"
+MAST_URL_ENV = "MASTPIPE_MAST_URL"
+TOKEN_ENV = "MAST_API_TOKEN"
+GUIDE_STAR_MARK = "_gs-"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+Scalar = Union[str, int, float, bool]
+
+
+def check_criterion(name: str, criterion: Any) -> tuple[Any, tuple[str, str, str | None] | None]:
+    """Check one query criterion; return it (dates converted to MJD) and a problem or None.
+
+    A problem is ``(where, message, hint)`` with ``where`` "key" when the field name is wrong and
+    "value" when its value is.
+    """
+    if name not in OBSERVATION_FIELDS:
+        return criterion, ("key", f"unknown observation field {name!r}", suggest(name, OBSERVATION_FIELDS))
+    if name in CONTINUOUS_FIELDS:
+        if not isinstance(criterion, dict):
+            return criterion, ("value", f"{name} is continuous: give a range {{min: ..., max: ...}}, not {criterion!r}",
+                               f"e.g. {name}: {{min: 1, max: 2}}")
+        if name in DATE_FIELDS:
+            try:
+                criterion = {k: (to_mjd(v) if k in ("min", "max") and v is not None else v)
+                             for k, v in criterion.items()}
+            except ValueError as exc:
+                return criterion, ("value", str(exc), None)
+    elif isinstance(criterion, dict):
+        return criterion, ("value", f"{name} is not a continuous field, so it takes a value or a list, not a range",
+                           "ranges work only on " + ", ".join(sorted(CONTINUOUS_FIELDS)))
+    elif isinstance(criterion, list) and not criterion:
+        return criterion, ("value", f"{name}: an empty list matches nothing", "remove the field or give values")
+    return criterion, _range_problem(criterion)
+
+
+def _range_problem(value: Any) -> tuple[str, str, str | None] | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        Range.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+        if first["type"] == "extra_forbidden":
+            return ("value", f"a range takes only min and max, not {where!r}", None)
+        return ("value", f"{where}: {message}" if where else message, None)
+    return None
+
+
+def check_column(name: str, match: Any) -> tuple[str, str, str | None] | None:
+    """Check one ``filter.columns`` entry; return ``(where, message, hint)`` or None."""
+    if name not in PRODUCT_COLUMNS:
+        return ("key", f"unknown product column {name!r}", suggest(name, PRODUCT_COLUMNS))
+    if isinstance(match, dict) and PRODUCT_COLUMNS[name] != "number":
+        return ("value", f"{name} is a text column, so it takes a value or a list, not a range",
+                "ranges work only on numeric columns: size, calib_level")
+    if isinstance(match, list) and not match:
+        return ("value", f"{name}: an empty list matches nothing", "remove the column or give values")
+    return _range_problem(match)
+
+
+class Range(_Model):
+    """An inclusive range ``{min, max}``; either end may be left out."""
+
+    min: float | None = Field(None, description="Smallest value kept (inclusive). Dates may be ISO dates.")
+    max: float | None = Field(None, description="Largest value kept (inclusive). Dates may be ISO dates.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.min is None and self.max is None:
+            raise ValueError("a range needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        return self
+
+
+class Position(_Model):
+    """Where on the sky: ``coordinates`` or an ``object`` name, and a ``radius`` with a unit."""
+
+    coordinates: Union[str, list[float], None] = Field(
+        None, description='ICRS position: "83.633 22.0145" (degrees), "05h34m31.9s +22d00m52s" or [ra, dec].')
+    object: str | None = Field(
+        None, description="An object name resolved by MAST's name resolver, e.g. \"M1\". Needs real MAST.")
+    radius: str = Field("0.2 deg", description='Search radius with a unit: "0.2 deg", "5 arcmin", "30 arcsec".')
+
+    @field_validator("coordinates")
+    @classmethod
+    def _coordinates(cls, value: Any) -> Any:
+        if value is not None:
+            parse_coordinates(value)
+        return value
+
+    @field_validator("radius", mode="before")
+    @classmethod
+    def _radius(cls, value: Any) -> Any:
+        parse_radius(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Position:
+        if (self.coordinates is None) == (self.object is None):
+            raise ValueError("give exactly one of `coordinates` and `object`")
+        return self
+
+    @property
+    def radius_deg(self) -> float:
+        return parse_radius(self.radius)
+
+    @property
+    def ra_dec(self) -> tuple[float, float] | None:
+        return parse_coordinates(self.coordinates) if self.coordinates is not None else None
+
+
+Criterion = Union[Range, list[Scalar], Scalar]
+
+
+class Query(_Model):
+    """One named search for observations. Criteria are ANDed; a list means "any of"."""
+
+    criteria: dict[str, Criterion] = Field(
+        ..., description=(
+            "Observation fields and the values to match (MAST's CAOM field names, e.g. obs_collection, "
+            "proposal_id, instrument_name, filters). A scalar matches exactly (case-insensitive); a list "
+            "matches any of its values; `*` is a wildcard (\"NIRCAM*\"); continuous fields (s_ra, s_dec, "
+            "t_min, t_max, t_obs_release, t_exptime, em_min, em_max) take {min, max}, and dates may be ISO."))
+    position: Position | None = Field(None, description="Restrict the search to a cone on the sky.")
+
+    @field_validator("criteria", mode="before")
+    @classmethod
+    def _criteria(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        if not value:
+            raise ValueError("criteria must name at least one field (MAST refuses empty searches)")
+        converted = {}
+        for name, criterion in value.items():
+            converted[name], problem = check_criterion(name, criterion)
+            if problem:
+                raise ValueError(problem[1])
+        return converted
+
+    @property
+    def names_collection(self) -> bool:
+        return "obs_collection" in self.criteria
+
+
+class Mast(_Model):
+    """How to talk to MAST: where, how patiently and how politely."""
+
+    url: str = Field(DEFAULT_MAST_URL, description=(
+        f"MAST's base URL. Overridden by the environment variable {MAST_URL_ENV} and by --mast-url "
+        "(precedence: command line, environment, recipe, default)."))
+    timeout: float = Field(600.0, gt=0, le=3600, description="Seconds to wait for one request before retrying it.")
+    page_size: int = Field(50_000, ge=1, le=50_000, description="Rows per page of query results (MAST's maximum is 50000).")
+    max_in_flight: int = Field(4, ge=1, le=16, description=(
+        "Most requests to MAST in flight at once, across all stages. Keep it small: a client that "
+        "overloaded MAST was withdrawn."))
+    retries: int = Field(5, ge=0, le=50, description="Retries per request after timeouts, connection errors, 429 and 5xx.")
+    retry_after_cap: float = Field(300.0, ge=0, le=86_400, description=(
+        "Longest Retry-After (seconds) honoured; a server asking for more fails the request at once."))
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url(value)
+
+
+def _check_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", value):
+        raise ValueError(f"{value!r} is not an http(s) URL like https://mast.stsci.edu")
+    return value.rstrip("/")
+
+
+class Products(_Model):
+    """How product lists are fetched for the observations found."""
+
+    batch_size: int = Field(5, ge=1, le=500, description=(
+        "Observations per product-list request. MAST times out on large JWST programs when asked for "
+        "many at once; a few at a time is its own advice."))
+    in_flight: int | None = Field(None, ge=1, le=16, description="Product-list requests in flight (default: mast.max_in_flight).")
+
+
+class Unique(_Model):
+    """Which column makes a product unique (the same file is listed under several observations)."""
+
+    key: Literal["productFilename", "dataURI"] = Field(
+        "productFilename", description="Deduplicate on productFilename (the seed tutorial's choice) or dataURI.")
+
+
+ColumnMatch = Union[Range, list[Scalar], Scalar]
+
+
+class Filter(_Model):
+    """Which products to keep. Every rule given must hold (AND); within a list, any value (OR).
+
+    Rules on the file name (productFilename) are substring tests, case-sensitive, as in the seed
+    tutorial's ``product_filter``. A value in ``columns`` starting with ``!`` excludes that value;
+    several exclusions all apply; a ``{min, max}`` keeps numeric values inside the range.
+    """
+
+    contains: list[str] = Field(default_factory=list, description=(
+        "Keep products whose file name contains any of these (the seed's prodList), e.g. [_uncal.fits]. "
+        "Empty: no constraint."))
+    endswith: list[str] = Field(default_factory=list, description="Keep products whose file name ends with any of these, e.g. [_cal.fits].")
+    exclude: list[str] = Field(default_factory=list, description="Drop products whose file name contains any of these.")
+    guide_stars: Literal["omit", "keep", "only"] = Field("omit", description=(
+        f"Guide-star files (names containing {GUIDE_STAR_MARK!r}): omit them (default, as the seed), keep them, or keep only them."))
+    mrp_only: bool = Field(False, description="Keep only MAST's Minimum Recommended Products.")
+    columns: dict[str, ColumnMatch] = Field(default_factory=dict, description=(
+        "Exact matches on product columns, e.g. productSubGroupDescription: UNCAL, productType: [SCIENCE], "
+        "calib_level: [2, 3], dataRights: \"!EXCLUSIVE_ACCESS\", extension-like tests belong in endswith; "
+        "numeric columns (size, calib_level) also take {min, max}."))
+
+    @field_validator("contains", "endswith", "exclude")
+    @classmethod
+    def _non_empty_strings(cls, values: list[str]) -> list[str]:
+        if any(not v for v in values):
+            raise ValueError("an empty string would match every file name")
+        return values
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _columns(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, match in value.items():
+                problem = check_column(name, match)
+                if problem:
+                    raise ValueError(problem[1])
+        return value
+
+
+class Retrieve(_Model):
+    """What to do with the products kept, and where files go."""
+
+    mode: Literal["download", "curl", "manifest"] = Field("download", description=(
+        "download: mastpipe fetches, verifies and resumes the files itself; curl: write a bash script of "
+        "curl commands to run later or elsewhere; manifest: only list URLs, paths and sizes."))
+    destination: str = Field("data", description="Directory files go under; relative paths are relative to the recipe file.")
+    layout: str = Field("astroquery", description=(
+        "astroquery: mastDownload/<obs_collection>/<obs_id>/<file>, as astroquery writes it (so earlier "
+        "manual downloads are adopted); flat: <file>; or a template of product columns such as "
+        "\"{obs_collection}/{proposal_id}/{productFilename}\"."))
+    in_flight: int = Field(4, ge=1, le=16, description="Downloads in flight at once.")
+    verify: Literal["size", "sha256"] = Field("size", description=(
+        "How a rerun checks files it already has: size (fast, no reading) or sha256 (re-hash every file "
+        "and repair mismatches). New downloads are always size-checked and hashed."))
+    overwrite: Literal["never", "changed", "always"] = Field("changed", description=(
+        "Files found at the destination that mastpipe did not record: never (keep; a size mismatch fails that "
+        "file), changed (keep when the size matches, refetch otherwise), always (refetch)."))
+    script: str | None = Field(None, description="curl mode: where to write the script (default <destination>/mastpipe-download.sh).")
+    manifest: str | None = Field(None, description="Where to write the manifest (default <destination>/manifest.ecsv, plus .json).")
+
+    @field_validator("layout")
+    @classmethod
+    def _layout(cls, value: str) -> str:
+        if value in ("astroquery", "flat"):
+            return value
+        fields = re.findall(r"{([^{}]*)}", value)
+        if "productFilename" not in fields:
+            raise ValueError("a layout template must contain {productFilename}, e.g. \"{obs_collection}/{productFilename}\"")
+        for name in fields:
+            if name not in PRODUCT_COLUMNS:
+                hint = suggest(name, PRODUCT_COLUMNS)
+                raise ValueError(f"unknown product column {{{name}}} in layout" + (f"; {hint}" if hint else ""))
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError("a layout template is relative to the destination and may not contain `..`")
+        return value
+
+
+class State(_Model):
+    """Where checkpoints, the ledger and the lock live, and how long query results stay fresh."""
+
+    directory: str | None = Field(None, description=(
+        "State directory (default .mastpipe/<name> beside the recipe); --state-dir overrides it."))
+    query_max_age: str | None = Field(None, description=(
+        "Re-run the query stage when its results are older than this, e.g. \"1d\" or \"12h\" (scheduled reruns)."))
+
+    @field_validator("query_max_age")
+    @classmethod
+    def _age(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class Recipe(_Model):
+    """A mastpipe recipe: which observations, which of their products, and where they go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="mastpipe recipe",
+                              json_schema_extra={"$id": "https://mastpipe.invalid/schemas/recipe.schema.json"})
+
+    version: Literal[1] = Field(..., description="Recipe language version; this is version 1.")
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description=(
+        "Short identifier (letters, digits, . _ -); names the state directory."))
+    description: str = Field("", description="What this recipe fetches and why, for the people who review it.")
+    mast: Mast = Field(default_factory=Mast, description="Server and politeness settings.")
+    query: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")], Query] = Field(
+        ..., min_length=1, description="Named searches for observations; their results are united.")
+    products: Products = Field(default_factory=Products, description="How product lists are fetched.")
+    unique: Unique = Field(default_factory=Unique, description="How duplicate products are recognised.")
+    filter: Filter = Field(default_factory=Filter, description="Which products are kept.")
+    retrieve: Retrieve = Field(default_factory=Retrieve, description="What happens to the products kept.")
+    state: State = Field(default_factory=State, description="Checkpoints and scheduled reruns.")
+
+    @model_validator(mode="after")
+    def _in_flight(self) -> Recipe:
+        if self.products.in_flight is not None and self.products.in_flight > self.mast.max_in_flight:
+            raise ValueError(f"products.in_flight ({self.products.in_flight}) exceeds mast.max_in_flight "
+                             f"({self.mast.max_in_flight})")
+        return self
+
+    def warnings(self) -> list[tuple[tuple[str, ...], str]]:
+        """Things that are valid but probably not what the author wants, as (path, message)."""
+        found = []
+        for name, query in self.query.items():
+            if not query.names_collection:
+                found.append((("query", name, "criteria"),
+                              "no obs_collection: naming the mission (e.g. JWST) makes MAST's search much faster"))
+        return found
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+_SECRET_KEY = re.compile(r"(token|secret|password|passwd|api[_-]?key|credential|cookie|auth)", re.I)
+_SECRET_VALUE = re.compile(r"^(?:[0-9a-f]{32,}|(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{32,}|Bearer\s+\S+)$")
+_VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|\$)")
+_SECRET_HINT = f"never put tokens in recipes: set the environment variable {TOKEN_ENV} or run `mastpipe login`"
+
+
+def _scan(located: Located, environ: os._Environ[str] | dict[str, str]) -> tuple[Any, list[Problem]]:
+    """Refuse secrets and expand ``${VAR}`` in every string, collecting located problems."""
+    problems: list[Problem] = []
+
+    def expand(text: str, path: tuple[Any, ...]) -> str:
+        def one(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, has_default, default = (match.group(1) or "").partition(":-")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                problems.append(located.problem(path, f"${{{match.group(1)}}} is not a valid variable name",
+                                                "write ${NAME} or ${NAME:-default}; $$ for a literal $"))
+                return ""
+            if name == TOKEN_ENV:
+                problems.append(located.problem(path, f"the recipe refers to ${{{TOKEN_ENV}}}", _SECRET_HINT))
+                return ""
+            if name not in environ and has_default:
+                return default
+            if name not in environ:
+                problems.append(located.problem(path, f"environment variable {name} is not set",
+                                                f"export {name}=... before running, or write the value in the recipe"))
+                return ""
+            return environ[name]
+
+        return _VARIABLE.sub(one, text)
+
+    def walk(value: Any, path: tuple[Any, ...]) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                if _SECRET_KEY.search(key):
+                    problems.append(located.problem(path + (key,), f"the key {key!r} looks like a secret",
+                                                    _SECRET_HINT, key=True))
+                out[key] = walk(item, path + (key,))
+            return out
+        if isinstance(value, list):
+            return [walk(item, path + (i,)) for i, item in enumerate(value)]
+        if isinstance(value, str):
+            if _SECRET_VALUE.match(value.strip()):
+                problems.append(located.problem(path, "this value looks like an access token", _SECRET_HINT))
+                return value
+            return expand(value, path)
+        return value
+
+    return walk(located.data, ()), problems
+
+
+def _problems_from(error: ValidationError, located: Located) -> list[Problem]:
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = tuple(item["loc"])
+        # pydantic names union branches in loc ("Range", "list[...]"); users never see those
+        loc = tuple(part for part in loc if not (isinstance(part, str) and (part[:1].isupper() or "[" in part)))
+        kind = item["type"]
+        message = item["msg"].removeprefix("Value error, ")
+        hint = None
+        if kind == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            hint = suggest(str(loc[-1]), list(parent.model_fields)) if parent else None
+            message = f"unknown key {loc[-1]!r}"
+            problems.append(located.problem(loc, message, hint, key=True))
+            continue
+        if kind == "missing":
+            message = f"required key {loc[-1]!r} is missing"
+            parent_loc = loc[:-1]
+            problems.append(Problem(located.file, *located.where(parent_loc), _dotted_loc(loc), message,
+                                    _missing_hint(str(loc[-1]))))
+            continue
+        message = message.replace("Input should be", "must be")
+        if "did you mean" in message:
+            message, _, rest = message.partition("; did you mean")
+            hint = "did you mean" + rest
+        problems.append(located.problem(loc, message, hint))
+    # A union of several branches reports one error per branch; keep the most specific per place.
+    unique: dict[tuple[str, int | None], Problem] = {}
+    for problem in problems:
+        unique.setdefault((problem.field, problem.line), problem)
+    return list(unique.values())
+
+
+def _dotted_loc(loc: tuple[Any, ...]) -> str:
+    from .yamlload import dotted
+    return dotted(loc)
+
+
+def _missing_hint(name: str) -> str | None:
+    return {
+        "version": "start the recipe with `version: 1`",
+        "name": "add `name: my-recipe` (letters, digits, . _ -)",
+        "query": "add a `query:` section with at least one named search",
+        "criteria": "add `criteria:` with at least one field, e.g. `obs_collection: JWST`",
+    }.get(name)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is Recipe and part == "query":
+            model = dict
+            continue
+        if model is dict:
+            model = Query
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = candidates[0] if candidates else None
+        if model is None:
+            return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def parse_recipe(located: Located, environ: dict[str, str] | None = None) -> Recipe:
+    """Validate already-loaded YAML into a :class:`Recipe` (see :func:`load_recipe`)."""
+    env = dict(os.environ) if environ is None else environ
+    if not isinstance(located.data, dict):
+        kind = type(located.data).__name__
+        kind = {"list": "a list", "str": "text", "int": "a number", "float": "a number", "bool": "true/false"}.get(kind, kind)
+        raise RecipeError([Problem(located.file, 1, 1, "<recipe>", f"a recipe is a mapping of sections, not {kind}",
+                                   "start with `version: 1` and `name: ...` at the top level")])
+    data, problems = _scan(located, env)
+    if problems:
+        raise RecipeError(problems)
+    problems, flagged = _check_named_entries(data, located)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems += [p for p in _problems_from(exc, located) if not p.field.startswith(flagged)]
+    if problems:
+        raise RecipeError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
+    return recipe
+
+
+def _check_named_entries(data: dict[str, Any], located: Located) -> tuple[list[Problem], tuple[str, ...]]:
+    """Check criteria and filter columns one by one, so each error points at its own key.
+
+    The models check the same things, but pydantic can only report a dict's first bad entry and
+    only at the dict itself; here every bad entry is reported where it stands.
+    """
+    problems: list[Problem] = []
+    flagged: list[str] = []
+    entries: list[tuple[tuple[Any, ...], Any, Any]] = []
+    queries = data.get("query")
+    if isinstance(queries, dict):
+        for qname, query in queries.items():
+            if isinstance(query, dict) and isinstance(query.get("criteria"), dict):
+                entries.append((("query", qname, "criteria"), query["criteria"], lambda n, v: check_criterion(n, v)[1]))
+    filt = data.get("filter")
+    if isinstance(filt, dict) and isinstance(filt.get("columns"), dict):
+        entries.append((("filter", "columns"), filt["columns"], check_column))
+    for path, mapping, check in entries:
+        for name, value in mapping.items():
+            problem = check(name, value)
+            if problem:
+                where, message, hint = problem
+                problems.append(located.problem(path + (name,), message, hint, key=where == "key"))
+                flagged.append(".".join(str(p) for p in path))
+    return problems, tuple(flagged)
+
+
+def load_recipe(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Recipe:
+    """Load and validate a recipe file.
+
+    Parameters
+    ----------
+    path : path-like
+        The YAML recipe.
+    environ : dict, optional
+        Variables for ``${VAR}`` interpolation (default: the process environment).
+
+    Returns
+    -------
+    Recipe
+        The validated, immutable recipe.
+
+    Raises
+    ------
+    RecipeError
+        With every problem found, each located by file, line, column and field path.
+
+    Examples
+    --------
+    >>> recipe = load_recipe("pipelines/jwst-1073-nircam-uncal.yaml")  # doctest: +SKIP
+    >>> sorted(recipe.query)                                            # doctest: +SKIP
+    ['nircam']
+    """
+    return parse_recipe(load_yaml(path), environ)
+
+
+def recipe_dir(path: str | os.PathLike[str]) -> Path:
+    """The directory relative paths in a recipe are resolved against."""
+    return Path(path).resolve().parent
+
+
+def effective_mast_url(recipe: Recipe, cli_url: str | None = None, environ: dict[str, str] | None = None) -> str:
+    """MAST's URL with the documented precedence: command line, environment, recipe, default."""
+    env = os.environ if environ is None else environ
+    for candidate, origin in ((cli_url, "--mast-url"), (env.get(MAST_URL_ENV), MAST_URL_ENV)):
+        if candidate:
+            try:
+                return _check_url(candidate)
+            except ValueError as exc:
+                from .errors import UsageError
+                raise UsageError(f"{origin}: {exc}") from None
+    return recipe.mast.url
