@@ -1,0 +1,184 @@
+"""The download ledger: one SQLite row per file, so a rerun knows what is done without asking MAST.
+
+The ledger lives in the state directory (``<state>/ledger.sqlite``), in WAL mode so a reader never
+blocks the writer. Worker threads write through one connection guarded by a lock: each write is a
+single small statement, far cheaper than the HTTP request it records, so the lock is never
+contended enough to matter and there is no per-thread connection bookkeeping.
+
+A rerun reads every row with one ``SELECT`` (:meth:`Ledger.rows`) and then only stats files: that
+is what keeps a rerun over 10,000 completed files well under a second.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mastpipe.errors import StateError
+
+__all__ = ["DONE", "FAILED", "RUNNING", "Ledger", "LedgerRow"]
+
+RUNNING, DONE, FAILED = "running", "done", "failed"
+FILENAME = "ledger.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    key           TEXT PRIMARY KEY,   -- the product's dataURI
+    dest          TEXT NOT NULL,
+    status        TEXT NOT NULL,      -- running | done | failed
+    size          INTEGER,
+    sha256        TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    etag          TEXT,
+    last_modified TEXT,
+    started       REAL,
+    finished      REAL
+)
+"""
+_COLUMNS = ("key", "dest", "status", "size", "sha256", "attempts", "last_error", "etag",
+            "last_modified", "started", "finished")
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """What the ledger knows about one file (see the schema above for the fields)."""
+
+    key: str
+    dest: str
+    status: str
+    size: int | None = None
+    sha256: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    started: float | None = None
+    finished: float | None = None
+
+
+class Ledger:
+    """The SQLite ledger of one state directory; safe to share between threads.
+
+    Parameters
+    ----------
+    path : path-like
+        The database file, or a directory (then ``<dir>/ledger.sqlite``). Parent directories
+        are created.
+
+    Raises
+    ------
+    StateError
+        When the database cannot be opened or is not a ledger.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        path = Path(path)
+        if path.is_dir() or not path.suffix:
+            path = path / FILENAME
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                       timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a power cut may lose the last rows but never corrupts the
+            # database; a lost "done" row only means the file is hashed and adopted again.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open the download ledger {path}: {exc}") from None
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def rows(self, keys: Iterable[str] | None = None) -> dict[str, LedgerRow]:
+        """Every row (or those for ``keys``), read with a single query.
+
+        Parameters
+        ----------
+        keys : iterable of str, optional
+            Restrict the answer to these keys; the whole table is still read in one statement,
+            which beats thousands of point lookups.
+
+        Returns
+        -------
+        dict
+            key -> :class:`LedgerRow`.
+        """
+        with self._lock:
+            try:
+                cursor = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM files")
+                found = {r[0]: LedgerRow(*r) for r in cursor.fetchall()}
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot read the download ledger {self.path}: {exc}") from None
+        if keys is None:
+            return found
+        return {k: found[k] for k in keys if k in found}
+
+    def get(self, key: str) -> LedgerRow | None:
+        """The row for ``key``, or None."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM files WHERE key = ?", (key,)
+            ).fetchone()
+        return LedgerRow(*row) if row else None
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _write(self, sql: str, params: tuple) -> None:
+        with self._lock:
+            try:
+                self._db.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot write the download ledger {self.path}: {exc}") from None
+
+    def mark_running(self, key: str, dest: Path | str, size: int | None) -> None:
+        """Record that a transfer of ``key`` has started (attempt counts are kept)."""
+        self._write(
+            "INSERT INTO files (key, dest, status, size, started) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET dest=excluded.dest, status=excluded.status, "
+            "size=excluded.size, started=excluded.started, finished=NULL",
+            (key, str(dest), RUNNING, size, time.time()),
+        )
+
+    def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
+                  etag: str | None = None, last_modified: str | None = None) -> None:
+        """Record a complete, verified file (``attempts`` is added to the running total)."""
+        now = time.time()
+        self._write(
+            "INSERT INTO files (key, dest, status, size, sha256, attempts, last_error, etag, "
+            "last_modified, started, finished) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET dest=excluded.dest, status=excluded.status, "
+            "size=excluded.size, sha256=excluded.sha256, attempts=files.attempts + "
+            "excluded.attempts, last_error=NULL, etag=excluded.etag, "
+            "last_modified=excluded.last_modified, finished=excluded.finished",
+            (key, str(dest), DONE, size, sha256, attempts, etag, last_modified, now, now),
+        )
+
+    def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:
+        """Record that ``key`` failed this run with ``error`` (already free of secrets)."""
+        now = time.time()
+        self._write(
+            "INSERT INTO files (key, dest, status, attempts, last_error, started, finished) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET dest=excluded.dest, status=excluded.status, "
+            "attempts=files.attempts + excluded.attempts, last_error=excluded.last_error, "
+            "finished=excluded.finished",
+            (key, str(dest), FAILED, attempts, error, now, now),
+        )
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
