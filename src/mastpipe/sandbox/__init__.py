@@ -1,0 +1,190 @@
+"""A local MAST stand-in that unmodified astroquery cannot tell from MAST.
+
+See ``docs/sandbox-contract.md`` for the API other code relies on, and
+``mast-protocol.md`` (shared reference) for the HTTP protocol it implements.
+
+Examples
+--------
+>>> from mastpipe.sandbox import Sandbox, Faults
+>>> with Sandbox(seed=0, faults=Faults.parse("download.latency=0.05")) as sb:  # doctest: +SKIP
+...     print(sb.url)
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Iterable, Mapping
+from urllib.parse import quote
+
+from .catalog import Catalog, FileInfo
+from .faults import Faults
+from .log import Record, RequestLog
+from .server import SandboxHTTPServer
+
+__all__ = ["Sandbox", "Faults", "Catalog", "FileInfo", "RequestLog", "Record", "serve_forever",
+           "parse_scale", "parse_tokens"]
+
+_SCALE = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
+
+
+def parse_scale(text: "str | tuple[int, int] | None") -> "tuple[int, int] | None":
+    """Parse ``"NxM"`` (e.g. ``"200x5000"``) into ``(N, M)``; None or ``""`` gives None.
+
+    Raises
+    ------
+    ValueError
+        If the text is not two positive integers separated by ``x``.
+    """
+    if text is None or text == "":
+        return None
+    if isinstance(text, tuple):
+        n, m = text
+    else:
+        match = _SCALE.match(str(text))
+        if not match:
+            raise ValueError(f"scale must look like NxM (e.g. 200x5000: N observations x M "
+                             f"products each), got {text!r}")
+        n, m = int(match.group(1)), int(match.group(2))
+    if n <= 0 or m <= 0:
+        raise ValueError(f"scale needs positive N and M, got {n}x{m}")
+    return int(n), int(m)
+
+
+def parse_tokens(items: "Mapping[str, str] | Iterable[str] | None") -> dict[str, str]:
+    """Turn ``{"tok": "Name"}`` or ``["tok=Name", ...]`` into a token -> display name dict.
+
+    Raises
+    ------
+    ValueError
+        For an item without ``=`` or with an empty token.
+    """
+    if not items:
+        return {}
+    if isinstance(items, Mapping):
+        return {str(k): str(v) for k, v in items.items()}
+    out = {}
+    for item in items:
+        token, sep, name = str(item).partition("=")
+        if not sep or not token:
+            raise ValueError("token must be given as TOKEN=NAME (e.g. good-token=A. User)")
+        out[token] = name or "MAST User"
+    return out
+
+
+class Sandbox:
+    """A running local MAST, usable as a context manager.
+
+    Parameters
+    ----------
+    seed : int
+        Catalogue seed (sizes, times, file contents).
+    faults : Faults or str, optional
+        Fault specification (may be replaced later through :attr:`faults`).
+    tokens : mapping of token -> display name, optional
+        Valid ``mast_token`` values.
+    row_cap : int
+        Rows after which results are silently truncated (the ``row_cap`` knob overrides it).
+    scale : tuple of (int, int) or str, optional
+        Add program 9999 with N observations x M products.
+    host, port : str, int
+        Address to bind (port 0 picks a free port).
+    log_path : str or Path, optional
+        Also append every request record to this JSONL file.
+    """
+
+    def __init__(self, seed: int = 0, faults: "Faults | str | None" = None,
+                 tokens: "Mapping[str, str] | Iterable[str] | None" = None, row_cap: int = 50_000,
+                 scale: "tuple[int, int] | str | None" = None, host: str = "127.0.0.1",
+                 port: int = 0, log_path: "str | Path | None" = None) -> None:
+        self.seed = seed
+        self.faults = Faults.parse(faults)
+        self.tokens = parse_tokens(tokens)
+        self.row_cap = int(row_cap)
+        self.catalog = Catalog(seed=seed, scale=parse_scale(scale))
+        self.log = RequestLog(log_path)
+        self._host, self._port = host, port
+        self._server: SandboxHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> "Sandbox":
+        """Bind and start serving in a background thread."""
+        if self._server is None:
+            self._server = SandboxHTTPServer((self._host, self._port), self)
+            self._thread = threading.Thread(target=self._server.serve_forever,
+                                            kwargs={"poll_interval": 0.05},
+                                            name="mastpipe-sandbox", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.log.close()
+
+    def __enter__(self) -> "Sandbox":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ addresses
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` (no trailing slash)."""
+        if self._server is None:
+            raise RuntimeError("the sandbox is not running; use it as a context manager or call start()")
+        host, port = self._server.server_address[:2]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    def download_url(self, uri: str) -> str:
+        """The MAST download URL of ``uri`` on this sandbox (as astroquery builds it)."""
+        return f"{self.url}/api/v0.1/Download/file?uri={quote(uri, safe=':/')}"
+
+    def __repr__(self) -> str:
+        where = self.url if self._server else "stopped"
+        return f"<Sandbox {where} seed={self.seed} faults={str(self.faults)!r}>"
+
+
+def serve_forever(host: str = "127.0.0.1", port: int = 0, seed: int = 0,
+                  scale: "tuple[int, int] | str | None" = None, faults: "Faults | str | None" = None,
+                  tokens: "Mapping[str, str] | Iterable[str] | None" = None,
+                  log_path: "str | Path | None" = None, row_cap: int = 50_000) -> None:
+    """Run a sandbox in the foreground until KeyboardInterrupt or SIGTERM.
+
+    The URL is printed (and flushed) as the first line of stdout so a parent process can read it.
+    Invalid ``scale``/``faults``/``tokens`` raise ``ValueError`` before anything is bound.
+    """
+    sandbox = Sandbox(seed=seed, faults=faults, tokens=tokens, row_cap=row_cap, scale=scale,
+                      host=host, port=port, log_path=log_path)
+    stop = threading.Event()
+
+    def _on_term(signum, frame):  # SIGTERM ends the loop like Ctrl-C does
+        stop.set()
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_term)
+    with sandbox:
+        print(sandbox.url, flush=True)
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    sys.stdout.flush()

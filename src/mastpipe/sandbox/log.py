@@ -1,0 +1,98 @@
+"""The sandbox's request log: what tests read to see exactly what a client sent."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["Record", "RequestLog"]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One HTTP request as the sandbox saw and answered it.
+
+    Attributes
+    ----------
+    method, path : str
+        Request method and the normalised path (``//`` collapsed, no query string).
+    endpoint : str
+        ``query``, ``products``, ``download``, ``bundle``, ``whoami``, ``columnsconfig`` or
+        ``unknown``.
+    service : str or None
+        The invoke service name (``Mast.Caom.Filtered`` ...), else None.
+    obsids : list of str
+        Obsids of a products request, else empty.
+    uri : str or None
+        The ``uri`` of a download, else None.
+    range, if_range : str or None
+        The ``Range`` and ``If-Range`` request headers.
+    has_token : bool
+        Whether a *valid* token came with the request (cookie or bearer).
+    status : int
+        Status code sent (0 if the connection broke before a status line).
+    bytes_sent : int
+        Body bytes written.
+    time : float
+        Unix time the request arrived.
+    """
+
+    method: str
+    path: str
+    endpoint: str
+    service: str | None = None
+    obsids: list[str] = field(default_factory=list)
+    uri: str | None = None
+    range: str | None = None
+    if_range: str | None = None
+    has_token: bool = False
+    status: int = 0
+    bytes_sent: int = 0
+    time: float = 0.0
+
+
+class RequestLog:
+    """Thread-safe in-memory list of :class:`Record`, optionally mirrored to a JSONL file.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        If given, every record is also appended to this file as one JSON line.
+    """
+
+    def __init__(self, path: "str | Path | None" = None) -> None:
+        self._records: list[Record] = []
+        self._lock = threading.Lock()
+        self._path = Path(path) if path else None
+        self._file = open(self._path, "a", encoding="utf-8") if self._path else None
+
+    def add(self, record: Record) -> None:
+        """Append one record (and write it to the JSONL file, if any)."""
+        with self._lock:
+            self._records.append(record)
+            if self._file is not None:
+                self._file.write(json.dumps(asdict(record)) + "\n")
+                self._file.flush()
+
+    def records(self) -> list[Record]:
+        """A snapshot copy of all records so far, oldest first."""
+        with self._lock:
+            return list(self._records)
+
+    def clear(self) -> None:
+        """Forget the in-memory records (the JSONL file is kept)."""
+        with self._lock:
+            self._records.clear()
+
+    def close(self) -> None:
+        """Close the JSONL file, if any."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
