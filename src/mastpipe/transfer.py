@@ -1,0 +1,949 @@
+"""mastpipe's transfer engine: parallel, resumable, verified HTTP downloads.
+
+Two layers:
+
+* **Decisions** (pure, unit-tested without a network): :func:`decide` looks at what is on disk
+  and in the ledger and says what to do with one file (skip it, adopt it, finish it, resume it,
+  restart it, fetch it); :func:`judge` looks at a download response and says whether its body may
+  be appended to the temporary file, must replace it, or must be rejected.
+* **Actions**: :class:`Transfer` runs those decisions for many files with a bounded number of
+  downloads in flight, one ``requests.Session`` per worker thread, and a single retry loop.
+
+Files are written to ``.<name>.part`` beside their target, with ``.<name>.part.json`` holding the
+server's validator (ETag / Last-Modified) and the expected size, so a run killed with ``kill -9``
+resumes with ``Range`` + ``If-Range``. A file appears under its final name only after its size
+(and sha256, when known) has been verified, the data fsynced and the name swapped atomically.
+
+The MAST token is sent as the ``mast_token`` cookie and only to hosts in ``token_hosts``;
+redirects are followed by hand so the token is dropped as soon as the host changes. It is
+redacted from every error text this module produces.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import http.cookiejar
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3
+
+from mastpipe.auth import redact
+from mastpipe.errors import IntegrityError, TransferError, UsageError
+from mastpipe.ledger import DONE, Ledger, LedgerRow
+from mastpipe.paths import check_collisions, check_free_space
+from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
+
+__all__ = [
+    "Action",
+    "Event",
+    "FileResult",
+    "FileTask",
+    "Kind",
+    "LocalState",
+    "PartMeta",
+    "RemoteFacts",
+    "ResponseFacts",
+    "Transfer",
+    "Verdict",
+    "decide",
+    "judge",
+    "meta_path",
+    "part_path",
+]
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20  # 1 MiB: few syscalls and hash calls per byte, so one stream nears curl's rate
+MAX_REDIRECTS = 10
+_REDIRECTS = {301, 302, 303, 307, 308}
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+# ---------------------------------------------------------------------------------------------
+# Public data types
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One file to fetch.
+
+    Parameters
+    ----------
+    key : str
+        The product's ``dataURI``: identifies the file in the ledger and in results.
+    url : str
+        Where to download it from.
+    dest : pathlib.Path
+        Final path (already checked by :mod:`mastpipe.paths`).
+    size : int or None
+        Expected size from the product list, or None when unknown.
+    protected : bool
+        Exclusive-access product (``dataRights == "EXCLUSIVE_ACCESS"``); only used to explain a
+        401/403.
+    sha256 : str or None
+        Expected sha256 when known (MAST does not publish one; tests and mirrors may).
+    """
+
+    key: str
+    url: str
+    dest: Path
+    size: int | None = None
+    protected: bool = False
+    sha256: str | None = None
+
+
+Status = Literal["fetched", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one :class:`FileTask`.
+
+    Attributes
+    ----------
+    key, dest
+        As in the task.
+    status : {"fetched", "skipped", "failed"}
+        ``skipped`` means no download was needed (done before, or adopted).
+    size : int or None
+        Bytes on disk under ``dest`` when the file is complete.
+    sha256 : str or None
+        Hex digest of the complete file.
+    attempts : int
+        Download attempts this run (redirects not counted).
+    http_requests : int
+        HTTP requests sent this run for this file (redirect hops counted).
+    error : str or None
+        Why it failed; names the product; never contains the token.
+    """
+
+    key: str
+    dest: Path
+    status: Status
+    size: int | None = None
+    sha256: str | None = None
+    attempts: int = 0
+    http_requests: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A progress notification passed to ``Transfer(on_event=...)``, from worker threads.
+
+    ``kind`` is one of ``"plan"`` (once per run: ``total`` = files, ``nbytes`` = bytes still to
+    fetch when known, ``skipped`` = files needing nothing), ``"start"``, ``"bytes"`` (``nbytes``
+    just written), ``"retry"``, ``"done"``, ``"skipped"``, ``"failed"`` (``message`` says why).
+    """
+
+    kind: str
+    key: str = ""
+    nbytes: int = 0
+    total: int | None = None
+    message: str | None = None
+    skipped: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Decisions (pure)
+# ---------------------------------------------------------------------------------------------
+
+
+class Kind(enum.Enum):
+    """What to do with one file before any request."""
+
+    SKIP_DONE = "skip-done"  # ledger says done, size on disk matches: no request at all
+    VERIFY_DONE = "verify-done"  # as SKIP_DONE, but re-hash and compare with the ledger first
+    ADOPT = "adopt"  # complete file from an earlier manual download: hash and record
+    FINISH_VERIFY = "finish-verify"  # the temporary already has every byte: verify and rename
+    RESUME = "resume"  # GET with Range: bytes=offset- (and If-Range)
+    RESTART = "restart"  # the temporary is unusable: delete it, then GET from zero
+    FETCH = "fetch"  # nothing usable on disk: GET from zero
+
+
+@dataclass(frozen=True)
+class Action:
+    """The outcome of :func:`decide`: a :class:`Kind`, the resume offset and why."""
+
+    kind: Kind
+    offset: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PartMeta:
+    """What ``.<name>.part.json`` remembers about the response that began a temporary file.
+
+    Attributes
+    ----------
+    size : int or None
+        Full size of the remote file as the server stated it, or as the product list expected.
+    etag, last_modified : str or None
+        The server's validators, sent back as ``If-Range`` on resume.
+    """
+
+    size: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @property
+    def validator(self) -> str | None:
+        """The ``If-Range`` value: a strong ETag, else Last-Modified (weak ETags are not allowed)."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """What is on disk and in the ledger for one file.
+
+    Attributes
+    ----------
+    final_size : int or None
+        Size of the file under its final name; None when absent (or known to be bad).
+    ledger_status : str or None
+        ``"done"``, ``"failed"``, ``"running"`` or None (no row).
+    ledger_size : int or None
+        Size recorded with a ``done`` row.
+    part_size : int or None
+        Size of the temporary file; None when absent.
+    part_meta : PartMeta or None
+        Contents of the temporary's metadata file; None when absent or unreadable.
+    verify : bool
+        The user asked to re-hash completed files.
+    """
+
+    final_size: int | None = None
+    ledger_status: str | None = None
+    ledger_size: int | None = None
+    part_size: int | None = None
+    part_meta: PartMeta | None = None
+    verify: bool = False
+
+
+@dataclass(frozen=True)
+class RemoteFacts:
+    """What is known about the remote file without asking the server: the product list's size."""
+
+    size: int | None = None
+
+
+def decide(local: LocalState, remote: RemoteFacts) -> Action:
+    """Choose what to do with one file; the single home of the resume logic.
+
+    Parameters
+    ----------
+    local : LocalState
+        Disk and ledger state.
+    remote : RemoteFacts
+        Expected size from the product list.
+
+    Returns
+    -------
+    Action
+        See :class:`Kind`. The rules, in order:
+
+        1. a final file that the ledger records as done, with the recorded (and expected) size:
+           ``SKIP_DONE`` (``VERIFY_DONE`` when verifying);
+        2. a final file with no done row whose size equals the expected size: ``ADOPT``;
+        3. otherwise the final file is not trusted (it will be replaced atomically) and the
+           temporary decides: none -> ``FETCH``; no metadata, a different expected size (the
+           remote changed), longer than the remote, or empty -> ``RESTART``; exactly as long as
+           the remote -> ``FINISH_VERIFY``; shorter -> ``RESUME`` at its length, provided the
+           remote size or a validator is known to guard the splice (else ``RESTART``).
+    """
+    expected = remote.size
+    if local.final_size is not None:
+        if (
+            local.ledger_status == DONE
+            and local.ledger_size == local.final_size
+            and (expected is None or expected == local.final_size)
+        ):
+            kind = Kind.VERIFY_DONE if local.verify else Kind.SKIP_DONE
+            return Action(kind, reason="recorded as done and size on disk matches")
+        if local.ledger_status != DONE and expected is not None and local.final_size == expected:
+            return Action(Kind.ADOPT, reason="complete file already present, not in the ledger")
+    if local.part_size is None:
+        if local.final_size is not None:
+            return Action(Kind.FETCH, reason=f"file on disk has {local.final_size} bytes, "
+                                             f"expected {expected}: replacing it")
+        return Action(Kind.FETCH, reason="nothing on disk")
+    meta = local.part_meta
+    part = local.part_size
+    if meta is None:
+        return Action(Kind.RESTART, reason="temporary file without metadata")
+    if expected is not None and meta.size is not None and meta.size != expected:
+        return Action(Kind.RESTART, reason=f"remote size changed ({meta.size} -> {expected})")
+    total = expected if expected is not None else meta.size
+    if total is not None and part > total:
+        return Action(Kind.RESTART, reason=f"temporary has {part} bytes, remote only {total}")
+    if total is not None and part == total:
+        return Action(Kind.FINISH_VERIFY, reason="temporary already complete")
+    if part == 0:
+        return Action(Kind.RESTART, reason="empty temporary")
+    if total is None and meta.validator is None:
+        return Action(Kind.RESTART, reason="neither size nor validator known: cannot splice")
+    return Action(Kind.RESUME, offset=part, reason=f"resuming at byte {part}")
+
+
+class Verdict(enum.Enum):
+    """What to do with a 200/206 response body (see :func:`judge`)."""
+
+    APPEND = "append"  # 206 starting at the offset asked for: write after the kept bytes
+    FROM_ZERO = "from-zero"  # 200 with the whole body: truncate the temporary, never append
+    REJECT = "reject"  # unusable (wrong start, changed remote): discard temporary, retry
+    MISMATCH = "mismatch"  # the server's size contradicts the product list: integrity error
+
+
+@dataclass(frozen=True)
+class ResponseFacts:
+    """The parts of a response :func:`judge` needs (status and headers)."""
+
+    status: int
+    content_range: str | None = None
+    content_length: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @classmethod
+    def from_response(cls, response: requests.Response) -> ResponseFacts:
+        """Extract the facts from a ``requests`` response."""
+        headers = response.headers
+        length = headers.get("Content-Length")
+        return cls(
+            status=response.status_code,
+            content_range=headers.get("Content-Range"),
+            content_length=int(length) if length and length.strip().isdigit() else None,
+            etag=headers.get("ETag"),
+            last_modified=headers.get("Last-Modified"),
+        )
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``"bytes 10-99/100"`` -> ``(10, 99, 100)``; ``*`` total -> None; malformed -> None."""
+    match = _CONTENT_RANGE.match(value or "")
+    if not match:
+        return None
+    start, end, total = match.groups()
+    return int(start), int(end), None if total == "*" else int(total)
+
+
+def judge(offset: int, meta: PartMeta | None, expected: int | None,
+          response: ResponseFacts) -> tuple[Verdict, int | None, str]:
+    """Decide whether a successful response may be used, and how.
+
+    Parameters
+    ----------
+    offset : int
+        Bytes already kept (the ``Range`` start asked for; 0 when no Range was sent).
+    meta : PartMeta or None
+        Metadata of the temporary being resumed.
+    expected : int or None
+        Size from the product list.
+    response : ResponseFacts
+        Status 200 or 206 and headers.
+
+    Returns
+    -------
+    verdict : Verdict
+    total : int or None
+        The full size the file must reach, when known.
+    reason : str
+        Human-readable explanation (for retries and errors).
+    """
+    if response.status == 206:
+        parsed = parse_content_range(response.content_range)
+        if parsed is None:
+            return Verdict.REJECT, None, f"206 with unusable Content-Range {response.content_range!r}"
+        start, _end, total = parsed
+        if start != offset:
+            return Verdict.REJECT, None, f"206 starts at byte {start}, asked for {offset}"
+        if meta is not None:
+            if meta.etag and response.etag and meta.etag != response.etag:
+                return Verdict.REJECT, None, "remote file changed (ETag differs)"
+            if (not (meta.etag and response.etag) and meta.last_modified
+                    and response.last_modified and meta.last_modified != response.last_modified):
+                return Verdict.REJECT, None, "remote file changed (Last-Modified differs)"
+            if meta.size is not None and total is not None and meta.size != total:
+                return Verdict.REJECT, None, f"remote size changed ({meta.size} -> {total})"
+        if expected is not None and total is not None and total != expected:
+            return Verdict.MISMATCH, total, f"server size {total}, product list says {expected}"
+        return Verdict.APPEND, expected if expected is not None else total, "resuming"
+    total = response.content_length
+    if expected is not None and total is not None and total != expected:
+        return Verdict.MISMATCH, total, f"server size {total}, product list says {expected}"
+    reason = "server ignored Range: restarting from zero" if offset else "full body"
+    return Verdict.FROM_ZERO, expected if expected is not None else total, reason
+
+
+# ---------------------------------------------------------------------------------------------
+# Disk helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def part_path(dest: Path) -> Path:
+    """The temporary beside ``dest``: ``.<name>.part``."""
+    return dest.with_name(f".{dest.name}.part")
+
+
+def meta_path(dest: Path) -> Path:
+    """The temporary's metadata beside ``dest``: ``.<name>.part.json``."""
+    return dest.with_name(f".{dest.name}.part.json")
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+
+
+def _read_meta(dest: Path) -> PartMeta | None:
+    try:
+        data = json.loads(meta_path(dest).read_text())
+        return PartMeta(size=data.get("size"), etag=data.get("etag"),
+                        last_modified=data.get("last_modified"))
+    except (OSError, ValueError, AttributeError):
+        return None  # absent or torn by a kill: the temporary is then restarted
+
+
+def _write_meta(dest: Path, meta: PartMeta) -> None:
+    # Written (atomically) before the first body byte, so a kill never leaves bytes without it.
+    target = meta_path(dest)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps({"size": meta.size, "etag": meta.etag,
+                               "last_modified": meta.last_modified}))
+    os.replace(tmp, target)
+
+
+def _discard_part(dest: Path) -> None:
+    for path in (part_path(dest), meta_path(dest)):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _hash_file(path: Path, limit: int | None = None) -> tuple[hashlib._Hash, int]:
+    """sha256 of the first ``limit`` bytes (all when None), and how many were read."""
+    digest, count = hashlib.sha256(), 0
+    with open(path, "rb", buffering=0) as handle:
+        while limit is None or count < limit:
+            want = CHUNK if limit is None else min(CHUNK, limit - count)
+            block = handle.read(want)
+            if not block:
+                break
+            digest.update(block)
+            count += len(block)
+    return digest, count
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def _host_key(url_or_host: str) -> str:
+    """``host[:port]`` lower-cased, default ports dropped, for comparing token hosts."""
+    text = url_or_host if "//" in url_or_host else f"//{url_or_host}"
+    parts = urlsplit(text)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None or (port, parts.scheme) in ((80, "http"), (443, "https")) or (
+        not parts.scheme and port in (80, 443)
+    ):
+        return host
+    return f"{host}:{port}"
+
+
+def stale_temporaries(directories: Iterable[Path], keep: set[Path]) -> list[Path]:
+    """mastpipe temporaries in ``directories`` that belong to no file in ``keep``.
+
+    Parameters
+    ----------
+    directories : iterable of Path
+        Directories to scan (not recursively).
+    keep : set of Path
+        Final paths whose temporaries are still wanted.
+
+    Returns
+    -------
+    list of Path
+        ``.<name>.part``, ``.<name>.part.json`` and ``.<name>.part.json.tmp`` files to remove.
+    """
+    wanted = {p for dest in keep for p in (part_path(dest), meta_path(dest))}
+    found = []
+    for directory in directories:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") and name.endswith((".part", ".part.json", ".part.json.tmp")):
+                path = Path(directory) / name
+                if path not in wanted:
+                    found.append(path)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+# ---------------------------------------------------------------------------------------------
+
+
+class _Retry(Exception):
+    """A failed attempt worth repeating (transient status, network error, rejected body)."""
+
+    def __init__(self, reason: str, retry_after: str | None = None, discard: bool = False):
+        super().__init__(reason)
+        self.reason, self.retry_after, self.discard = reason, retry_after, discard
+
+
+class _Fail(Exception):
+    """A failure that another attempt will not fix."""
+
+
+@dataclass
+class _Counters:
+    attempts: int = 0
+    requests: int = 0
+
+
+@dataclass
+class _Budget:
+    """The per-run retry budget, shared by every worker."""
+
+    left: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+
+class Transfer:
+    """Download many files in parallel, resumably and verified.
+
+    Parameters
+    ----------
+    workers : int
+        Downloads in flight at once (default 4; MAST asks clients to stay polite).
+    timeout : float
+        Seconds to wait to connect and between bytes before an attempt counts as failed.
+    policy : RetryPolicy, optional
+        Attempts per file and backoff (default ``RetryPolicy()``).
+    run_retry_budget : int, optional
+        Retries allowed across the whole run (default ``10 + 2 * number of files``); once spent,
+        files fail on their next transient error instead of hammering a failing server.
+    token : str, optional
+        MAST token, sent as cookie ``mast_token`` to ``token_hosts`` only.
+    token_hosts : iterable of str
+        ``host`` or ``host:port`` entries the token may go to (default ``{"mast.stsci.edu"}``).
+    ledger : Ledger, optional
+        Where completion is recorded; without it reruns rely on the disk alone (adoption by size).
+    verify : bool
+        Re-hash files recorded as done and refetch those whose hash changed.
+    on_event : callable, optional
+        Called with each :class:`Event`, from worker threads (must be thread-safe and fast).
+    check_space : bool
+        Refuse to start when the destination lacks room for the bytes still to fetch.
+    chunk_size : int
+        Bytes per read/write/hash step (default 1 MiB).
+    sleep : callable
+        Used to wait between retries; injectable for tests.
+    """
+
+    def __init__(
+        self,
+        workers: int = 4,
+        timeout: float = 60.0,
+        policy: RetryPolicy | None = None,
+        run_retry_budget: int | None = None,
+        token: str | None = None,
+        token_hosts: Iterable[str] = ("mast.stsci.edu",),
+        ledger: Ledger | None = None,
+        verify: bool = False,
+        on_event: Callable[[Event], None] | None = None,
+        check_space: bool = True,
+        chunk_size: int = CHUNK,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if workers < 1:
+            raise UsageError("workers must be at least 1")
+        self.workers = workers
+        self.timeout = timeout
+        self.policy = policy or RetryPolicy()
+        self.run_retry_budget = run_retry_budget
+        self._token = token or None
+        self.token_hosts = frozenset(_host_key(h) for h in token_hosts)
+        self.ledger = ledger
+        self.verify = verify
+        self.on_event = on_event
+        self.check_space = check_space
+        self.chunk_size = chunk_size
+        self._sleep = sleep
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+        self._budget = _Budget(0)
+
+    def __repr__(self) -> str:  # never show the token, even in a debugger
+        return f"Transfer(workers={self.workers}, token={'***' if self._token else None})"
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def run(self, tasks: Sequence[FileTask]) -> list[FileResult]:
+        """Fetch every task; return one result per task, in the same order.
+
+        A failing file never stops the others. Files recorded as done whose size on disk still
+        matches are skipped without any request.
+
+        Parameters
+        ----------
+        tasks : sequence of FileTask
+
+        Returns
+        -------
+        list of FileResult
+
+        Raises
+        ------
+        UnsafePathError
+            Before anything is fetched, when two products map to one path.
+        UsageError
+            When one key is given two different destinations.
+        TransferError
+            Before anything is fetched, when free space is insufficient.
+        StateError
+            When the ledger cannot be read or written.
+        """
+        unique: dict[str, FileTask] = {}
+        for task in tasks:
+            seen = unique.setdefault(task.key, task)
+            if Path(seen.dest) != Path(task.dest):
+                raise UsageError(f"product {task.key} is given two destinations: "
+                                 f"{seen.dest} and {task.dest}")
+        check_collisions((t.key, Path(t.dest)) for t in unique.values())
+        self._budget = _Budget(
+            self.run_retry_budget if self.run_retry_budget is not None else 10 + 2 * len(unique)
+        )
+        rows = self.ledger.rows() if self.ledger else {}
+        done: dict[str, FileResult] = {}
+        pending: list[tuple[FileTask, LedgerRow | None, LocalState]] = []
+        to_fetch = 0
+        for task in unique.values():
+            row = rows.get(task.key)
+            local = self._local_state(task, row)
+            action = decide(local, RemoteFacts(task.size))
+            if action.kind is Kind.SKIP_DONE:
+                if local.part_size is not None or local.part_meta is not None:
+                    _discard_part(Path(task.dest))  # left by an interrupted repair
+                done[task.key] = FileResult(task.key, Path(task.dest), "skipped",
+                                            size=local.final_size, sha256=row.sha256 if row else None)
+            else:
+                pending.append((task, row, local))
+                if task.size is not None and action.kind in (Kind.FETCH, Kind.RESTART, Kind.RESUME):
+                    to_fetch += task.size - action.offset
+        self._remove_stale(unique.values())
+        if pending and self.check_space and to_fetch:
+            check_free_space(Path(pending[0][0].dest).parent, to_fetch)
+        self._emit(Event("plan", total=len(unique), nbytes=to_fetch, skipped=len(done)))
+        for result in done.values():
+            self._emit(Event("skipped", result.key, total=result.size))
+        try:
+            if pending:
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-transfer") as pool:
+                    for result in pool.map(lambda p: self._one(*p), pending):
+                        done[result.key] = result
+        finally:
+            with self._sessions_lock:
+                for session in self._sessions:
+                    session.close()
+                self._sessions.clear()
+        return [done[task.key] for task in tasks]
+
+    # -- planning helpers -----------------------------------------------------------------------
+
+    def _local_state(self, task: FileTask, row: LedgerRow | None,
+                     ignore_final: bool = False) -> LocalState:
+        dest = Path(task.dest)
+        part = _size(part_path(dest))
+        return LocalState(
+            final_size=None if ignore_final else _size(dest),
+            ledger_status=row.status if row else None,
+            ledger_size=row.size if row else None,
+            part_size=part,
+            part_meta=_read_meta(dest) if part is not None else None,
+            verify=self.verify,
+        )
+
+    def _remove_stale(self, tasks: Iterable[FileTask]) -> None:
+        keep = {Path(t.dest) for t in tasks}
+        directories = {dest.parent for dest in keep}
+        for path in stale_temporaries(directories, keep):
+            try:
+                path.unlink()
+                log.info("removed stale temporary %s", path)
+            except OSError:
+                pass
+
+    def _emit(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            # No cookie jar: cookies set by one host must never travel to another, and the token
+            # is added per request only where it belongs.
+            session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=1,
+                                                    max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = "mastpipe (python-requests)"
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    # -- one file -------------------------------------------------------------------------------
+
+    def _one(self, task: FileTask, row: LedgerRow | None, local: LocalState) -> FileResult:
+        counters = _Counters()
+        dest = Path(task.dest)
+        try:
+            return self._one_inner(task, row, local, counters)
+        except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
+            message = self._clean(f"{task.key}: {exc}")
+            if not isinstance(exc, (_Fail, TransferError)):
+                log.debug("unexpected error for %s", task.key, exc_info=False)
+            if self.ledger is not None:
+                self.ledger.mark_failed(task.key, dest, message, counters.attempts)
+            self._emit(Event("failed", task.key, message=message))
+            return FileResult(task.key, dest, "failed", attempts=counters.attempts,
+                              http_requests=counters.requests, error=message)
+
+    def _one_inner(self, task: FileTask, row: LedgerRow | None, local: LocalState,
+                   counters: _Counters) -> FileResult:
+        dest = Path(task.dest)
+        ignore_final = False  # set once the final file failed verification: replace it
+        while True:
+            action = decide(local, RemoteFacts(task.size))
+            if action.kind in (Kind.VERIFY_DONE, Kind.ADOPT, Kind.SKIP_DONE):
+                digest, size = _hash_file(dest)
+                sha = digest.hexdigest()
+                wanted = row.sha256 if action.kind is Kind.VERIFY_DONE and row else task.sha256
+                if wanted is None or sha == wanted.lower():
+                    if self.ledger is not None and action.kind is not Kind.VERIFY_DONE:
+                        self.ledger.mark_done(task.key, dest, size, sha, 0)
+                    self._emit(Event("skipped", task.key, total=size))
+                    return FileResult(task.key, dest, "skipped", size=size, sha256=sha,
+                                      attempts=counters.attempts, http_requests=counters.requests)
+                log.warning("%s: %s has sha256 %s, expected %s: fetching it again",
+                            task.key, dest, sha, wanted)
+                ignore_final = True
+            elif action.kind is Kind.FINISH_VERIFY:
+                digest, size = _hash_file(part_path(dest))
+                try:
+                    return self._finish(task, counters, local.part_meta, digest.hexdigest(), size)
+                except IntegrityError as exc:
+                    log.warning("%s", self._clean(str(exc)))
+                    _discard_part(dest)
+            else:
+                if counters.attempts == 0:
+                    self._emit(Event("start", task.key, total=task.size))
+                    if self.ledger is not None:
+                        self.ledger.mark_running(task.key, dest, task.size)
+                if action.kind is Kind.RESTART:
+                    _discard_part(dest)
+                counters.attempts += 1
+                try:
+                    meta, sha, size = self._attempt(task, action, local.part_meta, counters)
+                    return self._finish(task, counters, meta, sha, size)
+                except _Retry as exc:
+                    if exc.discard:
+                        _discard_part(dest)
+                    self._wait_before_retry(task, counters, exc)
+                except IntegrityError as exc:
+                    _discard_part(dest)  # scenario 6: a wrong temporary is never kept
+                    self._wait_before_retry(task, counters, _Retry(str(exc)))
+            local = self._local_state(task, row, ignore_final=ignore_final)
+
+    def _wait_before_retry(self, task: FileTask, counters: _Counters, exc: _Retry) -> None:
+        """Sleep per the policy, or raise _Fail when a budget is spent or the wait is absurd."""
+        if not self.policy.should_retry(counters.attempts):
+            raise _Fail(f"{exc.reason} (gave up after {counters.attempts} attempts)")
+        if not self._budget.take():
+            raise _Fail(f"{exc.reason} (the run's retry budget is spent)")
+        try:
+            delay = self.policy.delay(counters.attempts, exc.retry_after)
+        except RetryAfterTooLong as too_long:
+            raise _Fail(f"{exc.reason}; {too_long}") from None
+        self._emit(Event("retry", task.key, message=self._clean(exc.reason)))
+        log.info("%s: %s; retrying in %.2f s", task.key, self._clean(exc.reason), delay)
+        self._sleep(delay)
+
+    def _clean(self, text: str) -> str:
+        return redact(text, self._token)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _get(self, task: FileTask, headers: dict[str, str],
+             counters: _Counters) -> requests.Response:
+        """GET ``task.url`` following redirects by hand, so the token stays on its hosts."""
+        session = self._session()
+        url = task.url
+        send_token = self._token is not None and _host_key(url) in self.token_hosts
+        for _ in range(MAX_REDIRECTS + 1):
+            request_headers = dict(headers)
+            if send_token:
+                request_headers["Cookie"] = f"mast_token={self._token}"
+            counters.requests += 1
+            response = session.get(url, headers=request_headers, stream=True,
+                                   timeout=(self.timeout, self.timeout), allow_redirects=False)
+            location = response.headers.get("Location")
+            if response.status_code not in _REDIRECTS or not location:
+                return response
+            response.close()
+            target = urljoin(url, location)
+            if _host_key(target) != _host_key(url) or _host_key(target) not in self.token_hosts:
+                send_token = False  # and it stays dropped for the rest of the chain
+            if urlsplit(target).scheme not in ("http", "https"):
+                raise _Fail(f"redirected to an unsupported URL scheme: {target}")
+            url = target
+        raise _Fail(f"more than {MAX_REDIRECTS} redirects")
+
+    def _attempt(self, task: FileTask, action: Action, meta: PartMeta | None,
+                 counters: _Counters) -> tuple[PartMeta, str, int]:
+        """One GET into the temporary; returns (its metadata, sha256, size) or raises
+        _Retry / _Fail / IntegrityError."""
+        dest = Path(task.dest)
+        offset = action.offset if action.kind is Kind.RESUME else 0
+        # identity: a gzipped body would not match Content-Length or the product size
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if meta is not None and meta.validator:
+                headers["If-Range"] = meta.validator
+        try:
+            response = self._get(task, headers, counters)
+        except requests.exceptions.InvalidURL as exc:
+            raise _Fail(f"invalid URL: {exc}") from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise _Retry(f"{type(exc).__name__}: {exc}") from None
+        with response:
+            status = response.status_code
+            if status not in (200, 206):
+                reason = f"HTTP {status} {response.reason or ''}".strip()
+                if status == 416 and offset:
+                    raise _Retry(f"{reason} for Range from byte {offset}", discard=True)
+                if is_transient_status(status):
+                    raise _Retry(reason, retry_after=response.headers.get("Retry-After"))
+                if status in (401, 403):
+                    reason += (": exclusive-access product, and no MAST token was given"
+                               if self._token is None else
+                               ": the MAST token does not grant access to this product")
+                raise _Fail(reason)
+            facts = ResponseFacts.from_response(response)
+            verdict, total, why = judge(offset, meta, task.size, facts)
+            if verdict is Verdict.REJECT:
+                raise _Retry(why, discard=True)
+            if verdict is Verdict.MISMATCH:
+                raise IntegrityError(f"product {task.key}: size mismatch: expected {task.size} "
+                                     f"bytes, server announces {total}")
+            start = offset if verdict is Verdict.APPEND else 0
+            if start == 0 and offset:
+                log.info("%s: %s", task.key, why)
+            digest = hashlib.sha256()
+            if start:  # the kept bytes are part of the file's hash: read them first
+                digest, have = _hash_file(part_path(dest), limit=start)
+                if have != start:
+                    raise _Retry("temporary shorter than recorded", discard=True)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            new_meta = PartMeta(size=total, etag=facts.etag, last_modified=facts.last_modified)
+            _write_meta(dest, new_meta)
+            received = self._stream(task, response, start, digest)
+        if facts.content_length is not None and received < facts.content_length:
+            raise _Retry(f"body cut short: {received} of {facts.content_length} bytes")
+        return new_meta, digest.hexdigest(), start + received
+
+    def _stream(self, task: FileTask, response: requests.Response, start: int,
+                digest: hashlib._Hash) -> int:
+        """Write the body at ``start`` in the temporary, hashing as it goes; fsync; return the
+        bytes received. A connection lost mid-body raises _Retry and keeps what arrived."""
+        part = part_path(Path(task.dest))
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)  # no symlinked temporary
+        fd = os.open(part, flags | (0 if start else os.O_TRUNC), 0o644)
+        received = 0
+        with os.fdopen(fd, "wb", buffering=0) as handle:
+            handle.truncate(start)  # drop any bytes past the splice point: never overlap
+            handle.seek(start)
+            try:
+                for block in response.iter_content(self.chunk_size):
+                    handle.write(block)
+                    digest.update(block)
+                    received += len(block)
+                    self._emit(Event("bytes", task.key, nbytes=len(block)))
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                raise _Retry(f"body cut short after {start + received} bytes "
+                             f"({type(exc).__name__})") from None
+            finally:
+                os.fsync(handle.fileno())
+        return received
+
+    def _finish(self, task: FileTask, counters: _Counters, meta: PartMeta | None,
+                sha: str, size: int) -> FileResult:
+        """Verify the complete temporary, rename it to its final name, record it."""
+        dest = Path(task.dest)
+        expected = task.size if task.size is not None else (meta.size if meta else None)
+        if expected is not None and size < expected:
+            raise _Retry(f"body cut short: {size} of {expected} bytes")
+        if expected is not None and size != expected:
+            raise IntegrityError(f"product {task.key}: size mismatch: expected {expected} bytes, "
+                                 f"got {size}")
+        if task.sha256 is not None and sha != task.sha256.lower():
+            raise IntegrityError(f"product {task.key}: sha256 mismatch: expected {task.sha256}, "
+                                 f"got {sha}")
+        os.replace(part_path(dest), dest)
+        _fsync_dir(dest.parent)
+        try:
+            meta_path(dest).unlink()
+        except FileNotFoundError:
+            pass
+        if self.ledger is not None:
+            self.ledger.mark_done(task.key, dest, size, sha, counters.attempts,
+                                  meta.etag if meta else None, meta.last_modified if meta else None)
+        self._emit(Event("done", task.key, total=size))
+        return FileResult(task.key, dest, "fetched", size=size, sha256=sha,
+                          attempts=counters.attempts, http_requests=counters.requests)
