@@ -1,0 +1,205 @@
+"""The only module that talks to MAST's search API, and the only one that imports astroquery.
+
+astroquery builds its URLs when ``astroquery.mast`` is first imported (see the protocol notes, §1),
+so :func:`_astroquery` sets the server in astropy's configuration before that import, and every
+:class:`Archive` gives each of its threads a fresh ``ObservationsClass`` whose Portal connection
+is pointed at the configured server. Nothing in astroquery is patched: we only configure it, and
+give its ``requests`` session an adapter that applies a timeout (astroquery sends none, so a
+hanging server would block forever) and a pool sized for our politeness limit.
+
+Retries (timeouts, connection errors, 429, 5xx, honouring ``Retry-After``) happen here, in one
+loop, for every request mastpipe makes through astroquery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .errors import ArchiveError
+from .retry import RetryAfterTooLong, RetryPolicy, is_transient_status
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_configure_lock = threading.Lock()
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """An HTTP adapter that applies a default timeout to requests sent without one."""
+
+    def __init__(self, timeout: float, pool_size: int) -> None:
+        super().__init__(pool_connections=pool_size, pool_maxsize=pool_size)
+        self.timeout = timeout
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        return super().send(request, **kwargs)
+
+
+def _astroquery(server: str) -> Any:
+    """Import ``astroquery.mast`` with ``server`` configured before its first import."""
+    with _configure_lock:
+        import sys
+
+        if "astroquery.mast" not in sys.modules:
+            from astropy.config.configuration import get_config
+
+            get_config("astroquery.mast")["server"] = server
+        import astroquery.mast as mast
+        from astroquery.exceptions import NoResultsWarning
+
+        warnings.filterwarnings("ignore", category=NoResultsWarning)
+        return mast
+
+
+class TimedOut(ArchiveError):
+    """A request to MAST timed out (after retries); product-list callers split the batch."""
+
+
+class Archive:
+    """MAST's observation and product search, polite and retried.
+
+    Parameters
+    ----------
+    url : str
+        Base URL of MAST or of a server speaking its API (such as the sandbox).
+    timeout : float
+        Seconds to wait for one HTTP response.
+    policy : RetryPolicy
+        Attempts and backoff per request.
+    max_in_flight : int
+        Most requests in flight at once from this object, whatever the number of threads.
+    page_size : int
+        Rows per page of results.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 600.0, policy: RetryPolicy | None = None,
+                 max_in_flight: int = 4, page_size: int = 50_000) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.policy = policy or RetryPolicy()
+        self.page_size = page_size
+        self.requests_made = 0
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._local = threading.local()
+        self._counter_lock = threading.Lock()
+        self._mast = _astroquery(self.url)
+
+    # -- astroquery objects, one per thread ----------------------------------------------------
+
+    def _observations(self) -> Any:
+        obs = getattr(self._local, "observations", None)
+        if obs is None:
+            obs = self._mast.ObservationsClass()
+            portal = obs._portal_api_connection
+            portal.MAST_REQUEST_URL = self.url + "/api/v0/invoke"
+            portal.COLUMNS_CONFIG_URL = self.url + "/portal/Mashup/Mashup.asmx/columnsconfig"
+            portal.MAST_DOWNLOAD_URL = self.url + "/api/v0.1/Download/file"
+            portal.MAST_BUNDLE_URL = self.url + "/api/v0.1/Download/bundle"
+            portal.PAGESIZE = self.page_size
+            portal.TIMEOUT = self.timeout
+            adapter = _TimeoutAdapter(self.timeout, pool_size=2)
+            portal._session.mount("http://", adapter)
+            portal._session.mount("https://", adapter)
+            self._local.observations = obs
+        return obs
+
+    # -- the retry loop ----------------------------------------------------------------------
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        with self._slots:
+            with self._counter_lock:
+                self.requests_made += 1
+            yield
+
+    def call(self, what: str, request: Callable[[Any], T]) -> T:
+        """Run ``request(observations)`` with politeness limits and retries.
+
+        Raises
+        ------
+        TimedOut
+            When every attempt timed out (callers may split the work and try again).
+        ArchiveError
+            When MAST answers an error that retrying will not fix, or keeps failing.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._slot():
+                    return request(self._observations())
+            except Exception as exc:  # astroquery raises many kinds; classify below
+                transient, timed_out, retry_after, reason = _classify(exc)
+                if not transient:
+                    raise ArchiveError(f"{what}: MAST answered an error: {reason}",
+                                       hint="check the recipe's criteria; `mastpipe validate` catches most mistakes") from None
+                if not self.policy.should_retry(attempt):
+                    error = TimedOut if timed_out else ArchiveError
+                    raise error(f"{what}: failed after {attempt} attempts: {reason}",
+                                hint=f"MAST at {self.url} may be down or overloaded; rerun later, the run resumes") from None
+                try:
+                    delay = self.policy.delay(attempt, retry_after)
+                except RetryAfterTooLong as too_long:
+                    raise ArchiveError(f"{what}: {too_long}",
+                                       hint="MAST asks clients to back off for long; rerun later") from None
+                log.warning("%s: %s; retrying in %.1f s (attempt %d of %d)", what, reason, delay,
+                            attempt + 1, self.policy.max_attempts)
+                time.sleep(delay)
+
+    # -- services --------------------------------------------------------------------------
+
+    def query(self, criteria: dict[str, Any], position: tuple[float, float, float] | str | None = None) -> Table:
+        """Observations matching ``criteria`` (astroquery ``query_criteria`` keywords).
+
+        ``position`` is ``(ra_deg, dec_deg, radius_deg)`` or ``(object_name, radius_deg)``.
+        """
+        return self.call("query", lambda obs: obs.query_criteria(**criteria, **_position(position)))
+
+    def count(self, criteria: dict[str, Any], position: Any = None) -> int:
+        """How many observations match; unlike :meth:`query`, MAST does not cap this."""
+        return int(self.call("count", lambda obs: obs.query_criteria_count(**criteria, **_position(position))))
+
+    def products(self, obsids: list[str]) -> Table:
+        """Product list of the given observations (one request, paged by MAST)."""
+        what = f"product list of {len(obsids)} observation(s) {obsids[0]}{'...' if len(obsids) > 1 else ''}"
+        return self.call(what, lambda obs: obs.get_product_list(list(obsids)))
+
+
+def _position(position: Any) -> dict[str, Any]:
+    if position is None:
+        return {}
+    if isinstance(position[0], str):
+        return {"objectname": position[0], "radius": f"{position[1]} deg"}
+    from astropy.coordinates import SkyCoord
+
+    ra, dec, radius = position
+    return {"coordinates": SkyCoord(ra, dec, unit="deg"), "radius": f"{radius} deg"}
+
+
+def _classify(exc: BaseException) -> tuple[bool, bool, str | None, str]:
+    """(transient?, timed out?, Retry-After header, reason) for an exception from astroquery."""
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        status = exc.response.status_code
+        reason = f"HTTP {status} {exc.response.reason or ''}".strip()
+        return is_transient_status(status), status in (504, 408), exc.response.headers.get("Retry-After"), reason
+    if isinstance(exc, (requests.Timeout, TimeoutError)):
+        return True, True, None, "timed out"
+    if isinstance(exc, requests.ConnectionError):
+        return True, False, None, f"connection failed ({type(exc).__name__})"
+    if isinstance(exc, ValueError) and "JSON" in type(exc).__name__ + str(exc):
+        return True, False, None, "answer was not JSON (a proxy error page?)"
+    return False, False, None, f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,268 @@
+"""Orders the stages, and decides for each whether its checkpoint can be reused.
+
+A stage's fingerprint hashes its normalised recipe section (key order and comments never
+matter) with the digest of its input table. A checkpoint is reused when its fingerprint matches;
+otherwise the stage runs and every reason is logged and recorded, dvc-style ("recipe section
+`filter` changed", "input changed", "--refresh", ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import UsageError
+from .quantities import parse_duration
+from .recipe import Recipe, effective_mast_url, load_recipe, recipe_dir
+from .state import Checkpoints, RunLock, Sidecar, fingerprint
+from .stages import STAGES
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+    from .archive import Archive
+
+log = logging.getLogger(__name__)
+TABLE_STAGES = STAGES[:-1]  # retrieve's state is the ledger, not a table
+
+
+@dataclass
+class StageReport:
+    """What happened to one stage in a run."""
+
+    stage: str
+    action: str  # "reused" | "computed" | "not run"
+    reasons: list[str] = field(default_factory=list)
+    rows_in: int | None = None
+    rows_out: int | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class RunResult:
+    """Outcome of :meth:`Pipeline.run`: per-stage reports and the tables produced."""
+
+    stages: list[StageReport]
+    tables: dict[str, Table]
+    state_dir: Path
+    mast_url: str
+    retrieve: Any = None
+
+
+@dataclass
+class StageStatus:
+    stage: str
+    state: str  # "done" | "stale" | "missing"
+    reasons: list[str]
+    rows: int | None
+    finished: float | None
+
+
+def default_state_dir(recipe: Recipe, recipe_path: Path) -> Path:
+    base = recipe_dir(recipe_path)
+    if recipe.state.directory:
+        return (base / recipe.state.directory).resolve()
+    return base / ".mastpipe" / recipe.name
+
+
+class Pipeline:
+    """A recipe bound to a MAST server and a state directory.
+
+    Parameters
+    ----------
+    recipe_path : path-like
+        The recipe file (relative paths in it are resolved against its directory).
+    mast_url : str, optional
+        Overrides the recipe's server (``--mast-url``); see :func:`effective_mast_url`.
+    state_dir : path-like, optional
+        Overrides where checkpoints live (``--state-dir``).
+    refresh : bool
+        Ask MAST again for observations and product lists even when checkpoints are current.
+    environ : dict, optional
+        Environment for ``${VAR}`` and ``MASTPIPE_MAST_URL`` (default ``os.environ``).
+    """
+
+    def __init__(self, recipe_path: str | os.PathLike[str], *, mast_url: str | None = None,
+                 state_dir: str | os.PathLike[str] | None = None, refresh: bool = False,
+                 environ: dict[str, str] | None = None, recipe: Recipe | None = None) -> None:
+        self.recipe_path = Path(recipe_path)
+        self.recipe = recipe or load_recipe(self.recipe_path, environ)
+        self.mast_url = effective_mast_url(self.recipe, mast_url, environ)
+        self.state_dir = Path(state_dir).resolve() if state_dir else default_state_dir(self.recipe, self.recipe_path)
+        self.refresh = refresh
+        self.checkpoints = Checkpoints(self.state_dir)
+        self._archive: Archive | None = None
+
+    # -- fingerprints ------------------------------------------------------------------------
+
+    def section(self, stage: str) -> dict[str, Any]:
+        """The recipe settings a stage's result depends on (execution knobs excluded)."""
+        r = self.recipe
+        return {
+            "query": {"query": r.model_dump(mode="json")["query"], "mast": self.mast_url},
+            "products": {"mast": self.mast_url},
+            "unique": r.unique.model_dump(mode="json"),
+            "filter": r.filter.model_dump(mode="json"),
+            "retrieve": r.retrieve.model_dump(mode="json"),
+        }[stage]
+
+    def _reasons(self, stage: str, sidecar: Sidecar | None, fp: str, forced: list[str]) -> list[str]:
+        if sidecar is None:
+            return ["no checkpoint"] + forced
+        reasons = list(forced)
+        if sidecar.fingerprint != fp:
+            previous = self._previous_sections().get(stage)
+            if previous is not None and previous != self.section(stage):
+                reasons.append(f"recipe section `{stage}` changed")
+            else:
+                reasons.append("input changed")
+        return reasons
+
+    def _previous_sections(self) -> dict[str, Any]:
+        import json
+
+        path = self.state_dir / "sections.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save_sections(self) -> None:
+        import json
+
+        from .state import atomic_write_bytes
+
+        sections = {stage: self.section(stage) for stage in STAGES}
+        atomic_write_bytes(self.state_dir / "sections.json", json.dumps(sections, sort_keys=True, indent=1).encode())
+
+    def _forced(self, stage: str, from_stage: str | None, sidecar: Sidecar | None) -> list[str]:
+        forced = []
+        if from_stage is not None and STAGES.index(stage) >= STAGES.index(from_stage):
+            forced.append(f"--from {from_stage}")
+        if self.refresh and stage in ("query", "products"):
+            forced.append("--refresh")
+        age = self.recipe.state.query_max_age
+        if stage == "query" and age and sidecar is not None and time.time() - sidecar.finished > parse_duration(age):
+            forced.append(f"query results older than state.query_max_age ({age})")
+        return forced
+
+    # -- running -------------------------------------------------------------------------------
+
+    @property
+    def archive(self) -> Archive:
+        if self._archive is None:
+            from .archive import Archive
+            from .retry import RetryPolicy
+
+            m = self.recipe.mast
+            self._archive = Archive(self.mast_url, timeout=m.timeout, max_in_flight=m.max_in_flight,
+                                    page_size=m.page_size,
+                                    policy=RetryPolicy(max_attempts=m.retries + 1, retry_after_cap=m.retry_after_cap))
+        return self._archive
+
+    def _compute(self, stage: str, table: Table | None) -> Table:
+        from .stages import filter as filter_stage
+        from .stages import products, query, unique
+
+        r = self.recipe
+        if stage == "query":
+            return query.run(r.query, self.archive)
+        assert table is not None
+        if stage == "products":
+            from .state import read_table, write_table
+
+            store = products.BatchStore(self.state_dir / "products.parts", write_table, read_table)
+            in_flight = r.products.in_flight or r.mast.max_in_flight
+            return products.run(table, self.archive, r.products.batch_size, in_flight, store)
+        if stage == "unique":
+            result, _ = unique.unique_products(table, r.unique.key) if len(table) else (table, [])
+            return result
+        if stage == "filter":
+            return filter_stage.filter_products(table, r.filter)
+        raise AssertionError(stage)
+
+    def run(self, *, until: str = "retrieve", from_stage: str | None = None,
+            retrieve: Callable[[Pipeline, Table], Any] | None = None) -> RunResult:
+        """Run the stages up to ``until``, reusing every checkpoint whose fingerprint matches.
+
+        Parameters
+        ----------
+        until : str
+            Last stage to run.
+        from_stage : str, optional
+            Recompute this stage and every later one, whatever the checkpoints say.
+        retrieve : callable, optional
+            ``retrieve(pipeline, filtered_table)`` for the last stage; its result is returned as
+            :attr:`RunResult.retrieve`.
+        """
+        for name, value in (("--until", until), ("--from", from_stage)):
+            if value is not None and value not in STAGES:
+                raise UsageError(f"{name} {value!r} is not a stage; stages are {', '.join(STAGES)}")
+        if from_stage and STAGES.index(from_stage) > STAGES.index(until):
+            raise UsageError(f"--from {from_stage} comes after --until {until}")
+        reports: list[StageReport] = []
+        tables: dict[str, Table] = {}
+        with RunLock(self.state_dir):
+            table: Table | None = None
+            digest = ""
+            for stage in TABLE_STAGES[: STAGES.index(until) + 1]:
+                started = time.time()
+                sidecar = self.checkpoints.sidecar(stage)
+                fp = fingerprint(stage, self.section(stage), digest)
+                reasons = self._reasons(stage, sidecar, fp, self._forced(stage, from_stage, sidecar))
+                loaded = self.checkpoints.load(stage, sidecar) if sidecar is not None and not reasons else None
+                if sidecar is not None and not reasons and loaded is None:
+                    reasons = ["checkpoint unreadable"]
+                rows_in = None if table is None else len(table)
+                if loaded is not None:
+                    assert sidecar is not None
+                    table, digest = loaded, sidecar.digest
+                    reports.append(StageReport(stage, "reused", [], rows_in, len(table), time.time() - started))
+                    log.info("%s: reused checkpoint (%d rows)", stage, len(table))
+                else:
+                    log.info("%s: running (%s)", stage, "; ".join(reasons))
+                    if stage == "products" and "--refresh" in reasons:
+                        self._clear_parts()
+                    table = self.checkpoints.save(stage, self._compute(stage, table), fp, started, tuple(reasons))
+                    digest = self.checkpoints.sidecar(stage).digest  # type: ignore[union-attr]
+                    if stage == "products":
+                        self._clear_parts()
+                    reports.append(StageReport(stage, "computed", reasons, rows_in, len(table), time.time() - started))
+                    log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started)
+                tables[stage] = table
+            self._save_sections()
+            result = RunResult(reports, tables, self.state_dir, self.mast_url)
+            if until == "retrieve" and retrieve is not None:
+                started = time.time()
+                result.retrieve = retrieve(self, tables["filter"])
+                reports.append(StageReport("retrieve", "computed", [], len(tables["filter"]), None, time.time() - started))
+        return result
+
+    def _clear_parts(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.state_dir / "products.parts", ignore_errors=True)
+
+    def status(self) -> list[StageStatus]:
+        """Each table stage's checkpoint: done, stale (and why) or missing. Contacts no server."""
+        statuses = []
+        digest = ""
+        stale_upstream = False
+        for stage in TABLE_STAGES:
+            sidecar = self.checkpoints.sidecar(stage)
+            fp = fingerprint(stage, self.section(stage), digest)
+            if sidecar is None:
+                statuses.append(StageStatus(stage, "missing", ["no checkpoint"], None, None))
+                stale_upstream = True
+                continue
+            reasons = self._reasons(stage, sidecar, fp, self._forced(stage, None, sidecar))
+            if stale_upstream and not reasons:
+                reasons = ["an earlier stage will rerun"]
+            statuses.append(StageStatus(stage, "stale" if reasons else "done", reasons, sidecar.rows, sidecar.finished))
+            stale_upstream = stale_upstream or bool(reasons)
+            digest = sidecar.digest
+        return statuses

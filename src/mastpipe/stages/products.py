@@ -1,0 +1,111 @@
+"""products: product lists of the observations found, a few observations per request.
+
+Batches are fetched with a bounded number of requests in flight; each finished batch is written
+to the state directory at once, so a run killed mid-stage resumes with only the batches not yet
+done. A batch that times out is split in two and retried, down to single observations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..archive import TimedOut
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+    from ..archive import Archive
+
+log = logging.getLogger(__name__)
+
+
+def batches(obsids: list[str] | np.ndarray, size: int) -> list[tuple[str, ...]]:
+    """Sorted, de-duplicated obsids in batches of ``size``: the same input gives the same batches,
+    which is what lets a resumed run recognise the batches it already has."""
+    as_text = (o.decode() if isinstance(o, bytes) else str(o) for o in obsids)
+    unique = sorted({o for o in as_text if o})
+    return [tuple(unique[i:i + size]) for i in range(0, len(unique), size)]
+
+
+def batch_id(batch: tuple[str, ...]) -> str:
+    return hashlib.sha256(",".join(batch).encode()).hexdigest()[:20]
+
+
+class BatchStore:
+    """Finished batches on disk (``<stage dir>/<batch id>.fits``), written atomically."""
+
+    def __init__(self, directory: Path, write: Callable[[Path, Table], None], read: Callable[[Path], Table]) -> None:
+        self.directory = directory
+        self._write, self._read = write, read
+
+    def path(self, batch: tuple[str, ...]) -> Path:
+        return self.directory / f"{batch_id(batch)}.fits"
+
+    def load(self, batch: tuple[str, ...]) -> Table | None:
+        path = self.path(batch)
+        if not path.exists():
+            return None
+        try:
+            return self._read(path)
+        except Exception as exc:  # a batch cut short by a crash is simply fetched again
+            log.warning("products: discarding unreadable batch file %s (%s)", path.name, exc)
+            path.unlink(missing_ok=True)
+            return None
+
+    def save(self, batch: tuple[str, ...], table: Table) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._write(self.path(batch), table)
+
+
+def fetch_batch(archive: Archive, batch: tuple[str, ...]) -> list[Table]:
+    """One batch's products; on a timeout the batch is halved and each half tried again."""
+    try:
+        return [archive.products(list(batch))]
+    except TimedOut:
+        if len(batch) == 1:
+            raise
+        half = len(batch) // 2
+        log.warning("products: batch of %d timed out; splitting it in two", len(batch))
+        return fetch_batch(archive, batch[:half]) + fetch_batch(archive, batch[half:])
+
+
+def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, store: BatchStore) -> Table:
+    """Product lists for every observation, stacked; batches already on disk are not refetched."""
+    from astropy.table import Table, vstack
+
+    todo = batches(np.asarray(observations["obsid"]) if len(observations) else [], batch_size)
+    done: list[Table] = []
+    missing = []
+    for batch in todo:
+        table = store.load(batch)
+        if table is None:
+            missing.append(batch)
+        else:
+            done.append(table)
+    if done:
+        log.info("products: %d of %d batches already fetched", len(done), len(todo))
+    with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="products") as pool:
+        pending: dict[Future[list[Table]], tuple[str, ...]] = {}
+        queue = list(missing)
+        while queue or pending:
+            while queue and len(pending) < in_flight:
+                batch = queue.pop(0)
+                pending[pool.submit(fetch_batch, archive, batch)] = batch
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                batch = pending.pop(future)
+                tables = [t for t in future.result() if len(t)]
+                table = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else (tables[0] if tables else Table())
+                store.save(batch, table)
+                done.append(table)
+    tables = [t for t in done if len(t)]
+    if not tables:
+        return Table()
+    return vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]

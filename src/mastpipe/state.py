@@ -1,0 +1,262 @@
+"""The state directory: stage checkpoints with fingerprints, and the run lock.
+
+Layout of a state directory (by default ``.mastpipe/<recipe name>`` beside the recipe)::
+
+    lock                      held (flock) by the running process; names its pid and host
+    query.fits  query.json    each stage's table and its sidecar
+    products.parts/           product-list batches finished so far (resume mid-stage)
+    ...
+    ledger.sqlite             the file ledger of the retrieve stage
+
+A checkpoint is written to a temporary file beside its target, fsynced and renamed, table first
+and sidecar last: a sidecar therefore always describes a complete table, and a crash leaves at
+worst a stray temporary that the next run ignores. Tables are FITS binary tables (dtypes kept,
+read back by astropy); text columns are stored as bytes, which is what makes a checkpoint of a
+million product rows fast to write and read.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import LockError, StateError
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SCHEMA = 1
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of JSON-able parts: key order and whitespace never change it."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def table_digest(table: Table) -> str:
+    """Hash of a table's content (column names, dtypes, values), independent of metadata."""
+    digest = hashlib.sha256()
+    for name in sorted(table.colnames):
+        column, mask = _plain(table[name])
+        if mask is not None:
+            digest.update(b"mask" + np.packbits(mask).tobytes())
+        if column.dtype.byteorder not in ("=", "|"):  # FITS stores big-endian; content is the same
+            column = column.astype(column.dtype.newbyteorder("="))
+        digest.update(f"{name}:{column.dtype.str}:{len(column)}|".encode())
+        digest.update(np.ascontiguousarray(column).tobytes() if column.dtype != object else
+                      "\x1f".join(map(str, column)).encode())
+    return digest.hexdigest()
+
+
+def _plain(column: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column's values with masked cells set to one fixed filler, and its mask if any is set.
+
+    FITS round trips change what lies under a masked cell (TNULL), and may mask an all-empty
+    text column; neither changes the content, so neither may change the digest.
+    """
+    mask = np.asarray(getattr(column, "mask", np.zeros(0, dtype=bool)))
+    values = np.asarray(column)
+    if mask.any():
+        values = np.where(mask, values.dtype.type(b"" if values.dtype.kind == "S" else 0), values)
+        if values.dtype.kind == "S":  # an empty filler must not count as a masked text cell
+            return values, None
+        return values, mask
+    return values, None
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def as_stored(table: Table) -> Table:
+    """The table as checkpoints hold it: text as bytes, masked text filled with ''."""
+    from astropy.table import MaskedColumn, Table
+
+    out = Table(table, copy=False, masked=False)
+    for name in out.colnames:
+        column = out[name]
+        if column.dtype.kind in "UO":
+            values = column.filled("") if isinstance(column, MaskedColumn) else column
+            out[name] = np.char.encode(np.asarray(values, dtype=str), "utf-8") if len(values) else np.array([], dtype="S1")
+        elif isinstance(column, MaskedColumn) and not column.mask.any():
+            out[name] = np.asarray(column)
+    out.meta.clear()
+    return out
+
+
+def write_table(path: Path, table: Table) -> None:
+    """Write a table atomically as FITS (see the module docstring)."""
+    stored = as_stored(table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if not stored.colnames:
+        stored["_empty"] = np.zeros(0, dtype="i1")
+    stored.write(tmp, format="fits", overwrite=True)
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def read_table(path: Path) -> Table:
+    """Read a table written by :func:`write_table`."""
+    from astropy.table import Table
+
+    table = Table.read(path, format="fits", character_as_bytes=True)
+    if "_empty" in table.colnames:
+        table.remove_column("_empty")
+    table.meta.clear()
+    return table
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """What a checkpoint's ``.json`` records about its table."""
+
+    stage: str
+    fingerprint: str
+    rows: int
+    digest: str
+    started: float
+    finished: float
+    schema: int = CHECKPOINT_SCHEMA
+    reasons: tuple[str, ...] = ()
+
+
+class Checkpoints:
+    """Stage checkpoints in a state directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def table_path(self, stage: str) -> Path:
+        return self.directory / f"{stage}.fits"
+
+    def sidecar_path(self, stage: str) -> Path:
+        return self.directory / f"{stage}.json"
+
+    def sidecar(self, stage: str) -> Sidecar | None:
+        """The stage's sidecar, or None when missing or unreadable (then named in a warning)."""
+        path = self.sidecar_path(stage)
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            data["reasons"] = tuple(data.get("reasons", ()))
+            sidecar = Sidecar(**data)
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("checkpoint %s is corrupt (%s); the %s stage will be recomputed", path, exc, stage)
+            return None
+        if sidecar.schema != CHECKPOINT_SCHEMA:
+            log.warning("checkpoint %s has schema %s, not %s; recomputing", path, sidecar.schema, CHECKPOINT_SCHEMA)
+            return None
+        return sidecar
+
+    def load(self, stage: str, sidecar: Sidecar) -> Table | None:
+        """The stage's table, or None (with a warning) when it is missing, cut short or altered."""
+        path = self.table_path(stage)
+        try:
+            table = read_table(path)
+        except FileNotFoundError:
+            log.warning("checkpoint table %s is missing; the %s stage will be recomputed", path, stage)
+            return None
+        except Exception as exc:  # astropy raises many kinds for a truncated or garbled FITS file
+            log.warning("checkpoint %s is corrupt (%s); the %s stage will be recomputed", path, exc, stage)
+            return None
+        if len(table) != sidecar.rows or table_digest(table) != sidecar.digest:
+            log.warning("checkpoint %s does not match its sidecar (rows or content changed); "
+                        "the %s stage will be recomputed", path, stage)
+            return None
+        return table
+
+    def save(self, stage: str, table: Table, fp: str, started: float, reasons: tuple[str, ...] = ()) -> Table:
+        """Write the stage's table then its sidecar; returns the table as stored."""
+        stored = as_stored(table)
+        write_table(self.table_path(stage), stored)
+        sidecar = Sidecar(stage, fp, len(stored), table_digest(stored), started, time.time(), reasons=reasons)
+        atomic_write_bytes(self.sidecar_path(stage), json.dumps(asdict(sidecar), indent=2).encode())
+        return stored
+
+    def invalidate(self, stage: str) -> None:
+        self.sidecar_path(stage).unlink(missing_ok=True)
+
+
+class RunLock:
+    """An exclusive lock on a state directory, released by the kernel if the holder dies.
+
+    ``flock`` is tied to the open file, so a lock left by a killed run (``kill -9``) is released
+    with it: the next run sees a stale lock file, not a held lock, and proceeds.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "lock"
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                handle.close()
+                raise StateError(f"cannot lock {self.path}: {exc.strerror}") from None
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise LockError(f"another run holds the lock on {self.path.parent} ({holder})",
+                            hint="wait for it to finish, or use another --state-dir") from None
+        handle.seek(0)
+        previous = handle.read().strip()
+        if previous:
+            log.info("previous run did not release its lock cleanly (%s); it is no longer running", previous)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.seek(0)
+            self._handle.truncate()
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
