@@ -909,15 +909,24 @@ class Transfer:
         with os.fdopen(fd, "wb", buffering=0) as handle:
             handle.truncate(start)  # drop any bytes past the splice point: never overlap
             handle.seek(start)
+            # read1 returns whatever has arrived (up to a chunk): with read(), a connection lost
+            # mid-chunk would throw away the bytes of that chunk instead of keeping them for
+            # the resume. decode_content=False: the body is stored exactly as sent.
+            read = response.raw.read1
             try:
-                for block in response.iter_content(self.chunk_size):
+                while True:
+                    try:
+                        block = read(self.chunk_size, decode_content=False)
+                    except (requests.RequestException, urllib3.exceptions.HTTPError,
+                            OSError) as exc:
+                        raise _Retry(f"body cut short after {start + received} bytes "
+                                     f"({type(exc).__name__})") from None
+                    if not block:
+                        break
                     handle.write(block)
                     digest.update(block)
                     received += len(block)
                     self._emit(Event("bytes", task.key, nbytes=len(block)))
-            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-                raise _Retry(f"body cut short after {start + received} bytes "
-                             f"({type(exc).__name__})") from None
             finally:
                 os.fsync(handle.fileno())
         return received
