@@ -49,25 +49,24 @@ def validate(recipes: tuple[str, ...], quiet: bool) -> None:
 
         mastpipe validate pipelines/*.yaml
     """
-    from .recipe import load_recipe
+    from .recipe import parse_recipe, warning_problems
+    from .yamlload import load_yaml
 
     failed = False
     for path in recipes:
         try:
-            recipe = load_recipe(path)
+            located = load_yaml(path)
+            recipe = parse_recipe(located)
         except RecipeError as error:
             failed = True
             for problem in error.problems:
                 click.echo(str(problem), err=True)
             continue
-        from .yamlload import load_yaml
-
-        located = load_yaml(path) if recipe.warnings() else None
-        for where, message in recipe.warnings():
-            assert located is not None
-            click.echo(str(located.problem(where, f"warning: {message}")), err=True)
+        for warning in warning_problems(recipe, located):
+            click.echo(str(warning), err=True)
         if not quiet:
-            click.echo(f"{path}: valid ({len(recipe.query)} queries, retrieve mode {recipe.retrieve.mode})")
+            searches = f"{len(recipe.query)} {'query' if len(recipe.query) == 1 else 'queries'}"
+            click.echo(f"{path}: valid ({searches}, retrieve mode {recipe.retrieve.mode})")
     sys.exit(EXIT_INVALID if failed else 0)
 
 

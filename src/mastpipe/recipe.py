@@ -13,8 +13,9 @@ A recipe is one YAML document with these sections, each named after the stage it
     state:     {directory, query_max_age}
 
 Models are immutable and reject unknown keys. Loading goes through :mod:`mastpipe.yamlload`, so
-every error names the file, line, column and field. ``docs/recipe.md`` is generated from these
-models (``mastpipe schema --markdown``) and is the reference users read.
+every error names the file, line, column and field, and says what to do. The field descriptions
+below are the reference users read: ``mastpipe schema`` turns them into the JSON Schema that
+editors show as hover text (``schemas/recipe.schema.json``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import Problem, RecipeError
 from .fields import CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS, suggest
 from .quantities import parse_coordinates, parse_duration, parse_radius, to_mjd
-from .yamlload import Located, load_yaml
+from .yamlload import Located, dotted, load_yaml
 
 SCHEMA_VERSION = 1
 DEFAULT_MAST_URL = "https://mast.stsci.edu"
@@ -52,7 +54,11 @@ def check_criterion(name: str, criterion: Any) -> tuple[Any, tuple[str, str, str
     "value" when its value is.
     """
     if name not in OBSERVATION_FIELDS:
-        return criterion, ("key", f"unknown observation field {name!r}", suggest(name, OBSERVATION_FIELDS))
+        return criterion, ("key", f"unknown observation field {name!r}",
+                           suggest(name, OBSERVATION_FIELDS) or _FIELDS_HINT)
+    shape = _shape_problem(name, criterion, "field")
+    if shape:
+        return criterion, shape
     if name in CONTINUOUS_FIELDS:
         if not isinstance(criterion, dict):
             return criterion, ("value", f"{name} is continuous: give a range {{min: ..., max: ...}}, not {criterion!r}",
@@ -62,13 +68,38 @@ def check_criterion(name: str, criterion: Any) -> tuple[Any, tuple[str, str, str
                 criterion = {k: (to_mjd(v) if k in ("min", "max") and v is not None else v)
                              for k, v in criterion.items()}
             except ValueError as exc:
-                return criterion, ("value", str(exc), None)
+                bad = next(k for k, v in criterion.items() if k in ("min", "max") and _not_a_date(v))
+                return criterion, ("value", f"{bad}: {exc}", "dates are taken as UTC and compared as MJD")
     elif isinstance(criterion, dict):
         return criterion, ("value", f"{name} is not a continuous field, so it takes a value or a list, not a range",
                            "ranges work only on " + ", ".join(sorted(CONTINUOUS_FIELDS)))
     elif isinstance(criterion, list) and not criterion:
         return criterion, ("value", f"{name}: an empty list matches nothing", "remove the field or give values")
     return criterion, _range_problem(criterion)
+
+
+def _not_a_date(value: Any) -> bool:
+    try:
+        to_mjd(value)
+    except ValueError:
+        return value is not None
+    return False
+
+
+_FIELDS_HINT = "criteria take MAST's CAOM observation fields, e.g. obs_collection, proposal_id, instrument_name"
+
+
+def _shape_problem(name: str, value: Any, what: str) -> tuple[str, str, str | None] | None:
+    """A criterion or column match is a scalar, a list of scalars or a {min, max} mapping."""
+    if value is None:
+        return ("value", f"{name} has no value", f"give a value or a list of values, or remove the {what}")
+    if isinstance(value, list):
+        for item in value:
+            if item is None or isinstance(item, (list, dict)):
+                shown = "nothing (null)" if item is None else ("a list" if isinstance(item, list) else "a mapping")
+                return ("value", f"{name}: a list holds values (text or numbers), not {shown}",
+                        f"write {name}: [a, b] for any of several values")
+    return None
 
 
 def _range_problem(value: Any) -> tuple[str, str, str | None] | None:
@@ -79,17 +110,22 @@ def _range_problem(value: Any) -> tuple[str, str, str | None] | None:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
-        message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
         if first["type"] == "extra_forbidden":
-            return ("value", f"a range takes only min and max, not {where!r}", None)
-        return ("value", f"{where}: {message}" if where else message, None)
+            return ("value", f"a range takes only min and max, not {where!r}", "write {min: ..., max: ...}")
+        message = _message(first)
+        return ("value", f"{where}: {message}" if where else message,
+                "a range is {min: ..., max: ...}; either end may be left out")
     return None
 
 
 def check_column(name: str, match: Any) -> tuple[str, str, str | None] | None:
     """Check one ``filter.columns`` entry; return ``(where, message, hint)`` or None."""
     if name not in PRODUCT_COLUMNS:
-        return ("key", f"unknown product column {name!r}", suggest(name, PRODUCT_COLUMNS))
+        return ("key", f"unknown product column {name!r}",
+                suggest(name, PRODUCT_COLUMNS) or "columns are " + ", ".join(sorted(PRODUCT_COLUMNS)))
+    shape = _shape_problem(name, match, "column")
+    if shape:
+        return shape
     if isinstance(match, dict) and PRODUCT_COLUMNS[name] != "number":
         return ("value", f"{name} is a text column, so it takes a value or a list, not a range",
                 "ranges work only on numeric columns: size, calib_level")
@@ -109,7 +145,7 @@ class Range(_Model):
         if self.min is None and self.max is None:
             raise ValueError("a range needs min, max or both")
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g}), so nothing matches")
         return self
 
 
@@ -122,7 +158,7 @@ class Position(_Model):
         None, description="An object name resolved by MAST's name resolver, e.g. \"M1\". Needs real MAST.")
     radius: str = Field("0.2 deg", description='Search radius with a unit: "0.2 deg", "5 arcmin", "30 arcsec".')
 
-    @field_validator("coordinates")
+    @field_validator("coordinates", mode="before")
     @classmethod
     def _coordinates(cls, value: Any) -> Any:
         if value is not None:
@@ -137,8 +173,10 @@ class Position(_Model):
 
     @model_validator(mode="after")
     def _one_of(self) -> Position:
-        if (self.coordinates is None) == (self.object is None):
-            raise ValueError("give exactly one of `coordinates` and `object`")
+        if self.coordinates is not None and self.object is not None:
+            raise ValueError("both `coordinates` and `object` are given; keep one")
+        if self.coordinates is None and self.object is None:
+            raise ValueError("a position needs `coordinates` or `object`")
         return self
 
     @property
@@ -170,7 +208,7 @@ class Query(_Model):
         if not isinstance(value, dict):
             return value
         if not value:
-            raise ValueError("criteria must name at least one field (MAST refuses empty searches)")
+            raise ValueError("criteria must name at least one field (MAST refuses searches without any)")
         converted = {}
         for name, criterion in value.items():
             converted[name], problem = check_criterion(name, criterion)
@@ -344,8 +382,10 @@ class Recipe(_Model):
     @model_validator(mode="after")
     def _in_flight(self) -> Recipe:
         if self.products.in_flight is not None and self.products.in_flight > self.mast.max_in_flight:
-            raise ValueError(f"products.in_flight ({self.products.in_flight}) exceeds mast.max_in_flight "
-                             f"({self.mast.max_in_flight})")
+            raise PydanticCustomError(
+                "in_flight_exceeds",
+                "{in_flight} product-list requests in flight exceed mast.max_in_flight ({limit})",
+                {"in_flight": self.products.in_flight, "limit": self.mast.max_in_flight})
         return self
 
     def warnings(self) -> list[tuple[tuple[str, ...], str]]:
@@ -362,13 +402,22 @@ class Recipe(_Model):
 # Loading
 
 
-_SECRET_KEY = re.compile(r"(token|secret|password|passwd|api[_-]?key|credential|cookie|auth)", re.I)
-_SECRET_VALUE = re.compile(r"^(?:[0-9a-f]{32,}|(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{32,}|Bearer\s+\S+)$")
+_SECRET_WORDS = {"token", "secret", "password", "passwd", "passphrase", "apikey", "credential",
+                 "credentials", "cookie", "auth", "authorization", "bearer"}
+_SECRET_VALUE = re.compile(r"^(?:[0-9a-fA-F]{32,}|(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{32,}|Bearer\s+\S+)$")
 _VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|\$)")
-_SECRET_HINT = f"never put tokens in recipes: set the environment variable {TOKEN_ENV} or run `mastpipe login`"
+_SECRET_HINT = f"never put tokens in recipes: set the environment variable {TOKEN_ENV} instead"
 
 
-def _scan(located: Located, environ: os._Environ[str] | dict[str, str]) -> tuple[Any, list[Problem]]:
+def _is_secret_key(key: str) -> bool:
+    """``token``, ``api_key``, ``apiToken``, ``mast-password``: a word of the key names a secret."""
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", key).lower()
+    parts = [w for w in re.split(r"[^a-z0-9]+", words) if w]
+    joined = {a + b for a, b in zip(parts, parts[1:])}  # api_key -> apikey
+    return bool(_SECRET_WORDS & (set(parts) | joined))
+
+
+def _scan(located: Located, environ: dict[str, str]) -> tuple[Any, list[Problem]]:
     """Refuse secrets and expand ``${VAR}`` in every string, collecting located problems."""
     problems: list[Problem] = []
 
@@ -378,17 +427,19 @@ def _scan(located: Located, environ: os._Environ[str] | dict[str, str]) -> tuple
                 return "$"
             name, has_default, default = (match.group(1) or "").partition(":-")
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                problems.append(located.problem(path, f"${{{match.group(1)}}} is not a valid variable name",
+                problems.append(located.problem(path, f"${{{match.group(1)}}} is not a valid variable reference",
                                                 "write ${NAME} or ${NAME:-default}; $$ for a literal $"))
                 return ""
             if name == TOKEN_ENV:
-                problems.append(located.problem(path, f"the recipe refers to ${{{TOKEN_ENV}}}", _SECRET_HINT))
+                problems.append(located.problem(path, f"the recipe refers to ${{{TOKEN_ENV}}}",
+                                                f"remove it: mastpipe reads {TOKEN_ENV} from the environment itself, "
+                                                "and a token must never end up in paths or logs"))
                 return ""
             if name not in environ and has_default:
                 return default
             if name not in environ:
                 problems.append(located.problem(path, f"environment variable {name} is not set",
-                                                f"export {name}=... before running, or write the value in the recipe"))
+                                                f"export {name}=... before running, or write ${{{name}:-default}}"))
                 return ""
             return environ[name]
 
@@ -398,7 +449,7 @@ def _scan(located: Located, environ: os._Environ[str] | dict[str, str]) -> tuple
         if isinstance(value, dict):
             out = {}
             for key, item in value.items():
-                if _SECRET_KEY.search(key):
+                if _is_secret_key(key):
                     problems.append(located.problem(path + (key,), f"the key {key!r} looks like a secret",
                                                     _SECRET_HINT, key=True))
                 out[key] = walk(item, path + (key,))
@@ -415,42 +466,180 @@ def _scan(located: Located, environ: os._Environ[str] | dict[str, str]) -> tuple
     return walk(located.data, ()), problems
 
 
-def _problems_from(error: ValidationError, located: Located) -> list[Problem]:
+# --------------------------------------------------------------------------------------------
+# Turning pydantic's errors into one-line messages that say what is wrong and what to do
+
+
+def _shown(value: Any) -> str:
+    """A short description of a value as the author wrote it, for "must be X, not Y"."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _message(error: Any) -> str:
+    """One error of a ValidationError as a message of the form "must be X, not Y"."""
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    not_ = f", not {_shown(value)}"
+    messages = {
+        "float_type": "must be a number", "float_parsing": "must be a number",
+        "finite_number": "must be a finite number",
+        "int_type": "must be a whole number", "int_parsing": "must be a whole number",
+        "int_from_float": "must be a whole number",
+        "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+        "string_type": "must be text", "list_type": "must be a list, e.g. [a, b]",
+        "dict_type": "must be a mapping of keys to values", "model_type": "must be a mapping of keys to values",
+        "model_attributes_type": "must be a mapping of keys to values",
+    }
+    if kind in messages:
+        return messages[kind] + not_
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected', 'one of the allowed values')}{not_}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bound = {"greater_than": ("greater than", "gt"), "greater_than_equal": ("at least", "ge"),
+                 "less_than": ("less than", "lt"), "less_than_equal": ("at most", "le")}[kind]
+        return f"must be {bound[0]} {ctx.get(bound[1])}{not_}"
+    if kind == "too_short":
+        return f"must not be empty (at least {ctx.get('min_length', 1)})"
+    if kind == "string_pattern_mismatch":
+        return f"{_shown(value)} is not allowed here"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return error["msg"].replace("Input should be", "must be")
+
+
+def _walk_loc(loc: tuple[Any, ...], data: Any, kind: str) -> tuple[Any, ...]:
+    """pydantic's error location with union branch names ("Range", "str") and "[key]" removed.
+
+    Parts are kept while they name keys or indexes actually present in the data; the last part
+    of a "missing" error is kept although it is, by definition, absent.
+    """
+    kept: list[Any] = []
+    current = data
+    for i, part in enumerate(loc):
+        if isinstance(current, dict) and part in current:
+            kept.append(part)
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            kept.append(part)
+            current = current[part]
+        elif kind == "missing" and i == len(loc) - 1:
+            kept.append(part)
+    return tuple(kept)
+
+
+class _DictOf:
+    """Marks a field that maps user-chosen names to models (``query``); the next loc part is a name."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+
+
+def _model_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model at ``loc`` (Recipe for (), Query for ("query", "q"), ...), or None."""
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if isinstance(model, _DictOf):
+            model = model.model
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        found: Any = None
+        args = [annotation]
+        while args:
+            arg = args.pop()
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                found = arg
+                break
+            args.extend(getattr(arg, "__args__", ()))
+        if found is not None and getattr(annotation, "__origin__", None) is dict:
+            found = _DictOf(found)
+        model = found
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _describe(loc: tuple[Any, ...]) -> str | None:
+    """The field's own description (its first sentence), as a hint for wrong values."""
+    names = tuple(part for part in loc if not isinstance(part, int))
+    if not names:
+        return None
+    if len(names) == 2 and names[0] == "query":
+        return "each search is a mapping with `criteria:` and, optionally, `position:`"
+    parent = _model_for(names[:-1])
+    field = parent.model_fields.get(names[-1]) if parent else None
+    if field is None or not field.description:
+        return None
+    first = re.split(r"(?<=[a-z)\]]\.)\s+(?=[A-Z])", field.description, maxsplit=1)[0].rstrip(".")
+    if first[1:2].islower():
+        first = first[:1].lower() + first[1:]
+    return f"{names[-1]}: {first}"
+
+
+_SPECIAL = {
+    ("version",): ("literal_error", lambda v: f"unsupported recipe version {_shown(v)}; this mastpipe reads version 1",
+                   "write `version: 1`; newer recipes need a newer mastpipe"),
+    ("name",): ("string_pattern_mismatch", lambda v: f"{_shown(v)} is not a valid name",
+                "use 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"),
+    ("query",): ("too_short", lambda v: "query names no search",
+                 "add one, e.g. `query: {main: {criteria: {obs_collection: JWST}}}`"),
+}
+
+
+def _problems_from(error: ValidationError, located: Located, data: Any) -> list[Problem]:
     problems = []
     for item in error.errors(include_url=False):
-        loc = tuple(item["loc"])
-        # pydantic names union branches in loc ("Range", "list[...]"); users never see those
-        loc = tuple(part for part in loc if not (isinstance(part, str) and (part[:1].isupper() or "[" in part)))
         kind = item["type"]
-        message = item["msg"].removeprefix("Value error, ")
-        hint = None
+        raw_loc = tuple(item["loc"])
+        loc = _walk_loc(raw_loc, data, kind)
         if kind == "extra_forbidden":
-            parent = _model_at(loc[:-1])
-            hint = suggest(str(loc[-1]), list(parent.model_fields)) if parent else None
-            message = f"unknown key {loc[-1]!r}"
-            problems.append(located.problem(loc, message, hint, key=True))
+            parent = _model_for(loc[:-1])
+            allowed = sorted(parent.model_fields) if parent else []
+            hint = suggest(str(loc[-1]), allowed) if allowed else None
+            hint = hint or ("allowed keys here: " + ", ".join(allowed) if allowed else None)
+            problems.append(located.problem(loc, f"unknown key {loc[-1]!r}", hint, key=True))
             continue
         if kind == "missing":
             message = f"required key {loc[-1]!r} is missing"
-            parent_loc = loc[:-1]
-            problems.append(Problem(located.file, *located.where(parent_loc), _dotted_loc(loc), message,
+            problems.append(Problem(located.file, *located.where(loc[:-1]), dotted(loc), message,
                                     _missing_hint(str(loc[-1]))))
             continue
-        message = message.replace("Input should be", "must be")
-        if "did you mean" in message:
+        if kind == "in_flight_exceeds":
+            where = ("products", "in_flight")
+            problems.append(located.problem(where, item["msg"],
+                                            "lower products.in_flight or raise mast.max_in_flight"))
+            continue
+        if raw_loc and raw_loc[-1] == "[key]" and kind == "string_pattern_mismatch":
+            problems.append(located.problem(loc, f"{_shown(loc[-1])} is not a valid name for a search",
+                                            "use letters, digits, '_' and '-', starting with a letter or digit",
+                                            key=True))
+            continue
+        special = _SPECIAL.get(loc)
+        if special and special[0] == kind:
+            problems.append(located.problem(loc, special[1](item.get("input")), special[2]))
+            continue
+        message = _message(item)
+        hint = None
+        if loc[-1:] == ("criteria",) and item.get("input") == {}:
+            hint = "add at least one field, e.g. `obs_collection: JWST`"
+        if "; did you mean" in message:
             message, _, rest = message.partition("; did you mean")
             hint = "did you mean" + rest
-        problems.append(located.problem(loc, message, hint))
-    # A union of several branches reports one error per branch; keep the most specific per place.
+        problems.append(located.problem(loc, message, hint or _describe(loc) or "see schemas/recipe.schema.json"))
+    # A union of several branches reports one error per branch; keep the first per place.
     unique: dict[tuple[str, int | None], Problem] = {}
     for problem in problems:
         unique.setdefault((problem.field, problem.line), problem)
     return list(unique.values())
-
-
-def _dotted_loc(loc: tuple[Any, ...]) -> str:
-    from .yamlload import dotted
-    return dotted(loc)
 
 
 def _missing_hint(name: str) -> str | None:
@@ -459,49 +648,35 @@ def _missing_hint(name: str) -> str | None:
         "name": "add `name: my-recipe` (letters, digits, . _ -)",
         "query": "add a `query:` section with at least one named search",
         "criteria": "add `criteria:` with at least one field, e.g. `obs_collection: JWST`",
-    }.get(name)
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: Any = Recipe
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if model is Recipe and part == "query":
-            model = dict
-            continue
-        if model is dict:
-            model = Query
-            continue
-        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        if field is None:
-            return None
-        annotation = field.annotation
-        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
-        model = candidates[0] if candidates else None
-        if model is None:
-            return None
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+    }.get(name, f"add `{name}:`")
 
 
 def parse_recipe(located: Located, environ: dict[str, str] | None = None) -> Recipe:
-    """Validate already-loaded YAML into a :class:`Recipe` (see :func:`load_recipe`)."""
+    """Validate already-loaded YAML into a :class:`Recipe` (see :func:`load_recipe`).
+
+    Every problem is collected (secrets, unset variables, unknown keys, wrong values) and raised
+    together in one :class:`RecipeError`, sorted by position.
+    """
     env = dict(os.environ) if environ is None else environ
     if not isinstance(located.data, dict):
-        kind = type(located.data).__name__
-        kind = {"list": "a list", "str": "text", "int": "a number", "float": "a number", "bool": "true/false"}.get(kind, kind)
-        raise RecipeError([Problem(located.file, 1, 1, "<recipe>", f"a recipe is a mapping of sections, not {kind}",
+        kind = {list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false",
+                type(None): "nothing (null)"}.get(type(located.data), type(located.data).__name__)
+        line, column = located.where(())
+        raise RecipeError([Problem(located.file, line or 1, column or 1, "<recipe>",
+                                   f"a recipe is a mapping of sections, not {kind}",
                                    "start with `version: 1` and `name: ...` at the top level")])
     data, problems = _scan(located, env)
-    if problems:
-        raise RecipeError(problems)
-    problems, flagged = _check_named_entries(data, located)
+    scanned = tuple(p.field for p in problems)
+    named, flagged = _check_named_entries(data, located)
+    problems += named
+    skip = scanned + flagged
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        problems += [p for p in _problems_from(exc, located) if not p.field.startswith(flagged)]
+        problems += [p for p in _problems_from(exc, located, data)
+                     if not any(p.field == f or p.field.startswith(f + ".") for f in skip)]
     if problems:
-        raise RecipeError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
+        raise RecipeError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0, p.field)))
     return recipe
 
 
@@ -528,8 +703,15 @@ def _check_named_entries(data: dict[str, Any], located: Located) -> tuple[list[P
             if problem:
                 where, message, hint = problem
                 problems.append(located.problem(path + (name,), message, hint, key=where == "key"))
-                flagged.append(".".join(str(p) for p in path))
+                flagged.append(dotted(path))
     return problems, tuple(flagged)
+
+
+def warning_problems(recipe: Recipe, located: Located) -> list[Problem]:
+    """:meth:`Recipe.warnings` located in the file, as Problems whose message starts "warning:"."""
+    return [located.problem(where, f"warning: {message}",
+                            "add e.g. `obs_collection: JWST` (or HST, TESS, ...) to the criteria", key=True)
+            for where, message in recipe.warnings()]
 
 
 def load_recipe(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Recipe:

@@ -30,6 +30,9 @@ from .errors import Problem, RecipeError
 MAX_EXPANDED_NODES = 100_000
 #: Recipes are small; refusing huge files early keeps memory bounded whatever they contain.
 MAX_FILE_BYTES = 1_000_000
+#: The deepest nesting accepted. Real recipes nest five levels; PyYAML's composer and the
+#: constructor below are recursive, so this also keeps Python's stack safe.
+MAX_DEPTH = 64
 
 _SAFE_TAGS = {
     "tag:yaml.org,2002:str",
@@ -99,20 +102,22 @@ def read_text(path: Path) -> str:
         if path.is_dir():
             raise RecipeError([Problem(name, None, None, "<recipe>", "is a directory, not a recipe file",
                                        "pass the path of a .yaml file inside it")])
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise RecipeError([Problem(name, None, None, "<recipe>",
-                                       f"is {size:,} bytes; a recipe is at most {MAX_FILE_BYTES:,}",
-                                       "is this really a recipe?")])
-        raw = path.read_bytes()
+        with path.open("rb") as stream:  # bounded read: a FIFO or /dev/zero cannot exhaust memory
+            raw = stream.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise RecipeError([Problem(name, None, None, "<recipe>", "no such file",
-                                   "check the path; `mastpipe init` writes a starting recipe")]) from None
+                                   "check the path; a shell pattern that matches nothing is passed on "
+                                   "unexpanded")]) from None
     except PermissionError:
         raise RecipeError([Problem(name, None, None, "<recipe>", "permission denied",
                                    "make the file readable for this user")]) from None
     except OSError as exc:
-        raise RecipeError([Problem(name, None, None, "<recipe>", f"cannot be read: {exc.strerror}")]) from None
+        raise RecipeError([Problem(name, None, None, "<recipe>", f"cannot be read: {exc.strerror or exc}",
+                                   "check that the path names a readable file")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise RecipeError([Problem(name, None, None, "<recipe>",
+                                   f"is larger than {MAX_FILE_BYTES:,} bytes, far more than any recipe",
+                                   "check that the path names a recipe, not a data file")])
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -149,22 +154,53 @@ def load_yaml(path: str | os.PathLike[str]) -> Located:
 
 def load_yaml_text(text: str, name: str) -> Located:
     """Like :func:`load_yaml`, for text already read; ``name`` is used in messages."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # checks every character at once: a reader error is raised here
+    except yaml.reader.ReaderError as exc:
+        raise RecipeError([_reader_problem(exc, text, name)]) from None
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         raise RecipeError([_syntax_problem(exc, name)]) from None
+    except RecursionError:
+        mark = loader.get_mark()
+        raise RecipeError([Problem(name, mark.line + 1, mark.column + 1, "<recipe>",
+                                   f"values are nested more than {MAX_DEPTH} levels deep",
+                                   "a recipe nests a few levels: look for unclosed [ or { brackets")]) from None
     except yaml.YAMLError as exc:  # pragma: no cover - PyYAML raises marked errors for text input
-        raise RecipeError([Problem(name, None, None, "<recipe>", f"invalid YAML: {exc}")]) from None
+        raise RecipeError([Problem(name, None, None, "<recipe>", f"invalid YAML: {exc}",
+                                   "check the file's syntax")]) from None
     finally:
         loader.dispose()
     if root is None:
-        raise RecipeError([Problem(name, None, None, "<recipe>", "the file is empty",
-                                   "a recipe needs at least `version`, `name`, `query` and `retrieve`")])
+        raise RecipeError([Problem(name, None, None, "<recipe>", "the file is empty (or holds only comments)",
+                                   "a recipe needs at least `version: 1`, `name` and `query`")])
     located = Located(None, name)
     _check_size(root, located)
-    located.data = _construct(root, (), located, _Loader(""))
+    located.data = _construct(root, (), located, _Loader(""), {})
     return located
+
+
+def _reader_problem(exc: yaml.reader.ReaderError, text: str, name: str) -> Problem:
+    before = text[: exc.position]
+    line = before.count("\n") + 1
+    column = exc.position - (before.rfind("\n") + 1) + 1
+    return Problem(name, line, column, "<recipe>",
+                   f"the control character U+{exc.character:04X} is not allowed in YAML",
+                   "remove it; recipes are plain text")
+
+
+_SYNTAX_HINTS = (
+    ("mapping values are not allowed", "a value containing ': ' must be quoted, or a key is indented too far"),
+    ("could not find expected ':'", "a key needs a colon after it, or a line continues a value by mistake"),
+    ("expected ',' or ']'", "close the list with ] (or quote a value containing , [ or ])"),
+    ("expected ',' or '}'", "close the mapping with } (or quote a value containing , { or })"),
+    ("while scanning a quoted scalar", "close the quote: the string runs to the end of the file"),
+    ("cannot start any token", "quote the value: YAML reserves @ and ` at the start of a value"),
+    ("did not find expected key", "check the indentation: keys of one mapping line up in one column"),
+    ("did not find expected '-' indicator", "check the indentation: items of one list line up in one column"),
+    ("found undefined alias", "define the anchor (&name) before using the alias (*name)"),
+)
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, name: str) -> Problem:
@@ -177,30 +213,58 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, name: str) -> Problem:
     if "expected a single document" in (exc.context or "") or "single document" in problem:
         return Problem(name, line, column, "<recipe>", "the file holds more than one YAML document",
                        "a recipe is one document: remove the extra `---`")
-    context = f" ({exc.context})" if exc.context else ""
-    return Problem(name, line, column, "<recipe>", f"invalid YAML: {problem}{context}",
-                   "check indentation, colons and quotes around this place")
+    problem = problem.replace("'<stream end>'", "the end of the file")
+    context = ""
+    if exc.context:
+        context = f" ({exc.context}"
+        if exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
+            context += f" started at line {exc.context_mark.line + 1}"
+        context += ")"
+    text = problem + context
+    hint = next((advice for phrase, advice in _SYNTAX_HINTS if phrase in text),
+                "check indentation, colons and quotes around this place")
+    return Problem(name, line, column, "<recipe>", f"invalid YAML: {text}", hint)
 
 
 def _check_size(root: yaml.Node, located: Located) -> None:
-    """Reject documents whose aliases expand past MAX_EXPANDED_NODES, without expanding them."""
+    """Reject alias bombs, recursive aliases and deep nesting, without expanding anything.
+
+    One iterative depth-first pass over the node graph computes, for every node, how many values
+    and how many levels it expands to once aliases are followed.
+    """
     sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}
+    on_path: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+
+    def fail(node: yaml.Node, message: str, hint: str) -> None:
+        line, column = _mark(node)
+        raise RecipeError([Problem(located.file, line, column, "<recipe>", message, hint)])
+
     while stack:
         node, children_done = stack.pop()
-        if id(node) in sizes:
-            continue
-        children = _children(node)
         if not children_done:
+            if id(node) in sizes:
+                continue
+            on_path.add(id(node))
             stack.append((node, True))
-            stack.extend((child, False) for child in children if id(child) not in sizes)
+            for child in _children(node):
+                if id(child) in on_path:
+                    fail(child, "an alias refers to a value that contains it (a recursive structure)",
+                         "recipes are trees: write the value out instead of the alias")
+                if id(child) not in sizes:
+                    stack.append((child, False))
             continue
-        sizes[id(node)] = 1 + sum(sizes.get(id(child), 1) for child in children)
+        on_path.discard(id(node))
+        children = _children(node)
+        sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+        depths[id(node)] = 1 + max((depths[id(child)] for child in children), default=0)
         if sizes[id(node)] > MAX_EXPANDED_NODES:
-            line, column = _mark(node)
-            raise RecipeError([Problem(located.file, line, column, "<recipe>",
-                                       f"aliases expand to more than {MAX_EXPANDED_NODES:,} values",
-                                       "this looks like an alias bomb; write the values out instead")])
+            fail(node, f"aliases expand to more than {MAX_EXPANDED_NODES:,} values",
+                 "this looks like an alias bomb; write the values out instead")
+        if depths[id(node)] > MAX_DEPTH:
+            fail(node, f"values are nested more than {MAX_DEPTH} levels deep",
+                 "a recipe nests a few levels: look for unclosed [ or { brackets")
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -211,39 +275,65 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def _construct(node: yaml.Node, path: Path_, located: Located, loader: _Loader) -> Any:
+def _tag_problem(node: yaml.Node, path: Path_, located: Located) -> RecipeError:
+    line, column = _mark(node)
+    return RecipeError([Problem(located.file, line, column, dotted(path),
+                                f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')!r} is not allowed",
+                                "recipes are plain data and nothing in them executes: remove the tag")])
+
+
+def _scalar(node: yaml.ScalarNode, path: Path_, located: Located, loader: _Loader) -> Any:
+    if node.tag == "tag:yaml.org,2002:timestamp":
+        # Dates stay text: the fields that take dates convert them (to MJD) with their own checks,
+        # and everywhere else 2024-01-31 is just text, as the author wrote it.
+        return node.value
+    try:
+        return loader.construct_object(node, deep=True)
+    except Exception:  # PyYAML raises ValueError, KeyError, ... for values that do not fit a tag
+        line, column = _mark(node)
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise RecipeError([Problem(located.file, line, column, dotted(path),
+                                   f"cannot read {node.value!r} as {tag}",
+                                   f"remove the {tag} tag or write a value it accepts")]) from None
+
+
+def _construct(node: yaml.Node, path: Path_, located: Located, loader: _Loader,
+               merged: dict[int, int]) -> Any:
+    """Build plain data from ``node``, recording positions; ``merged`` caches merge-key counts."""
     located.values.setdefault(path, _mark(node))
     if node.tag not in _SAFE_TAGS:
-        line, column = _mark(node)
-        raise RecipeError([Problem(located.file, line, column, dotted(path),
-                                   f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')!r} is not allowed",
-                                   "recipes are plain data and nothing in them executes: remove the tag")])
+        raise _tag_problem(node, path, located)
     if isinstance(node, yaml.ScalarNode):
-        try:
-            return loader.construct_object(node, deep=True)
-        except (yaml.constructor.ConstructorError, ValueError) as exc:
-            line, column = _mark(node)
-            raise RecipeError([Problem(located.file, line, column, dotted(path),
-                                       f"cannot read this value: {exc}")]) from None
+        return _scalar(node, path, located, loader)
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(child, path + (i,), located, loader) for i, child in enumerate(node.value)]
+        return [_construct(child, path + (i,), located, loader, merged) for i, child in enumerate(node.value)]
     assert isinstance(node, yaml.MappingNode)
-    explicit = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
-    try:
-        loader.flatten_mapping(node)  # applies YAML merge keys (`<<: *defaults`), merged pairs first
-    except yaml.constructor.ConstructorError as exc:
-        line, column = _mark(node)
-        raise RecipeError([Problem(located.file, line, column, dotted(path), f"invalid merge: {exc.problem}")]) from None
-    n_merged = len(node.value) - explicit
+    if id(node) not in merged:  # an aliased mapping is flattened once, then reused as it is
+        explicit = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
+        try:
+            loader.flatten_mapping(node)  # applies YAML merge keys (`<<: *defaults`), merged pairs first
+        except yaml.constructor.ConstructorError as exc:
+            line, column = _mark(node)
+            raise RecipeError([Problem(located.file, line, column, dotted(path), f"invalid merge: {exc.problem}",
+                                       "`<<:` takes an alias of a mapping (<<: *defaults) or a list of them")]) from None
+        merged[id(node)] = len(node.value) - explicit
+    n_merged = merged[id(node)]
     result: dict[str, Any] = {}
     first_seen: dict[str, int] = {}
     for index, (key_node, value_node) in enumerate(node.value):
-        key = loader.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
         line, column = _mark(key_node)
+        if key_node.tag not in _SAFE_TAGS:
+            raise _tag_problem(key_node, path, located)
+        if not isinstance(key_node, yaml.ScalarNode):
+            kind = "a list" if isinstance(key_node, yaml.SequenceNode) else "a mapping"
+            raise RecipeError([Problem(located.file, line, column, dotted(path), f"a key must be text, not {kind}",
+                                       "write keys as plain words followed by a colon")])
+        key = _scalar(key_node, path, located, loader)
         if not isinstance(key, str):
             raise RecipeError([Problem(located.file, line, column, dotted(path),
-                                       f"the key {key!r} is not text",
-                                       "quote it: YAML reads yes/no/on/off as booleans and digits as numbers")])
+                                       f"the key {key_node.value} is not text: YAML reads it as {key!r}",
+                                       f"quote it ('{key_node.value}':); YAML reads yes/no/on/off as "
+                                       "booleans and digits as numbers")])
         if index >= n_merged:  # merged values may be overridden; explicit duplicates may not
             if key in first_seen:
                 raise RecipeError([Problem(located.file, line, column, dotted(path + (key,)),
@@ -252,5 +342,5 @@ def _construct(node: yaml.Node, path: Path_, located: Located, loader: _Loader) 
             first_seen[key] = line
         located.keys[path + (key,)] = (line, column)
         located.values.pop(path + (key,), None)
-        result[key] = _construct(value_node, path + (key,), located, loader)
+        result[key] = _construct(value_node, path + (key,), located, loader, merged)
     return result
