@@ -88,5 +88,187 @@ def schema() -> None:
     click.echo(recipe_schema_text(), nl=False)
 
 
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    import logging
+
+    from .auth import RedactingFilter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if verbose else "%(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger("mastpipe")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def _pipeline_options(function):  # type: ignore[no-untyped-def]
+    options = [
+        click.argument("recipe", type=click.Path(dir_okay=False)),
+        click.option("--mast-url", envvar=None, help="MAST server to use (overrides MASTPIPE_MAST_URL and the recipe)."),
+        click.option("--state-dir", type=click.Path(file_okay=False), help="Where checkpoints live (default .mastpipe/<name> beside the recipe)."),
+        click.option("--sandbox", is_flag=True, help="Start mastpipe's local MAST stand-in and run against it (tries a recipe offline)."),
+        click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors."),
+        click.option("-v", "--verbose", is_flag=True, help="Debug output."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
+                   action, refresh: bool = False):  # type: ignore[no-untyped-def]
+    """Build the Pipeline (inside a sandbox when asked) and run ``action(pipeline)``."""
+    from contextlib import nullcontext
+
+    from .runner import Pipeline
+
+    if sandbox and mast_url:
+        raise click.UsageError("--sandbox and --mast-url exclude each other")
+    context = nullcontext(None)
+    if sandbox:
+        from .sandbox import Sandbox
+
+        context = Sandbox(seed=0)
+    try:
+        with context as running:
+            url = running.url if running is not None else mast_url
+            if running is not None:
+                click.echo(f"sandbox: serving a local MAST stand-in at {url}", err=True)
+            server_id = "mastpipe-sandbox:seed=0" if running is not None else None
+            return action(Pipeline(recipe, mast_url=url, state_dir=state_dir, refresh=refresh, server_id=server_id))
+    except MastpipeError as error:
+        _fail(error)
+
+
+@main.command()
+@_pipeline_options
+@click.option("--until", type=click.Choice(["query", "products", "unique", "filter", "retrieve"]), default="retrieve",
+              help="Last stage to run.")
+@click.option("--from", "from_stage", type=click.Choice(["query", "products", "unique", "filter", "retrieve"]),
+              help="Recompute this stage and the later ones, whatever the checkpoints say.")
+@click.option("--refresh", is_flag=True, help="Ask MAST again for observations and product lists; keeps every file downloaded.")
+@click.option("--verify", is_flag=True, help="Re-hash files already downloaded and repair any that changed.")
+def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, quiet: bool, verbose: bool,
+        until: str, from_stage: str | None, refresh: bool, verify: bool) -> None:
+    """Run a recipe: query -> products -> unique -> filter -> retrieve.
+
+    Each stage's result is checkpointed; a rerun reuses every stage whose recipe section and
+    input are unchanged, and fetches only files not yet downloaded and verified. Exit code 0 on
+    success, 1 when some files failed (the others complete), 2 for an invalid recipe, 3 when MAST
+    cannot be reached, 4 when another run holds the lock.
+
+    Example:
+
+        mastpipe run pipelines/jwst-1073-nircam-uncal.yaml --sandbox
+    """
+    _setup_logging(quiet, verbose)
+
+    def action(pipeline):  # type: ignore[no-untyped-def]
+        from .auth import discover_token
+        from .report import format_run
+        from .stages import retrieve as retrieve_stage
+
+        def retrieve(p, table):  # type: ignore[no-untyped-def]
+            m = p.recipe.mast
+            return retrieve_stage.run(table, p.recipe.retrieve, base=p.recipe_path.resolve().parent,
+                                      state_dir=p.state_dir, mast_url=p.mast_url, mast_timeout=m.timeout,
+                                      retries=m.retries, retry_after_cap=m.retry_after_cap, verify=verify,
+                                      token=discover_token())
+
+        result = pipeline.run(until=until, from_stage=from_stage, retrieve=retrieve)
+        click.echo(f"{pipeline.recipe.name}: state in {result.state_dir}")
+        click.echo(format_run(result))
+        if result.retrieve is not None and result.retrieve.failed:
+            sys.exit(1)
+
+    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, refresh=refresh)
+
+
+@main.command()
+@_pipeline_options
+def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, quiet: bool, verbose: bool) -> None:
+    """Show what `run` would retrieve, without downloading anything.
+
+    Runs the stages up to filter (reusing checkpoints) and prints the files and bytes to
+    retrieve, broken down by collection, instrument and product type.
+
+    Example:
+
+        mastpipe plan pipelines/jwst-1073-nircam-uncal.yaml --mast-url http://127.0.0.1:8080
+    """
+    _setup_logging(quiet, verbose)
+
+    def action(pipeline):  # type: ignore[no-untyped-def]
+        from .report import format_plan
+
+        result = pipeline.run(until="filter")
+        click.echo(format_plan(result.tables["filter"], result.tables["query"]))
+
+    _with_pipeline(recipe, mast_url, state_dir, sandbox, action)
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--mast-url", help="MAST server the checkpoints should match.")
+@click.option("--state-dir", type=click.Path(file_okay=False), help="Where checkpoints live.")
+def status(recipe: str, mast_url: str | None, state_dir: str | None) -> None:
+    """Show each stage's checkpoint: done, stale (and why) or missing. Contacts no server.
+
+    Example:
+
+        mastpipe status pipelines/jwst-1073-nircam-uncal.yaml
+    """
+    from .report import format_status
+    from .runner import Pipeline
+
+    try:
+        pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir)
+        click.echo(f"{pipeline.recipe.name}: state in {pipeline.state_dir}")
+        click.echo(format_status(pipeline.status()))
+    except MastpipeError as error:
+        _fail(error)
+
+
+@main.group()
+def sandbox() -> None:
+    """mastpipe's local MAST stand-in, for trying recipes and testing offline.
+
+    Example:
+
+        mastpipe sandbox serve --port 8080
+    """
+
+
+@sandbox.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", default=0, show_default=True, help="Port; 0 picks a free one.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the generated catalogue.")
+@click.option("--scale", help="Add a program of N observations x M products, e.g. 200x5000.")
+@click.option("--faults", help="Fault injection, e.g. 'download.latency=0.05,products.error_rate=0.1'.")
+@click.option("--token", "tokens", multiple=True, help="A token the sandbox accepts, as TOKEN=NAME (repeatable).")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Append every request to this JSON-lines file.")
+def serve(host: str, port: int, seed: int, scale: str | None, faults: str | None, tokens: tuple[str, ...],
+          log_path: str | None) -> None:
+    """Serve a local MAST on HOST:PORT until interrupted; prints its URL first.
+
+    Point mastpipe at it with --mast-url or MASTPIPE_MAST_URL, or astroquery with an
+    astroquery.cfg whose [mast] server is that URL.
+
+    Example:
+
+        mastpipe sandbox serve --port 8080 --faults 'download.error_rate=0.2'
+    """
+    from .sandbox import serve_forever
+
+    try:
+        serve_forever(host=host, port=port, seed=seed, scale=scale, faults=faults, tokens=list(tokens),
+                      log_path=log_path)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    except OSError as error:
+        raise click.ClickException(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -88,12 +88,16 @@ class Pipeline:
 
     def __init__(self, recipe_path: str | os.PathLike[str], *, mast_url: str | None = None,
                  state_dir: str | os.PathLike[str] | None = None, refresh: bool = False,
-                 environ: dict[str, str] | None = None, recipe: Recipe | None = None) -> None:
+                 environ: dict[str, str] | None = None, recipe: Recipe | None = None,
+                 server_id: str | None = None) -> None:
         self.recipe_path = Path(recipe_path)
         self.recipe = recipe or load_recipe(self.recipe_path, environ)
         self.mast_url = effective_mast_url(self.recipe, mast_url, environ)
         self.state_dir = Path(state_dir).resolve() if state_dir else default_state_dir(self.recipe, self.recipe_path)
         self.refresh = refresh
+        # What identifies the server in fingerprints: its URL, unless the caller knows better
+        # (the built-in sandbox gets a new port every time but always serves the same catalogue).
+        self.server_id = server_id or self.mast_url
         self.checkpoints = Checkpoints(self.state_dir)
         self._archive: Archive | None = None
 
@@ -103,8 +107,8 @@ class Pipeline:
         """The recipe settings a stage's result depends on (execution knobs excluded)."""
         r = self.recipe
         return {
-            "query": {"query": r.model_dump(mode="json")["query"], "mast": self.mast_url},
-            "products": {"mast": self.mast_url},
+            "query": {"query": r.model_dump(mode="json")["query"], "mast": self.server_id},
+            "products": {"mast": self.server_id},
             "unique": r.unique.model_dump(mode="json"),
             "filter": r.filter.model_dump(mode="json"),
             "retrieve": r.retrieve.model_dump(mode="json"),

@@ -1,0 +1,187 @@
+"""retrieve: turn the products kept into files on disk, a curl script, or a manifest.
+
+The pure part, :func:`plan_files`, maps each product row to a URL and a checked destination path
+(refusing unsafe names and collisions before anything is fetched). The I/O part hands the files
+to :class:`mastpipe.transfer.Transfer` (download mode) or writes a script (curl mode), and always
+writes a manifest: one row per product with ``dataURI``, local path, size, sha256, status,
+message and URL, as ECSV (astropy reads it) and JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import numpy as np
+
+from ..errors import AuthError
+from ..paths import check_collisions, product_path
+from ..recipe import Retrieve
+from ..state import atomic_write_bytes
+from ..transfer import FileResult, FileTask
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+log = logging.getLogger(__name__)
+EXCLUSIVE = "EXCLUSIVE_ACCESS"
+MANIFEST_COLUMNS = ("dataURI", "path", "size", "sha256", "status", "message", "url")
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def download_url(mast_url: str, uri: str) -> str:
+    """MAST's download URL for a ``dataURI`` (``:`` and ``/`` kept literal, as astroquery sends it)."""
+    return f"{mast_url}/api/v0.1/Download/file?uri={quote(uri, safe=':/')}"
+
+
+def plan_files(table: Table, destination: Path, layout: str, mast_url: str) -> list[FileTask]:
+    """One :class:`FileTask` per product row, every path checked to stay inside ``destination``.
+
+    Raises
+    ------
+    UnsafePathError
+        A product's name or ids would place a file outside the destination.
+    TransferError
+        Two products map to the same path.
+    """
+    tasks = []
+    for row in table:
+        values = {name: _text(row[name]) for name in table.colnames}
+        uri = values["dataURI"]
+        size = values.get("size")
+        tasks.append(FileTask(
+            key=uri, url=download_url(mast_url, uri), dest=product_path(values, destination, layout),
+            size=int(size) if size is not None and int(size) >= 0 else None,
+            protected=values.get("dataRights") == EXCLUSIVE))
+    check_collisions([(task.key, task.dest) for task in tasks])
+    return tasks
+
+
+@dataclass
+class RetrieveResult:
+    """What the retrieve stage did: per-file results and where the outputs are."""
+
+    mode: str
+    results: list[FileResult] = field(default_factory=list)
+    manifest: Path | None = None
+    script: Path | None = None
+    auth_error: str | None = None
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def bytes_fetched(self) -> int:
+        return sum(r.size or 0 for r in self.results if r.status == "fetched")
+
+
+def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileResult] | None) -> Path:
+    """Write the manifest as ECSV (``path``) and JSON (same name, ``.json``), atomically."""
+    from astropy.table import Table
+
+    rows = []
+    for task in tasks:
+        result = (results or {}).get(task.key)
+        rows.append({
+            "dataURI": task.key, "path": str(task.dest),
+            "size": (result.size if result and result.size is not None else task.size) or -1,
+            "sha256": (result.sha256 if result else None) or "",
+            "status": result.status if result else "listed",
+            "message": (result.error if result else None) or "",
+            "url": task.url,
+        })
+    table = Table(rows=[[r[c] for c in MANIFEST_COLUMNS] for r in rows], names=MANIFEST_COLUMNS,
+                  dtype=[str, str, np.int64, str, str, str, str]) if rows else \
+        Table(names=MANIFEST_COLUMNS, dtype=[str, str, np.int64, str, str, str, str])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    table.write(tmp, format="ascii.ecsv", overwrite=True)
+    os.replace(tmp, path)
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(rows, indent=1).encode())
+    return path
+
+
+def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_url: str,
+        mast_timeout: float, retries: int, retry_after_cap: float, verify: bool = False,
+        token: str | None = None, on_event: Any = None) -> RetrieveResult:
+    """Carry out the recipe's ``retrieve`` section for the products in ``table``.
+
+    Parameters
+    ----------
+    base : Path
+        Directory the recipe's relative paths are relative to.
+    verify : bool
+        Re-hash files already done (``--verify``), repairing mismatches.
+    token : str, optional
+        MAST token for exclusive-access products (never from the recipe).
+    """
+    destination = (base / settings.destination).resolve()
+    tasks = plan_files(table, destination, settings.layout, mast_url)
+    manifest_path = (base / settings.manifest) if settings.manifest else destination / "manifest.ecsv"
+    result = RetrieveResult(settings.mode)
+    if settings.mode == "manifest":
+        result.manifest = write_manifest(manifest_path, tasks, None)
+        return result
+    if settings.mode == "curl":
+        from ..curlscript import write_curl_script
+
+        script = (base / settings.script) if settings.script else destination / "mastpipe-download.sh"
+        result.script = write_curl_script(tasks, script)
+        result.manifest = write_manifest(manifest_path, tasks, None)
+        return result
+    return _download(tasks, settings, state_dir, mast_url, mast_timeout, retries, retry_after_cap,
+                     verify or settings.verify == "sha256", token, on_event, manifest_path, result)
+
+
+def _download(tasks: list[FileTask], settings: Retrieve, state_dir: Path, mast_url: str, timeout: float,
+              retries: int, retry_after_cap: float, verify: bool, token: str | None, on_event: Any,
+              manifest_path: Path, result: RetrieveResult) -> RetrieveResult:
+    from ..auth import check_token
+    from ..ledger import Ledger
+    from ..retry import RetryPolicy
+    from ..transfer import Transfer
+
+    protected = [t for t in tasks if t.protected]
+    refused: list[FileTask] = []
+    if protected:
+        try:
+            if not token:
+                raise AuthError(f"{len(protected)} exclusive-access file(s) selected but no MAST token is set",
+                                hint="set MAST_API_TOKEN or run `mastpipe login`")
+            check_token(mast_url, token, timeout=min(timeout, 60.0))
+        except AuthError as exc:
+            result.auth_error = str(exc)
+            refused = protected
+            names = ", ".join(Path(t.key).name for t in refused[:10])
+            log.error("%s; these are skipped: %s%s", exc.message, names, " ..." if len(refused) > 10 else "")
+    fetchable = [t for t in tasks if t not in refused] if refused else tasks
+    host = urlsplit(mast_url).netloc
+    policy = RetryPolicy(max_attempts=retries + 1, retry_after_cap=retry_after_cap)
+    with Ledger(state_dir / "ledger.sqlite") as ledger:
+        engine = Transfer(workers=settings.in_flight, timeout=min(timeout, 300.0), policy=policy,
+                          token=token if protected and not refused else None, token_hosts=(host,),
+                          ledger=ledger, verify=verify, on_event=on_event)
+        results = engine.run(fetchable)
+    by_key = {r.key: r for r in results}
+    for task in refused:
+        by_key[task.key] = FileResult(task.key, task.dest, "failed",
+                                      error=f"exclusive-access product {task.key} needs a valid MAST token")
+    result.results = [by_key[t.key] for t in tasks]
+    result.manifest = write_manifest(manifest_path, tasks, by_key)
+    return result
