@@ -25,14 +25,21 @@ def unique_products(products: Table, key: str) -> tuple[Table, list[str]]:
     Returns
     -------
     table : Table
-        One row per distinct key, sorted by key, with ``shared_by`` (``;``-joined obsids) and
-        ``n_shared`` columns.
+        One row per distinct key, sorted by key (the first row of each key, as astropy's
+        ``unique(table, keys=key)`` keeps), with ``shared_by`` (``;``-joined distinct obsids of
+        ``parent_obsid``, or ``obsID``) and ``n_shared`` (how many of them) columns.
     warnings : list of str
         One message per key that maps to several different ``dataURI`` values (when
         deduplicating on ``productFilename``): those are different files with one name.
     """
+    owner_column = "parent_obsid" if "parent_obsid" in products.colnames else "obsID"
+    has_owner = owner_column in products.colnames
     if len(products) == 0:
-        return products, []
+        result = products.copy(copy_data=False)
+        if has_owner:
+            result["n_shared"] = np.zeros(0, dtype=np.int64)
+            result["shared_by"] = np.zeros(0, dtype="S1")
+        return result, []
     keys = np.asarray(products[key])
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
@@ -40,24 +47,36 @@ def unique_products(products: Table, key: str) -> tuple[Table, list[str]]:
     first[1:] = sorted_keys[1:] != sorted_keys[:-1]
     starts = np.flatnonzero(first)
     counts = np.diff(np.append(starts, len(order)))
-    owner_column = "parent_obsid" if "parent_obsid" in products.colnames else "obsID"
-    owners = np.asarray(products[owner_column]).astype("S") if owner_column in products.colnames else None
-
+    group = np.cumsum(first) - 1  # group of each sorted row
     result = products[order[starts]]
-    result["n_shared"] = counts
-    if owners is not None:
+
+    if has_owner:
+        owners = np.asarray(products[owner_column]).astype("S")
+        # rows sorted by (key, owner): distinct owners of a group are adjacent
+        by_owner = order[np.lexsort((owners[order], group))]
+        sorted_owners = owners[by_owner]
+        new_owner = np.ones(len(order), dtype=bool)
+        new_owner[1:] = (sorted_owners[1:] != sorted_owners[:-1]) | first[1:]
+        n_owners = np.add.reduceat(new_owner, starts)
         shared = owners[order[starts]].astype(object)
-        warnings: list[str] = []
-        uris = np.asarray(products["dataURI"]) if key != "dataURI" and "dataURI" in products.colnames else None
-        for group in np.flatnonzero(counts > 1):  # only repeated products need a Python loop
-            members = order[starts[group]:starts[group] + counts[group]]
-            shared[group] = b";".join(sorted(set(owners[members].tolist())))
-            if uris is not None and len(set(uris[members].tolist())) > 1:
-                warnings.append(f"{_text(sorted_keys[starts[group]])} is listed with {len(set(uris[members].tolist()))} "
-                                f"different dataURIs; only {_text(uris[members[0]])} is kept")
+        distinct_owners = sorted_owners[new_owner]
+        owner_starts = np.append(0, np.cumsum(n_owners))
+        for g in np.flatnonzero(n_owners > 1):  # only shared products need a Python loop
+            shared[g] = b";".join(distinct_owners[owner_starts[g]:owner_starts[g + 1]].tolist())
+        result["n_shared"] = n_owners.astype(np.int64)
         result["shared_by"] = shared.astype("S")
-    else:
-        warnings = []
+
+    warnings: list[str] = []
+    if key != "dataURI" and "dataURI" in products.colnames:
+        uris = np.asarray(products["dataURI"])
+        by_uri = order[np.lexsort((uris[order], group))]
+        sorted_uris = uris[by_uri]
+        new_uri = np.ones(len(order), dtype=bool)
+        new_uri[1:] = (sorted_uris[1:] != sorted_uris[:-1]) | first[1:]
+        n_uris = np.add.reduceat(new_uri, starts)
+        for g in np.flatnonzero(n_uris > 1):
+            warnings.append(f"{_text(sorted_keys[starts[g]])} is listed with {int(n_uris[g])} "
+                            f"different dataURIs; only {_text(uris[order[starts[g]]])} is kept")
     for message in warnings[:20]:
         log.warning("unique: %s", message)
     if len(warnings) > 20:
