@@ -1,0 +1,81 @@
+"""`mastpipe run/plan/status/sandbox serve` as a user runs them, against the sandbox."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from astropy.table import Table
+
+from mastpipe.sandbox import Sandbox
+from mastpipe.state import RunLock
+
+
+SEED = "pipelines/jwst-1073-nircam-uncal.yaml"
+
+
+def test_seed_recipe_runs_against_the_builtin_sandbox_and_reruns_fetch_nothing(workdir: Path, cli) -> None:
+    first = cli("run", "--sandbox", SEED, cwd=workdir)
+    assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stderr
+    manifest = Table.read(workdir / "pipelines/data/jwst-1073/manifest.ecsv")
+    assert len(manifest) > 0 and set(manifest["status"]) == {"fetched"}
+    with Sandbox(seed=0) as sb:  # the same catalogue: every file must have its exact bytes
+        for row in manifest:
+            path = Path(row["path"])
+            assert path.is_file() and "mastDownload/JWST/" in str(path)
+            assert path.stat().st_size == sb.catalog.file_size(row["dataURI"])
+            assert row["sha256"] == sb.catalog.sha256(row["dataURI"])
+    assert f"{len(manifest)} fetched" in first.stdout
+
+    second = cli("run", "--sandbox", SEED, cwd=workdir)
+    assert second.returncode == 0, second.stderr
+    assert "0 fetched" in second.stdout and f"{len(manifest)} already present" in second.stdout
+    for stage in ("query", "products", "unique", "filter"):
+        assert any(line.split()[:2] == [stage, "reused"] for line in second.stdout.splitlines()), second.stdout
+
+
+def test_plan_and_status_against_a_served_sandbox(workdir: Path, cli) -> None:
+    server = subprocess.Popen([sys.executable, "-c", "from mastpipe.cli import main; main()", "sandbox", "serve",
+                               "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url.startswith("http://127.0.0.1:")
+        plan = cli("plan", SEED, "--mast-url", url, cwd=workdir)
+        assert plan.returncode == 0, plan.stderr
+        assert "files to retrieve" in plan.stdout and "JWST" in plan.stdout and "UNCAL" in plan.stdout
+        assert not (workdir / "pipelines/data/jwst-1073/mastDownload").exists()  # plan downloads nothing
+        status = cli("status", SEED, "--mast-url", url, cwd=workdir)
+        assert status.returncode == 0
+        assert [line.split()[1] for line in status.stdout.splitlines()[1:]] == ["done"] * 4
+        env_status = cli("status", SEED, cwd=workdir, env={"MASTPIPE_MAST_URL": url})
+        assert [line.split()[1] for line in env_status.stdout.splitlines()[1:]] == ["done"] * 4
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_exit_codes(workdir: Path, tmp_path: Path, cli) -> None:
+    bad = workdir / "bad.yaml"
+    bad.write_text("version: 1\nname: x\nquery: {a: {criteria: {obs_colection: JWST}}}\n")
+    invalid = cli("run", str(bad), cwd=workdir)
+    assert invalid.returncode == 2 and "did you mean 'obs_collection'" in invalid.stderr
+    assert "Traceback" not in invalid.stderr
+
+    unreachable = workdir / "unreachable.yaml"
+    unreachable.write_text("version: 1\nname: unreachable\nmast: {retries: 0, timeout: 5}\n"
+                           "query: {a: {criteria: {obs_collection: JWST}}}\n")
+    down = cli("run", str(unreachable), "--mast-url", "http://127.0.0.1:9", cwd=workdir)
+    assert down.returncode == 3, down.stderr
+    assert "Traceback" not in down.stderr and "127.0.0.1:9" in down.stderr
+
+    state = tmp_path / "locked-state"
+    with RunLock(state):
+        locked = cli("run", SEED, "--sandbox", "--state-dir", str(state), cwd=workdir)
+    assert locked.returncode == 4 and "another run holds the lock" in locked.stderr
+
+    with Sandbox(seed=0, faults="download.missing=*_uncal.fits") as sb:
+        failed = cli("run", SEED, "--mast-url", sb.url, cwd=workdir)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "failed:" in failed.stdout and "404" in failed.stdout
