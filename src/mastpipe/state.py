@@ -172,6 +172,8 @@ class Checkpoints:
             return None
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, found {type(data).__name__}")
             data["reasons"] = tuple(data.get("reasons", ()))
             sidecar = Sidecar(**data)
         except (OSError, ValueError, TypeError) as exc:

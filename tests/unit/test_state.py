@@ -1,0 +1,175 @@
+"""state: fingerprints, table digests, atomic FITS checkpoints with sidecars, the run lock."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from astropy.table import MaskedColumn, Table
+
+from mastpipe.errors import LockError
+from mastpipe.state import (CHECKPOINT_SCHEMA, Checkpoints, RunLock, as_stored, fingerprint, read_table,
+                            table_digest, write_table)
+
+
+def _products(n: int = 5) -> Table:
+    return Table({
+        "productFilename": [f"jw{i:05d}_uncal.fits" for i in range(n)],
+        "obsID": np.array([str(1000 + i) for i in range(n)]),
+        "size": np.arange(n, dtype=np.int64) * 1000,
+        "calib_level": np.array([1, 2, 3, 2, 1][:n] + [2] * max(0, n - 5), dtype=np.int16),
+        "t_exptime": np.linspace(0.5, 2.5, n),
+        "productGroupDescription": MaskedColumn(["Minimum Recommended Products", "", "x", "", ""][:n] + [""] * max(0, n - 5),
+                                                mask=[False, True, False, True, True][:n] + [True] * max(0, n - 5)),
+        "sequence_number": MaskedColumn(np.arange(n, dtype=np.int32), mask=[i % 2 == 0 for i in range(n)]),
+    })
+
+
+def test_fingerprint_ignores_key_order():
+    a = fingerprint("filter", {"contains": ["_uncal"], "columns": {"a": 1, "b": [2, 3]}}, "digest")
+    b = fingerprint("filter", {"columns": {"b": [2, 3], "a": 1}, "contains": ["_uncal"]}, "digest")
+    assert a == b
+    assert a != fingerprint("filter", {"contains": ["_cal"], "columns": {"a": 1, "b": [2, 3]}}, "digest")
+    assert a != fingerprint("filter", {"contains": ["_uncal"], "columns": {"a": 1, "b": [2, 3]}}, "other")
+    assert a != fingerprint("filter", {"contains": ["_uncal"], "columns": {"a": 1, "b": [3, 2]}}, "digest")
+
+
+def test_round_trip_keeps_dtypes_values_and_digest(tmp_path):
+    table = _products()
+    path = tmp_path / "products.fits"
+    write_table(path, table)
+    back = read_table(path)
+    stored = as_stored(table)
+    assert back.colnames == table.colnames
+    assert back["productFilename"].dtype.kind == "S"
+    for name in ("size", "calib_level", "t_exptime", "sequence_number"):
+        assert back[name].dtype.kind == table[name].dtype.kind and back[name].dtype.itemsize == table[name].dtype.itemsize
+        filled = lambda c: np.asarray(c.filled(0) if hasattr(c, "filled") else c)  # noqa: E731
+        assert np.array_equal(filled(back[name]), filled(stored[name]))
+    assert list(back["sequence_number"].mask) == [True, False, True, False, True]
+    assert [v.decode() for v in np.asarray(back["productFilename"])] == list(table["productFilename"])
+    assert table_digest(back) == table_digest(stored)
+    assert back.meta == {}
+    # nothing left beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["products.fits"]
+
+
+def test_digest_sees_content_changes():
+    table = as_stored(_products())
+    changed = table.copy()
+    changed["size"][2] += 1
+    assert table_digest(table) != table_digest(changed)
+    renamed = table.copy()
+    renamed.rename_column("size", "bytes")
+    assert table_digest(table) != table_digest(renamed)
+    remasked = table.copy()
+    remasked["sequence_number"].mask[1] = True
+    assert table_digest(table) != table_digest(remasked)
+
+
+def test_empty_tables_round_trip(tmp_path):
+    write_table(tmp_path / "a.fits", Table())
+    assert len(read_table(tmp_path / "a.fits").colnames) == 0
+    empty = _products()[:0]
+    write_table(tmp_path / "b.fits", empty)
+    back = read_table(tmp_path / "b.fits")
+    assert len(back) == 0 and back.colnames == empty.colnames
+
+
+def test_checkpoint_save_then_load(tmp_path):
+    cp = Checkpoints(tmp_path)
+    stored = cp.save("products", _products(), "fp1", time.time() - 1, ("no checkpoint",))
+    sidecar = cp.sidecar("products")
+    assert sidecar is not None
+    assert (sidecar.stage, sidecar.fingerprint, sidecar.rows, sidecar.schema) == ("products", "fp1", 5, CHECKPOINT_SCHEMA)
+    assert sidecar.reasons == ("no checkpoint",) and sidecar.finished >= sidecar.started
+    loaded = cp.load("products", sidecar)
+    assert loaded is not None and table_digest(loaded) == sidecar.digest == table_digest(stored)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "other-table", "delete"])
+def test_damaged_checkpoint_table_is_named_and_refused(tmp_path, caplog, damage):
+    cp = Checkpoints(tmp_path)
+    cp.save("query", _products(), "fp", time.time())
+    path = cp.table_path("query")
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00garbage" * 500)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "other-table":
+        write_table(path, _products(4))
+    else:
+        path.unlink()
+    with caplog.at_level(logging.WARNING, logger="mastpipe"):
+        assert cp.load("query", cp.sidecar("query")) is None
+    assert any(str(path) in r.getMessage() and "query" in r.getMessage() for r in caplog.records)
+
+
+def test_flipped_byte_in_table_data_is_caught(tmp_path, caplog):
+    cp = Checkpoints(tmp_path)
+    cp.save("products", _products(), "fp", time.time())
+    path = cp.table_path("products")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"jw00003_uncal")
+    data[at + 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="mastpipe"):
+        assert cp.load("products", cp.sidecar("products")) is None
+    assert any(str(path) in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b'{"stage": "query"}', b"[1, 2]",
+                                     json.dumps({"stage": "query", "fingerprint": "x", "rows": 1, "digest": "d",
+                                                 "started": 0, "finished": 0, "schema": 99}).encode()])
+def test_bad_sidecar_is_named_and_ignored(tmp_path, caplog, content):
+    cp = Checkpoints(tmp_path)
+    cp.save("query", _products(), "fp", time.time())
+    cp.sidecar_path("query").write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="mastpipe"):
+        assert cp.sidecar("query") is None
+    assert any(str(cp.sidecar_path("query")) in r.getMessage() for r in caplog.records)
+
+
+def test_missing_sidecar_is_silent(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="mastpipe"):
+        assert Checkpoints(tmp_path).sidecar("query") is None
+    assert not caplog.records
+
+
+def test_lock_excludes_a_second_holder_and_is_released(tmp_path):
+    with RunLock(tmp_path):
+        assert str(os.getpid()) in (tmp_path / "lock").read_text()
+        with pytest.raises(LockError, match=f"pid {os.getpid()}"):
+            RunLock(tmp_path).acquire()
+    with RunLock(tmp_path):  # released: can be taken again
+        pass
+
+
+def test_lock_held_by_another_process_fails_fast(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from mastpipe.state import RunLock\n"
+        f"lock = RunLock(Path({str(tmp_path)!r})); lock.acquire(); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(LockError, match=f"pid {holder.pid}"):
+            RunLock(tmp_path).acquire()
+        assert time.monotonic() - started < 1
+        holder.kill()  # kill -9: the kernel releases the flock, the file stays
+        holder.wait()
+        assert (tmp_path / "lock").read_text().strip()
+        with RunLock(tmp_path):
+            assert str(os.getpid()) in (tmp_path / "lock").read_text()
+    finally:
+        holder.kill()
+        holder.wait()
