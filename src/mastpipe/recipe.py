@@ -579,7 +579,7 @@ def _describe(loc: tuple[Any, ...]) -> str | None:
     field = parent.model_fields.get(names[-1]) if parent else None
     if field is None or not field.description:
         return None
-    first = re.split(r"(?<=[a-z)\]]\.)\s+(?=[A-Z])", field.description, maxsplit=1)[0].rstrip(".")
+    first = re.split(r"(?<!e\.g\.)(?<=[A-Za-z)\]]\.)\s+(?=[A-Z])", field.description, maxsplit=1)[0].rstrip(".")
     if first[1:2].islower():
         first = first[:1].lower() + first[1:]
     return f"{names[-1]}: {first}"
@@ -590,7 +590,7 @@ _SPECIAL = {
                    "write `version: 1`; newer recipes need a newer mastpipe"),
     ("name",): ("string_pattern_mismatch", lambda v: f"{_shown(v)} is not a valid name",
                 "use 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"),
-    ("query",): ("too_short", lambda v: "query names no search",
+    ("query",): ("too_short", lambda v: "must name at least one search",
                  "add one, e.g. `query: {main: {criteria: {obs_collection: JWST}}}`"),
 }
 

@@ -213,7 +213,7 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, name: str) -> Problem:
     if "expected a single document" in (exc.context or "") or "single document" in problem:
         return Problem(name, line, column, "<recipe>", "the file holds more than one YAML document",
                        "a recipe is one document: remove the extra `---`")
-    problem = problem.replace("'<stream end>'", "the end of the file")
+    problem = problem.replace("'<stream end>'", "the end of the file").replace("end of stream", "end of the file")
     context = ""
     if exc.context:
         context = f" ({exc.context}"
