@@ -1,0 +1,61 @@
+"""``serve_forever``: URL on the first stdout line, quiet stderr, clean exit on SIGTERM/Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+UNCAL = "mast:JWST/product/jw01073001001_02101_00001_nrcalong_uncal.fits"
+
+
+def start(tmp_path, **kwargs):
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    code = f"from mastpipe.sandbox import serve_forever; serve_forever({args})"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    url = proc.stdout.readline().strip()
+    return proc, url
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_forever_prints_url_serves_and_stops(tmp_path, sig):
+    log = tmp_path / "requests.jsonl"
+    proc, url = start(tmp_path, port=0, seed=0, scale="2x3", faults="download.latency=0",
+                      tokens=["tok=A. User"], log_path=str(log))
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        r = requests.get(f"{url}/api/v0.1/Download/file?uri={UNCAL}")
+        assert r.status_code == 200 and len(r.content) > 0
+        assert requests.get(url + "/whoami", cookies={"mast_token": "tok"}).json()["anon"] is False
+        # A client that hangs up mid-body must not produce a traceback.
+        parts = urlsplit(url)
+        for _ in range(3):
+            s = socket.create_connection((parts.hostname, parts.port))
+            s.sendall(f"GET /api/v0.1/Download/file?uri={UNCAL} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            s.recv(100)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+        assert requests.head(f"{url}/api/v0.1/Download/file?uri={UNCAL}").status_code == 200
+    finally:
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert err == "", err  # no per-request lines, no tracebacks
+    assert out == ""
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert lines[0]["endpoint"] == "download" and lines[0]["status"] == 200
+    assert any(x["has_token"] for x in lines)
+
+
+def test_serve_forever_rejects_bad_arguments_before_binding(tmp_path):
+    proc, url = start(tmp_path, faults="download.nope=1")
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode != 0 and url == ""
+    assert "unknown fault knob 'nope'" in err and "valid knobs" in err
