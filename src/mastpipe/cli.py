@@ -170,11 +170,17 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
         from .stages import retrieve as retrieve_stage
 
         def retrieve(p, table):  # type: ignore[no-untyped-def]
+            from .progress import Progress
+
             m = p.recipe.mast
-            return retrieve_stage.run(table, p.recipe.retrieve, base=p.recipe_path.resolve().parent,
-                                      state_dir=p.state_dir, mast_url=p.mast_url, mast_timeout=m.timeout,
-                                      retries=m.retries, retry_after_cap=m.retry_after_cap, verify=verify,
-                                      token=discover_token())
+            progress = Progress(mode="quiet" if quiet else "auto")
+            try:
+                return retrieve_stage.run(table, p.recipe.retrieve, base=p.recipe_path.resolve().parent,
+                                          state_dir=p.state_dir, mast_url=p.mast_url, mast_timeout=m.timeout,
+                                          retries=m.retries, retry_after_cap=m.retry_after_cap, verify=verify,
+                                          token=discover_token(), on_event=progress)
+            finally:
+                progress.close()
 
         result = pipeline.run(until=until, from_stage=from_stage, retrieve=retrieve)
         click.echo(f"{pipeline.recipe.name}: state in {result.state_dir}")

@@ -8,19 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .progress import format_bytes as human_bytes
+
 if TYPE_CHECKING:
     from astropy.table import Table
 
     from .runner import RunResult, StageStatus
-
-
-def human_bytes(count: float) -> str:
-    """``1536`` -> ``"1.5 KiB"``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError  # pragma: no cover
 
 
 def _text(values: Any) -> list[str]:
