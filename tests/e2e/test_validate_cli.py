@@ -1,0 +1,168 @@
+"""``mastpipe validate``, ``--help``, ``--version`` as a user runs them: a real process, real files.
+
+The bad-recipe corpus is the one of ``tests/unit/test_bad_recipes.py`` (loaded from that file, so
+the two never drift apart); here each bad recipe must also exit 2 and print no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+import mastpipe
+from mastpipe.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINES = sorted((ROOT / "pipelines").glob("*.yaml"))
+
+_spec = importlib.util.spec_from_file_location("bad_corpus", ROOT / "tests" / "unit" / "test_bad_recipes.py")
+assert _spec and _spec.loader
+corpus = importlib.util.module_from_spec(_spec)
+sys.modules["bad_corpus"] = corpus  # dataclasses look their module up there
+_spec.loader.exec_module(corpus)
+
+#: FILE[:LINE:COL]: field.path: message -- the field path has no ": " in it.
+PROBLEM_LINE = re.compile(r"^(?P<file>.+?)(?::(?P<line>\d+):(?P<col>\d+))?: (?P<field>[^:\s][^:]*?|<recipe>): (?P<message>\S.*)$")
+HINT_LINE = re.compile(r"^  hint: \S.*$")
+
+
+def mastpipe_command() -> list[str]:
+    """The installed console script of this interpreter, else the CLI's entry point run by it."""
+    script = Path(sys.executable).with_name("mastpipe")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from mastpipe.cli import main; main(prog_name='mastpipe')"]
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in corpus.UNSET and k != "MASTPIPE_DATA"}
+    return subprocess.run([*mastpipe_command(), *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=60)
+
+
+def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+
+
+def assert_problem_format(stderr: str) -> None:
+    lines = stderr.splitlines()
+    assert lines, "a failure must say what failed"
+    for i, line in enumerate(lines):
+        if line.startswith("  "):
+            assert HINT_LINE.match(line), line
+            assert i > 0 and not lines[i - 1].startswith("  "), "one hint per problem, after it"
+        else:
+            assert PROBLEM_LINE.match(line), line
+            assert i + 1 < len(lines) and lines[i + 1].startswith("  hint: "), f"no hint after {line!r}"
+
+
+@pytest.mark.parametrize("case", corpus.CORPUS, ids=lambda case: case.id)
+def test_each_bad_recipe_exits_2_with_its_one_line_error(case, tmp_path: Path) -> None:
+    path = case.make(tmp_path)
+    result = run("validate", str(path))
+    assert_no_traceback(result)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.endswith("\n")
+    assert corpus.matches(case, path, result.stderr[:-1]), (
+        f"\nexpected:\n{case.output(path)}\nactual:\n{result.stderr}")
+    assert_problem_format(result.stderr)
+    assert not (tmp_path / "MARKER").exists(), "an unsafe tag executed"
+
+
+def test_the_whole_corpus_at_once(tmp_path: Path) -> None:
+    paths = [case.make(tmp_path) for case in corpus.CORPUS]
+    result = run("validate", *map(str, paths))
+    assert_no_traceback(result)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    expected = "".join(case.output(path) + "\n" for case, path in zip(corpus.CORPUS, paths))
+    deep = re.compile(r"(deeper-than-the-parser-can-go\.yaml:2:)\d+")
+    assert deep.sub(r"\1{deep}", result.stderr) == expected
+    assert_problem_format(result.stderr)
+
+
+def test_valid_and_invalid_together_report_only_the_invalid(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(corpus.BASE + "bogus: 1\n")
+    good = tmp_path / "good.yaml"
+    good.write_text(corpus.BASE)
+    result = run("validate", str(PIPELINES[0]), str(bad), str(good))
+    assert_no_traceback(result)
+    assert result.returncode == 2
+    assert result.stderr == (f"{bad}:7:1: bogus: unknown key 'bogus'\n  hint: allowed keys here: description, "
+                             "filter, mast, name, products, query, retrieve, state, unique, version\n")
+    assert result.stdout.splitlines() == [f"{PIPELINES[0]}: valid (1 query, retrieve mode "
+                                          f"{'curl' if 'curl' in PIPELINES[0].name else 'download'})",
+                                          f"{good}: valid (1 query, retrieve mode download)"]
+    quiet = run("validate", "--quiet", str(good), str(bad))
+    assert quiet.returncode == 2 and quiet.stdout == "" and str(good) not in quiet.stderr
+
+
+def test_every_example_pipeline_is_valid() -> None:
+    assert len(PIPELINES) >= 4
+    result = run("validate", *map(str, PIPELINES))
+    assert_no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no warnings either: every example names its mission
+    assert [line.split(": valid (")[0] for line in result.stdout.splitlines()] == list(map(str, PIPELINES))
+
+
+def test_the_readme_glob_from_the_repository_root() -> None:
+    result = subprocess.run(" ".join(mastpipe_command()) + " validate pipelines/*.yaml", shell=True,
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_warning_does_not_fail_validation(tmp_path: Path) -> None:
+    path = tmp_path / "warn.yaml"
+    path.write_text("version: 1\nname: t\nquery:\n  q:\n    criteria:\n      proposal_id: '1073'\n")
+    result = run("validate", str(path))
+    assert result.returncode == 0
+    assert result.stderr == (f"{path}:5:5: query.q.criteria: warning: no obs_collection: naming the mission "
+                             "(e.g. JWST) makes MAST's search much faster\n"
+                             "  hint: add e.g. `obs_collection: JWST` (or HST, TESS, ...) to the criteria\n")
+
+
+def test_validate_without_arguments_is_a_usage_error() -> None:
+    result = run("validate")
+    assert_no_traceback(result)
+    assert result.returncode == 2
+    assert "Missing argument 'RECIPE...'" in result.stderr
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [prefix]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            found += _commands(command, prefix + (name,))
+        else:
+            found.append(prefix + (name,))
+    return found
+
+
+def test_the_command_list_is_read_from_the_cli() -> None:
+    commands = _commands(main)
+    assert () in commands and ("validate",) in commands and ("schema",) in commands
+
+
+@pytest.mark.parametrize("command", _commands(main), ids=lambda c: " ".join(c) or "mastpipe")
+def test_every_command_has_help_with_an_example(command: tuple[str, ...]) -> None:
+    result = run(*command, "--help")
+    assert_no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    assert "Example" in result.stdout, f"`mastpipe {' '.join(command)} --help` shows no example"
+    assert result.stdout.startswith(f"Usage: mastpipe {' '.join(command)}".rstrip())
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"mastpipe, version {mastpipe.__version__}\n"
