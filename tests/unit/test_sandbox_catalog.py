@@ -63,6 +63,7 @@ def test_shared_products_across_parents(cat):
             assert p["parent_obsid"] == o["obsid"]
     shared = [u for u, ps in parents.items() if len(ps) > 1]
     assert any("_gs-" in u for u in shared) and any("_uncal" in u and "_gs-" not in u for u in shared)
+    assert any(u.endswith("_i2d.fits") for u in shared)  # level-3 products too
 
 
 def test_hst_tess_msa_exclusive(cat):

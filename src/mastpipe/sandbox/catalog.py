@@ -229,7 +229,8 @@ class Catalog:
             dec = -72.0812 + 0.005 * o
             t0 = 59_800.0 + 3 * o + self._rand("t", visit)
             chans = {"short": (short, "nrca1", 0.8, 2.3), "long": (long, "nrcalong", 2.4, 5.0)}
-            exposures: dict[str, list[dict]] = {"short": [], "long": []}
+            exposures: dict[str, list[_ListFamily]] = {"short": [], "long": []}
+            plans: dict[str, list[list[_Family]]] = {"short": [], "long": []}
             gs_family = None
             for e in (1, 2):
                 for chan, (filt, det, em_min, em_max) in chans.items():
@@ -245,7 +246,8 @@ class Catalog:
                         gs_family = self._guide_star_family(row, visit, 10 + o)
                     own = _ListFamily(self._jwst_exposure_products(row))
                     exposures[chan].append(own)
-                    self._add_obs(row, [own, gs_family])
+                    plans[chan].append([own, gs_family])
+                    self._add_obs(row, plans[chan][-1])
             for k, (chan, (filt, det, em_min, em_max)) in enumerate(chans.items(), start=1):
                 obsid += 1
                 l3 = f"jw01073-o{o:03d}_t001_nircam_clear-{filt.lower()}"
@@ -265,8 +267,11 @@ class Catalog:
                                   "ASN", ptype="INFO", level=3, lo=2, hi=4, composite=True,
                                   description="Level-3 association"),
                 ])
-                # A level-3 observation lists its members' products too: shared dataURIs.
+                # A level-3 observation lists its members' products too, and each member lists
+                # the level-3 products it went into: the same dataURI under several parent_obsids.
                 self._add_obs(row, [*exposures[chan], gs_family, own])
+                for plan in plans[chan]:
+                    plan.append(own)
 
     def _build_guide_free_exclusive(self) -> None:
         """Program 4242: exclusive-access NIRCam observations (their products too)."""
