@@ -77,35 +77,41 @@ def fetch_batch(archive: Archive, batch: tuple[str, ...]) -> list[Table]:
 
 
 def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, store: BatchStore) -> Table:
-    """Product lists for every observation, stacked; batches already on disk are not refetched."""
+    """Product lists for every observation, stacked in batch order (sorted obsids), whatever order
+    the requests finish in: the same answers give the same table, so later stages are reused.
+    Batches already on disk are not refetched."""
     from astropy.table import Table, vstack
 
     todo = batches(np.asarray(observations["obsid"]) if len(observations) else [], batch_size)
-    done: list[Table] = []
+    done: dict[tuple[str, ...], Table] = {}
     missing = []
     for batch in todo:
         table = store.load(batch)
         if table is None:
             missing.append(batch)
         else:
-            done.append(table)
+            done[batch] = table
     if done:
         log.info("products: %d of %d batches already fetched", len(done), len(todo))
     with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="products") as pool:
         pending: dict[Future[list[Table]], tuple[str, ...]] = {}
         queue = list(missing)
-        while queue or pending:
-            while queue and len(pending) < in_flight:
-                batch = queue.pop(0)
-                pending[pool.submit(fetch_batch, archive, batch)] = batch
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                batch = pending.pop(future)
-                tables = [t for t in future.result() if len(t)]
-                table = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else (tables[0] if tables else Table())
-                store.save(batch, table)
-                done.append(table)
-    tables = [t for t in done if len(t)]
+        try:
+            while queue or pending:
+                while queue and len(pending) < in_flight:
+                    batch = queue.pop(0)
+                    pending[pool.submit(fetch_batch, archive, batch)] = batch
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    batch = pending.pop(future)
+                    tables = [t for t in future.result() if len(t)]
+                    table = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else (tables[0] if tables else Table())
+                    store.save(batch, table)
+                    done[batch] = table
+        finally:
+            for future in pending:  # a failed batch stops the stage: do not start the queued ones
+                future.cancel()
+    tables = [done[batch] for batch in todo if len(done[batch])]
     if not tables:
         return Table()
     return vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]

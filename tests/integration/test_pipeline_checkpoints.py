@@ -1,0 +1,280 @@
+"""Checkpoints against the sandbox: reuse, change detection, status, damaged checkpoints, refresh."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mastpipe.runner import Pipeline
+
+RECIPE = """\
+version: 1
+name: ckpt
+mast: {timeout: 5, retries: 2}
+query:
+  nircam:
+    criteria:
+      obs_collection: JWST
+      proposal_id: "1073"
+      instrument_name: "NIRCAM*"
+      filters: F277W
+products:
+  batch_size: 2
+unique:
+  key: productFilename
+filter:
+  contains: [_uncal.fits]
+  guide_stars: omit
+  columns:
+    productSubGroupDescription: UNCAL
+"""
+
+# The same recipe with sections and keys reordered, comments and blank lines added.
+REORDERED = """\
+# the same recipe, written differently
+name: ckpt   # a comment
+version: 1
+
+filter:
+  columns: {productSubGroupDescription: UNCAL}
+  guide_stars: omit
+  contains:
+    - _uncal.fits     # the seed's prodList
+query:
+  nircam:
+    criteria:
+      filters: F277W
+      instrument_name: "NIRCAM*"
+      proposal_id: "1073"
+      obs_collection: JWST
+unique: {key: productFilename}
+products:
+  batch_size: 2
+mast:
+  retries: 2
+  timeout: 5
+"""
+
+STAGES = ("query", "products", "unique", "filter")
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def _invokes(sb) -> list:
+    return [r for r in sb.log.records() if r.endpoint in ("query", "products")]
+
+
+def _actions(result) -> dict[str, str]:
+    return {s.stage: s.action for s in result.stages}
+
+
+def _reasons(result) -> dict[str, list[str]]:
+    return {s.stage: s.reasons for s in result.stages}
+
+
+def _names(table) -> list[str]:
+    return sorted(v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(table["productFilename"]))
+
+
+@pytest.fixture
+def first_run(sandbox, tmp_path):
+    """A complete run to `filter`; returns (pipeline factory, first result)."""
+    state = tmp_path / "state"
+
+    def pipeline(text: str = RECIPE, **kwargs) -> Pipeline:
+        return Pipeline(_write(tmp_path, text), mast_url=sandbox.url, state_dir=state, environ={}, **kwargs)
+
+    result = pipeline().run(until="filter")
+    assert _actions(result) == dict.fromkeys(STAGES, "computed")
+    assert len(result.tables["filter"]) > 0
+    sandbox.log.clear()
+    return pipeline, result
+
+
+def test_rerun_reuses_every_checkpoint_without_requests(sandbox, first_run):
+    pipeline, first = first_run
+    again = pipeline().run(until="filter")
+    assert _actions(again) == dict.fromkeys(STAGES, "reused")
+    assert _invokes(sandbox) == []
+    assert _names(again.tables["filter"]) == _names(first.tables["filter"])
+    assert [s.state for s in pipeline().status()] == ["done"] * 4
+
+
+def test_reordered_keys_and_comments_rerun_nothing(sandbox, first_run):
+    pipeline, _ = first_run
+    assert [s.state for s in pipeline(REORDERED).status()] == ["done"] * 4
+    again = pipeline(REORDERED).run(until="filter")
+    assert _actions(again) == dict.fromkeys(STAGES, "reused")
+    assert _invokes(sandbox) == []
+
+
+def test_execution_knobs_rerun_nothing(sandbox, first_run):
+    pipeline, _ = first_run
+    text = RECIPE.replace("batch_size: 2", "batch_size: 7").replace("timeout: 5", "timeout: 9")
+    again = pipeline(text).run(until="filter")
+    assert _actions(again) == dict.fromkeys(STAGES, "reused")
+    assert _invokes(sandbox) == []
+
+
+def test_changing_filter_reruns_filter_only(sandbox, first_run):
+    pipeline, first = first_run
+    text = RECIPE.replace("contains: [_uncal.fits]", "contains: [_uncal.fits, _cal.fits]").replace(
+        "    productSubGroupDescription: UNCAL", "    productSubGroupDescription: [UNCAL, CAL]")
+    (status,) = [s for s in pipeline(text).status() if s.stage == "filter"]
+    assert status.state == "stale" and status.reasons == ["recipe section `filter` changed"]
+    assert [s.state for s in pipeline(text).status()][:3] == ["done"] * 3
+    again = pipeline(text).run(until="filter")
+    assert _actions(again) == {"query": "reused", "products": "reused", "unique": "reused", "filter": "computed"}
+    assert _reasons(again)["filter"] == ["recipe section `filter` changed"]
+    assert _invokes(sandbox) == []
+    assert len(again.tables["filter"]) > len(first.tables["filter"])
+    # and back again: the first selection, again from the checkpoints only
+    back = pipeline().run(until="filter")
+    assert _actions(back)["filter"] == "computed" and _names(back.tables["filter"]) == _names(first.tables["filter"])
+    assert _invokes(sandbox) == []
+
+
+def test_changing_unique_reruns_unique_and_filter(sandbox, first_run):
+    pipeline, _ = first_run
+    text = RECIPE.replace("key: productFilename", "key: dataURI")
+    statuses = {s.stage: s for s in pipeline(text).status()}
+    assert statuses["unique"].state == "stale" and statuses["unique"].reasons == ["recipe section `unique` changed"]
+    assert statuses["filter"].state == "stale" and statuses["filter"].reasons == ["an earlier stage will rerun"]
+    again = pipeline(text).run(until="filter")
+    # In the sandbox every file name has one dataURI, so unique's result is the same table:
+    # filter's input did not change and its checkpoint stands.
+    assert _actions(again) == {"query": "reused", "products": "reused", "unique": "computed", "filter": "reused"}
+    assert _invokes(sandbox) == []
+    # a --from run makes filter rerun whatever its input
+    forced = pipeline(text).run(until="filter", from_stage="unique")
+    assert _actions(forced) == {"query": "reused", "products": "reused", "unique": "computed", "filter": "computed"}
+
+
+def test_changing_unique_with_a_different_result_reruns_filter(sandbox, first_run, tmp_path):
+    pipeline, first = first_run
+    obsid = str(np.asarray(first.tables["query"]["obsid"]).astype(str)[0])
+    # one file name under two dataURIs: deduplicating on dataURI keeps both rows
+    name = str(np.asarray(first.tables["filter"]["productFilename"]).astype(str)[0])
+    sandbox.catalog.add_product(obsid, productFilename=name, dataURI="mast:JWST/product/elsewhere/" + name,
+                                productSubGroupDescription="UNCAL")
+    refreshed = pipeline(refresh=True).run(until="filter")
+    assert _actions(refreshed)["unique"] == "computed"
+    assert len(refreshed.tables["filter"]) == len(first.tables["filter"])  # deduplicated on the name
+    again = pipeline(RECIPE.replace("key: productFilename", "key: dataURI")).run(until="filter")
+    assert _actions(again) == {"query": "reused", "products": "reused", "unique": "computed", "filter": "computed"}
+    assert _reasons(again)["filter"] == ["input changed"]
+    assert len(again.tables["filter"]) == len(first.tables["filter"]) + 1
+
+
+def test_from_unique_reruns_unique_and_filter(sandbox, first_run):
+    pipeline, first = first_run
+    again = pipeline().run(until="filter", from_stage="unique")
+    assert _actions(again) == {"query": "reused", "products": "reused", "unique": "computed", "filter": "computed"}
+    assert "--from unique" in _reasons(again)["unique"] and "--from unique" in _reasons(again)["filter"]
+    assert _invokes(sandbox) == []
+    assert _names(again.tables["filter"]) == _names(first.tables["filter"])
+
+
+def test_query_change_with_the_same_result_reruns_only_the_query(sandbox, first_run):
+    pipeline, _ = first_run
+    # every NIRCam observation of program 1073 in the sandbox is NIRCAM/IMAGE: same rows found
+    text = RECIPE.replace('instrument_name: "NIRCAM*"', 'instrument_name: "NIRCAM/IMAGE"')
+    assert [s.state for s in pipeline(text).status()][0] == "stale"
+    again = pipeline(text).run(until="filter")
+    assert _actions(again) == {"query": "computed", "products": "reused", "unique": "reused", "filter": "reused"}
+    assert _reasons(again)["query"] == ["recipe section `query` changed"]
+    assert {r.endpoint for r in _invokes(sandbox)} == {"query"}
+
+
+def test_query_change_with_a_different_result_reruns_products_on_changed_input(sandbox, first_run):
+    pipeline, first = first_run
+    text = RECIPE.replace("filters: F277W", "filters: [F277W, F090W]")
+    again = pipeline(text).run(until="filter")
+    assert _actions(again) == dict.fromkeys(STAGES, "computed")
+    assert _reasons(again)["products"] == ["input changed"]
+    assert len(again.tables["query"]) > len(first.tables["query"])
+
+
+def test_status_on_a_fresh_state_says_missing(sandbox, tmp_path):
+    pipeline = Pipeline(_write(tmp_path, RECIPE), mast_url=sandbox.url, state_dir=tmp_path / "fresh", environ={})
+    assert [(s.state, s.reasons) for s in pipeline.status()] == [("missing", ["no checkpoint"])] * 4
+    assert sandbox.log.records() == []  # status contacts no server
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: len(data) // 3])
+    elif how == "garbage":
+        path.write_bytes(b"this is not a checkpoint\n" * 40)
+    elif how == "empty":
+        path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("target,how", [
+    ("query.fits", "truncate"), ("query.fits", "garbage"),
+    ("products.fits", "truncate"), ("products.fits", "empty"),
+    ("unique.fits", "garbage"), ("filter.fits", "truncate"),
+    ("query.json", "garbage"), ("products.json", "truncate"), ("filter.json", "empty"),
+])
+def test_damaged_checkpoint_is_named_and_recomputed(sandbox, first_run, tmp_path, caplog, target, how):
+    pipeline, first = first_run
+    path = tmp_path / "state" / target
+    _damage(path, how)
+    stage = target.split(".")[0]
+    with caplog.at_level(logging.WARNING):
+        again = pipeline().run(until="filter")
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(str(path) in m for m in warned), warned
+    actions = _actions(again)
+    assert actions[stage] == "computed"
+    # the earlier stages are reused; a recomputed stage with the same result leaves later ones alone
+    assert all(actions[s] == "reused" for s in STAGES[: STAGES.index(stage)])
+    assert all(actions[s] == "reused" for s in STAGES[STAGES.index(stage) + 1:])
+    assert _names(again.tables["filter"]) == _names(first.tables["filter"])
+    # the next run is clean
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert _actions(pipeline().run(until="filter")) == dict.fromkeys(STAGES, "reused")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_refresh_asks_mast_again_and_sees_new_products(sandbox, first_run):
+    pipeline, first = first_run
+    obsid = sorted(str(o) for o in np.asarray(first.tables["query"]["obsid"]).astype(str))[0]
+    added = sandbox.catalog.add_product(obsid, productFilename="jw01073999001_02101_00001_nrcalong_uncal.fits",
+                                        productSubGroupDescription="UNCAL")
+    # without --refresh the checkpoints stand (MAST is not asked)
+    assert _actions(pipeline().run(until="filter")) == dict.fromkeys(STAGES, "reused")
+    assert _invokes(sandbox) == []
+    refreshed = pipeline(refresh=True).run(until="filter")
+    assert _actions(refreshed) == dict.fromkeys(STAGES, "computed")
+    assert "--refresh" in _reasons(refreshed)["query"] and "--refresh" in _reasons(refreshed)["products"]
+    assert {r.endpoint for r in _invokes(sandbox)} == {"query", "products"}
+    assert _names(refreshed.tables["filter"]) == sorted(_names(first.tables["filter"]) + [added["productFilename"]])
+
+
+def test_refresh_with_nothing_new_recomputes_only_query_and_products(sandbox, first_run):
+    pipeline, _ = first_run
+    refreshed = pipeline(refresh=True).run(until="filter")
+    assert _actions(refreshed) == {"query": "computed", "products": "computed", "unique": "reused", "filter": "reused"}
+    products = [r for r in _invokes(sandbox) if r.endpoint == "products"]
+    assert products  # product lists were really fetched again, not taken from products.parts
+
+
+def test_query_max_age_requeries(sandbox, first_run):
+    pipeline, _ = first_run
+    text = RECIPE + "state:\n  query_max_age: 1s\n"
+    time.sleep(1.1)
+    (query,) = [s for s in pipeline(text).status() if s.stage == "query"]
+    assert query.state == "stale" and "query_max_age" in query.reasons[0]
+    again = pipeline(text).run(until="filter")
+    assert _actions(again)["query"] == "computed" and _actions(again)["products"] == "reused"
