@@ -23,9 +23,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .errors import Problem, RecipeError
@@ -134,11 +134,20 @@ def check_column(name: str, match: Any) -> tuple[str, str, str | None] | None:
     return _range_problem(match)
 
 
+#: A range bound is a number once loaded; editors must also accept the ISO dates date fields take
+#: (they are converted to MJD before the model sees them).
+_Bound = Annotated[Optional[float], WithJsonSchema(
+    {"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}, {"type": "string", "format": "date"},
+               {"type": "null"}]})]
+
+
 class Range(_Model):
     """An inclusive range ``{min, max}``; either end may be left out."""
 
-    min: float | None = Field(None, description="Smallest value kept (inclusive). Dates may be ISO dates.")
-    max: float | None = Field(None, description="Largest value kept (inclusive). Dates may be ISO dates.")
+    min: _Bound = Field(None, description=(
+        "Smallest value kept (inclusive). On t_min, t_max and t_obs_release: an MJD or an ISO date (UTC)."))
+    max: _Bound = Field(None, description=(
+        "Largest value kept (inclusive). On t_min, t_max and t_obs_release: an MJD or an ISO date (UTC)."))
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
@@ -195,7 +204,7 @@ class Query(_Model):
     """One named search for observations. Criteria are ANDed; a list means "any of"."""
 
     criteria: dict[str, Criterion] = Field(
-        ..., description=(
+        ..., json_schema_extra={"propertyNames": {"enum": sorted(OBSERVATION_FIELDS)}}, description=(
             "Observation fields and the values to match (MAST's CAOM field names, e.g. obs_collection, "
             "proposal_id, instrument_name, filters). A scalar matches exactly (case-insensitive); a list "
             "matches any of its values; `*` is a wildcard (\"NIRCAM*\"); continuous fields (s_ra, s_dec, "
@@ -283,7 +292,8 @@ class Filter(_Model):
     guide_stars: Literal["omit", "keep", "only"] = Field("omit", description=(
         f"Guide-star files (names containing {GUIDE_STAR_MARK!r}): omit them (default, as the seed), keep them, or keep only them."))
     mrp_only: bool = Field(False, description="Keep only MAST's Minimum Recommended Products.")
-    columns: dict[str, ColumnMatch] = Field(default_factory=dict, description=(
+    columns: dict[str, ColumnMatch] = Field(default_factory=dict, json_schema_extra={
+        "propertyNames": {"enum": sorted(PRODUCT_COLUMNS)}}, description=(
         "Exact matches on product columns, e.g. productSubGroupDescription: UNCAL, productType: [SCIENCE], "
         "calib_level: [2, 3], dataRights: \"!EXCLUSIVE_ACCESS\", extension-like tests belong in endswith; "
         "numeric columns (size, calib_level) also take {min, max}."))
@@ -372,7 +382,7 @@ class Recipe(_Model):
     description: str = Field("", description="What this recipe fetches and why, for the people who review it.")
     mast: Mast = Field(default_factory=Mast, description="Server and politeness settings.")
     query: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")], Query] = Field(
-        ..., min_length=1, description="Named searches for observations; their results are united.")
+        ..., min_length=1, json_schema_extra={"additionalProperties": False}, description="Named searches for observations; their results are united.")
     products: Products = Field(default_factory=Products, description="How product lists are fetched.")
     unique: Unique = Field(default_factory=Unique, description="How duplicate products are recognised.")
     filter: Filter = Field(default_factory=Filter, description="Which products are kept.")
