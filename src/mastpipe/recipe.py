@@ -767,5 +767,7 @@ def effective_mast_url(recipe: Recipe, cli_url: str | None = None, environ: dict
                 return _check_url(candidate)
             except ValueError as exc:
                 from .errors import UsageError
-                raise UsageError(f"{origin}: {exc}") from None
+                fix = f"unset {MAST_URL_ENV} or set it" if origin == MAST_URL_ENV else "pass"
+                raise UsageError(f"{origin}: {exc}", hint=f"{fix} a full URL such as {DEFAULT_MAST_URL} "
+                                 "or http://127.0.0.1:8000 for a local server") from None
     return recipe.mast.url
