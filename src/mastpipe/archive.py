@@ -126,8 +126,11 @@ class Archive:
                 self.requests_made += 1
             yield
 
-    def call(self, what: str, request: Callable[[Any], T]) -> T:
+    def call(self, what: str, request: Callable[[Any], T], *, retry_timeouts: bool = True) -> T:
         """Run ``request(observations)`` with politeness limits and retries.
+
+        With ``retry_timeouts=False`` a timeout raises :class:`TimedOut` at once (the caller has a
+        better move than asking the same thing again, such as splitting the batch).
 
         Raises
         ------
@@ -147,6 +150,8 @@ class Archive:
                 if not transient:
                     raise ArchiveError(f"{what}: MAST answered an error: {reason}",
                                        hint="check the recipe's criteria; `mastpipe validate` catches most mistakes") from None
+                if timed_out and not retry_timeouts:
+                    raise TimedOut(f"{what}: {reason}") from None
                 if not self.policy.should_retry(attempt):
                     error = TimedOut if timed_out else ArchiveError
                     raise error(f"{what}: failed after {attempt} attempts: {reason}",
@@ -174,9 +179,13 @@ class Archive:
         return int(self.call("count", lambda obs: obs.query_criteria_count(**criteria, **_position(position))))
 
     def products(self, obsids: list[str]) -> Table:
-        """Product list of the given observations (one request, paged by MAST)."""
+        """Product list of the given observations (one request, paged by MAST).
+
+        A request for several observations that times out raises :class:`TimedOut` without
+        retrying: the same request would most likely time out again, and the caller splits it.
+        """
         what = f"product list of {len(obsids)} observation(s) {obsids[0]}{'...' if len(obsids) > 1 else ''}"
-        return self.call(what, lambda obs: obs.get_product_list(list(obsids)))
+        return self.call(what, lambda obs: obs.get_product_list(list(obsids)), retry_timeouts=len(obsids) == 1)
 
 
 def _position(position: Any) -> dict[str, Any]:
