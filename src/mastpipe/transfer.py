@@ -31,7 +31,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -67,6 +67,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # 1 MiB: few syscalls and hash calls per byte, so one stream nears curl's rate
+SYNC_EVERY = 64 << 20  # flush large files as they grow (see Transfer._stream)
 MAX_REDIRECTS = 10
 _REDIRECTS = {301, 302, 303, 307, 308}
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -615,6 +616,7 @@ class Transfer:
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
         self._budget = _Budget(0)
+        self._helpers: ThreadPoolExecutor | None = None  # set for the duration of run()
 
     def __repr__(self) -> str:  # never show the token, even in a debugger
         return f"Transfer(workers={self.workers}, token={'***' if self._token else None})"
@@ -681,10 +683,15 @@ class Transfer:
             self._emit(Event("skipped", result.key, total=result.size))
         try:
             if pending:
-                with ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-transfer") as pool:
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-transfer") as pool, \
+                        ThreadPoolExecutor(2 * self.workers, thread_name_prefix="mastpipe-io") as helpers:
+                    # two helpers per worker: each stream has at most one hash and one sync
+                    # pending, so neither ever waits behind another file's work
+                    self._helpers = helpers
                     for result in pool.map(lambda p: self._one(*p), pending):
                         done[result.key] = result
         finally:
+            self._helpers = None
             with self._sessions_lock:
                 for session in self._sessions:
                     session.close()
@@ -906,6 +913,13 @@ class Transfer:
         flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)  # no symlinked temporary
         fd = os.open(part, flags | (0 if start else os.O_TRUNC), 0o644)
         received = 0
+        # Hashing runs on a helper thread, one block behind the write: sha256 and write() both
+        # release the GIL, so on a large file they overlap instead of adding up. Another helper
+        # flushes every SYNC_EVERY bytes, so dirty pages never pile up (the kernel throttles
+        # writers that let them) and the final fsync has little left to do.
+        hashing: Future[None] | None = None
+        syncing: Future[None] | None = None
+        unsynced = 0
         with os.fdopen(fd, "wb", buffering=0) as handle:
             handle.truncate(start)  # drop any bytes past the splice point: never overlap
             handle.seek(start)
@@ -923,11 +937,19 @@ class Transfer:
                                      f"({type(exc).__name__})") from None
                     if not block:
                         break
+                    if hashing is not None:
+                        hashing.result()
+                    hashing = self._helpers.submit(digest.update, block)
                     handle.write(block)
-                    digest.update(block)
                     received += len(block)
+                    unsynced += len(block)
+                    if unsynced >= SYNC_EVERY and (syncing is None or syncing.done()):
+                        syncing, unsynced = self._helpers.submit(os.fdatasync, fd), 0
                     self._emit(Event("bytes", task.key, nbytes=len(block)))
             finally:
+                for pending in (hashing, syncing):
+                    if pending is not None:
+                        pending.result()
                 os.fsync(handle.fileno())
         return received
 
