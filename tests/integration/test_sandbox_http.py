@@ -128,7 +128,8 @@ def test_exclusive_access_needs_token_for_head_and_get(sandbox):
     r = requests.get(url, headers={"Authorization": "Bearer good-token"})
     assert r.status_code == 200
     recs = [x for x in sandbox.log.records() if x.endpoint == "download"]
-    assert [x.has_token for x in recs] == [False, False, False, True, True, True]
+    assert [x.has_token for x in recs] == [False, False, True, True, True, True]  # any token
+    assert [x.status for x in recs] == [401, 401, 401, 200, 200, 200]
 
 
 def test_exclusive_products_are_marked(sandbox):
@@ -299,3 +300,23 @@ def test_request_log_records_fields(sandbox, tmp_path, sandbox_factory):
     assert json.loads(log_file.read_text().splitlines()[0])["uri"] == UNCAL
     sb.log.clear()
     assert sb.log.records() == []
+
+
+def test_bundle_script_cannot_be_broken_out_of(sandbox, tmp_path):
+    """Hostile URIs/names stay data: no command runs, nothing is written outside the folder."""
+    import subprocess
+
+    evil = "mast:JWST/product/x.fits\nEOT\ntouch PWNED\ncat <<'EOT'"
+    obsid = sandbox.catalog.observations()[0]["obsid"]
+    p = sandbox.catalog.add_product(obsid, productFilename="../../escape'$(touch PWNED2).fits",
+                                    dataURI="mast:JWST/product/evil'$(touch PWNED3).fits")
+    r = requests.post(sandbox.url + "/api/v0.1/Download/bundle.sh",
+                      data=[("uri", evil), ("uri", p["dataURI"])])
+    script = tmp_path / "run" / "b.sh"
+    script.parent.mkdir()
+    script.write_text(r.text)
+    subprocess.run(["bash", str(script)], cwd=script.parent, capture_output=True, timeout=60)
+    made = sorted(str(x.relative_to(tmp_path)) for x in tmp_path.rglob("*"))
+    assert not any("PWNED" in m and "/" not in m.split("PWNED")[0][-1:] for m in made if m.endswith("PWNED"))
+    assert not list(tmp_path.rglob("PWNED*"))
+    assert all(m.startswith("run") for m in made)

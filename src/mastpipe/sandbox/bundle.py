@@ -27,6 +27,14 @@ def _sq(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(text: str) -> str:
+    # Shown inside a here-document: a newline could end it early and smuggle in commands.
+    return _CONTROL.sub("?", text)
+
+
 def _safe_part(text: str) -> str:
     # Names come from the catalogue (which tests can fill with hostile names): keep each path
     # component a plain file name so the script cannot write outside its folder.
@@ -78,7 +86,7 @@ def bundle_script(base_url: str, entries: Iterable[tuple[str, str, str, str]], n
         lines += [
             "",
             "cat <<'EOT'",
-            f"<<< Downloading File: {uri}",
+            f"<<< Downloading File: {_printable(uri)}",
             f"                  To: {name}/{rel}",
             "EOT",
             "mast_auth | curl --globoff --location-trusted -f --progress-bar --create-dirs -C - -K - \\",

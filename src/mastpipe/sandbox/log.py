@@ -30,7 +30,8 @@ class Record:
     range, if_range : str or None
         The ``Range`` and ``If-Range`` request headers.
     has_token : bool
-        Whether a *valid* token came with the request (cookie or bearer).
+        Whether a token came with the request (cookie ``mast_token`` or ``Authorization:
+        Bearer``), valid or not; validity shows in ``status`` (401 on protected files).
     status : int
         Status code sent (0 if the connection broke before a status line).
     bytes_sent : int
@@ -68,13 +69,32 @@ class RequestLog:
         self._path = Path(path) if path else None
         self._file = open(self._path, "a", encoding="utf-8") if self._path else None
 
-    def add(self, record: Record) -> None:
-        """Append one record (and write it to the JSONL file, if any)."""
+    def add(self, record: Record, persist: bool = True) -> Record:
+        """Append one record (and, if ``persist``, write it to the JSONL file); return it."""
         with self._lock:
             self._records.append(record)
-            if self._file is not None:
-                self._file.write(json.dumps(asdict(record)) + "\n")
-                self._file.flush()
+            if persist:
+                self._persist(record)
+        return record
+
+    def replace(self, old: Record, new: Record) -> None:
+        """Swap ``old`` (by identity) for ``new``; append ``new`` if ``old`` was cleared away."""
+        with self._lock:
+            for i in range(len(self._records) - 1, -1, -1):
+                if self._records[i] is old:
+                    self._records[i] = new
+                    return
+            self._records.append(new)
+
+    def persist(self, record: Record) -> None:
+        """Write ``record`` to the JSONL file only (for records added with ``persist=False``)."""
+        with self._lock:
+            self._persist(record)
+
+    def _persist(self, record: Record) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(asdict(record)) + "\n")
+            self._file.flush()
 
     def records(self) -> list[Record]:
         """A snapshot copy of all records so far, oldest first."""

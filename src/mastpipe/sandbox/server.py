@@ -112,6 +112,8 @@ class Handler(BaseHTTPRequestHandler):
         self._query = parse_qs(split.query, keep_blank_values=True)
         self._status = 0
         self._sent = 0
+        self._committed: Record | None = None
+        self._presented = False
         self._rec = dict(method=self.command, path=path, endpoint="unknown", service=None,
                          obsids=[], uri=None, range=self.headers.get("Range"),
                          if_range=self.headers.get("If-Range"))
@@ -136,8 +138,26 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._send_simple(404, b"Not Found\n", "text/plain")
         finally:
-            sb.log.add(Record(**self._rec, has_token=self._token_name is not None,
-                              status=self._status, bytes_sent=self._sent, time=self._t0))
+            final = self._record(self._sent)
+            if self._committed is None:
+                sb.log.add(final)
+            else:
+                if final != self._committed:
+                    sb.log.replace(self._committed, final)
+                sb.log.persist(final)
+
+    def _record(self, bytes_sent: int) -> Record:
+        return Record(**self._rec, has_token=self._presented, status=self._status,
+                      bytes_sent=bytes_sent, time=self._t0)
+
+    def _commit(self, bytes_sent: int) -> None:
+        """Log the request *before* its last bytes go out.
+
+        Once a client has the whole response it may read the log at once; logging afterwards
+        would race with it.  If the last write then fails, ``_dispatch`` corrects the record.
+        """
+        if self._committed is None:
+            self._committed = self.server.sandbox.log.add(self._record(bytes_sent), persist=False)
 
     def _read_body(self) -> bytes:
         length = self.headers.get("Content-Length")
@@ -156,7 +176,11 @@ class Handler(BaseHTTPRequestHandler):
             return {}
 
     def _token(self) -> "str | None":
-        """The display name of a valid token sent with the request, or None."""
+        """The display name of a valid token sent with the request, or None.
+
+        Also records in ``self._presented`` whether any token (valid or not) came along, which is
+        what the request log's ``has_token`` reports (tests check where tokens travel).
+        """
         tokens = self.server.sandbox.tokens
         candidates = []
         auth = self.headers.get("Authorization", "")
@@ -170,6 +194,7 @@ class Handler(BaseHTTPRequestHandler):
                 continue
             if "mast_token" in jar:
                 candidates.append(jar["mast_token"].value)
+        self._presented = bool(candidates)
         for c in candidates:
             if c in tokens:
                 return tokens[c]
@@ -180,18 +205,21 @@ class Handler(BaseHTTPRequestHandler):
     def _faults(self) -> Faults:
         return self.server.sandbox.faults
 
-    def _start(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
+    def _start(self, status: int, headers: Iterable[tuple[str, str]], body_len: int) -> None:
         self._status = status
         self.send_response(status)
         for k, v in headers:
             self.send_header(k, v)
+        if body_len == 0 or self.command == "HEAD":
+            self._commit(0)  # the headers are the whole response
         self.end_headers()
 
     def _send_simple(self, status: int, body: bytes, ctype: str = "application/json",
                      extra: Iterable[tuple[str, str]] = ()) -> None:
         headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), *extra]
-        self._start(status, headers)
-        if self.command != "HEAD":
+        self._start(status, headers, len(body))
+        if self.command != "HEAD" and body:
+            self._commit(len(body))
             self._write(body)
 
     def _send_json(self, obj, status: int = 200) -> None:
@@ -264,7 +292,7 @@ class Handler(BaseHTTPRequestHandler):
                 close = True
         if close:
             self.close_connection = True
-        self._start(status, head)
+        self._start(status, head, cut)
         if self.command == "HEAD":
             return
         bandwidth = f.value(ep, "bandwidth")
@@ -280,12 +308,16 @@ class Handler(BaseHTTPRequestHandler):
                 step = max(1024, int(bandwidth / 20))
                 for i in range(0, len(piece), step):
                     part = piece[i:i + step]
+                    if sent + len(part) >= cut:
+                        self._commit(cut)
                     self._write(part)
                     sent += len(part)
                     ahead = sent / bandwidth - (time.monotonic() - t0)
                     if ahead > 0:
                         time.sleep(ahead)
             else:
+                if sent + len(piece) >= cut:
+                    self._commit(cut)
                 self._write(piece)
                 sent += len(piece)
         if close:
