@@ -316,7 +316,24 @@ def test_bundle_script_cannot_be_broken_out_of(sandbox, tmp_path):
     script.parent.mkdir()
     script.write_text(r.text)
     subprocess.run(["bash", str(script)], cwd=script.parent, capture_output=True, timeout=60)
-    made = sorted(str(x.relative_to(tmp_path)) for x in tmp_path.rglob("*"))
-    assert not any("PWNED" in m and "/" not in m.split("PWNED")[0][-1:] for m in made if m.endswith("PWNED"))
-    assert not list(tmp_path.rglob("PWNED*"))
-    assert all(m.startswith("run") for m in made)
+    assert not list(tmp_path.rglob("PWNED*"))  # no command substitution ran
+    made = [x.relative_to(tmp_path) for x in tmp_path.rglob("*") if x.is_file()]
+    assert all(m.parts[0] == "run" for m in made)  # nothing escaped the script's folder
+    fetched = [m for m in made if m.name.endswith(".fits")]
+    assert len(fetched) == 1 and (tmp_path / fetched[0]).read_bytes() == sandbox.catalog.body(p["dataURI"])
+
+
+def test_bundle_script_passes_tokens_with_quotes_and_backslashes(sandbox_factory, tmp_path):
+    import os
+    import subprocess
+
+    token = 'we"ird\\tok en'
+    sb = sandbox_factory(tokens={token: "Q. User"})
+    uri = exclusive_uri(sb)
+    script = requests.post(sb.url + "/api/v0.1/Download/bundle.sh", data=[("uri", uri)]).text
+    (tmp_path / "b.sh").write_text(script)
+    env = {**os.environ, "MAST_API_TOKEN": token}
+    proc = subprocess.run(["bash", "b.sh"], cwd=tmp_path, env=env, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    (got,) = tmp_path.rglob(sb.catalog.file_info(uri).filename)
+    assert got.read_bytes() == sb.catalog.body(uri)
