@@ -59,3 +59,33 @@ def test_serve_forever_rejects_bad_arguments_before_binding(tmp_path):
     out, err = proc.communicate(timeout=10)
     assert proc.returncode != 0 and url == ""
     assert "unknown fault knob 'nope'" in err and "valid knobs" in err
+
+
+def _cli(*args):
+    import shutil
+
+    exe = shutil.which("mastpipe")
+    return [exe] if exe else [sys.executable, "-m", "mastpipe.cli"]
+
+
+def test_cli_sandbox_serve_as_a_user_starts_it(tmp_path):
+    proc = subprocess.Popen([*_cli(), "sandbox", "serve", "--port", "0", "--seed", "0",
+                             "--faults", "download.fail_first=1", "--token", "tok=A. User"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        target = f"{url}/api/v0.1/Download/file?uri={UNCAL}"
+        assert [requests.get(target).status_code for _ in range(2)] == [503, 200]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and err == ""
+
+
+def test_cli_sandbox_serve_bad_faults_is_a_clear_error(tmp_path):
+    proc = subprocess.run([*_cli(), "sandbox", "serve", "--faults", "download.latncy=1"],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "latncy" in proc.stderr and "valid knobs" in proc.stderr
+    assert "Traceback" not in proc.stderr

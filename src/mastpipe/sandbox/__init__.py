@@ -110,6 +110,15 @@ class Sandbox:
         self._server: SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
+    @property
+    def faults(self) -> Faults:
+        """The active :class:`Faults`; assign a ``Faults`` or a spec string to change them."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, value: "Faults | str | None") -> None:
+        self._faults = Faults.parse(value)
+
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "Sandbox":
         """Bind and start serving in a background thread."""
