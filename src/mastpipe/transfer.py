@@ -406,7 +406,7 @@ def meta_path(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.part.json")
 
 
-def _size(path: Path) -> int | None:
+def _size(path: Path | str) -> int | None:
     try:
         return os.stat(path).st_size
     except FileNotFoundError:
@@ -482,14 +482,14 @@ def _host_key(url_or_host: str) -> str:
     return f"{host}:{port}"
 
 
-def stale_temporaries(directories: Iterable[Path], keep: set[Path]) -> list[Path]:
+def stale_temporaries(directories: Iterable[Path | str], keep: Iterable[Path | str]) -> list[Path]:
     """mastpipe temporaries in ``directories`` that belong to no file in ``keep``.
 
     Parameters
     ----------
-    directories : iterable of Path
+    directories : iterable of path-like
         Directories to scan (not recursively).
-    keep : set of Path
+    keep : iterable of path-like
         Final paths whose temporaries are still wanted.
 
     Returns
@@ -497,19 +497,25 @@ def stale_temporaries(directories: Iterable[Path], keep: set[Path]) -> list[Path
     list of Path
         ``.<name>.part``, ``.<name>.part.json`` and ``.<name>.part.json.tmp`` files to remove.
     """
-    wanted = {p for dest in keep for p in (part_path(dest), meta_path(dest))}
+    # Plain strings, not pathlib: this runs over every destination on every rerun.
+    wanted = {os.fspath(dest) for dest in keep}
     found = []
     for directory in directories:
+        directory = os.fspath(directory)
         try:
             entries = list(os.scandir(directory))
         except OSError:
             continue
         for entry in entries:
             name = entry.name
-            if name.startswith(".") and name.endswith((".part", ".part.json", ".part.json.tmp")):
-                path = Path(directory) / name
-                if path not in wanted:
-                    found.append(path)
+            if not name.startswith("."):
+                continue
+            for suffix in (".part", ".part.json", ".part.json.tmp"):
+                if name.endswith(suffix) and len(name) > len(suffix) + 1:
+                    owner = os.path.join(directory, name[1:-len(suffix)])
+                    if owner not in wanted:
+                        found.append(Path(directory, name))
+                    break
     return found
 
 
@@ -651,10 +657,10 @@ class Transfer:
         unique: dict[str, FileTask] = {}
         for task in tasks:
             seen = unique.setdefault(task.key, task)
-            if Path(seen.dest) != Path(task.dest):
+            if os.fspath(seen.dest) != os.fspath(task.dest):
                 raise UsageError(f"product {task.key} is given two destinations: "
                                  f"{seen.dest} and {task.dest}")
-        check_collisions((t.key, Path(t.dest)) for t in unique.values())
+        check_collisions((t.key, t.dest) for t in unique.values())
         self._budget = _Budget(
             self.run_retry_budget if self.run_retry_budget is not None else 10 + 2 * len(unique)
         )
@@ -669,7 +675,7 @@ class Transfer:
             if action.kind is Kind.SKIP_DONE:
                 if local.part_size is not None or local.part_meta is not None:
                     _discard_part(Path(task.dest))  # left by an interrupted repair
-                done[task.key] = FileResult(task.key, Path(task.dest), "skipped",
+                done[task.key] = FileResult(task.key, task.dest, "skipped",
                                             size=local.final_size, sha256=row.sha256 if row else None)
             else:
                 pending.append((task, row, local))
@@ -702,20 +708,21 @@ class Transfer:
 
     def _local_state(self, task: FileTask, row: LedgerRow | None,
                      ignore_final: bool = False) -> LocalState:
-        dest = Path(task.dest)
-        part = _size(part_path(dest))
+        dest = os.fspath(task.dest)  # strings: pathlib costs more than the stat on a rerun
+        head, name = os.path.split(dest)
+        part = _size(os.path.join(head, f".{name}.part"))
         return LocalState(
             final_size=None if ignore_final else _size(dest),
             ledger_status=row.status if row else None,
             ledger_size=row.size if row else None,
             part_size=part,
-            part_meta=_read_meta(dest) if part is not None else None,
+            part_meta=_read_meta(Path(dest)) if part is not None else None,
             verify=self.verify,
         )
 
     def _remove_stale(self, tasks: Iterable[FileTask]) -> None:
-        keep = {Path(t.dest) for t in tasks}
-        directories = {dest.parent for dest in keep}
+        keep = {os.fspath(t.dest) for t in tasks}
+        directories = {os.path.dirname(dest) for dest in keep}
         for path in stale_temporaries(directories, keep):
             try:
                 path.unlink()
