@@ -337,3 +337,13 @@ def test_bundle_script_passes_tokens_with_quotes_and_backslashes(sandbox_factory
     assert proc.returncode == 0, proc.stderr
     (got,) = tmp_path.rglob(sb.catalog.file_info(uri).filename)
     assert got.read_bytes() == sb.catalog.body(uri)
+
+
+def test_stop_hangs_up_idle_keep_alive_connections(sandbox_factory):
+    sb = sandbox_factory()
+    with requests.Session() as s:
+        url = sb.download_url(UNCAL)
+        assert s.get(url).status_code == 200  # the connection is now pooled
+        sb.stop()
+        with pytest.raises(requests.exceptions.ConnectionError):
+            s.get(url)

@@ -62,7 +62,32 @@ class SandboxHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address, sandbox: "Sandbox") -> None:
         self.sandbox = sandbox
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__(address, Handler)
+
+    def process_request(self, request, client_address) -> None:  # noqa: D102
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:  # noqa: D102
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Hang up on every open connection (idle keep-alive ones included).
+
+        Without this, a client's pooled connection would still be served by a stopped sandbox.
+        """
+        with self._open_lock:
+            conns = list(self._open)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def handle_error(self, request, client_address) -> None:  # noqa: D102
         import sys
