@@ -236,6 +236,36 @@ def status(recipe: str, mast_url: str | None, state_dir: str | None) -> None:
         _fail(error)
 
 
+@main.command()
+@click.option("--mast-url", help="Server to check the token against (default: MASTPIPE_MAST_URL, else MAST).")
+def login(mast_url: str | None) -> None:
+    """Store a MAST token in the system keyring, after checking it with MAST.
+
+    The token is asked for at a hidden prompt (never as an argument, which process lists show)
+    and kept where astroquery also looks for it. Create one at
+    https://auth.mast.stsci.edu/token. Alternatively set MAST_API_TOKEN in the environment.
+
+    Example:
+
+        mastpipe login
+    """
+    import os
+
+    from .auth import TOKEN_PAGE, check_token, store_token
+    from .recipe import DEFAULT_MAST_URL, MAST_URL_ENV
+
+    url = (mast_url or os.environ.get(MAST_URL_ENV) or DEFAULT_MAST_URL).rstrip("/")
+    click.echo(f"Create a token at {TOKEN_PAGE}", err=True)
+    token = click.prompt("MAST token", hide_input=True, err=True).strip()
+    try:
+        info = check_token(url, token)
+        store_token(token)
+    except MastpipeError as error:
+        _fail(error)
+    name = (info.get("attrib") or {}).get("display_name") or info.get("ezid") or "unknown user"
+    click.echo(f"Token accepted for {name}; stored in the keyring.")
+
+
 @main.group()
 def sandbox() -> None:
     """mastpipe's local MAST stand-in, for trying recipes and testing offline.

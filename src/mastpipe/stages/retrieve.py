@@ -169,7 +169,8 @@ def _download(tasks: list[FileTask], settings: Retrieve, state_dir: Path, mast_u
             result.auth_error = str(exc)
             refused = protected
             names = ", ".join(Path(t.key).name for t in refused[:10])
-            log.error("%s; these are skipped: %s%s", exc.message, names, " ..." if len(refused) > 10 else "")
+            log.error("%s; these are skipped: %s%s (%s)", exc.message, names, " ..." if len(refused) > 10 else "",
+                      exc.hint or "see `mastpipe login --help`")
     fetchable = [t for t in tasks if t not in refused] if refused else tasks
     host = urlsplit(mast_url).netloc
     policy = RetryPolicy(max_attempts=retries + 1, retry_after_cap=retry_after_cap)

@@ -1,0 +1,95 @@
+"""Exclusive-access data through the command line: the token works, and never leaks.
+
+The sandbox accepts one token; the seed recipe is widened to select exclusive-access files
+too. Every file mastpipe leaves behind (state, manifest, data), and everything it prints, is
+searched for the token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from astropy.table import Table
+
+from mastpipe.sandbox import Sandbox
+
+TOKEN = "0123456789abcdef0123456789abcdef"  # looks like a real MAST token (32 hex digits)
+
+RECIPE = """\
+version: 1
+name: exclusive
+query:
+  everything:
+    criteria: {obs_collection: JWST, proposal_id: ["1073", "4242"]}
+filter:
+  endswith: [_uncal.fits]
+retrieve:
+  destination: data
+"""
+
+
+def _exclusive_in(workdir: Path) -> Table:
+    return Table.read(workdir / "data" / "manifest.ecsv")
+
+
+def _all_text_under(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+
+
+def test_exclusive_files_need_the_token_and_the_token_leaks_nowhere(tmp_path: Path, cli) -> None:
+    recipe = tmp_path / "exclusive.yaml"
+    recipe.write_text(RECIPE)
+    with Sandbox(seed=0, tokens={TOKEN: "A. User"}) as sb:
+        protected = [p["dataURI"] for o in sb.catalog.observations() if o["proposal_id"] in ("1073", "4242")
+                     for p in sb.catalog.products(o["obsid"])
+                     if p["dataRights"] == "EXCLUSIVE_ACCESS" and p["productFilename"].endswith("_uncal.fits")]
+        assert protected, "the sandbox catalogue should hold exclusive-access products"
+
+        without = cli("run", str(recipe), "--mast-url", sb.url, cwd=tmp_path)
+        assert without.returncode == 1, without.stdout + without.stderr
+        assert "no MAST token is set" in without.stderr and "MAST_API_TOKEN" in without.stderr
+        manifest = _exclusive_in(tmp_path)
+        by_uri = {row["dataURI"]: row for row in manifest}
+        assert all(by_uri[uri]["status"] == "failed" for uri in protected)
+        assert any(row["status"] == "fetched" for row in manifest), "public files must proceed"
+        assert not any(r.uri in protected for r in sb.log.records() if r.endpoint == "download")
+
+        with_token = cli("run", str(recipe), "--mast-url", sb.url, "-v", cwd=tmp_path,
+                         env={"MAST_API_TOKEN": TOKEN})
+        assert with_token.returncode == 0, with_token.stdout + with_token.stderr
+        manifest = _exclusive_in(tmp_path)
+        assert set(manifest["status"]) <= {"fetched", "skipped"}
+        for uri in protected:
+            path = Path({row["dataURI"]: row for row in manifest}[uri]["path"])
+            assert path.stat().st_size == sb.catalog.file_size(uri)
+        whoami = [r for r in sb.log.records() if r.endpoint == "whoami"]
+        assert len(whoami) == 1, "the token is checked once per run"
+
+    for text in (without.stdout, without.stderr, with_token.stdout, with_token.stderr):
+        assert TOKEN not in text
+    assert TOKEN.encode() not in _all_text_under(tmp_path)
+
+
+def test_login_checks_the_token_and_stores_it_in_the_keyring(tmp_path: Path, cli) -> None:
+    env = {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring", "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    with Sandbox(seed=0, tokens={TOKEN: "A. User"}) as sb:
+        import subprocess
+        import shutil
+
+        def login(token: str) -> subprocess.CompletedProcess[str]:
+            command = shutil.which("mastpipe")
+            assert command
+            return subprocess.run([command, "login", "--mast-url", sb.url], input=token + "\n", text=True,
+                                  capture_output=True, env={**__import__("os").environ, **env}, timeout=60)
+
+        refused = login("not-a-valid-token")
+        assert refused.returncode == 3 and "not-a-valid-token" not in refused.stdout + refused.stderr
+        accepted = login(TOKEN)
+        assert accepted.returncode == 0, accepted.stderr
+        assert "A. User" in accepted.stdout and TOKEN not in accepted.stdout + accepted.stderr
+
+        # the stored token is what a later run uses
+        recipe = tmp_path / "exclusive.yaml"
+        recipe.write_text(RECIPE)
+        run = cli("run", str(recipe), "--mast-url", sb.url, cwd=tmp_path, env=env)
+        assert run.returncode == 0, run.stdout + run.stderr
