@@ -22,6 +22,7 @@ redacted from every error text this module produces.
 from __future__ import annotations
 
 import enum
+import queue
 import hashlib
 import http.cookiejar
 import json
@@ -67,6 +68,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # 1 MiB: few syscalls and hash calls per byte, so one stream nears curl's rate
+HASH_QUEUE = 4  # blocks a stream may read ahead of its hash
 SYNC_EVERY = 64 << 20  # flush large files as they grow (see Transfer._stream)
 MAX_REDIRECTS = 10
 _REDIRECTS = {301, 302, 303, 307, 308}
@@ -524,6 +526,28 @@ def stale_temporaries(directories: Iterable[Path | str], keep: Iterable[Path | s
 # ---------------------------------------------------------------------------------------------
 
 
+class _BackgroundHasher:
+    """Feed a digest from a thread of its own, at most HASH_QUEUE blocks behind the caller."""
+
+    def __init__(self, digest: hashlib._Hash) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(HASH_QUEUE)
+        self._thread = threading.Thread(target=self._run, args=(digest,), daemon=True,
+                                        name="mastpipe-sha256")
+        self._thread.start()
+
+    def _run(self, digest: hashlib._Hash) -> None:
+        while (block := self._queue.get()) is not None:
+            digest.update(block)
+
+    def update(self, block: bytes) -> None:
+        self._queue.put(block)
+
+    def close(self) -> None:
+        """Wait until every block has been hashed."""
+        self._queue.put(None)
+        self._thread.join()
+
+
 class _Retry(Exception):
     """A failed attempt worth repeating (transient status, network error, rejected body)."""
 
@@ -690,9 +714,8 @@ class Transfer:
         try:
             if pending:
                 with ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-transfer") as pool, \
-                        ThreadPoolExecutor(2 * self.workers, thread_name_prefix="mastpipe-io") as helpers:
-                    # two helpers per worker: each stream has at most one hash and one sync
-                    # pending, so neither ever waits behind another file's work
+                        ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-sync") as helpers:
+                    # one helper per worker: each stream has at most one flush pending
                     self._helpers = helpers
                     for result in pool.map(lambda p: self._one(*p), pending):
                         done[result.key] = result
@@ -920,11 +943,11 @@ class Transfer:
         flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)  # no symlinked temporary
         fd = os.open(part, flags | (0 if start else os.O_TRUNC), 0o644)
         received = 0
-        # Hashing runs on a helper thread, one block behind the write: sha256 and write() both
-        # release the GIL, so on a large file they overlap instead of adding up. Another helper
+        # Hashing runs on its own thread, a few blocks behind the write: sha256 and write() both
+        # release the GIL, so on a large file they overlap instead of adding up. A helper
         # flushes every SYNC_EVERY bytes, so dirty pages never pile up (the kernel throttles
         # writers that let them) and the final fsync has little left to do.
-        hashing: Future[None] | None = None
+        hasher = _BackgroundHasher(digest)
         syncing: Future[None] | None = None
         unsynced = 0
         with os.fdopen(fd, "wb", buffering=0) as handle:
@@ -944,9 +967,7 @@ class Transfer:
                                      f"({type(exc).__name__})") from None
                     if not block:
                         break
-                    if hashing is not None:
-                        hashing.result()
-                    hashing = self._helpers.submit(digest.update, block)
+                    hasher.update(block)
                     handle.write(block)
                     received += len(block)
                     unsynced += len(block)
@@ -954,9 +975,9 @@ class Transfer:
                         syncing, unsynced = self._helpers.submit(os.fdatasync, fd), 0
                     self._emit(Event("bytes", task.key, nbytes=len(block)))
             finally:
-                for pending in (hashing, syncing):
-                    if pending is not None:
-                        pending.result()
+                hasher.close()
+                if syncing is not None:
+                    syncing.result()
                 os.fsync(handle.fileno())
         return received
 
