@@ -784,7 +784,9 @@ class Transfer:
         except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
             message = self._clean(f"{task.key}: {exc}")
             if not isinstance(exc, (_Fail, TransferError)):
-                log.debug("unexpected error for %s", task.key, exc_info=False)
+                # not an HTTP outcome (a full disk, a bug): keep the traceback for debugging;
+                # tracebacks hold code and messages, and no message here carries the token
+                log.debug("unexpected error for %s", task.key, exc_info=True)
             if self.ledger is not None:
                 self.ledger.mark_failed(task.key, dest, message, counters.attempts)
             self._emit(Event("failed", task.key, message=message))
@@ -874,7 +876,9 @@ class Transfer:
                 return response
             response.close()
             target = urljoin(url, location)
-            if _host_key(target) != _host_key(url) or _host_key(target) not in self.token_hosts:
+            downgrade = urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https"
+            if (downgrade or _host_key(target) != _host_key(url)
+                    or _host_key(target) not in self.token_hosts):
                 send_token = False  # and it stays dropped for the rest of the chain
             if urlsplit(target).scheme not in ("http", "https"):
                 raise _Fail(f"redirected to an unsupported URL scheme: {target}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _transfer_support import FAST, assert_complete, downloads, public_rows, task_for
 
-from mastpipe.errors import UnsafePathError
+from mastpipe.errors import TransferError, UnsafePathError, UsageError
 from mastpipe.ledger import Ledger
 from mastpipe.retry import RetryPolicy
 from mastpipe.sandbox import Faults
@@ -418,3 +418,32 @@ def test_bounded_parallelism(sandbox_factory, tmp_path: Path) -> None:
     assert 0.4 <= elapsed < 1.2  # two waves of 0.2 s, not eight
     stamps = sorted(r.time for r in downloads(sb))
     assert datetime.now(timezone.utc).timestamp() - stamps[0] < 60
+
+
+def test_free_space_checked_before_any_request(sandbox, tmp_path: Path) -> None:
+    row = public_rows(sandbox, 1)[0]
+    with pytest.raises(TransferError, match="not enough free space"):
+        Transfer().run([task_for(sandbox, row, tmp_path, size=2**62)])
+    assert sandbox.log.records() == []
+
+
+def test_one_key_two_destinations_is_refused(sandbox, tmp_path: Path) -> None:
+    row = public_rows(sandbox, 1)[0]
+    with pytest.raises(UsageError, match="two destinations"):
+        Transfer().run([task_for(sandbox, row, tmp_path), task_for(sandbox, row, tmp_path / "b")])
+    same = [task_for(sandbox, row, tmp_path)] * 2  # listed twice, one fetch, two results
+    results = Transfer().run(same)
+    assert [r.status for r in results] == ["fetched", "fetched"] and len(downloads(sandbox)) == 1
+
+
+def test_events_drive_progress(sandbox, tmp_path: Path) -> None:
+    import io
+
+    from mastpipe.progress import Progress
+    rows = public_rows(sandbox, 5)
+    sandbox.faults = Faults.parse(f"download.missing={rows[0]['dataURI']}")
+    progress = Progress(io.StringIO(), mode="plain", interval=3600)
+    Transfer(policy=FAST, on_event=progress).run([task_for(sandbox, r, tmp_path) for r in rows])
+    assert (progress.files_total, progress.files_done, progress.files_failed) == (5, 4, 1)
+    assert progress.bytes_done == sum(r["size"] for r in rows[1:])
+    assert progress.stream.getvalue().startswith("files 4/5 (1 failed)")
