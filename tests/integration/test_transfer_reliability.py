@@ -76,13 +76,21 @@ def test_misplaced_206_is_rejected(sandbox, tmp_path: Path) -> None:
     row = public_rows(sandbox, 1)[0]
     task = task_for(sandbox, row, tmp_path)
     sandbox.faults = Faults.parse("download.drop_rate=1")
-    switch = lambda e: setattr(sandbox, "faults", Faults.parse("download.bad_range_rate=1"))  # noqa: E731
+    reasons: list[str] = []
+
+    def switch(event: Event) -> None:
+        reasons.append(event.message)
+        sandbox.faults = Faults.parse("download.bad_range_rate=1")
+
     [result] = Transfer(policy=FAST, on_event=on_retry(switch)).run([task])
     assert result.status == "fetched", result.error
     gets = downloads(sandbox, row["dataURI"])
     half = int(row["size"] * 0.5)
     assert [g.range for g in gets] == [None, f"bytes={half}-", None]
-    assert gets[1].status == 206  # the misplaced one, rejected
+    assert gets[1].status == 206  # the misplaced one...
+    # ...rejected on its Content-Range, before a byte of it was written (not caught later by
+    # the size check, which would mean it had been spliced in)
+    assert "206 starts at byte" in reasons[1]
     assert_complete(sandbox, task)
 
 
