@@ -428,8 +428,14 @@ def _write_meta(dest: Path, meta: PartMeta) -> None:
     # Written (atomically) before the first body byte, so a kill never leaves bytes without it.
     target = meta_path(dest)
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps({"size": meta.size, "etag": meta.etag,
-                               "last_modified": meta.last_modified}))
+    data = json.dumps({"size": meta.size, "etag": meta.etag, "last_modified": meta.last_modified})
+    try:
+        tmp.unlink()  # whatever is there (a leftover, a planted symlink) is not written through
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(data)
     os.replace(tmp, target)
 
 

@@ -145,3 +145,20 @@ def test_redacting_filter_on_transfer_logs(sandbox_factory, tmp_path: Path,
 
 def test_repr_hides_token() -> None:
     assert TOKEN not in repr(Transfer(token=TOKEN)) and "***" in repr(Transfer(token=TOKEN))
+
+
+def test_planted_symlinks_at_temporary_names_are_not_followed(sandbox, tmp_path: Path) -> None:
+    import os
+
+    from mastpipe.transfer import meta_path, part_path
+    row = public_rows(sandbox, 1)[0]
+    task = task_for(sandbox, row, tmp_path / "dest")
+    task.dest.parent.mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    os.symlink(victim, part_path(task.dest))
+    os.symlink(victim, meta_path(task.dest).with_name(meta_path(task.dest).name + ".tmp"))
+    [result] = Transfer(policy=FAST).run([task])
+    assert victim.read_bytes() == b"keep me"  # never written through a link
+    assert result.status == "fetched", result.error
+    assert task.dest.read_bytes() == sandbox.catalog.body(task.key) and not task.dest.is_symlink()
