@@ -1,10 +1,29 @@
 """mastpipe: declarative, resumable, verified data pipelines for MAST.
 
-The public Python API is re-exported lazily so that ``import mastpipe`` (and the command line's
+The public Python API, re-exported lazily so that ``import mastpipe`` (and the command line's
 ``--help`` and ``validate``) stay fast: astropy and astroquery load only when a stage needs them.
+
+>>> import mastpipe
+>>> recipe = mastpipe.load_recipe("pipelines/jwst-1073-nircam-uncal.yaml")   # doctest: +SKIP
+>>> outcome = mastpipe.run("pipelines/jwst-1073-nircam-uncal.yaml")          # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["__version__", "load_recipe", "run", "Pipeline", "Recipe", "RunOutcome", "MastpipeError"]
+
+_LAZY = {
+    "load_recipe": "mastpipe.recipe", "Recipe": "mastpipe.recipe", "run": "mastpipe.api",
+    "RunOutcome": "mastpipe.api", "Pipeline": "mastpipe.runner", "MastpipeError": "mastpipe.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mastpipe' has no attribute {name!r}")

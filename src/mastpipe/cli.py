@@ -88,13 +88,20 @@ def schema() -> None:
     click.echo(recipe_schema_text(), nl=False)
 
 
-def _setup_logging(quiet: bool, verbose: bool) -> None:
+def _setup_logging(quiet: bool, verbose: bool, json_lines: bool = False) -> None:
+    import json
     import logging
 
     from .auth import RedactingFilter
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if verbose else "%(message)s"))
+    class JsonLines(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            event = getattr(record, "mastpipe_event", None) or {"event": "log"}
+            return json.dumps({**event, "level": record.levelname.lower(), "message": record.getMessage()})
+
+    handler = logging.StreamHandler(sys.stdout if json_lines else sys.stderr)
+    handler.setFormatter(JsonLines() if json_lines else
+                         logging.Formatter("%(levelname)s %(message)s" if verbose else "%(message)s"))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger("mastpipe")
     root.handlers[:] = [handler]
@@ -149,46 +156,93 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
               help="Recompute this stage and the later ones, whatever the checkpoints say.")
 @click.option("--refresh", is_flag=True, help="Ask MAST again for observations and product lists; keeps every file downloaded.")
 @click.option("--verify", is_flag=True, help="Re-hash files already downloaded and repair any that changed.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the JSON run report here.")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+              help="Write a Markdown summary here (appended to $GITHUB_STEP_SUMMARY automatically when set).")
+@click.option("--json", "json_events", is_flag=True, help="Print one JSON event per line on stdout, for scripts.")
 def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, quiet: bool, verbose: bool,
-        until: str, from_stage: str | None, refresh: bool, verify: bool) -> None:
+        until: str, from_stage: str | None, refresh: bool, verify: bool, report_path: str | None,
+        summary_path: str | None, json_events: bool) -> None:
     """Run a recipe: query -> products -> unique -> filter -> retrieve.
 
     Each stage's result is checkpointed; a rerun reuses every stage whose recipe section and
-    input are unchanged, and fetches only files not yet downloaded and verified. Exit code 0 on
-    success, 1 when some files failed (the others complete), 2 for an invalid recipe, 3 when MAST
-    cannot be reached, 4 when another run holds the lock.
+    input are unchanged, and fetches only files not yet downloaded and verified. Every run writes
+    a JSON report in the state directory and is listed by `mastpipe history`. Exit code 0 on
+    success (also when nothing is new), 1 when some files failed (the others complete), 2 for an
+    invalid recipe or usage, 3 when MAST cannot be reached, 4 when another run holds the lock.
 
     Example:
 
         mastpipe run pipelines/jwst-1073-nircam-uncal.yaml --sandbox
     """
-    _setup_logging(quiet, verbose)
+    _setup_logging(quiet, verbose, json_events)
 
     def action(pipeline):  # type: ignore[no-untyped-def]
-        from .auth import discover_token
+        import json
+
+        from .api import run as run_recipe
+        from .progress import Progress
         from .report import format_run
-        from .stages import retrieve as retrieve_stage
 
-        def retrieve(p, table):  # type: ignore[no-untyped-def]
-            from .progress import Progress
-
-            m = p.recipe.mast
+        if json_events:
+            def progress(event):  # type: ignore[no-untyped-def]
+                if event.kind in ("done", "failed", "retry", "plan"):
+                    click.echo(json.dumps({"event": "file", "kind": event.kind, "dataURI": event.key or None,
+                                           "bytes": event.total, "message": event.message}))
+        else:
             progress = Progress(mode="quiet" if quiet else "auto")
-            try:
-                return retrieve_stage.run(table, p.recipe.retrieve, base=p.recipe_path.resolve().parent,
-                                          state_dir=p.state_dir, mast_url=p.mast_url, mast_timeout=m.timeout,
-                                          retries=m.retries, retry_after_cap=m.retry_after_cap, verify=verify,
-                                          token=discover_token(), on_event=progress)
-            finally:
+        try:
+            outcome = run_recipe(pipeline.recipe_path, mast_url=pipeline.mast_url, state_dir=state_dir,
+                                 until=until, from_stage=from_stage, refresh=refresh, verify=verify,
+                                 on_event=progress, server_id=pipeline.server_id, report=report_path,
+                                 summary=summary_path)
+        finally:
+            if not json_events:
                 progress.close()
-
-        result = pipeline.run(until=until, from_stage=from_stage, retrieve=retrieve)
-        click.echo(f"{pipeline.recipe.name}: state in {result.state_dir}")
-        click.echo(format_run(result))
-        if result.retrieve is not None and result.retrieve.failed:
-            sys.exit(1)
+        if json_events:
+            click.echo(json.dumps({"event": "report", "report": outcome.report}))
+        elif outcome.report.get("nothing_new"):
+            click.echo(f"{pipeline.recipe.name}: nothing new since the previous run "
+                       f"({len(outcome.tables.get('filter', []))} products, all present)")
+        else:
+            click.echo(f"{pipeline.recipe.name}: state in {outcome.result.state_dir}")
+            click.echo(format_run(outcome.result))
+        sys.exit(outcome.exit_code)
 
     _with_pipeline(recipe, mast_url, state_dir, sandbox, action, refresh=refresh)
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--state-dir", type=click.Path(file_okay=False), help="Where checkpoints live.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON list, for scripts.")
+def history(recipe: str, state_dir: str | None, as_json: bool) -> None:
+    """List the recorded runs of a recipe: when, exit code, what they fetched.
+
+    Example:
+
+        mastpipe history pipelines/jwst-1073-nircam-uncal.yaml --json
+    """
+    import json
+
+    from .report import read_history
+    from .runner import Pipeline
+
+    try:
+        runs = read_history(Pipeline(recipe, state_dir=state_dir).state_dir)
+    except MastpipeError as error:
+        _fail(error)
+    if as_json:
+        click.echo(json.dumps(runs, indent=2))
+        return
+    if not runs:
+        click.echo("no runs recorded yet")
+    for entry in runs:
+        what = entry.get("error") or (
+            "nothing new" if entry.get("nothing_new") else
+            f"{entry.get('observations')} observations, {entry.get('products_kept')} products kept, "
+            f"{entry.get('fetched') or 0} fetched, {entry.get('failed') or 0} failed")
+        click.echo(f"{entry['run_id']}  {entry['started']}  exit {entry['exit_code']}  {what}")
 
 
 @main.command()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,6 +18,7 @@ if TYPE_CHECKING:
     from astropy.table import Table
 
     from .runner import RunResult, StageStatus
+    from .state import Checkpoints
 
 
 def _text(values: Any) -> list[str]:
@@ -91,3 +96,179 @@ def format_status(statuses: list[StageStatus]) -> str:
         why = f"  ({'; '.join(status.reasons)})" if status.reasons and status.state != "done" else ""
         lines.append(f"  {status.stage:<9} {status.state:<8} {rows:<12} {when}{why}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Run reports: what a run did and what changed since the previous one
+
+#: Lists in a report (new observations, new files ...) are cut at this length; counts are exact.
+MAX_LISTED = 1000
+
+
+@dataclass
+class Snapshot:
+    """What a state directory held before a run, to say afterwards what changed."""
+
+    obsids: set[str] | None  # None: no previous query checkpoint (first run)
+    products: dict[str, int] | None  # dataURI -> size of the products kept by filter
+
+
+def snapshot(checkpoints: Checkpoints) -> Snapshot:
+    """Read the previous query and filter results (only the columns compared)."""
+    def previous(stage: str) -> Table | None:
+        sidecar = checkpoints.sidecar(stage)
+        return checkpoints.load(stage, sidecar) if sidecar is not None else None
+
+    query = previous("query")
+    filtered = previous("filter")
+    obsids = set(_text(query["obsid"])) if query is not None and "obsid" in query.colnames else None
+    products = None
+    if filtered is not None and "dataURI" in filtered.colnames:
+        products = dict(zip(_text(filtered["dataURI"]), (int(s) for s in np.asarray(filtered["size"]))))
+    elif filtered is not None:
+        products = {}
+    return Snapshot(obsids, products)
+
+
+def _listed(values: set[str] | list[str]) -> dict[str, Any]:
+    items = sorted(values)
+    return {"count": len(items), "items": items[:MAX_LISTED], "truncated": len(items) > MAX_LISTED}
+
+
+def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:
+    """New or withdrawn observations, new, changed or dropped products, files downloaded."""
+    after_obs = set(_text(result.tables["query"]["obsid"])) if "query" in result.tables and \
+        "obsid" in result.tables["query"].colnames else None
+    filtered = result.tables.get("filter")
+    after_products = None
+    if filtered is not None:
+        after_products = dict(zip(_text(filtered["dataURI"]), (int(s) for s in np.asarray(filtered["size"])))) \
+            if "dataURI" in filtered.colnames else {}
+    report: dict[str, Any] = {"first_run": before.obsids is None}
+    if after_obs is not None:
+        previous = before.obsids or set()
+        report["observations"] = {"new": _listed(after_obs - previous), "withdrawn": _listed(previous - after_obs)}
+    if after_products is not None:
+        previous_products = before.products or {}
+        report["products"] = {
+            "new": _listed(set(after_products) - set(previous_products)),
+            "changed": _listed({uri for uri, size in after_products.items()
+                                if uri in previous_products and previous_products[uri] != size}),
+            "dropped": _listed(set(previous_products) - set(after_products)),
+        }
+    retrieved = result.retrieve
+    if retrieved is not None and retrieved.mode == "download":
+        report["downloaded"] = _listed([r.key for r in retrieved.results if r.status == "fetched"])
+    return report
+
+
+def nothing_new(change: dict[str, Any]) -> bool:
+    """True when a rerun found no new observation, product or file."""
+    if change.get("first_run"):
+        return False
+    counts = [change.get("observations", {}).get(k, {}).get("count", 0) for k in ("new", "withdrawn")]
+    counts += [change.get("products", {}).get(k, {}).get("count", 0) for k in ("new", "changed", "dropped")]
+    counts.append(change.get("downloaded", {}).get("count", 0))
+    return not any(counts)
+
+
+def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: float, finished: float,
+                 exit_code: int, recipe_path: str, recipe_fingerprint: str) -> dict[str, Any]:
+    """The JSON run report (schema documented in README, "Run reports")."""
+    from . import __version__
+
+    report: dict[str, Any] = {
+        "mastpipe": __version__, "run_id": run_id, "recipe": {"path": recipe_path, "fingerprint": recipe_fingerprint},
+        "mast_url": result.mast_url, "started": _iso(started), "finished": _iso(finished),
+        "seconds": round(finished - started, 3), "exit_code": exit_code,
+        "stages": [{"stage": s.stage, "action": s.action, "reasons": s.reasons, "rows_in": s.rows_in,
+                    "rows_out": s.rows_out, "seconds": round(s.seconds, 3)} for s in result.stages],
+        "changes": changes(before, result),
+    }
+    retrieved = result.retrieve
+    if retrieved is not None:
+        report["retrieve"] = {
+            "mode": retrieved.mode,
+            "fetched": {"files": retrieved.count("fetched"), "bytes": retrieved.bytes_fetched},
+            "skipped": {"files": retrieved.count("skipped")},
+            "failed": {"files": len(retrieved.failed),
+                       "items": [{"dataURI": r.key, "error": r.error} for r in retrieved.failed[:MAX_LISTED]]},
+            "manifest": str(retrieved.manifest) if retrieved.manifest else None,
+            "script": str(retrieved.script) if retrieved.script else None,
+        }
+    report["nothing_new"] = nothing_new(report["changes"])
+    return report
+
+
+def _iso(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
+    """A short Markdown summary of a run report, for people and CI step summaries."""
+    lines = [f"## mastpipe: {recipe_name}", ""]
+    status = {0: "succeeded", 1: "finished with failed files"}.get(report["exit_code"], f"failed (exit {report['exit_code']})")
+    lines.append(f"Run `{report['run_id']}` against {report['mast_url']} {status} in {report['seconds']:.1f} s.")
+    lines.append("")
+    if report.get("nothing_new"):
+        lines += ["Nothing new since the previous run.", ""]
+    lines += ["| stage | action | rows | seconds | why |", "|---|---|---:|---:|---|"]
+    for stage in report["stages"]:
+        rows = "" if stage["rows_out"] is None else str(stage["rows_out"])
+        lines.append(f"| {stage['stage']} | {stage['action']} | {rows} | {stage['seconds']:.1f} | {'; '.join(stage['reasons'])} |")
+    retrieve = report.get("retrieve")
+    if retrieve:
+        lines += ["", f"**Files:** {retrieve['fetched']['files']} fetched ({human_bytes(retrieve['fetched']['bytes'])}), "
+                      f"{retrieve['skipped']['files']} already present, {retrieve['failed']['files']} failed."]
+        for item in retrieve["failed"]["items"][:20]:
+            lines.append(f"- failed `{item['dataURI']}`: {item['error']}")
+    change = report["changes"]
+    if not change.get("first_run"):
+        lines += ["", "**Since the previous run:**", ""]
+        for label, entry in (("new observations", change.get("observations", {}).get("new")),
+                             ("withdrawn observations", change.get("observations", {}).get("withdrawn")),
+                             ("new products", change.get("products", {}).get("new")),
+                             ("changed products", change.get("products", {}).get("changed")),
+                             ("dropped products", change.get("products", {}).get("dropped")),
+                             ("files downloaded", change.get("downloaded"))):
+            if entry is None:
+                continue
+            shown = ", ".join(f"`{item}`" for item in entry["items"][:10])
+            more = f" and {entry['count'] - 10} more" if entry["count"] > 10 else ""
+            lines.append(f"- {label}: {entry['count']}" + (f" ({shown}{more})" if entry["count"] else ""))
+    return "\n".join(lines) + "\n"
+
+
+def append_history(state_dir: Path, entry: dict[str, Any]) -> None:
+    """Add one run to ``history.jsonl`` in the state directory (one JSON object per line)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "history.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_history(state_dir: Path) -> list[dict[str, Any]]:
+    """Every run recorded in the state directory, oldest first; unreadable lines are skipped."""
+    path = state_dir / "history.jsonl"
+    if not path.exists():
+        return []
+    runs = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            runs.append(json.loads(line))
+        except ValueError:  # a line cut short by a crash
+            continue
+    return runs
+
+
+def history_entry(report: dict[str, Any]) -> dict[str, Any]:
+    retrieve = report.get("retrieve") or {}
+    stages = {s["stage"]: s["rows_out"] for s in report["stages"]}
+    return {
+        "run_id": report["run_id"], "started": report["started"], "finished": report["finished"],
+        "recipe_fingerprint": report["recipe"]["fingerprint"], "exit_code": report["exit_code"],
+        "observations": stages.get("query"), "products_kept": stages.get("filter"),
+        "fetched": (retrieve.get("fetched") or {}).get("files"), "failed": (retrieve.get("failed") or {}).get("files"),
+        "nothing_new": report.get("nothing_new"),
+    }

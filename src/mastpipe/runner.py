@@ -62,6 +62,13 @@ class StageStatus:
     finished: float | None
 
 
+def _event(report: StageReport) -> dict[str, Any]:
+    """``extra`` for a log record that also carries the stage report (``--json`` prints it)."""
+    from dataclasses import asdict
+
+    return {"mastpipe_event": {"event": "stage", **asdict(report)}}
+
+
 def default_state_dir(recipe: Recipe, recipe_path: Path) -> Path:
     base = recipe_dir(recipe_path)
     if recipe.state.directory:
@@ -226,7 +233,7 @@ class Pipeline:
                     assert sidecar is not None
                     table, digest = loaded, sidecar.digest
                     reports.append(StageReport(stage, "reused", [], rows_in, len(table), time.time() - started))
-                    log.info("%s: reused checkpoint (%d rows)", stage, len(table))
+                    log.info("%s: reused checkpoint (%d rows)", stage, len(table), extra=_event(reports[-1]))
                 else:
                     log.info("%s: running (%s)", stage, "; ".join(reasons))
                     if stage == "products" and "--refresh" in reasons:
@@ -236,7 +243,7 @@ class Pipeline:
                     if stage == "products":
                         self._clear_parts()
                     reports.append(StageReport(stage, "computed", reasons, rows_in, len(table), time.time() - started))
-                    log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started)
+                    log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
                 tables[stage] = table
             self._save_sections()
             result = RunResult(reports, tables, self.state_dir, self.mast_url)
@@ -245,6 +252,17 @@ class Pipeline:
                 result.retrieve = retrieve(self, tables["filter"])
                 reports.append(StageReport("retrieve", "computed", [], len(tables["filter"]), None, time.time() - started))
         return result
+
+    def retrieve(self, table: Table, *, verify: bool = False, token: str | None = None,
+                 on_event: Callable[[Any], None] | None = None) -> Any:
+        """The retrieve stage for ``table`` (normally the filter stage's result)."""
+        from .stages import retrieve as retrieve_stage
+
+        m = self.recipe.mast
+        return retrieve_stage.run(table, self.recipe.retrieve, base=self.recipe_path.resolve().parent,
+                                  state_dir=self.state_dir, mast_url=self.mast_url, mast_timeout=m.timeout,
+                                  retries=m.retries, retry_after_cap=m.retry_after_cap, verify=verify,
+                                  token=token, on_event=on_event)
 
     def _clear_parts(self) -> None:
         import shutil

@@ -31,9 +31,10 @@ def test_seed_recipe_runs_against_the_builtin_sandbox_and_reruns_fetch_nothing(w
 
     second = cli("run", "--sandbox", SEED, cwd=workdir)
     assert second.returncode == 0, second.stderr
-    assert "0 fetched" in second.stdout and f"{len(manifest)} already present" in second.stdout
+    assert second.stdout.strip().splitlines() == [
+        f"jwst-1073-nircam-uncal: nothing new since the previous run ({len(manifest)} products, all present)"]
     for stage in ("query", "products", "unique", "filter"):
-        assert any(line.split()[:2] == [stage, "reused"] for line in second.stdout.splitlines()), second.stdout
+        assert f"{stage}: reused checkpoint" in second.stderr, second.stderr
 
 
 def test_plan_and_status_against_a_served_sandbox(workdir: Path, cli) -> None:

@@ -1,0 +1,129 @@
+"""The Python API: run a recipe from a notebook or another pipeline, as the CLI does.
+
+>>> import mastpipe
+>>> outcome = mastpipe.run("pipelines/jwst-1073-nircam-uncal.yaml")   # doctest: +SKIP
+>>> outcome.exit_code, outcome.report["retrieve"]["fetched"]           # doctest: +SKIP
+(0, {'files': 4, 'bytes': 339840})
+>>> outcome.tables["filter"]["productFilename", "size"]                # doctest: +SKIP
+
+Logging goes through the standard :mod:`logging` module (logger ``"mastpipe"``), so an
+embedding application routes it as it likes; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import EXIT_OK, LockError, MastpipeError
+from .report import append_history, build_report, history_entry, render_markdown, snapshot
+from .runner import Pipeline, RunResult
+from .state import atomic_write_bytes, fingerprint
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+log = logging.getLogger("mastpipe")
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`run` returns: the JSON report (as a dict), the stage tables and the exit code."""
+
+    report: dict[str, Any]
+    result: RunResult
+    exit_code: int
+    report_path: Path
+    summary: str = ""
+    tables: dict[str, Table] = field(default_factory=dict)
+
+
+def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_dir: str | os.PathLike[str] | None = None,
+        until: str = "retrieve", from_stage: str | None = None, refresh: bool = False, verify: bool = False,
+        token: str | None = None, on_event: Callable[[Any], None] | None = None, server_id: str | None = None,
+        report: str | os.PathLike[str] | None = None, summary: str | os.PathLike[str] | None = None,
+        environ: dict[str, str] | None = None) -> RunOutcome:
+    """Run a recipe: the stages up to ``until``, then write the run report and history.
+
+    Parameters
+    ----------
+    recipe : path-like
+        The recipe file.
+    mast_url : str, optional
+        Server to use instead of ``MASTPIPE_MAST_URL`` / the recipe's ``mast.url``.
+    state_dir : path-like, optional
+        Checkpoint directory (default ``.mastpipe/<name>`` beside the recipe).
+    until, from_stage : str, optional
+        Last stage to run; first stage to recompute whatever its checkpoint says.
+    refresh : bool
+        Ask MAST again for observations and product lists.
+    verify : bool
+        Re-hash files already downloaded and repair any that changed.
+    token : str, optional
+        MAST token for exclusive-access files (default: ``MAST_API_TOKEN`` or the keyring).
+    on_event : callable, optional
+        Receives transfer progress events (:class:`mastpipe.transfer.Event`).
+    report, summary : path-like, optional
+        Also write the JSON report / Markdown summary there. The JSON report is always written
+        to ``<state dir>/reports/``; the summary is appended to ``$GITHUB_STEP_SUMMARY`` when set.
+
+    Returns
+    -------
+    RunOutcome
+        ``exit_code`` is 0, or 1 when some files failed.
+
+    Raises
+    ------
+    MastpipeError
+        Invalid recipe (RecipeError), MAST unreachable (ArchiveError), lock held (LockError) ...
+        Such runs are recorded in the history too, except when the lock is held by another run.
+    """
+    from .auth import discover_token
+
+    env = dict(os.environ) if environ is None else environ
+    pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir, refresh=refresh, environ=env,
+                        server_id=server_id)
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    recipe_fp = fingerprint(pipeline.recipe.model_dump(mode="json"))
+    started = time.time()
+    before = snapshot(pipeline.checkpoints)
+    if token is None:
+        token = discover_token(env)
+    try:
+        result = pipeline.run(until=until, from_stage=from_stage,
+                              retrieve=lambda p, table: p.retrieve(table, verify=verify, token=token, on_event=on_event))
+    except LockError:
+        raise
+    except MastpipeError as error:
+        append_history(pipeline.state_dir, {"run_id": run_id, "started": _iso(started), "finished": _iso(time.time()),
+                                            "recipe_fingerprint": recipe_fp, "exit_code": error.exit_code,
+                                            "error": error.message})
+        raise
+    exit_code = 1 if result.retrieve is not None and result.retrieve.failed else EXIT_OK
+    document = build_report(result, before, run_id=run_id, started=started, finished=time.time(),
+                            exit_code=exit_code, recipe_path=str(pipeline.recipe_path), recipe_fingerprint=recipe_fp)
+    text = json.dumps(document, indent=2) + "\n"
+    report_path = pipeline.state_dir / "reports" / f"{run_id}.json"
+    atomic_write_bytes(report_path, text.encode())
+    atomic_write_bytes(pipeline.state_dir / "last-report.json", text.encode())
+    if report:
+        atomic_write_bytes(Path(report), text.encode())
+    markdown = render_markdown(document, pipeline.recipe.name)
+    if summary:
+        atomic_write_bytes(Path(summary), markdown.encode())
+    step_summary = env.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as handle:
+            handle.write(markdown)
+    append_history(pipeline.state_dir, history_entry(document))
+    return RunOutcome(document, result, exit_code, report_path, markdown, dict(result.tables))
+
+
+def _iso(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
