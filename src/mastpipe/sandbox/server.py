@@ -105,6 +105,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "mastpipe-sandbox/0.1"
     sys_version = ""
     timeout = 120  # idle keep-alive connections are closed after this
+    disable_nagle_algorithm = True  # headers then body: no 40 ms Nagle/delayed-ACK stalls
 
     server: SandboxHTTPServer
 
@@ -321,6 +322,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         bandwidth = f.value(ep, "bandwidth")
+        if cut <= _CHUNK and not bandwidth:
+            pieces = [b"".join(pieces)]  # small body: one write, one syscall
         t0 = time.monotonic()
         sent = 0
         for piece in pieces:
