@@ -60,15 +60,25 @@ class Problem:
     hint: str | None = None
 
     def one_line(self) -> str:
-        """``FILE:LINE:COL: field.path: message``, the format editors and CI annotate from."""
+        """``FILE:LINE:COL: field.path: message``, the format editors and CI annotate from.
+
+        Always one line: newlines and other control characters (a key or value quoted from the
+        recipe may hold them) are shown escaped, as ``\\n``.
+        """
         where = self.file
         if self.line is not None:
             where += f":{self.line}:{self.column or 1}"
-        return f"{where}: {self.field}: {self.message}"
+        return _printable(f"{where}: {self.field}: {self.message}")
 
     def __str__(self) -> str:
         text = self.one_line()
-        return text if not self.hint else f"{text}\n  hint: {self.hint}"
+        return text if not self.hint else f"{text}\n  hint: {_printable(self.hint)}"
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class RecipeError(MastpipeError):

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mastpipe.errors import RecipeError
-from mastpipe.recipe import load_recipe
+from mastpipe.recipe import Recipe, load_recipe, parse_recipe
+from mastpipe.yamlload import load_yaml_text
 
 #: A valid recipe's first six lines; cases append to it, so their errors are on line 7 or later.
 BASE = "version: 1\nname: t\nquery:\n  q:\n    criteria:\n      obs_collection: JWST\n"
@@ -142,6 +145,10 @@ CORPUS: list[Bad] = [
          "{f}:2:7: name: the tag '!!python/name:os.system' is not allowed", TAG_HINT),
     _bad("unsafe-custom-tag", "version: 1\nname: !foo bar\n",
          "{f}:2:7: name: the tag '!foo' is not allowed", TAG_HINT),
+    _bad("newline-in-a-key-and-a-value", BASE + '"bo\\ngus": 1\nretrieve:\n  layout: "{a\\nb}/{productFilename}"\n',
+         "{f}:7:1: bo\\ngus: unknown key 'bo\\ngus'",
+         "  hint: allowed keys here: description, filter, mast, name, products, query, retrieve, state, unique, version",
+         "{f}:9:11: retrieve.layout: unknown product column {a\\nb} in layout", LAYOUT_HINT),
     _bad("bad-bool-tag", "version: 1\nname: !!bool maybe\n",
          "{f}:2:7: name: cannot read 'maybe' as !!bool",
          "  hint: remove the !!bool tag or write a value it accepts"),
@@ -504,3 +511,53 @@ def test_huge_file_is_refused_before_parsing(tmp_path: Path) -> None:
         load_recipe(path, environ={})
     assert str(caught.value) == (f"{path}: <recipe>: is larger than 1,000,000 bytes, far more than any recipe\n"
                                  "  hint: check that the path names a recipe, not a data file")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+VALID_TEXTS = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "pipelines").glob("*.yaml"))]
+#: Pieces that tend to break YAML or a recipe in interesting ways.
+PIECES = list(" \n\t:-[]{},&*!|>'\"#%@`?$01aZ_.\x00\x85\ufeff") + [
+    "${X}", "${", "<<: *a", "&a ", "*a", "!!str ", "!!int ", "!!float ", "!!bool ", "!!map ", "!!seq ",
+    "!!python/name:os.system ", "yes", "null", "~", "2022-01-01", "2022-13-45", "{min: 1}", "{min: 2, max: 1}",
+    "---\n", "\"", "\\n"]
+
+
+@st.composite
+def mutated_recipes(draw: st.DrawFn) -> str:
+    text = draw(st.sampled_from(VALID_TEXTS))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(text)))
+        kind = draw(st.sampled_from(["insert", "delete", "copy"]))
+        if kind == "insert":
+            text = text[:at] + draw(st.sampled_from(PIECES)) + text[at:]
+        elif kind == "delete":
+            text = text[:at] + text[at + draw(st.integers(1, 12)):]
+        else:
+            start = draw(st.integers(0, len(text)))
+            text = text[:at] + text[start:start + draw(st.integers(1, 40))] + text[at:]
+    return text
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_recipes())
+def test_any_damage_to_a_recipe_gives_located_one_line_problems_never_a_crash(text: str) -> None:
+    try:
+        recipe = parse_recipe(load_yaml_text(text, "fuzzed.yaml"), {"X": "1"})
+    except RecipeError as error:
+        assert error.problems
+        for problem in error.problems:
+            assert "\n" not in problem.one_line() and problem.one_line().startswith("fuzzed.yaml")
+            assert problem.hint and "\n" not in str(problem).split("\n", 1)[1]
+        lines = [(p.line or 0, p.column or 0) for p in error.problems]
+        assert lines == sorted(lines)
+    else:
+        assert isinstance(recipe, Recipe)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_arbitrary_text_never_crashes(text: str) -> None:
+    try:
+        parse_recipe(load_yaml_text(text, "text.yaml"), {})
+    except RecipeError as error:
+        assert all(problem.hint and "\n" not in problem.one_line() for problem in error.problems)
