@@ -322,7 +322,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         bandwidth = f.value(ep, "bandwidth")
-        if cut <= _CHUNK and not bandwidth:
+        if length <= _CHUNK and not bandwidth:
             pieces = [b"".join(pieces)]  # small body: one write, one syscall
         t0 = time.monotonic()
         sent = 0
