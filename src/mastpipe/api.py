@@ -103,7 +103,7 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
     except MastpipeError as error:
         append_history(pipeline.state_dir, {"run_id": run_id, "started": _iso(started), "finished": _iso(time.time()),
                                             "recipe_fingerprint": recipe_fp, "exit_code": error.exit_code,
-                                            "error": error.message})
+                                            "error": str(error)})
         raise
     exit_code = 1 if result.retrieve is not None and result.retrieve.failed else EXIT_OK
     document = build_report(result, before, run_id=run_id, started=started, finished=time.time(),
