@@ -347,3 +347,14 @@ def test_stop_hangs_up_idle_keep_alive_connections(sandbox_factory):
         sb.stop()
         with pytest.raises(requests.exceptions.ConnectionError):
             s.get(url)
+
+
+def test_internal_error_answers_500_instead_of_hanging(sandbox, monkeypatch, capsys):
+    def broken(uri):
+        raise RuntimeError("catalogue bug")
+
+    monkeypatch.setattr(sandbox.catalog, "file_info", broken)
+    r = requests.get(sandbox.download_url(UNCAL), timeout=10)
+    assert r.status_code == 500 and "catalogue bug" in r.json()["msg"]
+    assert sandbox.log.records()[-1].status == 500
+    assert "RuntimeError: catalogue bug" in capsys.readouterr().err  # bugs stay loud

@@ -163,6 +163,16 @@ class Handler(BaseHTTPRequestHandler):
                 self._whoami()
             else:
                 self._send_simple(404, b"Not Found\n", "text/plain")
+        except (_Drop,) + _QUIET:
+            raise
+        except Exception as exc:
+            # A sandbox bug: answer 500 so the client is not left hanging, then let
+            # handle_error print the traceback (bugs should be loud, disconnects quiet).
+            if self._status == 0:
+                self.close_connection = True
+                body = json.dumps({"status": "ERROR", "msg": f"sandbox internal error: {exc!r}"})
+                self._send_simple(500, body.encode())
+            raise
         finally:
             final = self._record(self._sent)
             if self._committed is None:
