@@ -16,6 +16,11 @@ from . import __version__
 from .errors import EXIT_INVALID, MastpipeError, RecipeError
 
 
+#: How checkpoints made with --sandbox name their server: the sandbox's port changes every time,
+#: its catalogue (seed 0) does not.
+SANDBOX_SERVER_ID = "mastpipe-sandbox:seed=0"
+
+
 def _fail(error: MastpipeError) -> NoReturn:
     click.echo(f"mastpipe: error: {error}", err=True)
     sys.exit(error.exit_code)
@@ -142,7 +147,7 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
             url = running.url if running is not None else mast_url
             if running is not None:
                 click.echo(f"sandbox: serving a local MAST stand-in at {url}", err=True)
-            server_id = "mastpipe-sandbox:seed=0" if running is not None else None
+            server_id = SANDBOX_SERVER_ID if running is not None else None
             return action(Pipeline(recipe, mast_url=url, state_dir=state_dir, refresh=refresh, server_id=server_id))
     except MastpipeError as error:
         _fail(error)
@@ -271,8 +276,9 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--mast-url", help="MAST server the checkpoints should match.")
+@click.option("--sandbox", is_flag=True, help="The checkpoints were made with --sandbox.")
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Where checkpoints live.")
-def status(recipe: str, mast_url: str | None, state_dir: str | None) -> None:
+def status(recipe: str, mast_url: str | None, sandbox: bool, state_dir: str | None) -> None:
     """Show each stage's checkpoint: done, stale (and why) or missing. Contacts no server.
 
     Example:
@@ -283,7 +289,8 @@ def status(recipe: str, mast_url: str | None, state_dir: str | None) -> None:
     from .runner import Pipeline
 
     try:
-        pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir)
+        pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir,
+                            server_id=SANDBOX_SERVER_ID if sandbox else None)
         click.echo(f"{pipeline.recipe.name}: state in {pipeline.state_dir}")
         click.echo(format_status(pipeline.status()))
     except MastpipeError as error:
@@ -318,6 +325,52 @@ def login(mast_url: str | None) -> None:
         _fail(error)
     name = (info.get("attrib") or {}).get("display_name") or info.get("ezid") or "unknown user"
     click.echo(f"Token accepted for {name}; stored in the keyring.")
+
+
+@main.command("init")
+@click.option("--collection", required=True, help="MAST collection (obs_collection): JWST, HST, TESS ...")
+@click.option("--program", "--proposal", "programs", multiple=True, metavar="ID",
+              help="Program (proposal) id; repeatable or comma-separated, any of them matches.")
+@click.option("--instrument", "instruments", multiple=True,
+              help="Instrument, e.g. NIRCAM (all its modes), NIRCAM/IMAGE, WFC3/UVIS; repeatable.")
+@click.option("--filters", "filters", multiple=True, metavar="FILTER",
+              help="Optical element, e.g. F277W; repeatable or comma-separated.")
+@click.option("--product", "products", multiple=True, metavar="KIND",
+              help="Product kind to keep, e.g. uncal, cal, i2d (JWST), flt, drz (HST), lc (TESS); repeatable.")
+@click.option("--mode", type=click.Choice(["download", "curl", "manifest"]), default="download", show_default=True,
+              help="What retrieve does: fetch the files, write a curl script, or only list them.")
+@click.option("--name", help="Recipe name (default: made from the options, e.g. jwst-1073-nircam-uncal).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              help="File to write (default: standard output).")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+def init_command(collection: str, programs: tuple[str, ...], instruments: tuple[str, ...], filters: tuple[str, ...],
+                 products: tuple[str, ...], mode: str, name: str | None, output: str, force: bool) -> None:
+    """Write a starting recipe, with comments, from a few choices.
+
+    Product kinds become filter.endswith suffixes (_uncal.fits) and productSubGroupDescription
+    values (UNCAL). The recipe's first line points editors at schemas/recipe.schema.json. An
+    existing file is never overwritten without --force. `mastpipe validate` accepts the result.
+
+    Example:
+
+    \b
+        mastpipe init --collection JWST --program 1073 --instrument NIRCam --filters F277W \\
+            --product uncal --output pipelines/jwst-1073.yaml
+    """
+    from .init import schema_path_for, starting_recipe, write_new_recipe
+
+    to_stdout = output == "-"
+    try:
+        text = starting_recipe(collection=collection, programs=programs, instruments=instruments, filters=filters,
+                               products=products, mode=mode, name=name,
+                               schema_path=schema_path_for(None if to_stdout else output))
+        if to_stdout:
+            click.echo(text, nl=False)
+            return
+        written = write_new_recipe(output, text, force=force)
+    except MastpipeError as error:
+        _fail(error)
+    click.echo(f"wrote {written}; next: mastpipe validate {written} && mastpipe run {written} --sandbox", err=True)
 
 
 @main.group()
