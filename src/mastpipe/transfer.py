@@ -11,8 +11,10 @@ Two layers:
 
 Files are written to ``.<name>.part`` beside their target, with ``.<name>.part.json`` holding the
 server's validator (ETag / Last-Modified) and the expected size, so a run killed with ``kill -9``
-resumes with ``Range`` + ``If-Range``. A file appears under its final name only after its size
-(and sha256, when known) has been verified, the data fsynced and the name swapped atomically.
+resumes with ``Range`` + ``If-Range``. The sha256 is computed while the body streams (on a helper
+thread, so hashing overlaps the network and the disk). A file appears under its final name only
+after its size (and sha256, when known) has been verified, the data fsynced and the name swapped
+atomically.
 
 The MAST token is sent as the ``mast_token`` cookie and only to hosts in ``token_hosts``;
 redirects are followed by hand so the token is dropped as soon as the host changes. It is
@@ -22,18 +24,18 @@ redacted from every error text this module produces.
 from __future__ import annotations
 
 import enum
-import queue
 import hashlib
 import http.cookiejar
 import json
 import logging
 import os
+import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urljoin, urlsplit

@@ -13,7 +13,6 @@ import pytest
 from _transfer_support import EXCLUSIVE_OBSID, downloads, public_rows, task_for
 
 from mastpipe.curlscript import render_curl_script, write_curl_script
-from mastpipe.sandbox import Faults
 from mastpipe.transfer import FileTask
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
