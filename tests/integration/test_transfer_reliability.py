@@ -470,3 +470,22 @@ def test_rerun_over_thousands_of_files_is_fast_and_silent(sandbox_factory, tmp_p
         elapsed = time.perf_counter() - start
     assert {r.status for r in results} == {"skipped"} and sb.log.records() == []
     assert elapsed < 1.0, elapsed  # 10,000 in < 2 s is the benchmark's target
+
+
+def test_timeouts_are_retried_then_fail_clearly(sandbox, tmp_path: Path) -> None:
+    row = public_rows(sandbox, 1)[0]
+    sandbox.faults = Faults.parse("download.latency=1.0")
+    policy = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.001)
+    start = time.monotonic()
+    [result] = Transfer(policy=policy, timeout=0.2).run([task_for(sandbox, row, tmp_path)])
+    assert time.monotonic() - start < 1.5
+    assert result.status == "failed" and result.attempts == 2 and "Timeout" in result.error
+
+
+def test_slow_but_steady_body_is_not_a_timeout(sandbox, tmp_path: Path) -> None:
+    row = public_rows(sandbox, 1)[0]
+    sandbox.faults = Faults.parse(f"download.bandwidth={row['size'] * 2}")  # ~0.5 s per body
+    task = task_for(sandbox, row, tmp_path)
+    [result] = Transfer(policy=FAST, timeout=0.3).run([task])
+    assert result.status == "fetched" and result.attempts == 1
+    assert_complete(sandbox, task)
