@@ -108,7 +108,7 @@ class Catalog:
         self._override: dict[str, tuple[int, int]] = {}  # uri -> (size, version) after touch()
         self._next_obsid = 90_000_000
         self._build_jwst_1073()
-        self._build_guide_free_exclusive()
+        self._build_exclusive()
         self._build_msa()
         self._build_hst()
         self._build_tess()
@@ -273,7 +273,7 @@ class Catalog:
                 for plan in plans[chan]:
                     plan.append(own)
 
-    def _build_guide_free_exclusive(self) -> None:
+    def _build_exclusive(self) -> None:
         """Program 4242: exclusive-access NIRCam observations (their products too)."""
         for i in (1, 2):
             obsid = 87_700_000 + i
