@@ -61,6 +61,15 @@ def _product_name(row: Any) -> str:
     return "<unnamed product>"
 
 
+def _is_masked(value: Any) -> bool:
+    """True for a masked table cell (astropy/numpy), which prints as ``--``."""
+    if not hasattr(value, "mask"):
+        return False
+    import numpy as np  # only reached for masked values, so plain dicts never import numpy
+
+    return bool(np.ma.is_masked(value))
+
+
 def check_component(value: Any, *, product: str, field: str) -> str:
     """Return ``value`` as a path component, or refuse it.
 
@@ -84,7 +93,7 @@ def check_component(value: Any, *, product: str, field: str) -> str:
         When the value is empty/masked, ``.`` or ``..``, contains ``/`` or ``\\``, starts with a
         drive letter, or contains NUL or any control character.
     """
-    if value is None or getattr(value, "mask", False) is True:
+    if value is None or _is_masked(value):
         raise UnsafePathError(f"product {product}: {field} is missing, cannot build a path")
     text = str(value)
 

@@ -101,6 +101,15 @@ def test_missing_value_refused(tmp_path: Path) -> None:
         product_path(row(obs_id=None), tmp_path)
 
 
+def test_masked_cell_refused(tmp_path: Path) -> None:
+    table = Table(rows=[row(), row(dataURI="mast:JWST/product/b.fits", productFilename="b.fits")],
+                  masked=True)
+    table["obs_id"].mask[1] = True
+    assert product_path(table[0], tmp_path).name == "jw01073_cal.fits"
+    with pytest.raises(UnsafePathError, match="obs_id is missing"):
+        product_path(table[1], tmp_path)
+
+
 def test_symlink_out_of_destination_is_refused(tmp_path: Path) -> None:
     dest, outside = tmp_path / "dest", tmp_path / "outside"
     (dest / "mastDownload").mkdir(parents=True)
