@@ -1,0 +1,435 @@
+"""``mastpipe init``: a starting recipe, with comments, from a few choices.
+
+:func:`starting_recipe` is a pure function: options in, YAML text out. The text is a complete
+recipe that ``mastpipe validate`` accepts, annotated so that a newcomer can read what each
+section does and edit it. Options are checked first and a bad one raises
+:class:`~mastpipe.errors.UsageError` (exit code 2) saying which option and how to fix it.
+
+Product kinds (``uncal``, ``cal``, ``i2d``, ``flt``, ``lc`` ...) are the last part of MAST's file
+names; each becomes a ``filter.endswith`` suffix (``_cal.fits``) and a
+``filter.columns.productSubGroupDescription`` value (``CAL``), so both the name and MAST's own
+classification must agree.
+
+Examples
+--------
+>>> text = starting_recipe(collection="JWST", programs=["1073"], instruments=["NIRCam"],
+...                        filters=["F277W"], products=["uncal"])
+>>> "proposal_id: \\"1073\\"" in text and "- _uncal.fits" in text
+True
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from .errors import RecipeError, UsageError
+
+__all__ = ["PRODUCT_KINDS", "MODES", "DEFAULT_SCHEMA_PATH", "starting_recipe", "default_name",
+           "schema_path_for", "write_new_recipe"]
+
+#: Where recipes in a repository's ``pipelines/`` find the schema committed in ``schemas/``.
+DEFAULT_SCHEMA_PATH = "../schemas/recipe.schema.json"
+MODES = ("download", "curl", "manifest")
+
+
+class Kind(NamedTuple):
+    """A product kind: the file name's suffix, MAST's productSubGroupDescription and what it is."""
+
+    suffix: str
+    subgroup: str
+    what: str
+
+
+def _kinds(*rows: tuple[str, str, str]) -> dict[str, Kind]:
+    return {kind: Kind(f"_{kind}{extension}", kind.upper(), what) for kind, extension, what in rows}
+
+
+#: Product kinds per collection. Collections not listed take any kind as ``_<kind>.fits``.
+PRODUCT_KINDS: dict[str, dict[str, Kind]] = {
+    "JWST": _kinds(
+        ("uncal", ".fits", "raw ramps (level 1b)"),
+        ("rate", ".fits", "count-rate images (level 2a)"),
+        ("rateints", ".fits", "count rates per integration (level 2a)"),
+        ("cal", ".fits", "calibrated exposures (level 2b)"),
+        ("calints", ".fits", "calibrated integrations (level 2b)"),
+        ("crf", ".fits", "outlier-flagged exposures (level 3)"),
+        ("i2d", ".fits", "resampled (drizzled) mosaics (level 3)"),
+        ("s2d", ".fits", "resampled 2-D spectra"),
+        ("s3d", ".fits", "IFU cubes (level 3)"),
+        ("x1d", ".fits", "extracted 1-D spectra"),
+        ("x1dints", ".fits", "extracted spectra per integration"),
+        ("segm", ".fits", "segmentation maps (level 3)"),
+        ("cat", ".ecsv", "source catalogues (level 3)"),
+        ("asn", ".json", "association files"),
+    ),
+    "HST": _kinds(
+        ("raw", ".fits", "raw exposures"),
+        ("flt", ".fits", "flat-fielded exposures"),
+        ("flc", ".fits", "flat-fielded, CTE-corrected exposures"),
+        ("crj", ".fits", "cosmic-ray rejected exposures"),
+        ("drz", ".fits", "drizzled images"),
+        ("drc", ".fits", "drizzled, CTE-corrected images"),
+        ("x1d", ".fits", "extracted 1-D spectra"),
+        ("asn", ".fits", "association tables"),
+        ("spt", ".fits", "support files"),
+    ),
+    "TESS": _kinds(
+        ("lc", ".fits", "light curves"),
+        ("tp", ".fits", "target pixel files"),
+        ("dvt", ".fits", "data-validation time series"),
+    ),
+}
+
+#: Canonical spelling of well-known collections (MAST matches case-insensitively anyway).
+_COLLECTIONS = {c.upper(): c for c in ("JWST", "HST", "TESS", "Kepler", "K2", "GALEX", "PS1", "SWIFT",
+                                        "IUE", "FUSE", "HLSP", "SPITZER_SHA")}
+
+#: Instruments whose observations MAST splits into modes (NIRCAM/IMAGE, WFC3/UVIS ...): a bare
+#: name becomes a wildcard so that every mode matches.
+_MODAL_INSTRUMENTS = {
+    "JWST": {"NIRCAM", "NIRSPEC", "NIRISS", "MIRI", "FGS"},
+    "HST": {"WFC3", "ACS", "STIS", "COS", "NICMOS", "FOS", "GHRS"},
+}
+
+_VALUE = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9 _./+;:*-]{0,63}$")
+_PROGRAM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,19}$")
+_COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+_KIND = re.compile(r"^[a-z0-9]{1,20}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _split(values: Iterable[str]) -> list[str]:
+    """Repeatable options also take comma-separated lists: ``--program 1073,1345``."""
+    out: list[str] = []
+    for value in values:
+        out += [part.strip() for part in str(value).split(",")]
+    return out
+
+
+def _check(option: str, values: list[str], pattern: re.Pattern[str], example: str) -> list[str]:
+    seen: list[str] = []
+    for value in values:
+        if not pattern.match(value) or value != value.strip():
+            shown = "an empty value" if not value else repr(value)
+            raise UsageError(f"{option}: {shown} is not a valid value", hint=example)
+        if value not in seen:
+            seen.append(value)
+    return seen
+
+
+def _collection(value: str) -> str:
+    _check("--collection", [value], _COLLECTION, "give a MAST collection such as JWST, HST or TESS")
+    return _COLLECTIONS.get(value.upper(), value)
+
+
+def _instrument(collection: str, value: str) -> str:
+    if value.upper() in _MODAL_INSTRUMENTS.get(collection, ()):
+        return value.upper() + "*"
+    return value
+
+
+def _kind(collection: str, value: str) -> Kind:
+    kind = value.lower()
+    if kind.startswith("_"):
+        kind = kind[1:]
+    for extension in (".fits", ".ecsv", ".json"):
+        kind = kind.removesuffix(extension)
+    if not _KIND.match(kind):
+        raise UsageError(f"--product: {value!r} is not a product kind",
+                         hint="give the last part of the file names, e.g. uncal, cal, i2d (JWST), flt, drz (HST), lc (TESS)")
+    known = PRODUCT_KINDS.get(collection)
+    if known is None:
+        return Kind(f"_{kind}.fits", kind.upper(), "products")
+    if kind not in known:
+        close = difflib.get_close_matches(kind, list(known), n=1, cutoff=0.6)
+        did_you_mean = f"did you mean {close[0]!r}? " if close else ""
+        raise UsageError(f"--product: {value!r} is not a {collection} product kind",
+                         hint=f"{did_you_mean}{collection} kinds: {', '.join(known)}")
+    return known[kind]
+
+
+def _plain_ok(value: str) -> bool:
+    """True when ``value`` reads back as the same string, unquoted, in block and flow context."""
+    import yaml
+
+    if not value or value != value.strip():
+        return False
+    try:
+        return yaml.safe_load(f"k: {value}") == {"k": value} and yaml.safe_load(f"[{value}]") == [value]
+    except yaml.YAMLError:
+        return False
+
+
+def _scalar(value: str, *, quote: bool = False) -> str:
+    """A YAML scalar for ``value``: plain when that reads back unchanged, else double-quoted."""
+    return value if not quote and _plain_ok(value) else json.dumps(value)
+
+
+def _one_or_list(values: list[str], *, quote: bool = False) -> str:
+    if len(values) == 1:
+        return _scalar(values[0], quote=quote)
+    return "[" + ", ".join(_scalar(v, quote=quote) for v in values) + "]"
+
+
+def _slug(parts: Iterable[str]) -> str:
+    text = "-".join(p for p in parts if p).lower()
+    text = re.sub(r"[^a-z0-9._-]+", "-", text)
+    text = re.sub(r"-{2,}", "-", text).strip("-._")
+    return text[:100].rstrip("-._")
+
+
+def default_name(collection: str, programs: Iterable[str] = (), instruments: Iterable[str] = (),
+                 filters: Iterable[str] = (), products: Iterable[str] = ()) -> str:
+    """A recipe name from the choices, e.g. ``jwst-1073-nircam-f277w-uncal``."""
+    coll = _collection(collection)
+    instruments_ = [i.split("/")[0].replace("*", "") for i in _split(instruments)]
+    products_ = [p.lower().lstrip("_").split(".")[0] for p in _split(products)]
+    return _slug([coll, *_split(programs), *instruments_, *_split(filters), *products_]) or "recipe"
+
+
+def starting_recipe(*, collection: str, programs: Iterable[str] = (), instruments: Iterable[str] = (),
+                    filters: Iterable[str] = (), products: Iterable[str] = (), mode: str = "download",
+                    name: str | None = None, schema_path: str = DEFAULT_SCHEMA_PATH) -> str:
+    """The text of a commented starting recipe that ``mastpipe validate`` accepts.
+
+    Parameters
+    ----------
+    collection : str
+        MAST collection (``obs_collection``), e.g. ``JWST``, ``HST``, ``TESS``.
+    programs : iterable of str
+        Program / proposal ids (``proposal_id``); several are "any of". Comma-separated lists
+        are split.
+    instruments : iterable of str
+        Instrument names (``instrument_name``). A bare modal instrument (``NIRCam``, ``WFC3``)
+        becomes a wildcard (``NIRCAM*``) matching all its modes.
+    filters : iterable of str
+        Optical elements (``filters``), e.g. ``F277W``.
+    products : iterable of str
+        Product kinds (``uncal``, ``cal``, ``i2d``, ``flt``, ``lc``); see :data:`PRODUCT_KINDS`.
+    mode : {"download", "curl", "manifest"}
+        What ``retrieve`` does.
+    name : str, optional
+        The recipe's name (default: made from the other choices, see :func:`default_name`).
+    schema_path : str
+        Path or URL of ``recipe.schema.json`` for the ``# yaml-language-server: $schema=`` line,
+        relative to the recipe file.
+
+    Returns
+    -------
+    str
+        The recipe, ending with a newline.
+
+    Raises
+    ------
+    UsageError
+        When an option's value cannot make a valid recipe; the message names the option.
+    """
+    coll = _collection(collection)
+    programs_ = _check("--program", _split(programs), _PROGRAM,
+                       "give a program (proposal) id such as 1073; several with --program 1073 --program 1345")
+    instruments_ = [_instrument(coll, v) for v in _check(
+        "--instrument", _split(instruments), _VALUE, "give an instrument name such as NIRCAM, NIRCAM/IMAGE or WFC3/UVIS")]
+    filters_ = _check("--filters", _split(filters), _VALUE, "give optical elements such as F277W or F090W,F150W")
+    kinds = [_kind(coll, v) for v in _split(products)]
+    kinds = list(dict.fromkeys(kinds))
+    if mode not in MODES:
+        raise UsageError(f"--mode: {mode!r} is not one of {', '.join(MODES)}",
+                         hint="download fetches the files, curl writes a script, manifest only lists them")
+    if name is None:
+        name = default_name(coll, programs_, instruments_, filters_, [k.suffix for k in kinds])
+    elif not _NAME.match(name):
+        raise UsageError(f"--name: {name!r} is not a valid recipe name",
+                         hint="use 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    if not schema_path or any(c in schema_path for c in "\n\r"):
+        raise UsageError("the schema path must be one non-empty line")
+
+    text = _render(coll, programs_, instruments_, filters_, kinds, mode, name, schema_path)
+    _self_check(text)
+    return text
+
+
+def _describe(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[Kind]) -> str:
+    what = ", ".join(k.what for k in kinds) if kinds else "all products"
+    words = [f"{what[:1].upper()}{what[1:]} of {coll} observations"]
+    if programs:
+        words.append(("in program " if len(programs) == 1 else "in programs ") + " or ".join(programs))
+    if instruments:
+        words.append("with " + " or ".join(instruments))
+    if filters:
+        words.append("through " + " or ".join(filters))
+    return " ".join(words) + "."
+
+
+def _command(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[Kind],
+             mode: str, name: str) -> str:
+    import shlex
+
+    parts = ["mastpipe init", f"--name {shlex.quote(name)}", f"--collection {shlex.quote(coll)}"]
+    parts += [f"--program {shlex.quote(p)}" for p in programs]
+    parts += [f"--instrument {shlex.quote(i)}" for i in instruments]
+    parts += [f"--filters {shlex.quote(f)}" for f in filters]
+    parts += [f"--product {k.suffix[1:].rsplit('.', 1)[0]}" for k in kinds]
+    if mode != "download":
+        parts.append(f"--mode {mode}")
+    return " ".join(parts)
+
+
+def _line(code: str, comment: str = "") -> str:
+    """``code`` with ``# comment`` aligned at a fixed column, as in the example recipes."""
+    if not comment:
+        return code
+    return f"{code.ljust(_COMMENT_COLUMN - 1)} # {comment}" if len(code) < _COMMENT_COLUMN - 1 else f"{code}  # {comment}"
+
+
+_COMMENT_COLUMN = 36
+
+
+def _render(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[Kind],
+            mode: str, name: str, schema_path: str) -> str:
+    import textwrap
+
+    search = _slug([coll]).replace(".", "-") or "main"
+    description = _describe(coll, programs, instruments, filters, kinds)
+    command = _command(coll, programs, instruments, filters, kinds, mode, name)
+    lines = [f"# yaml-language-server: $schema={schema_path}", "#"]
+    lines += ["# " + line for line in textwrap.wrap(description, 96)]
+    lines += [
+        "#",
+        "# A starting recipe, written by",
+        f"#   {command}",
+        "# Edit it freely. Check it with `mastpipe validate FILE`, try it offline with",
+        "# `mastpipe run FILE --sandbox`, and run it against MAST with `mastpipe run FILE`",
+        "# (MASTPIPE_MAST_URL or --mast-url choose another server; MAST_API_TOKEN in the environment",
+        "# gives exclusive-access data). Every field is described in docs/recipe.md.",
+        "version: 1",
+        _line(f"name: {_scalar(name)}", "names the state directory .mastpipe/<name>/"),
+        f"description: {_scalar(description)}",
+        "",
+        "# query: named searches for observations. Criteria are ANDed, a list means \"any of\" and",
+        "# * is a wildcard; the names are MAST's observation fields (obs_collection, proposal_id ...).",
+        "query:",
+        f"  {search}:",
+        "    criteria:",
+        _line(f"      obs_collection: {_scalar(coll)}", "naming the mission makes MAST's search much faster"),
+    ]
+    if programs:
+        lines.append(_line(f"      proposal_id: {_one_or_list(programs, quote=True)}", "quoted: program ids are text in MAST"))
+    if instruments:
+        note = "* is a wildcard: every mode of the instrument" if any("*" in i for i in instruments) else ""
+        lines.append(_line(f"      instrument_name: {_one_or_list(instruments)}", note))
+    if filters:
+        lines.append(_line(f"      filters: {_one_or_list(filters)}", "observations whose filters include this"))
+    if not (programs or instruments or filters):
+        lines.append(_line("      # proposal_id: \"1073\"", "narrow the search: a whole collection is a lot"))
+    lines += [
+        _line("    # position:", "optionally, only a cone on the sky"),
+        _line("    #   object: M1", "or coordinates: \"83.633 22.0145\""),
+        "    #   radius: 5 arcmin",
+        "",
+        "# products: product lists are asked for a few observations at a time (MAST times out otherwise).",
+        "products:",
+        "  batch_size: 5",
+        "",
+        "# unique: the same file is often listed under several observations; it is fetched once.",
+        "unique:",
+        "  key: productFilename",
+        "",
+        "# filter: which products to keep. Every rule given must hold; within a list, any value.",
+        "filter:",
+    ]
+    if kinds:
+        lines.append(_line("  endswith:", "the file name ends with one of these"))
+        lines += [_line(f"    - {_scalar(k.suffix)}", k.what) for k in kinds]
+    else:
+        lines.append(_line("  # endswith: [_cal.fits]", "only some kinds (mastpipe init --product cal)"))
+    lines.append(_line("  guide_stars: omit", "drop guide-star files (*_gs-*)"))
+    if kinds:
+        lines += [
+            "  columns:",
+            _line(f"    productSubGroupDescription: {_one_or_list([k.subgroup for k in kinds])}",
+                  "and MAST's own name for the kind"),
+        ]
+    else:
+        lines.append("  # columns: {productType: SCIENCE, calib_level: [2, 3]}")
+    mode_note = {
+        "download": "mastpipe fetches, verifies and resumes the files",
+        "curl": "a bash script of curl commands, to run later",
+        "manifest": "only list the files: URL, path and size",
+    }[mode]
+    lines += [
+        "",
+        "# retrieve: what happens to the products kept.",
+        "retrieve:",
+        _line(f"  mode: {mode}", mode_note),
+        _line(f"  destination: {_scalar('data/' + name)}", "relative to this file"),
+        _line("  layout: astroquery", "mastDownload/<collection>/<obs_id>/<file>"),
+    ]
+    if mode == "curl":
+        lines.append(_line("  # script: download.sh", "default: <destination>/mastpipe-download.sh"))
+    lines += [
+        "",
+        "# state: checkpoints live in .mastpipe/<name>/ beside this file. On a schedule, ask MAST",
+        "# again once the query results are older than a day:",
+        "# state:",
+        "#   query_max_age: 1d",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _self_check(text: str) -> None:
+    """Refuse to hand out a recipe ``mastpipe validate`` would reject (e.g. a secret-looking value)."""
+    from .recipe import parse_recipe
+    from .yamlload import load_yaml_text
+
+    try:
+        parse_recipe(load_yaml_text(text, "<init>"), environ={})
+    except RecipeError as error:
+        first = error.problems[0]
+        raise UsageError(f"these options do not make a valid recipe: {first.field}: {first.message}",
+                         hint=first.hint) from None
+
+
+def schema_path_for(output: str | os.PathLike[str] | None, start: str | os.PathLike[str] = ".") -> str:
+    """The ``$schema`` path for a recipe written to ``output``.
+
+    The nearest ``schemas/recipe.schema.json`` in the recipe's directory or above it, relative to
+    the recipe; :data:`DEFAULT_SCHEMA_PATH` (the repository layout ``pipelines/`` +
+    ``schemas/``) when there is none or the recipe goes to standard output.
+    """
+    if output is None:
+        return DEFAULT_SCHEMA_PATH
+    folder = (Path(start) / Path(output)).resolve().parent
+    for directory in (folder, *folder.parents):
+        candidate = directory / "schemas" / "recipe.schema.json"
+        if candidate.is_file():
+            return Path(os.path.relpath(candidate, folder)).as_posix()
+    return DEFAULT_SCHEMA_PATH
+
+
+def write_new_recipe(path: str | os.PathLike[str], text: str, *, force: bool = False) -> Path:
+    """Write ``text`` to ``path``, creating its directory; refuse to overwrite unless ``force``.
+
+    Raises
+    ------
+    UsageError
+        When the file exists (and ``force`` is false), or is a directory, or cannot be written.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"--output: {str(target)!r} is a directory", hint="give a file name, e.g. pipelines/my-recipe.yaml")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "w" if force else "x", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+    except FileExistsError:
+        raise UsageError(f"{target} already exists; not overwriting it",
+                         hint="pass --force to replace it, or choose another --output") from None
+    except OSError as error:
+        raise UsageError(f"cannot write {target}: {error.strerror or error}") from None
+    return target
