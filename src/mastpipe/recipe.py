@@ -40,8 +40,57 @@ TOKEN_ENV = "MAST_API_TOKEN"
 GUIDE_STAR_MARK = "_gs-"
 
 
+class FrozenList(list):  # type: ignore[type-arg]
+    """A list that refuses changes: recipes are immutable all the way down, and hashable.
+
+    It is a ``list`` (equal to one, serialised as one), so code reading a recipe sees no difference.
+    """
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a recipe is immutable; build a new one with model_copy(update=...)")
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle rebuild it whole
+        return (type(self), (list(self),))
+
+
+class FrozenDict(dict):  # type: ignore[type-arg]
+    """A dict that refuses changes (see :class:`FrozenList`)."""
+
+    _refuse = FrozenList._refuse
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self.items()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (dict(self),))
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, list) and not isinstance(value, FrozenList):
+        return FrozenList(_frozen(item) for item in value)
+    if isinstance(value, dict) and not isinstance(value, FrozenDict):
+        return FrozenDict((key, _frozen(item)) for key, item in value.items())
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+    @model_validator(mode="after")
+    def _freeze(self) -> Any:
+        """``frozen=True`` stops assignment; this also stops changes to the lists and dicts inside."""
+        for name in type(self).model_fields:
+            value = self.__dict__.get(name)
+            if isinstance(value, (list, dict)):
+                object.__setattr__(self, name, _frozen(value))
+        return self
 
 
 Scalar = Union[str, int, float, bool]
@@ -388,6 +437,13 @@ class Recipe(_Model):
     filter: Filter = Field(default_factory=Filter, description="Which products are kept.")
     retrieve: Retrieve = Field(default_factory=Retrieve, description="What happens to the products kept.")
     state: State = Field(default_factory=State, description="Checkpoints and scheduled reruns.")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_a_number(cls, value: Any) -> Any:
+        if isinstance(value, (bool, str)):  # true == 1 in Python, and "1" is text
+            raise ValueError(f"the version is the number 1, not {_shown(value)}")
+        return value
 
     @model_validator(mode="after")
     def _in_flight(self) -> Recipe:

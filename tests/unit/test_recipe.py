@@ -147,6 +147,42 @@ def test_assignment_raises(full: Recipe, target: Any, attribute: str, value: Any
     assert getattr(obj, attribute) == before
 
 
+@pytest.mark.parametrize("change", [
+    lambda r: r.query.__setitem__("new", r.query["nircam"]),
+    lambda r: r.query.pop("nircam"),
+    lambda r: r.query.update({}),
+    lambda r: r.query["nircam"].criteria.__setitem__("filters", "F200W"),
+    lambda r: r.query["nircam"].criteria["proposal_id"].append("9999"),
+    lambda r: r.filter.contains.append("x"),
+    lambda r: r.filter.columns.clear(),
+    lambda r: r.filter.exclude.__iadd__(["x"]),
+    lambda r: r.filter.endswith.__setitem__(0, "x"),
+])
+def test_the_lists_and_dicts_inside_are_immutable_too(full: Recipe, change: Any) -> None:
+    before = full.model_dump()
+    with pytest.raises(TypeError, match="a recipe is immutable"):
+        change(full)
+    assert full.model_dump() == before
+
+
+def test_a_recipe_is_hashable_copyable_and_picklable(full: Recipe) -> None:
+    import copy
+    import pickle
+
+    assert hash(full) == hash(load(FULL))
+    assert {full: 1}[load(FULL)] == 1
+    for clone in (copy.deepcopy(full), pickle.loads(pickle.dumps(full)), full.model_copy(deep=True)):
+        assert clone == full
+        with pytest.raises(TypeError):
+            clone.filter.contains.append("x")
+    changed = full.model_copy(update={"name": "other"})
+    assert changed.name == "other" and full.name == "full-recipe"
+    # read as plain data, it is plain lists and dicts, equal to what was written
+    assert full.filter.contains == ["_uncal.fits"] and isinstance(full.filter.contains, list)
+    assert type(full.model_dump()["filter"]["contains"]) is list
+    assert Recipe.model_validate(full.model_dump()) == full
+
+
 @pytest.mark.parametrize("model, data", [
     (Recipe, {"version": 1, "name": "t", "query": {"q": {"criteria": {"obs_collection": "JWST"}}}, "bogus": 1}),
     (Mast, {"urll": "https://example.org"}),
