@@ -734,7 +734,7 @@ def parse_recipe(located: Located, environ: dict[str, str] | None = None) -> Rec
     data, problems = _scan(located, env)
     scanned = tuple(p.field for p in problems)
     named, flagged = _check_named_entries(data, located)
-    problems += named
+    problems += [p for p in named if p.field not in scanned]  # one problem per place: the secret first
     skip = scanned + flagged
     try:
         recipe = Recipe.model_validate(data)

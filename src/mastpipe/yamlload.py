@@ -7,8 +7,12 @@ Plain ``yaml.safe_load`` is not enough for recipes that teams review and CI reru
 * it reports no positions after loading, so a validation error could not name a line; here every
   key and value keeps its line and column;
 * an "alias bomb" (nested anchors that expand exponentially) exhausts memory when the data is
-  walked; here the expanded size is measured on the node graph, before anything is expanded;
-* only YAML's standard tags are accepted, so ``!!python/...`` never reaches a constructor.
+  walked; here the expanded size is measured on the node graph, before anything is expanded,
+  and recursive aliases and deep nesting are refused the same way;
+* only YAML's standard tags are accepted, on keys as on values, so ``!!python/...`` never
+  reaches a constructor;
+* dates stay text (``2024-01-31``): the fields that take dates convert them, with their own
+  messages, and everywhere else the value is what the author wrote.
 
 The public entry point is :func:`load_yaml`. It raises :class:`~mastpipe.errors.RecipeError`
 for every problem, each with file, line and column.
@@ -145,8 +149,9 @@ def load_yaml(path: str | os.PathLike[str]) -> Located:
     Raises
     ------
     RecipeError
-        For a missing or unreadable file, invalid UTF-8, YAML syntax errors (tabs included),
-        more than one document, non-standard tags, duplicate keys, non-text keys and alias bombs.
+        For a missing or unreadable file, invalid UTF-8, control characters, YAML syntax errors
+        (tabs included), more than one document, non-standard tags, duplicate keys, non-text keys,
+        alias bombs, recursive aliases and nesting deeper than MAX_DEPTH.
     """
     path = Path(path)
     return load_yaml_text(read_text(path), str(path))

@@ -320,6 +320,8 @@ CORPUS: list[Bad] = [
          "{f}:8:3: mast.api_key: the key 'api_key' looks like a secret", SECRET_HINT),
     _bad("token-key-camel-case", BASE + "retrieve:\n  mastToken: abc\n",
          "{f}:8:3: retrieve.mastToken: the key 'mastToken' looks like a secret", SECRET_HINT),
+    _bad("token-as-a-criterion", BASE + "      token: abc\n",
+         "{f}:7:7: query.q.criteria.token: the key 'token' looks like a secret", SECRET_HINT),
     _bad("token-value-32-hex", BASE + "description: 0123456789abcdef0123456789ABCDEF\n",
          "{f}:7:14: description: this value looks like an access token", SECRET_HINT),
     _bad("token-value-bearer", BASE + "retrieve:\n  destination: Bearer abc.def\n",
