@@ -472,7 +472,7 @@ _SECRET_WORDS = {"token", "secret", "password", "passwd", "passphrase", "apikey"
                  "credentials", "cookie", "auth", "authorization", "bearer"}
 _SECRET_VALUE = re.compile(r"^(?:[0-9a-fA-F]{32,}|(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{32,}|Bearer\s+\S+)$")
 _VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|\$)")
-_SECRET_HINT = f"never put tokens in recipes: set the environment variable {TOKEN_ENV} instead"
+_SECRET_HINT = f"never put tokens in recipes: set the environment variable {TOKEN_ENV} or run `mastpipe login`"
 
 
 def _is_secret_key(key: str) -> bool:

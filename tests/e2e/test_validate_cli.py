@@ -166,3 +166,11 @@ def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0
     assert result.stdout == f"mastpipe, version {mastpipe.__version__}\n"
+
+
+def test_commands_named_in_messages_exist() -> None:
+    """A hint that says "run `mastpipe X`" must name a command that exists."""
+    text = "\n".join("\n".join(case.expected) for case in corpus.CORPUS)
+    named = set(re.findall(r"`mastpipe (\w+)", text))
+    assert named, "the corpus names at least `mastpipe login`"
+    assert named <= set(main.commands), named - set(main.commands)

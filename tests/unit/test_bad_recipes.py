@@ -33,7 +33,7 @@ BOMB = "".join(
     f"{chr(97 + i)}: &{chr(97 + i)} [" + ", ".join([f"*{chr(96 + i)}" if i else '"lol"'] * 9) + "]\n"
     for i in range(10))
 
-SECRET_HINT = "  hint: never put tokens in recipes: set the environment variable MAST_API_TOKEN instead"
+SECRET_HINT = "  hint: never put tokens in recipes: set the environment variable MAST_API_TOKEN or run `mastpipe login`"
 TAG_HINT = "  hint: recipes are plain data and nothing in them executes: remove the tag"
 SYNTAX = "<recipe>: invalid YAML: "
 RADIUS_HINT = '  hint: radius: search radius with a unit: "0.2 deg", "5 arcmin", "30 arcsec"'
