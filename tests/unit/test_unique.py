@@ -36,11 +36,11 @@ def test_one_row_per_product_with_who_shares_it(caplog):
     with caplog.at_level(logging.WARNING):
         result, warnings = unique_products(table, "productFilename")
     assert warnings == [] and not caplog.records
-    assert _text(result["productFilename"]) == ["a_gs-fg.fits", "b_uncal.fits", "c_i2d.fits"]
-    assert _text(result["shared_by"]) == ["1;2;3", "2", "1;3"]
-    assert list(result["n_shared"]) == [3, 1, 2]
-    # the first row of each key is the one kept
-    assert list(result["size"]) == [1, 0, 3]
+    # in order of first appearance; the first row of each key is the one kept
+    assert _text(result["productFilename"]) == ["b_uncal.fits", "a_gs-fg.fits", "c_i2d.fits"]
+    assert _text(result["shared_by"]) == ["2", "1;2;3", "1;3"]
+    assert list(result["n_shared"]) == [1, 3, 2]
+    assert list(result["size"]) == [0, 1, 3]
 
 
 def test_different_data_uris_under_one_name_are_warned(caplog):
@@ -101,7 +101,8 @@ row = st.tuples(names, st.sampled_from(["101", "102", "103", "104"]))
 @settings(max_examples=200, deadline=None)
 @given(rows=st.lists(row, max_size=60), stored=st.booleans())
 def test_same_row_set_as_astropy_unique(rows, stored):
-    """The seed's ``unique(vstack(t), keys='productFilename')`` keeps the same rows, in the same order."""
+    """The seed's ``unique(vstack(t), keys='productFilename')`` keeps the same rows (the first of
+    each key); mastpipe keeps them in order of first appearance rather than sorted."""
     table = _rows([(n, o, "mast:JWST/product/" + n) for n, o in rows])
     # the seed stacks per-observation tables
     per_obs = [table[table["parent_obsid"] == o] for o in ("101", "102", "103", "104")]
@@ -109,8 +110,38 @@ def test_same_row_set_as_astropy_unique(rows, stored):
     expected = unique(stacked, keys="productFilename") if rows else stacked
     ours, _ = unique_products(as_stored(stacked) if stored else stacked, "productFilename")
     assert len(ours) == len(expected)
-    for name in table.colnames:
-        assert _text(ours[name]) == _text(expected[name]), name
-    for shared, n, name in zip(ours["shared_by"], ours["n_shared"], ours["productFilename"]):
-        owners = sorted({o for f, o in rows if f == _text([name])[0]})
+    as_rows = lambda t: sorted(zip(*(_text(t[name]) for name in table.colnames)))  # noqa: E731
+    assert as_rows(ours) == as_rows(expected)
+    names = _text(ours["productFilename"])
+    appearance = list(dict.fromkeys(_text(stacked["productFilename"])))
+    assert names == appearance
+    for shared, n, name in zip(ours["shared_by"], ours["n_shared"], names):
+        owners = sorted({o for f, o in rows if f == name})
         assert _text([shared])[0] == ";".join(owners) and n == len(owners)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(row, max_size=40))
+def test_hash_collisions_never_merge_products(rows):
+    """With a hash under which every key collides, grouping falls back to the exact sort."""
+    import mastpipe.stages.unique as unique_module
+
+    table = _rows([(n, o, "mast:JWST/product/" + n) for n, o in rows])
+    honest, _ = unique_products(table, "productFilename")
+    original = unique_module.hash_values
+    unique_module.hash_values = lambda values: np.zeros(len(values), dtype=np.uint64)
+    try:
+        colliding, _ = unique_products(table, "productFilename")
+    finally:
+        unique_module.hash_values = original
+    as_rows = lambda t: sorted(zip(*(_text(t[name]) for name in t.colnames)))  # noqa: E731
+    assert as_rows(colliding) == as_rows(honest)
+
+
+def test_hash_values_equal_for_equal_text():
+    from mastpipe.stages.unique import hash_values
+
+    values = np.array(["a", "ab", "abcdefghi", "a", "abcdefghi", ""], dtype="S9")
+    h = hash_values(values)
+    assert h[0] == h[3] and h[2] == h[4] and len(set(h[[0, 1, 2, 5]].tolist())) == 4
+    assert (hash_values(np.array(["x", "yy"], dtype="U2")) != hash_values(np.array(["yy", "x"], dtype="U2"))).all()

@@ -2,8 +2,13 @@
 
 Level-3 products and guide-star files are listed under every observation they belong to; the
 seed tutorial drops the repeats with ``unique(vstack(...), keys='productFilename')``. Here the
-first row of each key is kept (stably, in key order) and a ``shared_by`` column says which
-observations (``parent_obsid``) list the product, so nothing about the repeats is lost.
+first row of each key is kept (the row astropy's ``unique`` keeps too), in order of first
+appearance, and ``shared_by``/``n_shared`` columns say which observations (``parent_obsid``) list
+the product, so nothing about the repeats is lost.
+
+Rows are grouped by a hash of the key (one integer sort instead of a sort of a million strings),
+and every group of more than one row is then checked byte for byte, so a hash collision can never
+merge two products: the runs where one occurs are split by an exact sort of their keys.
 """
 
 from __future__ import annotations
@@ -18,6 +23,71 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_PRIME = np.uint64(0x100000001B3)
+_OFFSET = np.uint64(0xCBF29CE484222325)
+
+
+def hash_values(values: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each element of a fixed-width array (text or numbers), vectorised.
+
+    Equal elements (as numpy compares them: trailing NULs of bytes do not count) hash equal.
+    """
+    values = np.ascontiguousarray(values)
+    if values.dtype.kind == "O":
+        values = np.ascontiguousarray(values.astype(str))
+    n, width = len(values), values.dtype.itemsize
+    if n == 0 or width == 0:
+        return np.zeros(n, dtype=np.uint64)
+    raw = values.view(np.uint8).reshape(n, width)
+    words = -(-width // 8)
+    if width % 8:
+        padded = np.zeros((n, words * 8), dtype=np.uint8)
+        padded[:, :width] = raw
+        raw = padded
+    blocks = raw.view(np.uint64)
+    h = np.full(n, _OFFSET, dtype=np.uint64)
+    for k in range(words):
+        h ^= blocks[:, k]
+        h *= _PRIME
+        h ^= h >> np.uint64(29)
+    return h
+
+
+def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, starts, group): row numbers arranged so that equal keys are adjacent, each run in
+    original row order (so a run's first row is the key's first appearance); where each run
+    starts; and the run number of each arranged row."""
+    n = len(keys)
+    index_bits = max(int(n - 1).bit_length(), 1)
+    # one sort of (hash, row number) packed into a uint64: the row number breaks ties
+    packed = (hash_values(keys) >> np.uint64(index_bits)) << np.uint64(index_bits)
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort()
+    order = (packed & np.uint64((1 << index_bits) - 1)).astype(np.intp)
+    hs = packed >> np.uint64(index_bits)
+    first = np.ones(n, dtype=bool)
+    first[1:] = hs[1:] != hs[:-1]
+    del packed, hs
+    starts = np.flatnonzero(first)
+    group = np.cumsum(first) - 1
+    counts = np.diff(np.append(starts, n))
+    several = counts[group] > 1  # only rows of a run of several can hide a collision
+    rows = order[several]
+    if len(rows):
+        differs = keys[rows] != keys[order[starts[group[several]]]]
+        if differs.any():
+            # different keys with the same (shortened) hash: split those runs exactly
+            positions = np.flatnonzero(several)
+            bad = np.isin(group[positions], group[positions[differs]])
+            positions = positions[bad]
+            sub = np.lexsort((order[positions], keys[order[positions]], group[positions]))
+            order[positions] = order[positions][sub]
+            ks, gs = keys[order[positions]], group[positions]
+            first[positions[1:]] = (ks[1:] != ks[:-1]) | (gs[1:] != gs[:-1])
+            starts = np.flatnonzero(first)
+            group = np.cumsum(first) - 1
+    return order, starts, group
+
 
 def unique_products(products: Table, key: str) -> tuple[Table, list[str]]:
     """Deduplicate ``products`` on ``key``.
@@ -25,9 +95,9 @@ def unique_products(products: Table, key: str) -> tuple[Table, list[str]]:
     Returns
     -------
     table : Table
-        One row per distinct key, sorted by key (the first row of each key, as astropy's
-        ``unique(table, keys=key)`` keeps), with ``shared_by`` (``;``-joined distinct obsids of
-        ``parent_obsid``, or ``obsID``) and ``n_shared`` (how many of them) columns.
+        One row per distinct key (its first row, as astropy's ``unique(table, keys=key)`` keeps),
+        in order of first appearance, with ``shared_by`` (``;``-joined sorted distinct obsids of
+        ``parent_obsid``, or of ``obsID``) and ``n_shared`` (how many) columns.
     warnings : list of str
         One message per key that maps to several different ``dataURI`` values (when
         deduplicating on ``productFilename``): those are different files with one name.
@@ -41,42 +111,55 @@ def unique_products(products: Table, key: str) -> tuple[Table, list[str]]:
             result["shared_by"] = np.zeros(0, dtype="S1")
         return result, []
     keys = np.asarray(products[key])
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    starts = np.flatnonzero(first)
+    order, starts, group = _groups(keys)
     counts = np.diff(np.append(starts, len(order)))
-    group = np.cumsum(first) - 1  # group of each sorted row
-    result = products[order[starts]]
+    firsts = order[starts]                     # first row of each group
+    # groups in order of first appearance, without another sort
+    is_first = np.zeros(len(order), dtype=bool)
+    is_first[firsts] = True
+    kept_rows = np.flatnonzero(is_first)
+    group_of_row = np.empty(len(order), dtype=np.intp)
+    group_of_row[firsts] = np.arange(len(starts))
+    by_appearance = group_of_row[kept_rows]
+    result = products[kept_rows]
+
+    # rows of groups with several rows: the only ones with anything to join or compare
+    in_multi = counts[group] > 1
+    multi_rows = order[in_multi]
+    multi_group = group[in_multi]
 
     if has_owner:
-        owners = np.asarray(products[owner_column]).astype("S")
-        # rows sorted by (key, owner): distinct owners of a group are adjacent
-        by_owner = order[np.lexsort((owners[order], group))]
-        sorted_owners = owners[by_owner]
-        new_owner = np.ones(len(order), dtype=bool)
-        new_owner[1:] = (sorted_owners[1:] != sorted_owners[:-1]) | first[1:]
-        n_owners = np.add.reduceat(new_owner, starts)
-        shared = owners[order[starts]].astype(object)
-        distinct_owners = sorted_owners[new_owner]
-        owner_starts = np.append(0, np.cumsum(n_owners))
-        for g in np.flatnonzero(n_owners > 1):  # only shared products need a Python loop
-            shared[g] = b";".join(distinct_owners[owner_starts[g]:owner_starts[g + 1]].tolist())
-        result["n_shared"] = n_owners.astype(np.int64)
-        result["shared_by"] = shared.astype("S")
+        owners = np.asarray(products[owner_column])
+        owners = owners if owners.dtype.kind == "S" else np.char.encode(owners.astype(str), "utf-8")
+        n_owners = np.ones(len(starts), dtype=np.int64)
+        joined: dict[int, bytes] = {}
+        if len(multi_rows):
+            sub = np.lexsort((owners[multi_rows], multi_group))
+            g_sorted, o_sorted = multi_group[sub], owners[multi_rows][sub]
+            new = np.ones(len(sub), dtype=bool)
+            new[1:] = (g_sorted[1:] != g_sorted[:-1]) | (o_sorted[1:] != o_sorted[:-1])
+            g_new, o_new = g_sorted[new], o_sorted[new]
+            bounds = np.flatnonzero(np.append(True, g_new[1:] != g_new[:-1]))
+            sizes = np.diff(np.append(bounds, len(g_new)))
+            n_owners[g_new[bounds]] = sizes
+            for b, size in zip(bounds[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+                joined[int(g_new[b])] = b";".join(o_new[b:b + size].tolist())
+        width = max([owners.dtype.itemsize] + [len(v) for v in joined.values()])
+        shared = owners[firsts].astype(f"S{max(width, 1)}")
+        if joined:
+            shared[np.fromiter(joined, dtype=np.intp, count=len(joined))] = list(joined.values())
+        result["n_shared"] = n_owners[by_appearance]
+        result["shared_by"] = shared[by_appearance]
 
     warnings: list[str] = []
-    if key != "dataURI" and "dataURI" in products.colnames:
+    if key != "dataURI" and "dataURI" in products.colnames and len(multi_rows):
         uris = np.asarray(products["dataURI"])
-        by_uri = order[np.lexsort((uris[order], group))]
-        sorted_uris = uris[by_uri]
-        new_uri = np.ones(len(order), dtype=bool)
-        new_uri[1:] = (sorted_uris[1:] != sorted_uris[:-1]) | first[1:]
-        n_uris = np.add.reduceat(new_uri, starts)
-        for g in np.flatnonzero(n_uris > 1):
-            warnings.append(f"{_text(sorted_keys[starts[g]])} is listed with {int(n_uris[g])} "
-                            f"different dataURIs; only {_text(uris[order[starts[g]]])} is kept")
+        differs = uris[multi_rows] != uris[firsts[multi_group]]
+        for g in np.unique(multi_group[differs]).tolist():
+            members = order[starts[g]:starts[g] + counts[g]]
+            n_uris = len(set(uris[members].tolist()))
+            warnings.append(f"{_text(keys[firsts[g]])} is listed with {n_uris} different dataURIs; "
+                            f"only {_text(uris[firsts[g]])} is kept")
     for message in warnings[:20]:
         log.warning("unique: %s", message)
     if len(warnings) > 20:
