@@ -617,8 +617,9 @@ class Transfer:
         Refuse to start when the destination lacks room for the bytes still to fetch.
     chunk_size : int
         Bytes per read/write/hash step (default 1 MiB).
-    sleep : callable
-        Used to wait between retries; injectable for tests.
+    sleep : callable, optional
+        Used to wait between retries; injectable for tests. By default the wait ends early when
+        the run is interrupted.
     """
 
     def __init__(
@@ -634,7 +635,7 @@ class Transfer:
         on_event: Callable[[Event], None] | None = None,
         check_space: bool = True,
         chunk_size: int = CHUNK,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         if workers < 1:
             raise UsageError("workers must be at least 1")
@@ -649,7 +650,8 @@ class Transfer:
         self.on_event = on_event
         self.check_space = check_space
         self.chunk_size = chunk_size
-        self._sleep = sleep
+        self._cancel = threading.Event()  # set when run() is interrupted (Ctrl-C)
+        self._sleep = sleep or self._cancel.wait
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
@@ -719,14 +721,24 @@ class Transfer:
         self._emit(Event("plan", total=len(unique), nbytes=to_fetch, skipped=len(done)))
         for result in done.values():
             self._emit(Event("skipped", result.key, total=result.size))
+        self._cancel.clear()
         try:
             if pending:
                 with ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-transfer") as pool, \
                         ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-sync") as helpers:
                     # one helper per worker: each stream has at most one flush pending
                     self._helpers = helpers
-                    for result in pool.map(lambda p: self._one(*p), pending):
-                        done[result.key] = result
+                    futures = [pool.submit(self._one, *p) for p in pending]
+                    try:
+                        for future in futures:
+                            result = future.result()
+                            done[result.key] = result
+                    except BaseException:
+                        # Ctrl-C (or a failing callback): stop between blocks rather than
+                        # finishing every download first; temporaries stay for the next run.
+                        self._cancel.set()
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
         finally:
             self._helpers = None
             with self._sessions_lock:
@@ -787,6 +799,8 @@ class Transfer:
     def _one(self, task: FileTask, row: LedgerRow | None, local: LocalState) -> FileResult:
         counters = _Counters()
         dest = Path(task.dest)
+        if self._cancel.is_set():  # interrupted before this file began: leave it untouched
+            return FileResult(task.key, dest, "failed", error=f"{task.key}: interrupted")
         try:
             return self._one_inner(task, row, local, counters)
         except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
@@ -849,6 +863,8 @@ class Transfer:
 
     def _wait_before_retry(self, task: FileTask, counters: _Counters, exc: _Retry) -> None:
         """Sleep per the policy, or raise _Fail when a budget is spent or the wait is absurd."""
+        if self._cancel.is_set():
+            raise _Fail(f"{exc.reason} (interrupted)")
         if not self.policy.should_retry(counters.attempts):
             raise _Fail(f"{exc.reason} (gave up after {counters.attempts} attempts)")
         if not self._budget.take():
@@ -939,6 +955,8 @@ class Transfer:
                 digest, have = _hash_file(part_path(dest), limit=start)
                 if have != start:
                     raise _Retry("temporary shorter than recorded", discard=True)
+            if self._cancel.is_set():
+                raise _Fail("interrupted")
             dest.parent.mkdir(parents=True, exist_ok=True)
             new_meta = PartMeta(size=total, etag=facts.etag, last_modified=facts.last_modified)
             _write_meta(dest, new_meta)
@@ -979,6 +997,8 @@ class Transfer:
                                      f"({type(exc).__name__})") from None
                     if not block:
                         break
+                    if self._cancel.is_set():
+                        raise _Fail(f"interrupted after {start + received} bytes")
                     hasher.update(block)
                     handle.write(block)
                     received += len(block)

@@ -94,3 +94,42 @@ def test_kill_9_then_rerun(sandbox, tmp_path: Path) -> None:
     for task in tasks:
         assert_complete(sandbox, task)  # exact bytes, no temporaries (the orphan included)
     assert not orphan.exists()
+
+
+def test_interrupt_stops_promptly_and_keeps_partials(sandbox, tmp_path: Path) -> None:
+    rows = [sandbox.catalog.add_product(JWST_1073_OBSID, productFilename=f"intr_{i}_cal.fits",
+                                        size=SIZE) for i in range(4)]
+    tasks = [FileTask(r["dataURI"], sandbox.download_url(r["dataURI"]),
+                      tmp_path / r["productFilename"], r["size"]) for r in rows]
+    sandbox.faults = Faults.parse(f"download.bandwidth={SIZE}")  # 1 s per file
+    seen = {"bytes": 0}
+
+    def ctrl_c(event) -> None:  # what a KeyboardInterrupt in the middle of a run looks like
+        if event.kind == "bytes":
+            seen["bytes"] += event.nbytes
+            if seen["bytes"] > SIZE // 4:
+                raise KeyboardInterrupt
+
+    start = time.monotonic()
+    with Ledger(tmp_path / "state") as ledger:
+        try:
+            Transfer(workers=2, ledger=ledger, on_event=ctrl_c).run(tasks)
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("the interrupt was swallowed")
+        assert time.monotonic() - start < 1.0  # not the 2 s the downloads would take
+        assert not any(t.dest.exists() for t in tasks)
+        partial = {t.key: part_path(t.dest).stat().st_size for t in tasks
+                   if part_path(t.dest).exists() and part_path(t.dest).stat().st_size}
+        assert partial
+
+        sandbox.faults = Faults.parse("")
+        rerun_start = time.time()
+        results = Transfer(policy=FAST, ledger=ledger).run(tasks)
+    assert all(r.status == "fetched" for r in results)
+    gets = [g for g in downloads(sandbox) if g.time >= rerun_start]
+    for key, have in partial.items():
+        assert [g.range for g in gets if g.uri == key] == [f"bytes={have}-"]
+    for task in tasks:
+        assert_complete(sandbox, task)
