@@ -43,7 +43,7 @@ import requests
 import urllib3
 
 from mastpipe.auth import redact
-from mastpipe.errors import IntegrityError, TransferError, UsageError
+from mastpipe.errors import AuthError, IntegrityError, TransferError, UsageError
 from mastpipe.ledger import DONE, Ledger, LedgerRow
 from mastpipe.paths import check_collisions, check_free_space
 from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
@@ -73,6 +73,7 @@ HASH_QUEUE = 4  # blocks a stream may read ahead of its hash
 SYNC_EVERY = 64 << 20  # flush large files as they grow (see Transfer._stream)
 MAX_REDIRECTS = 10
 _REDIRECTS = {301, 302, 303, 307, 308}
+_COOKIE_SAFE = re.compile(r"[!#-+\--:<-\[\]-~]+")  # RFC 6265 cookie-octet
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 # ---------------------------------------------------------------------------------------------
@@ -638,6 +639,11 @@ class Transfer:
     ) -> None:
         if workers < 1:
             raise UsageError("workers must be at least 1")
+        if token and not _COOKIE_SAFE.fullmatch(token):
+            # checked here, not left to requests: its header error would quote the token
+            raise AuthError("the MAST token contains characters a cookie cannot carry "
+                            "(whitespace, control characters, ';', ',', '\\' or '\"')",
+                            hint="copy the token again from https://auth.mast.stsci.edu/token")
         self.workers = workers
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
@@ -922,7 +928,8 @@ class Transfer:
                 headers["If-Range"] = meta.validator
         try:
             response = self._get(task, headers, counters)
-        except requests.exceptions.InvalidURL as exc:
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema) as exc:
             raise _Fail(f"invalid URL: {exc}") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise _Retry(f"{type(exc).__name__}: {exc}") from None
