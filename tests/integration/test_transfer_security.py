@@ -164,8 +164,8 @@ def test_planted_symlinks_at_temporary_names_are_not_followed(sandbox, tmp_path:
     assert task.dest.read_bytes() == sandbox.catalog.body(task.key) and not task.dest.is_symlink()
 
 
-@pytest.mark.parametrize("bad", ["tok en", "tok\nX-Evil: 1", "tok;other=1", "tök"])
+@pytest.mark.parametrize("bad", ["zq9 x7", "zq9\nX-Evil: 1", "zq9;other=1", "zq9ö"])
 def test_token_that_cannot_be_a_cookie_is_refused_without_echo(bad: str) -> None:
     with pytest.raises(AuthError) as info:
         Transfer(token=bad)
-    assert bad not in str(info.value) and "tok" not in str(info.value)
+    assert "zq9" not in str(info.value)
