@@ -198,6 +198,15 @@ class Range(_Model):
     max: _Bound = Field(None, description=(
         "Largest value kept (inclusive). On t_min, t_max and t_obs_release: an MJD or an ISO date (UTC)."))
 
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _a_real_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # true would silently be 1
+            raise ValueError(f"must be a number, not {_shown(value)}")
+        if isinstance(value, float) and value != value:
+            raise ValueError("must be a number, not .nan (nothing would match)")
+        return value
+
     @model_validator(mode="after")
     def _ordered(self) -> Range:
         if self.min is None and self.max is None:
