@@ -121,11 +121,67 @@ def write_table(path: Path, table: Table) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     if not stored.colnames:
         stored["_empty"] = np.zeros(0, dtype="i1")
-    stored.write(tmp, format="fits", overwrite=True)
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
+    if _fast_fits_ok(stored):
+        _write_fits_fast(tmp, stored)
+    else:
+        stored.write(tmp, format="fits", overwrite=True)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+_FITS_BLOCK = 2880
+
+
+def _fast_fits_ok(stored: Table) -> bool:
+    """Whether :func:`_write_fits_fast` handles every column (plain scalars of simple types)."""
+    for name in stored.colnames:
+        column = stored[name]
+        kind, shape = column.dtype.kind, column.shape[1:]
+        if shape or kind not in "Sifb" or (kind == "S" and column.dtype.itemsize == 0):
+            return False
+        if kind == "b" and np.any(getattr(column, "mask", False)):
+            return False
+    return True
+
+
+def _write_fits_fast(tmp: Path, stored: Table) -> None:
+    """Write ``stored`` as the same bytes astropy writes, without astropy's per-cell work.
+
+    astropy builds the header (column formats, TNULL of masked integer columns), so the file is
+    exactly what ``Table.write(format="fits")`` produces (the tests compare both byte for byte);
+    the rows are packed into one big-endian record array with masked cells filled as astropy
+    fills them (integers with the column's fill value, floats with NaN, text with ''), and
+    written in one call. Writing a million product rows takes under a second instead of ~5 s.
+    """
+    from astropy.io import fits
+
+    hdu = fits.table_to_hdu(stored[:0], character_as_bytes=True)
+    raw = hdu.data.dtype
+    on_disk = np.dtype([(name, raw.fields[name][0].newbyteorder(">") if raw.fields[name][0].kind in "iuf"
+                         else raw.fields[name][0]) for name in raw.names])
+    rows = np.empty(len(stored), dtype=on_disk)
+    for name in stored.colnames:
+        column = stored[name]
+        values = np.asarray(column)
+        mask = getattr(column, "mask", None)
+        if mask is not None and np.any(mask):
+            kind = values.dtype.kind
+            fill = np.nan if kind == "f" else (b"" if kind == "S" else column.fill_value)
+            values = np.where(mask, values.dtype.type(fill), values)
+        if values.dtype.kind == "b":
+            values = np.where(values, ord("T"), ord("F")).astype("i1")
+        rows[name] = values
+    header = hdu.header.copy()
+    header["NAXIS2"] = len(stored)
+    with open(tmp, "wb") as handle:
+        handle.write(fits.PrimaryHDU().header.tostring().encode("ascii"))
+        handle.write(header.tostring().encode("ascii"))
+        handle.write(memoryview(rows).cast("B"))
+        handle.write(b"\0" * (-rows.nbytes % _FITS_BLOCK))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def read_table(path: Path) -> Table:
