@@ -76,7 +76,8 @@ def validate(recipes: tuple[str, ...], quiet: bool) -> None:
 
 
 @main.command()
-def schema() -> None:
+@click.option("--markdown", is_flag=True, help="Print the recipe reference (docs/recipe.md) instead.")
+def schema(markdown: bool) -> None:
     """Print the JSON Schema of recipes, generated from mastpipe's models.
 
     schemas/recipe.schema.json in the repository is this output. Point your editor at it for
@@ -84,13 +85,17 @@ def schema() -> None:
 
         # yaml-language-server: $schema=../schemas/recipe.schema.json
 
+    With --markdown, print the recipe reference instead: every section and field with its type,
+    default, allowed values and description, and the filter's semantics (docs/recipe.md).
+
     Example:
 
         mastpipe schema > recipe.schema.json
+        mastpipe schema --markdown > docs/recipe.md
     """
-    from .schema import recipe_schema_text
+    from .schema import recipe_reference_markdown, recipe_schema_text
 
-    click.echo(recipe_schema_text(), nl=False)
+    click.echo(recipe_reference_markdown() if markdown else recipe_schema_text(), nl=False)
 
 
 def _setup_logging(quiet: bool, verbose: bool, json_lines: bool = False) -> None:
