@@ -25,7 +25,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from .errors import Problem, RecipeError
@@ -80,8 +81,19 @@ def _frozen(value: Any) -> Any:
     return value
 
 
+_NUMBERS = (int, float, Optional[int], Optional[float])
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic reads true as 1 for a number; in a recipe that is always a mistake."""
+        if isinstance(value, bool) and info.field_name and cls.model_fields[info.field_name].annotation in _NUMBERS:
+            raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
 
     @model_validator(mode="after")
     def _freeze(self) -> Any:
@@ -201,8 +213,6 @@ class Range(_Model):
     @field_validator("min", "max", mode="before")
     @classmethod
     def _a_real_number(cls, value: Any) -> Any:
-        if isinstance(value, bool):  # true would silently be 1
-            raise ValueError(f"must be a number, not {_shown(value)}")
         if isinstance(value, float) and value != value:
             raise ValueError("must be a number, not .nan (nothing would match)")
         return value
