@@ -15,7 +15,8 @@ A recipe is one YAML document with these sections, each named after the stage it
 Models are immutable and reject unknown keys. Loading goes through :mod:`mastpipe.yamlload`, so
 every error names the file, line, column and field, and says what to do. The field descriptions
 below are the reference users read: ``mastpipe schema`` turns them into the JSON Schema that
-editors show as hover text (``schemas/recipe.schema.json``).
+editors show as hover text (``schemas/recipe.schema.json``), and ``mastpipe schema --markdown``
+into ``docs/recipe.md``; changing one means regenerating both (tests fail until then).
 """
 
 from __future__ import annotations
