@@ -10,7 +10,7 @@
 The sandbox runs in a child process (as MAST is remote: the client under test must not share its
 CPU or GIL with the server) and logs requests to a JSONL file, which is how requests are counted.
 For the 1 GB file, dirty pages are flushed (``os.sync``) before each timed run, and the median of
-three alternating runs is kept. mastpipe hashes (sha256) and fsyncs what it writes; curl does
+five alternating runs is kept. mastpipe hashes (sha256) and fsyncs what it writes; curl does
 neither, so on a machine whose cores are busy elsewhere the hash is what separates them.
 
 Usage::
@@ -143,7 +143,7 @@ def bench_many(work: Path, n: int, skip_astroquery: bool) -> dict:
     return out
 
 
-def bench_big(work: Path, megabytes: int, rounds: int = 3) -> dict:
+def bench_big(work: Path, megabytes: int, rounds: int = 5) -> dict:
     size = megabytes * 1_000_000
     server = Server(work, "big", "", [("bench_big_cal.fits", size)])
     out: dict = {"bytes": size, "rounds": rounds}
