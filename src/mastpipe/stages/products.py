@@ -76,6 +76,14 @@ def fetch_batch(archive: Archive, batch: tuple[str, ...]) -> list[Table]:
         return fetch_batch(archive, batch[:half]) + fetch_batch(archive, batch[half:])
 
 
+def fetch_stacked(archive: Archive, batch: tuple[str, ...]) -> Table:
+    """One batch's products as one table (the halves of a split batch stacked)."""
+    from astropy.table import Table, vstack
+
+    tables = [t for t in fetch_batch(archive, batch) if len(t)]
+    return vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else (tables[0] if tables else Table())
+
+
 def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, store: BatchStore) -> Table:
     """Product lists for every observation, stacked in batch order (sorted obsids), whatever order
     the requests finish in: the same answers give the same table, so later stages are reused.
@@ -93,24 +101,28 @@ def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, 
             done[batch] = table
     if done:
         log.info("products: %d of %d batches already fetched", len(done), len(todo))
-    with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="products") as pool:
-        pending: dict[Future[list[Table]], tuple[str, ...]] = {}
+    # Requests run in `in_flight` threads; finished batches are written by a thread of their own,
+    # so a request slot is never held up by a disk write.
+    with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="products") as pool, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="products-save") as writer:
+        pending: dict[Future[Table], tuple[str, ...]] = {}
+        saving: list[Future[None]] = []
         queue = list(missing)
         try:
             while queue or pending:
                 while queue and len(pending) < in_flight:
                     batch = queue.pop(0)
-                    pending[pool.submit(fetch_batch, archive, batch)] = batch
+                    pending[pool.submit(fetch_stacked, archive, batch)] = batch
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     batch = pending.pop(future)
-                    tables = [t for t in future.result() if len(t)]
-                    table = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else (tables[0] if tables else Table())
-                    store.save(batch, table)
-                    done[batch] = table
+                    done[batch] = future.result()
+                    saving.append(writer.submit(store.save, batch, done[batch]))
         finally:
             for future in pending:  # a failed batch stops the stage: do not start the queued ones
                 future.cancel()
+            for saved in saving:  # finished batches are kept even when another one failed
+                saved.result()
     tables = [done[batch] for batch in todo if len(done[batch])]
     if not tables:
         return Table()
