@@ -63,7 +63,9 @@ __all__ = [
     "decide",
     "judge",
     "meta_path",
+    "parse_content_range",
     "part_path",
+    "stale_temporaries",
 ]
 
 log = logging.getLogger(__name__)
