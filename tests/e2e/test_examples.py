@@ -1,6 +1,6 @@
 """The CI examples in examples/ run as written: every `mastpipe` command of each workflow, against
-the sandbox, in a copy of the repository's recipes; then a second scheduled run, starting from
-exactly what the workflow caches, downloads nothing.
+the sandbox, in a copy of the repository's recipes; then, after MAST gains an observation, a second
+scheduled run starting from exactly what the workflow caches downloads only the new file.
 
 Only CI plumbing is skipped: steps that use an action (checkout, setup-python, cache, upload) and
 `pip install` lines. Everything else in a `run:` / `script:` entry runs in bash, with the
@@ -184,14 +184,20 @@ def _two_scheduled_runs(tmp_path: Path, make: Callable[[Path, str], Workflow]) -
         assert all(r.status in (200, 206) for r in downloads)
         _check_artifacts(workflow.artifact_paths, first)
 
-        # The next scheduled run: a fresh checkout plus exactly what the workflow caches.
+        # MAST gains an observation, then the next scheduled run starts: a fresh checkout plus
+        # exactly what the workflow caches. It must fetch the new observation's file, and only it.
+        new = sb.catalog.add_observation(n_products=2)
+        wanted = [p["dataURI"] for p in sb.catalog.products(new["obsid"]) if p["productSubGroupDescription"] == "UNCAL"]
+        assert len(wanted) == 1
         sb.log.clear()
         second = _fresh_checkout(tmp_path, "run2")
         _restore_cache(workflow.cache_paths, first, second)
         again = make(second, sb.url)
         assert run_steps(again, second) == ran
-        assert [r for r in sb.log.records() if r.endpoint == "download"] == [], \
-            "the second run downloaded files again: the cache misses part of the state"
+        assert [r for r in sb.log.records() if r.endpoint == "query"], \
+            "the second run did not ask MAST again: a scheduled rerun would never see new data"
+        fetched = sorted({r.uri for r in sb.log.records() if r.endpoint == "download"})
+        assert fetched == wanted, "the second run should fetch the new file only (the cache misses part of the state?)"
         _check_artifacts(again.artifact_paths, second)
     return ran, workflow
 
