@@ -406,7 +406,7 @@ def test_collision_refused_before_any_request(sandbox, tmp_path: Path) -> None:
 
 
 def test_bounded_parallelism(sandbox_factory, tmp_path: Path) -> None:
-    sb = sandbox_factory(faults="download.latency=0.2")
+    sb = sandbox_factory(faults="download.latency=0.3")
     rows = public_rows(sb, 8)
     in_flight, peak = [0], [0]
 
@@ -422,7 +422,7 @@ def test_bounded_parallelism(sandbox_factory, tmp_path: Path) -> None:
     elapsed = time.monotonic() - start
     assert all(r.status == "fetched" for r in results)
     assert peak[0] == 4
-    assert 0.4 <= elapsed < 1.5  # two waves of 0.2 s, not eight (1.6 s)
+    assert 0.6 <= elapsed < 2.0  # two waves of 0.3 s, not eight (2.4 s)
 
 
 def test_free_space_checked_before_any_request(sandbox, tmp_path: Path) -> None:
@@ -469,7 +469,7 @@ def test_rerun_over_thousands_of_files_is_fast_and_silent(sandbox_factory, tmp_p
         results = Transfer(ledger=ledger).run(tasks)
         elapsed = time.perf_counter() - start
     assert {r.status for r in results} == {"skipped"} and sb.log.records() == []
-    assert elapsed < 1.0, elapsed  # 10,000 in < 2 s is the benchmark's target
+    assert elapsed < 2.0, elapsed  # typically ~0.1 s; the benchmark times 10,000
 
 
 def test_timeouts_are_retried_then_fail_clearly(sandbox, tmp_path: Path) -> None:
@@ -478,7 +478,7 @@ def test_timeouts_are_retried_then_fail_clearly(sandbox, tmp_path: Path) -> None
     policy = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.001)
     start = time.monotonic()
     [result] = Transfer(policy=policy, timeout=0.2).run([task_for(sandbox, row, tmp_path)])
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 1.8  # two 0.2 s timeouts, not two 1 s waits
     assert result.status == "failed" and result.attempts == 2 and "Timeout" in result.error
 
 
