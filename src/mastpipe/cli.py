@@ -362,6 +362,8 @@ def init_command(collection: str, programs: tuple[str, ...], instruments: tuple[
         mastpipe init --collection JWST --program 1073 --instrument NIRCam --filters F277W \\
             --product uncal --output pipelines/jwst-1073.yaml
     """
+    import os
+
     from .init import schema_path_for, starting_recipe, write_new_recipe
 
     to_stdout = output == "-"
@@ -376,6 +378,10 @@ def init_command(collection: str, programs: tuple[str, ...], instruments: tuple[
     except MastpipeError as error:
         _fail(error)
     click.echo(f"wrote {written}; next: mastpipe validate {written} && mastpipe run {written} --sandbox", err=True)
+    schema_file = written.parent / schema_path_for(written)
+    if not schema_file.is_file():
+        click.echo(f"note: for editor completion, write the schema its first line names: "
+                   f"mastpipe schema > {os.path.normpath(schema_file)}", err=True)
 
 
 @main.group()

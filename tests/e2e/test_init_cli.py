@@ -87,3 +87,18 @@ def test_bad_options_exit_2_with_a_clear_message(workdir: Path, cli, options: li
     assert "Traceback" not in result.stdout + result.stderr
     assert message in result.stderr
     assert result.stdout == ""
+
+
+def test_without_a_schema_nearby_it_says_how_to_write_one(tmp_path: Path, cli) -> None:
+    result = cli("init", "--collection", "TESS", "--product", "lc", "-o", "recipes/tess.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "note: for editor completion, write the schema its first line names: " \
+           "mastpipe schema > schemas/recipe.schema.json" in result.stderr
+    # following the note makes the first line point at a real file
+    schema = cli("schema", cwd=tmp_path)
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas/recipe.schema.json").write_text(schema.stdout)
+    line = (tmp_path / "recipes/tess.yaml").read_text().splitlines()[0]
+    assert (tmp_path / "recipes" / line.split("$schema=", 1)[1]).resolve().is_file()
+    again = cli("init", "--collection", "TESS", "-o", "recipes/other.yaml", cwd=tmp_path)
+    assert again.returncode == 0 and "note:" not in again.stderr
