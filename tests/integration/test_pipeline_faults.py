@@ -198,3 +198,37 @@ def test_query_paging(sandbox_factory, tmp_path, expected):
     result = _pipeline(sb, tmp_path, recipe(extra=", page_size: 2")).run(until="filter")
     assert _rows(result.tables["query"]) == _rows(expected["query"])
     assert _rows(result.tables["filter"]) == _rows(expected["filter"])
+
+
+def _scale_observations(archive):
+    return archive.query({"obs_collection": "JWST", "proposal_id": "9999"})
+
+
+def test_product_lists_cut_at_the_row_cap_are_split(sandbox_factory, tmp_path):
+    from mastpipe.archive import Archive
+    from mastpipe.stages import products
+    from mastpipe.state import read_table, write_table
+
+    sb = sandbox_factory(seed=0, scale=(6, 20), faults="products.row_cap=30")
+    archive = Archive(sb.url, timeout=5)
+    observations = _scale_observations(archive)
+    store = products.BatchStore(tmp_path / "parts", write_table, read_table)
+    table = products.run(observations, archive, 4, 2, store, row_cap=30)
+    assert len(table) == 6 * 20
+    expected = sorted(p["productFilename"] for o in observations["obsid"] for p in sb.catalog.products(str(o)))
+    assert sorted(_text(table["productFilename"])) == expected
+    sizes = sorted(len(r.obsids) for r in _product_requests(sb))
+    # 4 (80 rows, cut to 30) -> 2+2 (40 each, cut) -> 1+1+1+1; the batch of 2 -> 1+1
+    assert sizes == [1] * 6 + [2, 2, 2, 4]
+
+
+def test_one_observation_at_the_row_cap_fails_loudly(sandbox_factory, tmp_path):
+    from mastpipe.archive import Archive
+    from mastpipe.stages import products
+    from mastpipe.state import read_table, write_table
+
+    sb = sandbox_factory(seed=0, scale=(2, 40), faults="products.row_cap=30")
+    archive = Archive(sb.url, timeout=5)
+    store = products.BatchStore(tmp_path / "parts", write_table, read_table)
+    with pytest.raises(TruncatedResultError, match="30 products"):
+        products.run(_scale_observations(archive), archive, 1, 1, store, row_cap=30)

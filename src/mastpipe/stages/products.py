@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..archive import TimedOut
+from ..errors import TruncatedResultError
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -64,19 +65,33 @@ class BatchStore:
         self._write(self.path(batch), table)
 
 
-def fetch_batch(archive: Archive, batch: tuple[str, ...]) -> list[Table]:
-    """One batch's products; on a timeout the batch is halved and each half tried again."""
+#: MAST silently cuts a result at this many rows; a product list this long may be cut.
+ROW_CAP = 50_000
+
+
+def fetch_batch(archive: Archive, batch: tuple[str, ...], row_cap: int = ROW_CAP) -> list[Table]:
+    """One batch's products; a batch that times out, or whose answer reaches MAST's row cap (and
+    so may have been cut), is halved and each half tried again. One observation whose product
+    list reaches the cap fails loudly rather than passing a cut list off as complete."""
     try:
-        return [archive.products(list(batch))]
+        table = archive.products(list(batch))
     except TimedOut:
         if len(batch) == 1:
             raise
-        half = len(batch) // 2
         log.warning("products: batch of %d timed out; splitting it in two", len(batch))
-        return fetch_batch(archive, batch[:half]) + fetch_batch(archive, batch[half:])
+    else:
+        if len(table) < row_cap:
+            return [table]
+        if len(batch) == 1:
+            raise TruncatedResultError(
+                f"products: MAST returned {len(table)} products for observation {batch[0]}, its row cap; "
+                "the list may be cut", hint="report this observation; mastpipe cannot split one observation's list")
+        log.warning("products: batch of %d returned %d rows, MAST's row cap; splitting it in two", len(batch), len(table))
+    half = len(batch) // 2
+    return fetch_batch(archive, batch[:half], row_cap) + fetch_batch(archive, batch[half:], row_cap)
 
 
-def fetch_stacked(archive: Archive, batch: tuple[str, ...]) -> Table:
+def fetch_stacked(archive: Archive, batch: tuple[str, ...], row_cap: int = ROW_CAP) -> Table:
     """One batch's products as one table (the halves of a split batch stacked), in the form
     checkpoints store: text as UTF-8 bytes, a quarter of the memory of astroquery's str columns,
     which is what keeps a run over a million product rows well under 2 GB."""
@@ -84,12 +99,13 @@ def fetch_stacked(archive: Archive, batch: tuple[str, ...]) -> Table:
 
     from ..state import as_stored
 
-    tables = [t for t in fetch_batch(archive, batch) if len(t)]
+    tables = [t for t in fetch_batch(archive, batch, row_cap) if len(t)]
     table = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else (tables[0] if tables else Table())
     return as_stored(table)
 
 
-def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, store: BatchStore) -> Table:
+def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, store: BatchStore,
+        row_cap: int = ROW_CAP) -> Table:
     """Product lists for every observation, stacked in batch order (sorted obsids), whatever order
     the requests finish in: the same answers give the same table, so later stages are reused.
     Batches already on disk are not refetched."""
@@ -117,7 +133,7 @@ def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, 
             while queue or pending:
                 while queue and len(pending) < in_flight:
                     batch = queue.pop(0)
-                    pending[pool.submit(fetch_stacked, archive, batch)] = batch
+                    pending[pool.submit(fetch_stacked, archive, batch, row_cap)] = batch
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     batch = pending.pop(future)
