@@ -182,6 +182,7 @@ class Kind(enum.Enum):
     RESUME = "resume"  # GET with Range: bytes=offset- (and If-Range)
     RESTART = "restart"  # the temporary is unusable: delete it, then GET from zero
     FETCH = "fetch"  # nothing usable on disk: GET from zero
+    KEEP_FOREIGN = "keep-foreign"  # overwrite="never" and another file is in the way: fail it
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,10 @@ class LocalState:
         Contents of the temporary's metadata file; None when absent or unreadable.
     verify : bool
         The user asked to re-hash completed files.
+    overwrite : {"changed", "never", "always"}
+        What to do with a file found under the final name that the ledger does not record as
+        done: keep it when its size matches and replace it otherwise (``changed``), keep it
+        when its size matches and fail otherwise (``never``), or replace it (``always``).
     """
 
     final_size: int | None = None
@@ -243,6 +248,7 @@ class LocalState:
     part_size: int | None = None
     part_meta: PartMeta | None = None
     verify: bool = False
+    overwrite: str = "changed"
 
 
 @dataclass(frozen=True)
@@ -269,7 +275,9 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
 
         1. a final file that the ledger records as done, with the recorded (and expected) size:
            ``SKIP_DONE`` (``VERIFY_DONE`` when verifying);
-        2. a final file with no done row whose size equals the expected size: ``ADOPT``;
+        2. a final file with no done row whose size equals the expected size: ``ADOPT``
+           (unless ``overwrite`` is ``always``); any other such file with ``overwrite`` ``never``:
+           ``KEEP_FOREIGN``;
         3. otherwise the final file is not trusted (it will be replaced atomically) and the
            temporary decides: none -> ``FETCH``; no metadata, a different expected size (the
            remote changed), longer than the remote, or empty -> ``RESTART``; exactly as long as
@@ -285,8 +293,12 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
         ):
             kind = Kind.VERIFY_DONE if local.verify else Kind.SKIP_DONE
             return Action(kind, reason="recorded as done and size on disk matches")
-        if local.ledger_status != DONE and expected is not None and local.final_size == expected:
+        foreign = local.ledger_status != DONE
+        if foreign and local.overwrite != "always" and expected is not None and local.final_size == expected:
             return Action(Kind.ADOPT, reason="complete file already present, not in the ledger")
+        if foreign and local.overwrite == "never":
+            return Action(Kind.KEEP_FOREIGN, reason=f"a different file ({local.final_size} bytes, expected "
+                                                    f"{expected}) is already there and overwrite is 'never'")
     if local.part_size is None:
         if local.final_size is not None:
             return Action(Kind.FETCH, reason=f"file on disk has {local.final_size} bytes, "
@@ -620,6 +632,8 @@ class Transfer:
         Called with each :class:`Event`, from worker threads (must be thread-safe and fast).
     check_space : bool
         Refuse to start when the destination lacks room for the bytes still to fetch.
+    overwrite : {"changed", "never", "always"}
+        Files found under their final name without a ledger record (see :class:`LocalState`).
     chunk_size : int
         Largest read/write/hash step (default 256 KiB, see ``CHUNK``).
     sleep : callable, optional
@@ -639,6 +653,7 @@ class Transfer:
         verify: bool = False,
         on_event: Callable[[Event], None] | None = None,
         check_space: bool = True,
+        overwrite: str = "changed",
         chunk_size: int = CHUNK,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
@@ -659,6 +674,9 @@ class Transfer:
         self.verify = verify
         self.on_event = on_event
         self.check_space = check_space
+        if overwrite not in ("changed", "never", "always"):
+            raise UsageError(f"overwrite must be changed, never or always, not {overwrite!r}")
+        self.overwrite = overwrite
         self.chunk_size = chunk_size
         self._cancel = threading.Event()  # set when run() is interrupted (Ctrl-C)
         self._sleep = sleep or self._cancel.wait
@@ -771,6 +789,7 @@ class Transfer:
             part_size=part,
             part_meta=_read_meta(Path(dest)) if part is not None else None,
             verify=self.verify,
+            overwrite=self.overwrite,
         )
 
     def _remove_stale(self, tasks: Iterable[FileTask]) -> None:
@@ -844,6 +863,8 @@ class Transfer:
                 log.warning("%s: %s has sha256 %s, expected %s: fetching it again",
                             task.key, dest, sha, wanted)
                 ignore_final = True
+            elif action.kind is Kind.KEEP_FOREIGN:
+                raise _Fail(f"{action.reason}: {dest}")
             elif action.kind is Kind.FINISH_VERIFY:
                 digest, size = _hash_file(part_path(dest))
                 try:

@@ -177,7 +177,7 @@ def _download(tasks: list[FileTask], settings: Retrieve, state_dir: Path, mast_u
     with Ledger(state_dir / "ledger.sqlite") as ledger:
         engine = Transfer(workers=settings.in_flight, timeout=min(timeout, 300.0), policy=policy,
                           token=token if protected and not refused else None, token_hosts=(host,),
-                          ledger=ledger, verify=verify, on_event=on_event)
+                          ledger=ledger, verify=verify, on_event=on_event, overwrite=settings.overwrite)
         results = engine.run(fetchable)
     by_key = {r.key: r for r in results}
     for task in refused:
