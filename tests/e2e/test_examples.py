@@ -76,7 +76,7 @@ def _github_expression(text: str, context: dict[str, dict[str, str]], workdir: P
 def github_workflow(path: Path, workdir: Path, variables: dict[str, str], secrets: dict[str, str]) -> Workflow:
     data = yaml.safe_load(path.read_text())
     context: dict[str, dict[str, str]] = {"vars": variables, "secrets": secrets,
-                                          "github": {"run_id": "4242", "ref": "refs/heads/main"}, "env": {}}
+                                          "github": {"run_id": "4242", "run_attempt": "1", "ref": "refs/heads/main"}, "env": {}}
     env = {k: _github_expression(str(v), context, workdir) for k, v in (data.get("env") or {}).items()}
     context["env"] = env
     ((_, job),) = data["jobs"].items()
@@ -215,6 +215,7 @@ def test_github_actions_example_runs_as_written(tmp_path: Path) -> None:
     # the cache key is the recipe's hash (plus the run, so that every run saves a new entry)
     recipe_hash = hashlib.sha256((REPO / "pipelines/jwst-1073-nircam-uncal.yaml").read_bytes()).hexdigest()
     assert all(recipe_hash in key for key in workflow.extra["keys"])
+    assert len(workflow.extra["keys"]) == 2 and len(set(workflow.extra["keys"])) == 1, "restore and save keys differ"
     assert ".mastpipe" in workflow.cache_paths
     # the token comes from the repository's secrets, and only into the step that needs it
     run_step = next(s for s in job["steps"] if "mastpipe run" in s.get("run", ""))
