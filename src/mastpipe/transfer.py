@@ -56,6 +56,7 @@ __all__ = [
     "Kind",
     "LocalState",
     "PartMeta",
+    "Plan",
     "RemoteFacts",
     "ResponseFacts",
     "Transfer",
@@ -148,6 +149,31 @@ class FileResult:
     attempts: int = 0
     http_requests: int = 0
     error: str | None = None
+
+
+@dataclass
+class Plan:
+    """What :meth:`Transfer.plan` decided before any request.
+
+    Attributes
+    ----------
+    tasks : list of FileTask
+        The tasks, one per key, in the order first given.
+    done : dict
+        key -> :class:`FileResult` (``skipped``) for files needing no request at all.
+    pending : list of tuple
+        ``(task, ledger row or None, LocalState)`` for every other file.
+    to_fetch : int
+        Bytes still to download, when sizes are known.
+    retry_budget : int
+        Retries allowed across the run.
+    """
+
+    tasks: list[FileTask]
+    done: dict[str, FileResult]
+    pending: list[tuple[FileTask, LedgerRow | None, LocalState]]
+    to_fetch: int
+    retry_budget: int
 
 
 @dataclass(frozen=True)
@@ -716,6 +742,57 @@ class Transfer:
         StateError
             When the ledger cannot be read or written.
         """
+        plan = self.plan(tasks)
+        done = plan.done
+        pending = plan.pending
+        self._cancel.clear()
+        try:
+            if pending:
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-transfer") as pool, \
+                        ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-sync") as helpers:
+                    # one helper per worker: each stream has at most one flush pending
+                    self._helpers = helpers
+                    futures = [pool.submit(self._one, *p) for p in pending]
+                    try:
+                        for future in futures:
+                            result = future.result()
+                            done[result.key] = result
+                    except BaseException:
+                        # Ctrl-C (or a failing callback): stop between blocks rather than
+                        # finishing every download first; temporaries stay for the next run.
+                        self._cancel.set()
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
+        finally:
+            self._helpers = None
+            with self._sessions_lock:
+                for session in self._sessions:
+                    session.close()
+                self._sessions.clear()
+        return [done[task.key] for task in tasks]
+
+    def plan(self, tasks: Sequence[FileTask]) -> Plan:
+        """Decide, before any request, what every file needs: the first half of :meth:`run`.
+
+        Reads the ledger once, runs :func:`decide` on each file, removes stale temporaries,
+        checks free space, resets the run's retry budget and emits the ``plan`` event and one
+        ``skipped`` event per file needing nothing. An executor that places the downloads itself
+        (:mod:`mastpipe.distributed`) calls this in its driver, then :meth:`fetch_one` elsewhere
+        for each pending file, so both executors decide exactly alike.
+
+        Parameters
+        ----------
+        tasks : sequence of FileTask
+
+        Returns
+        -------
+        Plan
+
+        Raises
+        ------
+        UnsafePathError, UsageError, TransferError, StateError
+            As :meth:`run`.
+        """
         unique: dict[str, FileTask] = {}
         for task in tasks:
             seen = unique.setdefault(task.key, task)
@@ -749,31 +826,48 @@ class Transfer:
         self._emit(Event("plan", total=len(unique), nbytes=to_fetch, skipped=len(done)))
         for result in done.values():
             self._emit(Event("skipped", result.key, total=result.size))
+        return Plan(list(unique.values()), done, pending, to_fetch, self._budget.left)
+
+    def fetch_one(self, task: FileTask, row: LedgerRow | None = None) -> FileResult:
+        """Fetch one file now, in the calling thread: the per-file half of :meth:`run`.
+
+        The same path as a file of :meth:`run` (decide from the disk and ``row``, resume with
+        ``Range``, verify, fsync, rename, record in the ledger if there is one, emit events),
+        without run's planning: no sweep of stale temporaries (other files of the directory
+        may be in flight on other machines), no free-space check, no ``plan`` event. It is
+        what a Dask worker runs for each file (:mod:`mastpipe.distributed`). One call at a
+        time per instance.
+
+        Parameters
+        ----------
+        task : FileTask
+        row : LedgerRow, optional
+            The ledger's row for the file, read by the caller (the ledger may live elsewhere).
+
+        Returns
+        -------
+        FileResult
+            Never raises for a failed download: the result says ``failed`` and why.
+
+        Notes
+        -----
+        The retry budget is ``run_retry_budget`` for this one file (default: the policy's
+        ``max_attempts`` alone bounds the retries); the caller shares a run-wide budget out.
+        """
+        self._budget = _Budget(self.run_retry_budget if self.run_retry_budget is not None
+                               else self.policy.max_attempts)
         self._cancel.clear()
         try:
-            if pending:
-                with ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-transfer") as pool, \
-                        ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-sync") as helpers:
-                    # one helper per worker: each stream has at most one flush pending
-                    self._helpers = helpers
-                    futures = [pool.submit(self._one, *p) for p in pending]
-                    try:
-                        for future in futures:
-                            result = future.result()
-                            done[result.key] = result
-                    except BaseException:
-                        # Ctrl-C (or a failing callback): stop between blocks rather than
-                        # finishing every download first; temporaries stay for the next run.
-                        self._cancel.set()
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        raise
+            with ThreadPoolExecutor(1, thread_name_prefix="mastpipe-sync") as helpers:
+                self._helpers = helpers
+                return self._one(task, row, self._local_state(task, row))
         finally:
             self._helpers = None
             with self._sessions_lock:
                 for session in self._sessions:
                     session.close()
                 self._sessions.clear()
-        return [done[task.key] for task in tasks]
+            self._local = threading.local()
 
     # -- planning helpers -----------------------------------------------------------------------
 
