@@ -308,8 +308,9 @@ class Mast(_Model):
     timeout: float = Field(600.0, gt=0, le=3600, description="Seconds to wait for one request before retrying it.")
     page_size: int = Field(50_000, ge=1, le=50_000, description="Rows per page of query results (MAST's maximum is 50000).")
     max_in_flight: int = Field(4, ge=1, le=16, description=(
-        "Most requests to MAST in flight at once, across all stages. Keep it small: a client that "
-        "overloaded MAST was withdrawn."))
+        "Most requests to MAST's search API (queries and product lists) in flight at once. Keep it "
+        "small: a parallel client once overloaded MAST and was withdrawn. Downloads have their own "
+        "limit, retrieve.in_flight."))
     retries: int = Field(5, ge=0, le=50, description="Retries per request after timeouts, connection errors, 429 and 5xx.")
     retry_after_cap: float = Field(300.0, ge=0, le=86_400, description=(
         "Longest Retry-After (seconds) honoured; a server asking for more fails the request at once."))
