@@ -111,9 +111,10 @@ def product_filter(table, prodList, gs_omit=True):
         mask[r.index] = mk
     return mask
 
-# The recipe's prodList, then the column filter the tutorial hands to download_products.
-selected = files[product_filter(files, ['_uncal.fits'])]
-selected = Observations.filter_products(selected, productSubGroupDescription='UNCAL')
+# What the tutorial downloads: download_products(files, productSubGroupDescription='UNCAL')
+# applies exactly this filter (product_filter is defined there but not used for the download).
+selected = Observations.filter_products(files, productSubGroupDescription='UNCAL')
+assert len(selected[product_filter(selected, ['_uncal'], gs_omit=False)]) == len(selected)
 print("REPORT " + json.dumps({
     "files": sorted(str(x) for x in files["productFilename"]),
     "selected": [[str(r["productFilename"]), str(r["dataURI"]), int(r["size"])] for r in selected],

@@ -201,7 +201,7 @@ CORPUS: list[Bad] = [
          "  hint: batch_size: observations per product-list request"),
     _bad("type-above-maximum", BASE + "mast:\n  max_in_flight: 64\n",
          "{f}:8:18: mast.max_in_flight: must be at most 16, not 64",
-         "  hint: max_in_flight: most requests to MAST in flight at once, across all stages"),
+         "  hint: max_in_flight: most requests to MAST's search API (queries and product lists) in flight at once"),
     _bad("type-true-for-a-number", BASE + "products:\n  batch_size: true\n",
          "{f}:8:15: products.batch_size: must be a number, not true",
          "  hint: batch_size: observations per product-list request"),
