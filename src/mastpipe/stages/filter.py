@@ -44,45 +44,78 @@ def _like(values: np.ndarray, text: str) -> Any:
 
 
 def _contains_any(names: np.ndarray, needles: list[str]) -> np.ndarray:
-    mask = np.zeros(len(names), dtype=bool)
+    """Whether each name contains any needle; each needle is only looked for in the names no
+    earlier needle was found in."""
+    found = np.zeros(len(names), dtype=bool)
+    rest = np.arange(len(names))
     for needle in needles:
-        mask |= np.strings.find(names, _like(names, needle)) >= 0
-    return mask
+        if not len(rest):
+            break
+        hit = np.strings.find(names if len(rest) == len(names) else names[rest], _like(names, needle)) >= 0
+        found[rest[hit]] = True
+        rest = rest[~hit]
+    return found
 
 
 def keep_mask(table: Table, rules: Filter) -> np.ndarray:
-    """Boolean mask of the products that ``rules`` keep (see the module docstring)."""
-    mask = np.ones(len(table), dtype=bool)
-    if len(table) == 0:
-        return mask
+    """Boolean mask of the products that ``rules`` keep (see the module docstring).
+
+    Rules are applied one after the other to the rows still kept, so later rules look at fewer
+    rows; every rule is a vectorised test over a column.
+    """
+    n = len(table)
+    mask = np.zeros(n, dtype=bool)
+    if n == 0:
+        return np.ones(0, dtype=bool)
     names = _text_column(table, "productFilename")
-    if rules.contains:
-        mask &= _contains_any(names, rules.contains)
-    guide = np.strings.find(names, _like(names, GUIDE_STAR_MARK)) >= 0
-    if rules.guide_stars == "omit":
-        mask &= ~guide
-    elif rules.guide_stars == "only":
-        mask &= guide
-    if rules.endswith:
-        ends = np.zeros(len(table), dtype=bool)
-        for suffix in rules.endswith:
-            ends |= np.strings.endswith(names, _like(names, suffix))
-        mask &= ends
-    if rules.exclude:
-        mask &= ~_contains_any(names, rules.exclude)
     if rules.mrp_only:
         groups = _text_column(table, "productGroupDescription")
-        mask &= groups == _like(groups, MRP)
+    for name in rules.columns:  # a missing column is an error whatever the other rules keep
+        if name not in table.colnames:
+            _text_column(table, name)
+    rows = np.arange(n)
+
+    def narrow(test: Any) -> None:
+        nonlocal rows
+        if len(rows):
+            rows = rows[test(rows)]
+
+    def in_rows(values: np.ndarray) -> np.ndarray:
+        return values if len(rows) == n else values[rows]
+
+    if rules.contains:
+        narrow(lambda r: _contains_any(in_rows(names), rules.contains))
+    if rules.guide_stars != "keep":
+        only = rules.guide_stars == "only"
+        narrow(lambda r: (np.strings.find(in_rows(names), _like(names, GUIDE_STAR_MARK)) >= 0) == only)
+    if rules.endswith:
+        def ends(r: np.ndarray) -> np.ndarray:
+            subset, hit = in_rows(names), np.zeros(len(r), dtype=bool)
+            for suffix in rules.endswith:
+                hit |= np.strings.endswith(subset, _like(subset, suffix))
+            return hit
+        narrow(ends)
+    if rules.exclude:
+        narrow(lambda r: ~_contains_any(in_rows(names), rules.exclude))
+    if rules.mrp_only:
+        narrow(lambda r: in_rows(groups) == _like(groups, MRP))
     for name, match in rules.columns.items():
-        mask &= _column_mask(table, name, match)
+        narrow(lambda r, name=name, match=match: _column_mask(table, name, match, r if len(r) < n else None))
+    mask[rows] = True
     return mask
 
 
-def _column_mask(table: Table, name: str, match: Any) -> np.ndarray:
+def _column_mask(table: Table, name: str, match: Any, rows: np.ndarray | None = None) -> np.ndarray:
+    """Whether each row (of ``rows``, or of the table) matches one ``columns`` rule."""
     if name not in table.colnames:
         raise MastpipeError(f"filter: the product lists have no column {name!r}",
                             hint=f"columns present: {', '.join(table.colnames)}")
-    column = np.asarray(table[name])
+    column = table[name] if rows is None else table[name][rows]
+    if rows is not None:
+        from astropy.table import Table as _Table
+
+        table = _Table({name: column}, copy=False)
+    column = np.asarray(column)
     numeric = column.dtype.kind in "iuf"
     if isinstance(match, Range):
         values = column.astype(float)
