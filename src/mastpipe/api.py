@@ -48,7 +48,8 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
         until: str = "retrieve", from_stage: str | None = None, refresh: bool = False, verify: bool = False,
         token: str | None = None, on_event: Callable[[Any], None] | None = None, server_id: str | None = None,
         report: str | os.PathLike[str] | None = None, summary: str | os.PathLike[str] | None = None,
-        environ: dict[str, str] | None = None) -> RunOutcome:
+        environ: dict[str, str] | None = None, executor: str | None = None,
+        scheduler: str | None = None) -> RunOutcome:
     """Run a recipe: the stages up to ``until``, then write the run report and history.
 
     Parameters
@@ -69,6 +70,10 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
         MAST token for exclusive-access files (default: ``MAST_API_TOKEN`` or the keyring).
     on_event : callable, optional
         Receives transfer progress events (:class:`mastpipe.transfer.Event`).
+    executor : {"threads", "dask"}, optional
+        Where downloads run, instead of the recipe's ``retrieve.executor``.
+    scheduler : str, optional
+        Dask scheduler address (``tcp://host:8786``) or ``local``; implies ``executor="dask"``.
     report, summary : path-like, optional
         Also write the JSON report / Markdown summary there. The JSON report is always written
         to ``<state dir>/reports/``; the summary is appended to ``$GITHUB_STEP_SUMMARY`` when set.
@@ -89,6 +94,7 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
     env = dict(os.environ) if environ is None else environ
     pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir, refresh=refresh, environ=env,
                         server_id=server_id)
+    pipeline.recipe.retrieve.executor.override(executor, scheduler)  # a bad --scheduler fails before any stage
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     recipe_fp = fingerprint(pipeline.recipe.model_dump(mode="json"))
     started = time.time()
@@ -97,7 +103,8 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
         token = discover_token(env)
     try:
         result = pipeline.run(until=until, from_stage=from_stage,
-                              retrieve=lambda p, table: p.retrieve(table, verify=verify, token=token, on_event=on_event))
+                              retrieve=lambda p, table: p.retrieve(table, verify=verify, token=token, on_event=on_event,
+                                                                   executor=executor, scheduler=scheduler))
     except LockError:
         raise
     except MastpipeError as error:

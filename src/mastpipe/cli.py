@@ -170,9 +170,14 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Write a Markdown summary here (appended to $GITHUB_STEP_SUMMARY automatically when set).")
 @click.option("--json", "json_events", is_flag=True, help="Print one JSON event per line on stdout, for scripts.")
+@click.option("--executor", type=click.Choice(["threads", "dask"]),
+              help="Where downloads run, instead of the recipe's retrieve.executor (dask needs mastpipe[dask]).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Dask scheduler, e.g. tcp://host:8786, or 'local' for worker processes on this machine.")
 def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, quiet: bool, verbose: bool,
         until: str, from_stage: str | None, refresh: bool, verify: bool, report_path: str | None,
-        summary_path: str | None, json_events: bool) -> None:
+        summary_path: str | None, json_events: bool, executor: str | None = None,
+        scheduler: str | None = None) -> None:
     """Run a recipe: query -> products -> unique -> filter -> retrieve.
 
     Each stage's result is checkpointed; a rerun reuses every stage whose recipe section and
@@ -205,7 +210,7 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
             outcome = run_recipe(pipeline.recipe_path, mast_url=pipeline.mast_url, state_dir=state_dir,
                                  until=until, from_stage=from_stage, refresh=refresh, verify=verify,
                                  on_event=progress, server_id=pipeline.server_id, report=report_path,
-                                 summary=summary_path)
+                                 summary=summary_path, executor=executor, scheduler=scheduler)
         finally:
             if not json_events:
                 progress.close()

@@ -9,7 +9,7 @@ A recipe is one YAML document with these sections, each named after the stage it
     products:  {batch_size, in_flight}
     unique:    {key}
     filter:    {contains, endswith, exclude, guide_stars, mrp_only, columns}
-    retrieve:  {mode, destination, layout, in_flight, verify, overwrite, script, manifest}
+    retrieve:  {mode, destination, layout, in_flight, verify, overwrite, executor, script, manifest}
     state:     {directory, query_max_age}
 
 Models are immutable and reject unknown keys. Loading goes through :mod:`mastpipe.yamlload`, so
@@ -386,6 +386,73 @@ class Filter(_Model):
         return value
 
 
+class Executor(_Model):
+    """Where downloads run: local threads of the mastpipe process, or a Dask cluster.
+
+    With Dask the mastpipe process keeps the ledger, the lock and the checkpoints and decides what
+    each file needs; workers fetch one file per task into a destination that every worker mounts
+    at the same path, and ``in_flight`` bounds the downloads of the whole cluster. Needs the
+    optional extra ``mastpipe[dask]``.
+    """
+
+    kind: Literal["threads", "dask"] = Field("threads", description=(
+        "threads: download from this process (default); dask: hand each file to a Dask cluster's workers."))
+    scheduler: str | None = Field(None, pattern=r"^(local|(tcp|tls|ws|wss|ucx)://\S+)$", description=(
+        "dask only: the scheduler's address, e.g. tcp://scheduler:8786, or local to start a cluster of "
+        "worker processes on this machine for the run; --scheduler overrides it."))
+    workers: int | None = Field(None, ge=1, le=256, description=(
+        "dask with scheduler local only: worker processes to start (default: retrieve.in_flight)."))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Executor:
+        if self.kind == "threads" and (self.scheduler is not None or self.workers is not None):
+            raise ValueError("scheduler and workers only apply to kind: dask")
+        if self.kind == "dask" and self.scheduler is None:
+            raise ValueError("kind: dask needs a scheduler: an address such as tcp://host:8786, or local")
+        if self.workers is not None and self.scheduler != "local":
+            raise ValueError("workers only applies to scheduler: local (a running cluster has its own workers)")
+        return self
+
+    def override(self, kind: str | None = None, scheduler: str | None = None) -> Executor:
+        """This executor with the command line's ``--executor`` / ``--scheduler`` applied.
+
+        Parameters
+        ----------
+        kind : {"threads", "dask"}, optional
+            ``--executor``; a ``scheduler`` alone implies ``dask``.
+        scheduler : str, optional
+            ``--scheduler``: replaces the recipe's address (``workers`` is kept only for
+            ``local``).
+
+        Returns
+        -------
+        Executor
+
+        Raises
+        ------
+        UsageError
+            When the combination is invalid (``dask`` without any scheduler, ``threads`` with one).
+        """
+        from .errors import UsageError
+
+        if kind is None and scheduler is None:
+            return self
+        kind = kind or ("dask" if scheduler else self.kind)
+        if kind == "threads":
+            if scheduler:
+                raise UsageError("--scheduler applies to --executor dask, not threads")
+            return Executor()
+        scheduler = scheduler or self.scheduler
+        if scheduler is None:
+            raise UsageError("--executor dask needs --scheduler (an address such as tcp://host:8786, or local) "
+                             "when the recipe's retrieve.executor names none")
+        workers = self.workers if scheduler == "local" else None
+        try:
+            return Executor(kind="dask", scheduler=scheduler, workers=workers)
+        except ValidationError as exc:
+            raise UsageError(f"--scheduler {scheduler!r}: {exc.errors()[0]['msg']}") from None
+
+
 class Retrieve(_Model):
     """What to do with the products kept, and where files go."""
 
@@ -404,6 +471,8 @@ class Retrieve(_Model):
     overwrite: Literal["never", "changed", "always"] = Field("changed", description=(
         "Files found at the destination that mastpipe did not record: never (keep; a size mismatch fails that "
         "file), changed (keep when the size matches, refetch otherwise), always (refetch)."))
+    executor: Executor = Field(default_factory=Executor, description=(
+        "download mode: where the downloads run, local threads (default) or a Dask cluster."))
     script: str | None = Field(None, description="curl mode: where to write the script (default <destination>/mastpipe-download.sh).")
     manifest: str | None = Field(None, description="Where to write the manifest (default <destination>/manifest.ecsv, plus .json).")
 

@@ -254,15 +254,21 @@ class Pipeline:
         return result
 
     def retrieve(self, table: Table, *, verify: bool = False, token: str | None = None,
-                 on_event: Callable[[Any], None] | None = None) -> Any:
-        """The retrieve stage for ``table`` (normally the filter stage's result)."""
+                 on_event: Callable[[Any], None] | None = None, executor: str | None = None,
+                 scheduler: str | None = None) -> Any:
+        """The retrieve stage for ``table`` (normally the filter stage's result).
+
+        ``executor`` and ``scheduler`` (``--executor``, ``--scheduler``) override the recipe's
+        ``retrieve.executor``.
+        """
         from .stages import retrieve as retrieve_stage
 
         m = self.recipe.mast
         return retrieve_stage.run(table, self.recipe.retrieve, base=self.recipe_path.resolve().parent,
                                   state_dir=self.state_dir, mast_url=self.mast_url, mast_timeout=m.timeout,
                                   retries=m.retries, retry_after_cap=m.retry_after_cap, verify=verify,
-                                  token=token, on_event=on_event)
+                                  token=token, on_event=on_event,
+                                  executor=self.recipe.retrieve.executor.override(executor, scheduler))
 
     def _clear_parts(self) -> None:
         import shutil

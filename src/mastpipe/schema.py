@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .recipe import Recipe
@@ -33,7 +34,9 @@ _SECTIONS = (("mast", "Mast"), ("query", "Query"), ("products", "Products"), ("u
 #: How a $ref reads in a "type" cell.
 _REF_WORDS = {"Range": "range `{min, max}`", "Position": "position", "Query": "search", "Mast": "section",
               "Products": "section", "Unique": "section", "Filter": "section", "Retrieve": "section",
-              "State": "section"}
+              "State": "section", "Executor": "section"}
+#: Models nested in a section, documented in a subsection of their own: section -> (field, model).
+_SUBSECTIONS = {"retrieve": ("executor", "Executor")}
 
 
 def recipe_reference_markdown() -> str:
@@ -115,6 +118,10 @@ def recipe_reference_markdown() -> str:
             continue
         out += [_paragraphs(defs[name]["description"]), ""]
         out += _table(defs[name], models[name], defs, prefix=f"{section}.")
+        if section in _SUBSECTIONS:
+            key, sub = _SUBSECTIONS[section]
+            out += ["", f"### {section}.{key}", "", _paragraphs(defs[sub]["description"]), ""]
+            out += _table(defs[sub], models[sub], defs, prefix=f"{section}.{key}.")
         if section == "filter":
             out += ["", "Keys of `filter.columns` are [product columns](#product-columns)."]
     out += ["", "## Ranges", "", _text(defs["Range"]["description"]) + " Used by continuous criteria and "
@@ -192,6 +199,10 @@ def _table(node: dict[str, Any], model: type, defs: dict[str, Any], prefix: str 
         if links and ref or key == "query" and links:
             shown = f"[`{key}`](#{key})"
             default = "required" if key in required else "see below"
+        elif ref in _REF_WORDS and prefix:  # a model inside a section: its subsection follows
+            anchor = re.sub(r"[^a-z0-9 -]", "", f"{prefix}{key}".lower()).replace(" ", "-")
+            shown = f"[`{prefix}{key}`](#{anchor})"
+            default = "see below"
         else:
             shown = f"`{prefix}{key}`"
             default = "required" if key in required else _default(field)

@@ -59,7 +59,8 @@ def _unescape(cell: str) -> str:
 
 
 SECTIONS = {"mast": "Mast", "products": "Products", "unique": "Unique", "filter": "Filter", "retrieve": "Retrieve",
-            "state": "State", "query.NAME": "Query", "query.NAME.position": "Position", "": "Range"}
+            "state": "State", "query.NAME": "Query", "query.NAME.position": "Position", "": "Range",
+            "retrieve.executor": "Executor"}
 
 
 def _fields() -> list[tuple[str, dict[str, Any], Any]]:
@@ -70,8 +71,8 @@ def _fields() -> list[tuple[str, dict[str, Any], Any]]:
         annotation = field.annotation
         if isinstance(annotation, type):
             models[annotation.__name__] = annotation
-    from mastpipe.recipe import Position, Query, Range
-    models.update(Query=Query, Position=Position, Range=Range)
+    from mastpipe.recipe import Executor, Position, Query, Range
+    models.update(Query=Query, Position=Position, Range=Range, Executor=Executor)
     found = [(key, prop, Recipe.model_fields[key]) for key, prop in schema["properties"].items()]
     for prefix, name in SECTIONS.items():
         for key, prop in schema["$defs"][name]["properties"].items():

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import AuthError
 from ..paths import check_collisions, product_path
-from ..recipe import Retrieve
+from ..recipe import Executor, Retrieve
 from ..state import atomic_write_bytes
 from ..transfer import FileResult, FileTask
 
@@ -119,7 +119,7 @@ def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileRes
 
 def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_url: str,
         mast_timeout: float, retries: int, retry_after_cap: float, verify: bool = False,
-        token: str | None = None, on_event: Any = None) -> RetrieveResult:
+        token: str | None = None, on_event: Any = None, executor: Executor | None = None) -> RetrieveResult:
     """Carry out the recipe's ``retrieve`` section for the products in ``table``.
 
     Parameters
@@ -130,6 +130,8 @@ def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_u
         Re-hash files already done (``--verify``), repairing mismatches.
     token : str, optional
         MAST token for exclusive-access products (never from the recipe).
+    executor : Executor, optional
+        Where downloads run, when not the recipe's ``retrieve.executor`` (``--executor``).
     """
     destination = (base / settings.destination).resolve()
     tasks = plan_files(table, destination, settings.layout, mast_url)
@@ -146,12 +148,13 @@ def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_u
         result.manifest = write_manifest(manifest_path, tasks, None)
         return result
     return _download(tasks, settings, state_dir, mast_url, mast_timeout, retries, retry_after_cap,
-                     verify or settings.verify == "sha256", token, on_event, manifest_path, result)
+                     verify or settings.verify == "sha256", token, on_event, manifest_path, result,
+                     executor or settings.executor)
 
 
 def _download(tasks: list[FileTask], settings: Retrieve, state_dir: Path, mast_url: str, timeout: float,
               retries: int, retry_after_cap: float, verify: bool, token: str | None, on_event: Any,
-              manifest_path: Path, result: RetrieveResult) -> RetrieveResult:
+              manifest_path: Path, result: RetrieveResult, executor: Executor | None = None) -> RetrieveResult:
     from ..auth import check_token
     from ..ledger import Ledger
     from ..retry import RetryPolicy
@@ -175,9 +178,16 @@ def _download(tasks: list[FileTask], settings: Retrieve, state_dir: Path, mast_u
     host = urlsplit(mast_url).netloc
     policy = RetryPolicy(max_attempts=retries + 1, retry_after_cap=retry_after_cap)
     with Ledger(state_dir / "ledger.sqlite") as ledger:
-        engine = Transfer(workers=settings.in_flight, timeout=min(timeout, 300.0), policy=policy,
-                          token=token if protected and not refused else None, token_hosts=(host,),
-                          ledger=ledger, verify=verify, on_event=on_event, overwrite=settings.overwrite)
+        common: dict[str, Any] = dict(timeout=min(timeout, 300.0), policy=policy,
+                                      token=token if protected and not refused else None, token_hosts=(host,),
+                                      ledger=ledger, verify=verify, on_event=on_event, overwrite=settings.overwrite)
+        if executor is not None and executor.kind == "dask":
+            from ..distributed import DaskTransfer  # the optional extra: imported only when chosen
+
+            engine: Any = DaskTransfer(executor.scheduler or "local", workers=executor.workers,
+                                       in_flight=settings.in_flight, **common)
+        else:
+            engine = Transfer(workers=settings.in_flight, **common)
         results = engine.run(fetchable)
     by_key = {r.key: r for r in results}
     for task in refused:

@@ -1,0 +1,533 @@
+"""Retrieve on a Dask cluster: the driver decides and records, workers fetch one file each.
+
+The only module that imports ``dask``/``distributed`` (the optional extra ``mastpipe[dask]``); the
+retrieve stage imports it only when ``retrieve.executor.kind`` is ``dask``.
+
+Division of labour
+------------------
+* The **driver** (the ``mastpipe run`` process) keeps everything with state: the run lock, the
+  checkpoints and the SQLite ledger. It plans exactly as the threads engine does
+  (:meth:`mastpipe.transfer.Transfer.plan`: ledger + disk, so files already done are skipped
+  with no request at all), then submits one Dask task per remaining file and records each
+  result in the ledger as it completes.
+* A **worker** runs :func:`fetch_on_worker`: one :meth:`Transfer.fetch_one` call, i.e. the very
+  code path of a local run (temporary beside the target, ``Range`` resume, sha256 while
+  streaming, fsync, atomic rename, retries, token only to its hosts). It writes no ledger: the
+  ledger calls that ``Transfer`` would have made are captured and returned as facts with the
+  :class:`~mastpipe.transfer.FileResult`, and the driver replays them.
+
+Politeness across the cluster
+-----------------------------
+At most ``in_flight`` downloads run at once cluster-wide because the driver never has more
+than ``in_flight`` tasks submitted and unfinished: a new file is submitted only when one
+completes. This was chosen over a ``distributed.Semaphore``: the bound is exact whatever the
+number of workers or threads per worker; it needs no lease, whereas a semaphore lease held by a
+worker that dies stays taken until the scheduler's lease timeout (30 s by default) and stalls
+the run; tasks never sit on worker threads waiting for a lease; and the scheduler only ever
+holds ``in_flight`` tasks, not a million. The cost is one driver round trip per file
+(milliseconds), negligible next to a download.
+
+A worker that dies mid-file
+---------------------------
+Its temporary stays on the shared filesystem. The scheduler reschedules the task on another
+worker (Dask's own recovery); if Dask gives up on it (``KilledWorker``) or the future is lost
+otherwise, the driver resubmits it under a new key. Either way the next attempt decides from the
+disk again and resumes with ``Range``.
+
+The token
+---------
+It travels in memory only, as an argument wrapped in :class:`Secret`, whose ``repr`` and ``str``
+show ``***``: Dask prints task arguments in its "Compute Failed" log lines and dashboards show
+task keys, so neither the key (built from the file name and a run id) nor any printed argument
+contains it. It is never written to a file, a log or an event. Across untrusted networks use a
+``tls://`` scheduler, since task arguments cross the wire like any other data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from mastpipe.errors import TransferError, UsageError
+from mastpipe.retry import RetryPolicy
+from mastpipe.transfer import CHUNK, Event, FileResult, FileTask, Transfer
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+    from mastpipe.ledger import Ledger, LedgerRow
+
+__all__ = ["DaskTransfer", "FileFacts", "Secret", "WorkerConfig", "fetch_on_worker"]
+
+log = logging.getLogger(__name__)
+
+#: Forward byte counts from a worker at most this often (seconds): progress stays live without
+#: one scheduler message per 256 KiB block.
+FORWARD_EVERY = 0.25
+#: Driver-side resubmissions of one file after Dask itself gave up on it (KilledWorker ...).
+RESUBMITS = 3
+_LEDGER_METHODS = frozenset({"mark_running", "mark_done", "mark_failed"})
+
+
+class Secret:
+    """A string that never shows itself: ``repr``/``str`` give ``Secret('***')``.
+
+    Pickles (in memory, to the workers) with its value; :meth:`reveal` returns it.
+
+    Parameters
+    ----------
+    value : str
+        The secret.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Secret, (self._value,))
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker needs to build its one-file :class:`Transfer` (the same for every file).
+
+    Attributes
+    ----------
+    timeout, policy, verify, overwrite, chunk_size
+        As in :class:`~mastpipe.transfer.Transfer`.
+    token : Secret or None
+        MAST token, only ever sent to ``token_hosts``.
+    token_hosts : tuple of str
+        Hosts the token may go to.
+    topic : str or None
+        Dask event topic the worker forwards progress to (None: no forwarding).
+    """
+
+    timeout: float = 60.0
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    verify: bool = False
+    overwrite: str = "changed"
+    chunk_size: int = CHUNK
+    token: Secret | None = None
+    token_hosts: tuple[str, ...] = ("mast.stsci.edu",)
+    topic: str | None = None
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What a worker reports about one file; the driver turns it into ledger rows and events.
+
+    Attributes
+    ----------
+    result : FileResult
+        The outcome, exactly as a local run would have produced it.
+    ledger_calls : tuple
+        ``(method, args)`` pairs: the ledger writes the local engine would have made, in order.
+    execution : str
+        Identifies this execution of the task (a task rescheduled after a worker died runs again
+        under the same Dask key, with a new execution id).
+    bytes_written : int
+        Body bytes this execution wrote; the driver forwards whatever the live events did not.
+    worker : str
+        Address of the worker that ran it (for logs and tests).
+    """
+
+    result: FileResult
+    ledger_calls: tuple[tuple[str, tuple[Any, ...]], ...]
+    execution: str
+    bytes_written: int
+    worker: str = ""
+
+
+class _LedgerCalls:
+    """Stands in for the ledger on a worker: records the writes so the driver can replay them.
+
+    The worker has no ledger (SQLite stays in the driver, where the lock is); capturing the calls
+    instead of re-deriving them from the result keeps one source of truth for what gets recorded.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def rows(self, keys: Iterable[str] | None = None) -> dict[str, LedgerRow]:
+        return {}
+
+    def mark_running(self, key: str, dest: Path | str, size: int | None) -> None:
+        self.calls.append(("mark_running", (key, str(dest), size)))
+
+    def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
+                  etag: str | None = None, last_modified: str | None = None) -> None:
+        self.calls.append(("mark_done", (key, str(dest), size, sha256, attempts, etag,
+                                         last_modified)))
+
+    def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:
+        self.calls.append(("mark_failed", (key, str(dest), error, attempts)))
+
+
+class _Forwarder:
+    """The worker-side ``on_event``: sends start/retry at once and byte counts in batches."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None] | None, execution: str,
+                 key: str) -> None:
+        self._send = send
+        self.execution = execution
+        self.key = key
+        self.sent = 0  # bytes already forwarded
+        self.pending = 0  # bytes written but not forwarded yet
+        self._last = time.monotonic()
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "bytes":
+            self.pending += event.nbytes
+            if time.monotonic() - self._last >= FORWARD_EVERY:
+                self.flush()
+        elif event.kind in ("start", "retry"):
+            self.flush()
+            self._post(event.kind, event.key, 0, event.total, event.message)
+        # done / skipped / failed: the driver emits those from the returned facts
+
+    def flush(self) -> None:
+        if self.pending and self._send is not None:
+            self._post("bytes", self.key, self.pending, None, None)
+            self.sent += self.pending
+            self.pending = 0
+        self._last = time.monotonic()
+
+    def _post(self, kind: str, key: str, nbytes: int, total: int | None,
+              message: str | None) -> None:
+        if self._send is not None:
+            self._send({"x": self.execution, "kind": kind, "key": key, "n": nbytes, "t": total,
+                        "m": message})
+
+
+def fetch_on_worker(task: FileTask, row: LedgerRow | None, config: WorkerConfig,
+                    retry_budget: int) -> FileFacts:
+    """Fetch one file on a Dask worker (or anywhere): the task every submission runs.
+
+    Parameters
+    ----------
+    task : FileTask
+        The file; its ``dest`` must be on a filesystem the driver and every worker share.
+    row : LedgerRow or None
+        The driver's ledger row for the file.
+    config : WorkerConfig
+        Engine settings and the token (hidden in a :class:`Secret`).
+    retry_budget : int
+        Retries this file may spend (the driver's share of the run's budget).
+
+    Returns
+    -------
+    FileFacts
+        Never raises for a failed download (the result says ``failed``); the task only fails
+        when its worker dies.
+    """
+    execution = uuid.uuid4().hex
+    send = None
+    address = ""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        address = worker.address
+        topic = config.topic
+        if topic is not None:
+            def send(message: dict[str, Any]) -> None:
+                worker.log_event(topic, message)
+    except (ImportError, ValueError):  # not on a worker (a direct call): no forwarding
+        pass
+    forward = _Forwarder(send, execution, task.key)
+    ledger = _LedgerCalls()
+    engine = Transfer(workers=1, timeout=config.timeout, policy=config.policy,
+                      run_retry_budget=retry_budget,
+                      token=config.token.reveal() if config.token is not None else None,
+                      token_hosts=config.token_hosts,
+                      # duck-typed: the engine only calls mark_* on it (see _LedgerCalls)
+                      ledger=cast("Ledger", ledger), verify=config.verify, on_event=forward,
+                      check_space=False, overwrite=config.overwrite, chunk_size=config.chunk_size)
+    result = engine.fetch_one(task, row)
+    return FileFacts(result, tuple(ledger.calls), execution, forward.sent + forward.pending,
+                     address)
+
+
+class DaskTransfer:
+    """Download many files through a Dask cluster with the guarantees of :class:`Transfer`.
+
+    Parameters
+    ----------
+    scheduler : str
+        ``"local"`` (start a :class:`distributed.LocalCluster` of worker processes for this run)
+        or a scheduler address such as ``"tcp://host:8786"``. Ignored when ``client`` is given.
+    workers : int, optional
+        Worker processes of a local cluster (default: ``in_flight``).
+    in_flight : int
+        Downloads running at once across the whole cluster.
+    client : distributed.Client, optional
+        An existing client to use (it is left open).
+    resubmits : int
+        Times the driver submits a file again after Dask gave up on its task.
+    timeout, policy, run_retry_budget, token, token_hosts, ledger, verify, on_event,
+    check_space, overwrite, chunk_size
+        As in :class:`~mastpipe.transfer.Transfer`. ``on_event`` is called from the driver
+        (from Dask's event-loop thread for live ``start``/``bytes``/``retry`` events).
+
+    Notes
+    -----
+    The destination must be on a filesystem every worker mounts at the same path: :meth:`run`
+    checks that with a marker file before submitting anything.
+    """
+
+    def __init__(self, scheduler: str = "local", *, workers: int | None = None, in_flight: int = 4,
+                 client: Client | None = None, resubmits: int = RESUBMITS, timeout: float = 60.0,
+                 policy: RetryPolicy | None = None, run_retry_budget: int | None = None,
+                 token: str | None = None, token_hosts: Iterable[str] = ("mast.stsci.edu",),
+                 ledger: Ledger | None = None, verify: bool = False,
+                 on_event: Callable[[Event], None] | None = None, check_space: bool = True,
+                 overwrite: str = "changed", chunk_size: int = CHUNK) -> None:
+        try:
+            import distributed  # noqa: F401 - fail here, before any stage output is used
+        except ImportError:
+            raise UsageError("retrieve.executor kind dask needs Dask's distributed scheduler",
+                             hint="pip install 'mastpipe[dask]'") from None
+        if in_flight < 1:
+            raise UsageError("in_flight must be at least 1")
+        if workers is not None and workers < 1:
+            raise UsageError("workers must be at least 1")
+        self.scheduler = scheduler
+        self.workers = workers
+        self.in_flight = in_flight
+        self.client = client
+        self.resubmits = resubmits
+        self.ledger = ledger
+        self.on_event = on_event
+        self.policy = policy or RetryPolicy()
+        token_hosts = tuple(token_hosts)
+        # The driver's engine plans (and validates the token's characters, as a local run does).
+        self._planner = Transfer(workers=1, timeout=timeout, policy=self.policy,
+                                 run_retry_budget=run_retry_budget, token=token,
+                                 token_hosts=token_hosts, ledger=ledger, verify=verify,
+                                 on_event=on_event, check_space=check_space, overwrite=overwrite,
+                                 chunk_size=chunk_size)
+        self._config = WorkerConfig(timeout=timeout, policy=self.policy, verify=verify,
+                                    overwrite=overwrite, chunk_size=chunk_size,
+                                    token=Secret(token) if token else None,
+                                    token_hosts=token_hosts)
+        self._lock = threading.Lock()
+        self._received: dict[str, int] = {}  # execution -> bytes forwarded live
+        self._settled: set[str] = set()
+        self._started: set[str] = set()
+
+    def __repr__(self) -> str:  # never show the token
+        return (f"DaskTransfer(scheduler={self.scheduler!r}, in_flight={self.in_flight}, "
+                f"token={'***' if self._config.token else None})")
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def run(self, tasks: Sequence[FileTask]) -> list[FileResult]:
+        """Fetch every task through the cluster; one result per task, in the same order.
+
+        Raises
+        ------
+        UnsafePathError, UsageError, TransferError, StateError
+            As :meth:`Transfer.run`; also TransferError when the workers do not see the
+            destination's filesystem.
+        """
+        plan = self._planner.plan(tasks)
+        done = dict(plan.done)
+        if plan.pending:
+            client, close = self._connect()
+            try:
+                self._check_shared(client, plan.pending[0][0].dest.parent)
+                done.update(self._submit_all(client, plan.pending, plan.retry_budget))
+            finally:
+                close()
+        return [done[task.key] for task in tasks]
+
+    # -- cluster --------------------------------------------------------------------------------
+
+    def _connect(self) -> tuple[Client, Callable[[], None]]:
+        """The client to use, and how to let go of it (and of a local cluster) afterwards."""
+        from distributed import Client, LocalCluster
+
+        if self.client is not None:
+            return self.client, lambda: None
+        if self.scheduler == "local":
+            # Worker processes, one thread each: downloads hash and write in their own process,
+            # as they would on separate nodes. No dashboard: nothing to bind, nothing to show.
+            cluster = LocalCluster(n_workers=self.workers or self.in_flight, threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster, set_as_default=False)
+
+            def close() -> None:
+                client.close()
+                cluster.close()
+
+            return client, close
+        try:
+            client = Client(self.scheduler, set_as_default=False, timeout=30)
+        except OSError as exc:
+            raise TransferError(f"cannot reach the Dask scheduler {self.scheduler}: {exc}") from None
+        return client, client.close
+
+    def _check_shared(self, client: Client, directory: Path) -> None:
+        """Refuse to start unless every worker sees the driver's destination filesystem."""
+        directory.mkdir(parents=True, exist_ok=True)
+        secret = uuid.uuid4().hex
+        marker = directory / f".mastpipe-shared-{secret}"
+        marker.write_text(secret)
+        try:
+            seen = client.run(_read_marker, os.fspath(marker))
+        finally:
+            marker.unlink(missing_ok=True)
+        blind = sorted(address for address, text in seen.items() if text != secret)
+        if blind:
+            raise TransferError(
+                f"Dask worker(s) {', '.join(blind)} cannot see {directory}: the destination must be "
+                "on a filesystem the driver and every worker mount at the same path")
+
+    def _submit_all(self, client: Client, pending: list[tuple[FileTask, LedgerRow | None, Any]],
+                    budget: int) -> dict[str, FileResult]:
+        from distributed import as_completed
+
+        run_id = uuid.uuid4().hex[:12]
+        topic = f"mastpipe-transfer-{run_id}"
+        config = dataclasses.replace(self._config, topic=topic)
+        queue = deque((task, row, 0) for task, row, _ in pending)
+        owners: dict[str, tuple[FileTask, LedgerRow | None, int]] = {}  # dask key -> file
+        results: dict[str, FileResult] = {}
+        serial = 0
+        client.subscribe_topic(topic, self._on_topic)
+        completed = as_completed(loop=client.loop)
+
+        def submit_next() -> None:
+            nonlocal serial
+            task, row, tries = queue.popleft()
+            serial += 1
+            # A readable key without secrets: dashboards show it, logs print it.
+            key = f"mastpipe-fetch-{_safe(task.dest.name)}-{run_id}-{serial}"
+            share = min(budget_left[0], self.policy.max_attempts)
+            future = client.submit(fetch_on_worker, task, row, config, share, key=key, pure=False)
+            owners[future.key] = (task, row, tries)
+            completed.add(future)
+
+        budget_left = [budget]
+        try:
+            while queue and completed.count() < self.in_flight:
+                submit_next()
+            for future in completed:
+                task, row, tries = owners.pop(future.key)
+                facts = self._outcome(future, task, tries)
+                if facts is None:  # lost with its worker(s): decide from the disk again
+                    queue.appendleft((task, row, tries + 1))
+                else:
+                    budget_left[0] -= max(facts.result.attempts - 1, 0)
+                    results[task.key] = self._record(facts)
+                future.release()
+                while queue and completed.count() < self.in_flight:
+                    submit_next()
+        except BaseException:
+            # Ctrl-C: forget what is queued; running downloads end on their workers (Dask cannot
+            # interrupt them), their temporaries or adopted files serve the next run.
+            _quietly(client.cancel, list(completed.futures))
+            raise
+        finally:
+            _quietly(client.unsubscribe_topic, topic)  # never hide the error being raised
+        return results
+
+    def _outcome(self, future: Future, task: FileTask, tries: int) -> FileFacts | None:
+        """The facts of a finished task; None to resubmit; a failed-result fact when out of tries."""
+        try:
+            return cast(FileFacts, future.result())
+        except Exception as exc:  # noqa: BLE001 - KilledWorker, a lost future, a comm error
+            reason = f"{type(exc).__name__}: {exc}"
+            if tries < self.resubmits:
+                log.warning("%s: its Dask task was lost (%s); submitting it again", task.key, reason)
+                return None
+            message = f"{task.key}: lost on the Dask cluster {tries + 1} times ({reason})"
+            return FileFacts(FileResult(task.key, task.dest, "failed", error=message),
+                             (("mark_failed", (task.key, os.fspath(task.dest), message, 0)),),
+                             "", 0)
+
+    # -- driver-side recording --------------------------------------------------------------------
+
+    def _record(self, facts: FileFacts) -> FileResult:
+        """Replay the worker's ledger writes, settle its byte count, emit the final event."""
+        if self.ledger is not None:
+            for method, args in facts.ledger_calls:
+                if method in _LEDGER_METHODS:
+                    getattr(self.ledger, method)(*args)
+        with self._lock:
+            self._settled.add(facts.execution)
+            rest = facts.bytes_written - self._received.pop(facts.execution, 0)
+        result = facts.result
+        if rest > 0:
+            self._emit(Event("bytes", result.key, nbytes=rest))
+        if result.status == "fetched":
+            self._emit(Event("done", result.key, total=result.size))
+        elif result.status == "skipped":
+            self._emit(Event("skipped", result.key, total=result.size))
+        else:
+            self._emit(Event("failed", result.key, message=result.error))
+        return result
+
+    def _on_topic(self, event: tuple[float, dict[str, Any]]) -> None:
+        """A worker's live event (runs on the client's event-loop thread)."""
+        message = event[1]
+        execution, kind = message["x"], message["kind"]
+        with self._lock:
+            if execution in self._settled:
+                return  # arrived after the result: its bytes were already counted
+            if kind == "bytes":
+                self._received[execution] = self._received.get(execution, 0) + message["n"]
+            elif kind == "start":
+                if message["key"] in self._started:
+                    return  # a resumed file starts once, as in a local run
+                self._started.add(message["key"])
+        self._emit(Event(kind, message["key"], nbytes=message["n"], total=message["t"],
+                         message=message["m"]))
+
+    def _emit(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+def _quietly(action: Callable[..., Any], *args: Any) -> None:
+    """Clean-up that must not replace the exception in flight (e.g. a client already closed)."""
+    try:
+        action(*args)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("Dask clean-up failed: %s", exc)
+
+
+def _read_marker(path: str) -> str | None:
+    """Run on each worker by :meth:`DaskTransfer._check_shared`."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _safe(name: str) -> str:
+    """A file name fit for a Dask key (keys are shown in dashboards and split on ``-``)."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", name)[:80]
