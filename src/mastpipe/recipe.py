@@ -449,8 +449,9 @@ class Executor(_Model):
         workers = self.workers if scheduler == "local" else None
         try:
             return Executor(kind="dask", scheduler=scheduler, workers=workers)
-        except ValidationError as exc:
-            raise UsageError(f"--scheduler {scheduler!r}: {exc.errors()[0]['msg']}") from None
+        except ValidationError:
+            raise UsageError(f"--scheduler {scheduler!r} is not a Dask scheduler address",
+                             hint="give tcp://host:8786 (or tls://, ws://, wss://, ucx://), or local") from None
 
 
 class Retrieve(_Model):
