@@ -11,7 +11,7 @@
    products stage (at most 4 requests in flight) vs the seed's one-observation-at-a-time loop
    (target: >= 4x).
 4. Peak memory of a pipeline run over 1,000,000 product rows (sandbox scale 200 x 5000) to
-   `filter` (target: < 2 GB), measured with getrusage in a child process.
+   `filter` (target: < 2 GB), measured in a child process (VmHWM, and getrusage's ru_maxrss).
 
 The sandbox runs in its own process so that its work is not counted against the client (and
 does not compete with it for the GIL); the seed's code runs unmodified astroquery in a child
@@ -132,18 +132,21 @@ def bench_unique_filter(n_obs: int, per_obs: int, subset_rows: int) -> None:
     print(f"  generated in {time.perf_counter() - started:.1f} s", flush=True)
     rules = Filter(contains=PROD_LIST, guide_stars="omit")
 
-    # mastpipe: the unique and filter stages on the products checkpoint's table (median of 3 runs)
+    # mastpipe: the unique and filter stages on the products checkpoint's table. The first run
+    # pays for touching fresh memory (page faults are slow on these VMs: ~0.3-0.5 s per 200 MB
+    # cold, ~0.03 s warm); it is reported apart from the median of the three runs after it.
     runs = []
-    for _ in range(3):
+    for _ in range(4):
         t0 = time.perf_counter()
         uniq, _ = unique_products(stored, "productFilename")
         t1 = time.perf_counter()
         kept = filter_products(uniq, rules)
         t2 = time.perf_counter()
         runs.append((t2 - t0, t1 - t0, t2 - t1))
-    ours, ours_unique, ours_filter = sorted(runs)[1]
+    cold = runs[0][0]
+    ours, ours_unique, ours_filter = sorted(runs[1:])[1]
     print(f"  mastpipe: unique {ours_unique:.2f} s + filter {ours_filter:.3f} s -> {len(uniq):,} unique, {len(kept):,} kept "
-          f"(median of 3; all: {', '.join(f'{r[0]:.2f}' for r in runs)} s)")
+          f"(median of runs 2-4; first run {cold:.2f} s; all: {', '.join(f'{r[0]:.2f}' for r in runs)} s)")
     # the same on the stacked tables as astroquery returns them (str, masked)
     fresh = Table(big, masked=True)
     t0 = time.perf_counter()
@@ -181,9 +184,9 @@ def bench_unique_filter(n_obs: int, per_obs: int, subset_rows: int) -> None:
     seed = seed_vstack + seed_unique + seed_filter
     print(f"  seed: vstack {seed_vstack:.2f} s + unique {seed_unique:.2f} s + product_filter {seed_filter:.1f} s ({how})")
     assert len(files) == len(uniq) and len(kept_str) == len(kept)
-    row(f"unique+filter, {len(big):,} rows", f"{ours:.2f} s", f"{seed:.1f} s",
-        f"{seed / ours:.0f}x (target >= {TARGETS['unique+filter']:.0f}x; without the seed's vstack "
-        f"{(seed_unique + seed_filter) / ours:.0f}x; seed filter {how.split(' ')[0].lower()}; {check})")
+    row(f"unique+filter, {len(big):,} rows", f"{ours:.2f} s (first run {cold:.2f} s)", f"{seed:.1f} s",
+        f"{seed / ours:.0f}x, first run {seed / cold:.0f}x (target >= {TARGETS['unique+filter']:.0f}x); without the "
+        f"seed's vstack {(seed_unique + seed_filter) / ours:.0f}x; seed filter {how.split(' ')[0].lower()}; {check}")
 
     print(f"\n[2] checkpoint of {len(stored):,} product rows (state.write_table / read_table)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -298,7 +301,9 @@ t0 = time.perf_counter()
 result = Pipeline(sys.argv[1], mast_url=sys.argv[2], state_dir=sys.argv[3], environ={}).run(until="filter")
 seconds = time.perf_counter() - t0
 rows = {s.stage: s.rows_out for s in result.stages}
-print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds,
+hwm_kb = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "hwm_mb": hwm_kb / 1024,
+                  "seconds": seconds,
                   "rows": rows, "times": {s.stage: round(s.seconds, 2) for s in result.stages}}))
 """
 
@@ -332,8 +337,13 @@ def bench_memory(n_obs: int, per_obs: int) -> None:
             raise RuntimeError(proc.stderr[-3000:])
         report = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"  {report['seconds']:.1f} s, rows {report['rows']}, stage seconds {report['times']}")
-    mb = report["maxrss_mb"]
-    row(f"peak memory, run to filter, {n_obs * per_obs:,} rows", f"{mb:,.0f} MB (run {report['seconds']:.0f} s)", "-",
+    # Linux carries a parent's ru_maxrss over into a forked-and-exec'd child, so getrusage is
+    # only meaningful while this (benchmark) process is small: this benchmark runs first. VmHWM,
+    # the child's own peak resident set, is shown beside it and is what the verdict uses.
+    mb = report["hwm_mb"]
+    print(f"  peak RSS: VmHWM {report['hwm_mb']:,.0f} MB, getrusage ru_maxrss {report['maxrss_mb']:,.0f} MB")
+    row(f"peak memory, run to filter, {n_obs * per_obs:,} rows",
+        f"{mb:,.0f} MB (ru_maxrss {report['maxrss_mb']:,.0f} MB; run {report['seconds']:.0f} s)", "-",
         f"{'OK' if mb < TARGETS['memory'] else 'MISSED'} (target < 2048 MB)")
 
 
@@ -345,12 +355,12 @@ def main() -> None:
     only = set(args.only or ["unique", "products", "memory"])
     print(f"mastpipe pipeline benchmarks: Python {platform.python_version()}, {platform.machine()}, "
           f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+    if "memory" in only:  # first, while this process is small (see bench_memory)
+        bench_memory(*((20, 5000) if args.quick else (200, 5000)))
     if "unique" in only:
         bench_unique_filter(*((200, 500) if args.quick else (2000, 500)), subset_rows=50_000)
     if "products" in only:
         bench_products(*((40, 20) if args.quick else (200, 20)), latency=0.1)
-    if "memory" in only:
-        bench_memory(*((20, 5000) if args.quick else (200, 5000)))
     width = [max(len(r[i]) for r in ROWS + [("benchmark", "mastpipe", "seed", "result")]) for i in range(4)]
     print("\n" + " | ".join(h.ljust(w) for h, w in zip(("benchmark", "mastpipe", "seed", "result"), width)))
     print("-+-".join("-" * w for w in width))
