@@ -198,3 +198,11 @@ def test_text_needles_match_bytes_exactly():
     table = _products(["aé.fits", "ab.fits"])
     assert keep_mask(as_stored(table), Filter(contains=["é"])).tolist() == [True, False]
     assert keep_mask(as_stored(table), Filter(endswith=["é.fits"])).tolist() == [True, False]
+
+
+def test_keeping_everything_gives_a_new_table():
+    table = _rich()
+    kept = filter_products(table, Filter(guide_stars="keep"))
+    assert kept is not table and len(kept) == len(table)
+    kept["extra"] = 1
+    assert "extra" not in table.colnames

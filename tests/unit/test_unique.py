@@ -145,3 +145,11 @@ def test_hash_values_equal_for_equal_text():
     h = hash_values(values)
     assert h[0] == h[3] and h[2] == h[4] and len(set(h[[0, 1, 2, 5]].tolist())) == 4
     assert (hash_values(np.array(["x", "yy"], dtype="U2")) != hash_values(np.array(["yy", "x"], dtype="U2"))).all()
+
+
+def test_no_repeats_gives_the_same_rows_and_leaves_the_input_alone():
+    table = _rows([("a.fits", "1", "u1"), ("b.fits", "2", "u2")])
+    result, _ = unique_products(table, "productFilename")
+    assert "n_shared" not in table.colnames and "shared_by" not in table.colnames
+    assert _text(result["productFilename"]) == ["a.fits", "b.fits"] and list(result["n_shared"]) == [1, 1]
+    assert _text(result["shared_by"]) == ["1", "2"]

@@ -138,4 +138,5 @@ def _column_mask(table: Table, name: str, match: Any, rows: np.ndarray | None = 
 
 def filter_products(table: Table, rules: Filter) -> Table:
     """The products ``rules`` keep, in their original order."""
-    return table[keep_mask(table, rules)]
+    mask = keep_mask(table, rules)
+    return table.copy(copy_data=False) if mask.all() else table[mask]

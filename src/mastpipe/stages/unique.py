@@ -121,7 +121,8 @@ def unique_products(products: Table, key: str) -> tuple[Table, list[str]]:
     group_of_row = np.empty(len(order), dtype=np.intp)
     group_of_row[firsts] = np.arange(len(starts))
     by_appearance = group_of_row[kept_rows]
-    result = products[kept_rows]
+    # nothing repeated: the same rows in a new table sharing their data (no copy of a million rows)
+    result = products.copy(copy_data=False) if len(kept_rows) == len(order) else products[kept_rows]
 
     # rows of groups with several rows: the only ones with anything to join or compare
     in_multi = counts[group] > 1
