@@ -103,16 +103,25 @@ def as_stored(table: Table) -> Table:
     """The table as checkpoints hold it: text as bytes, masked text filled with ''."""
     from astropy.table import MaskedColumn, Table
 
-    out = Table(table, copy=False, masked=False)
-    for name in out.colnames:
-        column = out[name]
+    columns: dict[str, Any] = {}
+    for name in table.colnames:
+        column = table[name]
         if column.dtype.kind in "UO":
-            values = column.filled("") if isinstance(column, MaskedColumn) else column
-            out[name] = np.char.encode(np.asarray(values, dtype=str), "utf-8") if len(values) else np.array([], dtype="S1")
+            values = np.asarray(column.filled("") if isinstance(column, MaskedColumn) else column, dtype=str)
+            columns[name] = _utf8(values) if len(values) else np.array([], dtype="S1")
         elif isinstance(column, MaskedColumn) and not column.mask.any():
-            out[name] = np.asarray(column)
-    out.meta.clear()
-    return out
+            columns[name] = np.asarray(column)
+        else:
+            columns[name] = column
+    return Table(columns, copy=False)
+
+
+def _utf8(values: np.ndarray) -> np.ndarray:
+    """str array -> UTF-8 bytes array; ASCII (nearly every MAST value) in one C-level cast."""
+    try:
+        return values.astype("S")
+    except UnicodeEncodeError:
+        return np.char.encode(values, "utf-8")
 
 
 def write_table(path: Path, table: Table) -> None:
