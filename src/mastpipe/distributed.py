@@ -149,6 +149,9 @@ class FileFacts:
         under the same Dask key, with a new execution id).
     bytes_written : int
         Body bytes this execution wrote; the driver forwards whatever the live events did not.
+    notices : tuple
+        ``(kind, total, message)`` of every ``start`` and ``retry`` event of this execution, in
+        order; the driver emits those its live feed has not delivered yet.
     worker : str
         Address of the worker that ran it (for logs and tests).
     """
@@ -157,6 +160,7 @@ class FileFacts:
     ledger_calls: tuple[tuple[str, tuple[Any, ...]], ...]
     execution: str
     bytes_written: int
+    notices: tuple[tuple[str, int | None, str | None], ...] = ()
     worker: str = ""
 
 
@@ -195,6 +199,7 @@ class _Forwarder:
         self.key = key
         self.sent = 0  # bytes already forwarded
         self.pending = 0  # bytes written but not forwarded yet
+        self.notices: list[tuple[str, int | None, str | None]] = []  # start/retry, in order
         self._last = time.monotonic()
 
     def __call__(self, event: Event) -> None:
@@ -204,6 +209,7 @@ class _Forwarder:
                 self.flush()
         elif event.kind in ("start", "retry"):
             self.flush()
+            self.notices.append((event.kind, event.total, event.message))
             self._post(event.kind, event.key, 0, event.total, event.message)
         # done / skipped / failed: the driver emits those from the returned facts
 
@@ -267,7 +273,7 @@ def fetch_on_worker(task: FileTask, row: LedgerRow | None, config: WorkerConfig,
                       check_space=False, overwrite=config.overwrite, chunk_size=config.chunk_size)
     result = engine.fetch_one(task, row)
     return FileFacts(result, tuple(ledger.calls), execution, forward.sent + forward.pending,
-                     address)
+                     tuple(forward.notices), address)
 
 
 class DaskTransfer:
@@ -295,6 +301,10 @@ class DaskTransfer:
     -----
     The destination must be on a filesystem every worker mounts at the same path: :meth:`run`
     checks that with a marker file before submitting anything.
+
+    ``scheduler="local"`` starts worker processes with the ``spawn`` method, which imports the
+    calling script again in each: a script using it must guard its work with
+    ``if __name__ == "__main__":`` (``mastpipe run`` does).
     """
 
     def __init__(self, scheduler: str = "local", *, workers: int | None = None, in_flight: int = 4,
@@ -333,9 +343,13 @@ class DaskTransfer:
                                     token=Secret(token) if token else None,
                                     token_hosts=token_hosts)
         self._lock = threading.Lock()
-        self._received: dict[str, int] = {}  # execution -> bytes forwarded live
+        # Live events and results travel by different routes, so a result may overtake the last
+        # events of its execution: per execution, count what arrived live; when the result comes,
+        # emit the rest and drop any straggler (_on_topic). Events leave the driver exactly once.
+        self._received: dict[str, int] = {}  # execution -> bytes delivered live
+        self._noticed: dict[str, int] = {}  # execution -> start/retry events delivered live
         self._settled: set[str] = set()
-        self._started: set[str] = set()
+        self._started: set[str] = set()  # files whose start was emitted (once per file)
 
     def __repr__(self) -> str:  # never show the token
         return (f"DaskTransfer(scheduler={self.scheduler!r}, in_flight={self.in_flight}, "
@@ -476,10 +490,19 @@ class DaskTransfer:
             for method, args in facts.ledger_calls:
                 if method in _LEDGER_METHODS:
                     getattr(self.ledger, method)(*args)
+        result = facts.result
         with self._lock:
             self._settled.add(facts.execution)
             rest = facts.bytes_written - self._received.pop(facts.execution, 0)
-        result = facts.result
+            late = []
+            for kind, total, message in facts.notices[self._noticed.pop(facts.execution, 0):]:
+                if kind == "start":
+                    if result.key in self._started:
+                        continue
+                    self._started.add(result.key)
+                late.append(Event(kind, result.key, total=total, message=message))
+        for event in late:
+            self._emit(event)
         if rest > 0:
             self._emit(Event("bytes", result.key, nbytes=rest))
         if result.status == "fetched":
@@ -499,10 +522,12 @@ class DaskTransfer:
                 return  # arrived after the result: its bytes were already counted
             if kind == "bytes":
                 self._received[execution] = self._received.get(execution, 0) + message["n"]
-            elif kind == "start":
-                if message["key"] in self._started:
-                    return  # a resumed file starts once, as in a local run
-                self._started.add(message["key"])
+            else:
+                self._noticed[execution] = self._noticed.get(execution, 0) + 1
+                if kind == "start":
+                    if message["key"] in self._started:
+                        return  # a resumed file starts once, as in a local run
+                    self._started.add(message["key"])
         self._emit(Event(kind, message["key"], nbytes=message["n"], total=message["t"],
                          message=message["m"]))
 
