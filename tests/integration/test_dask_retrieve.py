@@ -70,7 +70,8 @@ def test_full_retrieve_equals_the_threads_engine(sandbox, client, tmp_path: Path
     sandbox.log.clear()
     events = []
     with Ledger(tmp_path / "state-dask") as ledger:
-        results = DaskTransfer(client=client, in_flight=3, policy=FAST, ledger=ledger,
+        # by address, as a recipe names a running cluster: the driver connects and lets go
+        results = DaskTransfer(client.scheduler.address, in_flight=3, policy=FAST, ledger=ledger,
                                on_event=events.append).run(spread)
         rows_after = ledger.rows()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,19 @@ def test_impossible_overrides_are_usage_errors(kind: str | None, scheduler: str 
     with pytest.raises(UsageError) as caught:
         Executor().override(kind, scheduler)
     assert message in str(caught.value)
+
+
+def test_without_dask_installed_the_dask_executor_says_what_to_install(tmp_path: Path) -> None:
+    """Where the extra is missing (shadowed here by packages that fail to import), choosing
+    Dask is a usage error naming the extra, not a traceback."""
+    for name in ("dask", "distributed"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("raise ImportError('not installed')\n")
+    code = ("from mastpipe.distributed import DaskTransfer\n"
+            "from mastpipe.errors import UsageError\n"
+            "try:\n    DaskTransfer('local')\n"
+            "except UsageError as exc:\n    print(exc, '|', exc.hint)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={"PYTHONPATH": str(tmp_path), "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert "needs Dask" in result.stdout and "pip install 'mastpipe[dask]'" in result.stdout
