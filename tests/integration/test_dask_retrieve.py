@@ -35,7 +35,7 @@ from _transfer_support import (  # noqa: E402
     task_for,
 )
 
-from mastpipe.distributed import DaskTransfer, Secret  # noqa: E402
+from mastpipe.distributed import DaskTransfer, Secret, WorkerConfig  # noqa: E402
 from mastpipe.ledger import DONE, Ledger  # noqa: E402
 from mastpipe.sandbox import Faults  # noqa: E402
 from mastpipe.transfer import Transfer, part_path  # noqa: E402
@@ -54,6 +54,11 @@ def client():
 
 def host_of(url: str) -> str:
     return url.split("//", 1)[1]
+
+
+def worker_logs(client) -> str:
+    """Every worker's recent log lines, as text."""
+    return "\n".join(line for lines in client.get_worker_logs().values() for _, line in lines)
 
 
 def leftovers(root: Path) -> list[str]:
@@ -212,11 +217,25 @@ def test_token_reaches_only_its_host_and_is_written_nowhere(sandbox_factory, cli
     served = downloads(other)
     assert len(served) == 2 and not any(r.has_token for r in served)
 
+    # Dask logs a failed task's arguments ("Compute Failed ... Task: ..."): show they print the
+    # Secret, not the token
+    def explode(config: WorkerConfig) -> None:
+        raise RuntimeError("a task failing with the token among its arguments")
+
+    failing = client.submit(explode, WorkerConfig(token=Secret(TOKEN)), key="mastpipe-explode",
+                            pure=False)
+    with pytest.raises(RuntimeError):
+        failing.result()
+    deadline = time.monotonic() + 10
+    while "Compute Failed" not in worker_logs(client) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "token=Secret('***')" in worker_logs(client)
+
     # nowhere: task keys, worker and scheduler logs, events, results, files (ours and Dask's)
     keys = [str(task["key"]) for task in stream.data]
     assert len(keys) >= 4
     workers_dirs = client.run(lambda dask_worker: dask_worker.local_directory)
-    texts = [keys, client.get_worker_logs(), client.get_scheduler_logs(), client.get_events(),
+    texts = [keys, worker_logs(client), client.get_scheduler_logs(), client.get_events(),
              first, second, repr(DaskTransfer(token=TOKEN))]
     for text in texts:
         assert TOKEN not in str(text)
