@@ -232,3 +232,14 @@ def test_one_observation_at_the_row_cap_fails_loudly(sandbox_factory, tmp_path):
     store = products.BatchStore(tmp_path / "parts", write_table, read_table)
     with pytest.raises(TruncatedResultError, match="30 products"):
         products.run(_scale_observations(archive), archive, 1, 1, store, row_cap=30)
+
+
+def test_truncated_query_with_rows_that_have_no_t_min_fails_loudly(sandbox_factory, tmp_path):
+    sb = sandbox_factory(seed=0, faults="query.row_cap=2")
+    for i in range(3):
+        sb.catalog.add_observation(proposal_id="7778", t_min=61_000.0 + i, t_max=61_000.1 + i)
+    sb.catalog.add_observation(proposal_id="7778", t_min=None, t_max=None)
+    text = recipe(criteria='obs_collection: JWST, proposal_id: "7778"')
+    with pytest.raises(TruncatedResultError, match="no t_min"):
+        _pipeline(sb, tmp_path, text).run(until="query")
+    assert not (tmp_path / "state" / "query.json").exists()

@@ -83,7 +83,14 @@ def fetch_complete(archive: Archive, criteria: dict[str, Any], position: Any, wh
     middle = (low + high) / 2
     parts = [fetch_complete(archive, {**criteria, "t_min": [low, middle]}, position, what),
              fetch_complete(archive, {**criteria, "t_min": [np.nextafter(middle, high), high]}, position, what)]
-    return vstack([p for p in parts if len(p)], metadata_conflicts="silent") if any(len(p) for p in parts) else table[:0]
+    found = sum(len(p) for p in parts)
+    if found < expected:
+        # observations without a t_min (or outside MJD 0..100000) fall in no part of the split
+        raise TruncatedResultError(
+            f"{what}: MAST returned {len(table)} of {expected} rows, and splitting the search on t_min "
+            f"found only {found} (the others have no t_min to split on)",
+            hint="narrow the query (e.g. by proposal_id or instrument_name) so each search has fewer rows")
+    return vstack([p for p in parts if len(p)], metadata_conflicts="silent") if found else table[:0]
 
 
 def unite(results: dict[str, Table]) -> Table:
