@@ -117,11 +117,14 @@ def as_stored(table: Table) -> Table:
 
 
 def _utf8(values: np.ndarray) -> np.ndarray:
-    """str array -> UTF-8 bytes array; ASCII (nearly every MAST value) in one C-level cast."""
+    """str array -> UTF-8 bytes array as narrow as its longest value (so the stored width depends
+    on the content only); ASCII (nearly every MAST value) in one C-level cast."""
     try:
-        return values.astype("S")
+        encoded = values.astype("S")
     except UnicodeEncodeError:
         return np.char.encode(values, "utf-8")
+    width = max(int(np.strings.str_len(encoded).max()), 1)
+    return encoded if width == encoded.dtype.itemsize else encoded.astype(f"S{width}")
 
 
 def write_table(path: Path, table: Table) -> None:
