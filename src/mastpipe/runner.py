@@ -142,12 +142,14 @@ class Pipeline:
         except (OSError, ValueError):
             return {}
 
-    def _save_sections(self) -> None:
+    def _save_sections(self, ran: list[str]) -> None:
+        """Remember the sections of the stages that ran, so a later run can tell a changed
+        section from a changed input; stages not run keep the section they last ran with."""
         import json
 
         from .state import atomic_write_bytes
 
-        sections = {stage: self.section(stage) for stage in STAGES}
+        sections = {**self._previous_sections(), **{stage: self.section(stage) for stage in ran}}
         atomic_write_bytes(self.state_dir / "sections.json", json.dumps(sections, sort_keys=True, indent=1).encode())
 
     def _forced(self, stage: str, from_stage: str | None, sidecar: Sidecar | None) -> list[str]:
@@ -175,7 +177,7 @@ class Pipeline:
                                     policy=RetryPolicy(max_attempts=m.retries + 1, retry_after_cap=m.retry_after_cap))
         return self._archive
 
-    def _compute(self, stage: str, table: Table | None) -> Table:
+    def _compute(self, stage: str, table: Table | None, fp: str) -> Table:
         from .stages import filter as filter_stage
         from .stages import products, query, unique
 
@@ -186,7 +188,7 @@ class Pipeline:
         if stage == "products":
             from .state import read_table, write_table
 
-            store = products.BatchStore(self.state_dir / "products.parts", write_table, read_table)
+            store = products.BatchStore(self._parts_dir(fp), write_table, read_table)
             in_flight = r.products.in_flight or r.mast.max_in_flight
             return products.run(table, self.archive, r.products.batch_size, in_flight, store)
         if stage == "unique":
@@ -238,14 +240,14 @@ class Pipeline:
                     log.info("%s: running (%s)", stage, "; ".join(reasons))
                     if stage == "products" and "--refresh" in reasons:
                         self._clear_parts()
-                    table = self.checkpoints.save(stage, self._compute(stage, table), fp, started, tuple(reasons))
+                    table = self.checkpoints.save(stage, self._compute(stage, table, fp), fp, started, tuple(reasons))
                     digest = self.checkpoints.sidecar(stage).digest  # type: ignore[union-attr]
                     if stage == "products":
                         self._clear_parts()
                     reports.append(StageReport(stage, "computed", reasons, rows_in, len(table), time.time() - started))
                     log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
                 tables[stage] = table
-            self._save_sections()
+            self._save_sections([report.stage for report in reports])
             result = RunResult(reports, tables, self.state_dir, self.mast_url)
             if until == "retrieve" and retrieve is not None:
                 started = time.time()
@@ -269,6 +271,28 @@ class Pipeline:
                                   retries=m.retries, retry_after_cap=m.retry_after_cap, verify=verify,
                                   token=token, on_event=on_event,
                                   executor=self.recipe.retrieve.executor.override(executor, scheduler))
+
+    def _parts_dir(self, fp: str) -> Path:
+        """Finished product-list batches of the products stage with fingerprint ``fp``.
+
+        Batches are only reusable by a run asking the same server for the same observations, so
+        they live under the stage's fingerprint; batches left under another are discarded.
+        """
+        import shutil
+
+        root = self.state_dir / "products.parts"
+        here = root / fp[:16]
+        if root.is_dir():
+            for child in root.iterdir():
+                if child != here:
+                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        return here
+
+    def batch_dir(self) -> Path:
+        """Where the products stage keeps finished batches for the current query checkpoint."""
+        sidecar = self.checkpoints.sidecar("query")
+        fp = fingerprint("products", self.section("products"), sidecar.digest if sidecar else "")
+        return self.state_dir / "products.parts" / fp[:16]
 
     def _clear_parts(self) -> None:
         import shutil

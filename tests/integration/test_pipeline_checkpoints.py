@@ -280,8 +280,6 @@ def test_query_max_age_requeries(sandbox, first_run):
     assert _actions(again)["query"] == "computed" and _actions(again)["products"] == "reused"
 
 
-@pytest.mark.xfail(strict=True, reason="runner.py: _save_sections records every stage's section after a partial "
-                                       "run (--until query), so a later run calls a changed filter 'input changed'")
 def test_reason_survives_a_partial_run(sandbox, first_run):
     pipeline, _ = first_run
     text = RECIPE.replace("contains: [_uncal.fits]", "contains: [_cal.fits]")
@@ -290,8 +288,6 @@ def test_reason_survives_a_partial_run(sandbox, first_run):
     assert status.reasons == ["recipe section `filter` changed"]
 
 
-@pytest.mark.xfail(strict=True, reason="runner.py: products.parts left by an interrupted run are reused after the "
-                                       "MAST server changed (products section changed); they should be cleared")
 def test_batches_from_another_server_are_not_reused(sandbox_factory, sandbox, tmp_path):
     from mastpipe.stages.products import batch_id, batches
     from mastpipe.state import write_table

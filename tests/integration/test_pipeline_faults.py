@@ -162,7 +162,7 @@ def test_persistent_503_fails_after_retries_without_checkpoint(sandbox_factory, 
     assert [r.status for r in _product_requests(sb)] == [503, 503, 503]
     assert (tmp_path / "state" / "query.json").exists()
     assert not (tmp_path / "state" / "products.json").exists()
-    assert not list((tmp_path / "state").glob("products.parts/*.fits"))
+    assert not list((tmp_path / "state").glob("products.parts/**/*.fits"))
 
 
 def test_truncated_query_is_split_and_complete(sandbox_factory, tmp_path, expected):

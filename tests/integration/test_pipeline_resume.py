@@ -144,7 +144,7 @@ def test_kill_9_during_products_then_rerun_asks_only_for_the_rest(sandbox_factor
     proc = _spawn(tmp_path, recipe, sb.url, state)
     try:
         deadline = time.monotonic() + 30
-        while len(list(parts.glob("*.fits"))) < 3:
+        while len(list(parts.glob("*/*.fits"))) < 3:
             assert proc.poll() is None, f"the run ended early:\n{proc.stderr.read() if proc.stderr else ''}"
             assert time.monotonic() < deadline, "no batches were finished in time"
             time.sleep(0.02)
@@ -158,7 +158,7 @@ def test_kill_9_during_products_then_rerun_asks_only_for_the_rest(sandbox_factor
 
     obsids = sorted(_text(Pipeline(recipe, mast_url=sb.url, state_dir=tmp_path / "probe", environ={})
                           .run(until="query").tables["query"]["obsid"]))
-    done = {o for o in obsids if (parts / f"{batch_id((o,))}.fits").exists()}
+    done = {o for o in obsids if list(parts.glob(f"*/{batch_id((o,))}.fits"))}
     assert 3 <= len(done) < len(obsids), "kill the run mid-stage: some batches done, some not"
     assert not (state / "products.json").exists()
     first_asked = [r.obsids for r in sb.log.records() if r.endpoint == "products"]
@@ -190,7 +190,8 @@ def test_a_batch_file_cut_short_is_fetched_again(sandbox, tmp_path, caplog):
     # a crash left a finished batch and a garbled one
     from mastpipe.state import write_table
 
-    parts = state / "products.parts"
+    clean_batches = Pipeline(recipe, mast_url=sandbox.url, state_dir=tmp_path / "clean", environ={}).batch_dir()
+    parts = state / "products.parts" / clean_batches.name  # same server and query: same batch directory
     good = clean.tables["products"][np.asarray(clean.tables["products"]["parent_obsid"]).astype(str) == obsids[0]]
     write_table(parts / f"{batch_id((obsids[0],))}.fits", good)
     (parts / f"{batch_id((obsids[1],))}.fits").write_bytes(b"SIMPLE  =                    T" + b"\0" * 100)

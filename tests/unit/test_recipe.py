@@ -122,10 +122,12 @@ def test_the_seed_example_is_what_the_tutorial_asks_for() -> None:
     recipe = load_recipe(ROOT / "pipelines" / "jwst-1073-nircam-uncal.yaml", environ={})
     assert recipe.query["nircam"].criteria == {"obs_collection": "JWST", "proposal_id": "1073",
                                                "instrument_name": "NIRCAM*", "filters": "F277W"}
-    assert recipe.filter.contains == ["_uncal.fits"] and recipe.filter.guide_stars == "omit"
+    # the tutorial downloads with download_products(files, productSubGroupDescription='UNCAL'):
+    # no file-name rule, guide-star files included
+    assert recipe.filter.contains == [] and recipe.filter.guide_stars == "keep"
     assert recipe.filter.columns == {"productSubGroupDescription": "UNCAL"}
     curl = load_recipe(ROOT / "pipelines" / "jwst-1073-nircam-uncal-curl.yaml", environ={})
-    assert curl.retrieve.mode == "curl" and curl.query == recipe.query
+    assert curl.retrieve.mode == "curl" and curl.query == recipe.query and curl.filter == recipe.filter
 
 
 # ---- immutability and strictness ------------------------------------------------------------
