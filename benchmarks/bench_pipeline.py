@@ -37,21 +37,8 @@ TARGETS = {"unique+filter": 50.0, "checkpoint": 3.0, "products": 4.0, "memory": 
 SEED_LOOP_LIMIT_S = 120.0  # beyond this (estimated), time the seed's loop on a subset and extrapolate
 
 
-# The seed tutorial's function, verbatim.
-def product_filter(table, prodList, gs_omit=True):
-    mask = np.full(len(table), False)
-    gs_text = '_gs-'
-    for r in table:
-        mk = False
-        fileName = r['productFilename']
-        for p in prodList:
-            if p in fileName:
-                mk = mk | True
-                if gs_text in fileName:
-                    mk = not gs_omit
-    
-        mask[r.index] = mk
-    return mask
+# The seed tutorial's function, verbatim, from the one copy the tests and benchmarks share.
+from mastpipe.sandbox.tutorial import product_filter  # noqa: E402
 
 
 PROD_LIST = ["_uncal.fits", "_cal.fits"]

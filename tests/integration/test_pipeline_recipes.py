@@ -12,6 +12,7 @@ import pytest
 
 from mastpipe.recipe import load_recipe
 from mastpipe.runner import Pipeline
+from mastpipe.sandbox.tutorial import PRODUCT_FILTER, QUERY_AND_PRODUCTS
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 RECIPES = sorted(p.name for p in PIPELINES.glob("*.yaml"))
@@ -79,38 +80,7 @@ def test_example_recipe_runs_to_filter(name, sandbox, tmp_path):
     assert all((tmp_path / "state" / f"{s}.json").exists() for s in ("query", "products", "unique", "filter"))
 
 
-SEED_CODE = r'''
-import json
-import numpy as np
-from astroquery.mast import Observations
-from astropy.table import unique, vstack, Table
-
-matched_obs = Observations.query_criteria(
-        obs_collection = 'JWST'
-        , proposal_id = '1073'
-        , instrument_name = 'Nircam'
-        , filters = 'F277W'
-        )
-
-if (len(matched_obs) > 0):
-    t = [Observations.get_product_list(obs) for obs in matched_obs]
-    files = unique(vstack(t), keys='productFilename')
-
-def product_filter(table, prodList, gs_omit=True):
-    mask = np.full(len(table), False)
-    gs_text = '_gs-'
-    for r in table:
-        mk = False
-        fileName = r['productFilename']
-        for p in prodList:
-            if p in fileName:
-                mk = mk | True
-                if gs_text in fileName:
-                    mk = not gs_omit
-    
-        mask[r.index] = mk
-    return mask
-
+SEED_CODE = QUERY_AND_PRODUCTS + PRODUCT_FILTER + r'''
 # What the tutorial downloads: download_products(files, productSubGroupDescription='UNCAL')
 # applies exactly this filter (product_filter is defined there but not used for the download).
 selected = Observations.filter_products(files, productSubGroupDescription='UNCAL')

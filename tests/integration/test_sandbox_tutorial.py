@@ -15,43 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from mastpipe.sandbox.tutorial import PRODUCT_FILTER, QUERY_AND_PRODUCTS
+
 # The tutorial's code blocks, verbatim, with the imports it takes for granted (numpy, json) and
 # a report printed at the end.  ONE line differs: the tutorial's ``if (matched_obs > 0):`` raises
 # ``TypeError: '>' not supported between instances of 'Table' and 'int'`` with astropy >= 6
 # (astropy itself, before any HTTP; test_tutorial_original_guard_fails_in_astropy pins that), so
 # it reads ``if (len(matched_obs) > 0):``, the evident intent.
-TUTORIAL = r'''
-import json
-import numpy as np
-from astroquery.mast import Observations
-from astropy.table import unique, vstack, Table
-
-matched_obs = Observations.query_criteria(
-        obs_collection = 'JWST'
-        , proposal_id = '1073'
-        , instrument_name = 'Nircam'
-        , filters = 'F277W'
-        )
-
-if (len(matched_obs) > 0):
-    t = [Observations.get_product_list(obs) for obs in matched_obs]
-    files = unique(vstack(t), keys='productFilename')
-
-def product_filter(table, prodList, gs_omit=True):
-    mask = np.full(len(table), False)
-    gs_text = '_gs-'
-    for r in table:
-        mk = False
-        fileName = r['productFilename']
-        for p in prodList:
-            if p in fileName:
-                mk = mk | True
-                if gs_text in fileName:
-                    mk = not gs_omit
-    
-        mask[r.index] = mk
-    return mask
-
+TUTORIAL = QUERY_AND_PRODUCTS + PRODUCT_FILTER + r'''
 selected = files[product_filter(files, ['_uncal', '_i2d'])]
 
 manifest_direct = Observations.download_products(

@@ -14,21 +14,8 @@ from mastpipe.stages.filter import MRP, filter_products, keep_mask
 from mastpipe.state import as_stored
 
 
-# The seed tutorial's function, VERBATIM (../shared/reference/seed-mast-astroquery-tutorial.txt).
-def product_filter(table, prodList, gs_omit=True):
-    mask = np.full(len(table), False)
-    gs_text = '_gs-'
-    for r in table:
-        mk = False
-        fileName = r['productFilename']
-        for p in prodList:
-            if p in fileName:
-                mk = mk | True
-                if gs_text in fileName:
-                    mk = not gs_omit
-    
-        mask[r.index] = mk
-    return mask
+# The seed tutorial's function, verbatim, from the one copy the tests and benchmarks share.
+from mastpipe.sandbox.tutorial import product_filter  # noqa: E402
 
 
 # -- the property test against the seed ---------------------------------------------------------
