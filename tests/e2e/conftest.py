@@ -33,7 +33,13 @@ def cli():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """A copy of the example recipes, so runs write their state and data under tmp_path."""
-    shutil.copytree(REPO / "pipelines", tmp_path / "pipelines")
+    """A copy of the example recipes, so runs write their state and data under tmp_path.
+
+    Only the recipes are copied: the README's main job, run in this checkout first, leaves its
+    state (.mastpipe/) and files (data/) under pipelines/, and a test must not start from them.
+    """
+    (tmp_path / "pipelines").mkdir()
+    for recipe in (REPO / "pipelines").glob("*.yaml"):
+        shutil.copy(recipe, tmp_path / "pipelines" / recipe.name)
     shutil.copytree(REPO / "schemas", tmp_path / "schemas")
     return tmp_path
