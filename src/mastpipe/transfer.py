@@ -765,11 +765,15 @@ class Transfer:
                         raise
         finally:
             self._helpers = None
-            with self._sessions_lock:
-                for session in self._sessions:
-                    session.close()
-                self._sessions.clear()
+            self._close_sessions()
         return [done[task.key] for task in tasks]
+
+    def _close_sessions(self) -> None:
+        """Close every worker's HTTP session (and its connections) once a run is over."""
+        with self._sessions_lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
 
     def plan(self, tasks: Sequence[FileTask]) -> Plan:
         """Decide, before any request, what every file needs: the first half of :meth:`run`.
@@ -863,10 +867,7 @@ class Transfer:
                 return self._one(task, row, self._local_state(task, row))
         finally:
             self._helpers = None
-            with self._sessions_lock:
-                for session in self._sessions:
-                    session.close()
-                self._sessions.clear()
+            self._close_sessions()
             self._local = threading.local()
 
     # -- planning helpers -----------------------------------------------------------------------
