@@ -2,10 +2,10 @@
 
 Two layers:
 
-* **Decisions** (pure, unit-tested without a network): :func:`decide` looks at what is on disk
-  and in the ledger and says what to do with one file (skip it, adopt it, finish it, resume it,
-  restart it, fetch it); :func:`judge` looks at a download response and says whether its body may
-  be appended to the temporary file, must replace it, or must be rejected.
+* **Decisions** (pure, unit-tested without a network) live in :mod:`mastpipe.resume`:
+  :func:`~mastpipe.resume.decide` says what to do with one file before any request and
+  :func:`~mastpipe.resume.judge` whether a response's body may be appended; both are re-exported
+  here.
 * **Actions**: :class:`Transfer` runs those decisions for many files with a bounded number of
   downloads in flight, one ``requests.Session`` per worker thread, and a single retry loop.
 
@@ -23,7 +23,6 @@ redacted from every error text this module produces.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import http.cookiejar
 import json
@@ -44,8 +43,10 @@ import urllib3
 
 from mastpipe.auth import redact
 from mastpipe.errors import AuthError, IntegrityError, TransferError, UsageError
-from mastpipe.ledger import DONE, Ledger, LedgerRow
+from mastpipe.ledger import Ledger, LedgerRow
 from mastpipe.paths import check_collisions, check_free_space
+from mastpipe.resume import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts, Verdict,
+                             decide, judge, parse_content_range)
 from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
 
 __all__ = [
@@ -80,7 +81,6 @@ SYNC_EVERY = 64 << 20  # flush large files as they grow (see Transfer._stream)
 MAX_REDIRECTS = 10
 _REDIRECTS = {301, 302, 303, 307, 308}
 _COOKIE_SAFE = re.compile(r"[!#-+\--:<-\[\]-~]+")  # RFC 6265 cookie-octet
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 # ---------------------------------------------------------------------------------------------
 # Public data types
@@ -191,251 +191,6 @@ class Event:
     total: int | None = None
     message: str | None = None
     skipped: int = 0
-
-
-# ---------------------------------------------------------------------------------------------
-# Decisions (pure)
-# ---------------------------------------------------------------------------------------------
-
-
-class Kind(enum.Enum):
-    """What to do with one file before any request."""
-
-    SKIP_DONE = "skip-done"  # ledger says done, size on disk matches: no request at all
-    VERIFY_DONE = "verify-done"  # as SKIP_DONE, but re-hash and compare with the ledger first
-    ADOPT = "adopt"  # complete file from an earlier manual download: hash and record
-    FINISH_VERIFY = "finish-verify"  # the temporary already has every byte: verify and rename
-    RESUME = "resume"  # GET with Range: bytes=offset- (and If-Range)
-    RESTART = "restart"  # the temporary is unusable: delete it, then GET from zero
-    FETCH = "fetch"  # nothing usable on disk: GET from zero
-    KEEP_FOREIGN = "keep-foreign"  # overwrite="never" and another file is in the way: fail it
-
-
-@dataclass(frozen=True)
-class Action:
-    """The outcome of :func:`decide`: a :class:`Kind`, the resume offset and why."""
-
-    kind: Kind
-    offset: int = 0
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class PartMeta:
-    """What ``.<name>.part.json`` remembers about the response that began a temporary file.
-
-    Attributes
-    ----------
-    size : int or None
-        Full size of the remote file as the server stated it, or as the product list expected.
-    etag, last_modified : str or None
-        The server's validators, sent back as ``If-Range`` on resume.
-    """
-
-    size: int | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-
-    @property
-    def validator(self) -> str | None:
-        """The ``If-Range`` value: a strong ETag, else Last-Modified (weak ETags are not allowed)."""
-        if self.etag and not self.etag.startswith("W/"):
-            return self.etag
-        return self.last_modified
-
-
-@dataclass(frozen=True)
-class LocalState:
-    """What is on disk and in the ledger for one file.
-
-    Attributes
-    ----------
-    final_size : int or None
-        Size of the file under its final name; None when absent (or known to be bad).
-    ledger_status : str or None
-        ``"done"``, ``"failed"``, ``"running"`` or None (no row).
-    ledger_size : int or None
-        Size recorded with a ``done`` row.
-    part_size : int or None
-        Size of the temporary file; None when absent.
-    part_meta : PartMeta or None
-        Contents of the temporary's metadata file; None when absent or unreadable.
-    verify : bool
-        The user asked to re-hash completed files.
-    overwrite : {"changed", "never", "always"}
-        What to do with a file found under the final name that the ledger does not record as
-        done: keep it when its size matches and replace it otherwise (``changed``), keep it
-        when its size matches and fail otherwise (``never``), or replace it (``always``).
-    """
-
-    final_size: int | None = None
-    ledger_status: str | None = None
-    ledger_size: int | None = None
-    part_size: int | None = None
-    part_meta: PartMeta | None = None
-    verify: bool = False
-    overwrite: str = "changed"
-
-
-@dataclass(frozen=True)
-class RemoteFacts:
-    """What is known about the remote file without asking the server: the product list's size."""
-
-    size: int | None = None
-
-
-def decide(local: LocalState, remote: RemoteFacts) -> Action:
-    """Choose what to do with one file; the single home of the resume logic.
-
-    Parameters
-    ----------
-    local : LocalState
-        Disk and ledger state.
-    remote : RemoteFacts
-        Expected size from the product list.
-
-    Returns
-    -------
-    Action
-        See :class:`Kind`. The rules, in order:
-
-        1. a final file that the ledger records as done, with the recorded (and expected) size:
-           ``SKIP_DONE`` (``VERIFY_DONE`` when verifying);
-        2. a final file with no done row whose size equals the expected size: ``ADOPT``
-           (unless ``overwrite`` is ``always``); any other such file with ``overwrite`` ``never``:
-           ``KEEP_FOREIGN``;
-        3. otherwise the final file is not trusted (it will be replaced atomically) and the
-           temporary decides: none -> ``FETCH``; no metadata, a different expected size (the
-           remote changed), longer than the remote, or empty -> ``RESTART``; exactly as long as
-           the remote -> ``FINISH_VERIFY``; shorter -> ``RESUME`` at its length, provided the
-           remote size or a validator is known to guard the splice (else ``RESTART``).
-    """
-    expected = remote.size
-    if local.final_size is not None:
-        if (
-            local.ledger_status == DONE
-            and local.ledger_size == local.final_size
-            and (expected is None or expected == local.final_size)
-        ):
-            kind = Kind.VERIFY_DONE if local.verify else Kind.SKIP_DONE
-            return Action(kind, reason="recorded as done and size on disk matches")
-        foreign = local.ledger_status != DONE
-        if foreign and local.overwrite != "always" and expected is not None and local.final_size == expected:
-            return Action(Kind.ADOPT, reason="complete file already present, not in the ledger")
-        if foreign and local.overwrite == "never":
-            return Action(Kind.KEEP_FOREIGN, reason=f"a different file ({local.final_size} bytes, expected "
-                                                    f"{expected}) is already there and overwrite is 'never'")
-    if local.part_size is None:
-        if local.final_size is not None:
-            return Action(Kind.FETCH, reason=f"file on disk has {local.final_size} bytes, "
-                                             f"expected {expected}: replacing it")
-        return Action(Kind.FETCH, reason="nothing on disk")
-    meta = local.part_meta
-    part = local.part_size
-    if meta is None:
-        return Action(Kind.RESTART, reason="temporary file without metadata")
-    if expected is not None and meta.size is not None and meta.size != expected:
-        return Action(Kind.RESTART, reason=f"remote size changed ({meta.size} -> {expected})")
-    total = expected if expected is not None else meta.size
-    if total is not None and part > total:
-        return Action(Kind.RESTART, reason=f"temporary has {part} bytes, remote only {total}")
-    if total is not None and part == total:
-        return Action(Kind.FINISH_VERIFY, reason="temporary already complete")
-    if part == 0:
-        return Action(Kind.RESTART, reason="empty temporary")
-    if total is None and meta.validator is None:
-        return Action(Kind.RESTART, reason="neither size nor validator known: cannot splice")
-    return Action(Kind.RESUME, offset=part, reason=f"resuming at byte {part}")
-
-
-class Verdict(enum.Enum):
-    """What to do with a 200/206 response body (see :func:`judge`)."""
-
-    APPEND = "append"  # 206 starting at the offset asked for: write after the kept bytes
-    FROM_ZERO = "from-zero"  # 200 with the whole body: truncate the temporary, never append
-    REJECT = "reject"  # unusable (wrong start, changed remote): discard temporary, retry
-    MISMATCH = "mismatch"  # the server's size contradicts the product list: integrity error
-
-
-@dataclass(frozen=True)
-class ResponseFacts:
-    """The parts of a response :func:`judge` needs (status and headers)."""
-
-    status: int
-    content_range: str | None = None
-    content_length: int | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-
-    @classmethod
-    def from_response(cls, response: requests.Response) -> ResponseFacts:
-        """Extract the facts from a ``requests`` response."""
-        headers = response.headers
-        length = headers.get("Content-Length")
-        return cls(
-            status=response.status_code,
-            content_range=headers.get("Content-Range"),
-            content_length=int(length) if length and length.strip().isdigit() else None,
-            etag=headers.get("ETag"),
-            last_modified=headers.get("Last-Modified"),
-        )
-
-
-def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
-    """``"bytes 10-99/100"`` -> ``(10, 99, 100)``; ``*`` total -> None; malformed -> None."""
-    match = _CONTENT_RANGE.match(value or "")
-    if not match:
-        return None
-    start, end, total = match.groups()
-    return int(start), int(end), None if total == "*" else int(total)
-
-
-def judge(offset: int, meta: PartMeta | None, expected: int | None,
-          response: ResponseFacts) -> tuple[Verdict, int | None, str]:
-    """Decide whether a successful response may be used, and how.
-
-    Parameters
-    ----------
-    offset : int
-        Bytes already kept (the ``Range`` start asked for; 0 when no Range was sent).
-    meta : PartMeta or None
-        Metadata of the temporary being resumed.
-    expected : int or None
-        Size from the product list.
-    response : ResponseFacts
-        Status 200 or 206 and headers.
-
-    Returns
-    -------
-    verdict : Verdict
-    total : int or None
-        The full size the file must reach, when known.
-    reason : str
-        Human-readable explanation (for retries and errors).
-    """
-    if response.status == 206:
-        parsed = parse_content_range(response.content_range)
-        if parsed is None:
-            return Verdict.REJECT, None, f"206 with unusable Content-Range {response.content_range!r}"
-        start, _end, total = parsed
-        if start != offset:
-            return Verdict.REJECT, None, f"206 starts at byte {start}, asked for {offset}"
-        if meta is not None:
-            if meta.etag and response.etag and meta.etag != response.etag:
-                return Verdict.REJECT, None, "remote file changed (ETag differs)"
-            if (not (meta.etag and response.etag) and meta.last_modified
-                    and response.last_modified and meta.last_modified != response.last_modified):
-                return Verdict.REJECT, None, "remote file changed (Last-Modified differs)"
-            if meta.size is not None and total is not None and meta.size != total:
-                return Verdict.REJECT, None, f"remote size changed ({meta.size} -> {total})"
-        if expected is not None and total is not None and total != expected:
-            return Verdict.MISMATCH, total, f"server size {total}, product list says {expected}"
-        return Verdict.APPEND, expected if expected is not None else total, "resuming"
-    total = response.content_length
-    if expected is not None and total is not None and total != expected:
-        return Verdict.MISMATCH, total, f"server size {total}, product list says {expected}"
-    reason = "server ignored Range: restarting from zero" if offset else "full body"
-    return Verdict.FROM_ZERO, expected if expected is not None else total, reason
 
 
 # ---------------------------------------------------------------------------------------------

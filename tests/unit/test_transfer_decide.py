@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mastpipe.transfer import (
+from mastpipe.resume import (
     Kind,
     LocalState,
     PartMeta,
@@ -15,11 +15,9 @@ from mastpipe.transfer import (
     Verdict,
     decide,
     judge,
-    meta_path,
     parse_content_range,
-    part_path,
-    stale_temporaries,
 )
+from mastpipe.transfer import meta_path, part_path, stale_temporaries
 
 META = PartMeta(size=100, etag='"v1"', last_modified="Mon, 01 Jan 2024 00:00:00 GMT")
 
