@@ -89,11 +89,24 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
         Invalid recipe (RecipeError), MAST unreachable (ArchiveError), lock held (LockError) ...
         Such runs are recorded in the history too, except when the lock is held by another run.
     """
-    from .auth import discover_token
-
     env = dict(os.environ) if environ is None else environ
     pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir, refresh=refresh, environ=env,
                         server_id=server_id)
+    return run_pipeline(pipeline, until=until, from_stage=from_stage, verify=verify, token=token,
+                        on_event=on_event, report=report, summary=summary, environ=env,
+                        executor=executor, scheduler=scheduler)
+
+
+def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str | None = None,
+                 verify: bool = False, token: str | None = None, on_event: Callable[[Any], None] | None = None,
+                 report: str | os.PathLike[str] | None = None, summary: str | os.PathLike[str] | None = None,
+                 environ: dict[str, str] | None = None, executor: str | None = None,
+                 scheduler: str | None = None) -> RunOutcome:
+    """:func:`run` for a :class:`~mastpipe.runner.Pipeline` already built (recipe loaded, server
+    and state directory chosen); the parameters are :func:`run`'s."""
+    from .auth import discover_token
+
+    env = dict(os.environ) if environ is None else environ
     pipeline.recipe.retrieve.executor.override(executor, scheduler)  # a bad --scheduler fails before any stage
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     recipe_fp = fingerprint(pipeline.recipe.model_dump(mode="json"))

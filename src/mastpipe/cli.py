@@ -195,7 +195,7 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
     def action(pipeline):  # type: ignore[no-untyped-def]
         import json
 
-        from .api import run as run_recipe
+        from .api import run_pipeline
         from .progress import Progress
         from .report import format_run
 
@@ -207,10 +207,9 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
         else:
             progress = Progress(mode="quiet" if quiet else "auto")
         try:
-            outcome = run_recipe(pipeline.recipe_path, mast_url=pipeline.mast_url, state_dir=state_dir,
-                                 until=until, from_stage=from_stage, refresh=refresh, verify=verify,
-                                 on_event=progress, server_id=pipeline.server_id, report=report_path,
-                                 summary=summary_path, executor=executor, scheduler=scheduler)
+            outcome = run_pipeline(pipeline, until=until, from_stage=from_stage, verify=verify,
+                                   on_event=progress, report=report_path, summary=summary_path,
+                                   executor=executor, scheduler=scheduler)
         finally:
             if not json_events:
                 progress.close()
