@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import EXIT_OK, LockError, MastpipeError
-from .report import append_history, build_report, history_entry, render_markdown, snapshot
+from .report import Snapshot, append_history, build_report, history_entry, read_history, render_markdown, snapshot
 from .runner import Pipeline, RunResult
 from .state import atomic_write_bytes, fingerprint
 
@@ -111,7 +111,10 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     recipe_fp = fingerprint(pipeline.recipe.model_dump(mode="json"))
     started = time.time()
-    before = snapshot(pipeline.checkpoints)
+    # "Since the previous run" means since the last run that got through its stages; checkpoints
+    # left by `plan`, `--until` or a failed run alone do not make this run a rerun.
+    completed_before = any(entry.get("exit_code") in (0, 1) for entry in read_history(pipeline.state_dir))
+    before = snapshot(pipeline.checkpoints) if completed_before else Snapshot(None, None)
     if token is None:
         token = discover_token(env)
     try:

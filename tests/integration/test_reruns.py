@@ -88,3 +88,12 @@ def test_a_failed_run_is_recorded_in_the_history(recipe: Path) -> None:
     history = (recipe.parent / ".mastpipe" / "jwst-1073-nircam-uncal" / "history.jsonl").read_text().splitlines()
     entry = json.loads(history[-1])
     assert entry["exit_code"] == 3 and "127.0.0.1:9" in entry["error"]
+
+
+def test_a_plan_before_the_first_run_does_not_make_it_a_rerun(sandbox, recipe: Path) -> None:
+    mastpipe.Pipeline(recipe, mast_url=sandbox.url).run(until="filter")  # what `mastpipe plan` does
+    first = mastpipe.run(recipe, mast_url=sandbox.url)
+    assert first.report["changes"]["first_run"] is True and first.report["nothing_new"] is False
+    assert "Since the previous run" not in first.summary
+    second = mastpipe.run(recipe, mast_url=sandbox.url)
+    assert second.report["changes"]["first_run"] is False and second.report["nothing_new"] is True
