@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import EXIT_OK, LockError, MastpipeError
-from .report import Snapshot, append_history, build_report, history_entry, read_history, render_markdown, snapshot
+from .report import (Snapshot, append_history, build_report, history_entry, iso_time, read_history,
+                     render_markdown, snapshot)
 from .runner import Pipeline, RunResult
 from .state import atomic_write_bytes, fingerprint
 
@@ -124,7 +125,7 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     except LockError:
         raise
     except MastpipeError as error:
-        append_history(pipeline.state_dir, {"run_id": run_id, "started": _iso(started), "finished": _iso(time.time()),
+        append_history(pipeline.state_dir, {"run_id": run_id, "started": iso_time(started), "finished": iso_time(time.time()),
                                             "recipe_fingerprint": recipe_fp, "exit_code": error.exit_code,
                                             "error": str(error)})
         raise
@@ -146,7 +147,3 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
             handle.write(markdown)
     append_history(pipeline.state_dir, history_entry(document))
     return RunOutcome(document, result, exit_code, report_path, markdown, dict(result.tables))
-
-
-def _iso(moment: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))

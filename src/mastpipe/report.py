@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .progress import format_bytes as human_bytes
+from .state import decoded
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def _text(values: Any) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values)]
+    return [decoded(v) for v in np.asarray(values)]
 
 
 def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str, str, int, int]]:
@@ -179,7 +180,7 @@ def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: f
 
     report: dict[str, Any] = {
         "mastpipe": __version__, "run_id": run_id, "recipe": {"path": recipe_path, "fingerprint": recipe_fingerprint},
-        "mast_url": result.mast_url, "started": _iso(started), "finished": _iso(finished),
+        "mast_url": result.mast_url, "started": iso_time(started), "finished": iso_time(finished),
         "seconds": round(finished - started, 3), "exit_code": exit_code,
         "stages": [{"stage": s.stage, "action": s.action, "reasons": s.reasons, "rows_in": s.rows_in,
                     "rows_out": s.rows_out, "seconds": round(s.seconds, 3)} for s in result.stages],
@@ -200,7 +201,8 @@ def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: f
     return report
 
 
-def _iso(moment: float) -> str:
+def iso_time(moment: float) -> str:
+    """UTC ISO 8601 time of a report or history entry."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 

@@ -88,15 +88,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (fsync the directory itself).
+
+    Some filesystems refuse fsync on a directory; the rename is atomic all the same, so that is
+    not an error.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
+
+
+def decoded(value: Any) -> str:
+    """A text cell as ``str``, whether it comes from a checkpoint (bytes) or from astroquery."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def as_stored(table: Table) -> Table:
@@ -141,7 +156,7 @@ def write_table(path: Path, table: Table) -> None:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 _FITS_BLOCK = 2880

@@ -47,6 +47,7 @@ from mastpipe.ledger import Ledger, LedgerRow
 from mastpipe.paths import check_collisions, check_free_space
 from mastpipe.resume import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts, Verdict,
                              decide, judge, parse_content_range)
+from mastpipe.state import fsync_dir
 from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
 
 __all__ = [
@@ -259,19 +260,6 @@ def _hash_file(path: Path, limit: int | None = None) -> tuple[hashlib._Hash, int
             digest.update(block)
             count += len(block)
     return digest, count
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename is still atomic
-    finally:
-        os.close(fd)
 
 
 def _host_key(url_or_host: str) -> str:
@@ -909,7 +897,7 @@ class Transfer:
             raise IntegrityError(f"product {task.key}: sha256 mismatch: expected {task.sha256}, "
                                  f"got {sha}")
         os.replace(part_path(dest), dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         try:
             meta_path(dest).unlink()
         except FileNotFoundError:

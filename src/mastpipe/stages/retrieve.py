@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import AuthError
 from ..paths import check_collisions, product_path
 from ..recipe import Executor, Retrieve
-from ..state import atomic_write_bytes
+from ..state import atomic_write_bytes, decoded
 from ..transfer import FileResult, FileTask
 
 if TYPE_CHECKING:
@@ -34,8 +34,9 @@ MANIFEST_COLUMNS = ("dataURI", "path", "size", "sha256", "status", "message", "u
 
 
 def _text(value: Any) -> Any:
+    """A cell as a plain Python value: text decoded (see :func:`mastpipe.state.decoded`)."""
     if isinstance(value, bytes):
-        return value.decode("utf-8")
+        return decoded(value)
     if isinstance(value, np.generic):
         return value.item()
     return value

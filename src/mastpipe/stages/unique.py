@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..state import decoded
+
 if TYPE_CHECKING:
     from astropy.table import Table
 
@@ -159,14 +161,10 @@ def unique_products(products: Table, key: str) -> tuple[Table, list[str]]:
         for g in np.unique(multi_group[differs]).tolist():
             members = order[starts[g]:starts[g] + counts[g]]
             n_uris = len(set(uris[members].tolist()))
-            warnings.append(f"{_text(keys[firsts[g]])} is listed with {n_uris} different dataURIs; "
-                            f"only {_text(uris[firsts[g]])} is kept")
+            warnings.append(f"{decoded(keys[firsts[g]])} is listed with {n_uris} different dataURIs; "
+                            f"only {decoded(uris[firsts[g]])} is kept")
     for message in warnings[:20]:
         log.warning("unique: %s", message)
     if len(warnings) > 20:
         log.warning("unique: %d more products with conflicting dataURIs", len(warnings) - 20)
     return result, warnings
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
