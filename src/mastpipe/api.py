@@ -115,13 +115,13 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     # "Since the previous run" means since the last run that got through its stages; checkpoints
     # left by `plan`, `--until` or a failed run alone do not make this run a rerun.
     completed_before = any(entry.get("exit_code") in (0, 1) for entry in read_history(pipeline.state_dir))
-    before = snapshot(pipeline.checkpoints) if completed_before else Snapshot(None, None)
     if token is None:
         token = discover_token(env)
     try:
         result = pipeline.run(until=until, from_stage=from_stage,
                               retrieve=lambda p, table: p.retrieve(table, verify=verify, token=token, on_event=on_event,
-                                                                   executor=executor, scheduler=scheduler))
+                                                                   executor=executor, scheduler=scheduler),
+                              remember=("query", "filter") if completed_before else ())
     except LockError:
         raise
     except MastpipeError as error:
@@ -129,6 +129,7 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
                                             "recipe_fingerprint": recipe_fp, "exit_code": error.exit_code,
                                             "error": str(error)})
         raise
+    before = snapshot(result.previous) if completed_before else Snapshot(None, None)
     exit_code = 1 if result.retrieve is not None and result.retrieve.failed else EXIT_OK
     document = build_report(result, before, run_id=run_id, started=started, finished=time.time(),
                             exit_code=exit_code, recipe_path=str(pipeline.recipe_path), recipe_fingerprint=recipe_fp)

@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from astropy.table import Table
 
     from .runner import RunResult, StageStatus
-    from .state import Checkpoints
 
 
 def _text(values: Any) -> list[str]:
@@ -114,14 +113,11 @@ class Snapshot:
     products: dict[str, int] | None  # dataURI -> size of the products kept by filter
 
 
-def snapshot(checkpoints: Checkpoints) -> Snapshot:
-    """Read the previous query and filter results (only the columns compared)."""
-    def previous(stage: str) -> Table | None:
-        sidecar = checkpoints.sidecar(stage)
-        return checkpoints.load(stage, sidecar) if sidecar is not None else None
-
-    query = previous("query")
-    filtered = previous("filter")
+def snapshot(previous: Mapping[str, Table | None]) -> Snapshot:
+    """The parts of the previous query and filter results that :func:`changes` compares
+    (``previous`` is :attr:`RunResult.previous` of a run that remembered them)."""
+    query = previous.get("query")
+    filtered = previous.get("filter")
     obsids = set(_text(query["obsid"])) if query is not None and "obsid" in query.colnames else None
     products = None
     if filtered is not None and "dataURI" in filtered.colnames:

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Collection
 
 from .errors import UsageError
 from .quantities import parse_duration
@@ -51,6 +51,9 @@ class RunResult:
     state_dir: Path
     mast_url: str
     retrieve: Any = None
+    #: The checkpoint each stage named in ``Pipeline.run(remember=...)`` held before this run
+    #: (None when it had none, or it could not be read).
+    previous: dict[str, Table | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -199,7 +202,8 @@ class Pipeline:
         raise AssertionError(stage)
 
     def run(self, *, until: str = "retrieve", from_stage: str | None = None,
-            retrieve: Callable[[Pipeline, Table], Any] | None = None) -> RunResult:
+            retrieve: Callable[[Pipeline, Table], Any] | None = None,
+            remember: Collection[str] = ()) -> RunResult:
         """Run the stages up to ``until``, reusing every checkpoint whose fingerprint matches.
 
         Parameters
@@ -211,6 +215,9 @@ class Pipeline:
         retrieve : callable, optional
             ``retrieve(pipeline, filtered_table)`` for the last stage; its result is returned as
             :attr:`RunResult.retrieve`.
+        remember : collection of str
+            Stages whose previous checkpoint to hand back as :attr:`RunResult.previous` (what a
+            report compares with). A reused checkpoint is the previous one, so it is read once.
         """
         for name, value in (("--until", until), ("--from", from_stage)):
             if value is not None and value not in STAGES:
@@ -219,6 +226,7 @@ class Pipeline:
             raise UsageError(f"--from {from_stage} comes after --until {until}")
         reports: list[StageReport] = []
         tables: dict[str, Table] = {}
+        previous: dict[str, Table | None] = {}
         with RunLock(self.state_dir):
             table: Table | None = None
             digest = ""
@@ -234,10 +242,14 @@ class Pipeline:
                 if loaded is not None:
                     assert sidecar is not None
                     table, digest = loaded, sidecar.digest
+                    if stage in remember:
+                        previous[stage] = loaded
                     reports.append(StageReport(stage, "reused", [], rows_in, len(table), time.time() - started))
                     log.info("%s: reused checkpoint (%d rows)", stage, len(table), extra=_event(reports[-1]))
                 else:
                     log.info("%s: running (%s)", stage, "; ".join(reasons))
+                    if stage in remember and sidecar is not None:  # read it before it is replaced
+                        previous[stage] = self.checkpoints.load(stage, sidecar)
                     if stage == "products" and "--refresh" in reasons:
                         self._clear_parts()
                     table = self.checkpoints.save(stage, self._compute(stage, table, fp), fp, started, tuple(reasons))
@@ -248,7 +260,7 @@ class Pipeline:
                     log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
                 tables[stage] = table
             self._save_sections([report.stage for report in reports])
-            result = RunResult(reports, tables, self.state_dir, self.mast_url)
+            result = RunResult(reports, tables, self.state_dir, self.mast_url, previous=previous)
             if until == "retrieve" and retrieve is not None:
                 started = time.time()
                 result.retrieve = retrieve(self, tables["filter"])

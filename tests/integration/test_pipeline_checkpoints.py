@@ -142,6 +142,26 @@ def test_changing_filter_reruns_filter_only(sandbox, first_run):
     assert _invokes(sandbox) == []
 
 
+def test_remember_hands_back_each_checkpoint_as_it_was_before_the_run(sandbox, first_run):
+    pipeline, first = first_run
+    text = RECIPE.replace("contains: [_uncal.fits]", "contains: [_uncal.fits, _cal.fits]").replace(
+        "    productSubGroupDescription: UNCAL", "    productSubGroupDescription: [UNCAL, CAL]")
+    again = pipeline(text).run(until="filter", remember=("query", "filter"))
+    assert set(again.previous) == {"query", "filter"}
+    # filter was recomputed: what it held before, not what this run wrote over it
+    assert _names(again.previous["filter"]) == _names(first.tables["filter"])
+    assert len(again.tables["filter"]) > len(again.previous["filter"])
+    # query was reused: the table this run loaded is the previous one, read once
+    assert again.previous["query"] is again.tables["query"]
+    assert pipeline(text).run(until="filter").previous == {}
+
+
+def test_remember_on_a_fresh_state_has_nothing_to_hand_back(sandbox, tmp_path):
+    result = Pipeline(_write(tmp_path, RECIPE), mast_url=sandbox.url, state_dir=tmp_path / "s",
+                      environ={}).run(until="filter", remember=("query", "filter"))
+    assert result.previous == {}
+
+
 def test_changing_unique_reruns_unique_and_filter(sandbox, first_run):
     pipeline, _ = first_run
     text = RECIPE.replace("key: productFilename", "key: dataURI")
