@@ -12,8 +12,9 @@ A recipe is one YAML document with these sections, each named after the stage it
     retrieve:  {mode, destination, layout, in_flight, verify, overwrite, executor, script, manifest}
     state:     {directory, query_max_age}
 
-Models are immutable and reject unknown keys. Loading goes through :mod:`mastpipe.yamlload`, so
-every error names the file, line, column and field, and says what to do. The field descriptions
+Models are immutable and reject unknown keys. Loading goes through :mod:`mastpipe.yamlload` and
+:mod:`mastpipe.recipe_problems`, so every error names the file, line, column and field, and says
+what to do. The field descriptions
 below are the reference users read: ``mastpipe schema`` turns them into the JSON Schema that
 editors show as hover text (``schemas/recipe.schema.json``), and ``mastpipe schema --markdown``
 into ``docs/recipe.md``; changing one means regenerating both (tests fail until then).
@@ -33,12 +34,12 @@ from pydantic_core import PydanticCustomError
 from .errors import Problem, RecipeError
 from .fields import CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS, suggest
 from .quantities import parse_coordinates, parse_duration, parse_radius, to_mjd
+from .recipe_problems import error_message, problems_from, scan, shown
 from .yamlload import Located, dotted, load_yaml
 
 SCHEMA_VERSION = 1
 DEFAULT_MAST_URL = "https://mast.stsci.edu"
 MAST_URL_ENV = "MASTPIPE_MAST_URL"
-TOKEN_ENV = "MAST_API_TOKEN"
 GUIDE_STAR_MARK = "_gs-"
 
 
@@ -174,7 +175,7 @@ def _range_problem(value: Any) -> tuple[str, str, str | None] | None:
         where = ".".join(str(p) for p in first["loc"])
         if first["type"] == "extra_forbidden":
             return ("value", f"a range takes only min and max, not {where!r}", "write {min: ..., max: ...}")
-        message = _message(first)
+        message = error_message(first)
         return ("value", f"{where}: {message}" if where else message,
                 "a range is {min: ..., max: ...}; either end may be left out")
     return None
@@ -533,7 +534,7 @@ class Recipe(_Model):
     @classmethod
     def _version_is_a_number(cls, value: Any) -> Any:
         if isinstance(value, (bool, str)):  # true == 1 in Python, and "1" is text
-            raise ValueError(f"the version is the number 1, not {_shown(value)}")
+            raise ValueError(f"the version is the number 1, not {shown(value)}")
         return value
 
     @model_validator(mode="after")
@@ -559,255 +560,6 @@ class Recipe(_Model):
 # Loading
 
 
-_SECRET_WORDS = {"token", "secret", "password", "passwd", "passphrase", "apikey", "credential",
-                 "credentials", "cookie", "auth", "authorization", "bearer"}
-_SECRET_VALUE = re.compile(r"^(?:[0-9a-fA-F]{32,}|(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{32,}|Bearer\s+\S+)$")
-_VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|\$)")
-_SECRET_HINT = f"never put tokens in recipes: set the environment variable {TOKEN_ENV} or run `mastpipe login`"
-
-
-def _is_secret_key(key: str) -> bool:
-    """``token``, ``api_key``, ``apiToken``, ``mast-password``: a word of the key names a secret."""
-    words = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", key).lower()
-    parts = [w for w in re.split(r"[^a-z0-9]+", words) if w]
-    joined = {a + b for a, b in zip(parts, parts[1:])}  # api_key -> apikey
-    return bool(_SECRET_WORDS & (set(parts) | joined))
-
-
-def _scan(located: Located, environ: dict[str, str]) -> tuple[Any, list[Problem]]:
-    """Refuse secrets and expand ``${VAR}`` in every string, collecting located problems."""
-    problems: list[Problem] = []
-
-    def expand(text: str, path: tuple[Any, ...]) -> str:
-        def one(match: re.Match[str]) -> str:
-            if match.group(0) == "$$":
-                return "$"
-            name, has_default, default = (match.group(1) or "").partition(":-")
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                problems.append(located.problem(path, f"${{{match.group(1)}}} is not a valid variable reference",
-                                                "write ${NAME} or ${NAME:-default}; $$ for a literal $"))
-                return ""
-            if name == TOKEN_ENV:
-                problems.append(located.problem(path, f"the recipe refers to ${{{TOKEN_ENV}}}",
-                                                f"remove it: mastpipe reads {TOKEN_ENV} from the environment itself, "
-                                                "and a token must never end up in paths or logs"))
-                return ""
-            if name not in environ and has_default:
-                return default
-            if name not in environ:
-                problems.append(located.problem(path, f"environment variable {name} is not set",
-                                                f"export {name}=... before running, or write ${{{name}:-default}}"))
-                return ""
-            return environ[name]
-
-        return _VARIABLE.sub(one, text)
-
-    def walk(value: Any, path: tuple[Any, ...]) -> Any:
-        if isinstance(value, dict):
-            out = {}
-            for key, item in value.items():
-                if _is_secret_key(key):
-                    problems.append(located.problem(path + (key,), f"the key {key!r} looks like a secret",
-                                                    _SECRET_HINT, key=True))
-                out[key] = walk(item, path + (key,))
-            return out
-        if isinstance(value, list):
-            return [walk(item, path + (i,)) for i, item in enumerate(value)]
-        if isinstance(value, str):
-            if _SECRET_VALUE.match(value.strip()):
-                problems.append(located.problem(path, "this value looks like an access token", _SECRET_HINT))
-                return value
-            return expand(value, path)
-        return value
-
-    return walk(located.data, ()), problems
-
-
-# --------------------------------------------------------------------------------------------
-# Turning pydantic's errors into one-line messages that say what is wrong and what to do
-
-
-def _shown(value: Any) -> str:
-    """A short description of a value as the author wrote it, for "must be X, not Y"."""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _message(error: Any) -> str:
-    """One error of a ValidationError as a message of the form "must be X, not Y"."""
-    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
-    not_ = f", not {_shown(value)}"
-    messages = {
-        "float_type": "must be a number", "float_parsing": "must be a number",
-        "finite_number": "must be a finite number",
-        "int_type": "must be a whole number", "int_parsing": "must be a whole number",
-        "int_from_float": "must be a whole number",
-        "bool_type": "must be true or false", "bool_parsing": "must be true or false",
-        "string_type": "must be text", "list_type": "must be a list, e.g. [a, b]",
-        "dict_type": "must be a mapping of keys to values", "model_type": "must be a mapping of keys to values",
-        "model_attributes_type": "must be a mapping of keys to values",
-    }
-    if kind in messages:
-        return messages[kind] + not_
-    if kind == "literal_error":
-        return f"must be {ctx.get('expected', 'one of the allowed values')}{not_}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        bound = {"greater_than": ("greater than", "gt"), "greater_than_equal": ("at least", "ge"),
-                 "less_than": ("less than", "lt"), "less_than_equal": ("at most", "le")}[kind]
-        return f"must be {bound[0]} {ctx.get(bound[1])}{not_}"
-    if kind == "too_short":
-        return f"must not be empty (at least {ctx.get('min_length', 1)})"
-    if kind == "string_pattern_mismatch":
-        return f"{_shown(value)} is not allowed here"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
-    return error["msg"].replace("Input should be", "must be")
-
-
-def _walk_loc(loc: tuple[Any, ...], data: Any, kind: str) -> tuple[Any, ...]:
-    """pydantic's error location with union branch names ("Range", "str") and "[key]" removed.
-
-    Parts are kept while they name keys or indexes actually present in the data; the last part
-    of a "missing" error is kept although it is, by definition, absent.
-    """
-    kept: list[Any] = []
-    current = data
-    for i, part in enumerate(loc):
-        if isinstance(current, dict) and part in current:
-            kept.append(part)
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
-            kept.append(part)
-            current = current[part]
-        elif kind == "missing" and i == len(loc) - 1:
-            kept.append(part)
-    return tuple(kept)
-
-
-class _DictOf:
-    """Marks a field that maps user-chosen names to models (``query``); the next loc part is a name."""
-
-    def __init__(self, model: type[BaseModel]) -> None:
-        self.model = model
-
-
-def _model_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model at ``loc`` (Recipe for (), Query for ("query", "q"), ...), or None."""
-    model: Any = Recipe
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if isinstance(model, _DictOf):
-            model = model.model
-            continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
-            return None
-        annotation = model.model_fields[part].annotation
-        found: Any = None
-        args = [annotation]
-        while args:
-            arg = args.pop()
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                found = arg
-                break
-            args.extend(getattr(arg, "__args__", ()))
-        if found is not None and getattr(annotation, "__origin__", None) is dict:
-            found = _DictOf(found)
-        model = found
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-
-
-def _describe(loc: tuple[Any, ...]) -> str | None:
-    """The field's own description (its first sentence), as a hint for wrong values."""
-    names = tuple(part for part in loc if not isinstance(part, int))
-    if not names:
-        return None
-    if len(names) == 2 and names[0] == "query":
-        return "each search is a mapping with `criteria:` and, optionally, `position:`"
-    parent = _model_for(names[:-1])
-    field = parent.model_fields.get(names[-1]) if parent else None
-    if field is None or not field.description:
-        return None
-    first = re.split(r"(?<!e\.g\.)(?<=[A-Za-z)\]]\.)\s+(?=[A-Z])", field.description, maxsplit=1)[0].rstrip(".")
-    if first[1:2].islower():
-        first = first[:1].lower() + first[1:]
-    return f"{names[-1]}: {first}"
-
-
-_SPECIAL = {
-    ("version",): ("literal_error", lambda v: f"unsupported recipe version {_shown(v)}; this mastpipe reads version 1",
-                   "write `version: 1`; newer recipes need a newer mastpipe"),
-    ("name",): ("string_pattern_mismatch", lambda v: f"{_shown(v)} is not a valid name",
-                "use 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"),
-    ("query",): ("too_short", lambda v: "must name at least one search",
-                 "add one, e.g. `query: {main: {criteria: {obs_collection: JWST}}}`"),
-}
-
-
-def _problems_from(error: ValidationError, located: Located, data: Any) -> list[Problem]:
-    problems = []
-    for item in error.errors(include_url=False):
-        kind = item["type"]
-        raw_loc = tuple(item["loc"])
-        loc = _walk_loc(raw_loc, data, kind)
-        if kind == "extra_forbidden":
-            parent = _model_for(loc[:-1])
-            allowed = sorted(parent.model_fields) if parent else []
-            hint = suggest(str(loc[-1]), allowed) if allowed else None
-            hint = hint or ("allowed keys here: " + ", ".join(allowed) if allowed else None)
-            problems.append(located.problem(loc, f"unknown key {loc[-1]!r}", hint, key=True))
-            continue
-        if kind == "missing":
-            message = f"required key {loc[-1]!r} is missing"
-            problems.append(Problem(located.file, *located.where(loc[:-1]), dotted(loc), message,
-                                    _missing_hint(str(loc[-1]))))
-            continue
-        if kind == "in_flight_exceeds":
-            where = ("products", "in_flight")
-            problems.append(located.problem(where, item["msg"],
-                                            "lower products.in_flight or raise mast.max_in_flight"))
-            continue
-        if raw_loc and raw_loc[-1] == "[key]" and kind == "string_pattern_mismatch":
-            problems.append(located.problem(loc, f"{_shown(loc[-1])} is not a valid name for a search",
-                                            "use letters, digits, '_' and '-', starting with a letter or digit",
-                                            key=True))
-            continue
-        special = _SPECIAL.get(loc)
-        if special and special[0] == kind:
-            problems.append(located.problem(loc, special[1](item.get("input")), special[2]))
-            continue
-        message = _message(item)
-        hint = None
-        if loc[-1:] == ("criteria",) and item.get("input") == {}:
-            hint = "add at least one field, e.g. `obs_collection: JWST`"
-        if "; did you mean" in message:
-            message, _, rest = message.partition("; did you mean")
-            hint = "did you mean" + rest
-        problems.append(located.problem(loc, message, hint or _describe(loc) or "see schemas/recipe.schema.json"))
-    # A union of several branches reports one error per branch; keep the first per place.
-    unique: dict[tuple[str, int | None], Problem] = {}
-    for problem in problems:
-        unique.setdefault((problem.field, problem.line), problem)
-    return list(unique.values())
-
-
-def _missing_hint(name: str) -> str | None:
-    return {
-        "version": "start the recipe with `version: 1`",
-        "name": "add `name: my-recipe` (letters, digits, . _ -)",
-        "query": "add a `query:` section with at least one named search",
-        "criteria": "add `criteria:` with at least one field, e.g. `obs_collection: JWST`",
-    }.get(name, f"add `{name}:`")
-
-
 def parse_recipe(located: Located, environ: dict[str, str] | None = None) -> Recipe:
     """Validate already-loaded YAML into a :class:`Recipe` (see :func:`load_recipe`).
 
@@ -822,7 +574,7 @@ def parse_recipe(located: Located, environ: dict[str, str] | None = None) -> Rec
         raise RecipeError([Problem(located.file, line or 1, column or 1, "<recipe>",
                                    f"a recipe is a mapping of sections, not {kind}",
                                    "start with `version: 1` and `name: ...` at the top level")])
-    data, problems = _scan(located, env)
+    data, problems = scan(located, env)
     scanned = tuple(p.field for p in problems)
     named, flagged = _check_named_entries(data, located)
     problems += [p for p in named if p.field not in scanned]  # one problem per place: the secret first
@@ -830,7 +582,7 @@ def parse_recipe(located: Located, environ: dict[str, str] | None = None) -> Rec
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        problems += [p for p in _problems_from(exc, located, data)
+        problems += [p for p in problems_from(exc, located, data, Recipe)
                      if not any(p.field == f or p.field.startswith(f + ".") for f in skip)]
     if problems:
         raise RecipeError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0, p.field)))
