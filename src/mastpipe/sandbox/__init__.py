@@ -172,7 +172,7 @@ def serve_forever(host: str = "127.0.0.1", port: int = 0, seed: int = 0,
                   scale: "tuple[int, int] | str | None" = None, faults: "Faults | str | None" = None,
                   tokens: "Mapping[str, str] | Iterable[str] | None" = None,
                   log_path: "str | Path | None" = None, row_cap: int = 50_000) -> None:
-    """Run a sandbox in the foreground until KeyboardInterrupt or SIGTERM.
+    """Run a sandbox in the foreground until SIGINT (Ctrl-C) or SIGTERM.
 
     The URL is printed (and flushed) as the first line of stdout so a parent process can read it.
     Invalid ``scale``/``faults``/``tokens`` raise ``ValueError`` before anything is bound.
@@ -181,20 +181,21 @@ def serve_forever(host: str = "127.0.0.1", port: int = 0, seed: int = 0,
                       host=host, port=port, log_path=log_path)
     stop = threading.Event()
 
-    def _on_term(signum, frame):  # SIGTERM ends the loop like Ctrl-C does
+    def _on_signal(signum, frame):
         stop.set()
 
-    previous = None
+    # Both signals get a handler of our own: a process started in the background by a
+    # non-interactive shell inherits SIGINT *ignored*, and Python then never raises
+    # KeyboardInterrupt, so `kill -INT` would leave the sandbox running.
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_term)
+        previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     with sandbox:
         print(sandbox.url, flush=True)
         try:
             while not stop.wait(0.5):
                 pass
-        except KeyboardInterrupt:
-            pass
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     sys.stdout.flush()
