@@ -50,7 +50,7 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
         token: str | None = None, on_event: Callable[[Any], None] | None = None, server_id: str | None = None,
         report: str | os.PathLike[str] | None = None, summary: str | os.PathLike[str] | None = None,
         environ: dict[str, str] | None = None, executor: str | None = None,
-        scheduler: str | None = None) -> RunOutcome:
+        scheduler: str | None = None, insecure: bool = False) -> RunOutcome:
     """Run a recipe: the stages up to ``until``, then write the run report and history.
 
     Parameters
@@ -78,6 +78,10 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
     report, summary : path-like, optional
         Also write the JSON report / Markdown summary there. The JSON report is always written
         to ``<state dir>/reports/``; the summary is appended to ``$GITHUB_STEP_SUMMARY`` when set.
+    insecure : bool
+        Do not check TLS certificates. Dangerous, so logged as a warning and recorded in the
+        report; for a network with its own certificate authority set ``REQUESTS_CA_BUNDLE``
+        instead (see :mod:`mastpipe.tls`).
 
     Returns
     -------
@@ -92,7 +96,7 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
     """
     env = dict(os.environ) if environ is None else environ
     pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir, refresh=refresh, environ=env,
-                        server_id=server_id)
+                        server_id=server_id, insecure=insecure)
     return run_pipeline(pipeline, until=until, from_stage=from_stage, verify=verify, token=token,
                         on_event=on_event, report=report, summary=summary, environ=env,
                         executor=executor, scheduler=scheduler)

@@ -5,7 +5,8 @@ so :func:`_astroquery` sets the server in astropy's configuration before that im
 :class:`Archive` gives each of its threads a fresh ``ObservationsClass`` whose Portal connection
 is pointed at the configured server. Nothing in astroquery is patched: we only configure it, and
 give its ``requests`` session an adapter that applies a timeout (astroquery sends none, so a
-hanging server would block forever) and a pool sized for our politeness limit.
+hanging server would block forever), a pool sized for our politeness limit and, only under
+``--insecure``, no certificate check (see :mod:`mastpipe.tls`).
 
 Retries (timeouts, connection errors, 429, 5xx, honouring ``Retry-After``) happen here, in one
 loop, for every request mastpipe makes through astroquery.
@@ -26,6 +27,7 @@ from requests.adapters import HTTPAdapter
 
 from .errors import ArchiveError
 from .retry import RetryAfterTooLong, RetryPolicy, is_transient_status
+from .tls import FIX, certificate_error, describe, quiet_urllib3
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -37,15 +39,20 @@ _configure_lock = threading.Lock()
 
 
 class _TimeoutAdapter(HTTPAdapter):
-    """An HTTP adapter that applies a default timeout to requests sent without one."""
+    """An HTTP adapter that applies a default timeout to requests sent without one, and turns
+    certificate checks off when told to (here, because a session's ``verify`` loses to
+    ``REQUESTS_CA_BUNDLE``, and astroquery passes ``verify=True`` with every request)."""
 
-    def __init__(self, timeout: float, pool_size: int) -> None:
+    def __init__(self, timeout: float, pool_size: int, insecure: bool = False) -> None:
         super().__init__(pool_connections=pool_size, pool_maxsize=pool_size)
         self.timeout = timeout
+        self.insecure = insecure
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
+        if self.insecure:
+            kwargs["verify"] = False
         return super().send(request, **kwargs)
 
 
@@ -84,11 +91,16 @@ class Archive:
         Most requests in flight at once from this object, whatever the number of threads.
     page_size : int
         Rows per page of results.
+    insecure : bool
+        Do not check the server's TLS certificate (``--insecure``; the caller warns).
     """
 
     def __init__(self, url: str, *, timeout: float = 600.0, policy: RetryPolicy | None = None,
-                 max_in_flight: int = 4, page_size: int = 50_000) -> None:
+                 max_in_flight: int = 4, page_size: int = 50_000, insecure: bool = False) -> None:
         self.url = url.rstrip("/")
+        self.insecure = insecure
+        if insecure:
+            quiet_urllib3()
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
         self.page_size = page_size
@@ -111,7 +123,7 @@ class Archive:
             portal.MAST_BUNDLE_URL = self.url + "/api/v0.1/Download/bundle"
             portal.PAGESIZE = self.page_size
             portal.TIMEOUT = self.timeout
-            adapter = _TimeoutAdapter(self.timeout, pool_size=2)
+            adapter = _TimeoutAdapter(self.timeout, pool_size=2, insecure=self.insecure)
             portal._session.mount("http://", adapter)
             portal._session.mount("https://", adapter)
             self._local.observations = obs
@@ -146,6 +158,9 @@ class Archive:
                 with self._slot():
                     return request(self._observations())
             except Exception as exc:  # astroquery raises many kinds; classify below
+                bad_certificate = certificate_error(exc)
+                if bad_certificate is not None:  # not a passing fault: asking again cannot help
+                    raise ArchiveError(f"{what}: {describe(self.url, bad_certificate)}", hint=FIX) from None
                 transient, timed_out, retry_after, reason = _classify(exc)
                 if not transient:
                     raise ArchiveError(f"{what}: MAST answered an error: {reason}",

@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from mastpipe.errors import AuthError
+from mastpipe.tls import FIX, certificate_error, describe, quiet_urllib3
 
 __all__ = [
     "ENV_VAR",
@@ -148,7 +149,7 @@ def store_token(token: str) -> None:
 
 
 def check_token(base_url: str, token: str, session: requests.Session | None = None,
-                timeout: float = 30.0) -> dict[str, Any]:
+                timeout: float = 30.0, insecure: bool = False) -> dict[str, Any]:
     """Ask MAST's ``/whoami`` whether ``token`` is valid, once.
 
     Parameters
@@ -161,6 +162,8 @@ def check_token(base_url: str, token: str, session: requests.Session | None = No
         Session to use; a fresh one by default. Its cookie jar is not modified.
     timeout : float
         Seconds before giving up.
+    insecure : bool
+        Do not check the server's TLS certificate (``--insecure``; the caller warns).
 
     Returns
     -------
@@ -177,15 +180,22 @@ def check_token(base_url: str, token: str, session: requests.Session | None = No
     own = session is None
     session = session or requests.Session()
     url = base_url.rstrip("/") + "/whoami"
+    if insecure:
+        quiet_urllib3()
     try:
         response = session.get(
             url,
             headers={"Accept": "application/json", "Cookie": f"mast_token={token}"},
             timeout=timeout,
             allow_redirects=False,  # a redirect could carry the cookie to another host
+            **({"verify": False} if insecure else {}),
         )
         info = response.json()
     except (requests.RequestException, ValueError) as exc:
+        bad_certificate = certificate_error(exc)
+        if bad_certificate is not None:
+            raise AuthError(f"could not check the MAST token: {describe(url, bad_certificate)}",
+                            hint=FIX) from None
         raise AuthError(
             f"could not check the MAST token at {url}: {redact(str(exc), token)}"
         ) from None

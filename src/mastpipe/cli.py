@@ -125,6 +125,8 @@ def _pipeline_options(function):  # type: ignore[no-untyped-def]
         click.option("--mast-url", envvar=None, help="MAST server to use (overrides MASTPIPE_MAST_URL and the recipe)."),
         click.option("--state-dir", type=click.Path(file_okay=False), help="Where checkpoints live (default .mastpipe/<name> beside the recipe)."),
         click.option("--sandbox", is_flag=True, help="Start mastpipe's local MAST stand-in and run against it (tries a recipe offline)."),
+        click.option("--insecure", is_flag=True,
+                     help="Do not check TLS certificates (dangerous; for a private certificate authority set REQUESTS_CA_BUNDLE instead)."),
         click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors."),
         click.option("-v", "--verbose", is_flag=True, help="Debug output."),
     ]
@@ -134,7 +136,7 @@ def _pipeline_options(function):  # type: ignore[no-untyped-def]
 
 
 def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
-                   action, refresh: bool = False):  # type: ignore[no-untyped-def]
+                   action, refresh: bool = False, insecure: bool = False):  # type: ignore[no-untyped-def]
     """Build the Pipeline (inside a sandbox when asked) and run ``action(pipeline)``."""
     from contextlib import nullcontext
 
@@ -153,7 +155,8 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
             if running is not None:
                 click.echo(f"sandbox: serving a local MAST stand-in at {url}", err=True)
             server_id = SANDBOX_SERVER_ID if running is not None else None
-            return action(Pipeline(recipe, mast_url=url, state_dir=state_dir, refresh=refresh, server_id=server_id))
+            return action(Pipeline(recipe, mast_url=url, state_dir=state_dir, refresh=refresh, server_id=server_id,
+                                   insecure=insecure))
     except MastpipeError as error:
         _fail(error)
 
@@ -174,8 +177,8 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
               help="Where downloads run, instead of the recipe's retrieve.executor (dask needs mastpipe[dask]).")
 @click.option("--scheduler", metavar="ADDRESS",
               help="Dask scheduler, e.g. tcp://host:8786, or 'local' for worker processes on this machine.")
-def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, quiet: bool, verbose: bool,
-        until: str, from_stage: str | None, refresh: bool, verify: bool, report_path: str | None,
+def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
+        verbose: bool, until: str, from_stage: str | None, refresh: bool, verify: bool, report_path: str | None,
         summary_path: str | None, json_events: bool, executor: str | None = None,
         scheduler: str | None = None) -> None:
     """Run a recipe: query -> products -> unique -> filter -> retrieve.
@@ -223,7 +226,7 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
             click.echo(format_run(outcome.result))
         sys.exit(outcome.exit_code)
 
-    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, refresh=refresh)
+    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, refresh=refresh, insecure=insecure)
 
 
 @main.command()
@@ -261,7 +264,8 @@ def history(recipe: str, state_dir: str | None, as_json: bool) -> None:
 
 @main.command()
 @_pipeline_options
-def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, quiet: bool, verbose: bool) -> None:
+def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
+         verbose: bool) -> None:
     """Show what `run` would retrieve, without downloading anything.
 
     Runs the stages up to filter (reusing checkpoints) and prints the files and bytes to
@@ -279,7 +283,7 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
         result = pipeline.run(until="filter")
         click.echo(format_plan(result.tables["filter"], result.tables["query"]))
 
-    _with_pipeline(recipe, mast_url, state_dir, sandbox, action)
+    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, insecure=insecure)
 
 
 @main.command()
@@ -308,7 +312,8 @@ def status(recipe: str, mast_url: str | None, sandbox: bool, state_dir: str | No
 
 @main.command()
 @click.option("--mast-url", help="Server to check the token against (default: MASTPIPE_MAST_URL, else MAST).")
-def login(mast_url: str | None) -> None:
+@click.option("--insecure", is_flag=True, help="Do not check the server's TLS certificate (dangerous).")
+def login(mast_url: str | None, insecure: bool) -> None:
     """Store a MAST token in the system keyring, after checking it with MAST.
 
     The token is asked for at a hidden prompt (never as an argument, which process lists show)
@@ -325,10 +330,15 @@ def login(mast_url: str | None) -> None:
     from .recipe import DEFAULT_MAST_URL, MAST_URL_ENV
 
     url = (mast_url or os.environ.get(MAST_URL_ENV) or DEFAULT_MAST_URL).rstrip("/")
+    if insecure:
+        from .tls import warn_insecure
+
+        _setup_logging(False, False)
+        warn_insecure(url)
     click.echo(f"Create a token at {TOKEN_PAGE}", err=True)
     token = click.prompt("MAST token", hide_input=True, err=True).strip()
     try:
-        info = check_token(url, token)
+        info = check_token(url, token, insecure=insecure)
         store_token(token)
     except MastpipeError as error:
         _fail(error)

@@ -114,7 +114,7 @@ class WorkerConfig:
 
     Attributes
     ----------
-    timeout, policy, verify, overwrite, chunk_size
+    timeout, policy, verify, overwrite, chunk_size, insecure
         As in :class:`~mastpipe.transfer.Transfer`.
     token : Secret or None
         MAST token, only ever sent to ``token_hosts``.
@@ -132,6 +132,7 @@ class WorkerConfig:
     token: Secret | None = None
     token_hosts: tuple[str, ...] = ("mast.stsci.edu",)
     topic: str | None = None
+    insecure: bool = False
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,8 @@ def fetch_on_worker(task: FileTask, row: LedgerRow | None, config: WorkerConfig,
                       token_hosts=config.token_hosts,
                       # duck-typed: the engine only calls mark_* on it (see _LedgerCalls)
                       ledger=cast("Ledger", ledger), verify=config.verify, on_event=forward,
-                      check_space=False, overwrite=config.overwrite, chunk_size=config.chunk_size)
+                      check_space=False, overwrite=config.overwrite, chunk_size=config.chunk_size,
+                      insecure=config.insecure)
     result = engine.fetch_one(task, row)
     return FileFacts(result, tuple(ledger.calls), execution, forward.sent + forward.pending,
                      tuple(forward.notices), address)
@@ -293,7 +295,7 @@ class DaskTransfer:
     resubmits : int
         Times the driver submits a file again after Dask gave up on its task.
     timeout, policy, run_retry_budget, token, token_hosts, ledger, verify, on_event,
-    check_space, overwrite, chunk_size
+    check_space, overwrite, chunk_size, insecure
         As in :class:`~mastpipe.transfer.Transfer`. ``on_event`` is called from the driver
         (from Dask's event-loop thread for live ``start``/``bytes``/``retry`` events).
 
@@ -313,7 +315,7 @@ class DaskTransfer:
                  token: str | None = None, token_hosts: Iterable[str] = ("mast.stsci.edu",),
                  ledger: Ledger | None = None, verify: bool = False,
                  on_event: Callable[[Event], None] | None = None, check_space: bool = True,
-                 overwrite: str = "changed", chunk_size: int = CHUNK) -> None:
+                 overwrite: str = "changed", chunk_size: int = CHUNK, insecure: bool = False) -> None:
         try:
             import distributed  # noqa: F401 - fail here, before any stage output is used
         except ImportError:
@@ -337,11 +339,11 @@ class DaskTransfer:
                                  run_retry_budget=run_retry_budget, token=token,
                                  token_hosts=token_hosts, ledger=ledger, verify=verify,
                                  on_event=on_event, check_space=check_space, overwrite=overwrite,
-                                 chunk_size=chunk_size)
+                                 chunk_size=chunk_size, insecure=insecure)
         self._config = WorkerConfig(timeout=timeout, policy=self.policy, verify=verify,
                                     overwrite=overwrite, chunk_size=chunk_size,
                                     token=Secret(token) if token else None,
-                                    token_hosts=token_hosts)
+                                    token_hosts=token_hosts, insecure=insecure)
         self._lock = threading.Lock()
         # Live events and results travel by different routes, so a result may overtake the last
         # events of its execution: per execution, count what arrived live; when the result comes,

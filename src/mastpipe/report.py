@@ -176,7 +176,7 @@ def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: f
 
     report: dict[str, Any] = {
         "mastpipe": __version__, "run_id": run_id, "recipe": {"path": recipe_path, "fingerprint": recipe_fingerprint},
-        "mast_url": result.mast_url, "started": iso_time(started), "finished": iso_time(finished),
+        "mast_url": result.mast_url, "insecure": result.insecure, "started": iso_time(started), "finished": iso_time(finished),
         "seconds": round(finished - started, 3), "exit_code": exit_code,
         "stages": [{"stage": s.stage, "action": s.action, "reasons": s.reasons, "rows_in": s.rows_in,
                     "rows_out": s.rows_out, "seconds": round(s.seconds, 3)} for s in result.stages],
@@ -208,6 +208,9 @@ def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
     status = {0: "succeeded", 1: "finished with failed files"}.get(report["exit_code"], f"failed (exit {report['exit_code']})")
     lines.append(f"Run `{report['run_id']}` against {report['mast_url']} {status} in {report['seconds']:.1f} s.")
     lines.append("")
+    if report.get("insecure"):
+        lines += ["**Warning:** TLS certificates were not checked (`--insecure`): what was downloaded "
+                  "could have been altered in transit.", ""]
     if report.get("nothing_new"):
         lines += ["Nothing new since the previous run.", ""]
     lines += ["| stage | action | rows | seconds | why |", "|---|---|---:|---:|---|"]

@@ -51,6 +51,7 @@ class RunResult:
     state_dir: Path
     mast_url: str
     retrieve: Any = None
+    insecure: bool = False  # TLS certificates went unchecked (--insecure)
     #: The checkpoint each stage named in ``Pipeline.run(remember=...)`` held before this run
     #: (None when it had none, or it could not be read).
     previous: dict[str, Table | None] = field(default_factory=dict)
@@ -94,12 +95,15 @@ class Pipeline:
         Ask MAST again for observations and product lists even when checkpoints are current.
     environ : dict, optional
         Environment for ``${VAR}`` and ``MASTPIPE_MAST_URL`` (default ``os.environ``).
+    insecure : bool
+        Do not check MAST's TLS certificate (``--insecure``): logged as a warning here, once, and
+        recorded in the run report. Never a recipe setting: see :mod:`mastpipe.tls`.
     """
 
     def __init__(self, recipe_path: str | os.PathLike[str], *, mast_url: str | None = None,
                  state_dir: str | os.PathLike[str] | None = None, refresh: bool = False,
                  environ: dict[str, str] | None = None, recipe: Recipe | None = None,
-                 server_id: str | None = None) -> None:
+                 server_id: str | None = None, insecure: bool = False) -> None:
         self.recipe_path = Path(recipe_path)
         self.recipe = recipe or load_recipe(self.recipe_path, environ)
         self.mast_url = effective_mast_url(self.recipe, mast_url, environ)
@@ -109,6 +113,11 @@ class Pipeline:
         # (the built-in sandbox gets a new port every time but always serves the same catalogue).
         self.server_id = server_id or self.mast_url
         self.checkpoints = Checkpoints(self.state_dir)
+        self.insecure = insecure
+        if insecure:
+            from .tls import warn_insecure
+
+            warn_insecure(self.mast_url)
         self._archive: Archive | None = None
 
     # -- fingerprints ------------------------------------------------------------------------
@@ -176,7 +185,7 @@ class Pipeline:
 
             m = self.recipe.mast
             self._archive = Archive(self.mast_url, timeout=m.timeout, max_in_flight=m.max_in_flight,
-                                    page_size=m.page_size,
+                                    page_size=m.page_size, insecure=self.insecure,
                                     policy=RetryPolicy(max_attempts=m.retries + 1, retry_after_cap=m.retry_after_cap))
         return self._archive
 
@@ -260,7 +269,8 @@ class Pipeline:
                     log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
                 tables[stage] = table
             self._save_sections([report.stage for report in reports])
-            result = RunResult(reports, tables, self.state_dir, self.mast_url, previous=previous)
+            result = RunResult(reports, tables, self.state_dir, self.mast_url, previous=previous,
+                               insecure=self.insecure)
             if until == "retrieve" and retrieve is not None:
                 started = time.time()
                 result.retrieve = retrieve(self, tables["filter"])
@@ -281,7 +291,7 @@ class Pipeline:
         return retrieve_stage.run(table, self.recipe.retrieve, base=self.recipe_path.resolve().parent,
                                   state_dir=self.state_dir, mast_url=self.mast_url, mast_timeout=m.timeout,
                                   retries=m.retries, retry_after_cap=m.retry_after_cap, verify=verify,
-                                  token=token, on_event=on_event,
+                                  token=token, on_event=on_event, insecure=self.insecure,
                                   executor=self.recipe.retrieve.executor.override(executor, scheduler))
 
     def _parts_dir(self, fp: str) -> Path:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -49,6 +49,7 @@ from mastpipe.resume import (Action, Kind, LocalState, PartMeta, RemoteFacts, Re
                              decide, judge, parse_content_range)
 from mastpipe.state import fsync_dir
 from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
+from mastpipe.tls import FIX, certificate_error, describe, quiet_urllib3
 
 __all__ = [
     "Action",
@@ -408,6 +409,9 @@ class Transfer:
     sleep : callable, optional
         Used to wait between retries; injectable for tests. By default the wait ends early when
         the run is interrupted.
+    insecure : bool
+        Do not check servers' TLS certificates (``--insecure``; the caller warns, see
+        :mod:`mastpipe.tls`). A certificate that fails the check fails its file at once.
     """
 
     def __init__(
@@ -425,6 +429,7 @@ class Transfer:
         overwrite: str = "changed",
         chunk_size: int = CHUNK,
         sleep: Callable[[float], None] | None = None,
+        insecure: bool = False,
     ) -> None:
         if workers < 1:
             raise UsageError("workers must be at least 1")
@@ -447,6 +452,10 @@ class Transfer:
             raise UsageError(f"overwrite must be changed, never or always, not {overwrite!r}")
         self.overwrite = overwrite
         self.chunk_size = chunk_size
+        # verify=False on each request, not on the session: REQUESTS_CA_BUNDLE would override it
+        self._tls: dict[str, Any] = {"verify": False} if insecure else {}
+        if insecure:
+            quiet_urllib3()
         self._cancel = threading.Event()  # set when run() is interrupted (Ctrl-C)
         self._sleep = sleep or self._cancel.wait
         self._local = threading.local()
@@ -763,7 +772,8 @@ class Transfer:
                 request_headers["Cookie"] = f"mast_token={self._token}"
             counters.requests += 1
             response = session.get(url, headers=request_headers, stream=True,
-                                   timeout=(self.timeout, self.timeout), allow_redirects=False)
+                                   timeout=(self.timeout, self.timeout), allow_redirects=False,
+                                   **self._tls)
             location = response.headers.get("Location")
             if response.status_code not in _REDIRECTS or not location:
                 return response
@@ -796,6 +806,9 @@ class Transfer:
                 requests.exceptions.MissingSchema) as exc:
             raise _Fail(f"invalid URL: {exc}") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            bad_certificate = certificate_error(exc)
+            if bad_certificate is not None:  # asking again cannot help
+                raise _Fail(f"{describe(task.url, bad_certificate)}; {FIX}") from None
             raise _Retry(f"{type(exc).__name__}: {exc}") from None
         with response:
             status = response.status_code

@@ -80,3 +80,24 @@ def test_exit_codes(workdir: Path, tmp_path: Path, cli) -> None:
         failed = cli("run", SEED, "--mast-url", sb.url, cwd=workdir)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "failed:" in failed.stdout and "404" in failed.stdout
+
+
+def test_certificates_over_https_checked_unless_insecure_and_then_loudly(workdir: Path, cli) -> None:
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    no_bundle = {"REQUESTS_CA_BUNDLE": "", "CURL_CA_BUNDLE": "", "SSL_CERT_FILE": ""}
+    with Sandbox(seed=0, ssl_context=context) as sb:
+        refused = cli("plan", SEED, "--mast-url", sb.url, cwd=workdir, env=no_bundle)
+        assert refused.returncode == 3, refused.stderr
+        assert "TLS certificate of 127.0.0.1" in refused.stderr and "REQUESTS_CA_BUNDLE" in refused.stderr
+        assert "--insecure" in refused.stderr and "Traceback" not in refused.stderr
+
+        done = cli("run", SEED, "--mast-url", sb.url, "--insecure", "-q", cwd=workdir, env=no_bundle)
+        assert done.returncode == 0, done.stderr
+        assert "TLS certificate checking is OFF" in done.stderr  # shown even with -q
+        assert "InsecureRequestWarning" not in done.stderr

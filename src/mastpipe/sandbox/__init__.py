@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import signal
+import ssl
 import sys
 import threading
 from pathlib import Path
@@ -94,12 +95,16 @@ class Sandbox:
         Address to bind (port 0 picks a free port).
     log_path : str or Path, optional
         Also append every request record to this JSONL file.
+    ssl_context : ssl.SSLContext, optional
+        Serve HTTPS with this server-side context (its certificate and key loaded); the URL
+        then starts with ``https://``. For testing what clients do with certificates.
     """
 
     def __init__(self, seed: int = 0, faults: "Faults | str | None" = None,
                  tokens: "Mapping[str, str] | Iterable[str] | None" = None, row_cap: int = 50_000,
                  scale: "tuple[int, int] | str | None" = None, host: str = "127.0.0.1",
-                 port: int = 0, log_path: "str | Path | None" = None) -> None:
+                 port: int = 0, log_path: "str | Path | None" = None,
+                 ssl_context: "ssl.SSLContext | None" = None) -> None:
         self.seed = seed
         self.faults = Faults.parse(faults)
         self.tokens = parse_tokens(tokens)
@@ -107,6 +112,7 @@ class Sandbox:
         self.catalog = Catalog(seed=seed, scale=parse_scale(scale))
         self.log = RequestLog(log_path)
         self._host, self._port = host, port
+        self._ssl_context = ssl_context
         self._server: SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -123,7 +129,7 @@ class Sandbox:
     def start(self) -> "Sandbox":
         """Bind and start serving in a background thread."""
         if self._server is None:
-            self._server = SandboxHTTPServer((self._host, self._port), self)
+            self._server = SandboxHTTPServer((self._host, self._port), self, self._ssl_context)
             self._thread = threading.Thread(target=self._server.serve_forever,
                                             kwargs={"poll_interval": 0.05},
                                             name="mastpipe-sandbox", daemon=True)
@@ -151,13 +157,20 @@ class Sandbox:
     # ------------------------------------------------------------------ addresses
     @property
     def url(self) -> str:
-        """``http://HOST:PORT`` (no trailing slash)."""
+        """``http://HOST:PORT`` (``https://`` when serving TLS; no trailing slash)."""
         if self._server is None:
             raise RuntimeError("the sandbox is not running; use it as a context manager or call start()")
         host, port = self._server.server_address[:2]
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{port}"
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far, including those that never got to a request (a
+        client refusing the TLS certificate): what the request log cannot show."""
+        return self._server.connections_accepted if self._server is not None else 0
 
     def download_url(self, uri: str) -> str:
         """The MAST download URL of ``uri`` on this sandbox (as astroquery builds it)."""

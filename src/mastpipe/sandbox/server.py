@@ -15,6 +15,7 @@ import json
 import math
 import re
 import socket
+import ssl
 import threading
 import time
 from email.utils import formatdate
@@ -60,15 +61,22 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, sandbox: "Sandbox") -> None:
+    def __init__(self, address, sandbox: "Sandbox", ssl_context: "ssl.SSLContext | None" = None) -> None:
         self.sandbox = sandbox
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self.connections_accepted = 0
         super().__init__(address, Handler)
+        if ssl_context is not None:
+            # The handshake waits for the first read, in the connection's own thread: a client
+            # that stalls or rejects the certificate never holds up the accept loop.
+            self.socket = ssl_context.wrap_socket(self.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
 
     def process_request(self, request, client_address) -> None:  # noqa: D102
         with self._open_lock:
             self._open.add(request)
+            self.connections_accepted += 1
         super().process_request(request, client_address)
 
     def shutdown_request(self, request) -> None:  # noqa: D102
@@ -93,7 +101,7 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         import sys
 
         exc = sys.exc_info()[1]
-        if isinstance(exc, _QUIET + (_Drop,)):
+        if isinstance(exc, _QUIET + (_Drop, ssl.SSLError)):  # incl. a client refusing our certificate
             return  # a client hanging up is normal, not worth a traceback
         super().handle_error(request, client_address)
 

@@ -120,7 +120,8 @@ def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileRes
 
 def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_url: str,
         mast_timeout: float, retries: int, retry_after_cap: float, verify: bool = False,
-        token: str | None = None, on_event: Any = None, executor: Executor | None = None) -> RetrieveResult:
+        token: str | None = None, on_event: Any = None, executor: Executor | None = None,
+        insecure: bool = False) -> RetrieveResult:
     """Carry out the recipe's ``retrieve`` section for the products in ``table``.
 
     Parameters
@@ -133,6 +134,8 @@ def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_u
         MAST token for exclusive-access products (never from the recipe).
     executor : Executor, optional
         Where downloads run, when not the recipe's ``retrieve.executor`` (``--executor``).
+    insecure : bool
+        Do not check TLS certificates (``--insecure``; see :mod:`mastpipe.tls`).
     """
     destination = (base / settings.destination).resolve()
     tasks = plan_files(table, destination, settings.layout, mast_url)
@@ -150,12 +153,13 @@ def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_u
         return result
     return _download(tasks, settings, state_dir, mast_url, mast_timeout, retries, retry_after_cap,
                      verify or settings.verify == "sha256", token, on_event, manifest_path, result,
-                     executor or settings.executor)
+                     executor or settings.executor, insecure)
 
 
 def _download(tasks: list[FileTask], settings: Retrieve, state_dir: Path, mast_url: str, timeout: float,
               retries: int, retry_after_cap: float, verify: bool, token: str | None, on_event: Any,
-              manifest_path: Path, result: RetrieveResult, executor: Executor | None = None) -> RetrieveResult:
+              manifest_path: Path, result: RetrieveResult, executor: Executor | None = None,
+              insecure: bool = False) -> RetrieveResult:
     from ..auth import check_token
     from ..ledger import Ledger
     from ..retry import RetryPolicy
@@ -168,7 +172,7 @@ def _download(tasks: list[FileTask], settings: Retrieve, state_dir: Path, mast_u
             if not token:
                 raise AuthError(f"{len(protected)} exclusive-access file(s) selected but no MAST token is set",
                                 hint="set MAST_API_TOKEN or run `mastpipe login`")
-            check_token(mast_url, token, timeout=min(timeout, 60.0))
+            check_token(mast_url, token, timeout=min(timeout, 60.0), insecure=insecure)
         except AuthError as exc:
             result.auth_error = str(exc)
             refused = protected
@@ -181,7 +185,8 @@ def _download(tasks: list[FileTask], settings: Retrieve, state_dir: Path, mast_u
     with Ledger(state_dir / "ledger.sqlite") as ledger:
         common: dict[str, Any] = dict(timeout=min(timeout, 300.0), policy=policy,
                                       token=token if protected and not refused else None, token_hosts=(host,),
-                                      ledger=ledger, verify=verify, on_event=on_event, overwrite=settings.overwrite)
+                                      ledger=ledger, verify=verify, on_event=on_event, overwrite=settings.overwrite,
+                                      insecure=insecure)
         if executor is not None and executor.kind == "dask":
             from ..distributed import DaskTransfer  # the optional extra: imported only when chosen
 
