@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from mastpipe.errors import AuthError
-from mastpipe.tls import FIX, certificate_error, describe, quiet_urllib3
+from mastpipe.tls import FIX, certificate_error, describe, request_options
 
 __all__ = [
     "ENV_VAR",
@@ -180,15 +180,13 @@ def check_token(base_url: str, token: str, session: requests.Session | None = No
     own = session is None
     session = session or requests.Session()
     url = base_url.rstrip("/") + "/whoami"
-    if insecure:
-        quiet_urllib3()
     try:
         response = session.get(
             url,
             headers={"Accept": "application/json", "Cookie": f"mast_token={token}"},
             timeout=timeout,
             allow_redirects=False,  # a redirect could carry the cookie to another host
-            **({"verify": False} if insecure else {}),
+            **request_options(insecure),
         )
         info = response.json()
     except (requests.RequestException, ValueError) as exc:

@@ -48,6 +48,18 @@ def describe(url: str, error: ssl.SSLCertVerificationError) -> str:
     return f"the TLS certificate of {urlsplit(url).netloc or url} could not be verified ({why})"
 
 
+def request_options(insecure: bool) -> dict[str, bool]:
+    """Keyword arguments for one ``requests`` call: ``verify=False`` when ``insecure``.
+
+    Per request, not per session: a session's ``verify`` loses to ``REQUESTS_CA_BUNDLE``. Also
+    silences urllib3's per-request warning (see :func:`quiet_urllib3`).
+    """
+    if not insecure:
+        return {}
+    quiet_urllib3()
+    return {"verify": False}
+
+
 def quiet_urllib3() -> None:
     """Drop urllib3's warning on every unverified request: :func:`warn_insecure` says it once."""
     import urllib3

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -49,7 +49,7 @@ from mastpipe.resume import (Action, Kind, LocalState, PartMeta, RemoteFacts, Re
                              decide, judge, parse_content_range)
 from mastpipe.state import fsync_dir
 from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
-from mastpipe.tls import FIX, certificate_error, describe, quiet_urllib3
+from mastpipe.tls import FIX, certificate_error, describe, request_options
 
 __all__ = [
     "Action",
@@ -452,10 +452,7 @@ class Transfer:
             raise UsageError(f"overwrite must be changed, never or always, not {overwrite!r}")
         self.overwrite = overwrite
         self.chunk_size = chunk_size
-        # verify=False on each request, not on the session: REQUESTS_CA_BUNDLE would override it
-        self._tls: dict[str, Any] = {"verify": False} if insecure else {}
-        if insecure:
-            quiet_urllib3()
+        self._tls = request_options(insecure)
         self._cancel = threading.Event()  # set when run() is interrupted (Ctrl-C)
         self._sleep = sleep or self._cancel.wait
         self._local = threading.local()
