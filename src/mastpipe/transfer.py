@@ -10,8 +10,8 @@ Two layers:
   downloads in flight, one ``requests.Session`` per worker thread, and a single retry loop.
 
 Files are written to ``.<name>.part`` beside their target, with ``.<name>.part.json`` holding the
-server's validator (ETag / Last-Modified) and the expected size, so a run killed with ``kill -9``
-resumes with ``Range`` + ``If-Range``. The sha256 is computed while the body streams (on a helper
+server's validator (ETag / Last-Modified) and the expected size (see :mod:`mastpipe.temporaries`),
+so a run killed with ``kill -9`` resumes with ``Range`` + ``If-Range``. The sha256 is computed while the body streams (on a helper
 thread, so hashing overlaps the network and the disk). A file appears under its final name only
 after its size (and sha256, when known) has been verified, the data fsynced and the name swapped
 atomically.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import http.cookiejar
-import json
 import logging
 import os
 import queue
@@ -48,6 +47,8 @@ from mastpipe.paths import check_collisions, check_free_space
 from mastpipe.resume import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts, Verdict,
                              decide, judge, parse_content_range)
 from mastpipe.state import fsync_dir
+from mastpipe.temporaries import (discard, hash_file, meta_path, part_path, read_meta, size_of,
+                                  stale_temporaries, write_meta)
 from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
 from mastpipe.tls import FIX, certificate_error, describe, request_options
 
@@ -195,74 +196,6 @@ class Event:
     skipped: int = 0
 
 
-# ---------------------------------------------------------------------------------------------
-# Disk helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def part_path(dest: Path) -> Path:
-    """The temporary beside ``dest``: ``.<name>.part``."""
-    return dest.with_name(f".{dest.name}.part")
-
-
-def meta_path(dest: Path) -> Path:
-    """The temporary's metadata beside ``dest``: ``.<name>.part.json``."""
-    return dest.with_name(f".{dest.name}.part.json")
-
-
-def _size(path: Path | str) -> int | None:
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return None
-
-
-def _read_meta(dest: Path) -> PartMeta | None:
-    try:
-        data = json.loads(meta_path(dest).read_text())
-        return PartMeta(size=data.get("size"), etag=data.get("etag"),
-                        last_modified=data.get("last_modified"))
-    except (OSError, ValueError, AttributeError):
-        return None  # absent or torn by a kill: the temporary is then restarted
-
-
-def _write_meta(dest: Path, meta: PartMeta) -> None:
-    # Written (atomically) before the first body byte, so a kill never leaves bytes without it.
-    target = meta_path(dest)
-    tmp = target.with_name(target.name + ".tmp")
-    data = json.dumps({"size": meta.size, "etag": meta.etag, "last_modified": meta.last_modified})
-    try:
-        tmp.unlink()  # whatever is there (a leftover, a planted symlink) is not written through
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(data)
-    os.replace(tmp, target)
-
-
-def _discard_part(dest: Path) -> None:
-    for path in (part_path(dest), meta_path(dest)):
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _hash_file(path: Path, limit: int | None = None) -> tuple[hashlib._Hash, int]:
-    """sha256 of the first ``limit`` bytes (all when None), and how many were read."""
-    digest, count = hashlib.sha256(), 0
-    with open(path, "rb", buffering=0) as handle:
-        while limit is None or count < limit:
-            want = CHUNK if limit is None else min(CHUNK, limit - count)
-            block = handle.read(want)
-            if not block:
-                break
-            digest.update(block)
-            count += len(block)
-    return digest, count
-
-
 def _host_key(url_or_host: str) -> str:
     """``host[:port]`` lower-cased, default ports dropped, for comparing token hosts."""
     text = url_or_host if "//" in url_or_host else f"//{url_or_host}"
@@ -277,43 +210,6 @@ def _host_key(url_or_host: str) -> str:
     ):
         return host
     return f"{host}:{port}"
-
-
-def stale_temporaries(directories: Iterable[Path | str], keep: Iterable[Path | str]) -> list[Path]:
-    """mastpipe temporaries in ``directories`` that belong to no file in ``keep``.
-
-    Parameters
-    ----------
-    directories : iterable of path-like
-        Directories to scan (not recursively).
-    keep : iterable of path-like
-        Final paths whose temporaries are still wanted.
-
-    Returns
-    -------
-    list of Path
-        ``.<name>.part``, ``.<name>.part.json`` and ``.<name>.part.json.tmp`` files to remove.
-    """
-    # Plain strings, not pathlib: this runs over every destination on every rerun.
-    wanted = {os.fspath(dest) for dest in keep}
-    found = []
-    for directory in directories:
-        directory = os.fspath(directory)
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue
-        for entry in entries:
-            name = entry.name
-            if not name.startswith("."):
-                continue
-            for suffix in (".part", ".part.json", ".part.json.tmp"):
-                if name.endswith(suffix) and len(name) > len(suffix) + 1:
-                    owner = os.path.join(directory, name[1:-len(suffix)])
-                    if owner not in wanted:
-                        found.append(Path(directory, name))
-                    break
-    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -566,7 +462,7 @@ class Transfer:
             action = decide(local, RemoteFacts(task.size))
             if action.kind is Kind.SKIP_DONE:
                 if local.part_size is not None or local.part_meta is not None:
-                    _discard_part(Path(task.dest))  # left by an interrupted repair
+                    discard(Path(task.dest))  # left by an interrupted repair
                 done[task.key] = FileResult(task.key, task.dest, "skipped",
                                             size=local.final_size, sha256=row.sha256 if row else None)
             else:
@@ -625,13 +521,13 @@ class Transfer:
                      ignore_final: bool = False) -> LocalState:
         dest = os.fspath(task.dest)  # strings: pathlib costs more than the stat on a rerun
         head, name = os.path.split(dest)
-        part = _size(os.path.join(head, f".{name}.part"))
+        part = size_of(os.path.join(head, f".{name}.part"))
         return LocalState(
-            final_size=None if ignore_final else _size(dest),
+            final_size=None if ignore_final else size_of(dest),
             ledger_status=row.status if row else None,
             ledger_size=row.size if row else None,
             part_size=part,
-            part_meta=_read_meta(Path(dest)) if part is not None else None,
+            part_meta=read_meta(Path(dest)) if part is not None else None,
             verify=self.verify,
             overwrite=self.overwrite,
         )
@@ -695,7 +591,7 @@ class Transfer:
         while True:
             action = decide(local, RemoteFacts(task.size))
             if action.kind in (Kind.VERIFY_DONE, Kind.ADOPT, Kind.SKIP_DONE):
-                digest, size = _hash_file(dest)
+                digest, size = hash_file(dest, self.chunk_size)
                 sha = digest.hexdigest()
                 wanted = row.sha256 if action.kind is Kind.VERIFY_DONE and row else task.sha256
                 if wanted is None or sha == wanted.lower():
@@ -710,29 +606,29 @@ class Transfer:
             elif action.kind is Kind.KEEP_FOREIGN:
                 raise _Fail(f"{action.reason}: {dest}")
             elif action.kind is Kind.FINISH_VERIFY:
-                digest, size = _hash_file(part_path(dest))
+                digest, size = hash_file(part_path(dest), self.chunk_size)
                 try:
                     return self._finish(task, counters, local.part_meta, digest.hexdigest(), size)
                 except IntegrityError as exc:
                     log.warning("%s", self._clean(str(exc)))
-                    _discard_part(dest)
+                    discard(dest)
             else:
                 if counters.attempts == 0:
                     self._emit(Event("start", task.key, total=task.size))
                     if self.ledger is not None:
                         self.ledger.mark_running(task.key, dest, task.size)
                 if action.kind is Kind.RESTART:
-                    _discard_part(dest)
+                    discard(dest)
                 counters.attempts += 1
                 try:
                     meta, sha, size = self._attempt(task, action, local.part_meta, counters)
                     return self._finish(task, counters, meta, sha, size)
                 except _Retry as exc:
                     if exc.discard:
-                        _discard_part(dest)
+                        discard(dest)
                     self._wait_before_retry(task, counters, exc)
                 except IntegrityError as exc:
-                    _discard_part(dest)  # scenario 6: a wrong temporary is never kept
+                    discard(dest)  # scenario 6: a wrong temporary is never kept
                     self._wait_before_retry(task, counters, _Retry(str(exc)))
             local = self._local_state(task, row, ignore_final=ignore_final)
 
@@ -832,14 +728,14 @@ class Transfer:
                 log.info("%s: %s", task.key, why)
             digest = hashlib.sha256()
             if start:  # the kept bytes are part of the file's hash: read them first
-                digest, have = _hash_file(part_path(dest), limit=start)
+                digest, have = hash_file(part_path(dest), self.chunk_size, limit=start)
                 if have != start:
                     raise _Retry("temporary shorter than recorded", discard=True)
             if self._cancel.is_set():
                 raise _Fail("interrupted")
             dest.parent.mkdir(parents=True, exist_ok=True)
             new_meta = PartMeta(size=total, etag=facts.etag, last_modified=facts.last_modified)
-            _write_meta(dest, new_meta)
+            write_meta(dest, new_meta)
             received = self._stream(task, response, start, digest)
         if facts.content_length is not None and received < facts.content_length:
             raise _Retry(f"body cut short: {received} of {facts.content_length} bytes")
