@@ -25,6 +25,7 @@ CA_BUNDLE_ENV = "REQUESTS_CA_BUNDLE"
 FIX = (f"if your network inspects TLS with its own certificate authority, set {CA_BUNDLE_ENV} to "
        "that authority's certificate (a PEM file); only on a network you trust, rerun with --insecure")
 
+
 def certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     """The certificate verification failure behind ``exc`` (requests and urllib3 wrap it in
     several layers, through ``args``, ``reason`` and chained exceptions), or None."""
