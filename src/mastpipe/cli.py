@@ -416,12 +416,15 @@ def sandbox() -> None:
 @click.option("--faults", help="Fault injection, e.g. 'download.latency=0.05,products.error_rate=0.1'.")
 @click.option("--token", "tokens", multiple=True, help="A token the sandbox accepts, as TOKEN=NAME (repeatable).")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Append every request to this JSON-lines file.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate (PEM; with --tls-key).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The private key of --tls-cert (PEM).")
 def serve(host: str, port: int, seed: int, scale: str | None, faults: str | None, tokens: tuple[str, ...],
-          log_path: str | None) -> None:
+          log_path: str | None, tls_cert: str | None, tls_key: str | None) -> None:
     """Serve a local MAST on HOST:PORT until interrupted; prints its URL first.
 
     Point mastpipe at it with --mast-url or MASTPIPE_MAST_URL, or astroquery with an
-    astroquery.cfg whose [mast] server is that URL.
+    astroquery.cfg whose [mast] server is that URL. With --tls-cert and --tls-key it serves
+    HTTPS, to rehearse a network with its own certificate authority (REQUESTS_CA_BUNDLE).
 
     Example:
 
@@ -429,13 +432,30 @@ def serve(host: str, port: int, seed: int, scale: str | None, faults: str | None
     """
     from .sandbox import serve_forever
 
+    context = _server_tls(tls_cert, tls_key) if tls_cert or tls_key else None
     try:
         serve_forever(host=host, port=port, seed=seed, scale=scale, faults=faults, tokens=list(tokens),
-                      log_path=log_path)
+                      log_path=log_path, ssl_context=context)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     except OSError as error:
         raise click.ClickException(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+
+
+def _server_tls(cert: str | None, key: str | None):  # type: ignore[no-untyped-def]
+    """A server-side TLS context holding ``cert`` and ``key``, or a usage error saying why not."""
+    import ssl
+
+    if not (cert and key):
+        raise click.UsageError("--tls-cert and --tls-key go together: give both, or neither for plain HTTP")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as error:
+        detail = f" ({error.reason})" if error.reason else ""
+        raise click.BadParameter(f"{cert} and {key} are not a PEM certificate and its private key{detail}",
+                                 param_hint="--tls-cert/--tls-key") from None
+    return context
 
 
 if __name__ == "__main__":  # pragma: no cover

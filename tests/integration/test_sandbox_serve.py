@@ -89,3 +89,40 @@ def test_cli_sandbox_serve_bad_faults_is_a_clear_error(tmp_path):
     assert proc.returncode != 0
     assert "latncy" in proc.stderr and "valid knobs" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_sandbox_serve_https_with_a_certificate_and_its_key(tmp_path):
+    import trustme
+
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1")
+    cert, key, bundle = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    authority.cert_pem.write_to_path(str(bundle))
+    proc = subprocess.Popen([*_cli(), "sandbox", "serve", "--port", "0", "--tls-cert", str(cert), "--tls-key", str(key)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("https://127.0.0.1:"), proc.stderr.read() if not url else url
+        assert requests.get(url + "/whoami", verify=str(bundle), timeout=10).json()["anon"] is True
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(url + "/whoami", timeout=10)  # not trusted without the authority
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("given, expected", [
+    (("--tls-cert", "cert.pem"), "--tls-cert and --tls-key go together"),
+    (("--tls-cert", "missing.pem", "--tls-key", "missing.pem"), "'missing.pem' does not exist"),
+    (("--tls-cert", "junk.pem", "--tls-key", "junk.pem"), "are not a PEM certificate and its private key"),
+])
+def test_cli_sandbox_serve_bad_tls_files_are_clear_errors(tmp_path, given, expected):
+    (tmp_path / "cert.pem").write_text("x")
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    proc = subprocess.run([*_cli(), "sandbox", "serve", "--port", "0", *given],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert expected in proc.stderr and "Traceback" not in proc.stderr

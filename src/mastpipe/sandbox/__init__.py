@@ -184,14 +184,15 @@ class Sandbox:
 def serve_forever(host: str = "127.0.0.1", port: int = 0, seed: int = 0,
                   scale: "tuple[int, int] | str | None" = None, faults: "Faults | str | None" = None,
                   tokens: "Mapping[str, str] | Iterable[str] | None" = None,
-                  log_path: "str | Path | None" = None, row_cap: int = 50_000) -> None:
+                  log_path: "str | Path | None" = None, row_cap: int = 50_000,
+                  ssl_context: "ssl.SSLContext | None" = None) -> None:
     """Run a sandbox in the foreground until SIGINT (Ctrl-C) or SIGTERM.
 
     The URL is printed (and flushed) as the first line of stdout so a parent process can read it.
     Invalid ``scale``/``faults``/``tokens`` raise ``ValueError`` before anything is bound.
     """
     sandbox = Sandbox(seed=seed, faults=faults, tokens=tokens, row_cap=row_cap, scale=scale,
-                      host=host, port=port, log_path=log_path)
+                      host=host, port=port, log_path=log_path, ssl_context=ssl_context)
     stop = threading.Event()
 
     def _on_signal(signum, frame):
