@@ -297,6 +297,7 @@ def test_request_log_records_fields(sandbox, tmp_path, sandbox_factory):
     assert (rec.method, rec.path, rec.endpoint, rec.uri, rec.range, rec.if_range, rec.has_token) == (
         "GET", "/api/v0.1/Download/file", "download", UNCAL, "bytes=0-9", "x", True)
     assert rec.status == 200 and rec.bytes_sent == sb.catalog.file_size(UNCAL)  # If-Range mismatch
+    assert sb.log.wait_quiet()
     assert json.loads(log_file.read_text().splitlines()[0])["uri"] == UNCAL
     sb.log.clear()
     assert sb.log.records() == []

@@ -146,6 +146,7 @@ class Sandbox:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        self.log.wait_quiet(timeout=5)
         self.log.close()
 
     def __enter__(self) -> "Sandbox":

@@ -66,6 +66,8 @@ class RequestLog:
     def __init__(self, path: "str | Path | None" = None) -> None:
         self._records: list[Record] = []
         self._lock = threading.Lock()
+        self._quiet = threading.Condition(self._lock)
+        self._open = 0
         self._path = Path(path) if path else None
         self._file = open(self._path, "a", encoding="utf-8") if self._path else None
 
@@ -95,6 +97,27 @@ class RequestLog:
         if self._file is not None:
             self._file.write(json.dumps(asdict(record)) + "\n")
             self._file.flush()
+
+    def open_request(self) -> None:
+        """Note that a request is being answered; its JSONL line is written when it closes."""
+        with self._lock:
+            self._open += 1
+
+    def close_request(self) -> None:
+        """Note that a request's answer and its JSONL line are complete."""
+        with self._lock:
+            self._open -= 1
+            self._quiet.notify_all()
+
+    def wait_quiet(self, timeout: float = 5.0) -> bool:
+        """Wait until no request is being answered, so the JSONL file holds every line.
+
+        A client holds the whole response slightly before the handler writes its line (the
+        in-memory record is already there), so readers of the file call this first.
+        Returns False if requests were still open after ``timeout`` seconds.
+        """
+        with self._lock:
+            return self._quiet.wait_for(lambda: self._open == 0, timeout=timeout)
 
     def records(self) -> list[Record]:
         """A snapshot copy of all records so far, oldest first."""

@@ -138,6 +138,14 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
 
     def _dispatch(self) -> None:
+        log = self.server.sandbox.log
+        log.open_request()
+        try:
+            self._answer()
+        finally:
+            log.close_request()
+
+    def _answer(self) -> None:
         sb = self.server.sandbox
         self._t0 = time.time()
         split = urlsplit(self.path)
@@ -198,7 +206,7 @@ class Handler(BaseHTTPRequestHandler):
         """Log the request *before* its last bytes go out.
 
         Once a client has the whole response it may read the log at once; logging afterwards
-        would race with it.  If the last write then fails, ``_dispatch`` corrects the record.
+        would race with it.  If the last write then fails, ``_answer`` corrects the record.
         """
         if self._committed is None:
             self._committed = self.server.sandbox.log.add(self._record(bytes_sent), persist=False)
