@@ -203,10 +203,12 @@ class Handler(BaseHTTPRequestHandler):
                       bytes_sent=bytes_sent, time=self._t0)
 
     def _commit(self, bytes_sent: int) -> None:
-        """Log the request *before* its last bytes go out.
+        """Log the request, with the body it is about to get, *before* its headers go out.
 
-        Once a client has the whole response it may read the log at once; logging afterwards
-        would race with it.  If the last write then fails, ``_answer`` corrects the record.
+        A client may act on the status line alone (a retry after a 408 need not read the body)
+        or read the log as soon as it has the whole response; logging any later would let a
+        following request's record overtake this one.  When fewer bytes than planned go out
+        (the client hung up), ``_answer`` corrects the record in place.
         """
         if self._committed is None:
             self._committed = self.server.sandbox.log.add(self._record(bytes_sent), persist=False)
@@ -262,8 +264,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         for k, v in headers:
             self.send_header(k, v)
-        if body_len == 0 or self.command == "HEAD":
-            self._commit(0)  # the headers are the whole response
+        self._commit(0 if self.command == "HEAD" else body_len)
         self.end_headers()
 
     def _send_simple(self, status: int, body: bytes, ctype: str = "application/json",
@@ -271,7 +272,6 @@ class Handler(BaseHTTPRequestHandler):
         headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), *extra]
         self._start(status, headers, len(body))
         if self.command != "HEAD" and body:
-            self._commit(len(body))
             self._write(body)
 
     def _send_json(self, obj, status: int = 200) -> None:
@@ -362,16 +362,12 @@ class Handler(BaseHTTPRequestHandler):
                 step = max(1024, int(bandwidth / 20))
                 for i in range(0, len(piece), step):
                     part = piece[i:i + step]
-                    if sent + len(part) >= cut:
-                        self._commit(cut)
                     self._write(part)
                     sent += len(part)
                     ahead = sent / bandwidth - (time.monotonic() - t0)
                     if ahead > 0:
                         time.sleep(ahead)
             else:
-                if sent + len(piece) >= cut:
-                    self._commit(cut)
                 self._write(piece)
                 sent += len(piece)
         if close:
