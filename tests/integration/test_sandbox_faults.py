@@ -49,13 +49,13 @@ def raw_get(sb, uri, headers=None, method="GET"):
 
 # ---------------------------------------------------------------------------- timing knobs
 def test_latency_delays_first_byte_only_on_its_endpoint(sandbox):
-    sandbox.faults = Faults.parse("download.latency=0.4")
+    sandbox.faults = Faults.parse("download.latency=1.0")
     t0 = time.monotonic()
     assert requests.get(sandbox.download_url(UNCAL)).status_code == 200
-    assert time.monotonic() - t0 >= 0.4
+    assert time.monotonic() - t0 >= 1.0
     t0 = time.monotonic()
     assert jwst_query(sandbox).status_code == 200
-    assert time.monotonic() - t0 < 0.3
+    assert time.monotonic() - t0 < 0.9  # a query takes milliseconds: it was not delayed
 
 
 def test_bandwidth_caps_body_rate(sandbox):

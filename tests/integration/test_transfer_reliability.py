@@ -417,12 +417,12 @@ def test_bounded_parallelism(sandbox_factory, tmp_path: Path) -> None:
         elif event.kind in ("done", "failed"):
             in_flight[0] -= 1
 
-    start = time.monotonic()
     results = Transfer(workers=4, on_event=count).run([task_for(sb, r, tmp_path) for r in rows])
-    elapsed = time.monotonic() - start
     assert all(r.status == "fetched" for r in results)
     assert peak[0] == 4
-    assert 0.6 <= elapsed < 2.0  # two waves of 0.3 s, not eight (2.4 s)
+    # Seen from the server: never more than four at once, and truly in parallel (a serialising
+    # lock somewhere in the engine would show 1).
+    assert 2 <= sb.log.peak_open <= 4
 
 
 def test_free_space_checked_before_any_request(sandbox, tmp_path: Path) -> None:
@@ -465,20 +465,17 @@ def test_rerun_over_thousands_of_files_is_fast_and_silent(sandbox_factory, tmp_p
         task.dest.write_bytes(sb.catalog.body(task.key))
     with Ledger(tmp_path / "state") as ledger:
         assert {r.status for r in Transfer(ledger=ledger).run(tasks)} == {"skipped"}
-        start = time.perf_counter()
         results = Transfer(ledger=ledger).run(tasks)
-        elapsed = time.perf_counter() - start
+    # How fast is the benchmark's business (benchmarks/bench_transfer.py times 10,000 files).
     assert {r.status for r in results} == {"skipped"} and sb.log.records() == []
-    assert elapsed < 2.0, elapsed  # typically ~0.1 s; the benchmark times 10,000
 
 
 def test_timeouts_are_retried_then_fail_clearly(sandbox, tmp_path: Path) -> None:
     row = public_rows(sandbox, 1)[0]
     sandbox.faults = Faults.parse("download.latency=1.0")
     policy = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.001)
-    start = time.monotonic()
     [result] = Transfer(policy=policy, timeout=0.2).run([task_for(sandbox, row, tmp_path)])
-    assert time.monotonic() - start < 1.8  # two 0.2 s timeouts, not two 1 s waits
+    # Waiting out the 1 s latency would have fetched the file: a failure means both timed out.
     assert result.status == "failed" and result.attempts == 2 and "Timeout" in result.error
 
 

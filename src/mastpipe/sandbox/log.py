@@ -68,6 +68,7 @@ class RequestLog:
         self._lock = threading.Lock()
         self._quiet = threading.Condition(self._lock)
         self._open = 0
+        self._peak_open = 0
         self._path = Path(path) if path else None
         self._file = open(self._path, "a", encoding="utf-8") if self._path else None
 
@@ -102,6 +103,7 @@ class RequestLog:
         """Note that a request is being answered; its JSONL line is written when it closes."""
         with self._lock:
             self._open += 1
+            self._peak_open = max(self._peak_open, self._open)
 
     def close_request(self) -> None:
         """Note that a request's answer and its JSONL line are complete."""
@@ -119,15 +121,25 @@ class RequestLog:
         with self._lock:
             return self._quiet.wait_for(lambda: self._open == 0, timeout=timeout)
 
+    @property
+    def peak_open(self) -> int:
+        """The most requests answered at one time since the start (or the last :meth:`clear`).
+
+        What tests read to check a client's bound on parallel requests from the server's side.
+        """
+        with self._lock:
+            return self._peak_open
+
     def records(self) -> list[Record]:
         """A snapshot copy of all records so far, oldest first."""
         with self._lock:
             return list(self._records)
 
     def clear(self) -> None:
-        """Forget the in-memory records (the JSONL file is kept)."""
+        """Forget the in-memory records and the peak (the JSONL file is kept)."""
         with self._lock:
             self._records.clear()
+            self._peak_open = self._open
 
     def close(self) -> None:
         """Close the JSONL file, if any."""
