@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 import requests
@@ -25,6 +26,7 @@ __all__ = [
     "check_token",
     "discover_token",
     "redact",
+    "require_cookie_safe",
     "store_token",
 ]
 
@@ -33,6 +35,35 @@ KEYRING_SERVICE = "astroquery:mast.stsci.edu.token"
 KEYRING_USERNAME = "masttoken"
 TOKEN_PAGE = "https://auth.mast.stsci.edu/token?suggested_name=mastpipe&suggested_scope=mast:exclusive_access"
 _MASK = "***"
+_COOKIE_SAFE = re.compile(r"[!#-+\--:<-\[\]-~]+")  # RFC 6265 cookie-octet
+# Every token this process has read: RedactingFilter removes them from any log record, so a
+# handler set up before the token was known (the command line's) still keeps logs clean.
+_KNOWN: set[str] = set()
+
+
+def _remember(token: str | None) -> str | None:
+    if token:
+        _KNOWN.add(token)
+    return token
+
+
+def require_cookie_safe(token: str) -> str:
+    """Return ``token`` if a cookie can carry it, else raise :class:`AuthError`.
+
+    Checked before the token goes anywhere: requests' own error for a bad header quotes the
+    value with ``repr``, which :func:`redact` would not recognise (``\\n`` for a newline).
+
+    Raises
+    ------
+    AuthError
+        When the token holds whitespace, control characters, ``;``, ``,``, ``\\`` or ``"``
+        (the message does not contain the token).
+    """
+    if not _COOKIE_SAFE.fullmatch(token):
+        raise AuthError("the MAST token contains characters a cookie cannot carry "
+                        "(whitespace, control characters, ';', ',', '\\' or '\"')",
+                        hint="copy the token again from https://auth.mast.stsci.edu/token")
+    return token
 
 
 def redact(text: str, *tokens: str | None) -> str:
@@ -58,6 +89,9 @@ def redact(text: str, *tokens: str | None) -> str:
 class RedactingFilter(logging.Filter):
     """A logging filter that removes tokens from records before any handler formats them.
 
+    Besides the ``tokens`` given, it removes every token this process has read through
+    :func:`discover_token` or checked with :func:`check_token`.
+
     Attach it to handlers (``handler.addFilter(RedactingFilter(token))``); it rewrites the
     record's message and drops its args, so even a ``%r`` of an object holding the token is clean.
 
@@ -72,14 +106,15 @@ class RedactingFilter(logging.Filter):
         self.tokens = tuple(t for t in tokens if t)
 
     def filter(self, record: logging.LogRecord) -> bool:  # noqa: A003 - logging's API
-        if self.tokens:
+        tokens = (*self.tokens, *_KNOWN)
+        if tokens:
             message = record.getMessage()
-            record.msg = redact(message, *self.tokens)
+            record.msg = redact(message, *tokens)
             record.args = None
             if record.exc_info and not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
             if record.exc_text:
-                record.exc_text = redact(record.exc_text, *self.tokens)
+                record.exc_text = redact(record.exc_text, *tokens)
         return True
 
 
@@ -109,7 +144,7 @@ def discover_token(environ: dict[str, str] | None = None) -> str | None:
     env = os.environ if environ is None else environ
     token = (env.get(ENV_VAR) or "").strip()
     if token:
-        return token
+        return _remember(token)
     keyring = _keyring()
     if keyring is None:
         return None
@@ -117,7 +152,7 @@ def discover_token(environ: dict[str, str] | None = None) -> str | None:
         stored = keyring.get_password(KEYRING_SERVICE, KEYRING_USERNAME)
     except Exception:  # noqa: BLE001 - NoKeyringError, locked or absent backends
         return None
-    return stored.strip() if stored and stored.strip() else None
+    return _remember(stored.strip()) if stored and stored.strip() else None
 
 
 def store_token(token: str) -> None:
@@ -177,6 +212,7 @@ def check_token(base_url: str, token: str, session: requests.Session | None = No
         When the server answers ``anon: true`` (invalid or expired token), is unreachable, or
         answers something that is not JSON. The message never contains the token.
     """
+    require_cookie_safe(_remember(token) or "")
     own = session is None
     session = session or requests.Session()
     url = base_url.rstrip("/") + "/whoami"

@@ -28,7 +28,6 @@ import http.cookiejar
 import logging
 import os
 import queue
-import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,8 +39,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from mastpipe.auth import redact
-from mastpipe.errors import AuthError, IntegrityError, TransferError, UsageError
+from mastpipe.auth import redact, require_cookie_safe
+from mastpipe.errors import IntegrityError, TransferError, UsageError
 from mastpipe.ledger import Ledger, LedgerRow
 from mastpipe.paths import check_collisions, check_free_space
 from mastpipe.resume import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts, Verdict,
@@ -83,7 +82,6 @@ HASH_QUEUE = 4  # blocks a stream may read ahead of its hash
 SYNC_EVERY = 64 << 20  # flush large files as they grow (see Transfer._stream)
 MAX_REDIRECTS = 10
 _REDIRECTS = {301, 302, 303, 307, 308}
-_COOKIE_SAFE = re.compile(r"[!#-+\--:<-\[\]-~]+")  # RFC 6265 cookie-octet
 
 # ---------------------------------------------------------------------------------------------
 # Public data types
@@ -329,11 +327,8 @@ class Transfer:
     ) -> None:
         if workers < 1:
             raise UsageError("workers must be at least 1")
-        if token and not _COOKIE_SAFE.fullmatch(token):
-            # checked here, not left to requests: its header error would quote the token
-            raise AuthError("the MAST token contains characters a cookie cannot carry "
-                            "(whitespace, control characters, ';', ',', '\\' or '\"')",
-                            hint="copy the token again from https://auth.mast.stsci.edu/token")
+        if token:
+            require_cookie_safe(token)  # before requests, whose header error would quote it
         self.workers = workers
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
@@ -476,6 +471,18 @@ class Transfer:
         for result in done.values():
             self._emit(Event("skipped", result.key, total=result.size))
         return Plan(list(unique.values()), done, pending, to_fetch, self._budget.left)
+
+    def unfinished(self, tasks: Iterable[FileTask]) -> list[FileTask]:
+        """The tasks whose files still need a request, decided exactly as :meth:`plan` does.
+
+        Unlike :meth:`plan` it touches nothing (no sweep, no events, no space check): the
+        retrieve stage asks it whether any exclusive-access file needs the token at all, so a
+        rerun over files already present neither checks a token nor fails for the lack of one.
+        """
+        rows = self.ledger.rows() if self.ledger else {}
+        return [task for task in tasks
+                if decide(self._local_state(task, rows.get(task.key)), RemoteFacts(task.size)).kind
+                is not Kind.SKIP_DONE]
 
     def fetch_one(self, task: FileTask, row: LedgerRow | None = None) -> FileResult:
         """Fetch one file now, in the calling thread: the per-file half of :meth:`run`.

@@ -65,7 +65,19 @@ def test_exclusive_files_need_the_token_and_the_token_leaks_nowhere(tmp_path: Pa
         whoami = [r for r in sb.log.records() if r.endpoint == "whoami"]
         assert len(whoami) == 1, "the token is checked once per run"
 
-    for text in (without.stdout, without.stderr, with_token.stdout, with_token.stderr):
+        # Once the files are here, a rerun needs the token for nothing: no /whoami with it,
+        # no failure without it (the files are present, not "refused").
+        sb.log.clear()
+        again = cli("run", str(recipe), "--mast-url", sb.url, cwd=tmp_path, env={"MAST_API_TOKEN": TOKEN})
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert sb.log.records() == [], "a rerun over present files makes no request at all"
+        tokenless = cli("run", str(recipe), "--mast-url", sb.url, cwd=tmp_path)
+        assert tokenless.returncode == 0, tokenless.stdout + tokenless.stderr
+        assert "nothing new" in tokenless.stdout and "token" not in tokenless.stderr
+        assert set(_exclusive_in(tmp_path)["status"]) == {"skipped"}
+        assert sb.log.records() == []
+
+    for text in (without.stdout, without.stderr, with_token.stdout, with_token.stderr, again.stdout, again.stderr):
         assert TOKEN not in text
     assert TOKEN.encode() not in _all_text_under(tmp_path)
 
@@ -93,3 +105,18 @@ def test_login_checks_the_token_and_stores_it_in_the_keyring(tmp_path: Path, cli
         recipe.write_text(RECIPE)
         run = cli("run", str(recipe), "--mast-url", sb.url, cwd=tmp_path, env=env)
         assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_a_token_no_cookie_can_carry_is_refused_without_being_echoed(tmp_path: Path, cli) -> None:
+    recipe = tmp_path / "exclusive.yaml"
+    recipe.write_text(RECIPE)
+    halves = ("LEAKYTOKENAAAAAAAA", "LEAKYTOKENBBBBBBBB")
+    with Sandbox(seed=0, tokens={TOKEN: "A. User"}) as sb:
+        run = cli("run", str(recipe), "--mast-url", sb.url, "-v", cwd=tmp_path,
+                  env={"MAST_API_TOKEN": "\n".join(halves)})
+        assert not [r for r in sb.log.records() if r.endpoint == "whoami"], "refused before sending"
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "characters a cookie cannot carry" in run.stderr
+    for half in halves:
+        assert half not in run.stdout + run.stderr
+        assert half.encode() not in _all_text_under(tmp_path)

@@ -15,6 +15,7 @@ from mastpipe.auth import (
     RedactingFilter,
     discover_token,
     redact,
+    require_cookie_safe,
     store_token,
 )
 from mastpipe.errors import AuthError
@@ -109,3 +110,25 @@ def test_redacting_filter_cleans_messages_args_and_tracebacks(caplog: pytest.Log
     assert len(caplog.records) == 2
     assert TOKEN not in caplog.text
     assert "***" in caplog.text
+
+
+def test_filter_made_before_the_token_was_read_still_redacts_it(caplog: pytest.LogCaptureFixture,
+                                                                 memory_keyring: MemoryKeyring) -> None:
+    # The command line installs its filter before any token is known; reading one arms it.
+    late = "late0123456789abcdef0123456789ab"
+    caplog.handler.addFilter(RedactingFilter())
+    logger = logging.getLogger("mastpipe.test_auth")
+    try:
+        with caplog.at_level(logging.INFO, logger="mastpipe.test_auth"):
+            assert discover_token({"MAST_API_TOKEN": late}) == late
+            logger.info("sending %s", late)
+    finally:
+        caplog.handler.filters.clear()
+    assert late not in caplog.text and "sending ***" in caplog.text
+
+
+@pytest.mark.parametrize("token", ["two\nlines", "with space", "semi;colon", 'quo"te', "back\\slash", "tab\t"])
+def test_a_token_a_cookie_cannot_carry_is_refused_without_echo(token: str) -> None:
+    with pytest.raises(AuthError, match="cannot carry") as info:
+        require_cookie_safe(token)
+    assert token not in str(info.value) and token.split()[0] not in str(info.value)

@@ -156,37 +156,50 @@ def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_u
                      executor or settings.executor, insecure)
 
 
+def _refused(protected: list[FileTask], token: str | None, mast_url: str, timeout: float,
+             insecure: bool, result: RetrieveResult) -> list[FileTask]:
+    """The exclusive-access files to skip: all of them when the token is missing or invalid."""
+    from ..auth import check_token
+
+    if not protected:
+        return []
+    try:
+        if not token:
+            raise AuthError(f"{len(protected)} exclusive-access file(s) selected but no MAST token is set",
+                            hint="set MAST_API_TOKEN or run `mastpipe login`")
+        check_token(mast_url, token, timeout=min(timeout, 60.0), insecure=insecure)
+    except AuthError as exc:
+        result.auth_error = str(exc)
+        names = ", ".join(Path(t.key).name for t in protected[:10])
+        log.error("%s; these are skipped: %s%s (%s)", exc.message, names, " ..." if len(protected) > 10 else "",
+                  exc.hint or "see `mastpipe login --help`")
+        return protected
+    return []
+
+
 def _download(tasks: list[FileTask], settings: Retrieve, state_dir: Path, mast_url: str, timeout: float,
               retries: int, retry_after_cap: float, verify: bool, token: str | None, on_event: Any,
               manifest_path: Path, result: RetrieveResult, executor: Executor | None = None,
               insecure: bool = False) -> RetrieveResult:
-    from ..auth import check_token
     from ..ledger import Ledger
     from ..retry import RetryPolicy
     from ..transfer import Transfer
 
-    protected = [t for t in tasks if t.protected]
-    refused: list[FileTask] = []
-    if protected:
-        try:
-            if not token:
-                raise AuthError(f"{len(protected)} exclusive-access file(s) selected but no MAST token is set",
-                                hint="set MAST_API_TOKEN or run `mastpipe login`")
-            check_token(mast_url, token, timeout=min(timeout, 60.0), insecure=insecure)
-        except AuthError as exc:
-            result.auth_error = str(exc)
-            refused = protected
-            names = ", ".join(Path(t.key).name for t in refused[:10])
-            log.error("%s; these are skipped: %s%s (%s)", exc.message, names, " ..." if len(refused) > 10 else "",
-                      exc.hint or "see `mastpipe login --help`")
-    fetchable = [t for t in tasks if t not in refused] if refused else tasks
     host = urlsplit(mast_url).netloc
     policy = RetryPolicy(max_attempts=retries + 1, retry_after_cap=retry_after_cap)
     with Ledger(state_dir / "ledger.sqlite") as ledger:
-        common: dict[str, Any] = dict(timeout=min(timeout, 300.0), policy=policy,
-                                      token=token if protected and not refused else None, token_hosts=(host,),
+        common: dict[str, Any] = dict(timeout=min(timeout, 300.0), policy=policy, token_hosts=(host,),
                                       ledger=ledger, verify=verify, on_event=on_event, overwrite=settings.overwrite,
                                       insecure=insecure)
+        # Only exclusive-access files still to fetch need the token: files already present are
+        # neither refused for the lack of one nor the reason for a /whoami request.
+        protected = [t for t in tasks if t.protected]
+        if protected:
+            protected = Transfer(**common).unfinished(protected)
+        refused = _refused(protected, token, mast_url, timeout, insecure, result)
+        skipped = {t.key for t in refused}
+        fetchable = [t for t in tasks if t.key not in skipped]
+        common["token"] = token if protected and not refused else None
         if executor is not None and executor.kind == "dask":
             from ..distributed import DaskTransfer  # the optional extra: imported only when chosen
 
