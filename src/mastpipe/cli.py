@@ -218,7 +218,7 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
                 progress.close()
         if json_events:
             click.echo(json.dumps({"event": "report", "report": outcome.report}))
-        elif outcome.report.get("nothing_new"):
+        elif outcome.report.get("nothing_new") and outcome.exit_code == 0:
             click.echo(f"{pipeline.recipe.name}: nothing new since the previous run "
                        f"({len(outcome.tables.get('filter', []))} products, all present)")
         else:

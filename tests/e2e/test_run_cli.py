@@ -78,8 +78,12 @@ def test_exit_codes(workdir: Path, tmp_path: Path, cli) -> None:
 
     with Sandbox(seed=0, faults="download.missing=*_uncal.fits") as sb:
         failed = cli("run", SEED, "--mast-url", sb.url, cwd=workdir)
+        # A rerun finds nothing new, yet the same files still fail: it must say which.
+        again = cli("run", SEED, "--mast-url", sb.url, cwd=workdir)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "failed:" in failed.stdout and "404" in failed.stdout
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "failed:" in again.stdout and "404" in again.stdout and "all present" not in again.stdout
 
 
 def test_certificates_over_https_checked_unless_insecure_and_then_loudly(workdir: Path, cli) -> None:
