@@ -3,8 +3,11 @@
 A file is fetched into ``.<name>.part`` beside its final path ``<name>``, with
 ``.<name>.part.json`` recording the expected size and the server's validator (ETag /
 Last-Modified), so a run killed at any moment can resume the bytes it has, or start again when
-the remote file changed. Here: their names, that metadata, hashing what is on disk, and finding
-temporaries that no longer belong to any wanted file. The engine that writes them is
+the remote file changed. While a process works on a file it holds an exclusive lock on
+``.<name>.part.lock`` (:class:`FetchLock`), so two runs sharing a destination (separate state
+directories, or Dask workers on several machines) never write one temporary at once, nor sweep
+away each other's. Here: their names, that metadata, the lock, hashing what is on disk, and
+finding temporaries that no longer belong to any wanted file. The engine that writes them is
 :mod:`mastpipe.transfer`.
 """
 
@@ -15,6 +18,11 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; one run per destination is then the user's to ensure
+    fcntl = None  # type: ignore[assignment]
 
 from mastpipe.resume import PartMeta
 
@@ -29,11 +37,104 @@ def meta_path(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.part.json")
 
 
+def lock_path(dest: Path) -> Path:
+    """The lock beside ``dest`` held while a process works on it: ``.<name>.part.lock``."""
+    return dest.with_name(f".{dest.name}.part.lock")
+
+
+class FetchLock:
+    """An exclusive, non-blocking lock on the temporaries of one destination file.
+
+    ``flock`` on ``.<name>.part.lock``: the kernel drops it when the holder dies (``kill -9``
+    included), so a lock is never stale; a lock file left behind is simply taken again.
+    The file is removed while still locked on :meth:`release`, and :meth:`acquire` checks that
+    the file it locked is still the one under that name, so a sweeper removing a lock file can
+    never leave two holders.
+
+    Parameters
+    ----------
+    dest : Path
+        The final path of the file.
+    """
+
+    def __init__(self, dest: Path) -> None:
+        self.path = lock_path(Path(dest))
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if no other holder has it; True when taken."""
+        if fcntl is None:
+            return True
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except FileNotFoundError:
+                # A worker whose file failed removed the directory it had made (remove_empty)
+                # just before this open: make it again.
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held elsewhere (EWOULDBLOCK)
+                os.close(fd)
+                return False
+            try:
+                current = os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                self._fd = fd
+                return True
+            os.close(fd)  # removed (and perhaps re-created) by its previous holder: try again
+
+    def release(self) -> None:
+        """Remove the lock file and let go of the lock."""
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def make_parents(dest: Path) -> list[Path]:
+    """Create the missing directories above ``dest``; return them, deepest first."""
+    missing = []
+    parent = dest.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_empty(directory: Path, made: set[Path]) -> set[Path]:
+    """Remove ``directory`` and its parents while they are empty and in ``made`` (created by
+    this run); return those removed."""
+    removed = set()
+    while directory in made:
+        try:
+            directory.rmdir()
+        except OSError:  # not empty: another file landed there
+            break
+        removed.add(directory)
+        directory = directory.parent
+    return removed
+
+
 def size_of(path: Path | str) -> int | None:
     """Size of ``path`` in bytes, or None when it does not exist."""
     try:
         return os.stat(path).st_size
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a file where a directory should be
         return None
 
 
@@ -87,6 +188,41 @@ def hash_file(path: Path, chunk: int, limit: int | None = None) -> tuple[hashlib
     return digest, count
 
 
+def remove_stale_temporaries(directories: Iterable[Path | str], keep: Iterable[Path | str]) -> list[Path]:
+    """Remove the temporaries :func:`stale_temporaries` finds, except those another process
+    holds the :class:`FetchLock` of (it is writing them now); return what was removed."""
+    by_owner: dict[str, list[Path]] = {}
+    for path in stale_temporaries(directories, keep):
+        by_owner.setdefault(str(_owner(path)), []).append(path)
+    removed = []
+    for owner, paths in by_owner.items():
+        lock = FetchLock(Path(owner))
+        if not lock.acquire():
+            continue
+        try:
+            for path in paths:
+                if path != lock.path:
+                    try:
+                        path.unlink()
+                        removed.append(path)
+                    except FileNotFoundError:
+                        pass
+        finally:
+            lock.release()
+    return removed
+
+
+_SUFFIXES = (".part", ".part.json", ".part.json.tmp", ".part.lock")
+
+
+def _owner(path: Path) -> Path:
+    """The final path a temporary belongs to."""
+    for suffix in _SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.with_name(path.name[1:-len(suffix)])
+    raise ValueError(f"not a mastpipe temporary: {path}")
+
+
 def stale_temporaries(directories: Iterable[Path | str], keep: Iterable[Path | str]) -> list[Path]:
     """mastpipe temporaries in ``directories`` that belong to no file in ``keep``.
 
@@ -100,7 +236,8 @@ def stale_temporaries(directories: Iterable[Path | str], keep: Iterable[Path | s
     Returns
     -------
     list of Path
-        ``.<name>.part``, ``.<name>.part.json`` and ``.<name>.part.json.tmp`` files to remove.
+        ``.<name>.part``, ``.<name>.part.json``, ``.<name>.part.json.tmp`` and
+        ``.<name>.part.lock`` files to remove.
     """
     # Plain strings, not pathlib: this runs over every destination on every rerun.
     wanted = {os.fspath(dest) for dest in keep}
@@ -115,7 +252,7 @@ def stale_temporaries(directories: Iterable[Path | str], keep: Iterable[Path | s
             name = entry.name
             if not name.startswith("."):
                 continue
-            for suffix in (".part", ".part.json", ".part.json.tmp"):
+            for suffix in _SUFFIXES:
                 if name.endswith(suffix) and len(name) > len(suffix) + 1:
                     owner = os.path.join(directory, name[1:-len(suffix)])
                     if owner not in wanted:

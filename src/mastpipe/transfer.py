@@ -46,7 +46,8 @@ from mastpipe.paths import check_collisions, check_free_space
 from mastpipe.resume import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts, Verdict,
                              decide, judge, parse_content_range)
 from mastpipe.state import fsync_dir
-from mastpipe.temporaries import (discard, hash_file, meta_path, part_path, read_meta, size_of,
+from mastpipe.temporaries import (FetchLock, discard, hash_file, make_parents, meta_path, part_path,
+                                  read_meta, remove_empty, remove_stale_temporaries, size_of,
                                   stale_temporaries, write_meta)
 from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
 from mastpipe.tls import FIX, certificate_error, describe, request_options
@@ -351,6 +352,8 @@ class Transfer:
         self._sessions_lock = threading.Lock()
         self._budget = _Budget(0)
         self._helpers: ThreadPoolExecutor | None = None  # set for the duration of run()
+        self._made: set[Path] = set()  # directories this instance created
+        self._dirs_lock = threading.Lock()
 
     def __repr__(self) -> str:  # never show the token, even in a debugger
         return f"Transfer(workers={self.workers}, token={'***' if self._token else None})"
@@ -456,15 +459,15 @@ class Transfer:
             local = self._local_state(task, row)
             action = decide(local, RemoteFacts(task.size))
             if action.kind is Kind.SKIP_DONE:
-                if local.part_size is not None or local.part_meta is not None:
-                    discard(Path(task.dest))  # left by an interrupted repair
                 done[task.key] = FileResult(task.key, task.dest, "skipped",
                                             size=local.final_size, sha256=row.sha256 if row else None)
             else:
                 pending.append((task, row, local))
                 if task.size is not None and action.kind in (Kind.FETCH, Kind.RESTART, Kind.RESUME):
                     to_fetch += task.size - action.offset
-        self._remove_stale(unique.values())
+        # Temporaries of files already done (left by an interrupted repair, or a kill between
+        # the rename and the metadata's removal) are as stale as those of unwanted files.
+        self._remove_stale(unique.values(), keep=[task for task, _, _ in pending])
         if pending and self.check_space and to_fetch:
             check_free_space(Path(pending[0][0].dest).parent, to_fetch)
         self._emit(Event("plan", total=len(unique), nbytes=to_fetch, skipped=len(done)))
@@ -539,15 +542,10 @@ class Transfer:
             overwrite=self.overwrite,
         )
 
-    def _remove_stale(self, tasks: Iterable[FileTask]) -> None:
-        keep = {os.fspath(t.dest) for t in tasks}
-        directories = {os.path.dirname(dest) for dest in keep}
-        for path in stale_temporaries(directories, keep):
-            try:
-                path.unlink()
-                log.info("removed stale temporary %s", path)
-            except OSError:
-                pass
+    def _remove_stale(self, tasks: Iterable[FileTask], keep: Iterable[FileTask]) -> None:
+        directories = {os.path.dirname(os.fspath(t.dest)) for t in tasks}
+        for path in remove_stale_temporaries(directories, (t.dest for t in keep)):
+            log.info("removed stale temporary %s", path)
 
     def _emit(self, event: Event) -> None:
         if self.on_event is not None:
@@ -577,8 +575,20 @@ class Transfer:
         dest = Path(task.dest)
         if self._cancel.is_set():  # interrupted before this file began: leave it untouched
             return FileResult(task.key, dest, "failed", error=f"{task.key}: interrupted")
+        lock = FetchLock(dest)
+        result: FileResult | None = None
         try:
-            return self._one_inner(task, row, local, counters)
+            with self._dirs_lock:  # no worker removes a directory another has just made
+                self._made.update(make_parents(dest))  # the lock lives beside the file
+                held = lock.acquire()
+            if not held:
+                raise _Fail(f"another process is fetching this file into {dest} right now "
+                            "(its temporary is locked); rerun once it has finished")
+            # What the plan saw may have changed while another holder had the lock (it may
+            # have finished the file): decide from the disk as it is now.
+            local = self._local_state(task, row)
+            result = self._one_inner(task, row, local, counters)
+            return result
         except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
             message = self._clean(f"{task.key}: {exc}")
             if not isinstance(exc, (_Fail, TransferError)):
@@ -590,6 +600,11 @@ class Transfer:
             self._emit(Event("failed", task.key, message=message))
             return FileResult(task.key, dest, "failed", attempts=counters.attempts,
                               http_requests=counters.requests, error=message)
+        finally:
+            with self._dirs_lock:
+                lock.release()
+                if result is None:  # a failed file leaves no directory made for it behind
+                    self._made -= remove_empty(dest.parent, self._made)
 
     def _one_inner(self, task: FileTask, row: LedgerRow | None, local: LocalState,
                    counters: _Counters) -> FileResult:

@@ -185,7 +185,7 @@ def test_hash_mismatch(sandbox, tmp_path: Path) -> None:
     assert row["dataURI"] in result.error and wrong in result.error
     assert sandbox.catalog.sha256(row["dataURI"]) in result.error
     assert not task.dest.exists() and not part_path(task.dest).exists()
-    assert list(task.dest.parent.iterdir()) == []
+    assert not (tmp_path / "mastDownload").exists(), "a failed file leaves not even its directories"
 
 
 def test_right_hash_passes(sandbox, tmp_path: Path) -> None:
@@ -221,7 +221,7 @@ def test_absurd_retry_after_fails_fast(sandbox, tmp_path: Path) -> None:
     start = time.monotonic()
     results = Transfer(policy=FAST, sleep=slept.append).run([task_for(sandbox, r, tmp_path) for r in rows])
     assert time.monotonic() - start < 5 and slept == []
-    assert all(r.status == "failed" and r.http_requests == 1 for r in results)
+    assert all(r.status == "failed" and r.http_requests == 1 for r in results), results
     assert "86400" in results[0].error and "503" in results[0].error
 
 

@@ -17,6 +17,7 @@ from mastpipe.resume import (
     judge,
     parse_content_range,
 )
+from mastpipe.temporaries import FetchLock, remove_stale_temporaries
 from mastpipe.transfer import meta_path, part_path, stale_temporaries
 
 META = PartMeta(size=100, etag='"v1"', last_modified="Mon, 01 Jan 2024 00:00:00 GMT")
@@ -200,8 +201,25 @@ def test_temporary_names_sit_beside_target(tmp_path: Path) -> None:
 
 def test_stale_temporaries(tmp_path: Path) -> None:
     keep = tmp_path / "keep.fits"
-    for name in (".keep.fits.part", ".keep.fits.part.json", ".gone.fits.part",
-                 ".gone.fits.part.json", ".gone.fits.part.json.tmp", "gone.fits", ".hidden"):
+    for name in (".keep.fits.part", ".keep.fits.part.json", ".keep.fits.part.lock", ".gone.fits.part",
+                 ".gone.fits.part.json", ".gone.fits.part.json.tmp", ".gone.fits.part.lock", "gone.fits",
+                 ".hidden"):
         (tmp_path / name).write_bytes(b"x")
     stale = {p.name for p in stale_temporaries([tmp_path, tmp_path / "missing"], {keep})}
-    assert stale == {".gone.fits.part", ".gone.fits.part.json", ".gone.fits.part.json.tmp"}
+    assert stale == {".gone.fits.part", ".gone.fits.part.json", ".gone.fits.part.json.tmp",
+                     ".gone.fits.part.lock"}
+
+
+def test_stale_temporaries_of_a_locked_file_are_left_alone(tmp_path: Path) -> None:
+    busy, idle = tmp_path / "busy.fits", tmp_path / "idle.fits"
+    for dest in (busy, idle):
+        part_path(dest).write_bytes(b"x")
+        meta_path(dest).write_text("{}")
+    with FetchLock(busy) as held:  # another process is writing busy.fits
+        assert held
+        with FetchLock(busy) as second:
+            assert not second, "one holder at a time, even within one process"
+        removed = {p.name for p in remove_stale_temporaries([tmp_path], keep=[])}
+        assert removed == {".idle.fits.part", ".idle.fits.part.json"}
+        assert part_path(busy).exists() and meta_path(busy).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".busy.fits.part", ".busy.fits.part.json"]

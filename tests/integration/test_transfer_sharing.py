@@ -1,0 +1,86 @@
+"""Two runs with their own state directories but one destination, and leftovers beside done files.
+
+Two recipes in one folder both default to ``destination: data``; a scheduled run may overlap a
+manual one. Each file's temporaries are guarded by a lock (``.<name>.part.lock``), so neither
+run sweeps away, or writes into, a temporary the other is filling.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from _transfer_support import FAST, assert_complete, downloads, public_rows, task_for
+
+from mastpipe.ledger import Ledger
+from mastpipe.sandbox import Faults
+from mastpipe.transfer import FileResult, FileTask, Transfer, meta_path, part_path
+
+
+def _fetch_in_background(task: FileTask, state: Path) -> tuple[threading.Thread, dict[str, FileResult]]:
+    """Start run A on ``task`` and return once its temporary holds some bytes."""
+    out: dict[str, FileResult] = {}
+
+    def run() -> None:
+        with Ledger(state) as ledger:
+            out["a"] = Transfer(policy=FAST, ledger=ledger).run([task])[0]
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not (part_path(task.dest).exists() and part_path(task.dest).stat().st_size > 0):
+        assert time.monotonic() < deadline and thread.is_alive(), "run A never started writing"
+        time.sleep(0.01)
+    return thread, out
+
+
+def test_a_second_run_does_not_sweep_away_a_temporary_being_written(sandbox, tmp_path: Path) -> None:
+    rows = [sandbox.catalog.add_product("87600001", productFilename=f"shared_{i}_cal.fits", size=300_000)
+            for i in range(2)]
+    a, b = (task_for(sandbox, r, tmp_path) for r in rows)
+    assert a.dest.parent == b.dest.parent  # one obs_id directory, two recipes
+    sandbox.faults = Faults.parse("download.bandwidth=300000")  # about a second per file
+    thread, out = _fetch_in_background(a, tmp_path / "stateA")
+    with Ledger(tmp_path / "stateB") as ledger:
+        [other] = Transfer(policy=FAST, ledger=ledger).run([b])  # plans (and sweeps) b's directory
+    thread.join()
+    assert (out["a"].status, other.status) == ("fetched", "fetched"), (out["a"].error, other.error)
+    assert_complete(sandbox, a)
+    assert_complete(sandbox, b)
+
+
+def test_one_file_wanted_by_two_runs_at_once_is_written_by_one(sandbox, tmp_path: Path) -> None:
+    row = sandbox.catalog.add_product("87600001", productFilename="both_cal.fits", size=300_000)
+    task = task_for(sandbox, row, tmp_path)
+    sandbox.faults = Faults.parse("download.bandwidth=300000")
+    thread, out = _fetch_in_background(task, tmp_path / "stateA")
+    with Ledger(tmp_path / "stateB") as ledger:
+        [second] = Transfer(policy=FAST, ledger=ledger).run([task])
+        thread.join()
+        assert second.status == "failed" and "another process is fetching" in second.error
+        assert second.http_requests == 0
+        assert out["a"].status == "fetched"
+        assert_complete(sandbox, task)
+        sandbox.log.clear()
+        # Run B again, once A is done: the file is there and verified, not fetched again.
+        [again] = Transfer(policy=FAST, ledger=ledger).run([task])
+    assert again.status == "skipped" and downloads(sandbox) == []
+    assert again.sha256 == out["a"].sha256
+
+
+def test_leftovers_beside_a_done_file_are_removed(sandbox, tmp_path: Path) -> None:
+    row = public_rows(sandbox, 1)[0]
+    task = task_for(sandbox, row, tmp_path)
+    with Ledger(tmp_path / "state") as ledger:
+        assert Transfer(policy=FAST, ledger=ledger).run([task])[0].status == "fetched"
+        # What a kill between the rename and the metadata's removal leaves, a torn metadata
+        # write, and a lock file of a holder that died.
+        meta_path(task.dest).write_text(json.dumps({"size": row["size"], "etag": None, "last_modified": None}))
+        Path(f"{meta_path(task.dest)}.tmp").write_text("{")
+        task.dest.with_name(f".{task.dest.name}.part.lock").write_text("")
+        sandbox.log.clear()
+        [again] = Transfer(policy=FAST, ledger=ledger).run([task])
+    assert again.status == "skipped" and sandbox.log.records() == []
+    assert_complete(sandbox, task)
