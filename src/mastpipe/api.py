@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import EXIT_OK, LockError, MastpipeError
+from .errors import EXIT_OK, LockError, MastpipeError, UsageError, interrupt_exit_code
 from .report import (Snapshot, append_history, build_report, history_entry, iso_time, read_history,
                      render_markdown, snapshot)
 from .runner import Pipeline, RunResult
@@ -91,8 +91,15 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
     Raises
     ------
     MastpipeError
-        Invalid recipe (RecipeError), MAST unreachable (ArchiveError), lock held (LockError) ...
-        Such runs are recorded in the history too, except when the lock is held by another run.
+        Invalid recipe (RecipeError), MAST unreachable (ArchiveError), lock held (LockError),
+        destination or state directory not writable (NotWritableError) ... Such runs are
+        recorded in the history too, except when the lock is held by another run (or the state
+        directory cannot be written).
+    OSError
+        A file could not be read or written; recorded in the history as well.
+    KeyboardInterrupt
+        Ctrl-C (or :class:`~mastpipe.errors.Interrupted`); recorded in the history with exit
+        code 130 (128 + the signal), naming the stage that was interrupted, then re-raised.
     """
     env = dict(os.environ) if environ is None else environ
     pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir, refresh=refresh, environ=env,
@@ -112,7 +119,8 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     from .auth import discover_token
 
     env = dict(os.environ) if environ is None else environ
-    pipeline.recipe.retrieve.executor.override(executor, scheduler)  # a bad --scheduler fails before any stage
+    chosen = pipeline.recipe.retrieve.executor.override(executor, scheduler)  # a bad --scheduler fails before any stage
+    _require_dask(chosen.kind, until, pipeline.recipe.retrieve.mode)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     recipe_fp = fingerprint(pipeline.recipe.model_dump(mode="json"))
     started = time.time()
@@ -129,9 +137,14 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     except LockError:
         raise
     except MastpipeError as error:
-        append_history(pipeline.state_dir, {"run_id": run_id, "started": iso_time(started), "finished": iso_time(time.time()),
-                                            "recipe_fingerprint": recipe_fp, "exit_code": error.exit_code,
-                                            "error": str(error)})
+        _record_failure(pipeline, run_id, started, recipe_fp, error.exit_code, str(error))
+        raise
+    except OSError as error:
+        _record_failure(pipeline, run_id, started, recipe_fp, 1, describe_os_error(error))
+        raise
+    except KeyboardInterrupt as interrupt:
+        _record_failure(pipeline, run_id, started, recipe_fp, interrupt_exit_code(interrupt),
+                        f"interrupted during {pipeline.stage or 'the run'}")
         raise
     before = snapshot(result.previous) if completed_before else Snapshot(None, None)
     exit_code = 1 if result.retrieve is not None and result.retrieve.failed else EXIT_OK
@@ -152,3 +165,44 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
             handle.write(markdown)
     append_history(pipeline.state_dir, history_entry(document))
     return RunOutcome(document, result, exit_code, report_path, markdown, dict(result.tables))
+
+
+def describe_os_error(error: OSError) -> str:
+    """``PATH: reason`` for an operating-system error, as one line naming the file concerned."""
+    reason = error.strerror or str(error)
+    paths = [p for p in (error.filename, error.filename2) if p is not None]
+    return f"{' -> '.join(map(str, paths))}: {reason}" if paths else reason
+
+
+def _record_failure(pipeline: Pipeline, run_id: str, started: float, recipe_fp: str, exit_code: int,
+                    error: str) -> None:
+    """Append a run that ended early to the history, if the state directory can take it.
+
+    The failure being reported may be that very directory (not writable, disk full): then the
+    run goes unrecorded rather than hiding the error behind a second one.
+    """
+    try:
+        append_history(pipeline.state_dir, {"run_id": run_id, "started": iso_time(started),
+                                            "finished": iso_time(time.time()), "recipe_fingerprint": recipe_fp,
+                                            "exit_code": exit_code, "error": error})
+    except OSError as exc:
+        log.debug("could not record the run in %s: %s", pipeline.state_dir, exc)
+
+
+def _require_dask(kind: str, until: str, mode: str) -> None:
+    """Fail before any stage runs when downloads go to Dask but Dask is not installed.
+
+    The same message as :class:`mastpipe.distributed.DaskTransfer` gives, which would only
+    come after the query and products stages had asked MAST everything.
+    """
+    import importlib.util
+
+    if kind != "dask" or until != "retrieve" or mode != "download":
+        return
+    try:
+        missing = importlib.util.find_spec("distributed") is None
+    except (ImportError, ValueError):  # a broken or half-installed package counts as missing
+        missing = True
+    if missing:
+        raise UsageError("retrieve.executor kind dask needs Dask's distributed scheduler",
+                         hint="pip install 'mastpipe[dask]'")

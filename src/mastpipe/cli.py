@@ -21,9 +21,69 @@ from .errors import EXIT_INVALID, MastpipeError, RecipeError
 SANDBOX_SERVER_ID = "mastpipe-sandbox:seed=0"
 
 
-def _fail(error: MastpipeError) -> NoReturn:
+def _fail(error: MastpipeError, json_events: bool = False) -> NoReturn:
+    """Print ``error`` (and its hint) as ``mastpipe: error: ...`` on stderr and exit with its code.
+
+    With ``--json`` the error is also one JSON event on stdout, so that a script reading only
+    stdout learns why the run stopped.
+    """
+    if json_events:
+        import json
+
+        click.echo(json.dumps({"event": "error", "exit_code": error.exit_code, "error": type(error).__name__,
+                               "message": error.message, "hint": error.hint}))
     click.echo(f"mastpipe: error: {error}", err=True)
     sys.exit(error.exit_code)
+
+
+class _FileCount:
+    """Counts, from transfer events, the files retrieve has done: what an interrupted run reports.
+
+    Events come from the download threads, hence the lock.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.total: int | None = None
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, event) -> None:  # type: ignore[no-untyped-def]
+        if event.kind == "plan":
+            self.total = event.total
+        elif event.kind in ("done", "skipped"):
+            with self._lock:
+                self.done += 1
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    """SIGTERM handler: stop the way Ctrl-C stops (downloads stop between blocks and keep their
+    temporaries, the lock is released, the run is recorded), instead of dying silently."""
+    from .errors import Interrupted
+
+    raise Interrupted(signum)
+
+
+def _interrupted(interrupt: KeyboardInterrupt, stage: str | None, files: _FileCount | None,
+                 json_events: bool) -> NoReturn:
+    """Say how far an interrupted run got, and exit 130 (Ctrl-C) or 128 + the signal."""
+    from .errors import interrupt_exit_code
+
+    code = interrupt_exit_code(interrupt)
+    if stage == "retrieve" and files is not None and files.total is not None:
+        what = f"{files.done} of {files.total} files done"
+    elif stage is not None:
+        what = f"stopped during the {stage} stage (the stages before it are checkpointed)"
+    else:
+        what = "stopped"
+    message = f"interrupted: {what}; rerun to resume"
+    if json_events:
+        import json
+
+        click.echo(json.dumps({"event": "interrupted", "exit_code": code, "stage": stage, "message": message}))
+    click.echo(f"mastpipe: {message}", err=True)
+    sys.exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -136,10 +196,20 @@ def _pipeline_options(function):  # type: ignore[no-untyped-def]
 
 
 def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
-                   action, refresh: bool = False, insecure: bool = False):  # type: ignore[no-untyped-def]
-    """Build the Pipeline (inside a sandbox when asked) and run ``action(pipeline)``."""
+                   action, refresh: bool = False, insecure: bool = False, quiet: bool = False,
+                   json_events: bool = False, files: _FileCount | None = None):  # type: ignore[no-untyped-def]
+    """Build the Pipeline (inside a sandbox when asked) and run ``action(pipeline)``.
+
+    Every way the run can end early becomes one line, never a traceback: a
+    :class:`MastpipeError` (its exit code), an :class:`OSError` that escaped (exit 1, naming
+    the path), Ctrl-C or SIGTERM (exit 130 / 143, saying how far the run got; ``files`` counts
+    the files done).
+    """
+    import signal
+    import threading
     from contextlib import nullcontext
 
+    from .api import describe_os_error
     from .runner import Pipeline
 
     if sandbox and mast_url:
@@ -149,16 +219,33 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
         from .sandbox import Sandbox
 
         context = Sandbox(seed=0)
+    pipeline: Pipeline | None = None
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        # SIGINT too, as `sandbox serve` does: a run started in the background by a
+        # non-interactive shell inherits SIGINT ignored, and `kill -INT` would then do nothing.
+        previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+                    signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupted)}
     try:
         with context as running:
             url = running.url if running is not None else mast_url
-            if running is not None:
+            if running is not None and not quiet:
                 click.echo(f"sandbox: serving a local MAST stand-in at {url}", err=True)
             server_id = SANDBOX_SERVER_ID if running is not None else None
-            return action(Pipeline(recipe, mast_url=url, state_dir=state_dir, refresh=refresh, server_id=server_id,
-                                   insecure=insecure))
+            pipeline = Pipeline(recipe, mast_url=url, state_dir=state_dir, refresh=refresh, server_id=server_id,
+                                insecure=insecure)
+            return action(pipeline)
     except MastpipeError as error:
-        _fail(error)
+        _fail(error, json_events)
+    except OSError as error:
+        _fail(MastpipeError(describe_os_error(error),
+                            hint="check that path's permissions and the free space on its disk, then rerun"),
+              json_events)
+    except KeyboardInterrupt as interrupt:
+        _interrupted(interrupt, pipeline.stage if pipeline is not None else None, files, json_events)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
 
 
 @main.command()
@@ -204,21 +291,30 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
 
         if json_events:
             def progress(event):  # type: ignore[no-untyped-def]
-                if event.kind in ("done", "failed", "retry", "plan"):
+                if event.kind == "plan":  # files to consider, bytes still to fetch, files already done
+                    click.echo(json.dumps({"event": "file", "kind": "plan", "files": event.total,
+                                           "bytes": event.nbytes, "skipped": event.skipped}))
+                elif event.kind in ("done", "failed", "retry"):
                     click.echo(json.dumps({"event": "file", "kind": event.kind, "dataURI": event.key or None,
                                            "bytes": event.total, "message": event.message}))
         else:
             progress = Progress(mode="quiet" if quiet else "auto")
+
+        def on_event(event):  # type: ignore[no-untyped-def]
+            files(event)
+            progress(event)
+
         try:
             outcome = run_pipeline(pipeline, until=until, from_stage=from_stage, verify=verify,
-                                   on_event=progress, report=report_path, summary=summary_path,
+                                   on_event=on_event, report=report_path, summary=summary_path,
                                    executor=executor, scheduler=scheduler)
         finally:
             if not json_events:
                 progress.close()
         if json_events:
             click.echo(json.dumps({"event": "report", "report": outcome.report}))
-        elif outcome.report.get("nothing_new") and outcome.exit_code == 0:
+        elif outcome.report.get("nothing_new") and outcome.exit_code == 0 and until == "retrieve":
+            # only a complete run may say "all present": --until stops before retrieve looked
             click.echo(f"{pipeline.recipe.name}: nothing new since the previous run "
                        f"({len(outcome.tables.get('filter', []))} products, all present)")
         else:
@@ -226,7 +322,9 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
             click.echo(format_run(outcome.result))
         sys.exit(outcome.exit_code)
 
-    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, refresh=refresh, insecure=insecure)
+    files = _FileCount()
+    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, refresh=refresh, insecure=insecure, quiet=quiet,
+                   json_events=json_events, files=files)
 
 
 @main.command()
@@ -283,7 +381,7 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
         result = pipeline.run(until="filter")
         click.echo(format_plan(result.tables["filter"], result.tables["query"]))
 
-    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, insecure=insecure)
+    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, insecure=insecure, quiet=quiet)
 
 
 @main.command()

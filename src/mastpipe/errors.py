@@ -5,6 +5,7 @@ The hierarchy::
     MastpipeError                  exit 1 unless a subclass says otherwise
     ├── RecipeError                exit 2: the recipe is invalid (carries every Problem found)
     ├── UsageError                 exit 2: the command line asks for something impossible
+    │   └── NotWritableError           a directory the run must write to cannot be created or written
     ├── ArchiveError               exit 3: MAST unreachable, or answering errors after retries
     │   ├── TruncatedResultError       MAST cut a result short and it could not be split
     │   └── AuthError                  the token is missing, invalid or lacks exclusive access
@@ -13,6 +14,8 @@ The hierarchy::
     └── TransferError              exit 1: a file could not be fetched or verified
         ├── IntegrityError             size or sha256 differ from what was expected
         └── UnsafePathError            a product would be written outside the destination
+
+    Interrupted (a KeyboardInterrupt, not a MastpipeError)   exit 128 + signal: 130 SIGINT, 143 SIGTERM
 
 Exit codes are part of the command line's contract (see README, "Exit codes"); the numbers live
 here so the library and the CLI agree on them.
@@ -27,6 +30,8 @@ EXIT_FILES_FAILED = 1
 EXIT_INVALID = 2
 EXIT_ARCHIVE = 3
 EXIT_LOCKED = 4
+#: A run stopped by Ctrl-C (SIGINT), as shells report a process killed by that signal (128 + 2).
+EXIT_INTERRUPTED = 130
 
 
 class MastpipeError(Exception):
@@ -97,6 +102,14 @@ class UsageError(MastpipeError):
     exit_code = EXIT_INVALID
 
 
+class NotWritableError(UsageError):
+    """A directory the run must write to (state directory, destination) cannot be created or written.
+
+    A usage problem (exit 2), found before MAST is asked anything: the fix is another directory
+    or other permissions, not a retry.
+    """
+
+
 class ArchiveError(MastpipeError):
     """MAST (or the server standing in for it) could not answer, even after retries."""
 
@@ -131,3 +144,26 @@ class IntegrityError(TransferError):
 
 class UnsafePathError(TransferError):
     """A product's name or ids would place a file outside the destination."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal (SIGTERM) that the command line turns into an interrupt.
+
+    A :class:`KeyboardInterrupt` so that everything Ctrl-C stops cleanly (downloads stop between
+    blocks and keep their temporaries, locks are released) stops the same way for SIGTERM.
+
+    Parameters
+    ----------
+    signum : int
+        The signal received; the exit code is ``128 + signum``, as shells report it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+def interrupt_exit_code(interrupt: KeyboardInterrupt) -> int:
+    """Exit code of a run stopped by ``interrupt``: 130 for Ctrl-C, 128 + signal otherwise."""
+    return getattr(interrupt, "exit_code", EXIT_INTERRUPTED)

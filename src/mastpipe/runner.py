@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection
 
-from .errors import UsageError
+from .errors import NotWritableError, UsageError
 from .quantities import parse_duration
 from .recipe import Recipe, effective_mast_url, load_recipe, recipe_dir
-from .state import Checkpoints, RunLock, Sidecar, fingerprint
+from .state import Checkpoints, RunLock, Sidecar, fingerprint, writable_problem
 from .stages import STAGES
 
 if TYPE_CHECKING:
@@ -119,6 +119,8 @@ class Pipeline:
 
             warn_insecure(self.mast_url)
         self._archive: Archive | None = None
+        #: The stage running now (None between runs): what a message about an interrupted run names.
+        self.stage: str | None = None
 
     # -- fingerprints ------------------------------------------------------------------------
 
@@ -176,6 +178,38 @@ class Pipeline:
         return forced
 
     # -- running -------------------------------------------------------------------------------
+
+    def output_dirs(self) -> list[tuple[str, Path]]:
+        """The directories retrieve writes to in the recipe's mode, each with the recipe field
+        that names it: the destination (download), the curl script's, the manifest's."""
+        settings = self.recipe.retrieve
+        base = self.recipe_path.resolve().parent  # as Pipeline.retrieve resolves them
+        destination = (base / settings.destination).resolve()
+        manifest = (base / settings.manifest) if settings.manifest else destination / "manifest.ecsv"
+        dirs = [("retrieve.destination", destination)] if settings.mode == "download" else []
+        if settings.mode == "curl":
+            script = (base / settings.script) if settings.script else destination / "mastpipe-download.sh"
+            dirs.append(("retrieve.script" if settings.script else "retrieve.destination", script.resolve().parent))
+        dirs.append(("retrieve.manifest" if settings.manifest else "retrieve.destination", manifest.resolve().parent))
+        return dirs
+
+    def check_outputs(self) -> None:
+        """Fail now, before MAST is asked anything, when retrieve could not write its outputs.
+
+        Otherwise every download would fail one by one and the manifest could not be written.
+
+        Raises
+        ------
+        NotWritableError
+            A directory of :meth:`output_dirs` cannot be created or written.
+        """
+        for field_name, directory in self.output_dirs():
+            problem = writable_problem(directory)
+            if problem is not None:
+                raise NotWritableError(
+                    f"cannot write to {directory}: {problem}",
+                    hint=f"{field_name} in {self.recipe_path} leads there (relative paths are relative to the "
+                         "recipe's directory); choose a directory you can write to, or fix its permissions")
 
     @property
     def archive(self) -> Archive:
@@ -237,9 +271,12 @@ class Pipeline:
         tables: dict[str, Table] = {}
         previous: dict[str, Table | None] = {}
         with RunLock(self.state_dir):
+            if until == "retrieve" and retrieve is not None:
+                self.check_outputs()
             table: Table | None = None
             digest = ""
             for stage in TABLE_STAGES[: STAGES.index(until) + 1]:
+                self.stage = stage
                 started = time.time()
                 sidecar = self.checkpoints.sidecar(stage)
                 fp = fingerprint(stage, self.section(stage), digest)
@@ -272,9 +309,11 @@ class Pipeline:
             result = RunResult(reports, tables, self.state_dir, self.mast_url, previous=previous,
                                insecure=self.insecure)
             if until == "retrieve" and retrieve is not None:
+                self.stage = "retrieve"
                 started = time.time()
                 result.retrieve = retrieve(self, tables["filter"])
                 reports.append(StageReport("retrieve", "computed", [], len(tables["filter"]), None, time.time() - started))
+        self.stage = None
         return result
 
     def retrieve(self, table: Table, *, verify: bool = False, token: str | None = None,

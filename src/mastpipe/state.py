@@ -32,7 +32,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import LockError, StateError
+from .errors import LockError, NotWritableError, StateError
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -323,6 +323,44 @@ class Checkpoints:
         self.sidecar_path(stage).unlink(missing_ok=True)
 
 
+def _reason(exc: OSError, target: Path) -> str:
+    """``exc``'s reason, naming the path it concerns when that is not ``target`` itself
+    (``mkdir -p`` fails on the first component that is a file, not on the directory asked for)."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None and Path(exc.filename) != target:
+        reason += f" ({exc.filename})"
+    return reason
+
+
+def writable_problem(directory: Path) -> str | None:
+    """Why ``directory`` could not be created or written to, or None when it could.
+
+    Creates nothing: the nearest existing ancestor must be a directory this process may write
+    to (and enter), or ``directory`` itself when it exists. Checked before a run asks MAST
+    anything, so that an unwritable destination fails at once rather than after every download.
+
+    Parameters
+    ----------
+    directory : Path
+        An absolute path.
+
+    Returns
+    -------
+    str or None
+        A reason such as ``"/data is not a directory"`` or ``"permission denied on /data"``.
+    """
+    existing = directory
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        if existing == directory:
+            return "it exists and is not a directory"
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return "permission denied" if existing == directory else f"permission denied on {existing}"
+    return None
+
+
 class RunLock:
     """An exclusive lock on a state directory, released by the kernel if the holder dies.
 
@@ -335,8 +373,25 @@ class RunLock:
         self._handle: IO[str] | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
+        """Take the lock, creating the state directory if needed.
+
+        Raises
+        ------
+        NotWritableError
+            The state directory cannot be created, or the lock file in it cannot be written.
+        LockError
+            Another run holds the lock.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")
+        except OSError as exc:
+            # writable_problem names the component at fault (a file where a directory should be)
+            reason = writable_problem(self.path.parent) or _reason(exc, self.path.parent)
+            raise NotWritableError(
+                f"cannot write to the state directory {self.path.parent}: {reason}",
+                hint="choose a directory you can write to with --state-dir (or state.directory in the recipe)",
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
