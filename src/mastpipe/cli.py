@@ -150,6 +150,7 @@ def schema(markdown: bool) -> None:
 
     Example:
 
+    \b
         mastpipe schema > recipe.schema.json
         mastpipe schema --markdown > docs/recipe.md
     """
@@ -508,7 +509,7 @@ def sandbox() -> None:
 
 @sandbox.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
-@click.option("--port", default=0, show_default=True, help="Port; 0 picks a free one.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port; 0 picks a free one.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the generated catalogue.")
 @click.option("--scale", help="Add a program of N observations x M products, e.g. 200x5000.")
 @click.option("--faults", help="Fault injection, e.g. 'download.latency=0.05,products.error_rate=0.1'.")
@@ -531,6 +532,13 @@ def serve(host: str, port: int, seed: int, scale: str | None, faults: str | None
     from .sandbox import serve_forever
 
     context = _server_tls(tls_cert, tls_key) if tls_cert or tls_key else None
+    if log_path:
+        # The sandbox opens its log before binding; an OSError there would be blamed on the address.
+        try:
+            open(log_path, "a", encoding="utf-8").close()
+        except OSError as error:
+            raise click.BadParameter(f"cannot write to {log_path}: {error.strerror or error}",
+                                     param_hint="--log") from None
     try:
         serve_forever(host=host, port=port, seed=seed, scale=scale, faults=faults, tokens=list(tokens),
                       log_path=log_path, ssl_context=context)

@@ -199,3 +199,21 @@ def test_missing_dask_fails_before_any_request(workdir: Path, how: list[str]) ->
     assert result.returncode == 2, result.stderr
     assert "needs Dask's distributed scheduler" in result.stderr and "mastpipe[dask]" in result.stderr
     assert requests == []
+
+
+# -- L1, L2: sandbox serve blames the option at fault -------------------------------------------
+
+
+def test_sandbox_serve_rejects_an_impossible_port(tmp_path: Path, cli) -> None:
+    result = cli("sandbox", "serve", "--port", "99999", cwd=tmp_path, timeout=30)
+    _assert_clean(result)
+    assert result.returncode == 2 and "--port" in result.stderr and "65535" in result.stderr
+
+
+def test_sandbox_serve_blames_an_unwritable_log(tmp_path: Path, cli) -> None:
+    (tmp_path / "a-file").write_text("")
+    result = cli("sandbox", "serve", "--log", "a-file/requests.jsonl", cwd=tmp_path, timeout=30)
+    _assert_clean(result)
+    assert result.returncode == 2, result.stderr
+    assert "--log" in result.stderr and "cannot write to a-file/requests.jsonl" in result.stderr
+    assert "cannot serve" not in result.stderr

@@ -159,6 +159,10 @@ def test_every_command_has_help_with_an_example(command: tuple[str, ...]) -> Non
     assert_no_traceback(result)
     assert result.returncode == 0, result.stderr
     assert "Example" in result.stdout, f"`mastpipe {' '.join(command)} --help` shows no example"
+    # click rewraps paragraphs: without a \b line before them, example lines are run together
+    example = result.stdout.split("Example", 1)[1].split("Options:", 1)[0]
+    for line in example.splitlines():
+        assert line.count("mastpipe ") <= 1, f"example lines run together in `--help`: {line.strip()}"
     assert result.stdout.startswith(f"Usage: mastpipe {' '.join(command)}".rstrip())
 
 
