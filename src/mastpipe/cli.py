@@ -426,6 +426,7 @@ def login(mast_url: str | None, insecure: bool) -> None:
     import os
 
     from .auth import TOKEN_PAGE, check_token, store_token
+    from .errors import UsageError
     from .recipe import DEFAULT_MAST_URL, MAST_URL_ENV
 
     url = (mast_url or os.environ.get(MAST_URL_ENV) or DEFAULT_MAST_URL).rstrip("/")
@@ -435,12 +436,30 @@ def login(mast_url: str | None, insecure: bool) -> None:
         _setup_logging(False, False)
         warn_insecure(url)
     click.echo(f"Create a token at {TOKEN_PAGE}", err=True)
-    token = click.prompt("MAST token", hide_input=True, err=True).strip()
+    if sys.stdin.isatty():
+        try:
+            token = click.prompt("MAST token", hide_input=True, err=True, default="", show_default=False).strip()
+        except (EOFError, click.Abort):
+            token = ""
+    else:
+        # getpass would warn (GetPassWarning) that it cannot hide input; there is nothing to hide
+        click.echo("reading the token from stdin (no terminal)", err=True)
+        token = sys.stdin.readline().strip()
+    if not token:
+        _fail(UsageError("no token given", hint=f"paste the token from {TOKEN_PAGE} at the prompt, "
+                                                "or pipe it: mastpipe login < token.txt"))
     try:
         info = check_token(url, token, insecure=insecure)
-        store_token(token)
     except MastpipeError as error:
-        _fail(error)
+        # check_token says "could not check" when MAST could not be asked (exit 3, as for any run);
+        # a token MAST refuses is bad input, like a bad recipe (exit 2)
+        if error.message.startswith("could not check"):
+            _fail(error)
+        _fail(UsageError(error.message, hint=error.hint))
+    try:
+        store_token(token)
+    except MastpipeError as error:  # no keyring: a setup problem on this machine, not MAST's
+        _fail(UsageError(error.message, hint=error.hint))
     name = (info.get("attrib") or {}).get("display_name") or info.get("ezid") or "unknown user"
     click.echo(f"Token accepted for {name}; stored in the keyring.")
 

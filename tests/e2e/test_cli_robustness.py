@@ -217,3 +217,31 @@ def test_sandbox_serve_blames_an_unwritable_log(tmp_path: Path, cli) -> None:
     assert result.returncode == 2, result.stderr
     assert "--log" in result.stderr and "cannot write to a-file/requests.jsonl" in result.stderr
     assert "cannot serve" not in result.stderr
+
+
+# -- L3: mastpipe login without a terminal, and its exit codes ----------------------------------
+
+
+def _login(url: str, stdin: str, tmp_path: Path, backend: str = "keyrings.alt.file.PlaintextKeyring"
+           ) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if k not in ("MASTPIPE_MAST_URL", "MAST_API_TOKEN")},
+           "PYTHON_KEYRING_BACKEND": backend, "XDG_DATA_HOME": str(tmp_path / "xdg")}  # never the real keyring
+    return subprocess.run([sys.executable, "-c", "from mastpipe.cli import main; main()", "login", "--mast-url", url],
+                          input=stdin, text=True, capture_output=True, env=env, timeout=60)
+
+
+def test_login_without_a_terminal_reads_stdin_and_exits_with_documented_codes(tmp_path: Path) -> None:
+    with Sandbox(seed=0, tokens={"good-token-0123456789": "A. User"}) as sb:
+        refused = _login(sb.url, "not-a-valid-token\n", tmp_path)
+        empty = _login(sb.url, "", tmp_path)
+        no_keyring = _login(sb.url, "good-token-0123456789\n", tmp_path, backend="keyring.backends.fail.Keyring")
+    down = _login("http://127.0.0.1:9", "good-token-0123456789\n", tmp_path)
+    for result in (refused, empty, no_keyring, down):
+        _assert_clean(result)
+        assert "GetPassWarning" not in result.stderr
+        assert "reading the token from stdin (no terminal)" in result.stderr
+    assert refused.returncode == 2 and "not accepted" in refused.stderr  # bad input, not "MAST unreachable"
+    assert empty.returncode == 2 and "mastpipe: error: no token given" in empty.stderr
+    assert no_keyring.returncode == 2 and "cannot store the token" in no_keyring.stderr
+    assert "MAST_API_TOKEN" in no_keyring.stderr
+    assert down.returncode == 3 and "could not check the MAST token" in down.stderr

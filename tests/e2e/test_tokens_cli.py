@@ -95,7 +95,7 @@ def test_login_checks_the_token_and_stores_it_in_the_keyring(tmp_path: Path, cli
                                   capture_output=True, env={**__import__("os").environ, **env}, timeout=60)
 
         refused = login("not-a-valid-token")
-        assert refused.returncode == 3 and "not-a-valid-token" not in refused.stdout + refused.stderr
+        assert refused.returncode == 2 and "not-a-valid-token" not in refused.stdout + refused.stderr
         accepted = login(TOKEN)
         assert accepted.returncode == 0, accepted.stderr
         assert "A. User" in accepted.stdout and TOKEN not in accepted.stdout + accepted.stderr
