@@ -73,6 +73,34 @@ def _event(report: StageReport) -> dict[str, Any]:
     return {"mastpipe_event": {"event": "stage", **asdict(report)}}
 
 
+#: Key of ``sections.json`` holding the URL each stage last ran against (not a stage name).
+_URLS_KEY = "mast_urls"
+
+
+def _server_label(server_id: Any, url: str | None) -> str:
+    """A server as a stale reason names it: its URL, and its identity when that is not the URL.
+
+    Parameters
+    ----------
+    server_id : str or None
+        What fingerprints hold (:attr:`Pipeline.server_id`); None for state written before
+        sections recorded a server.
+    url : str or None
+        The URL it was reached at, when known.
+
+    Returns
+    -------
+    str
+        ``https://mast.stsci.edu``, or ``mastpipe-sandbox:seed=0 at http://127.0.0.1:8080`` for
+        the sandbox, whose URL changes every run while its identity does not.
+    """
+    if server_id is None:
+        return url or "an unrecorded server"
+    if url is None or url == server_id:
+        return str(server_id)
+    return f"{server_id} at {url}"
+
+
 def default_state_dir(recipe: Recipe, recipe_path: Path) -> Path:
     base = recipe_dir(recipe_path)
     if recipe.state.directory:
@@ -95,6 +123,9 @@ class Pipeline:
         Ask MAST again for observations and product lists even when checkpoints are current.
     environ : dict, optional
         Environment for ``${VAR}`` and ``MASTPIPE_MAST_URL`` (default ``os.environ``).
+    server_id : str, optional
+        What identifies the server in fingerprints, when its URL does not (the built-in
+        sandbox: a new port every time, the same catalogue).
     insecure : bool
         Do not check MAST's TLS certificate (``--insecure``): logged as a warning here, once, and
         recorded in the run report. Never a recipe setting: see :mod:`mastpipe.tls`.
@@ -140,11 +171,23 @@ class Pipeline:
             return ["no checkpoint"] + forced
         reasons = list(forced)
         if sidecar.fingerprint != fp:
-            previous = self._previous_sections().get(stage)
-            if previous is not None and previous != self.section(stage):
-                reasons.append(f"recipe section `{stage}` changed")
-            else:
+            recorded = self._previous_sections()
+            previous = recorded.get(stage)
+            current = self.section(stage)
+            if previous is None or previous == current:
                 reasons.append("input changed")
+                return reasons
+            # The server is part of the query and products sections (see section()), but it is
+            # not the recipe's doing: name it apart, or `status` blames a recipe nobody edited.
+            if isinstance(previous, dict) and "mast" in current and previous.get("mast") != current["mast"]:
+                before = _server_label(previous.get("mast"), recorded.get(_URLS_KEY, {}).get(stage))
+                # This side by its identity alone: `status --sandbox` starts no server, so its
+                # URL would only be the recipe's default.
+                reasons.append(f"MAST server changed ({before} → {_server_label(current['mast'], None)})")
+                previous = {key: value for key, value in previous.items() if key != "mast"}
+                current = {key: value for key, value in current.items() if key != "mast"}
+            if previous != current:
+                reasons.append(f"recipe section `{stage}` changed")
         return reasons
 
     def _previous_sections(self) -> dict[str, Any]:
@@ -156,14 +199,21 @@ class Pipeline:
         except (OSError, ValueError):
             return {}
 
-    def _save_sections(self, ran: list[str]) -> None:
+    def _save_sections(self, ran: list[str], computed: Collection[str]) -> None:
         """Remember the sections of the stages that ran, so a later run can tell a changed
-        section from a changed input; stages not run keep the section they last ran with."""
+        section from a changed input; stages not run keep the section they last ran with.
+
+        The URL each stage in ``computed`` was run against is kept beside them (``mast_urls``):
+        the sections name the server by :attr:`server_id`, which for the sandbox is no URL at
+        all, and a reason saying the server changed should say from where. A reused checkpoint
+        keeps the URL it was made with."""
         import json
 
         from .state import atomic_write_bytes
 
-        sections = {**self._previous_sections(), **{stage: self.section(stage) for stage in ran}}
+        previous = self._previous_sections()
+        urls = {**previous.get(_URLS_KEY, {}), **dict.fromkeys(computed, self.mast_url)}
+        sections = {**previous, **{stage: self.section(stage) for stage in ran}, _URLS_KEY: urls}
         atomic_write_bytes(self.state_dir / "sections.json", json.dumps(sections, sort_keys=True, indent=1).encode())
 
     def _forced(self, stage: str, from_stage: str | None, sidecar: Sidecar | None) -> list[str]:
@@ -305,7 +355,8 @@ class Pipeline:
                     reports.append(StageReport(stage, "computed", reasons, rows_in, len(table), time.time() - started))
                     log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
                 tables[stage] = table
-            self._save_sections([report.stage for report in reports])
+            self._save_sections([report.stage for report in reports],
+                                [report.stage for report in reports if report.action == "computed"])
             result = RunResult(reports, tables, self.state_dir, self.mast_url, previous=previous,
                                insecure=self.insecure)
             if until == "retrieve" and retrieve is not None:

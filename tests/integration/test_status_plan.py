@@ -1,0 +1,115 @@
+"""What `status` and `plan` say after real runs against the sandbox: stale reasons that name
+what changed, files already present, and the state of the retrieve stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mastpipe.runner import Pipeline
+
+RECIPE = """\
+version: 1
+name: status-plan
+mast: {timeout: 5, retries: 1}
+query:
+  nircam:
+    criteria:
+      obs_collection: JWST
+      proposal_id: "1073"
+      instrument_name: "NIRCAM*"
+      filters: F277W
+products:
+  batch_size: 5
+unique:
+  key: productFilename
+filter:
+  guide_stars: omit
+  columns:
+    productSubGroupDescription: UNCAL
+retrieve:
+  mode: download
+  destination: data
+"""
+
+SANDBOX_ID = "mastpipe-sandbox:seed=0"  # what the CLI's --sandbox passes as server_id
+TABLE_STAGES = ("query", "products", "unique", "filter")
+
+
+def _recipe(tmp_path: Path, text: str = RECIPE) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def _pipeline(tmp_path: Path, url: str, text: str = RECIPE, **kwargs) -> Pipeline:
+    return Pipeline(_recipe(tmp_path, text), mast_url=url, state_dir=tmp_path / "state", environ={}, **kwargs)
+
+
+def _statuses(pipeline: Pipeline) -> dict[str, tuple[str, list[str]]]:
+    return {s.stage: (s.state, s.reasons) for s in pipeline.status()}
+
+
+def _actions(result) -> dict[str, tuple[str, list[str]]]:
+    return {s.stage: (s.action, s.reasons) for s in result.stages}
+
+
+# -- M1: a changed server is named as such, not as a changed recipe ------------------------------
+
+
+def test_status_names_a_changed_server_not_the_recipe(sandbox, tmp_path):
+    _pipeline(tmp_path, sandbox.url).run(until="filter")
+    server_changed = f"MAST server changed ({sandbox.url} → https://mast.stsci.edu)"
+    statuses = _statuses(_pipeline(tmp_path, "https://mast.stsci.edu"))
+    assert statuses == {
+        "query": ("stale", [server_changed]),
+        "products": ("stale", [server_changed]),
+        "unique": ("stale", ["an earlier stage will rerun"]),
+        "filter": ("stale", ["an earlier stage will rerun"]),
+    }
+    # the same server again: nothing stale
+    assert {state for state, _ in _statuses(_pipeline(tmp_path, sandbox.url)).values()} == {"done"}
+
+
+def test_a_run_against_another_server_gives_the_server_as_its_reason(sandbox_factory, tmp_path):
+    first, second = sandbox_factory(seed=0), sandbox_factory(seed=0)
+    _pipeline(tmp_path, first.url).run(until="filter")
+    again = _pipeline(tmp_path, second.url).run(until="filter")
+    server_changed = f"MAST server changed ({first.url} → {second.url})"
+    assert _actions(again) == {
+        "query": ("computed", [server_changed]),
+        "products": ("computed", [server_changed]),
+        # the same catalogue: the same products, so the later checkpoints stand
+        "unique": ("reused", []),
+        "filter": ("reused", []),
+    }
+    # and now the checkpoints belong to the second server
+    assert {state for state, _ in _statuses(_pipeline(tmp_path, second.url)).values()} == {"done"}
+    back = _statuses(_pipeline(tmp_path, first.url))
+    assert back["query"] == ("stale", [f"MAST server changed ({second.url} → {first.url})"])
+
+
+def test_a_changed_server_and_a_changed_query_are_both_named(sandbox, tmp_path):
+    _pipeline(tmp_path, sandbox.url).run(until="filter")
+    edited = RECIPE.replace("filters: F277W", "filters: [F277W, F090W]")
+    statuses = _statuses(_pipeline(tmp_path, "https://mast.stsci.edu", edited))
+    assert statuses["query"] == ("stale", [f"MAST server changed ({sandbox.url} → https://mast.stsci.edu)",
+                                           "recipe section `query` changed"])
+
+
+def test_sandbox_checkpoints_survive_the_sandbox_port_changing(sandbox_factory, tmp_path):
+    """The built-in sandbox (``--sandbox``) gets a new port every run but serves the same
+    catalogue: its checkpoints are identified by its seed, so a second run reuses them all."""
+    first, second = sandbox_factory(seed=0), sandbox_factory(seed=0)
+    assert first.url != second.url
+    _pipeline(tmp_path, first.url, server_id=SANDBOX_ID).run(until="filter")
+    again = _pipeline(tmp_path, second.url, server_id=SANDBOX_ID).run(until="filter")
+    assert _actions(again) == dict.fromkeys(TABLE_STAGES, ("reused", []))
+    assert [r for r in second.log.records() if r.endpoint in ("query", "products")] == []
+    # what `status` without --sandbox says: the real MAST is another server, the sandbox named
+    # by its identity and the URL its checkpoints came from
+    statuses = _statuses(_pipeline(tmp_path, "https://mast.stsci.edu"))
+    assert statuses["query"] == ("stale", [f"MAST server changed ({SANDBOX_ID} at {first.url} → "
+                                           "https://mast.stsci.edu)"])
+    # `status --sandbox`: no server runs, the default URL is not what the checkpoints match
+    assert {state for state, _ in _statuses(Pipeline(_recipe(tmp_path), state_dir=tmp_path / "state", environ={},
+                                                     server_id=SANDBOX_ID)).values()} == {"done"}
