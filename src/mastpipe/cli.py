@@ -367,8 +367,9 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
          verbose: bool) -> None:
     """Show what `run` would retrieve, without downloading anything.
 
-    Runs the stages up to filter (reusing checkpoints) and prints the files and bytes to
-    retrieve, broken down by collection, instrument and product type.
+    Runs the stages up to filter (reusing checkpoints) and prints the files and bytes `run`
+    would fetch, broken down by collection, instrument and product type; files already
+    downloaded (the ledger and the disk say so, as a run would judge them) are counted apart.
 
     Example:
 
@@ -380,7 +381,8 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
         from .report import format_plan
 
         result = pipeline.run(until="filter")
-        click.echo(format_plan(result.tables["filter"], result.tables["query"]))
+        outlook = pipeline.retrieve_outlook(result.tables["filter"])
+        click.echo(format_plan(result.tables["filter"], result.tables["query"], outlook))
 
     _with_pipeline(recipe, mast_url, state_dir, sandbox, action, insecure=insecure, quiet=quiet)
 

@@ -18,7 +18,7 @@ from .state import decoded
 if TYPE_CHECKING:
     from astropy.table import Table
 
-    from .runner import RunResult, StageStatus
+    from .runner import RetrieveOutlook, RunResult, StageStatus
 
 
 def _text(values: Any) -> list[str]:
@@ -47,12 +47,44 @@ def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str,
     return sorted(((c, i, k, n, b) for (c, i, k), (n, b) in totals.items()), key=lambda r: (-r[4], r[:3]))
 
 
-def format_plan(products: Table, observations: Table) -> str:
-    """What ``retrieve`` would fetch, as a small table of text."""
-    rows = plan_breakdown(products, observations)
-    total_files = sum(r[3] for r in rows)
-    total_bytes = sum(r[4] for r in rows)
-    lines = [f"{len(observations)} observations, {total_files} files to retrieve, {human_bytes(total_bytes)} in all"]
+def format_plan(products: Table, observations: Table, outlook: RetrieveOutlook | None = None) -> str:
+    """What ``retrieve`` would fetch, as a small table of text.
+
+    Parameters
+    ----------
+    products : astropy.table.Table
+        The filter stage's result.
+    observations : astropy.table.Table
+        The query stage's result (for the instrument of each product).
+    outlook : RetrieveOutlook, optional
+        What is already on disk (:meth:`mastpipe.runner.Pipeline.retrieve_outlook`). With it,
+        the files already present are counted apart and the breakdown lists only what a run
+        would download, with the bytes it still lacks; without it, every file counts.
+    """
+    if outlook is None or outlook.mode != "download":
+        rows = plan_breakdown(products, observations)
+        total_files = sum(r[3] for r in rows)
+        total_bytes = sum(r[4] for r in rows)
+        lines = [f"{len(observations)} observations, {total_files} files to retrieve, {human_bytes(total_bytes)} in all"]
+    else:
+        kept = int(np.asarray(products["size"]).astype(np.int64).clip(0).sum()) if len(products) else 0
+        uris = _text(products["dataURI"]) if len(products) else []
+        pending = products[[uri in outlook.remaining for uri in uris]] if len(products) else products
+        if len(pending):
+            pending = pending.copy()
+            pending["size"] = [outlook.remaining[uri] for uri in _text(pending["dataURI"])]
+        rows = plan_breakdown(pending, observations)
+        head = (f"{len(observations)} observations, {outlook.files} files ({human_bytes(kept)}): "
+                f"{outlook.to_fetch} to fetch ({human_bytes(outlook.bytes_to_fetch)}), "
+                f"{outlook.present} already present")
+        notes = []
+        if outlook.partial:
+            notes.append(f"{outlook.partial} resumed where an earlier run stopped")
+        if outlook.failed:
+            notes.append(f"{outlook.failed} failed before")
+        if outlook.blocked:
+            notes.append(f"{outlook.blocked} would fail: another file is in the way (overwrite: never)")
+        lines = [head + "".join(f"; {note}" for note in notes)]
     if rows:
         header = ("collection", "instrument", "product", "files", "bytes")
         cells = [header] + [(c, i, k, str(n), human_bytes(b)) for c, i, k, n, b in rows]

@@ -66,6 +66,51 @@ class StageStatus:
     finished: float | None
 
 
+@dataclass
+class RetrieveOutlook:
+    """What the retrieve stage would do with the files of a filter result, judged from the
+    ledger and the disk alone (see :meth:`Pipeline.retrieve_outlook`).
+
+    Attributes
+    ----------
+    mode : str
+        The recipe's ``retrieve.mode``; only ``download`` keeps a ledger, so for the other modes
+        every count but ``files`` is 0.
+    files : int
+        Files the filter result names.
+    present : int
+        Files needing no download: recorded as done with their size on disk, or complete on disk
+        (adopted, or a finished temporary) and only to be hashed.
+    to_fetch : int
+        Files a run would request.
+    bytes_to_fetch : int
+        Bytes those requests would bring, when sizes are known (a resumed file counts only what
+        it lacks).
+    partial : int
+        Of ``to_fetch``, files a run resumes from a temporary an earlier run left.
+    failed : int
+        Of ``to_fetch``, files the ledger records as failed.
+    blocked : int
+        Files a run would fail without a request: another file is in the way and
+        ``retrieve.overwrite`` is ``never``.
+    remaining : dict
+        ``dataURI`` -> bytes still to fetch, for each file in ``to_fetch``.
+    ledger : bool
+        Whether a ledger exists (False: no download has started yet in this state directory).
+    """
+
+    mode: str
+    files: int
+    present: int = 0
+    to_fetch: int = 0
+    bytes_to_fetch: int = 0
+    partial: int = 0
+    failed: int = 0
+    blocked: int = 0
+    remaining: dict[str, int] = field(default_factory=dict)
+    ledger: bool = False
+
+
 def _event(report: StageReport) -> dict[str, Any]:
     """``extra`` for a log record that also carries the stage report (``--json`` prints it)."""
     from dataclasses import asdict
@@ -410,6 +455,68 @@ class Pipeline:
         import shutil
 
         shutil.rmtree(self.state_dir / "products.parts", ignore_errors=True)
+
+    def retrieve_outlook(self, table: Table) -> RetrieveOutlook:
+        """What the retrieve stage would do with ``table`` (a filter result), without doing it.
+
+        Each file is judged by :func:`mastpipe.resume.decide` from the ledger row and the disk,
+        exactly as :meth:`mastpipe.transfer.Transfer.plan` judges it at the start of a run, but
+        nothing is touched: no request, no sweep of stale temporaries, no ledger written (the
+        ledger is only opened when it exists, and only read). Contacts no server.
+
+        Parameters
+        ----------
+        table : astropy.table.Table
+            The products to retrieve, normally the filter stage's result.
+
+        Returns
+        -------
+        RetrieveOutlook
+
+        Raises
+        ------
+        UnsafePathError, TransferError
+            As the retrieve stage, when a product would land outside the destination or two
+            products on one path.
+        StateError
+            When the ledger cannot be read.
+        """
+        from .ledger import FAILED, FILENAME, Ledger
+        from .resume import Kind, RemoteFacts, decide
+        from .stages.retrieve import plan_files
+        from .transfer import Transfer
+
+        settings = self.recipe.retrieve
+        destination = (self.recipe_path.resolve().parent / settings.destination).resolve()
+        tasks = list({task.key: task for task in plan_files(table, destination, settings.layout,
+                                                              self.mast_url)}.values())
+        outlook = RetrieveOutlook(settings.mode, len(tasks))
+        if settings.mode != "download":
+            return outlook
+        path = self.state_dir / FILENAME
+        outlook.ledger = path.is_file()
+        rows = {}
+        if outlook.ledger:  # Ledger() would create a missing one
+            with Ledger(path) as ledger:
+                rows = ledger.rows()
+        # The settings a run's Transfer gets from the recipe (run --verify is not known here).
+        transfer = Transfer(verify=settings.verify == "sha256", overwrite=settings.overwrite, check_space=False)
+        for task in tasks:
+            row = rows.get(task.key)
+            local = transfer._local_state(task, row)  # what Transfer.plan decides from
+            action = decide(local, RemoteFacts(task.size))
+            if action.kind is Kind.KEEP_FOREIGN:
+                outlook.blocked += 1
+            elif action.kind in (Kind.FETCH, Kind.RESTART, Kind.RESUME):
+                outlook.to_fetch += 1
+                remaining = max((task.size or 0) - action.offset, 0)
+                outlook.remaining[task.key] = remaining
+                outlook.bytes_to_fetch += remaining
+                outlook.partial += action.kind is Kind.RESUME
+                outlook.failed += row is not None and row.status == FAILED
+            else:  # SKIP_DONE, VERIFY_DONE, ADOPT, FINISH_VERIFY: on disk, no request
+                outlook.present += 1
+        return outlook
 
     def status(self) -> list[StageStatus]:
         """Each table stage's checkpoint: done, stale (and why) or missing. Contacts no server."""

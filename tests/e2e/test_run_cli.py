@@ -45,7 +45,7 @@ def test_plan_and_status_against_a_served_sandbox(workdir: Path, cli) -> None:
         assert url.startswith("http://127.0.0.1:")
         plan = cli("plan", SEED, "--mast-url", url, cwd=workdir)
         assert plan.returncode == 0, plan.stderr
-        assert "files to retrieve" in plan.stdout and "JWST" in plan.stdout and "UNCAL" in plan.stdout
+        assert "to fetch" in plan.stdout and "JWST" in plan.stdout and "UNCAL" in plan.stdout
         assert not (workdir / "pipelines/data/jwst-1073/mastDownload").exists()  # plan downloads nothing
         status = cli("status", SEED, "--mast-url", url, cwd=workdir)
         assert status.returncode == 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from mastpipe.progress import format_bytes
+
 SEED = "pipelines/jwst-1073-nircam-uncal.yaml"
 STAGES = ("query", "products", "unique", "filter")
 
@@ -33,3 +35,34 @@ def test_status_without_sandbox_names_the_server_not_the_recipe(workdir: Path, c
     again = cli("run", "--sandbox", SEED, cwd=workdir)
     assert again.returncode == 0, again.stderr
     assert all(f"{stage}: reused checkpoint" in again.stderr for stage in STAGES), again.stderr
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_plan_after_a_complete_run_has_nothing_to_fetch(workdir: Path, cli) -> None:
+    fresh = cli("plan", "--sandbox", SEED, cwd=workdir)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "14 files (466.9 KiB): 14 to fetch (466.9 KiB), 0 already present" in fresh.stdout, fresh.stdout
+    assert "JWST" in fresh.stdout and "UNCAL" in fresh.stdout  # the breakdown of what is to fetch
+
+    run = cli("run", "--sandbox", SEED, cwd=workdir)
+    assert run.returncode == 0, run.stderr
+    state = workdir / "pipelines/.mastpipe/jwst-1073-nircam-uncal"
+    data = workdir / "pipelines/data"
+    before = (_tree(data), (state / "ledger.sqlite").read_bytes())
+    plan = cli("plan", "--sandbox", SEED, cwd=workdir)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines() == [
+        "6 observations, 14 files (466.9 KiB): 0 to fetch (0 B), 14 already present"]
+    assert (_tree(data), (state / "ledger.sqlite").read_bytes()) == before  # plan changed nothing
+
+    # one file gone: plan and the next run agree on it
+    gone = sorted(data.rglob("*_uncal.fits"))[0]
+    size = gone.stat().st_size
+    gone.unlink()
+    plan = cli("plan", "--sandbox", SEED, cwd=workdir)
+    assert f": 1 to fetch ({format_bytes(size)}), 13 already present" in plan.stdout, plan.stdout
+    run = cli("run", "--sandbox", SEED, cwd=workdir)
+    assert f"1 fetched ({format_bytes(size)}), 13 already present" in run.stdout, run.stdout

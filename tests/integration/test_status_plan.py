@@ -113,3 +113,64 @@ def test_sandbox_checkpoints_survive_the_sandbox_port_changing(sandbox_factory, 
     # `status --sandbox`: no server runs, the default URL is not what the checkpoints match
     assert {state for state, _ in _statuses(Pipeline(_recipe(tmp_path), state_dir=tmp_path / "state", environ={},
                                                      server_id=SANDBOX_ID)).values()} == {"done"}
+
+
+# -- M2: plan counts what a run would fetch, not what the recipe selects -------------------------
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and mtime, to show that nothing changed."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def _downloads(sb) -> list:
+    return [r for r in sb.log.records() if r.endpoint == "download"]
+
+
+def test_outlook_after_a_complete_run_has_nothing_to_fetch_and_touches_nothing(sandbox, tmp_path):
+    import mastpipe
+
+    outcome = mastpipe.run(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    files = len(outcome.tables["filter"])
+    assert files > 0 and outcome.exit_code == 0
+    # a temporary no product wants: Transfer.plan would sweep it, the outlook must not
+    orphan = next((tmp_path / "data").rglob("*.fits")).parent / ".orphan_uncal.fits.part"
+    orphan.write_bytes(b"left by some earlier run")
+    pipeline = _pipeline(tmp_path, sandbox.url)
+    table = pipeline.run(until="filter").tables["filter"]  # writes its lock and sections.json
+    before, requests = _tree(tmp_path), len(sandbox.log.records())
+    outlook = pipeline.retrieve_outlook(table)
+    assert (outlook.files, outlook.present, outlook.to_fetch, outlook.bytes_to_fetch) == (files, files, 0, 0)
+    assert outlook.ledger and outlook.remaining == {}
+    assert _tree(tmp_path) == before  # ledger, files and temporaries as they were
+    assert len(sandbox.log.records()) == requests
+
+
+def test_outlook_counts_exactly_what_the_next_run_fetches(sandbox, tmp_path):
+    import mastpipe
+
+    outcome = mastpipe.run(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    paths = sorted((tmp_path / "data").rglob("*_uncal.fits"))
+    gone, cut = paths[0], paths[1]
+    gone.unlink()
+    cut.write_bytes(cut.read_bytes()[:100])  # recorded as done, but no longer its size: refetched
+    pipeline = _pipeline(tmp_path, sandbox.url)
+    outlook = pipeline.retrieve_outlook(pipeline.run(until="filter").tables["filter"])
+    files = len(outcome.tables["filter"])
+    assert (outlook.present, outlook.to_fetch) == (files - 2, 2)
+    assert outlook.remaining == {uri: sandbox.catalog.file_size(uri) for uri in outlook.remaining}
+    sandbox.log.clear()
+    again = mastpipe.run(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    fetched = {r.key: r.size for r in again.result.retrieve.results if r.status == "fetched"}
+    assert fetched == outlook.remaining and outlook.bytes_to_fetch == sum(fetched.values())
+    assert {r.uri for r in _downloads(sandbox)} == set(fetched)
+
+
+def test_outlook_on_a_fresh_state_creates_no_ledger(sandbox, tmp_path):
+    pipeline = _pipeline(tmp_path, sandbox.url)
+    table = pipeline.run(until="filter").tables["filter"]
+    outlook = pipeline.retrieve_outlook(table)
+    assert not outlook.ledger and not (tmp_path / "state" / "ledger.sqlite").exists()
+    assert (outlook.present, outlook.to_fetch) == (0, len(table))
+    assert outlook.bytes_to_fetch == sum(int(s) for s in table["size"])
+    assert not (tmp_path / "data").exists() and _downloads(sandbox) == []
