@@ -395,18 +395,29 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
 def status(recipe: str, mast_url: str | None, sandbox: bool, state_dir: str | None) -> None:
     """Show each stage's checkpoint: done, stale (and why) or missing. Contacts no server.
 
+    The retrieve line counts the files of the filter checkpoint already present and still to
+    fetch (from the download ledger and the disk); a last line says when a run holds the lock,
+    or a killed run left it behind. Reads only.
+
     Example:
 
         mastpipe status pipelines/jwst-1073-nircam-uncal.yaml
     """
-    from .report import format_status
+    from .report import format_lock, format_retrieve_status, format_status
     from .runner import Pipeline
+    from .state import lock_holder
 
     try:
         pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir,
                             server_id=SANDBOX_SERVER_ID if sandbox else None)
         click.echo(f"{pipeline.recipe.name}: state in {pipeline.state_dir}")
-        click.echo(format_status(pipeline.status()))
+        statuses = pipeline.status()
+        click.echo(format_status(statuses))
+        filter_stale = any(s.stage == "filter" and s.state != "done" for s in statuses)
+        click.echo(format_retrieve_status(pipeline.retrieve_status(), filter_stale))
+        lock = format_lock(lock_holder(pipeline.state_dir))
+        if lock:
+            click.echo(lock)
     except MastpipeError as error:
         _fail(error)
 

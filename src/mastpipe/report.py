@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from astropy.table import Table
 
     from .runner import RetrieveOutlook, RunResult, StageStatus
+    from .state import LockHolder
 
 
 def _text(values: Any) -> list[str]:
@@ -128,6 +129,46 @@ def format_status(statuses: list[StageStatus]) -> str:
         why = f"  ({'; '.join(status.reasons)})" if status.reasons and status.state != "done" else ""
         lines.append(f"  {status.stage:<9} {status.state:<8} {rows:<12} {when}{why}")
     return "\n".join(lines)
+
+
+def format_retrieve_status(outlook: RetrieveOutlook | None, filter_stale: bool) -> str:
+    """The retrieve line of ``status``: files present and still to fetch, from the ledger and
+    the disk (``outlook`` from :meth:`mastpipe.runner.Pipeline.retrieve_status`).
+
+    ``filter_stale`` notes that the filter checkpoint the files come from will be recomputed,
+    so the files to retrieve may change.
+    """
+    if outlook is None:
+        return f"  {'retrieve':<9} {'missing':<8} {'':<12} (no filter checkpoint to retrieve)"
+    stale = "; the filter checkpoint is stale, the files may change" if filter_stale else ""
+    if outlook.mode != "download":
+        return (f"  {'retrieve':<9} {outlook.mode:<8} {f'{outlook.files} files':<12} "
+                f"(mode {outlook.mode}: mastpipe fetches nothing itself, keeps no ledger{stale})")
+    if outlook.to_fetch == 0 and outlook.blocked == 0:
+        state = "done"
+    else:
+        state = "partial" if outlook.present or outlook.partial else "missing"
+    counts = [f"{outlook.present} of {outlook.files} files present",
+              f"{outlook.to_fetch} to fetch ({human_bytes(outlook.bytes_to_fetch)})"]
+    if outlook.partial:
+        counts.append(f"{outlook.partial} partly downloaded, to resume")
+    if outlook.failed:
+        counts.append(f"{outlook.failed} failed before")
+    if outlook.blocked:
+        counts.append(f"{outlook.blocked} blocked by another file (overwrite: never)")
+    return f"  {'retrieve':<9} {state:<8} {f'{outlook.files} files':<12} ({', '.join(counts)}{stale})"
+
+
+def format_lock(holder: LockHolder | None) -> str | None:
+    """The lock note of ``status``, or None when no run holds the lock or left it behind."""
+    if holder is None:
+        return None
+    if holder.state == "held":
+        return f"lock: held by a run in progress ({holder.text}); `run` would fail until it ends"
+    if holder.state == "stale":
+        return (f"lock: stale, left by a run that no longer runs ({holder.text}); "
+                "the next run takes it over and resumes")
+    return f"lock: names {holder.text}, on another host or unreadable: cannot tell from here whether it still runs"
 
 
 # --------------------------------------------------------------------------------------------

@@ -518,6 +518,16 @@ class Pipeline:
                 outlook.present += 1
         return outlook
 
+    def retrieve_status(self) -> RetrieveOutlook | None:
+        """:meth:`retrieve_outlook` for the filter checkpoint as it stands, or None without one.
+
+        What ``status`` shows for the retrieve stage, whose state is the ledger and the disk
+        rather than a checkpoint. Reads only; contacts no server.
+        """
+        sidecar = self.checkpoints.sidecar("filter")
+        table = self.checkpoints.load("filter", sidecar) if sidecar is not None else None
+        return None if table is None else self.retrieve_outlook(table)
+
     def status(self) -> list[StageStatus]:
         """Each table stage's checkpoint: done, stale (and why) or missing. Contacts no server."""
         statuses = []

@@ -427,3 +427,50 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who a state directory's lock file names, as :func:`lock_holder` finds it.
+
+    Attributes
+    ----------
+    text : str
+        The lock file's line (``pid N on HOST since TIME``).
+    state : {"held", "stale", "unknown"}
+        ``held``: that process still runs on this host; ``stale``: it does not (killed, say with
+        ``kill -9``: the kernel released its lock, the next run proceeds); ``unknown``: another
+        host, or a line that names no pid.
+    """
+
+    text: str
+    state: str
+
+
+def lock_holder(directory: Path) -> LockHolder | None:
+    """Who holds, or last failed to release, the run lock of ``directory``; None when nobody.
+
+    A run writes its pid into the lock file and empties it when it releases the lock, so a
+    non-empty file is a run in progress or one that died. Which of the two is told by whether
+    the pid still lives, not by trying the lock: even a shared ``flock`` held for an instant
+    would make a run starting at that instant fail as locked. Creates nothing.
+    """
+    try:
+        text = (directory / "lock").read_text().strip()
+    except OSError:  # no lock file: no run ever took the lock here
+        return None
+    if not text:
+        return None
+    words = text.split()
+    if len(words) < 4 or words[0] != "pid" or not words[1].isdigit() or words[2] != "on":
+        return LockHolder(text, "unknown")
+    if words[3] != socket.gethostname():
+        return LockHolder(text, "unknown")
+    try:
+        os.kill(int(words[1]), 0)
+    except ProcessLookupError:
+        return LockHolder(text, "stale")
+    except PermissionError:  # alive, but another user's
+        return LockHolder(text, "held")
+    return LockHolder(text, "held")
+

@@ -66,3 +66,60 @@ def test_plan_after_a_complete_run_has_nothing_to_fetch(workdir: Path, cli) -> N
     assert f": 1 to fetch ({format_bytes(size)}), 13 already present" in plan.stdout, plan.stdout
     run = cli("run", "--sandbox", SEED, cwd=workdir)
     assert f"1 fetched ({format_bytes(size)}), 13 already present" in run.stdout, run.stdout
+
+
+def test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock(workdir: Path, cli) -> None:
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mastpipe.sandbox import Faults, Sandbox
+
+    data = workdir / "pipelines/data/jwst-1073/mastDownload"
+    command = shutil.which("mastpipe")
+    with Sandbox(seed=0) as sb:
+        sb.faults = Faults.parse("download.bandwidth=20000")  # ~1.7 s per file of ~33 KiB
+        argv = [command] if command else [sys.executable, "-c", "from mastpipe.cli import main; main()"]
+        env = {k: v for k, v in os.environ.items() if k not in ("MASTPIPE_MAST_URL", "MAST_API_TOKEN")}
+        proc = subprocess.Popen([*argv, "run", "-q", SEED, "--mast-url", sb.url], cwd=workdir, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                complete = list(data.rglob("*_uncal.fits")) if data.exists() else []
+                parts = [p for p in data.rglob(".*.part") if p.stat().st_size > 0] if data.exists() else []
+                if len(complete) >= 2 and parts:
+                    break
+                time.sleep(0.02)
+            else:
+                raise AssertionError("the run never reached a mid-download state")
+            live = cli("status", SEED, "--mast-url", sb.url, cwd=workdir)
+            assert f"lock: held by a run in progress (pid {proc.pid} on" in live.stdout, live.stdout
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+
+        present = len(list(data.rglob("*_uncal.fits")))
+        partial = [p for p in data.rglob(".*.part") if p.stat().st_size > 0 and Path(f"{p}.json").exists()]
+        assert 2 <= present < 14 and partial
+        status = cli("status", SEED, "--mast-url", sb.url, cwd=workdir)
+        assert status.returncode == 0, status.stderr
+        lines = _stage_lines(status.stdout)
+        assert all(" done " in lines[stage] for stage in STAGES), status.stdout
+        retrieve = lines["retrieve"]
+        assert " partial " in retrieve and " 14 files " in retrieve, status.stdout
+        assert f"{present} of 14 files present, {14 - present} to fetch (" in retrieve, status.stdout
+        assert f"{len(partial)} partly downloaded, to resume" in retrieve, status.stdout
+        assert f"lock: stale, left by a run that no longer runs (pid {proc.pid} on" in status.stdout, status.stdout
+        # status only reads: the rerun resumes the partial files and finishes the rest
+        sb.faults = Faults.parse("")
+        rerun = cli("run", SEED, "--mast-url", sb.url, cwd=workdir)
+        assert rerun.returncode == 0, rerun.stderr
+        assert f"{14 - present} fetched" in rerun.stdout and f"{present} already present" in rerun.stdout, rerun.stdout
+        done = cli("status", SEED, "--mast-url", sb.url, cwd=workdir)
+    assert "(14 of 14 files present, 0 to fetch (0 B))" in _stage_lines(done.stdout)["retrieve"], done.stdout
+    assert " done " in _stage_lines(done.stdout)["retrieve"] and "lock:" not in done.stdout
