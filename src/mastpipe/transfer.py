@@ -81,6 +81,10 @@ log = logging.getLogger(__name__)
 CHUNK = 256 << 10
 HASH_QUEUE = 4  # blocks a stream may read ahead of its hash
 SYNC_EVERY = 64 << 20  # flush large files as they grow (see Transfer._stream)
+# Attempts that keep new bytes do not count against the policy's max_attempts, but a file
+# gets at most this many times max_attempts in all (and the run's budget still applies).
+# A policy of one attempt (retries: 0) stays one attempt.
+PROGRESS_CEILING = 10
 MAX_REDIRECTS = 10
 _REDIRECTS = {301, 302, 303, 307, 308}
 
@@ -254,6 +258,7 @@ class _Fail(Exception):
 class _Counters:
     attempts: int = 0
     requests: int = 0
+    stalled: int = 0  # failed attempts in a row that kept no new byte (what the policy limits)
 
 
 @dataclass
@@ -475,17 +480,37 @@ class Transfer:
             self._emit(Event("skipped", result.key, total=result.size))
         return Plan(list(unique.values()), done, pending, to_fetch, self._budget.left)
 
-    def unfinished(self, tasks: Iterable[FileTask]) -> list[FileTask]:
-        """The tasks whose files still need a request, decided exactly as :meth:`plan` does.
+    def decisions(self, tasks: Iterable[FileTask],
+                  rows: dict[str, LedgerRow] | None = None) -> list[tuple[FileTask, LedgerRow | None, Action]]:
+        """What :meth:`plan` would decide for each task, from the ledger and the disk alone.
 
-        Unlike :meth:`plan` it touches nothing (no sweep, no events, no space check): the
-        retrieve stage asks it whether any exclusive-access file needs the token at all, so a
+        Unlike :meth:`plan` it touches nothing (no sweep, no events, no space check, no request).
+
+        Parameters
+        ----------
+        tasks : iterable of FileTask
+        rows : dict, optional
+            Ledger rows by key; read from this instance's ledger when not given.
+
+        Returns
+        -------
+        list of (FileTask, LedgerRow or None, Action)
+        """
+        if rows is None:
+            rows = self.ledger.rows() if self.ledger else {}
+        decided = []
+        for task in tasks:
+            row = rows.get(task.key)
+            decided.append((task, row, decide(self._local_state(task, row), RemoteFacts(task.size))))
+        return decided
+
+    def unfinished(self, tasks: Iterable[FileTask]) -> list[FileTask]:
+        """The tasks whose files are not known done: :meth:`decisions` other than SKIP_DONE.
+
+        The retrieve stage asks it whether any exclusive-access file may need the token, so a
         rerun over files already present neither checks a token nor fails for the lack of one.
         """
-        rows = self.ledger.rows() if self.ledger else {}
-        return [task for task in tasks
-                if decide(self._local_state(task, rows.get(task.key)), RemoteFacts(task.size)).kind
-                is not Kind.SKIP_DONE]
+        return [task for task, _, action in self.decisions(tasks) if action.kind is not Kind.SKIP_DONE]
 
     def fetch_one(self, task: FileTask, row: LedgerRow | None = None) -> FileResult:
         """Fetch one file now, in the calling thread: the per-file half of :meth:`run`.
@@ -642,15 +667,21 @@ class Transfer:
                 if action.kind is Kind.RESTART:
                     discard(dest)
                 counters.attempts += 1
+                kept = action.offset if action.kind is Kind.RESUME else 0
                 try:
                     meta, sha, size = self._attempt(task, action, local.part_meta, counters)
                     return self._finish(task, counters, meta, sha, size)
                 except _Retry as exc:
                     if exc.discard:
                         discard(dest)
+                    # A resume that kept new bytes is progress, not a failure: on a link that
+                    # drops every few minutes a large file still gets there.
+                    progressed = not exc.discard and (size_of(part_path(dest)) or 0) > kept
+                    counters.stalled = 0 if progressed else counters.stalled + 1
                     self._wait_before_retry(task, counters, exc)
                 except IntegrityError as exc:
                     discard(dest)  # scenario 6: a wrong temporary is never kept
+                    counters.stalled += 1
                     self._wait_before_retry(task, counters, _Retry(str(exc)))
             local = self._local_state(task, row, ignore_final=ignore_final)
 
@@ -658,12 +689,13 @@ class Transfer:
         """Sleep per the policy, or raise _Fail when a budget is spent or the wait is absurd."""
         if self._cancel.is_set():
             raise _Fail(f"{exc.reason} (interrupted)")
-        if not self.policy.should_retry(counters.attempts):
+        ceiling = self.policy.max_attempts * (PROGRESS_CEILING if self.policy.max_attempts > 1 else 1)
+        if not self.policy.should_retry(counters.stalled) or counters.attempts >= ceiling:
             raise _Fail(f"{exc.reason} (gave up after {counters.attempts} attempts)")
         if not self._budget.take():
             raise _Fail(f"{exc.reason} (the run's retry budget is spent)")
         try:
-            delay = self.policy.delay(counters.attempts, exc.retry_after)
+            delay = self.policy.delay(max(counters.stalled, 1), exc.retry_after)
         except RetryAfterTooLong as too_long:
             raise _Fail(f"{exc.reason}; {too_long}") from None
         self._emit(Event("retry", task.key, message=self._clean(exc.reason)))

@@ -54,6 +54,35 @@ def test_dropped_body_resumes_with_range(sandbox, tmp_path: Path) -> None:
     assert_complete(sandbox, task)
 
 
+def test_attempts_that_keep_new_bytes_do_not_use_up_the_retries(sandbox, tmp_path: Path) -> None:
+    row = public_rows(sandbox, 1)[0]
+    task = task_for(sandbox, row, tmp_path)
+    # Every response is cut at half of what it sends: each resume keeps half of what is left.
+    sandbox.faults = Faults.parse("download.drop_rate=1,download.drop_at=0.5")
+    drops = []
+
+    def heal_late(event: Event) -> None:
+        drops.append(event)
+        if len(drops) == 2 * FAST.max_attempts:  # twice what the policy allows without progress
+            sandbox.faults = Faults.parse("")
+
+    [result] = Transfer(policy=FAST, on_event=on_retry(heal_late)).run([task])
+    assert result.status == "fetched", result.error
+    assert result.attempts == 2 * FAST.max_attempts + 1
+    starts = [int(g.range[6:-1]) if g.range else 0 for g in downloads(sandbox, row["dataURI"])]
+    assert starts == sorted(set(starts)), "every attempt resumed further on"
+    assert_complete(sandbox, task)
+
+
+def test_attempts_that_keep_nothing_still_give_up(sandbox, tmp_path: Path) -> None:
+    row = public_rows(sandbox, 1)[0]
+    task = task_for(sandbox, row, tmp_path)
+    sandbox.faults = Faults.parse("download.drop_rate=1,download.drop_at=0")  # not one byte
+    [result] = Transfer(policy=FAST).run([task])
+    assert result.status == "failed" and result.attempts == FAST.max_attempts
+    assert f"gave up after {FAST.max_attempts} attempts" in result.error
+
+
 # -- 2. server ignores Range: restart from zero, never append ------------------------------------
 
 def test_ignored_range_restarts_from_zero(sandbox, tmp_path: Path) -> None:
