@@ -316,8 +316,10 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
             click.echo(json.dumps({"event": "report", "report": outcome.report}))
         elif outcome.report.get("nothing_new") and outcome.exit_code == 0 and until == "retrieve":
             # only a complete run may say "all present": --until stops before retrieve looked
-            click.echo(f"{pipeline.recipe.name}: nothing new since the previous run "
-                       f"({len(outcome.tables.get('filter', []))} products, all present)")
+            count = len(outcome.tables.get("filter", []))
+            where = "all present" if pipeline.recipe.retrieve.mode == "download" else \
+                f"listed in {outcome.result.retrieve.script or outcome.result.retrieve.manifest}"
+            click.echo(f"{pipeline.recipe.name}: nothing new since the previous run ({count} products, {where})")
         else:
             click.echo(f"{pipeline.recipe.name}: state in {outcome.result.state_dir}")
             click.echo(format_run(outcome.result))

@@ -110,10 +110,10 @@ def format_run(result: RunResult) -> str:
         if retrieved.mode == "download":
             lines.append(f"  retrieve: {retrieved.count('fetched')} fetched ({human_bytes(retrieved.bytes_fetched)}), "
                          f"{retrieved.count('skipped')} already present, {retrieved.count('failed')} failed")
-            for failure in retrieved.failed[:20]:
-                lines.append(f"    failed: {failure.key}: {failure.error}")
-            if len(retrieved.failed) > 20:
-                lines.append(f"    ... and {len(retrieved.failed) - 20} more (see the manifest)")
+        for failure in retrieved.failed[:20]:  # in every mode: refused products fail in all
+            lines.append(f"    failed: {failure.key}: {failure_reason(failure.key, failure.error)}")
+        if len(retrieved.failed) > 20:
+            lines.append(f"    ... and {len(retrieved.failed) - 20} more (see the manifest)")
         if retrieved.script is not None:
             lines.append(f"  curl script: {retrieved.script}")
         if retrieved.manifest is not None:
@@ -232,6 +232,12 @@ def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:
     return report
 
 
+def failure_reason(key: str, error: str | None) -> str:
+    """A file's error without the product name it starts with, for lines that name it first."""
+    error = error or "unknown error"
+    return error[len(key) + 2:] if error.startswith(f"{key}: ") else error
+
+
 def nothing_new(change: dict[str, Any]) -> bool:
     """True when a rerun found no new observation, product or file."""
     if change.get("first_run"):
@@ -295,7 +301,7 @@ def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
         lines += ["", f"**Files:** {retrieve['fetched']['files']} fetched ({human_bytes(retrieve['fetched']['bytes'])}), "
                       f"{retrieve['skipped']['files']} already present, {retrieve['failed']['files']} failed."]
         for item in retrieve["failed"]["items"][:20]:
-            lines.append(f"- failed `{item['dataURI']}`: {item['error']}")
+            lines.append(f"- failed `{item['dataURI']}`: {failure_reason(item['dataURI'], item['error'])}")
     change = report["changes"]
     if not change.get("first_run"):
         lines += ["", "**Since the previous run:**", ""]

@@ -92,7 +92,7 @@ class RetrieveOutlook:
         Of ``to_fetch``, files the ledger records as failed.
     blocked : int
         Files a run would fail without a request: another file is in the way and
-        ``retrieve.overwrite`` is ``never``.
+        ``retrieve.overwrite`` is ``never``, or the product's name or ids are unsafe.
     remaining : dict
         ``dataURI`` -> bytes still to fetch, for each file in ``to_fetch``.
     ledger : bool
@@ -475,22 +475,21 @@ class Pipeline:
 
         Raises
         ------
-        UnsafePathError, TransferError
-            As the retrieve stage, when a product would land outside the destination or two
-            products on one path.
+        TransferError
+            As the retrieve stage, when two products map to one path.
         StateError
             When the ledger cannot be read.
         """
         from .ledger import FAILED, FILENAME, Ledger
-        from .resume import Kind, RemoteFacts, decide
+        from .resume import Kind
         from .stages.retrieve import plan_files
         from .transfer import Transfer
 
         settings = self.recipe.retrieve
         destination = (self.recipe_path.resolve().parent / settings.destination).resolve()
-        tasks = list({task.key: task for task in plan_files(table, destination, settings.layout,
-                                                              self.mast_url)}.values())
-        outlook = RetrieveOutlook(settings.mode, len(tasks))
+        planned, refused = plan_files(table, destination, settings.layout, self.mast_url)
+        tasks = list({task.key: task for task in planned}.values())
+        outlook = RetrieveOutlook(settings.mode, len(tasks) + len(refused), blocked=len(refused))
         if settings.mode != "download":
             return outlook
         path = self.state_dir / FILENAME
@@ -501,10 +500,7 @@ class Pipeline:
                 rows = ledger.rows()
         # The settings a run's Transfer gets from the recipe (run --verify is not known here).
         transfer = Transfer(verify=settings.verify == "sha256", overwrite=settings.overwrite, check_space=False)
-        for task in tasks:
-            row = rows.get(task.key)
-            local = transfer._local_state(task, row)  # what Transfer.plan decides from
-            action = decide(local, RemoteFacts(task.size))
+        for task, row, action in transfer.decisions(tasks, rows):
             if action.kind is Kind.KEEP_FOREIGN:
                 outlook.blocked += 1
             elif action.kind in (Kind.FETCH, Kind.RESTART, Kind.RESUME):

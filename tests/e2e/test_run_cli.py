@@ -106,3 +106,38 @@ def test_certificates_over_https_checked_unless_insecure_and_then_loudly(workdir
         assert done.returncode == 0, done.stderr
         assert "TLS certificate checking is OFF" in done.stderr  # shown even with -q
         assert "InsecureRequestWarning" not in done.stderr
+
+
+def test_a_hostile_product_is_refused_alone_and_the_others_land(workdir: Path, cli) -> None:
+    hostile = {  # what a compromised or buggy server could send, each as one product row
+        "mast:JWST/product/escape_uncal.fits": {"productFilename": "../../../escape_uncal.fits"},
+        "mast:JWST/product/obsid_uncal.fits": {"productFilename": "obsid_uncal.fits", "obs_id": "../../.."},
+        "mast:JWST/product/ctrl_uncal.fits": {"productFilename": "ctrl\x1b[31m_uncal.fits"},
+    }
+    with Sandbox(seed=0) as sb:
+        for uri, fields in hostile.items():
+            sb.catalog.add_product("87600002", dataURI=uri, productSubGroupDescription="UNCAL", **fields)
+        run = cli("run", SEED, "--mast-url", sb.url, cwd=workdir)
+        fetched = {r.uri for r in sb.log.records() if r.endpoint == "download"}
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    assert not fetched & set(hostile), "nothing is requested for a refused product"
+    assert len(fetched) == 14, "the tutorial's 14 files still land"
+    manifest = Table.read(workdir / "pipelines" / "data" / "jwst-1073" / "manifest.ecsv")
+    by_uri = {row["dataURI"]: row for row in manifest}
+    for uri in hostile:
+        assert by_uri[uri]["status"] == "failed" and "refused" in by_uri[uri]["message"]
+        assert uri in run.stdout  # listed among the failures
+    assert {row["status"] for row in manifest if row["dataURI"] not in hostile} == {"fetched"}
+    assert not list(workdir.parent.rglob("escape_uncal.fits")) and not list(workdir.rglob("obsid_uncal.fits"))
+
+
+def test_a_curl_mode_rerun_does_not_claim_files_are_present(workdir: Path, cli) -> None:
+    recipe = "pipelines/jwst-1073-nircam-uncal-curl.yaml"
+    with Sandbox(seed=0) as sb:
+        first = cli("run", recipe, "--mast-url", sb.url, cwd=workdir)
+        again = cli("run", recipe, "--mast-url", sb.url, cwd=workdir)
+        assert [r for r in sb.log.records() if r.endpoint == "download"] == []
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert "nothing new since the previous run" in again.stdout
+    assert "all present" not in again.stdout and "download-jwst-1073.sh" in again.stdout

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
-from ..errors import AuthError
+from ..errors import AuthError, UnsafePathError
 from ..paths import check_collisions, product_path
 from ..recipe import Executor, Retrieve
 from ..state import atomic_write_bytes, decoded
@@ -34,7 +34,10 @@ MANIFEST_COLUMNS = ("dataURI", "path", "size", "sha256", "status", "message", "u
 
 
 def _text(value: Any) -> Any:
-    """A cell as a plain Python value: text decoded (see :func:`mastpipe.state.decoded`)."""
+    """A cell as a plain Python value: text decoded (see :func:`mastpipe.state.decoded`), a
+    masked (missing) cell as None."""
+    if value is np.ma.masked:
+        return None
     if isinstance(value, bytes):
         return decoded(value)
     if isinstance(value, np.generic):
@@ -47,27 +50,57 @@ def download_url(mast_url: str, uri: str) -> str:
     return f"{mast_url}/api/v0.1/Download/file?uri={quote(uri, safe=':/')}"
 
 
-def plan_files(table: Table, destination: Path, layout: str, mast_url: str) -> list[FileTask]:
+@dataclass(frozen=True)
+class Refused:
+    """A product row no file is made for: its name or ids are unsafe, or it lacks a dataURI."""
+
+    key: str
+    url: str
+    size: int | None
+    reason: str
+
+    def result(self) -> FileResult:
+        return FileResult(self.key, Path(), "failed", error=self.reason)
+
+
+def plan_files(table: Table, destination: Path, layout: str,
+               mast_url: str) -> tuple[list[FileTask], list[Refused]]:
     """One :class:`FileTask` per product row, every path checked to stay inside ``destination``.
+
+    A row whose name or ids would place a file outside the destination (or that has no
+    ``dataURI``) is refused on its own: it becomes a :class:`Refused`, and the other rows go on.
+
+    Returns
+    -------
+    tasks : list of FileTask
+    refused : list of Refused
 
     Raises
     ------
-    UnsafePathError
-        A product's name or ids would place a file outside the destination.
     TransferError
         Two products map to the same path.
     """
-    tasks = []
+    tasks, refused = [], []
     for row in table:
         values = {name: _text(row[name]) for name in table.colnames}
-        uri = values["dataURI"]
-        size = values.get("size")
-        tasks.append(FileTask(
-            key=uri, url=download_url(mast_url, uri), dest=product_path(values, destination, layout),
-            size=int(size) if size is not None and int(size) >= 0 else None,
-            protected=values.get("dataRights") == EXCLUSIVE))
+        uri = values.get("dataURI")
+        raw_size = values.get("size")
+        size = int(raw_size) if raw_size is not None and int(raw_size) >= 0 else None
+        if not uri:
+            refused.append(Refused(str(values.get("productFilename") or "?"), "", size,
+                                   "the product list gives no dataURI for this product"))
+            continue
+        url = download_url(mast_url, uri)
+        try:
+            dest = product_path(values, destination, layout)
+        except UnsafePathError as exc:
+            log.error("refused product %s: %s", uri, exc)
+            refused.append(Refused(uri, url, size, f"refused: {exc}"))
+            continue
+        tasks.append(FileTask(key=uri, url=url, dest=dest, size=size,
+                              protected=values.get("dataRights") == EXCLUSIVE))
     check_collisions([(task.key, task.dest) for task in tasks])
-    return tasks
+    return tasks, refused
 
 
 @dataclass
@@ -92,11 +125,17 @@ class RetrieveResult:
         return sum(r.size or 0 for r in self.results if r.status == "fetched")
 
 
-def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileResult] | None) -> Path:
-    """Write the manifest as ECSV (``path``) and JSON (same name, ``.json``), atomically."""
+def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileResult] | None,
+                   refused: list[Refused] = ()) -> Path:
+    """Write the manifest as ECSV (``path``) and JSON (same name, ``.json``), atomically.
+
+    Refused rows are listed too (status ``failed``, no path), so nothing the filter kept
+    goes unmentioned.
+    """
     from astropy.table import Table
 
-    rows = []
+    rows = [{"dataURI": r.key, "path": "", "size": r.size if r.size is not None else -1, "sha256": "",
+             "status": "failed", "message": r.reason, "url": r.url} for r in refused]
     for task in tasks:
         result = (results or {}).get(task.key)
         rows.append({
@@ -114,8 +153,14 @@ def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileRes
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     table.write(tmp, format="ascii.ecsv", overwrite=True)
     os.replace(tmp, path)
-    atomic_write_bytes(path.with_suffix(".json"), json.dumps(rows, indent=1).encode())
+    atomic_write_bytes(json_twin(path), json.dumps(rows, indent=1).encode())
     return path
+
+
+def json_twin(path: Path) -> Path:
+    """Where the JSON copy of the manifest ``path`` goes: ``.json`` in place of its suffix, or
+    ``.json`` added when the manifest's own name already ends so (never the same file)."""
+    return path.with_name(path.name + ".json") if path.suffix == ".json" else path.with_suffix(".json")
 
 
 def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_url: str,
@@ -138,20 +183,20 @@ def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_u
         Do not check TLS certificates (``--insecure``; see :mod:`mastpipe.tls`).
     """
     destination = (base / settings.destination).resolve()
-    tasks = plan_files(table, destination, settings.layout, mast_url)
+    tasks, refused = plan_files(table, destination, settings.layout, mast_url)
     manifest_path = (base / settings.manifest) if settings.manifest else destination / "manifest.ecsv"
-    result = RetrieveResult(settings.mode)
+    result = RetrieveResult(settings.mode, results=[r.result() for r in refused])
     if settings.mode == "manifest":
-        result.manifest = write_manifest(manifest_path, tasks, None)
+        result.manifest = write_manifest(manifest_path, tasks, None, refused)
         return result
     if settings.mode == "curl":
         from ..curlscript import write_curl_script
 
         script = (base / settings.script) if settings.script else destination / "mastpipe-download.sh"
         result.script = write_curl_script(tasks, script)
-        result.manifest = write_manifest(manifest_path, tasks, None)
+        result.manifest = write_manifest(manifest_path, tasks, None, refused)
         return result
-    return _download(tasks, settings, state_dir, mast_url, mast_timeout, retries, retry_after_cap,
+    return _download(tasks, refused, settings, state_dir, mast_url, mast_timeout, retries, retry_after_cap,
                      verify or settings.verify == "sha256", token, on_event, manifest_path, result,
                      executor or settings.executor, insecure)
 
@@ -177,7 +222,7 @@ def _refused(protected: list[FileTask], token: str | None, mast_url: str, timeou
     return []
 
 
-def _download(tasks: list[FileTask], settings: Retrieve, state_dir: Path, mast_url: str, timeout: float,
+def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retrieve, state_dir: Path, mast_url: str, timeout: float,
               retries: int, retry_after_cap: float, verify: bool, token: str | None, on_event: Any,
               manifest_path: Path, result: RetrieveResult, executor: Executor | None = None,
               insecure: bool = False) -> RetrieveResult:
@@ -212,6 +257,6 @@ def _download(tasks: list[FileTask], settings: Retrieve, state_dir: Path, mast_u
     for task in refused:
         by_key[task.key] = FileResult(task.key, task.dest, "failed",
                                       error=f"exclusive-access product {task.key} needs a valid MAST token")
-    result.results = [by_key[t.key] for t in tasks]
-    result.manifest = write_manifest(manifest_path, tasks, by_key)
+    result.results += [by_key[t.key] for t in tasks]
+    result.manifest = write_manifest(manifest_path, tasks, by_key, refused_rows)
     return result
