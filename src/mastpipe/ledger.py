@@ -167,6 +167,7 @@ class Ledger:
             "INSERT INTO files (key, dest, status, attempts, last_error, started, finished) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET dest=excluded.dest, status=excluded.status, "
+            "size=NULL, sha256=NULL, "  # what an earlier success recorded no longer describes it
             "attempts=files.attempts + excluded.attempts, last_error=excluded.last_error, "
             "finished=excluded.finished",
             (key, str(dest), FAILED, attempts, error, now, now),

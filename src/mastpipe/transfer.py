@@ -41,7 +41,7 @@ import urllib3
 
 from mastpipe.auth import redact, require_cookie_safe
 from mastpipe.errors import IntegrityError, TransferError, UsageError
-from mastpipe.ledger import Ledger, LedgerRow
+from mastpipe.ledger import DONE, Ledger, LedgerRow
 from mastpipe.paths import check_collisions, check_free_space
 from mastpipe.resume import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts, Verdict,
                              decide, judge, parse_content_range)
@@ -456,6 +456,11 @@ class Transfer:
             self.run_retry_budget if self.run_retry_budget is not None else 10 + 2 * len(unique)
         )
         rows = self.ledger.rows() if self.ledger else {}
+        moved = self._relocate(unique.values(), rows)
+        if moved:
+            log.info("moved %d file(s) already downloaded to their new paths (the layout or "
+                     "destination changed)", moved)
+            rows = self.ledger.rows() if self.ledger else {}
         done: dict[str, FileResult] = {}
         pending: list[tuple[FileTask, LedgerRow | None, LocalState]] = []
         to_fetch = 0
@@ -498,9 +503,14 @@ class Transfer:
         """
         if rows is None:
             rows = self.ledger.rows() if self.ledger else {}
+        tasks = list(tasks)
+        movable = {task.key for task, _ in self._movable(tasks, rows)}
         decided = []
         for task in tasks:
             row = rows.get(task.key)
+            if task.key in movable:  # plan moves it, no request: as good as done
+                decided.append((task, row, Action(Kind.SKIP_DONE, reason="moved from " + row.dest)))
+                continue
             decided.append((task, row, decide(self._local_state(task, row), RemoteFacts(task.size))))
         return decided
 
@@ -552,9 +562,47 @@ class Transfer:
 
     # -- planning helpers -----------------------------------------------------------------------
 
+    @staticmethod
+    def _movable(tasks: Iterable[FileTask], rows: dict[str, LedgerRow]) -> list[tuple[FileTask, LedgerRow]]:
+        """Files the ledger records as done at another path, still there with their recorded
+        size, whose new path is free and whose old path no file of this run wants."""
+        tasks = list(tasks)
+        wanted = {os.fspath(t.dest) for t in tasks}
+        movable = []
+        for task in tasks:
+            row = rows.get(task.key)
+            if (row is None or row.status != DONE or row.dest == os.fspath(task.dest)
+                    or row.dest in wanted or size_of(task.dest) is not None):
+                continue
+            if row.size is not None and size_of(row.dest) == row.size and not os.path.islink(row.dest):
+                movable.append((task, row))
+        return movable
+
+    def _relocate(self, tasks: Iterable[FileTask], rows: dict[str, LedgerRow]) -> int:
+        """Move files done under an earlier layout or destination to their new paths, so a
+        changed ``retrieve.layout`` costs renames, not downloads. Returns how many moved."""
+        if self.ledger is None:
+            return 0
+        moved = 0
+        for task, row in self._movable(tasks, rows):
+            dest = Path(task.dest)
+            try:
+                self._made.update(make_parents(dest))
+                os.rename(row.dest, dest)  # same filesystem only: never a copy that could tear
+            except OSError as exc:
+                log.info("%s: could not move %s to %s (%s): fetching it again", task.key, row.dest, dest,
+                         exc.strerror or exc)
+                continue
+            fsync_dir(dest.parent)
+            self.ledger.mark_done(task.key, dest, row.size or 0, row.sha256 or "", 0, row.etag, row.last_modified)
+            moved += 1
+        return moved
+
     def _local_state(self, task: FileTask, row: LedgerRow | None,
                      ignore_final: bool = False) -> LocalState:
         dest = os.fspath(task.dest)  # strings: pathlib costs more than the stat on a rerun
+        if row is not None and row.dest != dest:
+            row = None  # it speaks of a file at another path: judge this one afresh
         head, name = os.path.split(dest)
         part = size_of(os.path.join(head, f".{name}.part"))
         return LocalState(

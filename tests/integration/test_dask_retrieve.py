@@ -202,14 +202,16 @@ def test_token_reaches_only_its_host_and_is_written_nowhere(sandbox_factory, cli
     protected = [r for r in front.catalog.products(EXCLUSIVE_OBSID)
                  if r["dataRights"] == "EXCLUSIVE_ACCESS"][:2]
     direct = [task_for(front, r, tmp_path / "data") for r in protected + public_rows(front, 2)]
-    with distributed.get_task_stream(client) as stream, Ledger(tmp_path / "state") as ledger:
+    with distributed.get_task_stream(client) as stream, Ledger(tmp_path / "state") as ledger, \
+            Ledger(tmp_path / "state2") as other_ledger:
         first = DaskTransfer(client=client, in_flight=2, policy=FAST, token=TOKEN,
                              token_hosts={host_of(front.url)}, ledger=ledger).run(direct)
-        # the same files again, now redirected to another host: the token must stay behind
+        # the same files again (another state directory: with the same one they would be
+        # moved, not fetched), now redirected to another host: the token must stay behind
         front.faults = Faults.parse(f"download.redirect=http://localhost:{port}")
         moved = [task_for(front, r, tmp_path / "moved") for r in public_rows(front, 2)]
         second = DaskTransfer(client=client, in_flight=2, policy=FAST, token=TOKEN,
-                              token_hosts={host_of(front.url)}, ledger=ledger).run(moved)
+                              token_hosts={host_of(front.url)}, ledger=other_ledger).run(moved)
     assert [r.status for r in first + second] == ["fetched"] * 6
     for t in direct + moved:
         assert t.dest.read_bytes() == front.catalog.body(t.key)

@@ -84,3 +84,23 @@ def test_leftovers_beside_a_done_file_are_removed(sandbox, tmp_path: Path) -> No
         [again] = Transfer(policy=FAST, ledger=ledger).run([task])
     assert again.status == "skipped" and sandbox.log.records() == []
     assert_complete(sandbox, task)
+
+
+def test_a_changed_layout_moves_files_instead_of_fetching_them(sandbox, tmp_path: Path) -> None:
+    rows = public_rows(sandbox, 3)
+    nested = [task_for(sandbox, r, tmp_path) for r in rows]
+    flat = [task_for(sandbox, r, tmp_path, dest=tmp_path / "flat" / r["productFilename"]) for r in rows]
+    with Ledger(tmp_path / "state") as ledger:
+        assert {r.status for r in Transfer(policy=FAST, ledger=ledger).run(nested)} == {"fetched"}
+        nested[2].dest.write_bytes(b"edited by hand")  # no longer what the ledger recorded
+        sandbox.log.clear()
+        results = Transfer(policy=FAST, ledger=ledger).run(flat)
+        recorded = ledger.rows()
+    assert [r.status for r in results] == ["skipped", "skipped", "fetched"]
+    assert [g.uri for g in downloads(sandbox)] == [rows[2]["dataURI"]]
+    for old, new in zip(nested[:2], flat[:2]):
+        assert not old.dest.exists()
+        assert_complete(sandbox, new)
+        assert recorded[new.key].dest == str(new.dest)
+    assert nested[2].dest.read_bytes() == b"edited by hand"  # not ours to move or delete
+    assert_complete(sandbox, flat[2])
