@@ -33,6 +33,10 @@ DISCRETE_FIELDS = frozenset({
 
 OBSERVATION_FIELDS = CONTINUOUS_FIELDS | DISCRETE_FIELDS
 
+#: Observation fields that hold true/false (MAST's column type "boolean"); only these take a
+#: boolean in a recipe's criteria, everywhere else one is a YAML 1.1 accident (`target_name: NO`).
+BOOLEAN_FIELDS = frozenset({"mtFlag"})
+
 #: Product-list columns and their kinds ("text" or "number").
 PRODUCT_COLUMNS: dict[str, str] = {
     "obsID": "text", "obs_collection": "text", "dataproduct_type": "text", "obs_id": "text",

@@ -25,16 +25,18 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from types import UnionType
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator,
                       model_validator)
 from pydantic_core import PydanticCustomError
 
 from .errors import Problem, RecipeError
-from .fields import CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS, suggest
+from .fields import (BOOLEAN_FIELDS, CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS,
+                     suggest)
 from .quantities import parse_coordinates, parse_duration, parse_radius, to_mjd
-from .recipe_problems import error_message, problems_from, scan, shown
+from .recipe_problems import boolean_problem, error_message, problems_from, scan, shown
 from .yamlload import Located, dotted, load_yaml
 
 SCHEMA_VERSION = 1
@@ -86,15 +88,54 @@ def _frozen(value: Any) -> Any:
 _NUMBERS = (int, float, Optional[int], Optional[float])
 
 
+def _types(annotation: Any) -> set[Any]:
+    """The types a field admits as a value, looking through Optional, Union and Annotated
+    (``list[str]`` stays one type; Literal values are not types)."""
+    if get_origin(annotation) in (Union, UnionType, Annotated):
+        args = get_args(annotation)[:1] if get_origin(annotation) is Annotated else get_args(annotation)
+        return set().union(*(_types(arg) for arg in args))
+    return {annotation}
+
+
+def _takes_text(types: set[Any]) -> bool:
+    return str in types and bool not in types
+
+
+def _booleans_for_text(annotation: Any, value: Any) -> list[int | None]:
+    """Where ``value`` holds a boolean the field takes as text: [None] for the value itself,
+    list indexes for items of a list of text."""
+    types = _types(annotation)
+    if isinstance(value, bool):
+        return [None] if _takes_text(types) else []
+    if isinstance(value, list):
+        items = set().union(*(_types(get_args(t)[0]) for t in types if get_origin(t) is list and get_args(t)))
+        if _takes_text(items):
+            return [i for i, item in enumerate(value) if isinstance(item, bool)]
+    return []
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        """pydantic reads true as 1 for a number; in a recipe that is always a mistake."""
-        if isinstance(value, bool) and info.field_name and cls.model_fields[info.field_name].annotation in _NUMBERS:
+    def _no_bool_unless_boolean(cls, value: Any, info: ValidationInfo) -> Any:
+        """A boolean is only ever meant for a true/false field.
+
+        pydantic reads true as 1 for a number, and YAML 1.1 reads unquoted yes/no/on/off as
+        booleans, so ``target_name: NO`` or ``contains: [off]`` reach a text field as False. This one
+        rule covers every field of every model; criteria and filter columns, whose values may be
+        text or numbers, are checked by :func:`check_criterion` and :func:`check_column`.
+        """
+        if not info.field_name:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and annotation in _NUMBERS:
             raise ValueError(f"must be a number, not {str(value).lower()}")
+        found = _booleans_for_text(annotation, value)
+        if found:
+            raise PydanticCustomError("read_as_boolean", "{value} is a boolean, not text",
+                                      {"value": str(value if found == [None] else value[found[0]]).lower()})
         return value
 
     @model_validator(mode="after")
@@ -122,6 +163,8 @@ def check_criterion(name: str, criterion: Any) -> tuple[Any, tuple[str, str, str
     shape = _shape_problem(name, criterion, "field")
     if shape:
         return criterion, shape
+    if name not in BOOLEAN_FIELDS and _booleans(criterion):
+        return criterion, ("value", f"{name}: {_booleans(criterion)[0][1]} is a boolean, not text", _QUOTE_HINT)
     if name in CONTINUOUS_FIELDS:
         if not isinstance(criterion, dict):
             return criterion, ("value", f"{name} is continuous: give a range {{min: ..., max: ...}}, not {criterion!r}",
@@ -139,6 +182,18 @@ def check_criterion(name: str, criterion: Any) -> tuple[Any, tuple[str, str, str
     elif isinstance(criterion, list) and not criterion:
         return criterion, ("value", f"{name}: an empty list matches nothing", "remove the field or give values")
     return criterion, _range_problem(criterion)
+
+
+_QUOTE_HINT = "quote it if you mean the text; YAML reads unquoted yes/no, on/off and true/false as booleans"
+
+
+def _booleans(value: Any) -> list[tuple[tuple[int, ...], str]]:
+    """The booleans in a criterion or column match: ``[((), "false")]`` or ``[((1,), "true"), ...]``."""
+    if isinstance(value, bool):
+        return [((), str(value).lower())]
+    if isinstance(value, list):
+        return [((i,), str(item).lower()) for i, item in enumerate(value) if isinstance(item, bool)]
+    return []
 
 
 def _not_a_date(value: Any) -> bool:
@@ -181,6 +236,9 @@ def _range_problem(value: Any) -> tuple[str, str, str | None] | None:
     return None
 
 
+_COLUMN_KINDS = {"text": "text", "number": "a number"}
+
+
 def check_column(name: str, match: Any) -> tuple[str, str, str | None] | None:
     """Check one ``filter.columns`` entry; return ``(where, message, hint)`` or None."""
     if name not in PRODUCT_COLUMNS:
@@ -189,6 +247,9 @@ def check_column(name: str, match: Any) -> tuple[str, str, str | None] | None:
     shape = _shape_problem(name, match, "column")
     if shape:
         return shape
+    if _booleans(match):  # no product column holds true/false
+        return ("value", f"{name}: {_booleans(match)[0][1]} is a boolean, not {_COLUMN_KINDS[PRODUCT_COLUMNS[name]]}",
+                _QUOTE_HINT if PRODUCT_COLUMNS[name] == "text" else "write a number here")
     if isinstance(match, dict) and PRODUCT_COLUMNS[name] != "number":
         return ("value", f"{name} is a text column, so it takes a value or a list, not a range",
                 "ranges work only on numeric columns: size, calib_level")
@@ -240,14 +301,15 @@ class Position(_Model):
     @field_validator("coordinates", mode="before")
     @classmethod
     def _coordinates(cls, value: Any) -> Any:
-        if value is not None:
+        if value is not None and not isinstance(value, bool):  # a boolean gets the general message
             parse_coordinates(value)
         return value
 
     @field_validator("radius", mode="before")
     @classmethod
     def _radius(cls, value: Any) -> Any:
-        parse_radius(value)
+        if value is not None and not isinstance(value, bool):  # those get the general messages
+            parse_radius(value)
         return value
 
     @model_validator(mode="after")
@@ -607,7 +669,15 @@ def _check_named_entries(data: dict[str, Any], located: Located) -> tuple[list[P
     if isinstance(filt, dict) and isinstance(filt.get("columns"), dict):
         entries.append((("filter", "columns"), filt["columns"], check_column))
     for path, mapping, check in entries:
+        columns = path == ("filter", "columns")
         for name, value in mapping.items():
+            if name in (PRODUCT_COLUMNS if columns else OBSERVATION_FIELDS) and _booleans(value) and (
+                    columns or name not in BOOLEAN_FIELDS):  # each boolean where it stands, as written
+                expected = _COLUMN_KINDS[PRODUCT_COLUMNS[name]] if columns else "text"
+                problems += [boolean_problem(located, path + (name,) + at, value if not at else value[at[0]], expected)
+                             for at, _ in _booleans(value)]
+                flagged.append(dotted(path))
+                continue
             problem = check(name, value)
             if problem:
                 where, message, hint = problem

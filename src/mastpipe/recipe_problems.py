@@ -137,6 +137,25 @@ def error_message(error: Any) -> str:
     return error["msg"].replace("Input should be", "must be")
 
 
+_BOOLEAN_WORDS = "YAML reads unquoted yes/no, on/off and true/false as booleans"
+
+
+def boolean_problem(located: Located, path: tuple[Any, ...], value: bool, expected: str = "text") -> Problem:
+    """A boolean where ``expected`` (text, a number) belongs, quoting what the author wrote.
+
+    YAML 1.1 reads an unquoted ``NO`` (Norway, a target name) or ``off`` as false; pydantic would
+    then keep it, or refuse it as "not text" although the author wrote text.
+    """
+    word = str(value).lower()
+    raw = located.texts.get(tuple(path)) or word
+    read = f"{raw} is a boolean" if raw.lower() == word else f"{raw} was read as the boolean {word}"
+    if expected == "text":
+        hint = f'quote it ("{raw}") if you mean the text; {_BOOLEAN_WORDS}'
+    else:
+        hint = f"write {expected} here; {_BOOLEAN_WORDS}"
+    return located.problem(path, f"{read}, not {expected}", hint)
+
+
 def _walk_loc(loc: tuple[Any, ...], data: Any, kind: str) -> tuple[Any, ...]:
     """pydantic's error location with union branch names ("Range", "str") and "[key]" removed.
 
@@ -247,6 +266,20 @@ def problems_from(error: ValidationError, located: Located, data: Any, root: typ
                                             "use letters, digits, '_' and '-', starting with a letter or digit",
                                             key=True))
             continue
+        value = item.get("input")
+        if kind == "read_as_boolean" or (kind == "string_type" and isinstance(value, bool)):
+            if isinstance(value, list):  # a list of text with booleans in it: each where it stands
+                problems += [boolean_problem(located, loc + (i,), v) for i, v in enumerate(value)
+                             if isinstance(v, bool)]
+            else:
+                problems.append(boolean_problem(located, loc, value))
+            continue
+        if kind == "string_type" and value is None:
+            raw = located.texts.get(loc)
+            written = f" ({raw})" if raw else ""
+            problems.append(located.problem(loc, f"has no value{written}, but must be text",
+                                            _default_hint(root, loc) or _describe(root, loc)))
+            continue
         special = _SPECIAL.get(loc)
         if special and special[0] == kind:
             problems.append(located.problem(loc, special[1](item.get("input")), special[2]))
@@ -255,6 +288,9 @@ def problems_from(error: ValidationError, located: Located, data: Any, root: typ
         hint = None
         if loc[-1:] == ("criteria",) and item.get("input") == {}:
             hint = "add at least one field, e.g. `obs_collection: JWST`"
+        raw = located.texts.get(loc)
+        if isinstance(value, bool) and raw and raw.lower() != str(value).lower():
+            message = message.replace(f", not {shown(value)}", f", not {raw} (YAML reads it as {shown(value)})")
         if "; did you mean" in message:
             message, _, rest = message.partition("; did you mean")
             hint = "did you mean" + rest
@@ -264,6 +300,17 @@ def problems_from(error: ValidationError, located: Located, data: Any, root: typ
     for problem in problems:
         unique.setdefault((problem.field, problem.line), problem)
     return list(unique.values())
+
+
+def _default_hint(root: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """For an empty value: the field's description and how to get its default back."""
+    names = tuple(part for part in loc if not isinstance(part, int))
+    parent = _model_for(root, names[:-1]) if names else None
+    field = parent.model_fields.get(names[-1]) if parent else None
+    described = _describe(root, loc)
+    if field is None or not isinstance(field.default, str) or not field.default or described is None:
+        return None
+    return f"{described}; remove the key to use the default, {field.default!r}"
 
 
 def _missing_hint(name: str) -> str | None:

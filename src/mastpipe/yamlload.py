@@ -55,12 +55,17 @@ Path_ = tuple[str | int, ...]
 
 @dataclass
 class Located:
-    """A loaded document and the 1-based (line, column) of each key and value in it."""
+    """A loaded document and the 1-based (line, column) of each key and value in it.
+
+    ``texts`` keeps the source text of every value YAML did not read as text (``NO`` for False,
+    ``~`` or ``""`` for None, ``0x10`` for 16), so messages can quote what the author wrote.
+    """
 
     data: Any
     file: str
     values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    texts: dict[Path_, str] = field(default_factory=dict)
 
     def where(self, path: Path_, *, key: bool = False) -> tuple[int | None, int | None]:
         """Position of ``path``, or of its nearest located ancestor when it has none itself."""
@@ -309,7 +314,10 @@ def _construct(node: yaml.Node, path: Path_, located: Located, loader: _Loader,
     if node.tag not in _SAFE_TAGS:
         raise _tag_problem(node, path, located)
     if isinstance(node, yaml.ScalarNode):
-        return _scalar(node, path, located, loader)
+        value = _scalar(node, path, located, loader)
+        if not isinstance(value, str):
+            located.texts[path] = node.value
+        return value
     if isinstance(node, yaml.SequenceNode):
         return [_construct(child, path + (i,), located, loader, merged) for i, child in enumerate(node.value)]
     assert isinstance(node, yaml.MappingNode)

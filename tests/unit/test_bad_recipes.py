@@ -19,6 +19,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from mastpipe.errors import RecipeError
 from mastpipe.recipe import Recipe, load_recipe, parse_recipe
@@ -41,6 +42,12 @@ COORD_HINT = '  hint: coordinates: ICRS position: "83.633 22.0145" (degrees), "0
 LAYOUT_HINT = ('  hint: layout: astroquery: mastDownload/<obs_collection>/<obs_id>/<file>, as astroquery writes '
                'it (so earlier manual downloads are adopted); flat: <file>; or a template of product columns '
                'such as "{obs_collection}/{proposal_id}/{productFilename}"')
+
+
+def QUOTE_HINT(raw: str) -> str:  # noqa: N802 - reads like the other hint constants
+    return f'  hint: quote it ("{raw}") if you mean the text; YAML reads unquoted yes/no, on/off and true/false as booleans'
+
+
 RANGE_HINT = "  hint: a range is {min: ..., max: ...}; either end may be left out"
 
 
@@ -217,6 +224,49 @@ CORPUS: list[Bad] = [
     _bad("bad-unique-key", BASE + "unique:\n  key: obsid\n",
          "{f}:8:8: unique.key: must be 'productFilename' or 'dataURI', not 'obsid'",
          "  hint: key: deduplicate on productFilename (the seed tutorial's choice) or dataURI"),
+    # ---- YAML 1.1 booleans and nulls where text belongs ---------------------------------------
+    _bad("bool-criterion-no", BASE + "      target_name: NO\n",
+         '{f}:7:20: query.q.criteria.target_name: NO was read as the boolean false, not text', QUOTE_HINT("NO")),
+    _bad("bool-criterion-yes-collection", "version: 1\nname: t\nquery:\n  q:\n    criteria:\n      obs_collection: yes\n",
+         '{f}:6:23: query.q.criteria.obs_collection: yes was read as the boolean true, not text', QUOTE_HINT("yes")),
+    _bad("bool-criterion-in-a-list", BASE + "      target_name: [M31, off, true]\n",
+         '{f}:7:26: query.q.criteria.target_name[1]: off was read as the boolean false, not text', QUOTE_HINT("off"),
+         '{f}:7:31: query.q.criteria.target_name[2]: true is a boolean, not text', QUOTE_HINT("true")),
+    _bad("bool-filter-text-column", BASE + "filter:\n  columns:\n    dataRights: NO\n",
+         '{f}:9:17: filter.columns.dataRights: NO was read as the boolean false, not text', QUOTE_HINT("NO")),
+    _bad("bool-filter-number-column", BASE + "filter:\n  columns:\n    calib_level: [2, on]\n",
+         '{f}:9:22: filter.columns.calib_level[1]: on was read as the boolean true, not a number',
+         "  hint: write a number here; YAML reads unquoted yes/no, on/off and true/false as booleans"),
+    _bad("bool-name", "version: 1\nname: NO\nquery:\n  q:\n    criteria:\n      obs_collection: JWST\n",
+         '{f}:2:7: name: NO was read as the boolean false, not text', QUOTE_HINT("NO")),
+    _bad("bool-in-a-list-of-suffixes", BASE + "filter:\n  endswith: [_cal.fits, off]\n",
+         '{f}:8:25: filter.endswith[1]: off was read as the boolean false, not text', QUOTE_HINT("off")),
+    _bad("bool-layout-and-destination", BASE + "retrieve:\n  layout: flat\n  destination: no\n  script: yes\n",
+         '{f}:9:16: retrieve.destination: no was read as the boolean false, not text', QUOTE_HINT("no"),
+         '{f}:10:11: retrieve.script: yes was read as the boolean true, not text', QUOTE_HINT("yes")),
+    _bad("bool-radius", POS + "      object: M1\n      radius: yes\n",
+         '{f}:9:15: query.q.position.radius: yes was read as the boolean true, not text', QUOTE_HINT("yes")),
+    _bad("bool-coordinates", POS + "      coordinates: off\n",
+         '{f}:8:20: query.q.position.coordinates: off was read as the boolean false, not text', QUOTE_HINT("off")),
+    _bad("bool-scheduler", BASE + "retrieve:\n  executor: {kind: dask, scheduler: on}\n",
+         '{f}:8:37: retrieve.executor.scheduler: on was read as the boolean true, not text', QUOTE_HINT("on")),
+    _bad("bool-for-a-choice", BASE + "retrieve:\n  verify: off\n",
+         "{f}:8:11: retrieve.verify: must be 'size' or 'sha256', not off (YAML reads it as false)",
+         "  hint: verify: how a rerun checks files it already has: size (fast, no reading) or sha256 (re-hash every "
+         "file and repair mismatches)"),
+    _bad("bool-for-a-number", BASE + "mast:\n  retries: no\n",
+         "{f}:8:12: mast.retries: must be a number, not no (YAML reads it as false)",
+         "  hint: retries: retries per request after timeouts, connection errors, 429 and 5xx"),
+    _bad("null-text-with-a-default", BASE + "retrieve:\n  destination:\n",
+         "{f}:8:15: retrieve.destination: has no value, but must be text",
+         "  hint: destination: directory files go under; relative paths are relative to the recipe file; "
+         "remove the key to use the default, 'data'"),
+    _bad("null-radius", POS + "      object: M1\n      radius: ~\n",
+         "{f}:9:15: query.q.position.radius: has no value (~), but must be text",
+         RADIUS_HINT + "; remove the key to use the default, '0.2 deg'"),
+    _bad("null-name", "version: 1\nname: null\nquery:\n  q:\n    criteria:\n      obs_collection: JWST\n",
+         "{f}:2:7: name: has no value (null), but must be text",
+         "  hint: name: short identifier (letters, digits, . _ -); names the state directory"),
     # ---- unknown keys at every level ---------------------------------------------------------
     _bad("unknown-top-level", BASE + "bogus: 1\n",
          "{f}:7:1: bogus: unknown key 'bogus'",
@@ -517,6 +567,33 @@ def test_every_bad_criterion_is_reported_where_it_stands(tmp_path: Path) -> None
         load_recipe(path, environ={})
     assert [(p.line, p.field) for p in caught.value.problems] == [
         (7, "query.q.criteria.instrument"), (8, "query.q.criteria.obs_id"), (9, "query.q.criteria.s_ra")]
+
+
+def test_booleans_stay_valid_where_they_are_meant(tmp_path: Path) -> None:
+    """The YAML boolean rule must not touch real true/false fields, nor quoted words."""
+    path = tmp_path / "booleans.yaml"
+    path.write_text(BASE + '      mtFlag: yes\n      target_name: ["NO", "off"]\nfilter:\n  mrp_only: on\n'
+                    '  contains: ["yes"]\n  columns: {dataRights: "NO"}\n')
+    recipe = load_recipe(path, environ={})
+    assert recipe.query["q"].criteria["mtFlag"] is True
+    assert recipe.query["q"].criteria["target_name"] == ["NO", "off"]
+    assert recipe.filter.mrp_only is True
+    assert recipe.filter.contains == ["yes"] and recipe.filter.columns == {"dataRights": "NO"}
+
+
+@pytest.mark.parametrize("section", [
+    {"query": {"q": {"criteria": {"obs_collection": "JWST", "target_name": False}}}},
+    {"query": {"q": {"criteria": {"obs_collection": ["JWST", True]}}}},
+    {"filter": {"columns": {"dataRights": False}}},
+    {"filter": {"exclude": [True]}},
+    {"retrieve": {"layout": False}},
+    {"state": {"directory": True}},
+], ids=["criterion", "criterion-list", "column", "suffix-list", "layout", "state-directory"])
+def test_the_models_refuse_booleans_for_text_without_yaml_too(section: dict) -> None:
+    """Recipes built in Python go through the same rule as recipes read from YAML."""
+    data = {"version": 1, "name": "t", "query": {"q": {"criteria": {"obs_collection": "JWST"}}}, **section}
+    with pytest.raises(ValidationError, match="is a boolean, not text"):
+        Recipe.model_validate(data)
 
 
 def test_huge_file_is_refused_before_parsing(tmp_path: Path) -> None:
