@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
@@ -545,16 +546,69 @@ class Retrieve(_Model):
     def _layout(cls, value: str) -> str:
         if value in ("astroquery", "flat"):
             return value
-        fields = re.findall(r"{([^{}]*)}", value)
-        if "productFilename" not in fields:
-            raise ValueError("a layout template must contain {productFilename}, e.g. \"{obs_collection}/{productFilename}\"")
-        for name in fields:
-            if name not in PRODUCT_COLUMNS:
-                hint = suggest(name, PRODUCT_COLUMNS)
-                raise ValueError(f"unknown product column {{{name}}} in layout" + (f"; {hint}" if hint else ""))
-        if value.startswith("/") or ".." in value.split("/"):
-            raise ValueError("a layout template is relative to the destination and may not contain `..`")
+        problem = layout_problem(value)
+        if problem:
+            raise PydanticCustomError("recipe_value", "{message}", {"message": problem[0], "hint": problem[1]})
         return value
+
+
+_PLACEHOLDERS = ("placeholders are product columns in braces: " + ", ".join(f"{{{c}}}" for c in sorted(PRODUCT_COLUMNS))
+                 + "; write {{ or }} for a literal brace")
+
+
+def layout_problem(template: str) -> tuple[str, str | None] | None:
+    """What is wrong with a ``retrieve.layout`` template, as ``(message, hint)``, or None.
+
+    The template is read as the download code reads it (:meth:`string.Formatter.parse`), so
+    whatever passes here also builds paths; a hint of None means the field's own description.
+    """
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        return _brace_problem(template), _PLACEHOLDERS
+    names = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        written = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if not name:
+            return "an empty placeholder {} in layout", _PLACEHOLDERS
+        if conversion or spec or not name.isidentifier() and re.search(r"[.\[]", name):
+            plain = re.split(r"[.\[]", name)[0]
+            return (f"placeholder {written} in layout: a placeholder is a plain column name, without "
+                    "formatting (:...), conversion (!...), attributes or indexes",
+                    f"write {{{plain}}}" if plain in PRODUCT_COLUMNS else _PLACEHOLDERS)
+        if name not in PRODUCT_COLUMNS:
+            return f"unknown product column {{{name}}} in layout", suggest(name, PRODUCT_COLUMNS) or _PLACEHOLDERS
+        names.append(name)
+    if "productFilename" not in names:
+        return "a layout template must contain {productFilename}, e.g. \"{obs_collection}/{productFilename}\"", None
+    parts = re.sub(r"{[^{}]*}", "x", template).split("/")
+    if template.startswith("/") or ".." in parts:
+        return "a layout template is relative to the destination and may not contain `..`", None
+    if "" in parts or "." in parts:
+        return "a layout template has an empty directory name (`//`, `/.`, or a `/` at the end)", None
+    return None
+
+
+def _brace_problem(template: str) -> str:
+    """Which brace of a template that :meth:`string.Formatter.parse` refuses is unbalanced."""
+    i = 0
+    while i < len(template):
+        if template[i:i + 2] in ("{{", "}}"):
+            i += 2
+            continue
+        if template[i] == "}":
+            return f"a }} at character {i + 1} of the layout closes no placeholder"
+        if template[i] == "{":
+            end = template.find("}", i)
+            start = template.find("{", i + 1)
+            if end < 0 or 0 <= start < end:
+                opened = template[i:start if 0 <= start < end else len(template)]
+                return f"the placeholder {opened!r} in layout is not closed: a }} is missing"
+            i = end
+        i += 1
+    return "the braces in the layout do not balance"  # pragma: no cover - parse refused it for a reason
 
 
 class State(_Model):

@@ -132,6 +132,8 @@ def error_message(error: Any) -> str:
         return f"must not be empty (at least {ctx.get('min_length', 1)})"
     if kind == "string_pattern_mismatch":
         return f"{shown(value)} is not allowed here"
+    if kind == "recipe_value":  # the models' own messages; a "hint" in ctx goes with them
+        return str(ctx["message"])
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     return error["msg"].replace("Input should be", "must be")
@@ -285,7 +287,7 @@ def problems_from(error: ValidationError, located: Located, data: Any, root: typ
             problems.append(located.problem(loc, special[1](item.get("input")), special[2]))
             continue
         message = error_message(item)
-        hint = None
+        hint = (item.get("ctx") or {}).get("hint") if kind == "recipe_value" else None
         if loc[-1:] == ("criteria",) and item.get("input") == {}:
             hint = "add at least one field, e.g. `obs_collection: JWST`"
         raw = located.texts.get(loc)

@@ -48,6 +48,11 @@ def QUOTE_HINT(raw: str) -> str:  # noqa: N802 - reads like the other hint const
     return f'  hint: quote it ("{raw}") if you mean the text; YAML reads unquoted yes/no, on/off and true/false as booleans'
 
 
+PLACEHOLDERS_HINT = (
+    "  hint: placeholders are product columns in braces: {calib_level}, {dataRights}, {dataURI}, {dataproduct_type}, "
+    "{description}, {obsID}, {obs_collection}, {obs_id}, {parent_obsid}, {productDocumentationURL}, {productFilename}, "
+    "{productGroupDescription}, {productSubGroupDescription}, {productType}, {project}, {proposal_id}, {prvversion}, "
+    "{size}, {type}; write {{ or }} for a literal brace")
 RANGE_HINT = "  hint: a range is {min: ..., max: ...}; either end may be left out"
 
 
@@ -155,7 +160,7 @@ CORPUS: list[Bad] = [
     _bad("newline-in-a-key-and-a-value", BASE + '"bo\\ngus": 1\nretrieve:\n  layout: "{a\\nb}/{productFilename}"\n',
          "{f}:7:1: bo\\ngus: unknown key 'bo\\ngus'",
          "  hint: allowed keys here: description, filter, mast, name, products, query, retrieve, state, unique, version",
-         "{f}:9:11: retrieve.layout: unknown product column {a\\nb} in layout", LAYOUT_HINT),
+         "{f}:9:11: retrieve.layout: unknown product column {a\\nb} in layout", PLACEHOLDERS_HINT),
     _bad("bad-bool-tag", "version: 1\nname: !!bool maybe\n",
          "{f}:2:7: name: cannot read 'maybe' as !!bool",
          "  hint: remove the !!bool tag or write a value it accepts"),
@@ -389,6 +394,27 @@ CORPUS: list[Bad] = [
          'e.g. "{obs_collection}/{productFilename}"', LAYOUT_HINT),
     _bad("layout-unknown-column", BASE + "retrieve:\n  layout: '{obsid}/{productFilename}'\n",
          "{f}:8:11: retrieve.layout: unknown product column {obsid} in layout", "  hint: did you mean 'obsID'?"),
+    _bad("layout-unclosed-placeholder", BASE + "retrieve:\n  layout: '{obs_id}/{productFilename'\n",
+         "{f}:8:11: retrieve.layout: the placeholder '{productFilename' in layout is not closed: a } is missing",
+         PLACEHOLDERS_HINT),
+    _bad("layout-placeholder-runs-into-the-next", BASE + "retrieve:\n  layout: '{obs_id/{productFilename}'\n",
+         "{f}:8:11: retrieve.layout: the placeholder '{obs_id/' in layout is not closed: a } is missing",
+         PLACEHOLDERS_HINT),
+    _bad("layout-stray-closing-brace", BASE + "retrieve:\n  layout: 'obs_id}/{productFilename}'\n",
+         "{f}:8:11: retrieve.layout: a } at character 7 of the layout closes no placeholder", PLACEHOLDERS_HINT),
+    _bad("layout-unknown-column-no-suggestion", BASE + "retrieve:\n  layout: '{foo}/{productFilename}'\n",
+         "{f}:8:11: retrieve.layout: unknown product column {foo} in layout", PLACEHOLDERS_HINT),
+    _bad("layout-empty-placeholder", BASE + "retrieve:\n  layout: '{}/{productFilename}'\n",
+         "{f}:8:11: retrieve.layout: an empty placeholder {} in layout", PLACEHOLDERS_HINT),
+    _bad("layout-format-spec", BASE + "retrieve:\n  layout: '{obs_id:>5}/{productFilename}'\n",
+         "{f}:8:11: retrieve.layout: placeholder {obs_id:>5} in layout: a placeholder is a plain column name, "
+         "without formatting (:...), conversion (!...), attributes or indexes", "  hint: write {obs_id}"),
+    _bad("layout-attribute", BASE + "retrieve:\n  layout: '{obs_id.upper}/{productFilename}'\n",
+         "{f}:8:11: retrieve.layout: placeholder {obs_id.upper} in layout: a placeholder is a plain column name, "
+         "without formatting (:...), conversion (!...), attributes or indexes", "  hint: write {obs_id}"),
+    _bad("layout-empty-directory", BASE + "retrieve:\n  layout: '{obs_id}//{productFilename}'\n",
+         "{f}:8:11: retrieve.layout: a layout template has an empty directory name (`//`, `/.`, or a `/` at the end)",
+         LAYOUT_HINT),
     _bad("layout-escapes-destination", BASE + "retrieve:\n  layout: '../{productFilename}'\n",
          "{f}:8:11: retrieve.layout: a layout template is relative to the destination and may not contain `..`",
          LAYOUT_HINT),
@@ -653,3 +679,26 @@ def test_arbitrary_text_never_crashes(text: str) -> None:
         parse_recipe(load_yaml_text(text, "text.yaml"), {})
     except RecipeError as error:
         assert all(problem.hint and "\n" not in problem.one_line() for problem in error.problems)
+
+
+_LAYOUT_PIECES = ["{", "}", "{{", "}}", "/", ".", "..", ":", "!r", "[0]", "x", "_", "{productFilename}", "{obs_id}",
+                  "productFilename", "obs_id", "{size}", " "]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_LAYOUT_PIECES), min_size=1, max_size=8).map("".join))
+def test_a_layout_the_validator_accepts_builds_a_path_and_one_it_refuses_is_explained(template: str) -> None:
+    """The validator reads layouts as the download code does: no template passes validation
+    and then fails (or crashes) when the first path is built."""
+    from mastpipe.fields import PRODUCT_COLUMNS
+    from mastpipe.paths import relative_product_path
+    from mastpipe.recipe import layout_problem
+
+    problem = layout_problem(template)
+    if problem is None:
+        row = {name: "v" for name in PRODUCT_COLUMNS} | {"productFilename": "f.fits", "size": 5}
+        path = relative_product_path(row, template)
+        assert path.name and not path.is_absolute() and ".." not in path.parts
+    else:
+        message, hint = problem
+        assert message and "\n" not in message and (hint is None or "\n" not in hint)
