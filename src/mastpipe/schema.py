@@ -270,6 +270,17 @@ def _plural(word: str) -> str:
 
 
 def _allowed(node: dict[str, Any], defs: dict[str, Any]) -> str:
+    """The "allowed values" cell: enums, bounds, patterns and key sets, also of an optional
+    field's non-null branch (``int | None`` with bounds is ``anyOf: [{integer, min, max}, null]``)."""
+    parts: list[str] = []
+    for branch in [node, *(b for b in node.get("anyOf", ()) if b.get("type") != "null")]:
+        for part in _constraints(branch):
+            if part not in parts:
+                parts.append(part)
+    return "; ".join(parts) or "—"
+
+
+def _constraints(node: dict[str, Any]) -> list[str]:
     parts: list[str] = []
     if "const" in node:
         parts.append(f"`{node['const']}`")
@@ -283,14 +294,14 @@ def _allowed(node: dict[str, Any], defs: dict[str, Any]) -> str:
         right = f" ≤ {_number(high)}" if high is not None else ""
         parts.append(f"{left}x{right}")
     if "pattern" in node:
-        parts.append(f"pattern `{node['pattern']}`")
+        parts.append("pattern `" + node["pattern"].replace("|", "\\|") + "`")  # a bare | would end the cell
     if "minProperties" in node:
         parts.append(f"at least {node['minProperties']}")
     if "propertyNames" in node:
         names = node["propertyNames"].get("enum", ())
         target = "observation-fields" if "obs_collection" in names and "productFilename" not in names else "product-columns"
         parts.append(f"keys: [{target.replace('-', ' ')}](#{target})")
-    return "; ".join(parts) or "—"
+    return parts
 
 
 def _number(value: float) -> str:

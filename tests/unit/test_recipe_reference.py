@@ -90,13 +90,15 @@ def test_every_field_of_every_section_is_documented() -> None:
         assert key in rows, f"docs/recipe.md has no row for {key}"
         _, kind, default, allowed, description = rows[key]
         assert " ".join(_unescape(description).split()) == " ".join(prop["description"].replace("``", "`").split())
-        for value in prop.get("enum", ()):
-            assert f"`{value}`" in allowed, f"{key}: allowed value {value} missing"
-        for bound in ("minimum", "maximum"):
-            if bound in prop:
-                assert re.search(rf"\b{prop[bound]:g}\b", allowed), f"{key}: {bound} missing"
-        if "pattern" in prop:
-            assert prop["pattern"] in allowed
+        # an optional field's constraints sit in the non-null branch of its anyOf
+        for constrained in [prop, *(b for b in prop.get("anyOf", ()) if b.get("type") != "null")]:
+            for value in constrained.get("enum", ()):
+                assert f"`{value}`" in allowed, f"{key}: allowed value {value} missing"
+            for bound in ("minimum", "maximum", "exclusiveMinimum"):
+                if bound in constrained:
+                    assert re.search(rf"\b{constrained[bound]:g}\b", allowed), f"{key}: {bound} missing"
+            if "pattern" in constrained:
+                assert constrained["pattern"] in _unescape(allowed), f"{key}: pattern missing"
         if field.is_required():
             assert default == "required"
         elif "default" in prop and prop["default"] not in (None, ""):
@@ -115,6 +117,8 @@ def test_types_read_as_words() -> None:
     assert rows["query.NAME.criteria"][1] == "mapping of name → value, list of values or range `{min, max}`"
     assert rows["query"][1] == "mapping of name → search"
     assert rows["query.NAME.position.radius"][2] == "`0.2 deg`"
+    assert rows["products.in_flight"][1:4] == ["integer", "none", "1 ≤ x ≤ 16"]
+    assert rows["retrieve.executor.workers"][3] == "1 ≤ x ≤ 256"
 
 
 def test_observation_fields_and_product_columns_are_listed() -> None:
