@@ -662,13 +662,24 @@ class Recipe(_Model):
                 {"in_flight": self.products.in_flight, "limit": self.mast.max_in_flight})
         return self
 
-    def warnings(self) -> list[tuple[tuple[str, ...], str]]:
-        """Things that are valid but probably not what the author wants, as (path, message)."""
+    def warnings(self) -> list[tuple[tuple[str, ...], str, str]]:
+        """Things that are valid but probably not what the author wants, as (path, message, hint)."""
         found = []
         for name, query in self.query.items():
             if not query.names_collection:
                 found.append((("query", name, "criteria"),
-                              "no obs_collection: naming the mission (e.g. JWST) makes MAST's search much faster"))
+                              "no obs_collection: naming the mission (e.g. JWST) makes MAST's search much faster",
+                              "add e.g. `obs_collection: JWST` (or HST, TESS, ...) to the criteria"))
+        retrieve = self.retrieve
+        given = retrieve.model_fields_set  # written in the recipe, not defaults
+        if "script" in given and retrieve.script is not None and retrieve.mode != "curl":
+            found.append((("retrieve", "script"), f"retrieve.script has no effect with mode {retrieve.mode}: "
+                          "only curl mode writes a script", "remove it, or set `mode: curl`"))
+        if retrieve.mode != "download":
+            for key in ("in_flight", "verify", "overwrite", "executor"):
+                if key in given:  # even at its default value: the author expects it to matter
+                    found.append((("retrieve", key), f"retrieve.{key} has no effect with mode {retrieve.mode}: "
+                                  "only download mode fetches files itself", "remove it, or set `mode: download`"))
         return found
 
 
@@ -742,9 +753,7 @@ def _check_named_entries(data: dict[str, Any], located: Located) -> tuple[list[P
 
 def warning_problems(recipe: Recipe, located: Located) -> list[Problem]:
     """:meth:`Recipe.warnings` located in the file, as Problems whose message starts "warning:"."""
-    return [located.problem(where, f"warning: {message}",
-                            "add e.g. `obs_collection: JWST` (or HST, TESS, ...) to the criteria", key=True)
-            for where, message in recipe.warnings()]
+    return [located.problem(where, f"warning: {message}", hint, key=True) for where, message, hint in recipe.warnings()]
 
 
 def load_recipe(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Recipe:

@@ -335,11 +335,54 @@ def test_a_query_without_obs_collection_is_valid_but_warned_about(tmp_path: Path
     located = load_yaml(path)
     recipe = parse_recipe(located, {})
     assert recipe.warnings() == [(("query", "unnamed", "criteria"),
-                                  "no obs_collection: naming the mission (e.g. JWST) makes MAST's search much faster")]
+                                  "no obs_collection: naming the mission (e.g. JWST) makes MAST's search much faster",
+                                  "add e.g. `obs_collection: JWST` (or HST, TESS, ...) to the criteria")]
     [warning] = warning_problems(recipe, located)
     assert warning.one_line() == (f"{path}:7:5: query.unnamed.criteria: warning: no obs_collection: naming the "
                                   "mission (e.g. JWST) makes MAST's search much faster")
     assert warning.hint
+
+
+_RETRIEVE_BASE = "version: 1\nname: w\nquery:\n  q:\n    criteria: {obs_collection: JWST}\nretrieve:\n"
+
+
+@pytest.mark.parametrize(("retrieve", "expected"), [
+    ("  script: get.sh\n",
+     ["7:3: retrieve.script: warning: retrieve.script has no effect with mode download: only curl mode writes a "
+      "script", "  hint: remove it, or set `mode: curl`"]),
+    ("  mode: manifest\n  script: get.sh\n",
+     ["8:3: retrieve.script: warning: retrieve.script has no effect with mode manifest: only curl mode writes a "
+      "script", "  hint: remove it, or set `mode: curl`"]),
+    ("  mode: curl\n  script: get.sh\n  in_flight: 8\n  verify: size\n  overwrite: always\n"
+     "  executor: {kind: dask, scheduler: local}\n",
+     [f"{line}:3: retrieve.{key}: warning: retrieve.{key} has no effect with mode curl: only download mode "
+      f"fetches files itself\n  hint: remove it, or set `mode: download`"
+      for line, key in ((9, "in_flight"), (10, "verify"), (11, "overwrite"), (12, "executor"))]),
+    ("  mode: manifest\n  verify: sha256\n",
+     ["8:3: retrieve.verify: warning: retrieve.verify has no effect with mode manifest: only download mode "
+      "fetches files itself", "  hint: remove it, or set `mode: download`"]),
+], ids=["script-in-download", "script-in-manifest", "download-options-in-curl", "verify-in-manifest"])
+def test_retrieve_options_the_mode_ignores_are_warned_about_where_they_stand(
+        tmp_path: Path, retrieve: str, expected: list[str]) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(_RETRIEVE_BASE + retrieve)
+    located = load_yaml(path)
+    recipe = parse_recipe(located, {})  # valid: a warning is not an error
+    shown = "\n".join(str(w) for w in warning_problems(recipe, located))
+    assert shown == "\n".join(f"{path}:{line}" if line[0].isdigit() else line for line in expected)
+
+
+def test_retrieve_options_the_mode_uses_are_not_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(_RETRIEVE_BASE + "  mode: download\n  in_flight: 8\n  verify: sha256\n  overwrite: never\n"
+                    "  executor: {kind: dask, scheduler: local}\n  manifest: m.ecsv\n  destination: d\n"
+                    "  layout: flat\n")
+    located = load_yaml(path)
+    assert warning_problems(parse_recipe(located, {}), located) == []
+    curl = tmp_path / "c.yaml"
+    curl.write_text(_RETRIEVE_BASE + "  mode: curl\n  script: get.sh\n  manifest: m.ecsv\n")
+    located = load_yaml(curl)
+    assert warning_problems(parse_recipe(located, {}), located) == []
 
 
 # ---- key order does not matter ---------------------------------------------------------------
