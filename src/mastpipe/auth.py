@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from mastpipe.errors import AuthError
+from mastpipe.errors import AuthError, TokenCheckError, TokenRefusedError
 from mastpipe.tls import FIX, certificate_error, describe, request_options
 
 __all__ = [
@@ -48,21 +48,21 @@ def _remember(token: str | None) -> str | None:
 
 
 def require_cookie_safe(token: str) -> str:
-    """Return ``token`` if a cookie can carry it, else raise :class:`AuthError`.
+    """Return ``token`` if a cookie can carry it, else raise :class:`TokenRefusedError`.
 
     Checked before the token goes anywhere: requests' own error for a bad header quotes the
     value with ``repr``, which :func:`redact` would not recognise (``\\n`` for a newline).
 
     Raises
     ------
-    AuthError
-        When the token holds whitespace, control characters, ``;``, ``,``, ``\\`` or ``"``
-        (the message does not contain the token).
+    TokenRefusedError
+        (an :class:`AuthError`, exit 2) When the token holds whitespace, control characters,
+        ``;``, ``,``, ``\\`` or ``"`` (the message does not contain the token).
     """
     if not _COOKIE_SAFE.fullmatch(token):
-        raise AuthError("the MAST token contains characters a cookie cannot carry "
-                        "(whitespace, control characters, ';', ',', '\\' or '\"')",
-                        hint="copy the token again from https://auth.mast.stsci.edu/token")
+        raise TokenRefusedError("the MAST token contains characters a cookie cannot carry "
+                                "(whitespace, control characters, ';', ',', '\\' or '\"')",
+                                hint="copy the token again from https://auth.mast.stsci.edu/token")
     return token
 
 
@@ -208,9 +208,14 @@ def check_token(base_url: str, token: str, session: requests.Session | None = No
 
     Raises
     ------
-    AuthError
-        When the server answers ``anon: true`` (invalid or expired token), is unreachable, or
-        answers something that is not JSON. The message never contains the token.
+    TokenRefusedError
+        When the server answers ``anon: true`` (invalid or expired token), or the token holds
+        characters no cookie can carry (exit 2).
+    TokenCheckError
+        When the server is unreachable, its certificate fails the check, or it answers
+        something that is not JSON (exit 3).
+
+    Both are :class:`AuthError`; neither message contains the token.
     """
     require_cookie_safe(_remember(token) or "")
     own = session is None
@@ -228,16 +233,16 @@ def check_token(base_url: str, token: str, session: requests.Session | None = No
     except (requests.RequestException, ValueError) as exc:
         bad_certificate = certificate_error(exc)
         if bad_certificate is not None:
-            raise AuthError(f"could not check the MAST token: {describe(url, bad_certificate)}",
-                            hint=FIX) from None
-        raise AuthError(
+            raise TokenCheckError(f"could not check the MAST token: {describe(url, bad_certificate)}",
+                                  hint=FIX) from None
+        raise TokenCheckError(
             f"could not check the MAST token at {url}: {redact(str(exc), token)}"
         ) from None
     finally:
         if own:
             session.close()
     if not isinstance(info, dict) or info.get("anon", True):
-        raise AuthError(
+        raise TokenRefusedError(
             "the MAST token was not accepted (MAST answers anonymous): it is invalid or expired",
             hint=f"create a new token at {TOKEN_PAGE} and put it in {ENV_VAR} "
             "or in the keyring with 'mastpipe login'",

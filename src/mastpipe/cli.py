@@ -466,11 +466,10 @@ def login(mast_url: str | None, insecure: bool) -> None:
     try:
         info = check_token(url, token, insecure=insecure)
     except MastpipeError as error:
-        # check_token says "could not check" when MAST could not be asked (exit 3, as for any run);
-        # a token MAST refuses is bad input, like a bad recipe (exit 2)
-        if error.message.startswith("could not check"):
-            _fail(error)
-        _fail(UsageError(error.message, hint=error.hint))
+        # the class carries the exit code: a token MAST refuses (TokenRefusedError) is bad input,
+        # like a bad recipe (exit 2); MAST that could not be asked (TokenCheckError) is exit 3, as
+        # for any run
+        _fail(error)
     try:
         store_token(token)
     except MastpipeError as error:  # no keyring: a setup problem on this machine, not MAST's

@@ -9,6 +9,8 @@ The hierarchy::
     ├── ArchiveError               exit 3: MAST unreachable, or answering errors after retries
     │   ├── TruncatedResultError       MAST cut a result short and it could not be split
     │   └── AuthError                  the token is missing, invalid or lacks exclusive access
+    │       ├── TokenRefusedError          exit 2: MAST refuses the token, or no cookie can carry it
+    │       └── TokenCheckError            MAST could not be asked whether the token is valid
     ├── LockError                  exit 4: another run holds the state directory's lock
     ├── StateError                 exit 1: the state directory cannot be read or written
     └── TransferError              exit 1: a file could not be fetched or verified
@@ -122,6 +124,18 @@ class TruncatedResultError(ArchiveError):
 
 class AuthError(ArchiveError):
     """The MAST token is missing, invalid, or does not grant exclusive access."""
+
+
+class TokenRefusedError(AuthError):
+    """MAST refuses the token (``/whoami`` answers anonymous), or it holds characters no cookie
+    can carry: bad input, like a bad recipe (exit 2), fixed with a new token, not a retry."""
+
+    exit_code = EXIT_INVALID
+
+
+class TokenCheckError(AuthError):
+    """MAST could not be asked whether the token is valid (unreachable, a certificate that fails
+    the check, an answer that is not JSON): exit 3, as for any run MAST cannot serve."""
 
 
 class LockError(MastpipeError):
