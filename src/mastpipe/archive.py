@@ -27,7 +27,7 @@ from requests.adapters import HTTPAdapter
 
 from .errors import ArchiveError
 from .retry import RetryAfterTooLong, RetryPolicy, is_transient_status
-from .tls import FIX, certificate_error, describe, quiet_urllib3
+from .tls import FIX, certificate_error, check_ca_bundle, describe, quiet_urllib3
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -93,6 +93,12 @@ class Archive:
         Rows per page of results.
     insecure : bool
         Do not check the server's TLS certificate (``--insecure``; the caller warns).
+
+    Raises
+    ------
+    CABundleError
+        When ``REQUESTS_CA_BUNDLE`` (or ``CURL_CA_BUNDLE``) names no usable PEM bundle and
+        ``url`` is HTTPS (see :func:`mastpipe.tls.check_ca_bundle`).
     """
 
     def __init__(self, url: str, *, timeout: float = 600.0, policy: RetryPolicy | None = None,
@@ -101,6 +107,9 @@ class Archive:
         self.insecure = insecure
         if insecure:
             quiet_urllib3()
+        # a REQUESTS_CA_BUNDLE naming no bundle would fail every request as if MAST had answered
+        # an error (or, for a file with no certificate, as a network fault to retry): say so now
+        check_ca_bundle(self.url, insecure=insecure)
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
         self.page_size = page_size

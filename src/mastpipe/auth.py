@@ -16,7 +16,7 @@ from typing import Any
 import requests
 
 from mastpipe.errors import AuthError, TokenCheckError, TokenRefusedError
-from mastpipe.tls import FIX, certificate_error, describe, request_options
+from mastpipe.tls import FIX, certificate_error, check_ca_bundle, describe, request_options
 
 __all__ = [
     "ENV_VAR",
@@ -214,13 +214,17 @@ def check_token(base_url: str, token: str, session: requests.Session | None = No
     TokenCheckError
         When the server is unreachable, its certificate fails the check, or it answers
         something that is not JSON (exit 3).
+    CABundleError
+        When ``REQUESTS_CA_BUNDLE`` (or ``CURL_CA_BUNDLE``) names no usable PEM bundle (exit 2;
+        not an :class:`AuthError`: the token is not at fault, and no request is made).
 
-    Both are :class:`AuthError`; neither message contains the token.
+    Both token errors are :class:`AuthError`; no message contains the token.
     """
     require_cookie_safe(_remember(token) or "")
+    url = base_url.rstrip("/") + "/whoami"
+    check_ca_bundle(url, insecure=insecure)
     own = session is None
     session = session or requests.Session()
-    url = base_url.rstrip("/") + "/whoami"
     try:
         response = session.get(
             url,

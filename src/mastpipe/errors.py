@@ -5,7 +5,8 @@ The hierarchy::
     MastpipeError                  exit 1 unless a subclass says otherwise
     ├── RecipeError                exit 2: the recipe is invalid (carries every Problem found)
     ├── UsageError                 exit 2: the command line asks for something impossible
-    │   └── NotWritableError           a directory the run must write to cannot be created or written
+    │   ├── NotWritableError           a directory the run must write to cannot be created or written
+    │   └── CABundleError              REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE names no usable PEM bundle
     ├── ArchiveError               exit 3: MAST unreachable, or answering errors after retries
     │   ├── TruncatedResultError       MAST cut a result short and it could not be split
     │   └── AuthError                  the token is missing, invalid or lacks exclusive access
@@ -109,6 +110,15 @@ class NotWritableError(UsageError):
 
     A usage problem (exit 2), found before MAST is asked anything: the fix is another directory
     or other permissions, not a retry.
+    """
+
+
+class CABundleError(UsageError):
+    """``REQUESTS_CA_BUNDLE`` (or ``CURL_CA_BUNDLE``) names a file that is missing, unreadable or
+    holds no PEM certificate.
+
+    A problem of this machine's configuration (exit 2), found before any request (see
+    :func:`mastpipe.tls.check_ca_bundle`): MAST is not to blame, and retrying cannot help.
     """
 
 

@@ -10,20 +10,92 @@ on every request is replaced by that one message.
 
 A certificate that fails verification is not a passing network fault: it fails at once, with
 what to do, instead of being retried.
+
+A CA bundle variable that names no usable bundle (a missing file, one that cannot be read, one
+that holds no PEM certificate) is this machine's configuration, not MAST's fault:
+:func:`check_ca_bundle` finds it before any request and says which variable and which file.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import warnings
+from collections.abc import Mapping
 from urllib.parse import urlsplit
+
+from .errors import CABundleError
 
 log = logging.getLogger(__name__)
 
 CA_BUNDLE_ENV = "REQUESTS_CA_BUNDLE"
+#: The variables ``requests`` reads for a CA bundle, first non-empty one wins (as in its
+#: ``Session.merge_environment_settings``). ``SSL_CERT_FILE`` is not one: ``requests`` verifies
+#: against certifi's bundle unless one of these is set, so OpenSSL's variable is never consulted.
+CA_BUNDLE_ENVS = (CA_BUNDLE_ENV, "CURL_CA_BUNDLE")
 FIX = (f"if your network inspects TLS with its own certificate authority, set {CA_BUNDLE_ENV} to "
        "that authority's certificate (a PEM file); only on a network you trust, rerun with --insecure")
+
+
+def ca_bundle_variable(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """``(variable, path)`` of the CA bundle ``requests`` will use from the environment, or None
+    when neither ``REQUESTS_CA_BUNDLE`` nor ``CURL_CA_BUNDLE`` is set (certifi's bundle is used)."""
+    env = os.environ if environ is None else environ
+    for name in CA_BUNDLE_ENVS:
+        if env.get(name):
+            return name, env[name]
+    return None
+
+
+def check_ca_bundle(*urls: str, insecure: bool = False, environ: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`CABundleError` when the CA bundle ``requests`` would use cannot be used.
+
+    Call it once before the first request of a piece of work (the archive, the token check and
+    the downloads each do): without it, ``requests`` fails every HTTPS request with an
+    ``OSError`` (missing file) or an ``SSLError`` (no certificate in it) that reads like MAST's
+    fault, and the second kind is even retried as a network error.
+
+    Parameters
+    ----------
+    *urls : str
+        The URLs about to be requested. The bundle only matters for HTTPS: when every URL given
+        is plain HTTP (the sandbox), nothing is checked, as ``requests`` would not read it.
+    insecure : bool
+        ``--insecure``: certificates are not checked, the bundle is not read, nothing is checked.
+    environ : mapping, optional
+        Environment to read (default ``os.environ``, which ``requests`` reads), for tests.
+
+    Raises
+    ------
+    CABundleError
+        (exit 2) When ``REQUESTS_CA_BUNDLE`` (or, if it is unset, ``CURL_CA_BUNDLE``) names a
+        path that does not exist, a file that cannot be read, or a file with no PEM
+        certificate in it. A directory is accepted: ``requests`` uses it as OpenSSL's hashed
+        certificate directory.
+    """
+    if insecure or (urls and not any(urlsplit(u).scheme.lower() == "https" for u in urls)):
+        return
+    found = ca_bundle_variable(environ)
+    if found is None:
+        return
+    name, path = found
+    hint = (f"unset {name} to use the certificate authorities requests ships with, or point it at "
+            "a PEM file of certificate authorities (such as your network's)")
+    if not os.path.exists(path):
+        raise CABundleError(f"{name} points to {path}, which does not exist", hint=hint)
+    if os.path.isdir(path):
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError as exc:
+        raise CABundleError(
+            f"{name} points to {path}, which holds no certificate in PEM format ({exc.reason or exc})",
+            hint=hint + ": one or more '-----BEGIN CERTIFICATE-----' blocks; a binary (DER) "
+                 "certificate converts with `openssl x509 -inform der -in ca.cer -out ca.pem`") from None
+    except OSError as exc:
+        raise CABundleError(f"{name} points to {path}, which cannot be read ({exc.strerror or exc})",
+                            hint=hint) from None
 
 
 def certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
