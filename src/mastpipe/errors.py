@@ -14,6 +14,7 @@ The hierarchy::
     │       └── TokenCheckError            MAST could not be asked whether the token is valid
     ├── LockError                  exit 4: another run holds the state directory's lock
     ├── StateError                 exit 1: the state directory cannot be read or written
+    │   └── LedgerError                exit 2: the download ledger cannot be opened or read
     └── TransferError              exit 1: a file could not be fetched or verified
         ├── IntegrityError             size or sha256 differ from what was expected
         └── UnsafePathError            a product would be written outside the destination
@@ -156,6 +157,17 @@ class LockError(MastpipeError):
 
 class StateError(MastpipeError):
     """The state directory (checkpoints, ledger, lock) cannot be read or written."""
+
+
+class LedgerError(StateError):
+    """The download ledger (``<state>/ledger.sqlite``) cannot be opened or read, and could not be
+    set aside (a corrupt one is, automatically).
+
+    Exit 2, like a state directory that cannot be written: found before anything is
+    downloaded, fixed on this machine (permissions, moving the file aside), not by a retry.
+    """
+
+    exit_code = EXIT_INVALID
 
 
 class TransferError(MastpipeError):

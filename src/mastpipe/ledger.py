@@ -7,10 +7,17 @@ contended enough to matter and there is no per-thread connection bookkeeping.
 
 A rerun reads every row with one ``SELECT`` (:meth:`Ledger.rows`) and then only stats files: that
 is what keeps a rerun over 10,000 completed files well under a second.
+
+The ledger only records what was downloaded; the files themselves are the truth. So a ledger that
+SQLite finds corrupt (``file is not a database``, ``database disk image is malformed``) is moved
+aside to ``ledger.sqlite.corrupt-<time>`` with a warning and replaced by an empty one: files
+already on disk are then adopted by their size (and re-hashed with ``--verify``), nothing is
+downloaded again and nothing is lost.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -18,12 +25,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mastpipe.errors import StateError
+from mastpipe.errors import LedgerError, StateError
 
 __all__ = ["DONE", "FAILED", "RUNNING", "Ledger", "LedgerRow"]
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 FILENAME = "ledger.sqlite"
+log = logging.getLogger(__name__)
+#: SQLite's primary result codes for a file that is not, or no longer, a sound database.
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -69,30 +79,78 @@ class Ledger:
     path : path-like
         The database file, or a directory (then ``<dir>/ledger.sqlite``). Parent directories
         are created.
+    recover : bool
+        When SQLite finds the file corrupt, move it aside (``ledger.sqlite.corrupt-<time>``,
+        with its ``-wal`` and ``-shm`` files) with a warning and start an empty ledger, instead
+        of raising. Also applies to the first :meth:`rows`, where damage inside a sound header
+        shows. Nothing is lost: files on disk are adopted again by size.
 
     Raises
     ------
-    StateError
-        When the database cannot be opened or is not a ledger.
+    LedgerError
+        (a :class:`StateError`, exit 2) When the database cannot be opened or is not a ledger
+        and was not (or could not be) set aside.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, recover: bool = True) -> None:
         path = Path(path)
         if path.is_dir() or not path.suffix:
             path = path / FILENAME
         self.path = path
+        self.recover = recover
         self._lock = threading.Lock()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                       timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = self._connect()
+        except sqlite3.Error as exc:
+            if not (recover and _is_corrupt(exc)):
+                raise self._error("cannot open", exc) from None
+            self._db = self._set_aside(exc)
+        except OSError as exc:  # the state directory cannot be created
+            raise self._error("cannot open", exc) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a power cut may lose the last rows but never corrupts the
             # database; a lost "done" row only means the file is hashed and adopted again.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot open the download ledger {path}: {exc}") from None
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _error(self, doing: str, exc: BaseException) -> LedgerError:
+        return LedgerError(
+            f"{doing} the download ledger {self.path}: {exc}",
+            hint=f"the ledger only records what was downloaded: if {self.path.parent} is writable, move "
+                 f"{self.path.name} aside and rerun; files already on disk are adopted by their size "
+                 "(add --verify to re-hash them)")
+
+    def _set_aside(self, exc: sqlite3.Error) -> sqlite3.Connection:
+        """Move the corrupt database (and its WAL files; its connection is closed) aside and
+        return a connection to a new, empty one."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        try:
+            # the -wal file too: SQLite would replay it into the new, empty database
+            for suffix in ("-wal", "-shm", ""):
+                old = self.path.with_name(self.path.name + suffix)
+                if old.exists():
+                    old.rename(aside.with_name(aside.name + suffix))
+            db = self._connect()
+        except (OSError, sqlite3.Error) as again:
+            raise self._error("cannot set aside the corrupt", again) from None
+        log.warning("the download ledger %s was corrupt (%s); moved it to %s and started an empty one: "
+                    "files already on disk are adopted by their size, nothing is downloaded again",
+                    self.path, exc, aside.name)
+        return db
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -112,13 +170,20 @@ class Ledger:
         """
         with self._lock:
             try:
-                cursor = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM files")
-                found = {r[0]: LedgerRow(*r) for r in cursor.fetchall()}
+                found = self._select_all()
             except sqlite3.Error as exc:
-                raise StateError(f"cannot read the download ledger {self.path}: {exc}") from None
+                if not (self.recover and _is_corrupt(exc)):
+                    raise self._error("cannot read", exc) from None
+                self._db.close()  # damage past a sound header shows only here
+                self._db = self._set_aside(exc)
+                found = {}
         if keys is None:
             return found
         return {k: found[k] for k in keys if k in found}
+
+    def _select_all(self) -> dict[str, LedgerRow]:
+        cursor = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM files")
+        return {r[0]: LedgerRow(*r) for r in cursor.fetchall()}
 
     def get(self, key: str) -> LedgerRow | None:
         """The row for ``key``, or None."""
@@ -183,3 +248,13 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is not, or no longer, a sound database (not: locked, read
+    only, cannot be opened, disk full -- which moving the file aside would not fix)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc)
+    return "file is not a database" in text or "malformed" in text

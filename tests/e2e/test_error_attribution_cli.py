@@ -102,3 +102,19 @@ def test_login_blames_the_bundle_and_tells_refused_from_unreachable_by_type(tls_
     assert "two words" not in malformed.stderr
     untrusted = _login(tls_sandbox.url, "some-token\n", tmp_path)  # certifi does not know the test authority
     assert untrusted.returncode == 3 and "could not be verified" in untrusted.stderr
+
+
+def test_a_rerun_over_a_corrupt_ledger_warns_and_downloads_nothing_again(workdir: Path, cli) -> None:
+    recipe = workdir / "pipelines" / "jwst-1073-nircam-uncal.yaml"
+    with Sandbox(seed=0) as sb:
+        first = cli("run", str(recipe), "--mast-url", sb.url, cwd=workdir)
+        assert first.returncode == 0, first.stdout + first.stderr
+        (ledger,) = workdir.rglob("ledger.sqlite")
+        ledger.write_bytes(b"garbage" * 500)
+        sb.log.clear()
+        again = cli("run", str(recipe), "--mast-url", sb.url, cwd=workdir)
+        downloads = [r for r in sb.log.records() if r.endpoint == "download"]
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert downloads == []
+    assert "was corrupt (file is not a database)" in again.stderr and "ledger.sqlite.corrupt-" in again.stderr
+    assert "mastpipe: error" not in again.stderr

@@ -69,5 +69,6 @@ def test_reading_ten_thousand_rows_is_fast(tmp_path: Path) -> None:
 def test_not_a_database(tmp_path: Path) -> None:
     bad = tmp_path / "ledger.sqlite"
     bad.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StateError, match="ledger"):
-        Ledger(bad)
+    with pytest.raises(StateError, match="ledger") as caught:
+        Ledger(bad, recover=False)  # by default it is set aside: see tests/integration/test_error_attribution.py
+    assert caught.value.exit_code == 2 and "move ledger.sqlite aside and rerun" in caught.value.hint
