@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from mastpipe.errors import TransferError, UsageError
 from mastpipe.retry import RetryPolicy
+from mastpipe.tls import check_ca_bundle
 from mastpipe.transfer import CHUNK, Event, FileResult, FileTask, Transfer
 
 if TYPE_CHECKING:
@@ -370,7 +371,8 @@ class DaskTransfer:
         """
         plan = self._planner.plan(tasks)
         done = dict(plan.done)
-        if plan.pending:
+        if plan.pending:  # the driver checks what every worker's requests would read
+            check_ca_bundle(*(task.url for task, _, _ in plan.pending), insecure=self._config.insecure)
             client, close = self._connect()
             try:
                 self._check_shared(client, plan.pending[0][0].dest.parent)

@@ -22,6 +22,7 @@ into ``docs/recipe.md``; changing one means regenerating both (tests fail until 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import string
@@ -39,6 +40,8 @@ from .fields import (BOOLEAN_FIELDS, CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION
 from .quantities import parse_coordinates, parse_duration, parse_radius, to_mjd
 from .recipe_problems import boolean_problem, error_message, problems_from, scan, shown
 from .yamlload import Located, dotted, load_yaml
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 DEFAULT_MAST_URL = "https://mast.stsci.edu"
@@ -781,8 +784,17 @@ def load_recipe(path: str | os.PathLike[str], environ: dict[str, str] | None = N
     >>> recipe = load_recipe("pipelines/jwst-1073-nircam-uncal.yaml")  # doctest: +SKIP
     >>> sorted(recipe.query)                                            # doctest: +SKIP
     ['nircam']
+
+    Notes
+    -----
+    What :func:`warning_problems` finds (valid, but probably not meant) is logged as warnings
+    on the ``mastpipe`` logger, so ``run`` and ``plan`` show them as ``validate`` does.
     """
-    return parse_recipe(load_yaml(path), environ)
+    located = load_yaml(path)
+    recipe = parse_recipe(located, environ)
+    for warning in warning_problems(recipe, located):
+        log.warning("%s", warning)
+    return recipe
 
 
 def recipe_dir(path: str | os.PathLike[str]) -> Path:

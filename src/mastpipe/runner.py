@@ -480,6 +480,7 @@ class Pipeline:
         StateError
             When the ledger cannot be read.
         """
+        from .errors import LedgerError
         from .ledger import FAILED, FILENAME, Ledger
         from .resume import Kind
         from .stages.retrieve import plan_files
@@ -496,8 +497,12 @@ class Pipeline:
         outlook.ledger = path.is_file()
         rows = {}
         if outlook.ledger:  # Ledger() would create a missing one
-            with Ledger(path) as ledger:
-                rows = ledger.rows()
+            try:
+                with Ledger(path, recover=False) as ledger:  # status and plan only read
+                    rows = ledger.rows()
+            except LedgerError as error:
+                log.warning("%s; the next run sets it aside and adopts the files on disk by size",
+                            error.message)
         # The settings a run's Transfer gets from the recipe (run --verify is not known here).
         transfer = Transfer(verify=settings.verify == "sha256", overwrite=settings.overwrite, check_space=False)
         for task, row, action in transfer.decisions(tasks, rows):

@@ -50,7 +50,7 @@ from mastpipe.temporaries import (FetchLock, discard, hash_file, make_parents, m
                                   read_meta, remove_empty, remove_stale_temporaries, size_of,
                                   stale_temporaries, write_meta)
 from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
-from mastpipe.tls import FIX, certificate_error, describe, request_options
+from mastpipe.tls import FIX, certificate_error, check_ca_bundle, describe, request_options
 
 __all__ = [
     "Action",
@@ -393,6 +393,8 @@ class Transfer:
         plan = self.plan(tasks)
         done = plan.done
         pending = plan.pending
+        if pending:  # a bad CA bundle would fail every file as if MAST were down
+            check_ca_bundle(*(task.url for task, _, _ in pending), insecure=bool(self._tls))
         self._cancel.clear()
         try:
             if pending:

@@ -141,3 +141,12 @@ def test_a_curl_mode_rerun_does_not_claim_files_are_present(workdir: Path, cli) 
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
     assert "nothing new since the previous run" in again.stdout
     assert "all present" not in again.stdout and "download-jwst-1073.sh" in again.stdout
+
+
+def test_run_shows_the_recipe_warnings_validate_shows(workdir: Path, cli) -> None:
+    recipe = workdir / "warned.yaml"
+    recipe.write_text("version: 1\nname: warned\nquery:\n  a:\n    criteria: {obs_collection: JWST, proposal_id: '1073'}\n"
+                      "retrieve:\n  mode: manifest\n  in_flight: 8\n")
+    run = cli("run", str(recipe), "--sandbox", "-q", cwd=workdir)
+    assert run.returncode == 0, run.stderr
+    assert f"{recipe}:8:3: retrieve.in_flight: warning: retrieve.in_flight has no effect with mode manifest" in run.stderr

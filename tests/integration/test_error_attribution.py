@@ -119,3 +119,17 @@ def test_a_rerun_over_a_corrupt_ledger_downloads_nothing_again(sandbox, tmp_path
     assert again.report["retrieve"]["fetched"]["files"] == 0
     assert any(str(ledger) in r.getMessage() and "was corrupt" in r.getMessage() for r in caplog.records)
     assert len(_corrupt_files(ledger.parent)) == 1
+
+
+def test_status_reads_a_corrupt_ledger_without_setting_it_aside(sandbox, tmp_path: Path, caplog) -> None:
+    from mastpipe.runner import Pipeline
+
+    shutil.copy(REPO / "pipelines" / SEED, tmp_path / SEED)
+    assert mastpipe.run(tmp_path / SEED, mast_url=sandbox.url, environ={}).exit_code == 0
+    (ledger,) = tmp_path.rglob("ledger.sqlite")
+    ledger.write_bytes(GARBAGE)
+    caplog.set_level(logging.WARNING, logger="mastpipe")
+    outlook = Pipeline(tmp_path / SEED, mast_url=sandbox.url, environ={}).retrieve_status()
+    assert outlook is not None and outlook.present == outlook.files  # judged from the disk alone
+    assert ledger.read_bytes() == GARBAGE and _corrupt_files(ledger.parent) == []
+    assert any("next run sets it aside" in r.getMessage() for r in caplog.records)

@@ -20,7 +20,7 @@ import urllib3
 import mastpipe
 from mastpipe.auth import check_token
 from mastpipe.distributed import WorkerConfig, fetch_on_worker
-from mastpipe.errors import ArchiveError, AuthError
+from mastpipe.errors import ArchiveError, AuthError, CABundleError
 from mastpipe.tls import certificate_error, warn_insecure
 from mastpipe.transfer import FileTask, Transfer
 
@@ -161,3 +161,15 @@ def test_insecure_on_plain_http_says_it_changes_nothing(caplog) -> None:
     caplog.set_level(logging.WARNING, logger="mastpipe")
     warn_insecure("http://127.0.0.1:8080")
     assert "no effect" in caplog.text and "plain HTTP" in caplog.text
+
+
+def test_downloads_blame_a_missing_ca_bundle_on_the_configuration(tls_sandbox, tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    tasks = _tasks(tls_sandbox, tmp_path, 2)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "nowhere.pem"))
+    with pytest.raises(CABundleError) as caught:
+        Transfer(policy=FAST).run(tasks)
+    assert caught.value.exit_code == 2 and "REQUESTS_CA_BUNDLE" in caught.value.message
+    assert tls_sandbox.connections == 0, "no request was tried with it"
+    assert Transfer(policy=FAST, insecure=True).run(tasks)[0].status == "fetched"  # not read then
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
