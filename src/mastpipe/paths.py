@@ -47,6 +47,7 @@ ASTROQUERY_TEMPLATE = "mastDownload/{obs_collection}/{obs_id}/{productFilename}"
 FLAT_TEMPLATE = "{productFilename}"
 _LAYOUTS = {"astroquery": ASTROQUERY_TEMPLATE, "flat": FLAT_TEMPLATE}
 _DRIVE = re.compile(r"^[A-Za-z]:")
+MAX_NAME_BYTES = 255 - len("..part.json.tmp")  # 240: the longest temporary's name must fit NAME_MAX
 
 
 def _product_name(row: Any) -> str:
@@ -166,6 +167,11 @@ def relative_product_path(row: Mapping[str, Any] | Any, layout: str = "astroquer
     # The template's own literals are checked too: "{obs_id}/../x" is as unsafe as a hostile id.
     for part in parts:
         check_component(part, product=product, field=f"layout {template!r}")
+    name_bytes = len(parts[-1].encode("utf-8", "surrogateescape"))
+    if name_bytes > MAX_NAME_BYTES:
+        # Its temporaries (.<name>.part.json.tmp) must fit the 255-byte limit of file names.
+        raise UnsafePathError(f"product {product}: file name is {name_bytes} bytes long; at most "
+                              f"{MAX_NAME_BYTES} fit beside the temporaries a download needs")
     return Path(*parts)
 
 

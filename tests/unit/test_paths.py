@@ -167,3 +167,14 @@ def test_free_space(tmp_path: Path) -> None:
     assert check_free_space(tmp_path / "not" / "yet", 1) > 0
     with pytest.raises(TransferError, match="not enough free space"):
         check_free_space(tmp_path, 2**62)
+
+
+def test_a_name_too_long_for_its_temporaries_is_refused(tmp_path: Path) -> None:
+    longest = "x" * (240 - len("_cal.fits")) + "_cal.fits"
+    path = product_path(row(productFilename=longest), tmp_path, "flat")
+    # the longest temporary of the longest name accepted can be created here
+    (path.parent / f".{path.name}.part.json.tmp").write_bytes(b"")
+    with pytest.raises(UnsafePathError, match="241 bytes long"):
+        product_path(row(productFilename="y" + longest), tmp_path, "flat")
+    with pytest.raises(UnsafePathError, match="bytes long"):  # counted in bytes, not characters
+        product_path(row(productFilename="é" * 121 + ".fits"), tmp_path, "flat")
