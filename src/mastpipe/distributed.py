@@ -192,7 +192,7 @@ class _LedgerCalls:
 
 
 class _Forwarder:
-    """The worker-side ``on_event``: sends start/retry at once and byte counts in batches."""
+    """The worker-side ``on_event``: sends start/retry/restart at once and byte counts in batches."""
 
     def __init__(self, send: Callable[[dict[str, Any]], None] | None, execution: str,
                  key: str) -> None:
@@ -209,7 +209,7 @@ class _Forwarder:
             self.pending += event.nbytes
             if time.monotonic() - self._last >= FORWARD_EVERY:
                 self.flush()
-        elif event.kind in ("start", "retry"):
+        elif event.kind in ("start", "retry", "restart"):
             self.flush()
             self.notices.append((event.kind, event.total, event.message))
             self._post(event.kind, event.key, 0, event.total, event.message)

@@ -76,6 +76,7 @@ class Progress:
         self.files_failed = 0
         self.bytes_total = 0  # bytes to fetch this run, when known
         self.bytes_done = 0
+        self._by_file: dict[str, int] = {}  # bytes counted per file, taken back on a restart
         self._start = clock()
         self._last = self._start
         self._width = 0
@@ -92,10 +93,16 @@ class Progress:
                 return
             if kind == "bytes":
                 self.bytes_done += event.nbytes
+                self._by_file[event.key] = self._by_file.get(event.key, 0) + event.nbytes
+            elif kind == "restart":  # those bytes no longer count towards the file
+                self.bytes_done -= self._by_file.pop(event.key, 0)
+                return
             elif kind in ("done", "skipped"):
+                self._by_file.pop(event.key, None)
                 self.files_done += 1
             elif kind == "failed":
                 self.files_failed += 1
+                self._by_file.pop(event.key, None)
             else:
                 return
             now = self._clock()

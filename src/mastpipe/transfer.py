@@ -188,7 +188,9 @@ class Event:
 
     ``kind`` is one of ``"plan"`` (once per run: ``total`` = files, ``nbytes`` = bytes still to
     fetch when known, ``skipped`` = files needing nothing), ``"start"``, ``"bytes"`` (``nbytes``
-    just written), ``"retry"``, ``"done"``, ``"skipped"``, ``"failed"`` (``message`` says why).
+    just written), ``"retry"``, ``"restart"`` (the bytes this run wrote for ``key`` were thrown
+    away: the file starts again from zero), ``"done"``, ``"skipped"``, ``"failed"`` (``message``
+    says why).
     """
 
     kind: str
@@ -708,14 +710,14 @@ class Transfer:
                     return self._finish(task, counters, local.part_meta, digest.hexdigest(), size)
                 except IntegrityError as exc:
                     log.warning("%s", self._clean(str(exc)))
-                    discard(dest)
+                    self._discard(task)
             else:
                 if counters.attempts == 0:
                     self._emit(Event("start", task.key, total=task.size))
                     if self.ledger is not None:
                         self.ledger.mark_running(task.key, dest, task.size)
                 if action.kind is Kind.RESTART:
-                    discard(dest)
+                    self._discard(task)
                 counters.attempts += 1
                 kept = action.offset if action.kind is Kind.RESUME else 0
                 try:
@@ -723,17 +725,22 @@ class Transfer:
                     return self._finish(task, counters, meta, sha, size)
                 except _Retry as exc:
                     if exc.discard:
-                        discard(dest)
+                        self._discard(task)
                     # A resume that kept new bytes is progress, not a failure: on a link that
                     # drops every few minutes a large file still gets there.
                     progressed = not exc.discard and (size_of(part_path(dest)) or 0) > kept
                     counters.stalled = 0 if progressed else counters.stalled + 1
                     self._wait_before_retry(task, counters, exc)
                 except IntegrityError as exc:
-                    discard(dest)  # scenario 6: a wrong temporary is never kept
+                    self._discard(task)  # scenario 6: a wrong temporary is never kept
                     counters.stalled += 1
                     self._wait_before_retry(task, counters, _Retry(str(exc)))
             local = self._local_state(task, row, ignore_final=ignore_final)
+
+    def _discard(self, task: FileTask) -> None:
+        """Delete the temporary of ``task``; a ``restart`` event tells progress its bytes are gone."""
+        discard(Path(task.dest))
+        self._emit(Event("restart", task.key))
 
     def _wait_before_retry(self, task: FileTask, counters: _Counters, exc: _Retry) -> None:
         """Sleep per the policy, or raise _Fail when a budget is spent or the wait is absurd."""
@@ -830,6 +837,7 @@ class Transfer:
             start = offset if verdict is Verdict.APPEND else 0
             if start == 0 and offset:
                 log.info("%s: %s", task.key, why)
+                self._emit(Event("restart", task.key))  # the kept bytes are about to be overwritten
             digest = hashlib.sha256()
             if start:  # the kept bytes are part of the file's hash: read them first
                 digest, have = hash_file(part_path(dest), self.chunk_size, limit=start)

@@ -483,6 +483,28 @@ def test_events_drive_progress(sandbox, tmp_path: Path) -> None:
     assert progress.stream.getvalue().startswith("files 4/5 (1 failed)")
 
 
+@pytest.mark.parametrize("second", ["download.ignore_range=1", "download.bad_range_rate=1"])
+def test_progress_takes_back_the_bytes_of_a_restart(sandbox, tmp_path: Path, second: str) -> None:
+    import io
+
+    from mastpipe.progress import Progress
+    row = public_rows(sandbox, 1)[0]
+    # Half the body, then the resume is answered with the whole file (restart by truncation) or
+    # with a 206 from the wrong offset (the temporary is discarded, then fetched from zero).
+    sandbox.faults = Faults.parse("download.drop_rate=1")
+    switch = on_retry(lambda e: setattr(sandbox, "faults", Faults.parse(second)))
+    progress = Progress(io.StringIO(), mode="plain", interval=3600)
+
+    def both(event: Event) -> None:
+        progress(event)
+        switch(event)
+
+    [result] = Transfer(policy=FAST, on_event=both).run([task_for(sandbox, row, tmp_path)])
+    assert result.status == "fetched", result.error
+    assert progress.bytes_done == progress.bytes_total == row["size"]
+    assert progress.stream.getvalue().startswith("files 1/1")
+
+
 def test_rerun_over_thousands_of_files_is_fast_and_silent(sandbox_factory, tmp_path: Path) -> None:
     sb = sandbox_factory(scale=(2, 1500))
     rows = [r for obs in sb.catalog.observations() if obs["proposal_id"] == "9999"
