@@ -38,7 +38,8 @@ from .errors import Problem, RecipeError
 from .fields import (BOOLEAN_FIELDS, CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS,
                      suggest)
 from .quantities import parse_coordinates, parse_duration, parse_radius, to_mjd
-from .recipe_problems import boolean_problem, error_message, problems_from, scan, shown
+from .recipe_problems import (_model_for, boolean_problem, error_message, number_problems, problems_from, scan,
+                              shown)
 from .yamlload import Located, dotted, load_yaml
 
 log = logging.getLogger(__name__)
@@ -705,8 +706,10 @@ def parse_recipe(located: Located, environ: dict[str, str] | None = None) -> Rec
                                    f"a recipe is a mapping of sections, not {kind}",
                                    "start with `version: 1` and `name: ...` at the top level")])
     data, problems = scan(located, env)
+    numbers = number_problems(located, _number_place)
+    problems += numbers
     scanned = tuple(p.field for p in problems)
-    named, flagged = _check_named_entries(data, located)
+    named, flagged = _check_named_entries(data, located, {p.field for p in numbers})
     problems += [p for p in named if p.field not in scanned]  # one problem per place: the secret first
     skip = scanned + flagged
     try:
@@ -719,11 +722,13 @@ def parse_recipe(located: Located, environ: dict[str, str] | None = None) -> Rec
     return recipe
 
 
-def _check_named_entries(data: dict[str, Any], located: Located) -> tuple[list[Problem], tuple[str, ...]]:
+def _check_named_entries(data: dict[str, Any], located: Located,
+                         misread: frozenset[str] | set[str] = frozenset()) -> tuple[list[Problem], tuple[str, ...]]:
     """Check criteria and filter columns one by one, so each error points at its own key.
 
     The models check the same things, but pydantic can only report a dict's first bad entry and
-    only at the dict itself; here every bad entry is reported where it stands.
+    only at the dict itself; here every bad entry is reported where it stands. An entry holding a
+    number YAML misread (``misread``, dotted paths already reported) is not checked again.
     """
     problems: list[Problem] = []
     flagged: list[str] = []
@@ -739,6 +744,10 @@ def _check_named_entries(data: dict[str, Any], located: Located) -> tuple[list[P
     for path, mapping, check in entries:
         columns = path == ("filter", "columns")
         for name, value in mapping.items():
+            entry = dotted(path + (name,))
+            if any(m == entry or m.startswith((entry + ".", entry + "[")) for m in misread):
+                flagged.append(dotted(path))
+                continue
             if name in (PRODUCT_COLUMNS if columns else OBSERVATION_FIELDS) and _booleans(value) and (
                     columns or name not in BOOLEAN_FIELDS):  # each boolean where it stands, as written
                 expected = _COLUMN_KINDS[PRODUCT_COLUMNS[name]] if columns else "text"
@@ -752,6 +761,35 @@ def _check_named_entries(data: dict[str, Any], located: Located) -> tuple[list[P
                 problems.append(located.problem(path + (name,), message, hint, key=where == "key"))
                 flagged.append(dotted(path))
     return problems, tuple(flagged)
+
+
+def _number_place(path: tuple[Any, ...]) -> tuple[bool, bool] | None:
+    """What the field at ``path`` takes, ``(text, numbers)``, for :func:`number_problems`;
+    None where another check refuses the place itself (unknown keys and fields)."""
+    if len(path) >= 4 and path[0] == "query" and path[2] == "criteria":
+        field, rest = path[3], path[4:]
+        known, text = field in OBSERVATION_FIELDS, field not in CONTINUOUS_FIELDS
+    elif len(path) >= 3 and path[:2] == ("filter", "columns"):
+        field, rest = path[2], path[3:]
+        known, text = field in PRODUCT_COLUMNS, PRODUCT_COLUMNS.get(str(field)) == "text"
+    else:
+        names = tuple(part for part in path if not isinstance(part, int))
+        parent = _model_for(Recipe, names[:-1]) if names else None
+        info = parent.model_fields.get(str(names[-1])) if parent else None
+        if info is None:
+            return None
+        types = _types(info.annotation)
+        if isinstance(path[-1], int):  # an item of a list
+            types = set().union(*(_types(get_args(t)[0]) for t in types if get_origin(t) is list and get_args(t)))
+        numbers = any(t in (int, float) or get_origin(t) is Literal and any(
+            isinstance(a, int) and not isinstance(a, bool) for a in get_args(t)) for t in types)
+        text = str in types
+        return (text, numbers) if text or numbers else None
+    if not known:
+        return None
+    if rest and rest[0] in ("min", "max"):  # a range bound
+        return False, True
+    return text, True
 
 
 def warning_problems(recipe: Recipe, located: Located) -> list[Problem]:

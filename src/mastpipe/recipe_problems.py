@@ -11,6 +11,7 @@ hint ("did you mean ...?", or the field's own description). The models live in
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -156,6 +157,86 @@ def boolean_problem(located: Located, path: tuple[Any, ...], value: bool, expect
     else:
         hint = f"write {expected} here; {_BOOLEAN_WORDS}"
     return located.problem(path, f"{read}, not {expected}", hint)
+
+
+_WHY = {
+    "octal": "YAML 1.1 reads an integer with a leading 0 as octal",
+    "hexadecimal": "YAML 1.1 reads 0x... as hexadecimal",
+    "binary": "YAML 1.1 reads 0b... as binary",
+    "base 60": "YAML 1.1 reads digits joined by colons as base 60",
+    "underscores": "YAML 1.1 drops underscores from numbers (editors, reading YAML 1.2, see text)",
+    "special": "YAML reads unquoted .inf and .nan as infinity and NaN",
+}
+
+
+def misread_number(raw: str, value: Any) -> tuple[str, str, str] | None:
+    """How YAML 1.1 read a number written ``raw``, when a plain decimal does not say so.
+
+    Returns ``(kind, read, plain)``: the kind of form (a key of ``_WHY``), what the value became
+    ("the octal number 571") and how to write the number as a plain decimal (``1073`` for
+    ``01073``, the author surely meant decimal; ``31`` for ``0x1F``), or None when ``raw`` is a
+    plain decimal (``1073``, ``+5``, ``0``, ``0.5``, ``1.5e+3``) or ``value`` is not a number.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    body = raw.strip().lstrip("+-").lower()
+    if value != value:
+        return "special", 'NaN ("not a number")', ""
+    if value in (float("inf"), float("-inf")):
+        return "special", "minus infinity" if value < 0 else "infinity", ""
+    for prefix, kind in (("0x", "hexadecimal"), ("0o", "octal"), ("0b", "binary")):
+        if body.startswith(prefix):
+            return kind, f"the {kind} number {value}", str(value)
+    if ":" in body:
+        return "base 60", f"{value} (YAML 1.1 base 60)", str(value)
+    if isinstance(value, int) and len(body) > 1 and body.startswith("0"):
+        decimal = int(raw.strip().replace("_", ""), 10)
+        return "octal", f"the octal number {value}", str(decimal)
+    if "_" in body:
+        return "underscores", f"the number {value}", str(value)
+    return None
+
+
+def number_problems(located: Located,
+                    place: Callable[[tuple[Any, ...]], tuple[bool, bool] | None]) -> list[Problem]:
+    """Every number YAML 1.1 read from something other than a plain decimal, where it stands.
+
+    ``01073`` is the octal 571, ``0x1F`` 31, ``12:30`` the base-60 750, ``1_000`` 1000 and
+    ``.inf``/``.nan`` are not finite: a recipe would validate and search for something the
+    author did not write, and editors (YAML 1.2) would read some of them differently again.
+    ``place(path)`` says what the field there takes, ``(takes text, takes numbers)``, or None for
+    a place other checks refuse anyway (an unknown key).
+    """
+    problems = []
+    for path, raw in located.texts.items():
+        found = misread_number(raw, _at(located.data, path))
+        takes = place(path) if found else None
+        if not found or takes is None:
+            continue
+        kind, read, plain = found
+        text, number = takes
+        message = f"{raw} was read as {read}" + (", not text" if text and not number else "")
+        why = _WHY[kind]
+        if text:
+            hint = f'quote it ("{raw}") if you mean the text'
+            if number and plain and kind == "octal":
+                hint += f", or write {plain} for the decimal number"
+        elif kind == "special":
+            hint = (f"give a finite number, or leave {path[-1]} out for a range open at that end"
+                    if path[-1] in ("min", "max") else "give a finite number")
+        else:
+            hint = f"write {plain} (plain decimal digits)"
+        problems.append(located.problem(path, message, f"{hint}; {why}"))
+    return problems
+
+
+def _at(data: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
 def _walk_loc(loc: tuple[Any, ...], data: Any, kind: str) -> tuple[Any, ...]:

@@ -54,6 +54,9 @@ PLACEHOLDERS_HINT = (
     "{productGroupDescription}, {productSubGroupDescription}, {productType}, {project}, {proposal_id}, {prvversion}, "
     "{size}, {type}; write {{ or }} for a literal brace")
 RANGE_HINT = "  hint: a range is {min: ..., max: ...}; either end may be left out"
+OCTAL_WHY = "YAML 1.1 reads an integer with a leading 0 as octal"
+UNDERSCORE_WHY = "YAML 1.1 drops underscores from numbers (editors, reading YAML 1.2, see text)"
+SPECIAL_WHY = "YAML reads unquoted .inf and .nan as infinity and NaN"
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,46 @@ CORPUS: list[Bad] = [
     _bad("bool-for-a-number", BASE + "mast:\n  retries: no\n",
          "{f}:8:12: mast.retries: must be a number, not no (YAML reads it as false)",
          "  hint: retries: retries per request after timeouts, connection errors, 429 and 5xx"),
+    # ---- YAML 1.1 numbers not written as plain decimals --------------------------------------
+    _bad("octal-proposal-id", BASE + "      proposal_id: 01073\n",
+         "{f}:7:20: query.q.criteria.proposal_id: 01073 was read as the octal number 571",
+         '  hint: quote it ("01073") if you mean the text, or write 1073 for the decimal number; ' + OCTAL_WHY),
+    _bad("misread-numbers-in-a-criterion-list", BASE + "      proposal_id: [1073, 0x1F, 12:30, 0b101]\n",
+         "{f}:7:27: query.q.criteria.proposal_id[1]: 0x1F was read as the hexadecimal number 31",
+         '  hint: quote it ("0x1F") if you mean the text; YAML 1.1 reads 0x... as hexadecimal',
+         "{f}:7:33: query.q.criteria.proposal_id[2]: 12:30 was read as 750 (YAML 1.1 base 60)",
+         '  hint: quote it ("12:30") if you mean the text; YAML 1.1 reads digits joined by colons as base 60',
+         "{f}:7:40: query.q.criteria.proposal_id[3]: 0b101 was read as the binary number 5",
+         '  hint: quote it ("0b101") if you mean the text; YAML 1.1 reads 0b... as binary'),
+    _bad("misread-numbers-in-columns", BASE + "filter:\n  columns:\n    obs_id: 1_000\n    calib_level: [2, 03]\n",
+         "{f}:9:13: filter.columns.obs_id: 1_000 was read as the number 1000",
+         '  hint: quote it ("1_000") if you mean the text; ' + UNDERSCORE_WHY,
+         "{f}:10:22: filter.columns.calib_level[1]: 03 was read as the octal number 3",
+         "  hint: write 3 (plain decimal digits); " + OCTAL_WHY),
+    _bad("misread-range-bounds", BASE + "      t_exptime: {min: 1:30, max: .inf}\n",
+         "{f}:7:24: query.q.criteria.t_exptime.min: 1:30 was read as 90 (YAML 1.1 base 60)",
+         "  hint: write 90 (plain decimal digits); YAML 1.1 reads digits joined by colons as base 60",
+         "{f}:7:35: query.q.criteria.t_exptime.max: .inf was read as infinity",
+         "  hint: give a finite number, or leave max out for a range open at that end; " + SPECIAL_WHY),
+    _bad("misread-numbers-in-settings",
+         BASE + "mast:\n  page_size: 50_000\n  timeout: -.inf\nproducts:\n  in_flight: 030\n",
+         "{f}:8:14: mast.page_size: 50_000 was read as the number 50000",
+         "  hint: write 50000 (plain decimal digits); " + UNDERSCORE_WHY,
+         "{f}:9:12: mast.timeout: -.inf was read as minus infinity",
+         "  hint: give a finite number; " + SPECIAL_WHY,
+         "{f}:11:14: products.in_flight: 030 was read as the octal number 24",
+         "  hint: write 30 (plain decimal digits); " + OCTAL_WHY),
+    _bad("misread-numbers-for-text", "version: 1\nname: 01073\nquery:\n  q:\n    criteria:\n      obs_collection: JWST\n"
+         "retrieve:\n  destination: 2024_01\n",
+         "{f}:2:7: name: 01073 was read as the octal number 571, not text",
+         '  hint: quote it ("01073") if you mean the text; ' + OCTAL_WHY,
+         "{f}:8:16: retrieve.destination: 2024_01 was read as the number 202401, not text",
+         '  hint: quote it ("2024_01") if you mean the text; ' + UNDERSCORE_WHY),
+    _bad("misread-coordinates", POS + "      coordinates: [0x53, 22]\n      radius: 12:30\n",
+         "{f}:8:21: query.q.position.coordinates[0]: 0x53 was read as the hexadecimal number 83",
+         "  hint: write 83 (plain decimal digits); YAML 1.1 reads 0x... as hexadecimal",
+         "{f}:9:15: query.q.position.radius: 12:30 was read as 750 (YAML 1.1 base 60), not text",
+         '  hint: quote it ("12:30") if you mean the text; YAML 1.1 reads digits joined by colons as base 60'),
     _bad("null-text-with-a-default", BASE + "retrieve:\n  destination:\n",
          "{f}:8:15: retrieve.destination: has no value, but must be text",
          "  hint: destination: directory files go under; relative paths are relative to the recipe file; "
@@ -328,7 +371,8 @@ CORPUS: list[Bad] = [
     _bad("range-bound-true", BASE + "      t_exptime: {min: true}\n",
          "{f}:7:18: query.q.criteria.t_exptime: min: must be a number, not true", RANGE_HINT),
     _bad("range-bound-nan", BASE + "filter:\n  columns:\n    size: {max: .nan}\n",
-         "{f}:9:11: filter.columns.size: max: must be a number, not .nan (nothing would match)", RANGE_HINT),
+         '{f}:9:17: filter.columns.size.max: .nan was read as NaN ("not a number")',
+         "  hint: give a finite number, or leave max out for a range open at that end; " + SPECIAL_WHY),
     _bad("range-empty", BASE + "      em_min: {}\n",
          "{f}:7:15: query.q.criteria.em_min: a range needs min, max or both", RANGE_HINT),
     _bad("bad-iso-date", BASE + "      t_min: {min: 2022-13-01}\n",
@@ -605,6 +649,49 @@ def test_booleans_stay_valid_where_they_are_meant(tmp_path: Path) -> None:
     assert recipe.query["q"].criteria["target_name"] == ["NO", "off"]
     assert recipe.filter.mrp_only is True
     assert recipe.filter.contains == ["yes"] and recipe.filter.columns == {"dataRights": "NO"}
+
+
+def test_plain_decimals_and_quoted_numbers_stay_valid(tmp_path: Path) -> None:
+    """The YAML number rule must not touch plain decimals, nor quoted text; and what is kept is
+    what MAST is sent (astroquery sends discrete values as str(value): 1073 -> "1073")."""
+    from mastpipe.stages.query import astroquery_criteria
+
+    path = tmp_path / "numbers.yaml"
+    path.write_text(BASE + '      proposal_id: ["01073", 1073, +1345, 01089]\n      obs_id: "0x1F"\n'
+                    "      t_exptime: {min: 0, max: 1.5e+3}\n      em_min: {min: -0, max: 0.5}\n"
+                    '    position: {coordinates: [83.633, 22.0145], radius: 30 arcsec}\n'
+                    "filter:\n  columns: {calib_level: [0, 2], size: {max: 10}}\n"
+                    "mast:\n  page_size: 50000\n  timeout: 60.\n")
+    recipe = load_recipe(path, environ={})
+    criteria = recipe.query["q"].criteria
+    assert criteria["proposal_id"] == ["01073", 1073, 1345, "01089"]  # YAML 1.1: 01089 is not octal, so text
+    assert criteria["obs_id"] == "0x1F"
+    assert (criteria["t_exptime"].min, criteria["t_exptime"].max) == (0, 1500)
+    assert recipe.filter.columns["calib_level"] == [0, 2] and recipe.mast.timeout == 60
+    sent = astroquery_criteria(criteria)[0]
+    assert sent["proposal_id"] == ["01073", 1073, 1345, "01089"]
+
+
+@pytest.mark.parametrize(("written", "read"), [
+    ("01073", "the octal number 571"), ("-012", "the octal number -10"), ("00", "the octal number 0"),
+    ("0x1F", "the hexadecimal number 31"), ("+0x10", "the hexadecimal number 16"), ("0b101", "the binary number 5"),
+    ("12:30", "750 (YAML 1.1 base 60)"), ("1:30.5", "90.5 (YAML 1.1 base 60)"), ("1_000", "the number 1000"),
+    ("1_000.5", "the number 1000.5"), (".inf", "infinity"), ("-.inf", "minus infinity"),
+    (".nan", 'NaN ("not a number")'),
+])
+def test_numbers_yaml_misreads_are_recognised(written: str, read: str) -> None:
+    from mastpipe.recipe_problems import misread_number
+
+    value = yaml.safe_load(f"v: {written}")["v"]
+    found = misread_number(written, value)
+    assert found is not None and found[1] == read
+
+
+@pytest.mark.parametrize("written", ["0", "-0", "+1073", "1073", "0.5", "01.5", "1.5e+3", ".5", "60."])
+def test_plain_decimals_are_not_misreads(written: str) -> None:
+    from mastpipe.recipe_problems import misread_number
+
+    assert misread_number(written, yaml.safe_load(f"v: {written}")["v"]) is None
 
 
 @pytest.mark.parametrize("section", [
