@@ -97,23 +97,31 @@ def check_component(value: Any, *, product: str, field: str) -> str:
     if value is None or _is_masked(value):
         raise UnsafePathError(f"product {product}: {field} is missing, cannot build a path")
     text = str(value)
-
-    def refuse(why: str) -> UnsafePathError:
-        return UnsafePathError(f"product {product}: unsafe {field} {text!r}: {why}")
-
-    if not text.strip():
-        raise refuse("empty")
-    if text in (".", ".."):
-        raise refuse("a relative directory reference")
-    if "/" in text:
-        raise refuse("contains '/' (absolute path or directories)")
-    if "\\" in text:
-        raise refuse("contains a backslash")
-    if _DRIVE.match(text):
-        raise refuse("starts with a drive letter")
-    if any(unicodedata.category(ch) == "Cc" for ch in text):  # NUL, \n, \r, ESC, DEL ...
-        raise refuse("contains a NUL or control character")
+    why = component_problem(text)
+    if why is not None:
+        raise UnsafePathError(f"product {product}: unsafe {field} {text!r}: {why}")
     return text
+
+
+def component_problem(text: str) -> str | None:
+    """Why ``text`` cannot be one component of a path inside the destination, or None.
+
+    The one rule for product values and for a layout template's own directory names (which
+    the recipe validator checks with it, so a layout it accepts always builds a path).
+    """
+    if not text.strip():
+        return "empty"
+    if text in (".", ".."):
+        return "a relative directory reference"
+    if "/" in text:
+        return "contains '/' (absolute path or directories)"
+    if "\\" in text:
+        return "contains a backslash"
+    if _DRIVE.match(text):
+        return "starts with a drive letter"
+    if any(unicodedata.category(ch) == "Cc" for ch in text):  # NUL, \n, \r, ESC, DEL ...
+        return "contains a NUL or control character"
+    return None
 
 
 def _template_fields(template: str) -> list[str]:

@@ -37,6 +37,7 @@ from pydantic_core import PydanticCustomError
 from .errors import Problem, RecipeError
 from .fields import (BOOLEAN_FIELDS, CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS,
                      suggest)
+from .paths import component_problem
 from .quantities import parse_coordinates, parse_duration, parse_radius, to_mjd
 from .recipe_problems import (_model_for, boolean_problem, error_message, number_problems, problems_from, scan,
                               shown)
@@ -592,6 +593,10 @@ def layout_problem(template: str) -> tuple[str, str | None] | None:
         return "a layout template is relative to the destination and may not contain `..`", None
     if "" in parts or "." in parts:
         return "a layout template has an empty directory name (`//`, `/.`, or a `/` at the end)", None
+    for part in template.format(**{name: "x" for name in names}).split("/"):
+        why = component_problem(part)
+        if why is not None:
+            return f"a layout template's path component {part!r} cannot be a file or directory name: {why}", None
     return None
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -774,6 +774,8 @@ _LAYOUT_PIECES = ["{", "}", "{{", "}}", "/", ".", "..", ":", "!r", "[0]", "x", "
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(_LAYOUT_PIECES), min_size=1, max_size=8).map("".join))
+@example("{productFilename}/ ")  # found by this test: a directory named only by a space
+@example(" /{productFilename}")
 def test_a_layout_the_validator_accepts_builds_a_path_and_one_it_refuses_is_explained(template: str) -> None:
     """The validator reads layouts as the download code does: no template passes validation
     and then fails (or crashes) when the first path is built."""
