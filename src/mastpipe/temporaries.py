@@ -60,10 +60,12 @@ class FetchLock:
     def __init__(self, dest: Path) -> None:
         self.path = lock_path(Path(dest))
         self._fd: int | None = None
+        self._taken = False  # without flock (Windows): taken, nothing held
 
     def acquire(self) -> bool:
         """Take the lock if no other holder has it; True when taken."""
         if fcntl is None:
+            self._taken = True
             return True
         while True:
             try:
@@ -87,8 +89,14 @@ class FetchLock:
                 return True
             os.close(fd)  # removed (and perhaps re-created) by its previous holder: try again
 
+    @property
+    def held(self) -> bool:
+        """Whether this instance holds the lock now."""
+        return self._fd is not None or (fcntl is None and self._taken)
+
     def release(self) -> None:
         """Remove the lock file and let go of the lock."""
+        self._taken = False
         if self._fd is None:
             return
         try:

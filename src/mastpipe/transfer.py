@@ -655,16 +655,7 @@ class Transfer:
         lock = FetchLock(dest)
         result: FileResult | None = None
         try:
-            with self._dirs_lock:  # no worker removes a directory another has just made
-                self._made.update(make_parents(dest))  # the lock lives beside the file
-                held = lock.acquire()
-            if not held:
-                raise _Fail(f"another process is fetching this file into {dest} right now "
-                            "(its temporary is locked); rerun once it has finished")
-            # What the plan saw may have changed while another holder had the lock (it may
-            # have finished the file): decide from the disk as it is now.
-            local = self._local_state(task, row)
-            result = self._one_inner(task, row, local, counters)
+            result = self._one_inner(task, row, local, counters, lock)
             return result
         except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
             message = self._clean(f"{task.key}: {exc}")
@@ -683,12 +674,29 @@ class Transfer:
                 if result is None:  # a failed file leaves no directory made for it behind
                     self._made -= remove_empty(dest.parent, self._made)
 
+    def _lock(self, lock: FetchLock, dest: Path) -> None:
+        """Take ``lock`` before touching the temporaries of ``dest``, or fail the file."""
+        with self._dirs_lock:  # no worker removes a directory another has just made
+            self._made.update(make_parents(dest))  # the lock lives beside the file
+            held = lock.acquire()
+        if not held:
+            raise _Fail(f"another process is fetching this file into {dest} right now "
+                        "(its temporary is locked); rerun once it has finished")
+
     def _one_inner(self, task: FileTask, row: LedgerRow | None, local: LocalState,
-                   counters: _Counters) -> FileResult:
+                   counters: _Counters, lock: FetchLock) -> FileResult:
         dest = Path(task.dest)
         ignore_final = False  # set once the final file failed verification: replace it
         while True:
             action = decide(local, RemoteFacts(task.size))
+            if not lock.held and action.kind in (Kind.FINISH_VERIFY, Kind.FETCH, Kind.RESTART, Kind.RESUME):
+                # Temporaries are about to be written: only by the lock's holder. Files that
+                # are only hashed (adopted, verified) need no lock, which keeps reruns cheap.
+                self._lock(lock, dest)
+                # What was seen may have changed while another process held the lock (it may
+                # have finished the file): decide again from the disk as it is now.
+                local = self._local_state(task, row, ignore_final=ignore_final)
+                continue
             if action.kind in (Kind.VERIFY_DONE, Kind.ADOPT, Kind.SKIP_DONE):
                 digest, size = hash_file(dest, self.chunk_size)
                 sha = digest.hexdigest()
