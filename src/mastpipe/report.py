@@ -78,13 +78,7 @@ def format_plan(products: Table, observations: Table, outlook: RetrieveOutlook |
         head = (f"{len(observations)} observations, {outlook.files} files ({human_bytes(kept)}): "
                 f"{outlook.to_fetch} to fetch ({human_bytes(outlook.bytes_to_fetch)}), "
                 f"{outlook.present} already present")
-        notes = []
-        if outlook.partial:
-            notes.append(f"{outlook.partial} resumed where an earlier run stopped")
-        if outlook.failed:
-            notes.append(f"{outlook.failed} failed before")
-        if outlook.blocked:
-            notes.append(f"{outlook.blocked} would fail: another file is in the way (overwrite: never)")
+        notes = _outlook_notes(outlook, "resumed where an earlier run stopped")
         lines = [head + "".join(f"; {note}" for note in notes)]
     if rows:
         header = ("collection", "instrument", "product", "files", "bytes")
@@ -149,14 +143,22 @@ def format_retrieve_status(outlook: RetrieveOutlook | None, filter_stale: bool) 
     else:
         state = "partial" if outlook.present or outlook.partial else "missing"
     counts = [f"{outlook.present} of {outlook.files} files present",
-              f"{outlook.to_fetch} to fetch ({human_bytes(outlook.bytes_to_fetch)})"]
-    if outlook.partial:
-        counts.append(f"{outlook.partial} partly downloaded, to resume")
-    if outlook.failed:
-        counts.append(f"{outlook.failed} failed before")
-    if outlook.blocked:
-        counts.append(f"{outlook.blocked} blocked by another file (overwrite: never)")
+              f"{outlook.to_fetch} to fetch ({human_bytes(outlook.bytes_to_fetch)})",
+              *_outlook_notes(outlook, "partly downloaded, to resume")]
     return f"  {'retrieve':<9} {state:<8} {f'{outlook.files} files':<12} ({', '.join(counts)}{stale})"
+
+
+def _outlook_notes(outlook: RetrieveOutlook, partial: str) -> list[str]:
+    """The counts of a retrieve outlook worth a mention, for ``plan`` and ``status`` alike."""
+    notes = []
+    if outlook.partial:
+        notes.append(f"{outlook.partial} {partial}")
+    if outlook.failed:
+        notes.append(f"{outlook.failed} failed before")
+    if outlook.blocked:
+        notes.append(f"{outlook.blocked} would fail without a request (another file in the way with "
+                     "overwrite: never, or an unsafe product name)")
+    return notes
 
 
 def format_lock(holder: LockHolder | None) -> str | None:
