@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -41,6 +40,7 @@ import urllib3
 
 from mastpipe.auth import redact, require_cookie_safe
 from mastpipe.errors import IntegrityError, TransferError, UsageError
+from mastpipe.files import Event, FileResult, FileTask, Plan
 from mastpipe.ledger import DONE, Ledger, LedgerRow
 from mastpipe.paths import check_collisions, check_free_space
 from mastpipe.resume import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts, Verdict,
@@ -87,119 +87,6 @@ SYNC_EVERY = 64 << 20  # flush large files as they grow (see Transfer._stream)
 PROGRESS_CEILING = 10
 MAX_REDIRECTS = 10
 _REDIRECTS = {301, 302, 303, 307, 308}
-
-# ---------------------------------------------------------------------------------------------
-# Public data types
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileTask:
-    """One file to fetch.
-
-    Parameters
-    ----------
-    key : str
-        The product's ``dataURI``: identifies the file in the ledger and in results.
-    url : str
-        Where to download it from.
-    dest : pathlib.Path
-        Final path (already checked by :mod:`mastpipe.paths`).
-    size : int or None
-        Expected size from the product list, or None when unknown.
-    protected : bool
-        Exclusive-access product (``dataRights == "EXCLUSIVE_ACCESS"``); only used to explain a
-        401/403.
-    sha256 : str or None
-        Expected sha256 when known (MAST does not publish one; tests and mirrors may).
-    """
-
-    key: str
-    url: str
-    dest: Path
-    size: int | None = None
-    protected: bool = False
-    sha256: str | None = None
-
-
-Status = Literal["fetched", "skipped", "failed"]
-
-
-@dataclass(frozen=True)
-class FileResult:
-    """What happened to one :class:`FileTask`.
-
-    Attributes
-    ----------
-    key, dest
-        As in the task.
-    status : {"fetched", "skipped", "failed"}
-        ``skipped`` means no download was needed (done before, or adopted).
-    size : int or None
-        Bytes on disk under ``dest`` when the file is complete.
-    sha256 : str or None
-        Hex digest of the complete file.
-    attempts : int
-        Download attempts this run (redirects not counted).
-    http_requests : int
-        HTTP requests sent this run for this file (redirect hops counted).
-    error : str or None
-        Why it failed; names the product; never contains the token.
-    """
-
-    key: str
-    dest: Path
-    status: Status
-    size: int | None = None
-    sha256: str | None = None
-    attempts: int = 0
-    http_requests: int = 0
-    error: str | None = None
-
-
-@dataclass
-class Plan:
-    """What :meth:`Transfer.plan` decided before any request.
-
-    Attributes
-    ----------
-    tasks : list of FileTask
-        The tasks, one per key, in the order first given.
-    done : dict
-        key -> :class:`FileResult` (``skipped``) for files needing no request at all.
-    pending : list of tuple
-        ``(task, ledger row or None, LocalState)`` for every other file.
-    to_fetch : int
-        Bytes still to download, when sizes are known.
-    retry_budget : int
-        Retries allowed across the run.
-    """
-
-    tasks: list[FileTask]
-    done: dict[str, FileResult]
-    pending: list[tuple[FileTask, LedgerRow | None, LocalState]]
-    to_fetch: int
-    retry_budget: int
-
-
-@dataclass(frozen=True)
-class Event:
-    """A progress notification passed to ``Transfer(on_event=...)``, from worker threads.
-
-    ``kind`` is one of ``"plan"`` (once per run: ``total`` = files, ``nbytes`` = bytes still to
-    fetch when known, ``skipped`` = files needing nothing), ``"start"``, ``"bytes"`` (``nbytes``
-    just written), ``"retry"``, ``"restart"`` (the bytes this run wrote for ``key`` were thrown
-    away: the file starts again from zero), ``"done"``, ``"skipped"``, ``"failed"`` (``message``
-    says why).
-    """
-
-    kind: str
-    key: str = ""
-    nbytes: int = 0
-    total: int | None = None
-    message: str | None = None
-    skipped: int = 0
-
 
 def _host_key(url_or_host: str) -> str:
     """``host[:port]`` lower-cased, default ports dropped, for comparing token hosts."""

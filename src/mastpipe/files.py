@@ -1,0 +1,126 @@
+"""The vocabulary of a retrieve: the files to fetch, what became of them, the plan and the events.
+
+Shared by the transfer engine (:mod:`mastpipe.transfer`, which re-exports every name), the Dask
+executor (:mod:`mastpipe.distributed`), the retrieve stage and progress reporting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from mastpipe.ledger import LedgerRow
+    from mastpipe.resume import LocalState
+
+__all__ = ["Event", "FileResult", "FileTask", "Plan", "Status"]
+
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One file to fetch.
+
+    Parameters
+    ----------
+    key : str
+        The product's ``dataURI``: identifies the file in the ledger and in results.
+    url : str
+        Where to download it from.
+    dest : pathlib.Path
+        Final path (already checked by :mod:`mastpipe.paths`).
+    size : int or None
+        Expected size from the product list, or None when unknown.
+    protected : bool
+        Exclusive-access product (``dataRights == "EXCLUSIVE_ACCESS"``); only used to explain a
+        401/403.
+    sha256 : str or None
+        Expected sha256 when known (MAST does not publish one; tests and mirrors may).
+    """
+
+    key: str
+    url: str
+    dest: Path
+    size: int | None = None
+    protected: bool = False
+    sha256: str | None = None
+
+
+Status = Literal["fetched", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one :class:`FileTask`.
+
+    Attributes
+    ----------
+    key, dest
+        As in the task.
+    status : {"fetched", "skipped", "failed"}
+        ``skipped`` means no download was needed (done before, or adopted).
+    size : int or None
+        Bytes on disk under ``dest`` when the file is complete.
+    sha256 : str or None
+        Hex digest of the complete file.
+    attempts : int
+        Download attempts this run (redirects not counted).
+    http_requests : int
+        HTTP requests sent this run for this file (redirect hops counted).
+    error : str or None
+        Why it failed; names the product; never contains the token.
+    """
+
+    key: str
+    dest: Path
+    status: Status
+    size: int | None = None
+    sha256: str | None = None
+    attempts: int = 0
+    http_requests: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Plan:
+    """What :meth:`Transfer.plan` decided before any request.
+
+    Attributes
+    ----------
+    tasks : list of FileTask
+        The tasks, one per key, in the order first given.
+    done : dict
+        key -> :class:`FileResult` (``skipped``) for files needing no request at all.
+    pending : list of tuple
+        ``(task, ledger row or None, LocalState)`` for every other file.
+    to_fetch : int
+        Bytes still to download, when sizes are known.
+    retry_budget : int
+        Retries allowed across the run.
+    """
+
+    tasks: list[FileTask]
+    done: dict[str, FileResult]
+    pending: list[tuple[FileTask, LedgerRow | None, LocalState]]
+    to_fetch: int
+    retry_budget: int
+
+
+@dataclass(frozen=True)
+class Event:
+    """A progress notification passed to ``Transfer(on_event=...)``, from worker threads.
+
+    ``kind`` is one of ``"plan"`` (once per run: ``total`` = files, ``nbytes`` = bytes still to
+    fetch when known, ``skipped`` = files needing nothing), ``"start"``, ``"bytes"`` (``nbytes``
+    just written), ``"retry"``, ``"restart"`` (the bytes this run wrote for ``key`` were thrown
+    away: the file starts again from zero), ``"done"``, ``"skipped"``, ``"failed"`` (``message``
+    says why).
+    """
+
+    kind: str
+    key: str = ""
+    nbytes: int = 0
+    total: int | None = None
+    message: str | None = None
+    skipped: int = 0
