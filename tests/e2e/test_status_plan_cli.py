@@ -81,7 +81,8 @@ def test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock(wor
     data = workdir / "pipelines/data/jwst-1073/mastDownload"
     command = shutil.which("mastpipe")
     with Sandbox(seed=0) as sb:
-        sb.faults = Faults.parse("download.bandwidth=20000")  # ~1.7 s per file of ~33 KiB
+        # ~3.4 s per file of ~33 KiB: the run is surely still going after `status` has answered
+        sb.faults = Faults.parse("download.bandwidth=10000")
         argv = [command] if command else [sys.executable, "-c", "from mastpipe.cli import main; main()"]
         env = {k: v for k, v in os.environ.items() if k not in ("MASTPIPE_MAST_URL", "MAST_API_TOKEN")}
         proc = subprocess.Popen([*argv, "run", "-q", SEED, "--mast-url", sb.url], cwd=workdir, env=env,

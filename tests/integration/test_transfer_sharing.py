@@ -54,7 +54,8 @@ def test_a_second_run_does_not_sweep_away_a_temporary_being_written(sandbox, tmp
 def test_one_file_wanted_by_two_runs_at_once_is_written_by_one(sandbox, tmp_path: Path) -> None:
     row = sandbox.catalog.add_product("87600001", productFilename="both_cal.fits", size=300_000)
     task = task_for(sandbox, row, tmp_path)
-    sandbox.faults = Faults.parse("download.bandwidth=300000")
+    # About three seconds, so run B surely asks while run A still writes, even on a slow machine.
+    sandbox.faults = Faults.parse("download.bandwidth=100000")
     thread, out = _fetch_in_background(task, tmp_path / "stateA")
     with Ledger(tmp_path / "stateB") as ledger:
         [second] = Transfer(policy=FAST, ledger=ledger).run([task])
