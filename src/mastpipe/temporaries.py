@@ -201,7 +201,7 @@ def remove_stale_temporaries(directories: Iterable[Path | str], keep: Iterable[P
     holds the :class:`FetchLock` of (it is writing them now); return what was removed."""
     by_owner: dict[str, list[Path]] = {}
     for path in stale_temporaries(directories, keep):
-        by_owner.setdefault(str(_owner(path)), []).append(path)
+        by_owner.setdefault(os.path.join(path.parent, _owner_name(path.name) or ""), []).append(path)
     removed = []
     for owner, paths in by_owner.items():
         lock = FetchLock(Path(owner))
@@ -223,12 +223,13 @@ def remove_stale_temporaries(directories: Iterable[Path | str], keep: Iterable[P
 _SUFFIXES = (".part", ".part.json", ".part.json.tmp", ".part.lock")
 
 
-def _owner(path: Path) -> Path:
-    """The final path a temporary belongs to."""
-    for suffix in _SUFFIXES:
-        if path.name.endswith(suffix):
-            return path.with_name(path.name[1:-len(suffix)])
-    raise ValueError(f"not a mastpipe temporary: {path}")
+def _owner_name(name: str) -> str | None:
+    """The name of the file a temporary named ``name`` belongs to, or None if it is none of ours."""
+    if name.startswith("."):
+        for suffix in _SUFFIXES:
+            if name.endswith(suffix) and len(name) > len(suffix) + 1:
+                return name[1:-len(suffix)]
+    return None
 
 
 def stale_temporaries(directories: Iterable[Path | str], keep: Iterable[Path | str]) -> list[Path]:
@@ -257,13 +258,7 @@ def stale_temporaries(directories: Iterable[Path | str], keep: Iterable[Path | s
         except OSError:
             continue
         for entry in entries:
-            name = entry.name
-            if not name.startswith("."):
-                continue
-            for suffix in _SUFFIXES:
-                if name.endswith(suffix) and len(name) > len(suffix) + 1:
-                    owner = os.path.join(directory, name[1:-len(suffix)])
-                    if owner not in wanted:
-                        found.append(Path(directory, name))
-                    break
+            owner = _owner_name(entry.name)
+            if owner is not None and os.path.join(directory, owner) not in wanted:
+                found.append(Path(directory, entry.name))
     return found

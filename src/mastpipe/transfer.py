@@ -23,6 +23,7 @@ redacted from every error text this module produces.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.cookiejar
 import logging
@@ -351,7 +352,6 @@ class Transfer:
         if moved:
             log.info("moved %d file(s) already downloaded to their new paths (the layout or "
                      "destination changed)", moved)
-            rows = self.ledger.rows() if self.ledger else {}
         done: dict[str, FileResult] = {}
         pending: list[tuple[FileTask, LedgerRow | None, LocalState]] = []
         to_fetch = 0
@@ -458,20 +458,20 @@ class Transfer:
         """Files the ledger records as done at another path, still there with their recorded
         size, whose new path is free and whose old path no file of this run wants."""
         tasks = list(tasks)
+        elsewhere = [(task, row) for task in tasks
+                     if (row := rows.get(task.key)) is not None and row.status == DONE
+                     and row.dest != os.fspath(task.dest)]
+        if not elsewhere:  # the usual rerun: no set of every path to build
+            return []
         wanted = {os.fspath(t.dest) for t in tasks}
-        movable = []
-        for task in tasks:
-            row = rows.get(task.key)
-            if (row is None or row.status != DONE or row.dest == os.fspath(task.dest)
-                    or row.dest in wanted or size_of(task.dest) is not None):
-                continue
-            if row.size is not None and size_of(row.dest) == row.size and not os.path.islink(row.dest):
-                movable.append((task, row))
-        return movable
+        return [(task, row) for task, row in elsewhere
+                if row.dest not in wanted and size_of(task.dest) is None and row.size is not None
+                and size_of(row.dest) == row.size and not os.path.islink(row.dest)]
 
     def _relocate(self, tasks: Iterable[FileTask], rows: dict[str, LedgerRow]) -> int:
         """Move files done under an earlier layout or destination to their new paths, so a
-        changed ``retrieve.layout`` costs renames, not downloads. Returns how many moved."""
+        changed ``retrieve.layout`` costs renames, not downloads. Updates the ledger and
+        ``rows`` alike; returns how many moved."""
         if self.ledger is None:
             return 0
         moved = 0
@@ -486,6 +486,7 @@ class Transfer:
                 continue
             fsync_dir(dest.parent)
             self.ledger.mark_done(task.key, dest, row.size or 0, row.sha256 or "", 0, row.etag, row.last_modified)
+            rows[task.key] = dataclasses.replace(row, dest=os.fspath(dest))
             moved += 1
         return moved
 
@@ -740,7 +741,6 @@ class Transfer:
                     raise _Retry("temporary shorter than recorded", discard=True)
             if self._cancel.is_set():
                 raise _Fail("interrupted")
-            dest.parent.mkdir(parents=True, exist_ok=True)
             new_meta = PartMeta(size=total, etag=facts.etag, last_modified=facts.last_modified)
             write_meta(dest, new_meta)
             received = self._stream(task, response, start, digest)

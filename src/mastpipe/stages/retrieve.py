@@ -201,9 +201,12 @@ def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_u
                      executor or settings.executor, insecure)
 
 
-def _refused(protected: list[FileTask], token: str | None, mast_url: str, timeout: float,
-             insecure: bool, result: RetrieveResult) -> list[FileTask]:
-    """The exclusive-access files to skip: all of them when the token is missing or invalid."""
+def _locked_out(protected: list[FileTask], token: str | None, mast_url: str, timeout: float,
+                insecure: bool, result: RetrieveResult) -> list[FileTask]:
+    """The exclusive-access files to skip: all of them when the token is missing or invalid.
+
+    (Not :class:`Refused`: those are rows no path could be made for; these lack a token.)
+    """
     from ..auth import check_token
 
     if not protected:
@@ -241,10 +244,10 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retr
         protected = [t for t in tasks if t.protected]
         if protected:
             protected = Transfer(**common).unfinished(protected)
-        refused = _refused(protected, token, mast_url, timeout, insecure, result)
-        skipped = {t.key for t in refused}
+        locked_out = _locked_out(protected, token, mast_url, timeout, insecure, result)
+        skipped = {t.key for t in locked_out}
         fetchable = [t for t in tasks if t.key not in skipped]
-        common["token"] = token if protected and not refused else None
+        common["token"] = token if protected and not locked_out else None
         if executor is not None and executor.kind == "dask":
             from ..distributed import DaskTransfer  # the optional extra: imported only when chosen
 
@@ -254,7 +257,7 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retr
             engine = Transfer(workers=settings.in_flight, **common)
         results = engine.run(fetchable)
     by_key = {r.key: r for r in results}
-    for task in refused:
+    for task in locked_out:
         by_key[task.key] = FileResult(task.key, task.dest, "failed",
                                       error=f"exclusive-access product {task.key} needs a valid MAST token")
     result.results += [by_key[t.key] for t in tasks]
