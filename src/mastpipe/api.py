@@ -25,6 +25,7 @@ from mastpipe.errors import EXIT_OK, LockError, MastpipeError, UsageError, inter
 from mastpipe.report import (Snapshot, append_history, build_report, history_entry, iso_time, read_history,
                      render_markdown, snapshot)
 from mastpipe.runner import Pipeline, RunResult
+from mastpipe.stages.retrieve.settings import DownloadSettings
 from mastpipe.state import atomic_write_bytes, fingerprint
 
 if TYPE_CHECKING:
@@ -119,8 +120,10 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     from mastpipe.auth import discover_token
 
     env = dict(os.environ) if environ is None else environ
-    chosen = pipeline.recipe.retrieve.executor.override(executor, scheduler)  # a bad --scheduler fails before any stage
-    _require_dask(chosen.kind, until, pipeline.recipe.retrieve.mode)
+    # Built once, here: a bad --scheduler fails before any stage, and retrieve gets one object.
+    download = DownloadSettings.build(pipeline.recipe, pipeline.mast_url, verify=verify, executor=executor,
+                                      scheduler=scheduler, insecure=pipeline.insecure)
+    _require_dask(download.executor.kind if download.executor else "threads", until, pipeline.recipe.retrieve.mode)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     recipe_fp = fingerprint(pipeline.recipe.model_dump(mode="json"))
     started = time.time()
@@ -131,8 +134,7 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
         token = discover_token(env)
     try:
         result = pipeline.run(until=until, from_stage=from_stage,
-                              retrieve=lambda p, table: p.retrieve(table, verify=verify, token=token, on_event=on_event,
-                                                                   executor=executor, scheduler=scheduler),
+                              retrieve=lambda p, table: p.retrieve(table, download, token=token, on_event=on_event),
                               remember=("query", "filter") if completed_before else ())
     except LockError:
         raise

@@ -47,7 +47,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from mastpipe.stages.retrieve.engine import FileTask
+from mastpipe.stages.retrieve.files import FileTask
 
 __all__ = ["render_curl_script", "write_curl_script"]
 

@@ -18,13 +18,17 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; one run per destination is then the user's to ensure
     fcntl = None  # type: ignore[assignment]
 
-from mastpipe.stages.retrieve.decide import PartMeta
+from mastpipe.stages.retrieve.decide import LocalState, PartMeta
+
+if TYPE_CHECKING:
+    from mastpipe.stages.retrieve.ledger import LedgerRow
 
 
 def part_path(dest: Path) -> Path:
@@ -144,6 +148,30 @@ def size_of(path: Path | str) -> int | None:
         return os.stat(path).st_size
     except (FileNotFoundError, NotADirectoryError):  # a file where a directory should be
         return None
+
+
+def local_state(dest: Path | str, row: LedgerRow | None, *, verify: bool, overwrite: str,
+                ignore_final: bool = False) -> LocalState:
+    """What the disk and the ledger ``row`` say about the file ``dest``: the input of
+    :func:`~mastpipe.stages.retrieve.decide.decide`.
+
+    ``ignore_final`` treats the file under its final name as absent (it failed verification and
+    is to be replaced).
+    """
+    dest = os.fspath(dest)  # strings: pathlib costs more than the stat on a rerun
+    if row is not None and row.dest != dest:
+        row = None  # it speaks of a file at another path: judge this one afresh
+    head, name = os.path.split(dest)
+    part = size_of(os.path.join(head, f".{name}.part"))
+    return LocalState(
+        final_size=None if ignore_final else size_of(dest),
+        ledger_status=row.status if row else None,
+        ledger_size=row.size if row else None,
+        part_size=part,
+        part_meta=read_meta(Path(dest)) if part is not None else None,
+        verify=verify,
+        overwrite=overwrite,
+    )
 
 
 def read_meta(dest: Path) -> PartMeta | None:
