@@ -26,7 +26,8 @@ from mastpipe.report import (Snapshot, append_history, build_report, history_ent
                      render_markdown, snapshot)
 from mastpipe.runner import Pipeline, RunResult
 from mastpipe.stages.retrieve.settings import DownloadSettings
-from mastpipe.state import atomic_write_bytes, fingerprint
+from mastpipe.atomic import atomic_write_bytes
+from mastpipe.state import StateDir, fingerprint
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -153,9 +154,10 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     document = build_report(result, before, run_id=run_id, started=started, finished=time.time(),
                             exit_code=exit_code, recipe_path=str(pipeline.recipe_path), recipe_fingerprint=recipe_fp)
     text = json.dumps(document, indent=2) + "\n"
-    report_path = pipeline.state_dir / "reports" / f"{run_id}.json"
+    state = StateDir(pipeline.state_dir)
+    report_path = state.report(run_id)
     atomic_write_bytes(report_path, text.encode())
-    atomic_write_bytes(pipeline.state_dir / "last-report.json", text.encode())
+    atomic_write_bytes(state.last_report, text.encode())
     if report:
         atomic_write_bytes(Path(report), text.encode())
     markdown = render_markdown(document, pipeline.recipe.name)

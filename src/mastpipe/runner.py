@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection
 from mastpipe.errors import NotWritableError, UsageError
 from mastpipe.recipe.quantities import parse_duration
 from mastpipe.recipe.models import Recipe, effective_mast_url, load_recipe, recipe_dir
-from mastpipe.state import Checkpoints, RunLock, Sidecar, fingerprint, writable_problem
+from mastpipe.state import Checkpoints, RunLock, Sidecar, StateDir, fingerprint, writable_problem
 from mastpipe.stages import STAGES
 from mastpipe.stages.retrieve.outlook import RetrieveOutlook
 from mastpipe.stages.retrieve.settings import DownloadSettings
@@ -145,7 +145,9 @@ class Pipeline:
         # What identifies the server in fingerprints: its URL, unless the caller knows better
         # (the built-in sandbox gets a new port every time but always serves the same catalogue).
         self.server_id = server_id or self.mast_url
-        self.checkpoints = Checkpoints(self.state_dir)
+        #: The files of the state directory, each named once.
+        self.state = StateDir(self.state_dir)
+        self.checkpoints = Checkpoints(self.state)
         self.insecure = insecure
         if insecure:
             from mastpipe.tls import warn_insecure
@@ -195,7 +197,7 @@ class Pipeline:
     def _previous_sections(self) -> dict[str, Any]:
         import json
 
-        path = self.state_dir / "sections.json"
+        path = self.state.sections
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
@@ -211,12 +213,12 @@ class Pipeline:
         keeps the URL it was made with."""
         import json
 
-        from mastpipe.state import atomic_write_bytes
+        from mastpipe.atomic import atomic_write_bytes
 
         previous = self._previous_sections()
         urls = {**previous.get(_URLS_KEY, {}), **dict.fromkeys(computed, self.mast_url)}
         sections = {**previous, **{stage: self.section(stage) for stage in ran}, _URLS_KEY: urls}
-        atomic_write_bytes(self.state_dir / "sections.json", json.dumps(sections, sort_keys=True, indent=1).encode())
+        atomic_write_bytes(self.state.sections, json.dumps(sections, sort_keys=True, indent=1).encode())
 
     def _forced(self, stage: str, from_stage: str | None, sidecar: Sidecar | None) -> list[str]:
         forced = []
@@ -322,7 +324,8 @@ class Pipeline:
         reports: list[StageReport] = []
         tables: dict[str, Table] = {}
         previous: dict[str, Table | None] = {}
-        with RunLock(self.state_dir):
+        with RunLock(self.state):
+            self.state.sweep()  # writes a killed run left half done
             if until == "retrieve" and retrieve is not None:
                 self.check_outputs()
             table: Table | None = None
@@ -391,8 +394,8 @@ class Pipeline:
         """
         import shutil
 
-        root = self.state_dir / "products.parts"
-        here = root / fp[:16]
+        root = self.state.parts
+        here = self.state.parts_for(fp)
         if root.is_dir():
             for child in root.iterdir():
                 if child != here:
@@ -403,12 +406,12 @@ class Pipeline:
         """Where the products stage keeps finished batches for the current query checkpoint."""
         sidecar = self.checkpoints.sidecar("query")
         fp = fingerprint("products", self.section("products"), sidecar.digest if sidecar else "")
-        return self.state_dir / "products.parts" / fp[:16]
+        return self.state.parts_for(fp)
 
     def _clear_parts(self) -> None:
         import shutil
 
-        shutil.rmtree(self.state_dir / "products.parts", ignore_errors=True)
+        shutil.rmtree(self.state.parts, ignore_errors=True)
 
     def retrieve_outlook(self, table: Table) -> RetrieveOutlook:
         """What the retrieve stage would do with ``table`` (a filter result), without doing it:

@@ -38,7 +38,7 @@ from mastpipe.stages.retrieve.settings import CHUNK, DownloadSettings, settings_
 from mastpipe.stages.retrieve.temporaries import (meta_path, part_path, remove_stale_temporaries,
                                                   size_of, stale_temporaries)
 from mastpipe.errors import UsageError
-from mastpipe.state import fsync_dir
+from mastpipe.atomic import fsync_dir
 from mastpipe.tls import check_ca_bundle
 
 # The vocabulary is re-exported for callers that import it from here (files, decide and

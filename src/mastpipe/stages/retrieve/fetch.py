@@ -40,7 +40,7 @@ from mastpipe.stages.retrieve.ledger import Ledger, LedgerRow
 from mastpipe.stages.retrieve.settings import DownloadSettings
 from mastpipe.stages.retrieve.temporaries import (FetchLock, discard, hash_file, local_state, make_parents,
                                                   meta_path, part_path, remove_empty, size_of, write_meta)
-from mastpipe.state import fsync_dir
+from mastpipe.atomic import fsync_dir
 from mastpipe.tls import FIX, certificate_error, describe
 
 __all__ = ["Budget", "Dirs", "FileFetcher", "HASH_QUEUE", "PROGRESS_CEILING", "SYNC_EVERY"]

@@ -100,7 +100,8 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
         When the ledger cannot be read.
     """
     from mastpipe.errors import LedgerError
-    from mastpipe.stages.retrieve.ledger import FAILED, FILENAME, Ledger, LedgerRow
+    from mastpipe.stages.retrieve.ledger import FAILED, Ledger, LedgerRow
+    from mastpipe.state import StateDir
     from mastpipe.stages.retrieve.decide import Kind
     from mastpipe.stages.retrieve.stage import plan_files
     from mastpipe.stages.retrieve.engine import Transfer
@@ -112,7 +113,7 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
     outlook = RetrieveOutlook(section.mode, len(tasks) + len(refused), blocked=len(refused))
     if section.mode != "download":
         return outlook
-    path = state_dir / FILENAME
+    path = StateDir(state_dir).ledger
     outlook.ledger = path.is_file()
     rows: dict[str, LedgerRow] = {}
     if outlook.ledger:  # Ledger() would create a missing one

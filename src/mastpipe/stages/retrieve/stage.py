@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable, Sequence
@@ -25,7 +24,8 @@ from mastpipe.stages.retrieve.paths import check_collisions, product_path
 from mastpipe.recipe.models import Retrieve
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.settings import DownloadSettings
-from mastpipe.state import atomic_write_bytes, decoded
+from mastpipe.atomic import atomic_path, atomic_write_bytes
+from mastpipe.state import StateDir, decoded
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -163,10 +163,8 @@ def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileRes
     table = Table(rows=[[r[c] for c in MANIFEST_COLUMNS] for r in rows], names=MANIFEST_COLUMNS,
                   dtype=[str, str, np.int64, str, str, str, str]) if rows else \
         Table(names=MANIFEST_COLUMNS, dtype=[str, str, np.int64, str, str, str, str])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    table.write(tmp, format="ascii.ecsv", overwrite=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
     atomic_write_bytes(json_twin(path), json.dumps(rows, indent=1).encode())
     return path
 
@@ -256,7 +254,7 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], download: Down
     from mastpipe.stages.retrieve.engine import Transfer
     from mastpipe.stages.retrieve.ledger import Ledger
 
-    with Ledger(state_dir / "ledger.sqlite") as ledger:
+    with Ledger(StateDir(state_dir).ledger) as ledger:
         # Only exclusive-access files still to fetch need the token: files already present are
         # neither refused for the lack of one nor the reason for a /whoami request.
         protected = [t for t in tasks if t.protected]
