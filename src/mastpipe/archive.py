@@ -38,6 +38,9 @@ T = TypeVar("T")
 _configure_lock = threading.Lock()
 
 
+__all__ = ["Archive", "TimedOut"]
+
+
 class _TimeoutAdapter(HTTPAdapter):
     """An HTTP adapter that applies a default timeout to requests sent without one, and turns
     certificate checks off when told to (here, because a session's ``verify`` loses to

@@ -263,13 +263,14 @@ def recipe_dir(path: str | os.PathLike[str]) -> Path:
 def effective_mast_url(recipe: Recipe, cli_url: str | None = None, environ: dict[str, str] | None = None) -> str:
     """MAST's URL with the documented precedence: command line, environment, recipe, default."""
     env = os.environ if environ is None else environ
-    for candidate, origin in ((cli_url, "--mast-url"), (env.get(MAST_URL_ENV), MAST_URL_ENV)):
+    for candidate, origin in ((cli_url, "{mast_url}"), (env.get(MAST_URL_ENV), MAST_URL_ENV)):
         if candidate:
             try:
                 return _check_url(candidate)
             except ValueError as exc:
-                from mastpipe.errors import UsageError
-                fix = f"unset {MAST_URL_ENV} or set it" if origin == MAST_URL_ENV else "pass"
-                raise UsageError(f"{origin}: {exc}", hint=f"{fix} a full URL such as {DEFAULT_MAST_URL} "
-                                 "or http://127.0.0.1:8000 for a local server") from None
+                from mastpipe.errors import UsageError, literal
+                fix = f"unset {MAST_URL_ENV} or set it" if origin == MAST_URL_ENV else "give"
+                raise UsageError(f"{origin}: {literal(exc)}",
+                                 hint=f"{fix} a full URL such as {DEFAULT_MAST_URL} "
+                                 "or http://127.0.0.1:8000 for a local server", parameters=["mast_url"]) from None
     return recipe.mast.url

@@ -233,25 +233,27 @@ class Executor(_Model):
         UsageError
             When the combination is invalid (``dask`` without any scheduler, ``threads`` with one).
         """
-        from mastpipe.errors import UsageError
+        from mastpipe.errors import UsageError, literal
 
         if kind is None and scheduler is None:
             return self
         kind = kind or ("dask" if scheduler else self.kind)
         if kind == "threads":
             if scheduler:
-                raise UsageError("--scheduler applies to --executor dask, not threads")
+                raise UsageError("{scheduler} applies to {executor} dask, not threads",
+                                 parameters=["scheduler", "executor"])
             return Executor()
         scheduler = scheduler or self.scheduler
         if scheduler is None:
-            raise UsageError("--executor dask needs --scheduler (an address such as tcp://host:8786, or local) "
-                             "when the recipe's retrieve.executor names none")
+            raise UsageError("{executor} dask needs {scheduler} (an address such as tcp://host:8786, or local) "
+                             "when the recipe's retrieve.executor names none", parameters=["executor", "scheduler"])
         workers = self.workers if scheduler == "local" else None
         try:
             return Executor(kind="dask", scheduler=scheduler, workers=workers)
         except ValidationError:
-            raise UsageError(f"--scheduler {scheduler!r} is not a Dask scheduler address",
-                             hint="give tcp://host:8786 (or tls://, ws://, wss://, ucx://), or local") from None
+            raise UsageError(f"{{scheduler}} {literal(repr(scheduler))} is not a Dask scheduler address",
+                             hint="give tcp://host:8786 (or tls://, ws://, wss://, ucx://), or local",
+                             parameters=["scheduler"]) from None
 
 
 class Retrieve(_Model):

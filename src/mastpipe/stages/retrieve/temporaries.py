@@ -31,6 +31,12 @@ from mastpipe.stages.retrieve.decide import LocalState, PartMeta
 if TYPE_CHECKING:
     from mastpipe.stages.retrieve.ledger import LedgerRow
 
+__all__ = [
+    "FetchLock", "discard", "hash_file", "local_state", "lock_path", "make_parents", "meta_path",
+    "part_path", "read_meta", "remove_empty", "remove_stale_temporaries", "size_of", "stale_temporaries",
+    "write_meta"
+]
+
 
 def part_path(dest: Path) -> Path:
     """The temporary beside ``dest``: ``.<name>.part``."""
