@@ -202,7 +202,8 @@ class Pipeline:
 
         path = self.state.sections
         try:
-            return json.loads(path.read_text())
+            sections: dict[str, Any] = json.loads(path.read_text())
+            return sections
         except (OSError, ValueError):
             return {}
 

@@ -293,7 +293,7 @@ def _write_fits_fast(tmp: Path, stored: Table) -> None:
         rows[name] = values
     with open(tmp, "wb") as handle:
         handle.write(header.replace(b"NAXIS2  =                    0", b"NAXIS2  = %20d" % len(stored), 1))
-        handle.write(memoryview(rows).cast("B"))
+        handle.write(memoryview(rows).cast("B"))  # type: ignore[arg-type]  # numpy's stubs lack Buffer
         handle.write(b"\0" * (-rows.nbytes % _FITS_BLOCK))
 
 

@@ -162,7 +162,7 @@ def _plain_ok(value: str) -> bool:
     if not value or value != value.strip():
         return False
     try:
-        return yaml.safe_load(f"k: {value}") == {"k": value} and yaml.safe_load(f"[{value}]") == [value]
+        return bool(yaml.safe_load(f"k: {value}") == {"k": value} and yaml.safe_load(f"[{value}]") == [value])
     except yaml.YAMLError:
         return False
 

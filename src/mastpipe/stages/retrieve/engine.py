@@ -250,10 +250,10 @@ class Transfer:
             rows = self.ledger.rows() if self.ledger else {}
         tasks = list(tasks)
         movable = {task.key for task, _ in self._movable(tasks, rows)}
-        decided = []
+        decided: list[tuple[FileTask, LedgerRow | None, Action]] = []
         for task in tasks:
             row = rows.get(task.key)
-            if task.key in movable:  # plan moves it, no request: as good as done
+            if row is not None and task.key in movable:  # plan moves it, no request: as good as done
                 decided.append((task, row, Action(Kind.SKIP_DONE, reason="moved from " + row.dest)))
                 continue
             decided.append((task, row, decide(self._fetcher.local_state(task, row), RemoteFacts(task.size))))
