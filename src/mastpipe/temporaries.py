@@ -13,6 +13,7 @@ finding temporaries that no longer belong to any wanted file. The engine that wr
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -25,6 +26,35 @@ except ImportError:  # Windows: no flock; one run per destination is then the us
     fcntl = None  # type: ignore[assignment]
 
 from mastpipe.resume import PartMeta
+
+
+#: errno values meaning the disk did not take the bytes: no space, quota exceeded, I/O error.
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> int:
+    """Write every byte of ``data`` at ``fd``'s offset, or raise; return ``len(data)``.
+
+    ``os.write`` may write fewer bytes than asked without raising (a nearly full filesystem
+    takes what fits, then fails the *next* write with ENOSPC). Ignoring that count is how a
+    short file with the hash of the complete body ends up under its final name, so every
+    write of a download goes through here: it loops until the block is on disk and raises
+    ``OSError(ENOSPC)`` when the kernel accepts nothing at all. On an error the file holds
+    an exact prefix of what was asked (the bytes written went where they belong), which is
+    what lets a download resume after it.
+
+    ``data`` may be any contiguous buffer (a ``memoryview`` of a reused ``bytearray``
+    included); it is not copied.
+    """
+    view = memoryview(data).cast("B")
+    total = len(view)
+    done = 0
+    while done < total:
+        written = os.write(fd, view[done:])
+        if written <= 0:  # POSIX allows 0 for a full device instead of ENOSPC
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done += written
+    return total
 
 
 def part_path(dest: Path) -> Path:

@@ -24,6 +24,7 @@ redacted from every error text this module produces.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import http.cookiejar
 import logging
@@ -43,13 +44,13 @@ from mastpipe.auth import redact, require_cookie_safe
 from mastpipe.errors import IntegrityError, TransferError, UsageError
 from mastpipe.files import Event, FileResult, FileTask, Plan
 from mastpipe.ledger import DONE, Ledger, LedgerRow
-from mastpipe.paths import check_collisions, check_free_space
+from mastpipe.paths import check_collisions, check_free_space, describe_filesystem, free_bytes
 from mastpipe.resume import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts, Verdict,
                              decide, judge, parse_content_range)
 from mastpipe.state import fsync_dir
-from mastpipe.temporaries import (FetchLock, discard, hash_file, make_parents, meta_path, part_path,
-                                  read_meta, remove_empty, remove_stale_temporaries, size_of,
-                                  stale_temporaries, write_meta)
+from mastpipe.temporaries import (DISK_ERRORS, FetchLock, discard, hash_file, make_parents, meta_path,
+                                  part_path, read_meta, remove_empty, remove_stale_temporaries,
+                                  size_of, stale_temporaries, write_all, write_meta)
 from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
 from mastpipe.tls import FIX, certificate_error, check_ca_bundle, describe, request_options
 
@@ -142,6 +143,24 @@ class _Retry(Exception):
 
 class _Fail(Exception):
     """A failure that another attempt will not fix."""
+
+
+class _DiskFull(Exception):
+    """The disk refused bytes of the temporary (ENOSPC, EDQUOT, EIO): fail the file, keeping
+    its temporary (``keep``: an exact prefix, on disk) or not."""
+
+    def __init__(self, error: OSError, keep: bool, have: int | None = None) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error, self.keep, self.have = error, keep, have
+
+
+def _sync_quietly(fd: int) -> bool:
+    """fsync ``fd``; whether that worked."""
+    try:
+        os.fsync(fd)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -248,6 +267,7 @@ class Transfer:
         self._budget = _Budget(0)
         self._helpers: ThreadPoolExecutor | None = None  # set for the duration of run()
         self._made: set[Path] = set()  # directories this instance created
+        self._to_fetch = 0  # bytes the plan still had to fetch, less the files finished since
         self._dirs_lock = threading.Lock()
 
     def __repr__(self) -> str:  # never show the token, even in a debugger
@@ -371,6 +391,7 @@ class Transfer:
         self._remove_stale(unique.values(), keep=[task for task, _, _ in pending])
         if pending and self.check_space and to_fetch:
             check_free_space(Path(pending[0][0].dest).parent, to_fetch)
+        self._to_fetch = to_fetch
         self._emit(Event("plan", total=len(unique), nbytes=to_fetch, skipped=len(done)))
         for result in done.values():
             self._emit(Event("skipped", result.key, total=result.size))
@@ -619,6 +640,14 @@ class Transfer:
                 try:
                     meta, sha, size = self._attempt(task, action, local.part_meta, counters)
                     return self._finish(task, counters, meta, sha, size)
+                except _DiskFull as exc:
+                    if not exc.keep:
+                        self._discard(task)
+                    raise _Fail(self._disk_message(task, exc)) from None
+                except OSError as exc:  # writing the metadata, renaming: nothing half-written
+                    if exc.errno not in DISK_ERRORS:
+                        raise
+                    raise _Fail(self._disk_message(task, _DiskFull(exc, keep=True))) from None
                 except _Retry as exc:
                     if exc.discard:
                         self._discard(task)
@@ -632,6 +661,30 @@ class Transfer:
                     counters.stalled += 1
                     self._wait_before_retry(task, counters, _Retry(str(exc)))
             local = self._local_state(task, row, ignore_final=ignore_final)
+
+    def _disk_message(self, task: FileTask, full: _DiskFull) -> str:
+        """Why a file failed on a disk error: the filesystem, what is free, what the rest needs,
+        and what became of its temporary."""
+        from mastpipe.progress import format_bytes  # progress imports this module
+
+        dest = Path(task.dest)
+        code = full.error.errno
+        what = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded"}.get(
+            code, full.error.strerror or "I/O error")
+        try:
+            free = f"{format_bytes(free_bytes(dest.parent))} free"
+        except OSError:
+            free = "free space unknown"
+        needs = []
+        if task.size is not None:
+            needs.append(f"this file needs {format_bytes(task.size - (full.have or 0))} more")
+        if self._to_fetch:
+            needs.append(f"the files of this run still to fetch need about "
+                         f"{format_bytes(self._to_fetch)} in all")
+        kept = ("its temporary is kept: free some space and rerun to resume" if full.keep else
+                "its temporary was removed (after this error its bytes cannot be trusted)")
+        return (f"{what} on the filesystem {describe_filesystem(dest.parent)} while writing "
+                f"{dest}: {free}; {'; '.join(needs + [kept])}")
 
     def _discard(self, task: FileTask) -> None:
         """Delete the temporary of ``task``; a ``restart`` event tells progress its bytes are gone."""
@@ -751,7 +804,8 @@ class Transfer:
     def _stream(self, task: FileTask, response: requests.Response, start: int,
                 digest: hashlib._Hash) -> int:
         """Write the body at ``start`` in the temporary, hashing as it goes; fsync; return the
-        bytes received. A connection lost mid-body raises _Retry and keeps what arrived."""
+        bytes received. A connection lost mid-body raises _Retry and keeps what arrived; a disk
+        that refuses bytes raises _DiskFull."""
         part = part_path(Path(task.dest))
         flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)  # no symlinked temporary
         fd = os.open(part, flags | (0 if start else os.O_TRUNC), 0o644)
@@ -763,14 +817,15 @@ class Transfer:
         hasher = _BackgroundHasher(digest)
         syncing: Future[None] | None = None
         unsynced = 0
-        with os.fdopen(fd, "wb", buffering=0) as handle:
-            handle.truncate(start)  # drop any bytes past the splice point: never overlap
-            handle.seek(start)
-            # read1 returns whatever has arrived (up to a chunk): with read(), a connection lost
-            # mid-chunk would throw away the bytes of that chunk instead of keeping them for
-            # the resume. decode_content=False: the body is stored exactly as sent.
-            read = response.raw.read1
+        syncing_now = False  # an error while syncing leaves no byte of the temporary trusted
+        try:
             try:
+                os.ftruncate(fd, start)  # drop any bytes past the splice point: never overlap
+                os.lseek(fd, start, os.SEEK_SET)
+                # read1 returns whatever has arrived (up to a chunk): with read(), a connection
+                # lost mid-chunk would throw away the bytes of that chunk instead of keeping
+                # them for the resume. decode_content=False: the body is stored exactly as sent.
+                read = response.raw.read1
                 while True:
                     try:
                         block = read(self.chunk_size, decode_content=False)
@@ -782,8 +837,10 @@ class Transfer:
                         break
                     if self._cancel.is_set():
                         raise _Fail(f"interrupted after {start + received} bytes")
+                    # Written whole (or raising) before it is hashed or counted: the hash and
+                    # the size describe exactly the bytes on disk.
+                    write_all(fd, block)
                     hasher.update(block)
-                    handle.write(block)
                     received += len(block)
                     unsynced += len(block)
                     if unsynced >= SYNC_EVERY and (syncing is None or syncing.done()):
@@ -791,9 +848,26 @@ class Transfer:
                     self._emit(Event("bytes", task.key, nbytes=len(block)))
             finally:
                 hasher.close()
+                syncing_now = True
                 if syncing is not None:
                     syncing.result()
-                os.fsync(handle.fileno())
+            os.fsync(fd)
+            on_disk = os.fstat(fd).st_size
+        except OSError as exc:
+            if exc.errno not in DISK_ERRORS:
+                raise
+            # After ENOSPC the file is an exact prefix: keep it for the resume, once it is on
+            # disk. After EIO, or any failed sync, the page cache may not match the disk.
+            keep = not syncing_now and exc.errno != errno.EIO and _sync_quietly(fd)
+            raise _DiskFull(exc, keep=keep, have=start + received) from None
+        except (_Retry, _Fail):
+            _sync_quietly(fd)  # the bytes kept for a resume must survive a crash
+            raise
+        finally:
+            os.close(fd)
+        if on_disk != start + received:  # written bytes that are not in the file
+            raise IntegrityError(f"product {task.key}: the temporary holds {on_disk} bytes on "
+                                 f"disk, {start + received} were written")
         return received
 
     def _finish(self, task: FileTask, counters: _Counters, meta: PartMeta | None,
@@ -809,6 +883,10 @@ class Transfer:
         if task.sha256 is not None and sha != task.sha256.lower():
             raise IntegrityError(f"product {task.key}: sha256 mismatch: expected {task.sha256}, "
                                  f"got {sha}")
+        on_disk = size_of(part_path(dest))
+        if on_disk != size:  # the last look before the name is published
+            raise IntegrityError(f"product {task.key}: the temporary holds {on_disk} bytes on "
+                                 f"disk, {size} were verified")
         os.replace(part_path(dest), dest)
         fsync_dir(dest.parent)
         try:
@@ -818,6 +896,8 @@ class Transfer:
         if self.ledger is not None:
             self.ledger.mark_done(task.key, dest, size, sha, counters.attempts,
                                   meta.etag if meta else None, meta.last_modified if meta else None)
+        with self._dirs_lock:
+            self._to_fetch = max(self._to_fetch - size, 0)
         self._emit(Event("done", task.key, total=size))
         return FileResult(task.key, dest, "fetched", size=size, sha256=sha,
                           attempts=counters.attempts, http_requests=counters.requests)
