@@ -21,9 +21,9 @@ import pytest
 from _transfer_support import FAST, downloads, task_for
 
 import mastpipe
-from mastpipe.ledger import DONE, Ledger
+from mastpipe.stages.retrieve.ledger import DONE, Ledger
 from mastpipe.sandbox import Sandbox
-from mastpipe.transfer import Event, FileTask, Transfer, part_path
+from mastpipe.stages.retrieve.engine import Event, FileTask, Transfer, part_path
 
 
 @pytest.fixture

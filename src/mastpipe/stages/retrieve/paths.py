@@ -307,7 +307,7 @@ def check_free_space(dest: Path | str, bytes_needed: int, *, margin: int = 64 * 
     TransferError
         When ``free < bytes_needed + margin``; the message states the margin.
     """
-    from mastpipe.progress import format_bytes  # progress imports the engine, which imports this
+    from mastpipe.stages.retrieve.progress import format_bytes  # progress imports the engine, which imports this
 
     probe = _existing(dest)
     free = shutil.disk_usage(probe).free
