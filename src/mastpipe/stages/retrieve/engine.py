@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -42,6 +43,7 @@ import urllib3
 
 from mastpipe.auth import redact, require_cookie_safe
 from mastpipe.errors import IntegrityError, TransferError, UsageError
+from mastpipe.stages.retrieve.checksum import FitsChecksum, is_fits_name
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask, Plan
 from mastpipe.stages.retrieve.ledger import DONE, Ledger, LedgerRow
 from mastpipe.stages.retrieve.paths import check_collisions, check_free_space, describe_filesystem, free_bytes
@@ -112,16 +114,21 @@ def _host_key(url_or_host: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-class _BackgroundHasher:
-    """Feed a digest from a thread of its own, at most HASH_QUEUE blocks behind the caller."""
+class _Sink(Protocol):
+    def update(self, block: bytes, /) -> None: ...
 
-    def __init__(self, digest: hashlib._Hash) -> None:
+
+class _BackgroundHasher:
+    """Feed a digest (or any ``update``-able check) from a thread of its own, at most
+    HASH_QUEUE blocks behind the caller."""
+
+    def __init__(self, digest: _Sink) -> None:
         self._queue: queue.Queue[bytes | None] = queue.Queue(HASH_QUEUE)
         self._thread = threading.Thread(target=self._run, args=(digest,), daemon=True,
                                         name="mastpipe-sha256")
         self._thread.start()
 
-    def _run(self, digest: hashlib._Hash) -> None:
+    def _run(self, digest: _Sink) -> None:
         while (block := self._queue.get()) is not None:
             digest.update(block)
 
@@ -153,6 +160,26 @@ class _DiskFull(Exception):
     def __init__(self, error: OSError, keep: bool, have: int | None = None) -> None:
         super().__init__(error.strerror or str(error))
         self.error, self.keep, self.have = error, keep, have
+
+
+def _fits_check(dest: Path) -> FitsChecksum | None:
+    """A FITS checksum check for ``dest`` when it is a FITS file, else None."""
+    return FitsChecksum() if is_fits_name(dest.name) else None
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """``path``'s stat, recorded with a done file so a rerun notices a change."""
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _validators(row: LedgerRow | None, action: Action) -> tuple[str | None, str | None]:
+    """ETag and Last-Modified to keep when a done file is recorded again without a request."""
+    if row is not None and action.kind is not Kind.ADOPT:
+        return row.etag, row.last_modified
+    return None, None
 
 
 def _sync_quietly(fd: int) -> bool:
@@ -382,7 +409,8 @@ class Transfer:
             action = decide(local, RemoteFacts(task.size))
             if action.kind is Kind.SKIP_DONE:
                 done[task.key] = FileResult(task.key, task.dest, "skipped",
-                                            size=local.final_size, sha256=row.sha256 if row else None)
+                                            size=local.final_size, sha256=row.sha256 if row else None,
+                                            checksum=row.checksum if row else None)
             else:
                 pending.append((task, row, local))
                 if task.size is not None and action.kind in (Kind.FETCH, Kind.RESTART, Kind.RESUME):
@@ -608,24 +636,32 @@ class Transfer:
                 local = self._local_state(task, row, ignore_final=ignore_final)
                 continue
             if action.kind in (Kind.VERIFY_DONE, Kind.ADOPT, Kind.SKIP_DONE):
-                digest, size = hash_file(dest, self.chunk_size)
+                fits = _fits_check(dest)
+                digest, size = hash_file(dest, self.chunk_size, also=fits)
                 sha = digest.hexdigest()
                 wanted = row.sha256 if action.kind is Kind.VERIFY_DONE and row else task.sha256
-                if wanted is None or sha == wanted.lower():
-                    if self.ledger is not None and action.kind is not Kind.VERIFY_DONE:
-                        self.ledger.mark_done(task.key, dest, size, sha, 0)
+                try:
+                    checksum, damaged = (fits.result() if fits is not None else None), None
+                except ValueError as exc:  # the file's own checksums say it is damaged
+                    checksum, damaged = None, str(exc)
+                if damaged is None and (wanted is None or sha == wanted.lower()):
+                    if self.ledger is not None:
+                        self.ledger.mark_done(task.key, dest, size, sha, 0, *_validators(row, action),
+                                              checksum=checksum, stat=_stat(dest))
                     self._emit(Event("skipped", task.key, total=size))
                     return FileResult(task.key, dest, "skipped", size=size, sha256=sha,
-                                      attempts=counters.attempts, http_requests=counters.requests)
-                log.warning("%s: %s has sha256 %s, expected %s: fetching it again",
-                            task.key, dest, sha, wanted)
+                                      attempts=counters.attempts, http_requests=counters.requests,
+                                      checksum=checksum)
+                log.warning("%s: %s: %s: fetching it again", task.key, dest,
+                            damaged or f"sha256 {sha}, expected {wanted}")
                 ignore_final = True
             elif action.kind is Kind.KEEP_FOREIGN:
                 raise _Fail(f"{action.reason}: {dest}")
             elif action.kind is Kind.FINISH_VERIFY:
-                digest, size = hash_file(part_path(dest), self.chunk_size)
+                fits = _fits_check(dest)
+                digest, size = hash_file(part_path(dest), self.chunk_size, also=fits)
                 try:
-                    return self._finish(task, counters, local.part_meta, digest.hexdigest(), size)
+                    return self._finish(task, counters, local.part_meta, digest.hexdigest(), size, fits)
                 except IntegrityError as exc:
                     log.warning("%s", self._clean(str(exc)))
                     self._discard(task)
@@ -639,8 +675,8 @@ class Transfer:
                 counters.attempts += 1
                 kept = action.offset if action.kind is Kind.RESUME else 0
                 try:
-                    meta, sha, size = self._attempt(task, action, local.part_meta, counters)
-                    return self._finish(task, counters, meta, sha, size)
+                    meta, sha, size, fits = self._attempt(task, action, local.part_meta, counters)
+                    return self._finish(task, counters, meta, sha, size, fits)
                 except _DiskFull as exc:
                     if not exc.keep:
                         self._discard(task)
@@ -743,9 +779,9 @@ class Transfer:
         raise _Fail(f"more than {MAX_REDIRECTS} redirects")
 
     def _attempt(self, task: FileTask, action: Action, meta: PartMeta | None,
-                 counters: _Counters) -> tuple[PartMeta, str, int]:
-        """One GET into the temporary; returns (its metadata, sha256, size) or raises
-        _Retry / _Fail / IntegrityError."""
+                 counters: _Counters) -> tuple[PartMeta, str, int, FitsChecksum | None]:
+        """One GET into the temporary; returns (its metadata, sha256, size, FITS checksum
+        check) or raises _Retry / _Fail / IntegrityError."""
         dest = Path(task.dest)
         offset = action.offset if action.kind is Kind.RESUME else 0
         # identity: a gzipped body would not match Content-Length or the product size
@@ -789,21 +825,22 @@ class Transfer:
                 log.info("%s: %s", task.key, why)
                 self._emit(Event("restart", task.key))  # the kept bytes are about to be overwritten
             digest = hashlib.sha256()
+            fits = _fits_check(dest)
             if start:  # the kept bytes are part of the file's hash: read them first
-                digest, have = hash_file(part_path(dest), self.chunk_size, limit=start)
+                digest, have = hash_file(part_path(dest), self.chunk_size, limit=start, also=fits)
                 if have != start:
                     raise _Retry("temporary shorter than recorded", discard=True)
             if self._cancel.is_set():
                 raise _Fail("interrupted")
             new_meta = PartMeta(size=total, etag=facts.etag, last_modified=facts.last_modified)
             write_meta(dest, new_meta)
-            received = self._stream(task, response, start, digest)
+            received = self._stream(task, response, start, digest, fits)
         if facts.content_length is not None and received < facts.content_length:
             raise _Retry(f"body cut short: {received} of {facts.content_length} bytes")
-        return new_meta, digest.hexdigest(), start + received
+        return new_meta, digest.hexdigest(), start + received, fits
 
     def _stream(self, task: FileTask, response: requests.Response, start: int,
-                digest: hashlib._Hash) -> int:
+                digest: hashlib._Hash, fits: FitsChecksum | None = None) -> int:
         """Write the body at ``start`` in the temporary, hashing as it goes; fsync; return the
         bytes received. A connection lost mid-body raises _Retry and keeps what arrived; a disk
         that refuses bytes raises _DiskFull."""
@@ -816,6 +853,8 @@ class Transfer:
         # flushes every SYNC_EVERY bytes, so dirty pages never pile up (the kernel throttles
         # writers that let them) and the final fsync has little left to do.
         hasher = _BackgroundHasher(digest)
+        # The FITS checksum on a thread of its own too (numpy's sum releases the GIL as well).
+        summer = _BackgroundHasher(fits) if fits is not None else None
         syncing: Future[None] | None = None
         unsynced = 0
         syncing_now = False  # an error while syncing leaves no byte of the temporary trusted
@@ -842,6 +881,8 @@ class Transfer:
                     # the size describe exactly the bytes on disk.
                     write_all(fd, block)
                     hasher.update(block)
+                    if summer is not None:
+                        summer.update(block)
                     received += len(block)
                     unsynced += len(block)
                     if unsynced >= SYNC_EVERY and (syncing is None or syncing.done()):
@@ -849,6 +890,8 @@ class Transfer:
                     self._emit(Event("bytes", task.key, nbytes=len(block)))
             finally:
                 hasher.close()
+                if summer is not None:
+                    summer.close()
                 syncing_now = True
                 if syncing is not None:
                     syncing.result()
@@ -872,8 +915,9 @@ class Transfer:
         return received
 
     def _finish(self, task: FileTask, counters: _Counters, meta: PartMeta | None,
-                sha: str, size: int) -> FileResult:
-        """Verify the complete temporary, rename it to its final name, record it."""
+                sha: str, size: int, fits: FitsChecksum | None = None) -> FileResult:
+        """Verify the complete temporary (size, sha256 when known, the FITS file's own
+        checksums when it has them), rename it to its final name, record it."""
         dest = Path(task.dest)
         expected = task.size if task.size is not None else (meta.size if meta else None)
         if expected is not None and size < expected:
@@ -884,6 +928,10 @@ class Transfer:
         if task.sha256 is not None and sha != task.sha256.lower():
             raise IntegrityError(f"product {task.key}: sha256 mismatch: expected {task.sha256}, "
                                  f"got {sha}")
+        try:
+            checksum = fits.result() if fits is not None else None
+        except ValueError as exc:  # bytes changed in flight, the length kept
+            raise IntegrityError(f"product {task.key}: {exc} (a corrupt transfer)") from None
         on_disk = size_of(part_path(dest))
         if on_disk != size:  # the last look before the name is published
             raise IntegrityError(f"product {task.key}: the temporary holds {on_disk} bytes on "
@@ -894,11 +942,13 @@ class Transfer:
             meta_path(dest).unlink()
         except FileNotFoundError:
             pass
-        if self.ledger is not None:
+        if self.ledger is not None:  # only now: renamed and the rename durable
             self.ledger.mark_done(task.key, dest, size, sha, counters.attempts,
-                                  meta.etag if meta else None, meta.last_modified if meta else None)
+                                  meta.etag if meta else None, meta.last_modified if meta else None,
+                                  checksum=checksum, stat=_stat(dest))
         with self._dirs_lock:
             self._to_fetch = max(self._to_fetch - size, 0)
         self._emit(Event("done", task.key, total=size))
         return FileResult(task.key, dest, "fetched", size=size, sha256=sha,
-                          attempts=counters.attempts, http_requests=counters.requests)
+                          attempts=counters.attempts, http_requests=counters.requests,
+                          checksum=checksum)

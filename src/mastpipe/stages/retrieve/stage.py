@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 EXCLUSIVE = "EXCLUSIVE_ACCESS"
-MANIFEST_COLUMNS = ("dataURI", "path", "size", "sha256", "status", "message", "url")
+MANIFEST_COLUMNS = ("dataURI", "path", "size", "sha256", "checksum", "status", "message", "url")
 
 
 def _text(value: Any) -> Any:
@@ -135,20 +135,22 @@ def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileRes
     from astropy.table import Table
 
     rows = [{"dataURI": r.key, "path": "", "size": r.size if r.size is not None else -1, "sha256": "",
-             "status": "failed", "message": r.reason, "url": r.url} for r in refused]
+             "checksum": "", "status": "failed", "message": r.reason, "url": r.url} for r in refused]
     for task in tasks:
         result = (results or {}).get(task.key)
         rows.append({
             "dataURI": task.key, "path": str(task.dest),
             "size": (result.size if result and result.size is not None else task.size) or -1,
             "sha256": (result.sha256 if result else None) or "",
+            # verified: the FITS file's own CHECKSUM/DATASUM matched its bytes; none: it has none
+            "checksum": (result.checksum if result else None) or "",
             "status": result.status if result else "listed",
             "message": (result.error if result else None) or "",
             "url": task.url,
         })
     table = Table(rows=[[r[c] for c in MANIFEST_COLUMNS] for r in rows], names=MANIFEST_COLUMNS,
-                  dtype=[str, str, np.int64, str, str, str, str]) if rows else \
-        Table(names=MANIFEST_COLUMNS, dtype=[str, str, np.int64, str, str, str, str])
+                  dtype=[str, str, np.int64, str, str, str, str, str]) if rows else \
+        Table(names=MANIFEST_COLUMNS, dtype=[str, str, np.int64, str, str, str, str, str])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     table.write(tmp, format="ascii.ecsv", overwrite=True)

@@ -19,6 +19,7 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 try:
     import fcntl
@@ -211,9 +212,11 @@ def discard(dest: Path) -> None:
             pass
 
 
-def hash_file(path: Path, chunk: int, limit: int | None = None) -> tuple[hashlib._Hash, int]:
+def hash_file(path: Path, chunk: int, limit: int | None = None,
+              also: Any = None) -> tuple[hashlib._Hash, int]:
     """sha256 of the first ``limit`` bytes (all when None), read ``chunk`` bytes at a time, and
-    how many were read."""
+    how many were read. ``also`` (anything with ``update``, such as a FITS checksum check) is
+    fed the same bytes."""
     digest, count = hashlib.sha256(), 0
     with open(path, "rb", buffering=0) as handle:
         while limit is None or count < limit:
@@ -222,6 +225,8 @@ def hash_file(path: Path, chunk: int, limit: int | None = None) -> tuple[hashlib
             if not block:
                 break
             digest.update(block)
+            if also is not None:
+                also.update(block)
             count += len(block)
     return digest, count
 
