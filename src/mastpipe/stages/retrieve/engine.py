@@ -167,11 +167,11 @@ def _fits_check(dest: Path) -> FitsChecksum | None:
     return FitsChecksum() if is_fits_name(dest.name) else None
 
 
-def _stat(path: Path) -> os.stat_result | None:
-    """``path``'s stat, recorded with a done file so a rerun notices a change."""
+def _stat(path: Path | str) -> os.stat_result | None:
+    """``path``'s stat (None when absent), recorded with a done file so a rerun notices a change."""
     try:
         return os.stat(path)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):  # a file where a directory should be
         return None
 
 
@@ -535,7 +535,8 @@ class Transfer:
                          exc.strerror or exc)
                 continue
             fsync_dir(dest.parent)
-            self.ledger.mark_done(task.key, dest, row.size or 0, row.sha256 or "", 0, row.etag, row.last_modified)
+            self.ledger.mark_done(task.key, dest, row.size or 0, row.sha256 or "", 0, row.etag, row.last_modified,
+                                  row.checksum, _stat(dest))
             rows[task.key] = dataclasses.replace(row, dest=os.fspath(dest))
             moved += 1
         return moved
@@ -547,8 +548,14 @@ class Transfer:
             row = None  # it speaks of a file at another path: judge this one afresh
         head, name = os.path.split(dest)
         part = size_of(os.path.join(head, f".{name}.part"))
+        final = None if ignore_final else _stat(dest)
+        # A done file replaced or rewritten behind the ledger's back (same size or not) shows in
+        # its mtime or inode: re-hash it (no request) instead of trusting its size.
+        changed = (final is not None and row is not None and row.mtime_ns is not None
+                   and (final.st_mtime_ns, final.st_ino) != (row.mtime_ns, row.inode))
         return LocalState(
-            final_size=None if ignore_final else size_of(dest),
+            final_size=final.st_size if final is not None else None,
+            final_changed=changed,
             ledger_status=row.status if row else None,
             ledger_size=row.size if row else None,
             part_size=part,
@@ -652,8 +659,12 @@ class Transfer:
                     return FileResult(task.key, dest, "skipped", size=size, sha256=sha,
                                       attempts=counters.attempts, http_requests=counters.requests,
                                       checksum=checksum)
-                log.warning("%s: %s: %s: fetching it again", task.key, dest,
-                            damaged or f"sha256 {sha}, expected {wanted}")
+                why = damaged or f"sha256 {sha}, expected {wanted}"
+                if action.kind is Kind.VERIFY_DONE and not self.verify and self.overwrite == "never":
+                    raise _Fail(f"{dest} changed after it was downloaded ({why}); overwrite is "
+                                "'never', so it is left as it is: move it away (or set overwrite: "
+                                "changed) and rerun to fetch MAST's copy")
+                log.warning("%s: %s: %s: fetching it again", task.key, dest, why)
                 ignore_final = True
             elif action.kind is Kind.KEEP_FOREIGN:
                 raise _Fail(f"{action.reason}: {dest}")
