@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
+from mastpipe.archive import MALFORMED
 from mastpipe.errors import AuthError, UnsafePathError
 from mastpipe.stages.retrieve.paths import check_collisions, product_path
 from mastpipe.recipe.models import Executor, Retrieve
@@ -43,6 +44,18 @@ def _text(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _bad_size(size: Any) -> str | None:
+    """What is wrong with a product row's size (from a checkpoint written before the products
+    stage read MAST's answer row by row), or None."""
+    if size is None:
+        return None
+    try:
+        ok = int(size) == size and int(size) >= 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    return None if ok else f"size {size!r}"
 
 
 def download_url(mast_url: str, uri: str) -> str:
@@ -84,8 +97,17 @@ def plan_files(table: Table, destination: Path, layout: str,
     for row in table:
         values = {name: _text(row[name]) for name in table.colnames}
         uri = values.get("dataURI")
+        malformed = values.get(MALFORMED) or _bad_size(values.get("size"))
+        if malformed:  # MAST's answer is at fault, not the recipe: this row alone is refused
+            name = uri or values.get("productFilename") or "a product"
+            observation = values.get("parent_obsid") or values.get("obsID") or "?"
+            refused.append(Refused(str(uri or name), download_url(mast_url, uri) if uri else "", None,
+                                   f"MAST's product list for observation {observation} has {malformed} "
+                                   f"for {name}: this product is refused, the others go on"))
+            log.error("refused product %s: MAST's product list has %s for it", name, malformed)
+            continue
         raw_size = values.get("size")
-        size = int(raw_size) if raw_size is not None and int(raw_size) >= 0 else None
+        size = int(raw_size) if raw_size is not None else None
         if not uri:
             refused.append(Refused(str(values.get("productFilename") or "?"), "", size,
                                    "the product list gives no dataURI for this product"))
