@@ -23,6 +23,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ SYNC_EVERY = 64 << 20  # flush large files as they grow (see FileFetcher._stream
 # gets at most this many times max_attempts in all (and the run's budget still applies).
 # A policy of one attempt (retries: 0) stays one attempt.
 PROGRESS_CEILING = 10
+LOCK_POLL = 0.2  # seconds between looks at a file another process is fetching
+LOCK_NOTICE = 10.0  # seconds between "still waiting" lines
 
 
 class _Sink(Protocol):
@@ -234,13 +237,51 @@ class FileFetcher:
                     self._dirs.made -= remove_empty(dest.parent, self._dirs.made)
 
     def _lock(self, lock: FetchLock, dest: Path) -> None:
-        """Take ``lock`` before touching the temporaries of ``dest``, or fail the file."""
+        """Take ``lock`` before touching the temporaries of ``dest``.
+
+        When another process holds it (a run with another state directory sharing this
+        destination, a Dask worker), wait for it while it makes progress, saying so every
+        LOCK_NOTICE seconds; the caller then decides again from the disk, where the holder's
+        finished file is usually found and adopted (by size and hash). A holder that makes no
+        progress for the stall limit (the timeout plus the longest retry wait it may be
+        sitting out) fails this file instead.
+        """
         with self._dirs.lock:  # no worker removes a directory another has just made
             self._dirs.made.update(make_parents(dest))  # the lock lives beside the file
             held = lock.acquire()
-        if not held:
-            raise _Fail(f"another process is fetching this file into {dest} right now "
-                        "(its temporary is locked); rerun once it has finished")
+        if held:
+            return
+        policy = self.settings.policy
+        stall_limit = self.settings.timeout + max(policy.max_delay, policy.retry_after_cap)
+        seen = self._progress_of(dest)
+        began = last_progress = last_notice = time.monotonic()
+        log.warning("%s: another process is fetching this file right now; waiting for it", dest)
+        while True:
+            if self._cancel.wait(LOCK_POLL):
+                raise _Fail("interrupted while waiting for another process fetching this file")
+            with self._dirs.lock:
+                self._dirs.made.update(make_parents(dest))
+                if lock.acquire():
+                    log.info("%s: the other process is done with it after %.0f s", dest,
+                             time.monotonic() - began)
+                    return
+            now = time.monotonic()
+            progress = self._progress_of(dest)
+            if progress != seen:
+                seen, last_progress = progress, now
+            elif now - last_progress > stall_limit:
+                raise _Fail(f"another process has held this file ({dest}) for "
+                            f"{now - began:.0f} s without progress for {stall_limit:.0f} s; "
+                            "rerun once it has finished or been stopped")
+            if now - last_notice >= LOCK_NOTICE:
+                last_notice = now
+                log.warning("%s: still waiting for another process fetching it (%.0f s; its "
+                            "temporary has %s bytes)", dest, now - began, progress[0])
+
+    @staticmethod
+    def _progress_of(dest: Path) -> tuple[int | None, int | None]:
+        """What shows another process's progress on ``dest``: its temporary's size, the file's."""
+        return size_of(part_path(dest)), size_of(dest)
 
     def _until_settled(self, task: FileTask, row: LedgerRow | None, local: LocalState,
                        counters: _Counters, lock: FetchLock) -> FileResult:
