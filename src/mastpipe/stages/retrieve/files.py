@@ -72,6 +72,10 @@ class FileResult:
         HTTP requests sent this run for this file (redirect hops counted).
     error : str or None
         Why it failed; names the product; never contains the token.
+    checksum : {"verified", "none"} or None
+        The FITS file's own ``CHECKSUM``/``DATASUM`` were checked against its bytes and matched
+        (``verified``), or it carries none / is not FITS (``none``); None when not looked at
+        (a failed file, or a done file skipped without reading it: see the ledger's record).
     """
 
     key: str
@@ -82,6 +86,7 @@ class FileResult:
     attempts: int = 0
     http_requests: int = 0
     error: str | None = None
+    checksum: str | None = None
 
 
 @dataclass
