@@ -37,7 +37,7 @@ from mastpipe.errors import IntegrityError, TransferError
 from mastpipe.retry import RetryAfterTooLong, is_transient_status
 from mastpipe.stages.retrieve.checksum import FitsChecksum, is_fits_name
 from mastpipe.stages.retrieve.client import Http, RedirectRefused
-from mastpipe.stages.retrieve.decide import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts,
+from mastpipe.stages.retrieve.decide import (Action, ActionKind, LocalState, PartMeta, RemoteFacts, ResponseFacts,
                                              Verdict, decide, judge)
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import Ledger, LedgerRow
@@ -127,7 +127,7 @@ def _fits_check(dest: Path) -> FitsChecksum | None:
 
 def _validators(row: LedgerRow | None, action: Action) -> tuple[str | None, str | None]:
     """ETag and Last-Modified to keep when a done file is recorded again without a request."""
-    if row is not None and action.kind is not Kind.ADOPT:
+    if row is not None and action.kind is not ActionKind.ADOPT:
         return row.etag, row.last_modified
     return None, None
 
@@ -290,7 +290,7 @@ class FileFetcher:
         ignore_final = False  # set once the final file failed verification: replace it
         while True:
             action = decide(local, RemoteFacts(task.size))
-            if not lock.held and action.kind in (Kind.FINISH_VERIFY, Kind.FETCH, Kind.RESTART, Kind.RESUME):
+            if not lock.held and action.kind in (ActionKind.FINISH_VERIFY, ActionKind.FETCH, ActionKind.RESTART, ActionKind.RESUME):
                 # Temporaries are about to be written: only by the lock's holder. Files that
                 # are only hashed (adopted, verified) need no lock, which keeps reruns cheap.
                 self._lock(lock, dest)
@@ -298,11 +298,11 @@ class FileFetcher:
                 # have finished the file): decide again from the disk as it is now.
                 local = self.local_state(task, row, ignore_final=ignore_final)
                 continue
-            if action.kind in (Kind.VERIFY_DONE, Kind.ADOPT, Kind.SKIP_DONE):
+            if action.kind in (ActionKind.VERIFY_DONE, ActionKind.ADOPT, ActionKind.SKIP_DONE):
                 fits = _fits_check(dest)
                 digest, size = hash_file(dest, chunk_size, also=fits)
                 sha = digest.hexdigest()
-                wanted = row.sha256 if action.kind is Kind.VERIFY_DONE and row else task.sha256
+                wanted = row.sha256 if action.kind is ActionKind.VERIFY_DONE and row else task.sha256
                 try:
                     checksum, damaged = (fits.result() if fits is not None else None), None
                 except ValueError as exc:  # the file's own checksums say it is damaged
@@ -316,16 +316,16 @@ class FileFetcher:
                                       attempts=counters.attempts, http_requests=counters.requests,
                                       checksum=checksum)
                 why = damaged or f"sha256 {sha}, expected {wanted}"
-                if (action.kind is Kind.VERIFY_DONE and not self.settings.verify
+                if (action.kind is ActionKind.VERIFY_DONE and not self.settings.verify
                         and self.settings.overwrite == "never"):
                     raise _Fail(f"{dest} changed after it was downloaded ({why}); overwrite is "
                                 "'never', so it is left as it is: move it away (or set overwrite: "
                                 "changed) and rerun to fetch MAST's copy")
                 log.warning("%s: %s: %s: fetching it again", task.key, dest, why)
                 ignore_final = True
-            elif action.kind is Kind.KEEP_FOREIGN:
+            elif action.kind is ActionKind.KEEP_FOREIGN:
                 raise _Fail(f"{action.reason}: {dest}")
-            elif action.kind is Kind.FINISH_VERIFY:
+            elif action.kind is ActionKind.FINISH_VERIFY:
                 fits = _fits_check(dest)
                 digest, size = hash_file(part_path(dest), chunk_size, also=fits)
                 try:
@@ -338,10 +338,10 @@ class FileFetcher:
                     self._emit(Event("start", task.key, total=task.size))
                     if self.ledger is not None:
                         self.ledger.mark_running(task.key, dest, task.size)
-                if action.kind is Kind.RESTART:
+                if action.kind is ActionKind.RESTART:
                     self._discard(task)
                 counters.attempts += 1
-                kept = action.offset if action.kind is Kind.RESUME else 0
+                kept = action.offset if action.kind is ActionKind.RESUME else 0
                 try:
                     meta, sha, size, fits = self._attempt(task, action, local.part_meta, counters)
                     return self._finish(task, counters, meta, sha, size, fits)
@@ -419,7 +419,7 @@ class FileFetcher:
         """One GET into the temporary; returns (its metadata, sha256, size, FITS checksum
         check) or raises _Retry / _Fail / _DiskFull / IntegrityError."""
         dest = Path(task.dest)
-        offset = action.offset if action.kind is Kind.RESUME else 0
+        offset = action.offset if action.kind is ActionKind.RESUME else 0
         # identity: a gzipped body would not match Content-Length or the product size
         headers = {"Accept-Encoding": "identity"}
         if offset:
