@@ -25,6 +25,7 @@ except ImportError:  # Windows: no flock; one run per destination is then the us
     fcntl = None  # type: ignore[assignment]
 
 from mastpipe.resume import PartMeta
+from mastpipe.segments import SegmentMap
 
 
 def part_path(dest: Path) -> Path:
@@ -150,8 +151,12 @@ def read_meta(dest: Path) -> PartMeta | None:
     """The metadata of the temporary of ``dest``, or None when absent or unreadable."""
     try:
         data = json.loads(meta_path(dest).read_text())
+        segments = data.get("segments")
+        parsed = SegmentMap.from_json(segments) if segments is not None else None
+        if segments is not None and parsed is None:
+            return None  # a map that cannot be read: nothing in the temporary can be trusted
         return PartMeta(size=data.get("size"), etag=data.get("etag"),
-                        last_modified=data.get("last_modified"))
+                        last_modified=data.get("last_modified"), segments=parsed)
     except (OSError, ValueError, AttributeError):
         return None  # absent or torn by a kill: the temporary is then restarted
 
@@ -161,7 +166,10 @@ def write_meta(dest: Path, meta: PartMeta) -> None:
     # Written (atomically) before the first body byte, so a kill never leaves bytes without it.
     target = meta_path(dest)
     tmp = target.with_name(target.name + ".tmp")
-    data = json.dumps({"size": meta.size, "etag": meta.etag, "last_modified": meta.last_modified})
+    fields: dict[str, object] = {"size": meta.size, "etag": meta.etag, "last_modified": meta.last_modified}
+    if meta.segments is not None:
+        fields["segments"] = meta.segments.to_json()
+    data = json.dumps(fields)
     try:
         tmp.unlink()  # whatever is there (a leftover, a planted symlink) is not written through
     except FileNotFoundError:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import http.cookiejar
 import logging
 import os
@@ -51,6 +52,8 @@ from mastpipe.temporaries import (FetchLock, discard, hash_file, make_parents, m
                                   read_meta, remove_empty, remove_stale_temporaries, size_of,
                                   stale_temporaries, write_meta)
 from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
+from mastpipe.segments import (MIN_SIZE, SEGMENT_SIZE, Segment, SegmentedTemporary, SegmentMap,
+                               SegmentSink, Slots, fetch_segments, write_all)
 from mastpipe.tls import FIX, certificate_error, check_ca_bundle, describe, request_options
 
 __all__ = [
@@ -64,6 +67,7 @@ __all__ = [
     "Plan",
     "RemoteFacts",
     "ResponseFacts",
+    "Segmenting",
     "Transfer",
     "Verdict",
     "decide",
@@ -89,6 +93,14 @@ PROGRESS_CEILING = 10
 MAX_REDIRECTS = 10
 _REDIRECTS = {301, 302, 303, 307, 308}
 
+def _kept(dest: Path) -> int:
+    """Bytes of a temporary that a resume keeps: its length, or its complete segments."""
+    meta = read_meta(dest)
+    if meta is not None and meta.segments is not None and meta.size is not None:
+        return meta.segments.done_bytes(meta.size)
+    return size_of(part_path(dest)) or 0
+
+
 def _host_key(url_or_host: str) -> str:
     """``host[:port]`` lower-cased, default ports dropped, for comparing token hosts."""
     text = url_or_host if "//" in url_or_host else f"//{url_or_host}"
@@ -110,26 +122,95 @@ def _host_key(url_or_host: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-class _BackgroundHasher:
-    """Feed a digest from a thread of its own, at most HASH_QUEUE blocks behind the caller."""
+class _BufferRing:
+    """Preallocated buffers that a body is read into, hashed from a thread of its own.
 
-    def __init__(self, digest: hashlib._Hash) -> None:
-        self._queue: queue.Queue[bytes | None] = queue.Queue(HASH_QUEUE)
+    The stream reads into a free buffer (``readinto``: no allocation, no copy), writes it, and
+    hands it to the hash, which gives it back once hashed: at most HASH_QUEUE blocks behind,
+    and each byte is hashed from the very buffer it was written from. sha256 and write() both
+    release the GIL, so on a large file they overlap instead of adding up.
+    """
+
+    def __init__(self, digest: hashlib._Hash, chunk: int) -> None:
+        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        for _ in range(HASH_QUEUE + 1):
+            self._free.put(memoryview(bytearray(chunk)))
+        self._full: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, args=(digest,), daemon=True,
                                         name="mastpipe-sha256")
         self._thread.start()
 
     def _run(self, digest: hashlib._Hash) -> None:
-        while (block := self._queue.get()) is not None:
-            digest.update(block)
+        while (item := self._full.get()) is not None:
+            buffer, count = item
+            digest.update(buffer[:count])
+            self._free.put(buffer)
 
-    def update(self, block: bytes) -> None:
-        self._queue.put(block)
+    def take(self) -> memoryview:
+        """A free buffer (waits while every buffer is still being hashed)."""
+        return self._free.get()
+
+    def give_back(self, buffer: memoryview) -> None:
+        """Return a buffer that was not written."""
+        self._free.put(buffer)
+
+    def hash(self, buffer: memoryview, count: int) -> None:
+        """Hash the first ``count`` bytes of a taken ``buffer`` (those written), then free it."""
+        self._full.put((buffer, count))
 
     def close(self) -> None:
         """Wait until every block has been hashed."""
-        self._queue.put(None)
+        self._full.put(None)
         self._thread.join()
+
+
+def _body_reader(response: requests.Response) -> Callable[[memoryview], int]:
+    """``readinto(buffer) -> bytes read`` for a streamed response body, exactly as sent.
+
+    Straight from the ``http.client`` response under urllib3 when there is one: its
+    ``readinto`` receives into the caller's buffer, where urllib3's own reads would allocate
+    and copy each block (``decode_content=False`` has the same meaning: no decoding). It
+    returns 0 at the end, or early when the connection closes mid-body; the callers compare
+    what arrived with what was announced.
+    """
+    raw = response.raw
+    inner = getattr(raw, "_fp", None)
+    if isinstance(inner, http.client.HTTPResponse):
+        return inner.readinto
+
+    def read(buffer: memoryview) -> int:
+        block = raw.read1(len(buffer), decode_content=False)
+        buffer[:len(block)] = block
+        return len(block)
+    return read
+
+
+def _release(response: requests.Response) -> None:
+    """Give a fully read response's connection back to its pool, for the next segment."""
+    inner = getattr(response.raw, "_fp", None)
+    if isinstance(inner, http.client.HTTPResponse) and inner.isclosed():
+        response.raw.release_conn()
+
+
+_READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
+                OSError, ValueError)
+
+
+@dataclass(frozen=True)
+class Segmenting:
+    """When one file is fetched over several connections (``retrieve.segments``).
+
+    Attributes
+    ----------
+    min_size : int or None
+        Files of at least this many bytes are fetched in ranged segments, when the server
+        honours ``Range`` and the run may have more than one request in flight; None: never.
+    size : int
+        Bytes per segment: what a killed run may have to fetch again per connection.
+    """
+
+    min_size: int | None = MIN_SIZE
+    size: int = SEGMENT_SIZE
 
 
 class _Retry(Exception):
@@ -202,6 +283,10 @@ class Transfer:
     insecure : bool
         Do not check servers' TLS certificates (``--insecure``; the caller warns, see
         :mod:`mastpipe.tls`). A certificate that fails the check fails its file at once.
+    segments : Segmenting, optional
+        When a large file is fetched in ranged segments over several connections (default
+        ``Segmenting()``: from 256 MB). Segments count in ``workers``: a file's extra
+        connections only take slots no other file is waiting for.
     """
 
     def __init__(
@@ -220,6 +305,7 @@ class Transfer:
         chunk_size: int = CHUNK,
         sleep: Callable[[float], None] | None = None,
         insecure: bool = False,
+        segments: Segmenting | None = None,
     ) -> None:
         if workers < 1:
             raise UsageError("workers must be at least 1")
@@ -239,6 +325,8 @@ class Transfer:
             raise UsageError(f"overwrite must be changed, never or always, not {overwrite!r}")
         self.overwrite = overwrite
         self.chunk_size = chunk_size
+        self.segments = segments if segments is not None else Segmenting()
+        self._slots = Slots(workers)  # requests in flight: one per file, plus extra segments
         self._tls = request_options(insecure)
         self._cancel = threading.Event()  # set when run() is interrupted (Ctrl-C)
         self._sleep = sleep or self._cancel.wait
@@ -286,6 +374,7 @@ class Transfer:
         if pending:  # a bad CA bundle would fail every file as if MAST were down
             check_ca_bundle(*(task.url for task, _, _ in pending), insecure=bool(self._tls))
         self._cancel.clear()
+        self._slots = Slots(self.workers)
         try:
             if pending:
                 with ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-transfer") as pool, \
@@ -441,6 +530,7 @@ class Transfer:
         """
         self._budget = _Budget(self.run_retry_budget if self.run_retry_budget is not None
                                else self.policy.max_attempts)
+        self._slots = Slots(1)  # the caller places one file per call: no slot to spare
         self._cancel.clear()
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="mastpipe-sync") as helpers:
@@ -516,6 +606,15 @@ class Transfer:
         if self.on_event is not None:
             self.on_event(event)
 
+    def _drop_session(self) -> None:
+        """Close this thread's session (a segment connection's thread is about to end)."""
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            with self._sessions_lock:
+                self._sessions.remove(session)
+            del self._local.session
+
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
@@ -542,6 +641,7 @@ class Transfer:
             return FileResult(task.key, dest, "failed", error=f"{task.key}: interrupted")
         lock = FetchLock(dest)
         result: FileResult | None = None
+        self._slots.acquire()  # free at once unless extra segment connections hold them all
         try:
             result = self._one_inner(task, row, local, counters, lock)
             return result
@@ -557,6 +657,7 @@ class Transfer:
             return FileResult(task.key, dest, "failed", attempts=counters.attempts,
                               http_requests=counters.requests, error=message)
         finally:
+            self._slots.release()
             with self._dirs_lock:
                 lock.release()
                 if result is None:  # a failed file leaves no directory made for it behind
@@ -624,7 +725,7 @@ class Transfer:
                         self._discard(task)
                     # A resume that kept new bytes is progress, not a failure: on a link that
                     # drops every few minutes a large file still gets there.
-                    progressed = not exc.discard and (size_of(part_path(dest)) or 0) > kept
+                    progressed = not exc.discard and _kept(dest) > kept
                     counters.stalled = 0 if progressed else counters.stalled + 1
                     self._wait_before_retry(task, counters, exc)
                 except IntegrityError as exc:
@@ -688,18 +789,9 @@ class Transfer:
             url = target
         raise _Fail(f"more than {MAX_REDIRECTS} redirects")
 
-    def _attempt(self, task: FileTask, action: Action, meta: PartMeta | None,
-                 counters: _Counters) -> tuple[PartMeta, str, int]:
-        """One GET into the temporary; returns (its metadata, sha256, size) or raises
-        _Retry / _Fail / IntegrityError."""
-        dest = Path(task.dest)
-        offset = action.offset if action.kind is Kind.RESUME else 0
-        # identity: a gzipped body would not match Content-Length or the product size
-        headers = {"Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-            if meta is not None and meta.validator:
-                headers["If-Range"] = meta.validator
+    def _open(self, task: FileTask, headers: dict[str, str], counters: _Counters,
+              offset: int) -> requests.Response:
+        """GET with ``headers``; return a 200 or 206 response, else raise _Retry / _Fail."""
         try:
             response = self._get(task, headers, counters)
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
@@ -710,19 +802,46 @@ class Transfer:
             if bad_certificate is not None:  # asking again cannot help
                 raise _Fail(f"{describe(task.url, bad_certificate)}; {FIX}") from None
             raise _Retry(f"{type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        if status in (200, 206):
+            return response
         with response:
-            status = response.status_code
-            if status not in (200, 206):
-                reason = f"HTTP {status} {response.reason or ''}".strip()
-                if status == 416 and offset:
-                    raise _Retry(f"{reason} for Range from byte {offset}", discard=True)
-                if is_transient_status(status):
-                    raise _Retry(reason, retry_after=response.headers.get("Retry-After"))
-                if status in (401, 403):
-                    reason += (": exclusive-access product, and no MAST token was given"
-                               if self._token is None else
-                               ": the MAST token does not grant access to this product")
-                raise _Fail(reason)
+            reason = f"HTTP {status} {response.reason or ''}".strip()
+            if status == 416 and offset:
+                raise _Retry(f"{reason} for Range from byte {offset}", discard=True)
+            if is_transient_status(status):
+                raise _Retry(reason, retry_after=response.headers.get("Retry-After"))
+            if status in (401, 403):
+                reason += (": exclusive-access product, and no MAST token was given"
+                           if self._token is None else
+                           ": the MAST token does not grant access to this product")
+            raise _Fail(reason)
+
+    def _segmentable(self, task: FileTask) -> bool:
+        """Whether ``task`` is worth asking in segments: large, and room for more connections."""
+        settings = self.segments
+        return (settings.min_size is not None and task.size is not None and self._slots.limit > 1
+                and task.size >= settings.min_size and task.size > settings.size)
+
+    def _attempt(self, task: FileTask, action: Action, meta: PartMeta | None,
+                 counters: _Counters) -> tuple[PartMeta, str, int]:
+        """One GET into the temporary; returns (its metadata, sha256, size) or raises
+        _Retry / _Fail / IntegrityError."""
+        dest = Path(task.dest)
+        offset = action.offset if action.kind is Kind.RESUME else 0
+        if meta is not None and meta.segments is not None and action.kind is Kind.RESUME:
+            return self._segmented(task, meta, counters)
+        # identity: a gzipped body would not match Content-Length or the product size
+        headers = {"Accept-Encoding": "identity"}
+        probing = not offset and self._segmentable(task)
+        if probing:  # the first segment: a 206 says the server honours Range, a 200 it does not
+            headers["Range"] = f"bytes=0-{self.segments.size - 1}"
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if meta is not None and meta.validator:
+                headers["If-Range"] = meta.validator
+        response = self._open(task, headers, counters, offset)
+        with response:
             facts = ResponseFacts.from_response(response)
             verdict, total, why = judge(offset, meta, task.size, facts)
             if verdict is Verdict.REJECT:
@@ -730,6 +849,14 @@ class Transfer:
             if verdict is Verdict.MISMATCH:
                 raise IntegrityError(f"product {task.key}: size mismatch: expected {task.size} "
                                      f"bytes, server announces {total}")
+            if probing and facts.status == 206:
+                parsed = parse_content_range(facts.content_range)
+                if parsed is None or parsed[2] != task.size:
+                    raise _Retry(f"206 with unusable Content-Range {facts.content_range!r} "
+                                 "for the first segment", discard=True)
+                segmented = PartMeta(size=task.size, etag=facts.etag, last_modified=facts.last_modified,
+                                     segments=SegmentMap(self.segments.size))
+                return self._segmented(task, segmented, counters, first=response)
             start = offset if verdict is Verdict.APPEND else 0
             if start == 0 and offset:
                 log.info("%s: %s", task.key, why)
@@ -756,45 +883,134 @@ class Transfer:
         flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)  # no symlinked temporary
         fd = os.open(part, flags | (0 if start else os.O_TRUNC), 0o644)
         received = 0
-        # Hashing runs on its own thread, a few blocks behind the write: sha256 and write() both
-        # release the GIL, so on a large file they overlap instead of adding up. A helper
-        # flushes every SYNC_EVERY bytes, so dirty pages never pile up (the kernel throttles
-        # writers that let them) and the final fsync has little left to do.
-        hasher = _BackgroundHasher(digest)
+        # Each block is received into a buffer of the ring, written whole from it, and hashed
+        # from it on the ring's thread, a few blocks behind. A helper flushes every SYNC_EVERY
+        # bytes, so dirty pages never pile up (the kernel throttles writers that let them) and
+        # the final fsync has little left to do.
+        ring = _BufferRing(digest, self.chunk_size)
+        readinto = _body_reader(response)
         syncing: Future[None] | None = None
         unsynced = 0
-        with os.fdopen(fd, "wb", buffering=0) as handle:
-            handle.truncate(start)  # drop any bytes past the splice point: never overlap
-            handle.seek(start)
-            # read1 returns whatever has arrived (up to a chunk): with read(), a connection lost
-            # mid-chunk would throw away the bytes of that chunk instead of keeping them for
-            # the resume. decode_content=False: the body is stored exactly as sent.
-            read = response.raw.read1
+        try:
+            os.ftruncate(fd, start)  # drop any bytes past the splice point: never overlap
+            while True:
+                buffer = ring.take()
+                try:
+                    count = readinto(buffer)
+                except _READ_ERRORS as exc:
+                    ring.give_back(buffer)
+                    raise _Retry(f"body cut short after {start + received} bytes "
+                                 f"({type(exc).__name__})") from None
+                if not count:
+                    ring.give_back(buffer)
+                    break
+                if self._cancel.is_set():
+                    ring.give_back(buffer)
+                    raise _Fail(f"interrupted after {start + received} bytes")
+                try:
+                    write_all(fd, buffer[:count], start + received)
+                except BaseException:
+                    ring.give_back(buffer)
+                    raise
+                ring.hash(buffer, count)
+                received += count
+                unsynced += count
+                if unsynced >= SYNC_EVERY and (syncing is None or syncing.done()):
+                    syncing, unsynced = self._helpers.submit(os.fdatasync, fd), 0
+                self._emit(Event("bytes", task.key, nbytes=count))
+        finally:
             try:
-                while True:
-                    try:
-                        block = read(self.chunk_size, decode_content=False)
-                    except (requests.RequestException, urllib3.exceptions.HTTPError,
-                            OSError) as exc:
-                        raise _Retry(f"body cut short after {start + received} bytes "
-                                     f"({type(exc).__name__})") from None
-                    if not block:
-                        break
-                    if self._cancel.is_set():
-                        raise _Fail(f"interrupted after {start + received} bytes")
-                    hasher.update(block)
-                    handle.write(block)
-                    received += len(block)
-                    unsynced += len(block)
-                    if unsynced >= SYNC_EVERY and (syncing is None or syncing.done()):
-                        syncing, unsynced = self._helpers.submit(os.fdatasync, fd), 0
-                    self._emit(Event("bytes", task.key, nbytes=len(block)))
-            finally:
-                hasher.close()
+                ring.close()
                 if syncing is not None:
                     syncing.result()
-                os.fsync(handle.fileno())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         return received
+
+    # -- segments ---------------------------------------------------------------------------------
+
+    def _segmented(self, task: FileTask, meta: PartMeta, counters: _Counters,
+                   first: requests.Response | None = None) -> tuple[PartMeta, str, int]:
+        """Fetch the segments of ``task`` not yet complete over one or more connections (see
+        :mod:`mastpipe.segments`); ``first`` is the open response to the first segment.
+        Returns (metadata, sha256 of the whole file, size)."""
+        dest = Path(task.dest)
+        assert meta.segments is not None and meta.size is not None
+        if first is not None:  # the map goes to disk before the preallocated temporary
+            write_meta(dest, meta)
+        if self._cancel.is_set():
+            raise _Fail("interrupted")
+
+        def persist(segments: SegmentMap) -> None:
+            write_meta(dest, dataclasses.replace(meta, segments=segments))
+
+        temporary = SegmentedTemporary(part_path(dest), meta.size, meta.segments, persist, self.chunk_size)
+        try:
+            leading = ([(temporary.segments[0], lambda sink: self._read_into(first, sink, task))]
+                       if first is not None else [])
+            try:
+                fetch_segments(
+                    temporary, lambda segment, sink: self._fetch_range(task, meta, segment, sink, counters),
+                    self._slots, first=leading, cancelled=self._cancel.is_set, connection=self._drop_session,
+                    on_bytes=lambda n: self._emit(Event("bytes", task.key, nbytes=n)))
+            except InterruptedError:
+                raise _Fail("interrupted") from None
+            except (ConnectionError, TimeoutError) as exc:
+                raise _Retry(f"segment cut short ({exc})") from None
+            sha = temporary.sha256()
+            os.fsync(temporary.fd)
+        finally:
+            temporary.close()
+        return dataclasses.replace(meta, segments=temporary.map), sha, meta.size
+
+    def _fetch_range(self, task: FileTask, meta: PartMeta, segment: Segment, sink: SegmentSink,
+                     counters: _Counters) -> None:
+        """One ranged GET for the rest of ``segment``, written through ``sink`` (the HTTP source
+        of :func:`~mastpipe.segments.fetch_segments`)."""
+        position = sink.position
+        headers = {"Accept-Encoding": "identity", "Range": f"bytes={position}-{segment.end - 1}"}
+        if meta.validator:
+            headers["If-Range"] = meta.validator
+        response = self._open(task, headers, counters, position)
+        with response:
+            facts = ResponseFacts.from_response(response)
+            if facts.status != 206:
+                changed = (meta.etag and facts.etag and facts.etag != meta.etag) or (
+                    not (meta.etag and facts.etag) and meta.last_modified and facts.last_modified
+                    and facts.last_modified != meta.last_modified)
+                if changed:
+                    raise _Retry("remote file changed (validator differs): restarting it", discard=True)
+                raise _Retry(f"HTTP {facts.status} instead of 206 for segment {segment.index}")
+            verdict, _total, why = judge(position, meta, task.size, facts)
+            if verdict is Verdict.REJECT:
+                raise _Retry(why, discard=True)
+            if verdict is Verdict.MISMATCH:
+                raise IntegrityError(f"product {task.key}: size mismatch: expected {task.size} "
+                                     f"bytes, server announces {why}")
+            self._read_into(response, sink, task)
+
+    _buffers = threading.local()
+
+    def _read_into(self, response: requests.Response, sink: SegmentSink, task: FileTask) -> None:
+        """Receive a 206 body into this thread's buffer and write it through ``sink``, stopping
+        at the segment's end; a cut connection keeps what arrived."""
+        buffer = getattr(self._buffers, "buffer", None)
+        if buffer is None or len(buffer) != self.chunk_size:
+            buffer = self._buffers.buffer = memoryview(bytearray(self.chunk_size))
+        readinto = _body_reader(response)
+        while (remaining := sink.remaining) > 0:
+            if self._cancel.is_set():
+                raise _Fail("interrupted")
+            try:
+                count = readinto(buffer[:min(remaining, len(buffer))])
+            except _READ_ERRORS as exc:
+                raise _Retry(f"segment {sink.segment.index} cut short at byte {sink.position} "
+                             f"({type(exc).__name__})") from None
+            if not count:
+                return  # fetch_segments asks again from sink.position
+            sink.write(buffer[:count])
+        _release(response)
 
     def _finish(self, task: FileTask, counters: _Counters, meta: PartMeta | None,
                 sha: str, size: int) -> FileResult:
