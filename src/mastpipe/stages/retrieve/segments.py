@@ -9,7 +9,7 @@ temporary, each written at its own offset.
 This module knows nothing of HTTP or S3: a *source* is any callable ``fetch(segment, sink)`` that
 writes the bytes ``[sink.position, segment.end)`` of the remote file through ``sink.write``
 (:class:`SegmentSink`) and raises when it cannot. The HTTP source is in
-:mod:`mastpipe.transfer`; an S3 ``GetObject`` with ``Range`` fits the same shape. Here:
+:mod:`mastpipe.stages.retrieve.engine`; an S3 ``GetObject`` with ``Range`` fits the same shape. Here:
 
 * :func:`plan` cuts a size into segments; :class:`SegmentMap` is which are done, persisted in
   the temporary's ``.part.json`` (``"segments": {"size": ..., "done": [...]}``) after the data

@@ -3,7 +3,7 @@
 :func:`decide` looks at what is on disk and in the ledger for one file and says what to do
 (skip it, adopt it, finish it, resume it, restart it, fetch it, or leave a foreign file alone);
 :func:`judge` looks at a download response and says whether its body may be appended to the
-temporary file, must replace it, or must be rejected. :mod:`mastpipe.transfer` is the code that
+temporary file, must replace it, or must be rejected. :mod:`mastpipe.stages.retrieve.engine` is the code that
 acts on these decisions; keeping them apart is what lets every branch be unit-tested without a
 server (pooch's ``download_action`` is the model).
 """
@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mastpipe.ledger import DONE
-from mastpipe.segments import SegmentMap
+from mastpipe.stages.retrieve.ledger import DONE
+from mastpipe.stages.retrieve.segments import SegmentMap
 
 if TYPE_CHECKING:
     import requests
@@ -60,7 +60,7 @@ class PartMeta:
     etag, last_modified : str or None
         The server's validators, sent back as ``If-Range`` on resume.
     segments : SegmentMap or None
-        For a file fetched in ranged segments (:mod:`mastpipe.segments`): the segment size and
+        For a file fetched in ranged segments (:mod:`mastpipe.stages.retrieve.segments`): the segment size and
         which segments are complete. Such a temporary is preallocated to its full size, so
         its length says nothing; None for a temporary written from its start.
     """
