@@ -34,9 +34,9 @@ _SECTIONS = (("mast", "Mast"), ("query", "Query"), ("products", "Products"), ("u
 #: How a $ref reads in a "type" cell.
 _REF_WORDS = {"Range": "range `{min, max}`", "Position": "position", "Query": "search", "Mast": "section",
               "Products": "section", "Unique": "section", "Filter": "section", "Retrieve": "section",
-              "State": "section", "Executor": "section"}
-#: Models nested in a section, documented in a subsection of their own: section -> (field, model).
-_SUBSECTIONS = {"retrieve": ("executor", "Executor")}
+              "State": "section", "Executor": "section", "Segments": "section"}
+#: Models nested in a section, documented in subsections of their own: section -> ((field, model), ...).
+_SUBSECTIONS = {"retrieve": (("executor", "Executor"), ("segments", "Segments"))}
 
 
 def recipe_reference_markdown() -> str:
@@ -118,8 +118,7 @@ def recipe_reference_markdown() -> str:
             continue
         out += [_paragraphs(defs[name]["description"]), ""]
         out += _table(defs[name], models[name], defs, prefix=f"{section}.")
-        if section in _SUBSECTIONS:
-            key, sub = _SUBSECTIONS[section]
+        for key, sub in _SUBSECTIONS.get(section, ()):
             out += ["", f"### {section}.{key}", "", _paragraphs(defs[sub]["description"]), ""]
             out += _table(defs[sub], models[sub], defs, prefix=f"{section}.{key}.")
         if section == "filter":
@@ -313,7 +312,7 @@ def _filter_semantics() -> list[str]:
     import ast
     from pathlib import Path
 
-    source = Path(__file__).with_name("stages") / "filter.py"
+    source = Path(__file__).parent.parent / "stages" / "filter.py"
     doc = ast.get_docstring(ast.parse(source.read_text(encoding="utf-8"))) or ""
     body = doc.split("\n\n", 1)[1] if "\n\n" in doc else doc
     return [line.replace("``", "`") for line in body.strip().splitlines()]

@@ -231,7 +231,7 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retr
               insecure: bool = False) -> RetrieveResult:
     from mastpipe.stages.retrieve.ledger import Ledger
     from mastpipe.retry import RetryPolicy
-    from mastpipe.stages.retrieve.engine import Transfer
+    from mastpipe.stages.retrieve.engine import Segmenting, Transfer
 
     host = urlsplit(mast_url).netloc
     policy = RetryPolicy(max_attempts=retries + 1, retry_after_cap=retry_after_cap)
@@ -254,7 +254,8 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retr
             engine: Any = DaskTransfer(executor.scheduler or "local", workers=executor.workers,
                                        in_flight=settings.in_flight, **common)
         else:
-            engine = Transfer(workers=settings.in_flight, **common)
+            engine = Transfer(workers=settings.in_flight, **common,
+                              segments=Segmenting(settings.segments.min_size, settings.segments.size))
         results = engine.run(fetchable)
     by_key = {r.key: r for r in results}
     for task in locked_out:
