@@ -137,18 +137,16 @@ def test_slots_keep_spare_ones_for_waiting_files() -> None:
 
 
 def test_ramp_keeps_extra_connections_only_when_they_help() -> None:
-    now = [0.0]
-    ramp = Ramp(probe=1.0, benefit=1.3, clock=lambda: now[0])
-    assert ramp.add(100) is None
-    now[0] = 1.0
-    assert ramp.add(0) == "join"  # 100 B/s alone
-    now[0] = 2.0
-    assert ramp.add(300) is None and ramp.verdict is True  # 300 B/s together: they stay
-
-    now[0] = 0.0
-    ramp = Ramp(probe=1.0, benefit=1.3, clock=lambda: now[0])
-    ramp.add(100)
-    now[0] = 1.0
-    assert ramp.add(0) == "join"
-    now[0] = 2.0
-    assert ramp.add(110) == "leave" and ramp.verdict is False  # a link one connection fills
+    for together, verdict in ((300, True), (110, False)):
+        now = [0.0]
+        ramp = Ramp(probe=1.0, benefit=1.3, clock=lambda: now[0])
+        assert ramp.add(100) is None
+        now[0] = 1.0
+        assert ramp.add(0) == "join"  # 100 B/s alone
+        now[0] = 1.5
+        assert ramp.add(10) is None  # the new connections are still starting: not measured
+        now[0] = 2.0
+        assert ramp.add(0) is None and ramp.verdict is None  # the measured second begins
+        now[0] = 3.0
+        assert ramp.add(together) == (None if verdict else "leave")
+        assert ramp.verdict is verdict  # 300 B/s: they stay; 110 B/s: one connection fills the link

@@ -93,6 +93,18 @@ PROGRESS_CEILING = 10
 MAX_REDIRECTS = 10
 _REDIRECTS = {301, 302, 303, 307, 308}
 
+def _judged(task: FileTask, offset: int, meta: PartMeta | None,
+            facts: ResponseFacts) -> tuple[Verdict, int | None, str]:
+    """:func:`judge` a 200/206 response; raise for a body that must not be written."""
+    verdict, total, why = judge(offset, meta, task.size, facts)
+    if verdict is Verdict.REJECT:
+        raise _Retry(why, discard=True)
+    if verdict is Verdict.MISMATCH:
+        raise IntegrityError(f"product {task.key}: size mismatch: expected {task.size} "
+                             f"bytes, server announces {total}")
+    return verdict, total, why
+
+
 def _kept(dest: Path) -> int:
     """Bytes of a temporary that a resume keeps: its length, or its complete segments."""
     meta = read_meta(dest)
@@ -843,12 +855,7 @@ class Transfer:
         response = self._open(task, headers, counters, offset)
         with response:
             facts = ResponseFacts.from_response(response)
-            verdict, total, why = judge(offset, meta, task.size, facts)
-            if verdict is Verdict.REJECT:
-                raise _Retry(why, discard=True)
-            if verdict is Verdict.MISMATCH:
-                raise IntegrityError(f"product {task.key}: size mismatch: expected {task.size} "
-                                     f"bytes, server announces {total}")
+            verdict, total, why = _judged(task, offset, meta, facts)
             if probing and facts.status == 206:
                 parsed = parse_content_range(facts.content_range)
                 if parsed is None or parsed[2] != task.size:
@@ -982,12 +989,7 @@ class Transfer:
                 if changed:
                     raise _Retry("remote file changed (validator differs): restarting it", discard=True)
                 raise _Retry(f"HTTP {facts.status} instead of 206 for segment {segment.index}")
-            verdict, _total, why = judge(position, meta, task.size, facts)
-            if verdict is Verdict.REJECT:
-                raise _Retry(why, discard=True)
-            if verdict is Verdict.MISMATCH:
-                raise IntegrityError(f"product {task.key}: size mismatch: expected {task.size} "
-                                     f"bytes, server announces {why}")
+            _judged(task, position, meta, facts)
             self._read_into(response, sink, task)
 
     _buffers = threading.local()

@@ -333,8 +333,9 @@ class SegmentSink:
 class Ramp:
     """Whether more connections help, from measured throughput.
 
-    The first connection runs alone for ``probe`` seconds; then the spare slots join. After
-    as long again, the joined connections stay only if the whole went at least ``benefit``
+    The first connection runs alone for ``probe`` seconds; then the spare slots join. Once
+    they have had ``probe`` seconds to connect and get going, the whole is measured for
+    ``probe`` seconds more: the joined connections stay only if it went at least ``benefit``
     times as fast as the first alone (a link capped per connection); otherwise (a CPU-bound
     client, a link that one connection fills) they leave after their segment.
     """
@@ -346,7 +347,8 @@ class Ramp:
         self._bytes = 0
         self._start = clock()
         self._alone_rate: float | None = None
-        self._joined_at: tuple[float, int] | None = None
+        self._joined: float | None = None
+        self._window: tuple[float, int] | None = None
         self.verdict: bool | None = None  # None: still measuring
 
     def add(self, nbytes: int) -> str | None:
@@ -357,13 +359,17 @@ class Ramp:
             if self.verdict is not None:
                 return None
             now = self._clock()
-            if self._joined_at is None:
+            if self._joined is None:
                 if now - self._start < self.probe:
                     return None
                 self._alone_rate = self._bytes / max(now - self._start, 1e-9)
-                self._joined_at = (now, self._bytes)
+                self._joined = now
                 return "join"
-            since, base = self._joined_at
+            if self._window is None:
+                if now - self._joined >= self.probe:  # the new connections are under way
+                    self._window = (now, self._bytes)
+                return None
+            since, base = self._window
             if now - since < self.probe:
                 return None
             rate = (self._bytes - base) / max(now - since, 1e-9)
