@@ -150,3 +150,34 @@ def test_ramp_keeps_extra_connections_only_when_they_help() -> None:
         now[0] = 3.0
         assert ramp.add(together) == (None if verdict else "leave")
         assert ramp.verdict is verdict  # 300 B/s: they stay; 110 B/s: one connection fills the link
+
+
+def test_a_failing_connection_stops_the_others_between_blocks(tmp_path: Path) -> None:
+    slots = Slots(2)
+    slots.acquire()  # the caller's own connection
+    failed = threading.Event()
+    written = {"first": 0}
+
+    def fetch(segment, sink) -> None:
+        if segment.index == 0:  # the caller's connection: a slow stream of small blocks
+            while sink.remaining:
+                sink.write(memoryview(b"x" * 10))
+                written["first"] += 10
+                if written["first"] == 100:
+                    ramp_now[0] = 10.0  # let the second connection join
+                if written["first"] > 100:
+                    failed.wait(5)
+            return
+        failed.set()
+        raise ConnectionResetError("gone")
+
+    ramp_now = [0.0]
+    ramp = Ramp(probe=1.0, clock=lambda: ramp_now[0])
+    temp = SegmentedTemporary(tmp_path / ".f.part", 20_000, SegmentMap(10_000), lambda m: None)
+    try:
+        with pytest.raises(ConnectionResetError):
+            fetch_segments(temp, fetch, slots, ramp=ramp)
+    finally:
+        temp.close()
+    assert written["first"] < 10_000  # stopped mid-segment, not after finishing it
+    assert slots.try_acquire()  # the joined connection gave its slot back

@@ -309,12 +309,18 @@ class SegmentedTemporary:
         os.close(self.fd)
 
 
+class _Stopped(Exception):
+    """Another connection failed: this one stops between two blocks (its bytes are kept)."""
+
+
 class SegmentSink:
     """What a source writes one segment's bytes through."""
 
-    def __init__(self, temporary: SegmentedTemporary, segment: Segment, on_bytes: Callable[[int], None]):
+    def __init__(self, temporary: SegmentedTemporary, segment: Segment, on_bytes: Callable[[int], None],
+                 stop: threading.Event | None = None):
         self.temporary, self.segment = temporary, segment
         self._on_bytes = on_bytes
+        self._stop = stop
 
     @property
     def position(self) -> int:
@@ -328,6 +334,8 @@ class SegmentSink:
     def write(self, view: memoryview) -> None:
         self.temporary.write(self.segment, view)
         self._on_bytes(len(view))
+        if self._stop is not None and self._stop.is_set():
+            raise _Stopped
 
 
 class Ramp:
@@ -431,13 +439,16 @@ def fetch_segments(temporary: SegmentedTemporary, fetch: Callable[[Segment, Segm
         return None
 
     def run_one(segment: Segment, writer: Callable[[SegmentSink], None]) -> None:
-        sink = SegmentSink(temporary, segment, counted)
+        sink = SegmentSink(temporary, segment, counted, stop)
         try:
             while sink.remaining > 0 and not stop.is_set():
                 if cancelled():
                     raise InterruptedError("interrupted")
                 before = sink.position
-                writer(sink)
+                try:
+                    writer(sink)
+                except _Stopped:
+                    return
                 if sink.position == before and sink.remaining > 0:
                     raise ConnectionError(f"no bytes for segment {segment.index} at {before}")
                 writer = lambda s: fetch(segment, s)  # noqa: E731 - the rest: a fresh request
