@@ -177,3 +177,39 @@ def test_kill_9_mid_segments_resumes_segment_by_segment(sandbox, tmp_path: Path)
             f"the rerun asked again for bytes {start}-{end} of a segment recorded complete"
     fetched = sum(end - start for start, end in spans)
     assert fetched == big.size - sum(min(SEGMENT, big.size - i * SEGMENT) for i in done)
+
+
+RECIPE = """\
+version: 1
+name: segments-{name}
+query:
+  q: {{criteria: {{obs_collection: JWST, proposal_id: "1073", filters: F277W}}}}
+filter:
+  contains: [_uncal.fits]
+retrieve:
+  destination: {name}
+  in_flight: 3
+  segments: {segments}
+"""
+
+
+def test_recipe_setting_reaches_the_engine(sandbox, tmp_path: Path) -> None:
+    import mastpipe
+    from astropy.table import Table
+
+    for name, segments in (("split", "{min_size: 1, size: 65536}"), ("whole", "{min_size: null}")):
+        recipe = tmp_path / f"{name}.yaml"
+        recipe.write_text(RECIPE.format(segments=segments, name=name))
+        sandbox.log.clear()
+        mastpipe.run(recipe, mast_url=sandbox.url)
+        manifest = Table.read(tmp_path / name / "manifest.ecsv")
+        assert len(manifest) and set(manifest["status"]) == {"fetched"}
+        for row in manifest:
+            assert Path(row["path"]).read_bytes() == sandbox.catalog.body(row["dataURI"])
+        ranged = [g for g in downloads(sandbox) if g.range]
+        if name == "split":
+            big = [row for row in manifest if row["size"] > 65536]
+            assert big and {g.uri for g in ranged} == {row["dataURI"] for row in big}
+            assert sandbox.log.peak_open <= 3
+        else:
+            assert ranged == []
