@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-__all__ = ["Ramp", "Segment", "SegmentMap", "SegmentSink", "SegmentedTemporary", "Slots",
+__all__ = ["Ramp", "Segment", "SegmentMap", "SegmentSink", "SegmentedTemporary", "Segmenting", "Slots",
            "fetch_segments", "plan", "write_all"]
 
 #: What a recipe gets when it says nothing (see ``retrieve.segments``).
@@ -44,6 +44,28 @@ SEGMENT_SIZE = 32 << 20
 PROBE_SECONDS = 0.3
 #: More connections are kept when they raise throughput by at least this factor.
 BENEFIT = 1.3
+
+
+@dataclass(frozen=True)
+class Segmenting:
+    """When one file is fetched over several connections (``retrieve.segments``).
+
+    Attributes
+    ----------
+    min_size : int or None
+        Files of at least this many bytes are fetched in ranged segments, when the server
+        honours ``Range`` and the run may have more than one request in flight; None: never.
+    size : int
+        Bytes per segment: what a killed run may have to fetch again per connection.
+    """
+
+    min_size: int | None = MIN_SIZE
+    size: int = SEGMENT_SIZE
+
+    def applies(self, size: int | None, in_flight: int) -> bool:
+        """Whether a file of ``size`` bytes is worth asking in segments with ``in_flight`` slots."""
+        return (self.min_size is not None and size is not None and in_flight > 1
+                and size >= self.min_size and size > self.size)
 
 
 def write_all(fd: int, view: memoryview, offset: int) -> int:
