@@ -105,16 +105,28 @@ class _BufferRing:
 def _body_reader(response: requests.Response) -> Callable[[memoryview], int]:
     """``readinto(buffer) -> bytes read`` for a streamed response body, exactly as sent.
 
-    Straight from the ``http.client`` response under urllib3 when there is one: its
-    ``readinto`` receives into the caller's buffer, where urllib3's own reads would allocate
-    and copy each block (``decode_content=False`` has the same meaning: no decoding). It
-    returns 0 at the end, or early when the connection closes mid-body; the callers compare
-    what arrived with what was announced.
+    For a body with a Content-Length, each call is one receive straight into the caller's
+    buffer (``readinto1`` on the ``http.client`` response's socket file, under urllib3): no
+    allocation and no copy, where urllib3's own reads allocate and copy every block. One
+    receive, not a full buffer: on a slow link the bytes that arrived are written (and kept
+    if the connection is lost) without waiting for a whole block. Returns 0 at the end of
+    the body, or early when the connection closes; callers compare what arrived with what was
+    announced. Other bodies (chunked, or ending at the connection's close) are read through
+    urllib3 with ``decode_content=False``: stored exactly as sent either way.
     """
     raw = response.raw
     inner = getattr(raw, "_fp", None)
-    if isinstance(inner, http.client.HTTPResponse):
-        return inner.readinto
+    socket_file = getattr(inner, "fp", None)
+    if (isinstance(inner, http.client.HTTPResponse) and not inner.chunked and inner.length is not None
+            and hasattr(socket_file, "readinto1")):
+        def receive(buffer: memoryview) -> int:
+            left = inner.length or 0
+            got = socket_file.readinto1(buffer[:left]) if left else 0
+            inner.length = left - got
+            if not inner.length:
+                inner.read()  # the whole body has arrived: http.client releases the connection
+            return got
+        return receive
 
     def read(buffer: memoryview) -> int:
         block = raw.read1(len(buffer), decode_content=False)
