@@ -540,7 +540,9 @@ class Segments(_Model):
     min_size: int | None = Field(256_000_000, ge=1, description=(
         "Files of at least this many bytes are fetched in segments (default 256 MB); null: never."))
     size: int = Field(32 << 20, ge=1 << 16, description=(
-        "Bytes per segment (default 32 MiB): the most a connection refetches after an interruption."))
+        "Bytes per segment at most (default 32 MiB): the most a connection refetches after an interruption. "
+        "Smaller for a file that would get fewer than 8 segments per connection, so the last ones do not "
+        "finish alone for long."))
 
 
 class Retrieve(_Model):

@@ -9,10 +9,13 @@ the retry policy says and decide again from the disk as it is now.
 Files are written to ``.<name>.part`` beside their target, with ``.<name>.part.json`` holding the
 server's validator (ETag / Last-Modified) and the expected size (see
 :mod:`mastpipe.stages.retrieve.temporaries`), so a run killed with ``kill -9`` resumes with
-``Range`` + ``If-Range``. The sha256 is computed while the body streams (on a helper thread, so
-hashing overlaps the network and the disk). A file appears under its final name only after its
-size (and sha256, when known) has been verified, the data fsynced and the name swapped
-atomically.
+``Range`` + ``If-Range``. The body is received into preallocated buffers, each written whole
+and hashed (sha256) from the same buffer on a helper thread, so hashing overlaps the network and
+the disk without a copy. A file of ``settings.segments.min_size`` bytes or more is asked in
+ranged segments over the connections the in-flight bound can spare
+(:mod:`mastpipe.stages.retrieve.segments`; a server that answers the first segment with 200 gets
+one stream). A file appears under its final name only after its size (and sha256, when known)
+has been verified, the data fsynced and the name swapped atomically.
 """
 
 from __future__ import annotations
@@ -422,8 +425,9 @@ class FileFetcher:
         # identity: a gzipped body would not match Content-Length or the product size
         headers = {"Accept-Encoding": "identity"}
         probing = not offset and self.settings.segments.applies(task.size, self.slots.limit)
+        segment_size = self.settings.segments.segment_size(task.size or 0, self.slots.limit)
         if probing:  # the first segment: a 206 says the server honours Range, a 200 it does not
-            headers["Range"] = f"bytes=0-{self.settings.segments.size - 1}"
+            headers["Range"] = f"bytes=0-{segment_size - 1}"
         if offset:
             headers["Range"] = f"bytes={offset}-"
             if meta is not None and meta.validator:
@@ -438,7 +442,7 @@ class FileFetcher:
                     raise _Retry(f"206 with unusable Content-Range {facts.content_range!r} "
                                  "for the first segment", discard=True)
                 segmented = PartMeta(size=task.size, etag=facts.etag, last_modified=facts.last_modified,
-                                     segments=SegmentMap(self.settings.segments.size))
+                                     segments=SegmentMap(segment_size))
                 return self._segmented(task, segmented, counters, first=response)
             start = offset if verdict is Verdict.APPEND else 0
             if start == 0 and offset:

@@ -40,6 +40,9 @@ __all__ = ["Ramp", "Segment", "SegmentMap", "SegmentSink", "SegmentedTemporary",
 #: What a recipe gets when it says nothing (see ``retrieve.segments``).
 MIN_SIZE = 256 * 1000**2
 SEGMENT_SIZE = 32 << 20
+#: Segments per connection at least (see Segmenting.segment_size), and the smallest segment.
+PER_CONNECTION = 8
+SMALLEST = 1 << 16
 #: The first connection runs alone this long, to measure what one connection gets.
 PROBE_SECONDS = 0.3
 #: More connections are kept when they raise throughput by at least this factor.
@@ -56,11 +59,20 @@ class Segmenting:
         Files of at least this many bytes are fetched in ranged segments, when the server
         honours ``Range`` and the run may have more than one request in flight; None: never.
     size : int
-        Bytes per segment: what a killed run may have to fetch again per connection.
+        Bytes per segment at most: what a killed run may have to fetch again per connection.
+        See :meth:`segment_size`.
     """
 
     min_size: int | None = MIN_SIZE
     size: int = SEGMENT_SIZE
+
+    def segment_size(self, size: int, in_flight: int) -> int:
+        """The segment size for a file of ``size`` bytes: ``self.size``, or less so that every
+        connection gets at least PER_CONNECTION segments. Connections run out of segments at
+        the end, and the last ones then finish alone: a short last round keeps that tail short
+        (9 segments of 32 MiB over 4 connections would end with one connection for 1/3 of the
+        time)."""
+        return max(min(self.size, -(-size // (PER_CONNECTION * in_flight))), SMALLEST)
 
     def applies(self, size: int | None, in_flight: int) -> bool:
         """Whether a file of ``size`` bytes is worth asking in segments with ``in_flight`` slots."""
@@ -231,8 +243,12 @@ class SegmentedTemporary:
         self._hashed = 0
         self._hash_error: BaseException | None = None
         self._closing = False
+        self._finished: set[int] = set()  # complete, not yet recorded in the map
+        self._record_error: BaseException | None = None
         self._hasher = threading.Thread(target=self._hash_in_order, daemon=True, name="mastpipe-sha256")
         self._hasher.start()
+        self._recorder = threading.Thread(target=self._record, daemon=True, name="mastpipe-segments")
+        self._recorder.start()
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -263,17 +279,34 @@ class SegmentedTemporary:
             return sum(self._written)
 
     def finish_segment(self, segment: Segment) -> None:
-        """Record ``segment`` complete: sync the data, then persist the map."""
+        """Mark ``segment`` complete; the recorder thread syncs the data, then persists the map."""
         with self._lock:
             if self._written[segment.index] != segment.length:
                 raise ValueError(f"segment {segment.index} is not complete")
-        os.fdatasync(self.fd)
-        with self._lock:  # one persist at a time, in the order segments complete
-            self._map = SegmentMap(self._map.segment_size, self._map.done | {segment.index})
-            self._persist(self._map)
+            self._finished.add(segment.index)
+            self._lock.notify_all()
+
+    def _record(self) -> None:
+        """Persist complete segments, in batches, each after an ``fdatasync`` of the data: a
+        connection goes on to its next segment at once instead of waiting for the disk."""
+        try:
+            while True:
+                with self._lock:
+                    self._lock.wait_for(lambda: self._closing or self._finished)
+                    if not self._finished:
+                        return
+                    batch, self._finished = self._finished, set()
+                os.fdatasync(self.fd)
+                with self._lock:
+                    self._map = SegmentMap(self._map.segment_size, self._map.done | batch)
+                    recorded = self._map
+                self._persist(recorded)  # only this thread persists: maps reach disk in order
+        except BaseException as exc:  # noqa: BLE001 - reported by sha256()
+            self._record_error = exc
 
     @property
     def map(self) -> SegmentMap:
+        """The map as last recorded."""
         with self._lock:
             return self._map
 
@@ -318,15 +351,19 @@ class SegmentedTemporary:
         self._hasher.join()
         if self._hash_error is not None:
             raise self._hash_error
+        if self._record_error is not None:
+            raise self._record_error
         if self._hashed != self.size:
             raise ValueError(f"only {self._hashed} of {self.size} bytes hashed")
         return self._digest.hexdigest()
 
     def close(self) -> None:
-        """Stop the hash (if unfinished) and close the file; keeps what is on disk."""
+        """Record the segments complete, stop the hash (if unfinished) and close the file;
+        keeps what is on disk."""
         with self._lock:
             self._closing = True
             self._lock.notify_all()
+        self._recorder.join()
         self._hasher.join()
         os.close(self.fd)
 
