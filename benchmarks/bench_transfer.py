@@ -41,9 +41,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from mastpipe.stages.retrieve.ledger import Ledger
 from mastpipe.sandbox import Sandbox
 from mastpipe.stages.retrieve.engine import FileTask, Segmenting, Transfer
+from mastpipe.stages.retrieve.ledger import Ledger
 from mastpipe.stages.retrieve.segments import MIN_SIZE
 
 ASTROQUERY = textwrap.dedent("""

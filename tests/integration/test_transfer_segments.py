@@ -10,6 +10,7 @@ ignores ``Range`` gets one stream, and cut connections resume inside their segme
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -70,7 +71,7 @@ def test_segments_exact_bytes_and_in_flight_bound(sandbox, tmp_path: Path) -> No
     assert spans == [(s.start, s.end) for s in segments]  # one request per segment, none twice
     # the extra connections did run alongside the first: two segment requests overlapped in time
     starts = sorted(g.time for g in gets)
-    assert min(b - a for a, b in zip(starts, starts[1:])) < segment / 3_000_000
+    assert min(b - a for a, b in itertools.pairwise(starts)) < segment / 3_000_000
 
 
 def test_server_ignoring_range_gets_one_stream(sandbox, tmp_path: Path) -> None:
@@ -200,8 +201,9 @@ retrieve:
 
 
 def test_recipe_setting_reaches_the_engine(sandbox, tmp_path: Path) -> None:
-    import mastpipe
     from astropy.table import Table
+
+    import mastpipe
 
     for name, segments in (("split", "{min_size: 1, size: 65536}"), ("whole", "{min_size: null}")):
         recipe = tmp_path / f"{name}.yaml"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import threading
@@ -11,8 +12,15 @@ from pathlib import Path
 import pytest
 
 from mastpipe.stages.retrieve.decide import Kind, LocalState, PartMeta, RemoteFacts, decide
-from mastpipe.stages.retrieve.segments import (Ramp, SegmentedTemporary, Segmenting, SegmentMap, Slots,
-                                               fetch_segments, plan)
+from mastpipe.stages.retrieve.segments import (
+    Ramp,
+    SegmentedTemporary,
+    Segmenting,
+    SegmentMap,
+    Slots,
+    fetch_segments,
+    plan,
+)
 from mastpipe.stages.retrieve.temporaries import meta_path, read_meta, write_meta
 
 
@@ -80,7 +88,7 @@ def test_temporary_hashes_in_order_whatever_order_segments_arrive(tmp_path: Path
     finally:
         temp.close()
     # recorded in batches, each a superset of the one before, all four in the end
-    assert all(a.done < b.done for a, b in zip(persisted, persisted[1:]))
+    assert all(a.done < b.done for a, b in itertools.pairwise(persisted))
     assert persisted[-1].done == {0, 1, 2, 3}
     assert (tmp_path / ".f.part").read_bytes() == data
 
@@ -149,8 +157,9 @@ def test_slots_keep_spare_ones_for_waiting_files() -> None:
 
 
 def test_ramp_keeps_extra_connections_only_when_they_help() -> None:
+    now = [0.0]
     for together, verdict in ((300, True), (110, False)):
-        now = [0.0]
+        now[0] = 0.0
         ramp = Ramp(probe=1.0, benefit=1.3, clock=lambda: now[0])
         assert ramp.add(100) is None
         now[0] = 1.0

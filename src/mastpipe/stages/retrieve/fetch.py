@@ -121,7 +121,7 @@ def _body_reader(response: requests.Response) -> Callable[[memoryview], int]:
     inner = getattr(raw, "_fp", None)
     socket_file = getattr(inner, "fp", None)
     if (isinstance(inner, http.client.HTTPResponse) and not inner.chunked and inner.length is not None
-            and hasattr(socket_file, "readinto1")):
+            and socket_file is not None and hasattr(socket_file, "readinto1")):
         def receive(buffer: memoryview) -> int:
             left = inner.length or 0
             got = socket_file.readinto1(buffer[:left]) if left else 0

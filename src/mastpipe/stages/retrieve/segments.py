@@ -497,7 +497,8 @@ def fetch_segments(temporary: SegmentedTemporary, fetch: Callable[[Segment, Segm
                     return segment
         return None
 
-    def run_one(segment: Segment, writer: Callable[[SegmentSink], None]) -> None:
+    def run_one(segment: Segment, writer: Callable[[SegmentSink], None] | None = None) -> None:
+        """Fetch ``segment`` to its end: ``writer`` first if given, then fresh requests."""
         sink = SegmentSink(temporary, segment, counted, stop)
         try:
             while sink.remaining > 0 and not stop.is_set():
@@ -505,12 +506,15 @@ def fetch_segments(temporary: SegmentedTemporary, fetch: Callable[[Segment, Segm
                     raise InterruptedError("interrupted")
                 before = sink.position
                 try:
-                    writer(sink)
+                    if writer is not None:
+                        writer(sink)
+                    else:
+                        fetch(segment, sink)
                 except _Stopped:
                     return
+                writer = None  # a body that stopped early: ask for the rest
                 if sink.position == before and sink.remaining > 0:
                     raise ConnectionError(f"no bytes for segment {segment.index} at {before}")
-                writer = lambda s: fetch(segment, s)  # noqa: E731 - the rest: a fresh request
             if sink.remaining == 0:
                 temporary.finish_segment(segment)
         finally:
@@ -525,7 +529,7 @@ def fetch_segments(temporary: SegmentedTemporary, fetch: Callable[[Segment, Segm
                 segment = claim()
                 if segment is None:
                     return
-                run_one(segment, lambda s, seg=segment: fetch(seg, s))
+                run_one(segment)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the caller's thread
             errors.append(exc)
             stop.set()
