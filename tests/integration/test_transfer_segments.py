@@ -221,3 +221,19 @@ def test_recipe_setting_reaches_the_engine(sandbox, tmp_path: Path) -> None:
             assert sandbox.log.peak_open <= 3
         else:
             assert ranged == []
+
+
+def test_segmented_fits_file_is_checksum_verified_whole(sandbox, tmp_path: Path) -> None:
+    big = _big(sandbox, "seg_fits_cal.fits", 3 * SEGMENT + 2880 * 7, tmp_path)
+    [result] = Transfer(workers=3, policy=FAST, segments=SPLIT).run([big])
+    assert result.status == "fetched", result.error
+    assert result.checksum == "verified"  # CHECKSUM/DATASUM checked from the segments, in order
+    assert len(downloads(sandbox, big.key)) > 1
+    assert_complete(sandbox, big)
+
+    # a byte flipped in one segment's body: caught over the whole file, nothing published
+    other = _big(sandbox, "seg_fits_flip_cal.fits", 3 * SEGMENT + 2880 * 7, tmp_path / "flip")
+    sandbox.faults = Faults.parse("download.corrupt_rate=1")
+    [result] = Transfer(workers=3, policy=FAST, segments=SPLIT).run([other])
+    assert result.status == "failed" and "FITS checksum mismatch" in result.error
+    assert not other.dest.exists() and not part_path(other.dest).exists()

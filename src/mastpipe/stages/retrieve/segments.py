@@ -15,7 +15,7 @@ writes the bytes ``[sink.position, segment.end)`` of the remote file through ``s
   the temporary's ``.part.json`` (``"segments": {"size": ..., "done": [...]}``) after the data
   is fsynced, so a run killed at any moment refetches only the segments not recorded done;
 * :class:`SegmentedTemporary` is the preallocated temporary: offset writes that never stop
-  short (:func:`write_all`), and the sha256 of the whole file computed in order, on a thread of
+  short (:func:`pwrite_all`), and the sha256 of the whole file computed in order, on a thread of
   its own, as the bytes before the cursor become complete, so verifying the whole costs no
   second pass;
 * :func:`fetch_segments` runs the connections: the caller's thread is the first; more join
@@ -31,11 +31,12 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 __all__ = ["Ramp", "Segment", "SegmentMap", "SegmentSink", "SegmentedTemporary", "Segmenting", "Slots",
-           "fetch_segments", "plan", "write_all"]
+           "fetch_segments", "plan", "pwrite_all"]
 
 #: What a recipe gets when it says nothing (see ``retrieve.segments``).
 MIN_SIZE = 256 * 1000**2
@@ -47,6 +48,10 @@ SMALLEST = 1 << 16
 PROBE_SECONDS = 0.3
 #: More connections are kept when they raise throughput by at least this factor.
 BENEFIT = 1.3
+
+
+class _Check(Protocol):
+    def update(self, block: memoryview, /) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,11 @@ class Segmenting:
                 and size >= self.min_size and size > self.size)
 
 
-def write_all(fd: int, view: memoryview, offset: int) -> int:
+def pwrite_all(fd: int, view: memoryview, offset: int) -> int:
     """Write all of ``view`` at ``offset`` (``pwrite`` again after a short write); return the
-    bytes written. A write that makes no progress raises ``OSError(ENOSPC)``."""
+    bytes written. A write that makes no progress raises ``OSError(ENOSPC)``: the positional
+    twin of :func:`mastpipe.stages.retrieve.temporaries.write_all`, for writers that share a
+    file."""
     total = len(view)
     while view:
         written = os.pwrite(fd, view, offset)
@@ -212,10 +219,15 @@ class SegmentedTemporary:
         Called with the new :class:`SegmentMap` after each segment is complete and synced.
     chunk : int
         Size of the buffers the hash reads the file back with.
+    also : sequence
+        More checks fed the whole file in order, as the sha256 is (``update(block)``; a FITS
+        file's CHECKSUM/DATASUM): each must copy what it keeps of a block.
     """
 
     def __init__(self, path: os.PathLike[str] | str, size: int, segments: SegmentMap,
-                 persist: Callable[[SegmentMap], None], chunk: int = 1 << 20) -> None:
+                 persist: Callable[[SegmentMap], None], chunk: int = 1 << 20,
+                 also: Sequence[_Check] = ()) -> None:
+        self._also = list(also)
         self.size = size
         self.segments = plan(size, segments.segment_size)
         self._map = segments
@@ -268,7 +280,7 @@ class SegmentedTemporary:
             done = self._written[segment.index]
         if len(view) > segment.length - done:
             raise ValueError(f"{len(view)} bytes past the end of segment {segment.index}")
-        write_all(self.fd, view, segment.start + done)
+        pwrite_all(self.fd, view, segment.start + done)
         with self._lock:
             self._written[segment.index] = done + len(view)
             self._lock.notify_all()
@@ -342,6 +354,8 @@ class SegmentedTemporary:
                 if got <= 0:
                     raise OSError(errno.EIO, f"temporary shorter than {self._hashed + ready} bytes")
                 self._digest.update(view[:got])
+                for check in self._also:
+                    check.update(view[:got])
                 self._hashed += got
         except BaseException as exc:  # noqa: BLE001 - reported by sha256()
             self._hash_error = exc
