@@ -90,6 +90,7 @@ class _BufferRing:
             self._free.put(memoryview(bytearray(chunk)))
         self._readers: dict[int, int] = {}  # id(buffer) -> checks still to read it
         self._lock = threading.Lock()
+        self._error: BaseException | None = None
         self._queues: list[queue.SimpleQueue[tuple[memoryview, int] | None]] = []
         self._threads = []
         for check in checks:
@@ -102,7 +103,11 @@ class _BufferRing:
     def _run(self, check: _Sink, work: queue.SimpleQueue[tuple[memoryview, int] | None]) -> None:
         while (item := work.get()) is not None:
             buffer, count = item
-            check.update(buffer[:count])
+            if self._error is None:
+                try:
+                    check.update(buffer[:count])
+                except BaseException as exc:  # noqa: BLE001 - raised by close(); buffers keep flowing
+                    self._error = exc
             with self._lock:
                 left = self._readers[id(buffer)] - 1
                 if left:
@@ -132,6 +137,8 @@ class _BufferRing:
             work.put(None)
         for thread in self._threads:
             thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _body_reader(response: requests.Response) -> Callable[[memoryview], int]:
