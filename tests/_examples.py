@@ -13,6 +13,9 @@ section (recursively); ``None`` removes a key; anything else replaces the value:
     example_text(filter={"guide_stars": "omit", "columns": None})
     edit(text, query={"nircam": {"criteria": {"filters": ["F277W", "F090W"]}}})
 
+To replace a whole mapping rather than merge into it, change the data from :func:`example_data`
+and write it with :func:`dump`.
+
 Test modules are not a package; pytest puts ``tests/`` on ``sys.path`` (tests/conftest.py is
 there), so ``from _examples import ...`` works from every test directory.
 """
@@ -25,7 +28,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["EXAMPLES", "JWST_1073", "edit", "example_data", "example_recipe", "example_text", "merge"]
+__all__ = ["EXAMPLES", "JWST_1073", "dump", "edit", "example_data", "example_recipe", "example_text", "merge"]
 
 #: The directory of the example recipes.
 EXAMPLES = Path(__file__).resolve().parents[1] / "pipelines"
@@ -53,20 +56,21 @@ def example_data(example: str = JWST_1073, **changes: Any) -> dict[str, Any]:
     return merge(data, changes)
 
 
-def _dump(data: dict[str, Any]) -> str:
+def dump(data: dict[str, Any]) -> str:
+    """Recipe data as YAML text, keys in the order given."""
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def example_text(example: str = JWST_1073, **changes: Any) -> str:
     """The example recipe with ``changes`` merged in, as YAML text."""
-    return _dump(example_data(example, **changes))
+    return dump(example_data(example, **changes))
 
 
 def edit(text: str, **changes: Any) -> str:
     """Recipe ``text`` (a derived example) with ``changes`` merged in, as YAML text."""
     data = yaml.safe_load(text)
     assert isinstance(data, dict), "a recipe is a mapping"
-    return _dump(merge(data, changes))
+    return dump(merge(data, changes))
 
 
 def example_recipe(tmp_path: Path, example: str = JWST_1073, filename: str = "recipe.yaml",
