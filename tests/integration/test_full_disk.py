@@ -212,3 +212,21 @@ def test_a_run_on_a_disk_that_fills_then_a_rerun_after_freeing_space_exits_0(
         assert Path(row.dest).read_bytes() == sandbox.catalog.body(key)
     leftovers = [p for p in (fs / "data").rglob(".*") if p.is_file()]
     assert leftovers == []
+
+
+@pytest.mark.parametrize("leave", [0, 20_000])
+def test_a_full_state_directory_is_named(sandbox: Sandbox, small_fs, tmp_path: Path, leave: int) -> None:
+    from mastpipe.errors import NotWritableError
+
+    fs = small_fs("2m")
+    state = fs / "state"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.format(destination=tmp_path / "data"))
+    fill(fs, leave)
+    with pytest.raises((NotWritableError, OSError)) as caught:
+        mastpipe.run(recipe, mast_url=sandbox.url, state_dir=state, environ={})
+    error = caught.value
+    if isinstance(error, OSError):  # the CLI shows it as "PATH: reason" (api.describe_os_error)
+        assert error.errno == errno.ENOSPC and str(error.filename).startswith(str(state)), error
+    else:
+        assert f"state directory {state}" in error.message and "No space left" in error.message

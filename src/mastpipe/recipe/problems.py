@@ -26,6 +26,7 @@ _SECRET_WORDS = {"token", "secret", "password", "passwd", "passphrase", "apikey"
                  "credentials", "cookie", "auth", "authorization", "bearer"}
 _SECRET_VALUE = re.compile(r"^(?:[0-9a-fA-F]{32,}|(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{32,}|Bearer\s+\S+)$")
 _VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|\$)")
+_LABELS = {("query",)}  # mappings whose keys are names the author chooses
 _SECRET_HINT = f"never put tokens in recipes: set the environment variable {TOKEN_ENV} or run `mastpipe login`"
 
 
@@ -72,7 +73,10 @@ def scan(located: Located, environ: dict[str, str]) -> tuple[Any, list[Problem]]
         if isinstance(value, dict):
             out = {}
             for key, item in value.items():
-                if _is_secret_key(key):
+                # A query's name is a label the author chooses ("secret", "tokens_of_light"):
+                # only its values are checked. Other keys are fields or MAST columns, where a
+                # secret-like name means a secret is about to be written down.
+                if _is_secret_key(key) and path not in _LABELS:
                     problems.append(located.problem(path + (key,), f"the key {key!r} looks like a secret",
                                                     _SECRET_HINT, key=True))
                 out[key] = walk(item, path + (key,))

@@ -29,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -120,6 +121,19 @@ def _sync_quietly(fd: int) -> bool:
     return True
 
 
+def _gave_up(counters: _Counters, allowed: int, ceiling: int) -> str:
+    """"gave up after N attempts", with why N differs from what ``retries`` allows, if it does."""
+    n = counters.attempts
+    text = f"gave up after {n} attempt{'s' if n != 1 else ''}"
+    if n >= ceiling and n > allowed:
+        return (f"{text}: the most one file gets, {PROGRESS_CEILING} x (retries + 1), since attempts "
+                f"that keep new bytes do not count against retries: {allowed - 1}")
+    if n > allowed:
+        return (f"{text}: retries: {allowed - 1} allows {allowed} attempts in a row that keep no new "
+                f"byte; the {n - counters.stalled} before them kept new bytes, so did not count")
+    return text
+
+
 def _fits_check(dest: Path) -> FitsChecksum | None:
     """A FITS checksum check for ``dest`` when it is a FITS file, else None."""
     return FitsChecksum() if is_fits_name(dest.name) else None
@@ -136,6 +150,7 @@ def _validators(row: LedgerRow | None, action: Action) -> tuple[str | None, str 
 class _Counters:
     attempts: int = 0
     requests: int = 0
+    token_withheld: bool = False  # the last request went without the token (see Http.get)
     stalled: int = 0  # failed attempts in a row that kept no new byte (what the policy limits)
 
 
@@ -403,7 +418,7 @@ class FileFetcher:
         policy = self.settings.policy
         ceiling = policy.max_attempts * (PROGRESS_CEILING if policy.max_attempts > 1 else 1)
         if not policy.should_retry(counters.stalled) or counters.attempts >= ceiling:
-            raise _Fail(f"{exc.reason} (gave up after {counters.attempts} attempts)")
+            raise _Fail(f"{exc.reason} ({_gave_up(counters, policy.max_attempts, ceiling)})")
         if not self.budget.take():
             raise _Fail(f"{exc.reason} (the run's retry budget is spent)")
         try:
@@ -446,7 +461,12 @@ class FileFetcher:
                     raise _Retry(f"{reason} for Range from byte {offset}", discard=True)
                 if is_transient_status(status):
                     raise _Retry(reason, retry_after=response.headers.get("Retry-After"))
-                if status in (401, 403):
+                if status in (401, 403) and counters.token_withheld:
+                    reason += (f": the download was redirected to {urlsplit(response.url).netloc}, and "
+                               "the MAST token was withheld from that host on purpose: it goes only "
+                               f"to {', '.join(self.settings.token_hosts)} (where the recipe's MAST "
+                               "is), never to a host a redirect names")
+                elif status in (401, 403):
                     reason += (": the MAST token does not grant access to this product"
                                if self.http.has_token else
                                ": exclusive-access product, and no MAST token was given")
