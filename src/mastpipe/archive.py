@@ -39,6 +39,9 @@ _configure_lock = threading.Lock()
 _CRITERIA_HINT = "check the recipe's criteria; `mastpipe validate` catches most mistakes"
 
 
+__all__ = ["Archive", "TimedOut"]
+
+
 class _TimeoutAdapter(HTTPAdapter):
     """An HTTP adapter that applies a default timeout to requests sent without one, and turns
     certificate checks off when told to (here, because a session's ``verify`` loses to

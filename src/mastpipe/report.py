@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from mastpipe.state import LockHolder
 
 
+__all__ = [
+    "MAX_LISTED", "Snapshot", "append_history", "build_report", "changes", "failure_reason", "format_lock",
+    "format_plan", "format_retrieve_status", "format_run", "format_status", "history_entry", "iso_time",
+    "nothing_new", "plan_breakdown", "read_history", "render_markdown", "snapshot"
+]
+
+
 def _text(values: Any) -> list[str]:
     return [decoded(v) for v in np.asarray(values)]
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+
+from mastpipe.typing import EventKind, FileStatus
 
 if TYPE_CHECKING:
     from mastpipe.stages.retrieve.ledger import LedgerRow
@@ -47,7 +49,7 @@ class FileTask:
     sha256: str | None = None
 
 
-Status = Literal["fetched", "skipped", "failed"]
+Status = FileStatus  # the old name
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class Event:
     says why).
     """
 
-    kind: str
+    kind: EventKind
     key: str = ""
     nbytes: int = 0
     total: int | None = None

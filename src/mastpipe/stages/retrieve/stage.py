@@ -15,8 +15,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
@@ -29,18 +29,12 @@ from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.settings import DownloadSettings
 from mastpipe.atomic import atomic_path, atomic_write_bytes, sweep
 from mastpipe.state import StateDir, decoded
+from mastpipe.typing import Engine
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
     from mastpipe.stages.retrieve.ledger import Ledger
-
-
-class Engine(Protocol):
-    """What the stage asks of an engine (:class:`~mastpipe.stages.retrieve.engine.Transfer`,
-    :class:`~mastpipe.stages.retrieve.dask.DaskTransfer`): one result per task, in order."""
-
-    def run(self, tasks: Sequence[FileTask]) -> list[FileResult]: ...
 
 __all__ = ["EXCLUSIVE", "MANIFEST_COLUMNS", "Engine", "Refused", "RetrieveResult", "download_url", "engine_for",
            "json_twin", "plan_files", "run", "write_manifest"]

@@ -32,6 +32,12 @@ from mastpipe.stages.retrieve.decide import LocalState, PartMeta
 if TYPE_CHECKING:
     from mastpipe.stages.retrieve.ledger import LedgerRow
 
+__all__ = [
+    "FetchLock", "discard", "hash_file", "local_state", "lock_path", "make_parents", "meta_path",
+    "part_path", "read_meta", "remove_empty", "remove_stale_temporaries", "size_of", "stale_temporaries",
+    "write_meta"
+]
+
 
 #: errno values meaning the disk did not take the bytes: no space, quota exceeded, I/O error.
 DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
