@@ -226,7 +226,6 @@ class Archive:
 MALFORMED = "malformed"
 #: Product fields a file cannot be made without (a null there is MAST's answer at fault).
 REQUIRED = ("dataURI", "productFilename", "obs_id", "obs_collection", "size")
-_NOT_A_ROW = object()
 
 
 def product_table(responses: list[Any]) -> Table:
@@ -259,8 +258,8 @@ def _page_table(page: dict[str, Any]) -> Table:
 
     if not isinstance(page.get("fields"), list) or not isinstance(page.get("data"), list):
         raise ValueError("MAST's answer has no 'fields' and 'data' lists")
-    rows = [row if isinstance(row, dict) else _NOT_A_ROW for row in page["data"]]
-    problems: list[list[str]] = [["a row that is not an object"] if row is _NOT_A_ROW else [] for row in rows]
+    rows: list[dict[str, Any] | None] = [row if isinstance(row, dict) else None for row in page["data"]]
+    problems: list[list[str]] = [["a row that is not an object"] if row is None else [] for row in rows]
     table = Table(masked=True)
     for field in page["fields"]:
         name, kind = field.get("name"), str(field.get("type", "string"))
@@ -269,13 +268,13 @@ def _page_table(page: dict[str, Any]) -> Table:
         _, atype, blank = parse_type(kind)
         values, mask = [], []
         for row, problem in zip(rows, problems):
-            raw = None if row is _NOT_A_ROW else row.get(name)
+            raw = None if row is None else row.get(name)
             value, ok = _cell(raw, atype)
             if not ok:
                 problem.append(f"{name} {raw!r}")
             elif name == "size" and value is not None and value < 0:
                 problem.append(f"size {raw!r}")
-            elif value is None and name in REQUIRED and row is not _NOT_A_ROW:
+            elif value is None and name in REQUIRED and row is not None:
                 problem.append(f"no {name}")
             missing = value is None or not ok
             values.append(blank if missing else value)
