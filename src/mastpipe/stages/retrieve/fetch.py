@@ -235,6 +235,8 @@ class FileFetcher:
             result = self._until_settled(task, row, local, counters, lock)
             return result
         except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
+            if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:  # making its directory, its lock
+                exc = _Fail(self._disk_message(task, _DiskFull(exc, keep=True)))
             message = self.http.clean(f"{task.key}: {exc}")
             if not isinstance(exc, (_Fail, TransferError)):
                 # not an HTTP outcome (a full disk, a bug): keep the traceback for debugging;
