@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -90,32 +91,38 @@ def check_nothing_wrong_published(sb: Sandbox, tasks: list[FileTask], state: Pat
 # (moment, bytes left free when the disk fills): before anything, in the first file, between
 # files, in the last block of a file (a short write: the case that once published a cut file),
 # with a page-unaligned remainder.
+# The last two: four downloads in flight when the disk fills.
 MOMENTS = [
-    ("plan", 0, 100_000),
-    ("bytes", 300_000, 0),
-    ("done", 1, 50_000),
-    ("bytes", 2 * 600_000 - 100_000, 37_000),
-    ("bytes", 900_000, 12_345),
+    ("plan", 0, 100_000, 1),
+    ("bytes", 300_000, 0, 1),
+    ("done", 1, 50_000, 1),
+    ("bytes", 2 * 600_000 - 100_000, 37_000, 1),
+    ("bytes", 900_000, 12_345, 1),
+    ("bytes", 700_000, 0, 4),
+    ("bytes", 1_500_000, 150_001, 4),
 ]
 
 
-@pytest.mark.parametrize(("kind", "after", "leave"), MOMENTS)
+@pytest.mark.parametrize(("kind", "after", "leave", "workers"), MOMENTS)
 def test_a_disk_filling_during_a_download_never_publishes_a_wrong_file(
-        sandbox: Sandbox, small_fs, tmp_path: Path, kind: str, after: int, leave: int) -> None:
+        sandbox: Sandbox, small_fs, tmp_path: Path, kind: str, after: int, leave: int, workers: int) -> None:
     fs = small_fs("4m")
     tasks = [task_for(sandbox, row, fs) for row in products(sandbox, 4, 600_000)]
     state = tmp_path / "state"
     seen = {"bytes": 0, "done": 0}
     filled: list[Path] = []
 
+    lock = threading.Lock()  # events come from every worker thread
+
     def on_event(event: Event) -> None:
-        if event.kind in seen:
-            seen[event.kind] += event.nbytes if event.kind == "bytes" else 1
-        if not filled and (event.kind == kind == "plan" or (kind != "plan" and seen[kind] >= after)):
-            filled.append(fill(fs, leave))
+        with lock:
+            if event.kind in seen:
+                seen[event.kind] += event.nbytes if event.kind == "bytes" else 1
+            if not filled and (event.kind == kind == "plan" or (kind != "plan" and seen[kind] >= after)):
+                filled.append(fill(fs, leave))
 
     with Ledger(state) as ledger:
-        first = Transfer(workers=1, policy=FAST, ledger=ledger, on_event=on_event,
+        first = Transfer(workers=workers, policy=FAST, ledger=ledger, on_event=on_event,
                          check_space=False, chunk_size=64 << 10).run(tasks)
     assert filled, "the disk was never filled: the test did not test anything"
     failed = [r for r in first if r.status == "failed"]
