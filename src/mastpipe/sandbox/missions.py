@@ -25,7 +25,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .query import QueryError, angular_distance_arcsec
+from mastpipe.sandbox.query import QueryError, angular_distance_arcsec
 
 __all__ = ["MISSIONS", "DATASET_COLUMN", "column_list", "MissionView", "search_answer"]
 
