@@ -331,7 +331,7 @@ class Pipeline:
 
             store = products.BatchStore(self._parts_dir(fp), write_table, read_table)
             in_flight = r.products.in_flight or r.mast.max_in_flight
-            return products.run(table, self.archive, r.products.batch_size, in_flight, store)
+            return products.run(table, self.archive, r.products.batch_size, in_flight, store, mission=r.mission)
         if stage == "unique":
             result, _ = unique.unique_products(table, r.unique.key) if len(table) else (table, [])
             return result

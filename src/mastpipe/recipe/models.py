@@ -5,7 +5,7 @@ A recipe is one YAML document with these sections, each named after the stage it
     version: 1
     name: nircam-1073
     mast:      {url, timeout, page_size, max_in_flight, retries, retry_after_cap}
-    query:     {<name>: {criteria: {...}, position: {...}}, ...}
+    query:     {<name>: {criteria: {...}, position: {...}}, ...}  (or {mission, conditions, select_cols, position})
     products:  {batch_size, in_flight}
     unique:    {key}
     filter:    {contains, endswith, exclude, guide_stars, mrp_only, columns}
@@ -35,8 +35,8 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 from pydantic_core import PydanticCustomError
 
 from mastpipe.errors import Problem, RecipeError
-from mastpipe.recipe.fields import (BOOLEAN_FIELDS, CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS,
-                     suggest)
+from mastpipe.recipe.fields import (BOOLEAN_FIELDS, COLUMN_NAME, CONTINUOUS_FIELDS, DATE_FIELDS,
+                                    MISSION_PRODUCT_COLUMNS, OBSERVATION_FIELDS, PRODUCT_COLUMNS, suggest)
 from mastpipe.stages.retrieve.paths import component_problem
 from mastpipe.recipe.quantities import parse_coordinates, parse_duration, parse_radius, to_mjd
 from mastpipe.recipe.problems import (_model_for, boolean_problem, error_message, number_problems, problems_from, scan,
@@ -245,23 +245,61 @@ def _range_problem(value: Any) -> tuple[str, str, str | None] | None:
 _COLUMN_KINDS = {"text": "text", "number": "a number"}
 
 
-def check_column(name: str, match: Any) -> tuple[str, str, str | None] | None:
-    """Check one ``filter.columns`` entry; return ``(where, message, hint)`` or None."""
-    if name not in PRODUCT_COLUMNS:
+def _column_kinds(mission: bool | None) -> dict[str, str]:
+    """Product columns a filter may name: CAOM's (False), the mission search's (True), either (None)."""
+    if mission is None:
+        return {**PRODUCT_COLUMNS, **MISSION_PRODUCT_COLUMNS}
+    return MISSION_PRODUCT_COLUMNS if mission else PRODUCT_COLUMNS
+
+
+def check_column(name: str, match: Any, mission: bool | None = False) -> tuple[str, str, str | None] | None:
+    """Check one ``filter.columns`` entry; return ``(where, message, hint)`` or None.
+
+    ``mission`` says whose product lists the recipe filters: CAOM's (False), a mission search's
+    (True), or not known yet (None: either kind's columns pass).
+    """
+    kinds = _column_kinds(mission)
+    if name not in kinds:
+        other = _column_kinds(not mission) if mission is not None else {}
+        if name in other:
+            return ("key", f"{name!r} is a column of {'CAOM' if mission else 'mission search'} product lists, "
+                    f"and this recipe's queries are {'a mission search' if mission else 'CAOM searches'}",
+                    "its product columns are " + ", ".join(sorted(kinds)))
         return ("key", f"unknown product column {name!r}",
-                suggest(name, PRODUCT_COLUMNS) or "columns are " + ", ".join(sorted(PRODUCT_COLUMNS)))
+                suggest(name, kinds) or "columns are " + ", ".join(sorted(kinds)))
     shape = _shape_problem(name, match, "column")
     if shape:
         return shape
     if _booleans(match):  # no product column holds true/false
-        return ("value", f"{name}: {_booleans(match)[0][1]} is a boolean, not {_COLUMN_KINDS[PRODUCT_COLUMNS[name]]}",
-                _QUOTE_HINT if PRODUCT_COLUMNS[name] == "text" else "write a number here")
-    if isinstance(match, dict) and PRODUCT_COLUMNS[name] != "number":
+        return ("value", f"{name}: {_booleans(match)[0][1]} is a boolean, not {_COLUMN_KINDS[kinds[name]]}",
+                _QUOTE_HINT if kinds[name] == "text" else "write a number here")
+    if isinstance(match, dict) and kinds[name] != "number":
         return ("value", f"{name} is a text column, so it takes a value or a list, not a range",
                 "ranges work only on numeric columns: size, calib_level")
     if isinstance(match, list) and not match:
         return ("value", f"{name}: an empty list matches nothing", "remove the column or give values")
     return _range_problem(match)
+
+
+def check_condition(name: str, value: Any) -> tuple[str, str, str | None] | None:
+    """Check one mission-search condition's shape (its column is checked against the mission's
+    searchable columns by :mod:`mastpipe.recipe.columns`, which needs MAST or a cached list)."""
+    if not isinstance(name, str) or not re.match(COLUMN_NAME, name):
+        return ("key", f"{name!r} is not a column name", "MAST's mission columns are names such as exp_type or sci_instrume")
+    shape = _shape_problem(name, value, "condition")
+    if shape:
+        return shape
+    if _booleans(value):
+        return ("value", f"{name}: {_booleans(value)[0][1]} is a boolean, not text", _QUOTE_HINT)
+    if isinstance(value, dict):
+        return ("value", f"{name}: a condition takes a value or a list of values, not a mapping",
+                f"write {name}: value, or {name}: [a, b] for any of several; `*` is a wildcard")
+    if isinstance(value, list) and not value:
+        return ("value", f"{name}: an empty list matches nothing", "remove the condition or give values")
+    if any(isinstance(v, str) and "," in v for v in (value if isinstance(value, list) else [value])):
+        return ("value", f"{name}: MAST reads a comma as 'or' in a condition's value",
+                f"write {name}: [a, b] for any of several values")
+    return None
 
 
 #: A range bound is a number once loaded; editors must also accept the ISO dates date fields take
@@ -338,15 +376,35 @@ class Position(_Model):
 Criterion = Union[Range, list[Scalar], Scalar]
 
 
-class Query(_Model):
-    """One named search for observations. Criteria are ANDed; a list means "any of"."""
+Condition = Union[list[Union[str, int, float]], str, int, float]
 
-    criteria: dict[str, Criterion] = Field(
-        ..., json_schema_extra={"propertyNames": {"enum": sorted(OBSERVATION_FIELDS)}}, description=(
-            "Observation fields and the values to match (MAST's CAOM field names, e.g. obs_collection, "
+
+class Query(_Model):
+    """One named search: for CAOM observations (``criteria``), or for one mission's datasets
+    through MAST's mission search API (``mission`` and ``conditions``). Criteria and conditions
+    are ANDed; a list means "any of"."""
+
+    mission: Literal["jwst", "hst"] | None = Field(None, description=(
+        "Search this mission's own catalogue (MAST's mission search API, astroquery's MastMissions) "
+        "instead of CAOM: its columns (for JWST exp_type, program, detector, readpatt ...; for HST the "
+        "sci_* fields) in `conditions`, its product lists (with file_suffix and category) and downloads. "
+        "All the queries of a recipe search CAOM, or all the same mission."))
+    criteria: dict[str, Criterion] | None = Field(
+        None, json_schema_extra={"propertyNames": {"enum": sorted(OBSERVATION_FIELDS)}}, description=(
+            "CAOM searches (required without `mission`): observation fields and the values to match "
+            "(MAST's CAOM field names, e.g. obs_collection, "
             "proposal_id, instrument_name, filters). A scalar matches exactly (case-insensitive); a list "
             "matches any of its values; `*` is a wildcard (\"NIRCAM*\"); continuous fields (s_ra, s_dec, "
             "t_min, t_max, t_obs_release, t_exptime, em_min, em_max) take {min, max}, and dates may be ISO."))
+    conditions: dict[Annotated[str, Field(pattern=COLUMN_NAME)], Condition] = Field(
+        default_factory=dict, description=(
+            "Mission searches only: the mission's columns and the values to match, e.g. "
+            "{program: 1073, exp_type: NRC_IMAGE, filter: F277W}. A list matches any of its values; `*` "
+            "is a wildcard. `mastpipe validate --online` (and every run) checks the names against MAST's "
+            "list of the mission's searchable columns."))
+    select_cols: list[Annotated[str, Field(pattern=COLUMN_NAME)]] = Field(default_factory=list, description=(
+        "Mission searches only: the columns to keep in the query results (default: MAST's default "
+        "set); the dataset column (fileSetName, sci_data_set_name) is always added."))
     position: Position | None = Field(None, description="Restrict the search to a cone on the sky.")
 
     @field_validator("criteria", mode="before")
@@ -363,9 +421,49 @@ class Query(_Model):
                 raise ValueError(problem[1])
         return converted
 
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _conditions(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, condition in value.items():
+                problem = check_condition(name, condition)
+                if problem:
+                    raise ValueError(problem[1])
+        return value
+
+    @model_validator(mode="after")
+    def _kind(self) -> Query:
+        if self.mission is None:
+            if self.conditions or self.select_cols:
+                given = "conditions" if self.conditions else "select_cols"
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": f"{given} belong to a mission search, and this query names no mission",
+                    "hint": "add `mission: jwst` (or hst) to search that mission's own columns, or write CAOM "
+                            "`criteria:` instead", "at": "mission"})
+            if self.criteria is None:
+                raise PydanticCustomError("missing_criteria", "required key 'criteria' is missing")
+        else:
+            if self.criteria is not None:
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": f"criteria are CAOM observation fields; a {self.mission} mission search "
+                               "takes `conditions` over the mission's own columns",
+                    "hint": "rename criteria to conditions and use the mission's column names "
+                            "(e.g. program, exp_type for JWST; sci_pep_id, sci_instrume for HST), "
+                            "or remove `mission:` to search CAOM", "at": "criteria"})
+            if self.position is not None and self.position.object is not None:
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": "a mission search takes a position as coordinates, not an object name",
+                    "hint": "write e.g. `coordinates: \"83.633 22.0145\"` (MAST's name resolver serves CAOM searches)",
+                    "at": "position.object"})
+            if not self.conditions and self.position is None:
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": "a mission search needs conditions or a position (MAST refuses searches without any)",
+                    "hint": "add e.g. `conditions: {program: 1073}`", "at": "mission"})
+        return self
+
     @property
     def names_collection(self) -> bool:
-        return "obs_collection" in self.criteria
+        return self.mission is not None or "obs_collection" in (self.criteria or {})
 
 
 class Mast(_Model):
@@ -449,7 +547,7 @@ class Filter(_Model):
     def _columns(cls, value: Any) -> Any:
         if isinstance(value, dict):
             for name, match in value.items():
-                problem = check_column(name, match)
+                problem = check_column(name, match, mission=None)  # whose columns: the Recipe checks
                 if problem:
                     raise ValueError(problem[1])
         return value
@@ -671,6 +769,44 @@ class Recipe(_Model):
                 {"in_flight": self.products.in_flight, "limit": self.mast.max_in_flight})
         return self
 
+    @model_validator(mode="after")
+    def _one_catalogue(self) -> Recipe:
+        """All queries search CAOM, or all the same mission; filter then names that kind's columns.
+
+        CAOM product lists and a mission's have different columns, identifiers and download
+        services, and one observation is not one dataset (a JWST exposure is both, an HST
+        association is one dataset but a CAOM observation per member): uniting them would
+        fetch some files twice under two names, so a recipe keeps to one catalogue.
+        """
+        kinds = {name: query.mission for name, query in self.query.items()}
+        first_name, first = next(iter(kinds.items()))
+        for name, mission in kinds.items():
+            if mission != first:
+                def kind(m: str | None) -> str:
+                    return f"a {m} mission search" if m else "a CAOM search"
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": f"query {name!r} is {kind(mission)} and query {first_name!r} is {kind(first)}: "
+                               "a recipe's queries all search CAOM, or all the same mission",
+                    "hint": "their product lists have different columns and download services; "
+                            "split them into two recipes", "at": f"query.{name}"})
+        mission = first is not None
+        for name, match in self.filter.columns.items():
+            problem = check_column(name, match, mission=mission)
+            if problem:
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": problem[1], "hint": problem[2], "at": f"filter.columns.{name}"})
+        if mission and self.filter.mrp_only:
+            raise PydanticCustomError("recipe_value", "{message}", {
+                "message": "mrp_only needs CAOM's productGroupDescription; mission product lists do not mark "
+                           "Minimum Recommended Products", "at": "filter.mrp_only",
+                "hint": "select files with columns: {file_suffix: ..., category: ...} instead"})
+        return self
+
+    @property
+    def mission(self) -> str | None:
+        """The mission every query searches (``jwst``, ``hst``), or None for CAOM searches."""
+        return next(iter(self.query.values())).mission
+
     def warnings(self) -> list[tuple[tuple[str, ...], str, str]]:
         """Things that are valid but probably not what the author wants, as (path, message, hint)."""
         found = []
@@ -739,23 +875,29 @@ def _check_named_entries(data: dict[str, Any], located: Located,
     flagged: list[str] = []
     entries: list[tuple[tuple[Any, ...], Any, Any]] = []
     queries = data.get("query")
+    mission = False
     if isinstance(queries, dict):
+        mission = any(isinstance(q, dict) and q.get("mission") is not None for q in queries.values())
         for qname, query in queries.items():
             if isinstance(query, dict) and isinstance(query.get("criteria"), dict):
                 entries.append((("query", qname, "criteria"), query["criteria"], lambda n, v: check_criterion(n, v)[1]))
+            if isinstance(query, dict) and isinstance(query.get("conditions"), dict):
+                entries.append((("query", qname, "conditions"), query["conditions"], check_condition))
     filt = data.get("filter")
+    kinds = _column_kinds(mission)
     if isinstance(filt, dict) and isinstance(filt.get("columns"), dict):
-        entries.append((("filter", "columns"), filt["columns"], check_column))
+        entries.append((("filter", "columns"), filt["columns"], lambda n, v: check_column(n, v, mission=mission)))
     for path, mapping, check in entries:
         columns = path == ("filter", "columns")
+        conditions = path[-1] == "conditions"
         for name, value in mapping.items():
             entry = dotted(path + (name,))
             if any(m == entry or m.startswith((entry + ".", entry + "[")) for m in misread):
                 flagged.append(dotted(path))
                 continue
-            if name in (PRODUCT_COLUMNS if columns else OBSERVATION_FIELDS) and _booleans(value) and (
-                    columns or name not in BOOLEAN_FIELDS):  # each boolean where it stands, as written
-                expected = _COLUMN_KINDS[PRODUCT_COLUMNS[name]] if columns else "text"
+            if (conditions or name in (kinds if columns else OBSERVATION_FIELDS)) and _booleans(value) and (
+                    columns or conditions or name not in BOOLEAN_FIELDS):  # each boolean where it stands, as written
+                expected = _COLUMN_KINDS[kinds[name]] if columns else "text"
                 problems += [boolean_problem(located, path + (name,) + at, value if not at else value[at[0]], expected)
                              for at, _ in _booleans(value)]
                 flagged.append(dotted(path))
@@ -771,12 +913,16 @@ def _check_named_entries(data: dict[str, Any], located: Located,
 def _number_place(path: tuple[Any, ...]) -> tuple[bool, bool] | None:
     """What the field at ``path`` takes, ``(text, numbers)``, for :func:`number_problems`;
     None where another check refuses the place itself (unknown keys and fields)."""
-    if len(path) >= 4 and path[0] == "query" and path[2] == "criteria":
+    if len(path) >= 4 and path[0] == "query" and path[2] == "conditions":
+        field, rest = path[3], path[4:]
+        known, text = True, True
+    elif len(path) >= 4 and path[0] == "query" and path[2] == "criteria":
         field, rest = path[3], path[4:]
         known, text = field in OBSERVATION_FIELDS, field not in CONTINUOUS_FIELDS
     elif len(path) >= 3 and path[:2] == ("filter", "columns"):
         field, rest = path[2], path[3:]
-        known, text = field in PRODUCT_COLUMNS, PRODUCT_COLUMNS.get(str(field)) == "text"
+        kinds = _column_kinds(None)
+        known, text = field in kinds, kinds.get(str(field)) == "text"
     else:
         names = tuple(part for part in path if not isinstance(part, int))
         parent = _model_for(Recipe, names[:-1]) if names else None

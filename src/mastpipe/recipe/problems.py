@@ -334,6 +334,11 @@ def problems_from(error: ValidationError, located: Located, data: Any, root: typ
             hint = hint or ("allowed keys here: " + ", ".join(allowed) if allowed else None)
             problems.append(located.problem(loc, f"unknown key {loc[-1]!r}", hint, key=True))
             continue
+        if kind == "missing_criteria":  # a query without mission must have criteria (Query._kind)
+            kind, loc = "missing", loc + ("criteria",)
+        if kind == "recipe_value" and (item.get("ctx") or {}).get("at"):  # a model's check of a field
+            at = str(item["ctx"]["at"])
+            loc = tuple(at.split(".")) if "." in at else loc + (at,)
         if kind == "missing":
             message = f"required key {loc[-1]!r} is missing"
             problems.append(Problem(located.file, *located.where(loc[:-1]), dotted(loc), message,

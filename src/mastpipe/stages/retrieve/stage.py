@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
+from mastpipe.archive import mission_download_url
 from mastpipe.errors import AuthError, UnsafePathError
 from mastpipe.stages.retrieve.paths import check_collisions, product_path
 from mastpipe.recipe.models import Executor, Retrieve
@@ -90,7 +91,8 @@ def plan_files(table: Table, destination: Path, layout: str,
             refused.append(Refused(str(values.get("productFilename") or "?"), "", size,
                                    "the product list gives no dataURI for this product"))
             continue
-        url = download_url(mast_url, uri)
+        mission = values.get("mission")
+        url = mission_download_url(mast_url, mission, uri) if mission else download_url(mast_url, uri)
         try:
             dest = product_path(values, destination, layout)
         except UnsafePathError as exc:

@@ -1,0 +1,170 @@
+"""Recipes over MAST's mission search API, end to end against the sandbox: the JWST mission recipe
+fetches the CAOM tutorial recipe's files byte for byte; mastpipe and unmodified astroquery
+``MastMissions`` agree; paging, truncation, retries, exclusive access, reruns and reports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mastpipe
+from mastpipe.errors import ArchiveError, TruncatedResultError
+from mastpipe.runner import Pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+CAOM = "jwst-1073-nircam-uncal.yaml"
+MISSION = "jwst-1073-nircam-uncal-missions.yaml"
+
+
+def _text(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values)]
+
+
+def _copy(name: str, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "pipelines" / name, directory / name)
+    return directory / name
+
+
+def _write(directory: Path, text: str, name: str = "recipe.yaml") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_text(text)
+    return directory / name
+
+
+def _files(root: Path) -> dict[str, str]:
+    """File name -> sha256 of every downloaded file under ``root`` (manifests aside)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith("manifest.")}
+
+
+def test_the_jwst_mission_recipe_fetches_the_caom_recipes_files_byte_for_byte(sandbox, tmp_path):
+    caom = mastpipe.run(_copy(CAOM, tmp_path / "caom"), mast_url=sandbox.url, environ={})
+    mission = mastpipe.run(_copy(MISSION, tmp_path / "mission"), mast_url=sandbox.url, environ={})
+    assert caom.exit_code == mission.exit_code == 0
+    caom_files = _files(tmp_path / "caom" / "data" / "jwst-1073")
+    mission_files = _files(tmp_path / "mission" / "data" / "jwst-1073-missions")
+    assert len(caom_files) == 14 and mission_files == caom_files
+    # and the mission's files came through the mission's download service, laid out as MastMissions does
+    downloads = [r for r in sandbox.log.records() if r.endpoint == "download" and r.method == "GET"]
+    assert sum("/search/jwst/api/v0.1/retrieve_product" in r.path for r in downloads) == 14
+    assert all(p.parts[-4:-2] == ("mastDownload", "jwst")
+               for p in (tmp_path / "mission" / "data" / "jwst-1073-missions").rglob("*.fits"))
+    report = mission.report
+    assert report["changes"]["first_run"] is True and report["retrieve"]["fetched"]["files"] == 14
+
+
+def test_mastpipe_and_astroquery_mastmissions_agree(sandbox, run_astroquery, tmp_path):
+    proc = run_astroquery(sandbox.url, """
+        import json, warnings
+        from astroquery.mast import MastMissions
+        warnings.simplefilter("ignore")
+        out = {}
+        jwst = MastMissions(mission="jwst")
+        nircam = jwst.query_criteria(program=1073, exp_type="NRC_IMAGE", filter="F277W")
+        guide = jwst.query_criteria(program=1073, observtn=[1, 2], exp_type="FGS_*")
+        out["datasets"] = sorted(list(nircam["fileSetName"]) + list(guide["fileSetName"]))
+        products = jwst.get_product_list(list(nircam["fileSetName"]) + list(guide["fileSetName"]))
+        out["products"] = sorted([str(p["uri"]), int(p["size"]), str(p["file_suffix"])] for p in products)
+        hst = MastMissions(mission="hst")
+        crab = hst.query_region("05h34m31.94s +22d00m52.2s", radius="5 arcmin", sci_instrume="WFC3,ACS", sci_aec="S")
+        out["hst"] = sorted(crab["sci_data_set_name"])
+        print("REPORT " + json.dumps(out))
+    """)
+    theirs = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")][-1][7:])
+    jwst = Pipeline(_copy(MISSION, tmp_path / "j"), mast_url=sandbox.url, environ={}).run(until="products")
+    assert sorted(_text(jwst.tables["query"]["obsid"])) == theirs["datasets"]
+    products = jwst.tables["products"]
+    ours = sorted([u, int(s), f] for u, s, f in zip(_text(products["uri"]), products["size"], _text(products["file_suffix"])))
+    assert ours == [list(p) for p in theirs["products"]]
+    hst = Pipeline(_copy("hst-crab-calibrated-missions.yaml", tmp_path / "h"), mast_url=sandbox.url,
+                   environ={}).run(until="query")
+    assert sorted(_text(hst.tables["query"]["obsid"])) == theirs["hst"] and theirs["hst"]
+
+
+PAGED = """\
+version: 1
+name: paged
+mast: {page_size: 7, retries: 2}
+query:
+  scale:
+    mission: jwst
+    conditions: {program: 9999}
+    select_cols: [program, exposure]
+products: {batch_size: 4}
+filter:
+  columns: {file_suffix: _cal}
+retrieve: {mode: manifest}
+"""
+
+
+def test_a_paged_search_is_complete_and_a_cut_one_fails(sandbox_factory, tmp_path):
+    sandbox = sandbox_factory(seed=0, scale="30x3")
+    path = _write(tmp_path / "a", PAGED)
+    result = Pipeline(path, mast_url=sandbox.url, environ={}).run(until="products")
+    assert len(result.tables["query"]) == 30 and len(set(_text(result.tables["query"]["obsid"]))) == 30
+    searches = [r for r in sandbox.log.records() if r.endpoint == "query"]
+    assert len(searches) == 5  # 7 + 7 + 7 + 7 + 2 rows
+    assert len(result.tables["products"]) == 90
+    assert sum(r.endpoint == "products" for r in sandbox.log.records()) == 8  # ceil(30 / 4) batches
+
+    sandbox.faults = "query.row_cap=20"
+    with pytest.raises(TruncatedResultError, match="counts 30 jwst datasets but served 20"):
+        Pipeline(_write(tmp_path / "b", PAGED), mast_url=sandbox.url, environ={}).run(until="query")
+
+
+def test_failing_product_lists_are_retried_and_a_refused_search_says_why(sandbox_factory, tmp_path):
+    sandbox = sandbox_factory(seed=0, scale="30x3", faults="products.fail_first=2:503,query.fail_first=1:500")
+    result = Pipeline(_write(tmp_path / "a", PAGED), mast_url=sandbox.url, environ={}).run(until="products")
+    assert len(result.tables["products"]) == 90
+    statuses = [r.status for r in sandbox.log.records() if r.endpoint == "products"]
+    assert statuses.count(503) == 2 * 8 and statuses.count(200) == 8
+    typo = PAGED.replace("program: 9999", "progam: 9999")
+    with pytest.raises(ArchiveError, match="progam"):
+        Pipeline(_write(tmp_path / "b", typo), mast_url=sandbox.url, environ={}).run(until="query")
+
+
+EXCLUSIVE = """\
+version: 1
+name: exclusive
+query:
+  hidden:
+    mission: jwst
+    conditions: {program: 4242}
+filter:
+  columns: {file_suffix: _cal}
+retrieve: {destination: data}
+"""
+
+
+def test_exclusive_access_files_need_the_token(sandbox, tmp_path):
+    path = _write(tmp_path / "a", EXCLUSIVE)
+    without = mastpipe.run(path, mast_url=sandbox.url, environ={}, token=None)
+    assert without.exit_code != 0 or without.report["retrieve"]["fetched"]["files"] == 0
+    with_token = mastpipe.run(path, mast_url=sandbox.url, environ={}, token="good-token")
+    assert with_token.exit_code == 0 and with_token.report["retrieve"]["fetched"]["files"] == 2
+    for name, digest in _files(tmp_path / "a" / "data").items():
+        assert digest == sandbox.catalog.sha256(f"mast:JWST/product/{name}")
+
+
+def test_a_rerun_reports_the_new_dataset_and_fetches_only_its_files(sandbox, tmp_path):
+    path = _copy(MISSION, tmp_path / "m")
+    first = mastpipe.run(path, mast_url=sandbox.url, environ={})
+    assert first.exit_code == 0
+    new = sandbox.catalog.add_observation(n_products=2)  # a NIRCam F277W exposure of program 1073
+    sandbox.log.clear()
+    second = mastpipe.run(path, mast_url=sandbox.url, environ={}, refresh=True)
+    changes = second.report["changes"]
+    assert changes["observations"]["new"]["items"] == [new["obs_id"]]
+    uri = f"{new['obs_id']}/{new['obs_id'].lower()}_uncal.fits"
+    assert changes["products"]["new"]["items"] == [uri]  # of the products the filter keeps
+    assert changes["downloaded"]["items"] == [uri]
+    gets = [r for r in sandbox.log.records() if r.endpoint == "download" and r.method == "GET"]
+    assert len(gets) == 1
+    third = mastpipe.run(path, mast_url=sandbox.url, environ={}, refresh=True)
+    assert third.report["retrieve"]["fetched"]["files"] == 0
