@@ -8,7 +8,7 @@ Each command is one function whose docstring is its ``--help``, with an example.
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -104,34 +104,72 @@ def main() -> None:
 @main.command()
 @click.argument("recipes", nargs=-1, required=True, metavar="RECIPE...")
 @click.option("-q", "--quiet", is_flag=True, help="Print only problems, not one line per valid file.")
-def validate(recipes: tuple[str, ...], quiet: bool) -> None:
-    """Check recipes without contacting MAST.
+@click.option("--online", is_flag=True, help=(
+    "Also ask MAST for the column lists of the missions the recipes search, check conditions and "
+    "select_cols against them, and cache them for later offline checks."))
+@click.option("--mast-url", default=None, help="The server whose column lists to use (default as for run).")
+@click.option("--sandbox", is_flag=True, help="Use the column lists of mastpipe's local MAST stand-in (started with --online).")
+def validate(recipes: tuple[str, ...], quiet: bool, online: bool, mast_url: str | None, sandbox: bool) -> None:
+    """Check recipes without contacting MAST (unless --online).
 
     Every problem is one line FILE:LINE:COL: field.path: message, followed by a hint. Exit code 0
     when every recipe is valid, 2 otherwise. Takes many files at once, for pre-commit hooks.
 
+    A mission search's conditions name columns only MAST knows: --online fetches each mission's
+    column list (and caches it), and names that are not columns fail with a did-you-mean. Offline,
+    the cached lists are used when there are any (a run caches them too).
+
     Example:
 
+    \b
         mastpipe validate pipelines/*.yaml
+        mastpipe validate --online pipelines/jwst-1073-nircam-uncal-missions.yaml
     """
-    from mastpipe.recipe.models import parse_recipe, warning_problems
+    from contextlib import ExitStack
+
+    from mastpipe.recipe.columns import checked_columns
+    from mastpipe.recipe.models import effective_mast_url, parse_recipe, warning_problems
     from mastpipe.recipe.yamlload import load_yaml
 
+    if sandbox and mast_url:
+        raise click.UsageError("--sandbox and --mast-url exclude each other")
     failed = False
-    for path in recipes:
-        try:
-            located = load_yaml(path)
-            recipe = parse_recipe(located)
-        except RecipeError as error:
-            failed = True
-            for problem in error.problems:
-                click.echo(str(problem), err=True)
-            continue
-        for warning in warning_problems(recipe, located):
-            click.echo(str(warning), err=True)
-        if not quiet:
-            searches = f"{len(recipe.query)} {'query' if len(recipe.query) == 1 else 'queries'}"
-            click.echo(f"{path}: valid ({searches}, retrieve mode {recipe.retrieve.mode})")
+    archives: dict[str, Any] = {}
+    with ExitStack() as stack:
+        if sandbox and online:
+            from mastpipe.sandbox import Sandbox
+
+            mast_url = stack.enter_context(Sandbox()).url
+        for path in recipes:
+            try:
+                located = load_yaml(path)
+                recipe = parse_recipe(located)
+                if recipe.mission is not None:
+                    url = effective_mast_url(recipe, mast_url)
+                    server = SANDBOX_SERVER_ID if sandbox else url
+
+                    def fetch(mission: str, url: str = url) -> list[dict[str, Any]]:
+                        if url not in archives:
+                            from mastpipe.archive import Archive
+
+                            archives[url] = Archive(url, timeout=60.0)
+                        return archives[url].mission_columns(mission)  # type: ignore[no-any-return]
+
+                    problems = checked_columns(recipe, located, server, fetch, online=online)
+                    if problems:
+                        raise RecipeError(problems)
+            except RecipeError as error:
+                failed = True
+                for problem in error.problems:
+                    click.echo(str(problem), err=True)
+                continue
+            except MastpipeError as error:  # --online and MAST failed: not the recipe's fault
+                _fail(error)
+            for warning in warning_problems(recipe, located):
+                click.echo(str(warning), err=True)
+            if not quiet:
+                searches = f"{len(recipe.query)} {'query' if len(recipe.query) == 1 else 'queries'}"
+                click.echo(f"{path}: valid ({searches}, retrieve mode {recipe.retrieve.mode})")
     sys.exit(EXIT_INVALID if failed else 0)
 
 

@@ -185,6 +185,7 @@ class Pipeline:
         self.mast_url = effective_mast_url(self.recipe, mast_url, environ)
         self.state_dir = Path(state_dir).resolve() if state_dir else default_state_dir(self.recipe, self.recipe_path)
         self.refresh = refresh
+        self.environ = environ
         # What identifies the server in fingerprints: its URL, unless the caller knows better
         # (the built-in sandbox gets a new port every time but always serves the same catalogue).
         self.server_id = server_id or self.mast_url
@@ -318,12 +319,32 @@ class Pipeline:
                                     policy=RetryPolicy(max_attempts=m.retries + 1, retry_after_cap=m.retry_after_cap))
         return self._archive
 
+    def check_columns(self, *, refresh: bool = False) -> None:
+        """Check the mission searches' column names against MAST's column lists (cached in the
+        user's cache, fetched when missing or lacking a name; see :mod:`mastpipe.recipe.columns`).
+
+        Raises
+        ------
+        RecipeError
+            A condition or ``select_cols`` entry names no column of its mission.
+        """
+        from mastpipe.errors import RecipeError
+        from mastpipe.recipe.columns import checked_columns
+        from mastpipe.recipe.yamlload import load_yaml
+
+        problems = checked_columns(self.recipe, load_yaml(self.recipe_path), self.server_id,
+                                   self.archive.mission_columns, refresh=refresh, environ=self.environ)
+        if problems:
+            raise RecipeError(problems)
+
     def _compute(self, stage: str, table: Table | None, fp: str) -> Table:
         from mastpipe.stages import filter as filter_stage
         from mastpipe.stages import products, query, unique
 
         r = self.recipe
         if stage == "query":
+            if r.mission is not None:
+                self.check_columns()
             return query.run(r.query, self.archive)
         assert table is not None
         if stage == "products":

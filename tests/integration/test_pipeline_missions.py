@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import mastpipe
-from mastpipe.errors import ArchiveError, TruncatedResultError
+from mastpipe.errors import ArchiveError, RecipeError, TruncatedResultError
 from mastpipe.runner import Pipeline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,8 +125,12 @@ def test_failing_product_lists_are_retried_and_a_refused_search_says_why(sandbox
     statuses = [r.status for r in sandbox.log.records() if r.endpoint == "products"]
     assert statuses.count(503) == 2 * 8 and statuses.count(200) == 8
     typo = PAGED.replace("program: 9999", "progam: 9999")
-    with pytest.raises(ArchiveError, match="progam"):
+    with pytest.raises(RecipeError, match="did you mean 'program'"):  # caught before MAST is searched
         Pipeline(_write(tmp_path / "b", typo), mast_url=sandbox.url, environ={}).run(until="query")
+    refused = PAGED.replace("program: 9999", "program: nine")  # a good name, a value MAST refuses
+    with pytest.raises(ArchiveError, match="MAST refused the search: .*program is numeric") as caught:
+        Pipeline(_write(tmp_path / "c", refused), mast_url=sandbox.url, environ={}).run(until="query")
+    assert caught.value.hint and "conditions" in caught.value.hint
 
 
 EXCLUSIVE = """\
@@ -168,3 +172,30 @@ def test_a_rerun_reports_the_new_dataset_and_fetches_only_its_files(sandbox, tmp
     assert len(gets) == 1
     third = mastpipe.run(path, mast_url=sandbox.url, environ={}, refresh=True)
     assert third.report["retrieve"]["fetched"]["files"] == 0
+
+
+TYPOS = """\
+version: 1
+name: typos
+query:
+  q:
+    mission: jwst
+    conditions: {program: 1073, exp_typ: NRC_IMAGE, Filter: F277W}
+    select_cols: [detectr]
+"""
+
+
+def test_a_run_checks_the_names_before_it_searches(sandbox, tmp_path: Path) -> None:
+    recipe = tmp_path / "typos.yaml"
+    recipe.write_text(TYPOS)
+    with pytest.raises(RecipeError) as caught:
+        Pipeline(recipe, mast_url=sandbox.url, environ={}).run(until="query")
+    assert [p.field for p in caught.value.problems] == ["query.q.conditions.exp_typ", "query.q.conditions.Filter",
+                                                        "query.q.select_cols[0]"]
+    assert [r.endpoint for r in sandbox.log.records()] == ["columnsconfig"]  # the column list, no search
+    # a fixed recipe runs, and asks for no column list again: the cache has them all
+    recipe.write_text(TYPOS.replace("exp_typ", "exp_type").replace("Filter", "filter").replace("detectr", "detector"))
+    sandbox.log.clear()
+    result = Pipeline(recipe, mast_url=sandbox.url, environ={}).run(until="query")
+    assert len(result.tables["query"]) == 4
+    assert [r.endpoint for r in sandbox.log.records()] == ["query"]
