@@ -517,7 +517,9 @@ def login(mast_url: str | None, insecure: bool) -> None:
 
 
 @main.command("init")
-@click.option("--collection", required=True, help="MAST collection (obs_collection): JWST, HST, TESS ...")
+@click.option("--collection", help="MAST collection (obs_collection) for a CAOM search: JWST, HST, TESS ...")
+@click.option("--mission", type=click.Choice(["jwst", "hst"], case_sensitive=False),
+              help="Search this mission's own catalogue (MAST's mission search API) instead of CAOM.")
 @click.option("--program", "--proposal", "programs", multiple=True, metavar="ID",
               help="Program (proposal) id; repeatable or comma-separated, any of them matches.")
 @click.option("--instrument", "instruments", multiple=True,
@@ -532,19 +534,24 @@ def login(mast_url: str | None, insecure: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
               help="File to write (default: standard output).")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
-def init_command(collection: str, programs: tuple[str, ...], instruments: tuple[str, ...], filters: tuple[str, ...],
-                 products: tuple[str, ...], mode: str, name: str | None, output: str, force: bool) -> None:
+def init_command(collection: str | None, mission: str | None, programs: tuple[str, ...], instruments: tuple[str, ...],
+                 filters: tuple[str, ...], products: tuple[str, ...], mode: str, name: str | None, output: str,
+                 force: bool) -> None:
     """Write a starting recipe, with comments, from a few choices.
 
     Product kinds become filter.endswith suffixes (_uncal.fits) and productSubGroupDescription
     values (UNCAL). The recipe's first line points editors at schemas/recipe.schema.json. An
     existing file is never overwritten without --force. `mastpipe validate` accepts the result.
 
+    With --mission (jwst or hst) instead of --collection, the recipe searches the mission's own
+    catalogue: the choices become conditions over its columns and product kinds file_suffix values.
+
     Example:
 
     \b
         mastpipe init --collection JWST --program 1073 --instrument NIRCam --filters F277W \\
             --product uncal --output pipelines/jwst-1073.yaml
+        mastpipe init --mission jwst --program 1073 --instrument NIRCam --filters F277W --product uncal
     """
     import os
 
@@ -552,8 +559,8 @@ def init_command(collection: str, programs: tuple[str, ...], instruments: tuple[
 
     to_stdout = output == "-"
     try:
-        text = starting_recipe(collection=collection, programs=programs, instruments=instruments, filters=filters,
-                               products=products, mode=mode, name=name,
+        text = starting_recipe(collection=collection, mission=mission, programs=programs, instruments=instruments,
+                               filters=filters, products=products, mode=mode, name=name,
                                schema_path=schema_path_for(None if to_stdout else output))
         if to_stdout:
             click.echo(text, nl=False)
