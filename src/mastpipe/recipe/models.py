@@ -530,10 +530,11 @@ class Filter(_Model):
         f"Guide-star files (names containing {GUIDE_STAR_MARK!r}): omit them (default, as the seed), keep them, or keep only them."))
     mrp_only: bool = Field(False, description="Keep only MAST's Minimum Recommended Products.")
     columns: dict[str, ColumnMatch] = Field(default_factory=dict, json_schema_extra={
-        "propertyNames": {"enum": sorted(PRODUCT_COLUMNS)}}, description=(
+        "propertyNames": {"enum": sorted({**PRODUCT_COLUMNS, **MISSION_PRODUCT_COLUMNS})}}, description=(
         "Exact matches on product columns, e.g. productSubGroupDescription: UNCAL, productType: [SCIENCE], "
         "calib_level: [2, 3], dataRights: \"!EXCLUSIVE_ACCESS\", extension-like tests belong in endswith; "
-        "numeric columns (size, calib_level) also take {min, max}."))
+        "numeric columns (size, calib_level) also take {min, max}. A mission search's product lists have "
+        "their own columns: file_suffix: _uncal, category: CALIBRATED, access, type ..."))
 
     @field_validator("contains", "endswith", "exclude")
     @classmethod
