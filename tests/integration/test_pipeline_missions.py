@@ -199,3 +199,74 @@ def test_a_run_checks_the_names_before_it_searches(sandbox, tmp_path: Path) -> N
     result = Pipeline(recipe, mast_url=sandbox.url, environ={}).run(until="query")
     assert len(result.tables["query"]) == 4
     assert [r.endpoint for r in sandbox.log.records()] == ["query"]
+
+
+RESUMABLE = """\
+version: 1
+name: resumable
+mast: {timeout: 10, retries: 2}
+query:
+  all1073:
+    mission: jwst
+    conditions: {program: 1073}
+products: {batch_size: 1, in_flight: 1}
+filter:
+  columns: {file_suffix: _uncal}
+"""
+
+RUNNER = """\
+import sys
+from mastpipe.runner import Pipeline
+Pipeline(sys.argv[1], mast_url=sys.argv[2], state_dir=sys.argv[3], environ={}).run(until="products")
+"""
+
+
+def test_kill_9_during_mission_product_lists_then_rerun_asks_only_for_the_rest(sandbox_factory, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mastpipe.stages.products import batch_id
+
+    sb = sandbox_factory(seed=0, faults="products.latency=0.3")
+    recipe = _write(tmp_path, RESUMABLE)
+    state, parts = tmp_path / "state", tmp_path / "state" / "products.parts"
+    (tmp_path / "runner.py").write_text(RUNNER)
+    env = {**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "runner.py"), str(recipe), sb.url, str(state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(parts.glob("*/*.fits"))) < 3:
+            assert proc.poll() is None, f"the run ended early:\n{proc.stderr.read() if proc.stderr else ''}"
+            assert time.monotonic() < deadline, "no batches were finished in time"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        proc.communicate()
+    time.sleep(0.4)  # let the sandbox finish (and log) a request the dead run had in flight
+    datasets = sorted({o for r in sb.log.records() if r.endpoint == "products" for o in r.obsids})
+    done = {d for d in datasets if list(parts.glob(f"*/{batch_id((d,))}.fits"))}
+    assert len(done) >= 3
+    sb.log.clear()
+    resumed = Pipeline(recipe, mast_url=sb.url, state_dir=state, environ={}).run(until="filter")
+    assert {s.stage: s.action for s in resumed.stages}["query"] == "reused"
+    asked = [o for r in sb.log.records() if r.endpoint == "products" for o in r.obsids]
+    everything = set(_text(resumed.tables["query"]["obsid"]))
+    assert sorted(asked) == sorted(everything - done)  # each missing dataset once, none done before
+    assert len(resumed.tables["filter"]) == 12  # 1073's exposures (guide-star files are omitted by default)
+
+
+def test_plan_breaks_a_mission_search_down_by_file_suffix(sandbox, tmp_path):
+    from mastpipe.report import plan_breakdown
+
+    path = _copy("hst-crab-calibrated-missions.yaml", tmp_path)
+    result = Pipeline(path, mast_url=sandbox.url, environ={}).run(until="filter")
+    rows = plan_breakdown(result.tables["filter"], result.tables["query"])
+    assert {(c, i, k) for c, i, k, _, _ in rows} == {("HST", "WFC3", "FLT"), ("HST", "WFC3", "DRZ"),
+                                                     ("HST", "ACS", "FLT"), ("HST", "ACS", "DRZ")}
+    assert sum(n for *_, n, _ in rows) == len(result.tables["filter"])

@@ -790,13 +790,13 @@ class Recipe(_Model):
                                "a recipe's queries all search CAOM, or all the same mission",
                     "hint": "their product lists have different columns and download services; "
                             "split them into two recipes", "at": f"query.{name}"})
-        mission = first is not None
+        searches_mission = first is not None
         for name, match in self.filter.columns.items():
-            problem = check_column(name, match, mission=mission)
+            problem = check_column(name, match, mission=searches_mission)
             if problem:
                 raise PydanticCustomError("recipe_value", "{message}", {
                     "message": problem[1], "hint": problem[2], "at": f"filter.columns.{name}"})
-        if mission and self.filter.mrp_only:
+        if searches_mission and self.filter.mrp_only:
             raise PydanticCustomError("recipe_value", "{message}", {
                 "message": "mrp_only needs CAOM's productGroupDescription; mission product lists do not mark "
                            "Minimum Recommended Products", "at": "filter.mrp_only",
