@@ -103,6 +103,20 @@ def _server_label(server_id: Any, url: str | None) -> str:
     return f"{server_id} at {url}"
 
 
+def _query_section(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's queries as fingerprints see them. The keys of mission searches are left out
+    of CAOM searches, which do not use them, so checkpoints made before mission searches existed
+    stay current."""
+    queries = recipe.model_dump(mode="json")["query"]
+    for query in queries.values():
+        if query.get("mission") is None:
+            for key in ("mission", "conditions", "select_cols"):
+                query.pop(key, None)
+        elif query.get("criteria") is None:
+            query.pop("criteria", None)
+    return queries
+
+
 def default_state_dir(recipe: Recipe, recipe_path: Path) -> Path:
     base = recipe_dir(recipe_path)
     if recipe.state.directory:
@@ -164,7 +178,7 @@ class Pipeline:
         """The recipe settings a stage's result depends on (execution knobs excluded)."""
         r = self.recipe
         return {
-            "query": {"query": r.model_dump(mode="json")["query"], "mast": self.server_id},
+            "query": {"query": _query_section(r), "mast": self.server_id},
             "products": {"mast": self.server_id},
             "unique": r.unique.model_dump(mode="json"),
             "filter": r.filter.model_dump(mode="json"),

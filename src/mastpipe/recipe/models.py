@@ -789,17 +789,17 @@ class Recipe(_Model):
                     "message": f"query {name!r} is {kind(mission)} and query {first_name!r} is {kind(first)}: "
                                "a recipe's queries all search CAOM, or all the same mission",
                     "hint": "their product lists have different columns and download services; "
-                            "split them into two recipes", "at": f"query.{name}"})
+                            "split them into two recipes", "where": f"query.{name}"})
         searches_mission = first is not None
         for name, match in self.filter.columns.items():
             problem = check_column(name, match, mission=searches_mission)
             if problem:
                 raise PydanticCustomError("recipe_value", "{message}", {
-                    "message": problem[1], "hint": problem[2], "at": f"filter.columns.{name}"})
+                    "message": problem[1], "hint": problem[2], "where": f"filter.columns.{name}"})
         if searches_mission and self.filter.mrp_only:
             raise PydanticCustomError("recipe_value", "{message}", {
                 "message": "mrp_only needs CAOM's productGroupDescription; mission product lists do not mark "
-                           "Minimum Recommended Products", "at": "filter.mrp_only",
+                           "Minimum Recommended Products", "where": "filter.mrp_only",
                 "hint": "select files with columns: {file_suffix: ..., category: ...} instead"})
         return self
 

@@ -336,9 +336,12 @@ def problems_from(error: ValidationError, located: Located, data: Any, root: typ
             continue
         if kind == "missing_criteria":  # a query without mission must have criteria (Query._kind)
             kind, loc = "missing", loc + ("criteria",)
-        if kind == "recipe_value" and (item.get("ctx") or {}).get("at"):  # a model's check of a field
-            at = str(item["ctx"]["at"])
-            loc = tuple(at.split(".")) if "." in at else loc + (at,)
+        if kind == "recipe_value":  # a model's check of one of its fields ("at"), or of the recipe's ("where")
+            ctx = item.get("ctx") or {}
+            if ctx.get("where"):
+                loc = tuple(str(ctx["where"]).split("."))
+            elif ctx.get("at"):
+                loc = loc + tuple(str(ctx["at"]).split("."))
         if kind == "missing":
             message = f"required key {loc[-1]!r} is missing"
             problems.append(Problem(located.file, *located.where(loc[:-1]), dotted(loc), message,
