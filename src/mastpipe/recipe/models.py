@@ -384,6 +384,10 @@ class Query(_Model):
     through MAST's mission search API (``mission`` and ``conditions``). Criteria and conditions
     are ANDed; a list means "any of"."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, json_schema_extra={
+        "oneOf": [{"required": ["criteria"], "not": {"required": ["mission"]}},
+                  {"required": ["mission"], "not": {"required": ["criteria"]}}]})
+
     mission: Literal["jwst", "hst"] | None = Field(None, description=(
         "Search this mission's own catalogue (MAST's mission search API, astroquery's MastMissions) "
         "instead of CAOM: its columns (for JWST exp_type, program, detector, readpatt ...; for HST the "
