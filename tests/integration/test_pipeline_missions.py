@@ -270,3 +270,17 @@ def test_plan_breaks_a_mission_search_down_by_file_suffix(sandbox, tmp_path):
     assert {(c, i, k) for c, i, k, _, _ in rows} == {("HST", "WFC3", "FLT"), ("HST", "WFC3", "DRZ"),
                                                      ("HST", "ACS", "FLT"), ("HST", "ACS", "DRZ")}
     assert sum(n for *_, n, _ in rows) == len(result.tables["filter"])
+
+
+@pytest.mark.parametrize("mission, options, expected", [
+    ("jwst", dict(programs=["1073"], instruments=["NIRCam"], filters=["F277W"], products=["uncal"]), 4),
+    ("hst", dict(programs=["12345"], instruments=["WFC3"], products=["flt"]), 4),
+])
+def test_init_mission_recipes_run_against_the_sandbox(sandbox, tmp_path, mission, options, expected):
+    from mastpipe.recipe.starter import starting_recipe
+
+    path = _write(tmp_path, starting_recipe(mission=mission, **options))
+    result = Pipeline(path, mast_url=sandbox.url, environ={}).run(until="filter")
+    kept = _text(result.tables["filter"]["productFilename"])
+    suffix = "_" + options["products"][0] + ".fits"
+    assert len(kept) == expected and all(name.endswith(suffix) for name in kept)
