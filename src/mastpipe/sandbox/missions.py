@@ -25,12 +25,10 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from mastpipe.recipe.fields import DATASET_COLUMN, MISSIONS
 from mastpipe.sandbox.query import QueryError, angular_distance_arcsec
 
 __all__ = ["MISSIONS", "DATASET_COLUMN", "column_list", "MissionView", "search_answer"]
-
-MISSIONS = ("jwst", "hst")
-DATASET_COLUMN = {"jwst": "fileSetName", "hst": "sci_data_set_name"}
 _COLLECTION = {"jwst": "JWST", "hst": "HST"}
 _POSITION = {"jwst": ("targ_ra", "targ_dec"), "hst": ("sci_ra", "sci_dec")}
 
