@@ -127,14 +127,16 @@ class Archive:
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._local = threading.local()
         self._counter_lock = threading.Lock()
-        self._mast = _astroquery(self.url)
+        self._mast_module: Any = None  # astroquery.mast, imported when a CAOM request first needs it
 
     # -- astroquery objects, one per thread ----------------------------------------------------
 
     def _observations(self) -> Any:
         obs = getattr(self._local, "observations", None)
         if obs is None:
-            obs = self._mast.ObservationsClass()
+            if self._mast_module is None:  # a mission search never pays for importing astroquery
+                self._mast_module = _astroquery(self.url)
+            obs = self._mast_module.ObservationsClass()
             portal = obs._portal_api_connection
             portal.MAST_REQUEST_URL = self.url + "/api/v0/invoke"
             portal.COLUMNS_CONFIG_URL = self.url + "/portal/Mashup/Mashup.asmx/columnsconfig"
@@ -157,11 +159,14 @@ class Archive:
                 self.requests_made += 1
             yield
 
-    def call(self, what: str, request: Callable[[Any], T], *, retry_timeouts: bool = True) -> T:
+    def call(self, what: str, request: Callable[[Any], T], *, retry_timeouts: bool = True,
+             astroquery: bool = True) -> T:
         """Run ``request(observations)`` with politeness limits and retries.
 
         With ``retry_timeouts=False`` a timeout raises :class:`TimedOut` at once (the caller has a
-        better move than asking the same thing again, such as splitting the batch).
+        better move than asking the same thing again, such as splitting the batch). With
+        ``astroquery=False`` the request gets None: the mission search API is asked with
+        ``requests`` directly, and a run that only searches a mission never imports astroquery.
 
         Raises
         ------
@@ -175,7 +180,7 @@ class Archive:
             attempt += 1
             try:
                 with self._slot():
-                    return request(self._observations())
+                    return request(self._observations() if astroquery else None)
             except ArchiveError:  # already says what MAST answered and what to do
                 raise
             except Exception as exc:  # astroquery raises many kinds; classify below
@@ -267,7 +272,8 @@ class Archive:
             ra, dec, radius = position
             body.update(target=[f"{ra} {dec}"], radius=radius * 3600.0, radius_units="arcseconds")
         answer = self.call(f"{mission} search (offset {offset})",
-                           lambda _: self._mission_json("POST", f"/search/{mission}/api/v0.1/search", json=body))
+                           lambda _: self._mission_json("POST", f"/search/{mission}/api/v0.1/search", json=body),
+                           astroquery=False)
         try:
             return _results_table(answer, mission), int(answer["totalResults"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -281,7 +287,7 @@ class Archive:
         what = f"{mission} product list of {len(datasets)} dataset(s) {datasets[0]}{'...' if len(datasets) > 1 else ''}"
         answer = self.call(what, lambda _: self._mission_json(
             "POST", f"/search/{mission}/api/v0.1/post_list_products", json={"dataset_ids": list(datasets)}),
-            retry_timeouts=len(datasets) == 1)
+            retry_timeouts=len(datasets) == 1, astroquery=False)
         products = answer.get("products", []) if isinstance(answer, dict) else []
         if products and isinstance(products[0], list):  # MAST sometimes nests the list (astroquery flattens it)
             products = [p for inner in products for p in inner]
@@ -290,7 +296,7 @@ class Archive:
     def mission_columns(self, mission: str) -> list[dict[str, Any]]:
         """The mission's column list (MAST's ``column_list`` service), as MAST gives it."""
         answer = self.call(f"{mission} column list", lambda _: self._mission_json(
-            "GET", "/search/util/api/v0.1/column_list", params={"mission": mission}))
+            "GET", "/search/util/api/v0.1/column_list", params={"mission": mission}), astroquery=False)
         if not isinstance(answer, list) or not all(isinstance(c, dict) and "column_name" in c for c in answer):
             raise ArchiveError(f"{mission} column list: MAST's answer is not a list of columns",
                                hint=f"is {self.url} MAST or a server speaking its mission search API?")
