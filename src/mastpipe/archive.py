@@ -236,6 +236,79 @@ class Archive:
                          hint="the request names only observations, so MAST's answer is at fault: "
                               "rerun later, and report it to MAST if it persists")
 
+    # -- the mission search API ---------------------------------------------------------------
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = _TimeoutAdapter(self.timeout, pool_size=2, insecure=self.insecure)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = f"mastpipe ({requests.utils.default_user_agent()})"
+            self._local.session = session
+        return session
+
+    def _mission_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._session().request(method, f"{self.url}{path}", **kwargs)
+        if response.status_code == 400:  # MAST's word on a bad search: say it, do not retry
+            try:
+                detail = response.json().get("detail") or response.text
+            except ValueError:
+                detail = response.text
+            raise ArchiveError(f"MAST refused the search: {str(detail)[:300]}",
+                               hint="check the query's conditions and select_cols; `mastpipe validate --online` "
+                                    "checks them against the mission's columns")
+        response.raise_for_status()
+        return response.json()
+
+    def mission_search(self, mission: str, conditions: dict[str, Any], position: tuple[float, float, float] | None,
+                       select_cols: list[str], offset: int, limit: int) -> tuple[Table, int]:
+        """One page of a mission search and MAST's count of all its rows (``totalResults``).
+
+        Rows are sorted on the dataset column, so pages of the same search do not overlap.
+        ``position`` is ``(ra_deg, dec_deg, radius_deg)``.
+        """
+        key = DATASET_COLUMN[mission]
+        body: dict[str, Any] = {
+            "conditions": [{name: _condition_text(value)} for name, value in conditions.items()],
+            "limit": limit, "offset": offset, "sort_by": [key], "sort_desc": [False],
+            "select_cols": (list(select_cols) + [key]) if select_cols else None,
+        }
+        if position is not None:
+            ra, dec, radius = position
+            body.update(target=[f"{ra} {dec}"], radius=radius * 3600.0, radius_units="arcseconds")
+        answer = self.call(f"{mission} search (offset {offset})",
+                           lambda _: self._mission_json("POST", f"/search/{mission}/api/v0.1/search", json=body),
+                           astroquery=False)
+        try:
+            return _results_table(answer, mission), int(answer["totalResults"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArchiveError(f"{mission} search: MAST's answer lacks {exc} (not a mission search answer?)",
+                               hint=f"is {self.url} MAST or a server speaking its mission search API?") from None
+
+    def mission_products(self, mission: str, datasets: list[str]) -> Table:
+        """Product lists of the given datasets, in the pipeline's vocabulary (see
+        :func:`mission_products_table`). Like :meth:`products`, a timed-out request for several
+        datasets raises :class:`TimedOut` at once, for the caller to split."""
+        what = f"{mission} product list of {len(datasets)} dataset(s) {datasets[0]}{'...' if len(datasets) > 1 else ''}"
+        answer = self.call(what, lambda _: self._mission_json(
+            "POST", f"/search/{mission}/api/v0.1/post_list_products", json={"dataset_ids": list(datasets)}),
+            retry_timeouts=len(datasets) == 1, astroquery=False)
+        products = answer.get("products", []) if isinstance(answer, dict) else []
+        if products and isinstance(products[0], list):  # MAST sometimes nests the list (astroquery flattens it)
+            products = [p for inner in products for p in inner]
+        return mission_products_table(products, mission)
+
+    def mission_columns(self, mission: str) -> list[dict[str, Any]]:
+        """The mission's column list (MAST's ``column_list`` service), as MAST gives it."""
+        answer = self.call(f"{mission} column list", lambda _: self._mission_json(
+            "GET", "/search/util/api/v0.1/column_list", params={"mission": mission}), astroquery=False)
+        if not isinstance(answer, list) or not all(isinstance(c, dict) and "column_name" in c for c in answer):
+            raise ArchiveError(f"{mission} column list: MAST's answer is not a list of columns",
+                               hint=f"is {self.url} MAST or a server speaking its mission search API?")
+        return answer
+
 
 #: A column of product lists mastpipe adds: what was wrong with a row of MAST's answer (masked
 #: where nothing was). The retrieve stage refuses such rows one by one; the others go on.
@@ -335,80 +408,6 @@ def _cell(raw: Any, atype: Any) -> tuple[Any, bool]:
         except (TypeError, ValueError):
             return None, False
     return raw, True
-
-
-    # -- the mission search API ---------------------------------------------------------------
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            adapter = _TimeoutAdapter(self.timeout, pool_size=2, insecure=self.insecure)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers["User-Agent"] = f"mastpipe ({requests.utils.default_user_agent()})"
-            self._local.session = session
-        return session
-
-    def _mission_json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._session().request(method, f"{self.url}{path}", **kwargs)
-        if response.status_code == 400:  # MAST's word on a bad search: say it, do not retry
-            try:
-                detail = response.json().get("detail") or response.text
-            except ValueError:
-                detail = response.text
-            raise ArchiveError(f"MAST refused the search: {str(detail)[:300]}",
-                               hint="check the query's conditions and select_cols; `mastpipe validate --online` "
-                                    "checks them against the mission's columns")
-        response.raise_for_status()
-        return response.json()
-
-    def mission_search(self, mission: str, conditions: dict[str, Any], position: tuple[float, float, float] | None,
-                       select_cols: list[str], offset: int, limit: int) -> tuple[Table, int]:
-        """One page of a mission search and MAST's count of all its rows (``totalResults``).
-
-        Rows are sorted on the dataset column, so pages of the same search do not overlap.
-        ``position`` is ``(ra_deg, dec_deg, radius_deg)``.
-        """
-        key = DATASET_COLUMN[mission]
-        body: dict[str, Any] = {
-            "conditions": [{name: _condition_text(value)} for name, value in conditions.items()],
-            "limit": limit, "offset": offset, "sort_by": [key], "sort_desc": [False],
-            "select_cols": (list(select_cols) + [key]) if select_cols else None,
-        }
-        if position is not None:
-            ra, dec, radius = position
-            body.update(target=[f"{ra} {dec}"], radius=radius * 3600.0, radius_units="arcseconds")
-        answer = self.call(f"{mission} search (offset {offset})",
-                           lambda _: self._mission_json("POST", f"/search/{mission}/api/v0.1/search", json=body),
-                           astroquery=False)
-        try:
-            return _results_table(answer, mission), int(answer["totalResults"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArchiveError(f"{mission} search: MAST's answer lacks {exc} (not a mission search answer?)",
-                               hint=f"is {self.url} MAST or a server speaking its mission search API?") from None
-
-    def mission_products(self, mission: str, datasets: list[str]) -> Table:
-        """Product lists of the given datasets, in the pipeline's vocabulary (see
-        :func:`mission_products_table`). Like :meth:`products`, a timed-out request for several
-        datasets raises :class:`TimedOut` at once, for the caller to split."""
-        what = f"{mission} product list of {len(datasets)} dataset(s) {datasets[0]}{'...' if len(datasets) > 1 else ''}"
-        answer = self.call(what, lambda _: self._mission_json(
-            "POST", f"/search/{mission}/api/v0.1/post_list_products", json={"dataset_ids": list(datasets)}),
-            retry_timeouts=len(datasets) == 1, astroquery=False)
-        products = answer.get("products", []) if isinstance(answer, dict) else []
-        if products and isinstance(products[0], list):  # MAST sometimes nests the list (astroquery flattens it)
-            products = [p for inner in products for p in inner]
-        return mission_products_table(products, mission)
-
-    def mission_columns(self, mission: str) -> list[dict[str, Any]]:
-        """The mission's column list (MAST's ``column_list`` service), as MAST gives it."""
-        answer = self.call(f"{mission} column list", lambda _: self._mission_json(
-            "GET", "/search/util/api/v0.1/column_list", params={"mission": mission}), astroquery=False)
-        if not isinstance(answer, list) or not all(isinstance(c, dict) and "column_name" in c for c in answer):
-            raise ArchiveError(f"{mission} column list: MAST's answer is not a list of columns",
-                               hint=f"is {self.url} MAST or a server speaking its mission search API?")
-        return answer
 
 
 def mission_download_url(mast_url: str, mission: str, uri: str) -> str:
