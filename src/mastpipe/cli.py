@@ -24,7 +24,7 @@ SANDBOX_SERVER_ID = "mastpipe-sandbox:seed=0"
 #: The command line's name for each library parameter an error may speak of: the library says
 #: ``until 'x' is not a stage``, the command line ``--until 'x' is not a stage``.
 FLAGS = {"until": "--until", "from_stage": "--from", "executor": "--executor", "scheduler": "--scheduler",
-         "mast_url": "--mast-url", "state_dir": "--state-dir", "collection": "--collection",
+         "mast_url": "--mast-url", "state_dir": "--state-dir", "collection": "--collection", "mission": "--mission",
          "programs": "--program", "instruments": "--instrument", "filters": "--filters", "products": "--product",
          "mode": "--mode", "name": "--name", "path": "--output", "force": "--force"}
 

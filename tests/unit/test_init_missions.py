@@ -40,9 +40,9 @@ def test_a_bare_mission_recipe_is_still_valid():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"mission": "tess"}, "--mission: 'tess' is not a mission"),
+    ({"mission": "tess"}, "mission: 'tess' is not a mission"),
     ({"mission": "jwst", "collection": "HST"}, "disagree"),
-    ({}, "give --collection (a CAOM search) or --mission"),
+    ({}, "give collection (a CAOM search) or mission"),
     ({"mission": "jwst", "products": ["flt"]}, "not a JWST product kind"),
 ])
 def test_bad_choices_say_which_option(kwargs, message):

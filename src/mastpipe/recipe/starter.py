@@ -239,14 +239,15 @@ def starting_recipe(*, collection: str | None = None, programs: Iterable[str] = 
     if mission is not None:
         mission = mission.lower()
         if mission not in _MISSION_COLUMNS:
-            raise UsageError(f"--mission: {mission!r} is not a mission mastpipe searches",
-                             hint="give " + " or ".join(_MISSION_COLUMNS))
+            raise UsageError(f"{{mission}}: {literal(repr(mission))} is not a mission mastpipe searches",
+                             hint="give " + " or ".join(_MISSION_COLUMNS), parameters=["mission"])
         if collection is not None and collection.upper() != mission.upper():
-            raise UsageError(f"--collection {collection} and --mission {mission} disagree", hint="give only --mission")
+            raise UsageError(f"{{collection}} {literal(collection)} and {{mission}} {literal(mission)} disagree",
+                             hint="give only {mission}", parameters=["collection", "mission"])
         collection = mission.upper()
     if collection is None:
-        raise UsageError("give --collection (a CAOM search) or --mission (a mission search)",
-                         hint="e.g. --collection JWST, or --mission jwst")
+        raise UsageError("give {collection} (a CAOM search) or {mission} (a mission search)",
+                         hint="e.g. {collection} JWST, or {mission} jwst", parameters=["collection", "mission"])
     coll = _collection(collection)
     programs_ = _check("programs", _split(programs), _PROGRAM,
                        "give a program (proposal) id such as 1073, or several: 1073,1345")
