@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -157,7 +157,7 @@ class RetrieveResult:
 
 
 def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileResult] | None,
-                   refused: list[Refused] = ()) -> Path:
+                   refused: Sequence[Refused] = ()) -> Path:
     """Write the manifest as ECSV (``path``) and JSON (same name, ``.json``), atomically.
 
     Refused rows are listed too (status ``failed``, no path), so nothing the filter kept
