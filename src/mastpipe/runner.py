@@ -110,7 +110,7 @@ def _query_section(recipe: Recipe) -> dict[str, Any]:
     """The recipe's queries as fingerprints see them. The keys of mission searches are left out
     of CAOM searches, which do not use them, so checkpoints made before mission searches existed
     stay current."""
-    queries = recipe.model_dump(mode="json")["query"]
+    queries: dict[str, Any] = recipe.model_dump(mode="json")["query"]
     for query in queries.values():
         if query.get("mission") is None:
             for key in ("mission", "conditions", "select_cols"):
@@ -180,13 +180,14 @@ class Pipeline:
     def section(self, stage: str) -> dict[str, Any]:
         """The recipe settings a stage's result depends on (execution knobs excluded)."""
         r = self.recipe
-        return {
+        sections: dict[str, dict[str, Any]] = {
             "query": {"query": _query_section(r), "mast": self.server_id},
             "products": {"mast": self.server_id},
             "unique": r.unique.model_dump(mode="json"),
             "filter": r.filter.model_dump(mode="json"),
             "retrieve": r.retrieve.model_dump(mode="json"),
-        }[stage]
+        }
+        return sections[stage]
 
     def _reasons(self, stage: str, sidecar: Sidecar | None, fp: str, forced: list[str]) -> list[str]:
         if sidecar is None:

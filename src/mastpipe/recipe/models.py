@@ -36,7 +36,7 @@ from mastpipe.errors import Problem, RecipeError
 from mastpipe.recipe.base import FrozenDict, FrozenList, Range, Scalar, _Model, _types
 from mastpipe.recipe.checks import (_COLUMN_KINDS, _booleans, _column_kinds, check_column, check_condition, check_criterion,
                                     layout_problem)
-from mastpipe.recipe.fields import BOOLEAN_FIELDS, CONTINUOUS_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS
+from mastpipe.recipe.fields import BOOLEAN_FIELDS, CONTINUOUS_FIELDS, OBSERVATION_FIELDS
 from mastpipe.recipe.problems import _model_for, boolean_problem, number_problems, problems_from, scan, shown
 from mastpipe.recipe.sections import (DEFAULT_MAST_URL, GUIDE_STAR_MARK, MAST_URL_ENV, ColumnMatch, Criterion, Executor,
                                       Filter, Mast, Position, Products, Query, Retrieve, State, Unique, _check_url)
