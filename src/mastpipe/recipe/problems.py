@@ -344,6 +344,14 @@ def problems_from(error: ValidationError, located: Located, data: Any, root: typ
             hint = hint or ("allowed keys here: " + ", ".join(allowed) if allowed else None)
             problems.append(located.problem(loc, f"unknown key {loc[-1]!r}", hint, key=True))
             continue
+        if kind == "missing_criteria":  # a query without mission must have criteria (Query._kind)
+            kind, loc = "missing", loc + ("criteria",)
+        if kind == "recipe_value":  # a model's check of one of its fields ("at"), or of the recipe's ("where")
+            ctx = item.get("ctx") or {}
+            if ctx.get("where"):
+                loc = tuple(str(ctx["where"]).split("."))
+            elif ctx.get("at"):
+                loc = loc + tuple(str(ctx["at"]).split("."))
         if kind == "missing":
             message = f"required key {loc[-1]!r} is missing"
             problems.append(Problem(located.file, *located.where(loc[:-1]), dotted(loc), message,

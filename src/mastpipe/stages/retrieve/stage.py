@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from mastpipe.archive import MALFORMED
+from mastpipe.archive import MALFORMED, mission_download_url
 from mastpipe.errors import AuthError, UnsafePathError
 from mastpipe.stages.retrieve.paths import check_collisions, product_path
 from mastpipe.recipe.models import Retrieve
@@ -122,7 +122,8 @@ def plan_files(table: Table, destination: Path, layout: str,
             refused.append(Refused(str(values.get("productFilename") or "?"), "", size,
                                    "the product list gives no dataURI for this product"))
             continue
-        url = download_url(mast_url, uri)
+        mission = values.get("mission")
+        url = mission_download_url(mast_url, mission, uri) if mission else download_url(mast_url, uri)
         try:
             dest = product_path(values, destination, layout)
         except UnsafePathError as exc:
