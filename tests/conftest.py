@@ -98,3 +98,15 @@ def _private_column_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     """Mission column lists are cached in the user's cache directory (mastpipe.recipe.columns):
     each test gets its own, so none reads another's and none writes to the real one."""
     monkeypatch.setenv("MASTPIPE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
+def _mastpipe_logger_restored() -> Any:
+    """A command run in-process (click's CliRunner) points the ``mastpipe`` logger at its own
+    handler and stops propagation; restore it so later tests' ``caplog`` still sees the records."""
+    import logging
+
+    logger = logging.getLogger("mastpipe")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
