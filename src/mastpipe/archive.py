@@ -10,6 +10,11 @@ hanging server would block forever), a pool sized for our politeness limit and, 
 
 Retries (timeouts, connection errors, 429, 5xx, honouring ``Retry-After``) happen here, in one
 loop, for every request mastpipe makes through astroquery.
+
+MAST's cloud copies are located here too (protocol map: ``mast-cloud.md``): which missions the
+public bucket mirrors (:func:`cloud_mission`), ``path_lookup`` in batches of at most
+:data:`PATH_LOOKUP_BATCH` URIs (:meth:`Archive.path_lookup`), and astroquery's rules from a path
+to a bucket key (:func:`bucket_key`).
 """
 
 from __future__ import annotations
@@ -70,6 +75,36 @@ def _astroquery(server: str) -> Any:
 
         warnings.filterwarnings("ignore", category=NoResultsWarning)
         return mast
+
+
+#: The public bucket holding MAST's cloud copies, and its region.
+BUCKET, BUCKET_REGION = "stpubdata", "us-east-1"
+#: dataURI prefixes (lower case) of the missions the bucket mirrors; others are never looked up.
+CLOUD_PREFIXES = ("mast:hst/product", "mast:tess/product", "mast:kepler", "mast:galex", "mast:ps1",
+                  "mast:jwst/product")
+#: Most URIs per path_lookup request: MAST answers 414 beyond it.
+PATH_LOOKUP_BATCH = 50
+
+
+def cloud_mission(uri: str) -> bool:
+    """Whether ``uri`` belongs to a mission the public bucket mirrors (case-insensitive)."""
+    return uri.lower().startswith(CLOUD_PREFIXES)
+
+
+def bucket_key(path: str) -> str:
+    """The bucket key for a path from ``path_lookup``, by astroquery's rules (``mast_relative_path``).
+
+    GALEX paths lose their leading ``/mast/`` *characters* (astroquery strips a character set,
+    and keys must match what it asks S3 for), PS1 paths move under ``panstarrs/ps1/public/``,
+    HLSP paths under ``mast/``; any other path loses its leading ``/``.
+    """
+    if "galex" in path:
+        return path.lstrip("/mast/")
+    if "/ps1/" in path:
+        return path.replace("/ps1/", "panstarrs/ps1/public/")
+    if "hlsp" in path:
+        return path.replace("/hlsp_local/public/", "mast/")
+    return path.lstrip("/")
 
 
 class TimedOut(ArchiveError):
@@ -210,6 +245,29 @@ class Archive:
         """
         what = f"product list of {len(obsids)} observation(s) {obsids[0]}{'...' if len(obsids) > 1 else ''}"
         return self.call(what, lambda obs: obs.get_product_list(list(obsids)), retry_timeouts=len(obsids) == 1)
+
+
+    def path_lookup(self, uris: list[str]) -> dict[str, str | None]:
+        """Where each product lies in the cloud bucket: uri -> bucket key, or None when MAST knows
+        no path for it. One request per :data:`PATH_LOOKUP_BATCH` URIs, retried like the others.
+        """
+        found: dict[str, str | None] = {}
+        for start in range(0, len(uris), PATH_LOOKUP_BATCH):
+            batch = uris[start:start + PATH_LOOKUP_BATCH]
+
+            def ask(obs: Any, batch: list[str] = batch) -> Any:
+                session = obs._portal_api_connection._session
+                response = session.get(f"{self.url}/api/v0.1/path_lookup/", params={"uri": batch},
+                                       timeout=self.timeout, **({"verify": False} if self.insecure else {}))
+                response.raise_for_status()
+                return response.json()
+
+            answer = self.call(f"path_lookup of {len(batch)} product(s) {batch[0]}...", ask)
+            for uri in batch:
+                entry = answer.get(uri) if isinstance(answer, dict) else None
+                path = entry.get("path") if isinstance(entry, dict) else None
+                found[uri] = bucket_key(path) if path else None
+        return found
 
 
 def _position(position: Any) -> dict[str, Any]:

@@ -550,17 +550,22 @@ def sandbox() -> None:
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Append every request to this JSON-lines file.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate (PEM; with --tls-key).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The private key of --tls-cert (PEM).")
+@click.option("--s3", is_flag=True, help="Also serve the public cloud bucket from a local S3 server; prints its endpoint second.")
 def serve(host: str, port: int, seed: int, scale: str | None, faults: str | None, tokens: tuple[str, ...],
-          log_path: str | None, tls_cert: str | None, tls_key: str | None) -> None:
+          log_path: str | None, tls_cert: str | None, tls_key: str | None, s3: bool) -> None:
     """Serve a local MAST on HOST:PORT until interrupted; prints its URL first.
 
     Point mastpipe at it with --mast-url or MASTPIPE_MAST_URL, or astroquery with an
     astroquery.cfg whose [mast] server is that URL. With --tls-cert and --tls-key it serves
     HTTPS, to rehearse a network with its own certificate authority (REQUESTS_CA_BUNDLE).
+    With --s3 it also serves MAST's public cloud copies from a real S3 server (moto, from the
+    test extra) and prints that endpoint on the second line: give it to mastpipe as
+    MASTPIPE_S3_ENDPOINT, to boto3 and astroquery as AWS_ENDPOINT_URL_S3.
 
     Example:
 
         mastpipe sandbox serve --port 8080 --faults 'download.error_rate=0.2'
+        mastpipe sandbox serve --s3 --faults 's3.error_rate=0.1:503'
     """
     from .sandbox import serve_forever
 
@@ -574,7 +579,7 @@ def serve(host: str, port: int, seed: int, scale: str | None, faults: str | None
                                      param_hint="--log") from None
     try:
         serve_forever(host=host, port=port, seed=seed, scale=scale, faults=faults, tokens=list(tokens),
-                      log_path=log_path, ssl_context=context)
+                      log_path=log_path, ssl_context=context, s3=s3)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     except OSError as error:
