@@ -180,6 +180,11 @@ def _setup_logging(quiet: bool, verbose: bool, json_lines: bool = False) -> None
     root.propagate = False
 
 
+_SOURCE = click.option("--source", type=click.Choice(["mast", "cloud", "auto"]),
+                       help="Where files come from, instead of the recipe's retrieve.source: MAST, its S3 copies "
+                            "only, or S3 where a copy exists (cloud and auto need mastpipe[cloud]).")
+
+
 def _pipeline_options(function):  # type: ignore[no-untyped-def]
     options = [
         click.argument("recipe", type=click.Path(dir_okay=False)),
@@ -198,7 +203,8 @@ def _pipeline_options(function):  # type: ignore[no-untyped-def]
 
 def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
                    action, refresh: bool = False, insecure: bool = False, quiet: bool = False,
-                   json_events: bool = False, files: _FileCount | None = None):  # type: ignore[no-untyped-def]
+                   json_events: bool = False, files: _FileCount | None = None,
+                   source: str | None = None):  # type: ignore[no-untyped-def]
     """Build the Pipeline (inside a sandbox when asked) and run ``action(pipeline)``.
 
     Every way the run can end early becomes one line, never a traceback: a
@@ -234,7 +240,16 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
                 click.echo(f"sandbox: serving a local MAST stand-in at {url}", err=True)
             server_id = SANDBOX_SERVER_ID if running is not None else None
             pipeline = Pipeline(recipe, mast_url=url, state_dir=state_dir, refresh=refresh, server_id=server_id,
-                                insecure=insecure)
+                                insecure=insecure, source=source)
+            if running is not None and pipeline.recipe.retrieve.source != "mast":
+                from .cloud import S3_ENDPOINT_ENV
+
+                endpoint = running.start_s3().endpoint  # the sandbox's bucket stands in for AWS's
+                if not quiet:
+                    click.echo(f"sandbox: serving its cloud bucket at {endpoint}", err=True)
+                import os
+
+                pipeline.environ = {**(pipeline.environ or os.environ), S3_ENDPOINT_ENV: endpoint}
             return action(pipeline)
     except MastpipeError as error:
         _fail(error, json_events)
@@ -265,10 +280,11 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
               help="Where downloads run, instead of the recipe's retrieve.executor (dask needs mastpipe[dask]).")
 @click.option("--scheduler", metavar="ADDRESS",
               help="Dask scheduler, e.g. tcp://host:8786, or 'local' for worker processes on this machine.")
+@_SOURCE
 def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
         verbose: bool, until: str, from_stage: str | None, refresh: bool, verify: bool, report_path: str | None,
         summary_path: str | None, json_events: bool, executor: str | None = None,
-        scheduler: str | None = None) -> None:
+        scheduler: str | None = None, source: str | None = None) -> None:
     """Run a recipe: query -> products -> unique -> filter -> retrieve.
 
     Each stage's result is checkpointed; a rerun reuses every stage whose recipe section and
@@ -327,7 +343,7 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
 
     files = _FileCount()
     _with_pipeline(recipe, mast_url, state_dir, sandbox, action, refresh=refresh, insecure=insecure, quiet=quiet,
-                   json_events=json_events, files=files)
+                   json_events=json_events, files=files, source=source)
 
 
 @main.command()
@@ -365,8 +381,9 @@ def history(recipe: str, state_dir: str | None, as_json: bool) -> None:
 
 @main.command()
 @_pipeline_options
+@_SOURCE
 def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
-         verbose: bool) -> None:
+         verbose: bool, source: str | None = None) -> None:
     """Show what `run` would retrieve, without downloading anything.
 
     Runs the stages up to filter (reusing checkpoints) and prints the files and bytes `run`
@@ -386,7 +403,7 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
         outlook = pipeline.retrieve_outlook(result.tables["filter"])
         click.echo(format_plan(result.tables["filter"], result.tables["query"], outlook))
 
-    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, insecure=insecure, quiet=quiet)
+    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, insecure=insecure, quiet=quiet, source=source)
 
 
 @main.command()

@@ -37,6 +37,9 @@ class FileTask:
         401/403.
     sha256 : str or None
         Expected sha256 when known (MAST does not publish one; tests and mirrors may).
+
+    A ``url`` of the form ``s3://stpubdata/<key>`` is fetched from MAST's cloud copy with an S3
+    client (:mod:`mastpipe.cloud`); :attr:`source` then says ``s3``.
     """
 
     key: str
@@ -45,6 +48,11 @@ class FileTask:
     size: int | None = None
     protected: bool = False
     sha256: str | None = None
+
+    @property
+    def source(self) -> str:
+        """``s3`` for a cloud copy, ``mast`` for MAST's download service."""
+        return "s3" if self.url.startswith("s3://") else "mast"
 
 
 Status = Literal["fetched", "skipped", "failed"]
@@ -70,6 +78,9 @@ class FileResult:
         HTTP requests sent this run for this file (redirect hops counted).
     error : str or None
         Why it failed; names the product; never contains the token.
+    source : str or None
+        Where the file's bytes came from, ``mast`` or ``s3`` (None: not known, e.g. a file
+        adopted from the disk).
     """
 
     key: str
@@ -80,6 +91,7 @@ class FileResult:
     attempts: int = 0
     http_requests: int = 0
     error: str | None = None
+    source: str | None = None
 
 
 @dataclass

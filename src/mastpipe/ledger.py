@@ -47,11 +47,12 @@ CREATE TABLE IF NOT EXISTS files (
     etag          TEXT,
     last_modified TEXT,
     started       REAL,
-    finished      REAL
+    finished      REAL,
+    source        TEXT                -- where the done file came from: mast | s3
 )
 """
 _COLUMNS = ("key", "dest", "status", "size", "sha256", "attempts", "last_error", "etag",
-            "last_modified", "started", "finished")
+            "last_modified", "started", "finished", "source")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class LedgerRow:
     last_modified: str | None = None
     started: float | None = None
     finished: float | None = None
+    source: str | None = None
 
 
 class Ledger:
@@ -117,6 +119,9 @@ class Ledger:
             # database; a lost "done" row only means the file is hashed and adopted again.
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+            if "source" not in columns:  # a ledger written before the cloud copies existed
+                db.execute("ALTER TABLE files ADD COLUMN source TEXT")
         except BaseException:
             db.close()
             raise
@@ -212,17 +217,22 @@ class Ledger:
         )
 
     def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
-                  etag: str | None = None, last_modified: str | None = None) -> None:
-        """Record a complete, verified file (``attempts`` is added to the running total)."""
+                  etag: str | None = None, last_modified: str | None = None,
+                  source: str | None = None) -> None:
+        """Record a complete, verified file (``attempts`` is added to the running total).
+
+        ``source`` says where its bytes came from (``mast`` or ``s3``); None keeps what an
+        earlier row said (a file adopted or moved was not fetched now)."""
         now = time.time()
         self._write(
             "INSERT INTO files (key, dest, status, size, sha256, attempts, last_error, etag, "
-            "last_modified, started, finished) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?) "
+            "last_modified, started, finished, source) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET dest=excluded.dest, status=excluded.status, "
             "size=excluded.size, sha256=excluded.sha256, attempts=files.attempts + "
             "excluded.attempts, last_error=NULL, etag=excluded.etag, "
-            "last_modified=excluded.last_modified, finished=excluded.finished",
-            (key, str(dest), DONE, size, sha256, attempts, etag, last_modified, now, now),
+            "last_modified=excluded.last_modified, finished=excluded.finished, "
+            "source=COALESCE(excluded.source, files.source)",
+            (key, str(dest), DONE, size, sha256, attempts, etag, last_modified, now, now, source),
         )
 
     def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:

@@ -9,7 +9,8 @@ A recipe is one YAML document with these sections, each named after the stage it
     products:  {batch_size, in_flight}
     unique:    {key}
     filter:    {contains, endswith, exclude, guide_stars, mrp_only, columns}
-    retrieve:  {mode, destination, layout, in_flight, verify, overwrite, executor, script, manifest}
+    retrieve:  {mode, source, destination, layout, in_flight, s3_in_flight, s3_endpoint, verify, overwrite,
+                executor, script, manifest}
     state:     {directory, query_max_age}
 
 Models are immutable and reject unknown keys. Loading goes through :mod:`mastpipe.yamlload` and
@@ -529,12 +530,25 @@ class Retrieve(_Model):
     mode: Literal["download", "curl", "manifest"] = Field("download", description=(
         "download: mastpipe fetches, verifies and resumes the files itself; curl: write a bash script of "
         "curl commands to run later or elsewhere; manifest: only list URLs, paths and sizes."))
+    source: Literal["mast", "cloud", "auto"] = Field("mast", description=(
+        "Where files come from. mast (default): MAST's download service, as astroquery without cloud access; "
+        "auto: MAST's public copy on AWS S3 (bucket stpubdata) where one exists, MAST otherwise; cloud: only "
+        "the S3 copies, products without one are listed as skipped (astroquery's cloud_only). Exclusive-access "
+        "products always come from MAST with the token. cloud and auto need mastpipe[cloud] (boto3); "
+        "--source overrides this field."))
     destination: str = Field("data", description="Directory files go under; relative paths are relative to the recipe file.")
     layout: str = Field("astroquery", description=(
         "astroquery: mastDownload/<obs_collection>/<obs_id>/<file>, as astroquery writes it (so earlier "
         "manual downloads are adopted); flat: <file>; or a template of product columns such as "
         "\"{obs_collection}/{proposal_id}/{productFilename}\"."))
-    in_flight: int = Field(4, ge=1, le=16, description="Downloads in flight at once.")
+    in_flight: int = Field(4, ge=1, le=16, description="Downloads from MAST in flight at once (with a Dask executor: across the cluster).")
+    s3_in_flight: int = Field(16, ge=1, le=256, description=(
+        "source cloud or auto: downloads from S3 in flight at once, apart from in_flight (S3 has no per-client "
+        "limit like MAST's download service; with a Dask executor: across the cluster)."))
+    s3_endpoint: str | None = Field(None, description=(
+        "source cloud or auto: S3 endpoint URL of an S3-compatible mirror (default: AWS, region us-east-1); "
+        "the environment variable MASTPIPE_S3_ENDPOINT overrides it. curl scripts then fetch "
+        "<endpoint>/stpubdata/<key> instead of https://stpubdata.s3.amazonaws.com/<key>."))
     verify: Literal["size", "sha256"] = Field("size", description=(
         "How a rerun checks files it already has: size (fast, no reading) or sha256 (re-hash every file "
         "and repair mismatches). New downloads are always size-checked and hashed."))
@@ -545,6 +559,11 @@ class Retrieve(_Model):
         "download mode: where the downloads run, local threads (default) or a Dask cluster."))
     script: str | None = Field(None, description="curl mode: where to write the script (default <destination>/mastpipe-download.sh).")
     manifest: str | None = Field(None, description="Where to write the manifest (default <destination>/manifest.ecsv, plus .json).")
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _s3_endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
 
     @field_validator("layout")
     @classmethod
@@ -684,6 +703,11 @@ class Recipe(_Model):
         if "script" in given and retrieve.script is not None and retrieve.mode != "curl":
             found.append((("retrieve", "script"), f"retrieve.script has no effect with mode {retrieve.mode}: "
                           "only curl mode writes a script", "remove it, or set `mode: curl`"))
+        if retrieve.source == "mast":
+            for key in ("s3_in_flight", "s3_endpoint"):
+                if key in given:
+                    found.append((("retrieve", key), f"retrieve.{key} has no effect with source mast: "
+                                  "only cloud and auto fetch from S3", "remove it, or set `source: auto`"))
         if retrieve.mode != "download":
             for key in ("in_flight", "verify", "overwrite", "executor"):
                 if key in given:  # even at its default value: the author expects it to matter

@@ -174,14 +174,20 @@ class Pipeline:
     insecure : bool
         Do not check MAST's TLS certificate (``--insecure``): logged as a warning here, once, and
         recorded in the run report. Never a recipe setting: see :mod:`mastpipe.tls`.
+    source : {"mast", "cloud", "auto"}, optional
+        Overrides the recipe's ``retrieve.source`` (``--source``).
     """
 
     def __init__(self, recipe_path: str | os.PathLike[str], *, mast_url: str | None = None,
                  state_dir: str | os.PathLike[str] | None = None, refresh: bool = False,
                  environ: dict[str, str] | None = None, recipe: Recipe | None = None,
-                 server_id: str | None = None, insecure: bool = False) -> None:
+                 server_id: str | None = None, insecure: bool = False, source: str | None = None) -> None:
         self.recipe_path = Path(recipe_path)
         self.recipe = recipe or load_recipe(self.recipe_path, environ)
+        if source is not None and source != self.recipe.retrieve.source:
+            retrieve = self.recipe.retrieve.model_copy(update={"source": source})
+            self.recipe = self.recipe.model_copy(update={"retrieve": retrieve})
+        self.environ = environ
         self.mast_url = effective_mast_url(self.recipe, mast_url, environ)
         self.state_dir = Path(state_dir).resolve() if state_dir else default_state_dir(self.recipe, self.recipe_path)
         self.refresh = refresh
@@ -422,12 +428,18 @@ class Pipeline:
         """
         from .stages import retrieve as retrieve_stage
 
+        from .cloud import effective_endpoint
+
         m = self.recipe.mast
-        return retrieve_stage.run(table, self.recipe.retrieve, base=self.recipe_path.resolve().parent,
+        settings = self.recipe.retrieve
+        return retrieve_stage.run(table, settings, base=self.recipe_path.resolve().parent,
                                   state_dir=self.state_dir, mast_url=self.mast_url, mast_timeout=m.timeout,
                                   retries=m.retries, retry_after_cap=m.retry_after_cap, verify=verify,
                                   token=token, on_event=on_event, insecure=self.insecure,
-                                  executor=self.recipe.retrieve.executor.override(executor, scheduler))
+                                  executor=settings.executor.override(executor, scheduler),
+                                  archive=self.archive if settings.source != "mast" else None,
+                                  server_id=self.server_id,
+                                  s3_endpoint=effective_endpoint(settings.s3_endpoint, self.environ))
 
     def _parts_dir(self, fp: str) -> Path:
         """Finished product-list batches of the products stage with fingerprint ``fp``.

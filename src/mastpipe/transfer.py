@@ -19,6 +19,12 @@ atomically.
 The MAST token is sent as the ``mast_token`` cookie and only to hosts in ``token_hosts``;
 redirects are followed by hand so the token is dropped as soon as the host changes. It is
 redacted from every error text this module produces.
+
+Tasks whose URL is ``s3://stpubdata/<key>`` (MAST's cloud copies) take the same path with one
+difference: the GET is an S3 ``GetObject`` through :class:`mastpipe.cloud.S3Client` (anonymous,
+so no token can travel there), at most ``s3_workers`` at a time beside the ``workers`` MAST
+downloads. Temporaries, Range resume (If-Range becomes S3's IfMatch), size and sha256
+verification, the ledger and the retry loop are the same code.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -52,6 +59,9 @@ from mastpipe.temporaries import (FetchLock, discard, hash_file, make_parents, m
                                   stale_temporaries, write_meta)
 from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
 from mastpipe.tls import FIX, certificate_error, check_ca_bundle, describe, request_options
+
+if TYPE_CHECKING:
+    from mastpipe.cloud import S3Client
 
 __all__ = [
     "Action",
@@ -202,6 +212,11 @@ class Transfer:
     insecure : bool
         Do not check servers' TLS certificates (``--insecure``; the caller warns, see
         :mod:`mastpipe.tls`). A certificate that fails the check fails its file at once.
+    s3 : S3Client, optional
+        Fetches tasks whose URL is ``s3://...`` (MAST's cloud copies); without it they fail.
+    s3_workers : int
+        Downloads from S3 in flight at once, apart from ``workers`` (S3 has no per-client limit
+        like MAST's download service).
     """
 
     def __init__(
@@ -220,12 +235,16 @@ class Transfer:
         chunk_size: int = CHUNK,
         sleep: Callable[[float], None] | None = None,
         insecure: bool = False,
+        s3: S3Client | None = None,
+        s3_workers: int = 16,
     ) -> None:
-        if workers < 1:
+        if workers < 1 or s3_workers < 1:
             raise UsageError("workers must be at least 1")
         if token:
             require_cookie_safe(token)  # before requests, whose header error would quote it
         self.workers = workers
+        self.s3 = s3
+        self.s3_workers = s3_workers
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
         self.run_retry_budget = run_retry_budget
@@ -283,16 +302,22 @@ class Transfer:
         plan = self.plan(tasks)
         done = plan.done
         pending = plan.pending
-        if pending:  # a bad CA bundle would fail every file as if MAST were down
-            check_ca_bundle(*(task.url for task, _, _ in pending), insecure=bool(self._tls))
+        web = [task.url for task, _, _ in pending if task.source == "mast"]
+        if web:  # a bad CA bundle would fail every file as if MAST were down
+            check_ca_bundle(*web, insecure=bool(self._tls))
         self._cancel.clear()
         try:
             if pending:
+                # Two pools: MAST's downloads stay within `workers` (its politeness limit)
+                # while cloud copies, which have no per-client limit, go `s3_workers` at a time.
+                cloud = sum(1 for task, _, _ in pending if task.source == "s3")
+                s3_threads = min(self.s3_workers, cloud) or 1
                 with ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-transfer") as pool, \
-                        ThreadPoolExecutor(self.workers, thread_name_prefix="mastpipe-sync") as helpers:
+                        ThreadPoolExecutor(s3_threads, thread_name_prefix="mastpipe-s3") as s3_pool, \
+                        ThreadPoolExecutor(self.workers + s3_threads, thread_name_prefix="mastpipe-sync") as helpers:
                     # one helper per worker: each stream has at most one flush pending
                     self._helpers = helpers
-                    futures = [pool.submit(self._one, *p) for p in pending]
+                    futures = [(s3_pool if p[0].source == "s3" else pool).submit(self._one, *p) for p in pending]
                     try:
                         for future in futures:
                             result = future.result()
@@ -301,7 +326,10 @@ class Transfer:
                         # Ctrl-C (or a failing callback): stop between blocks rather than
                         # finishing every download first; temporaries stay for the next run.
                         self._cancel.set()
-                        pool.shutdown(wait=True, cancel_futures=True)
+                        for executor in (pool, s3_pool):
+                            executor.shutdown(wait=False, cancel_futures=True)
+                        for executor in (pool, s3_pool):
+                            executor.shutdown(wait=True)
                         raise
         finally:
             self._helpers = None
@@ -361,7 +389,8 @@ class Transfer:
             action = decide(local, RemoteFacts(task.size))
             if action.kind is Kind.SKIP_DONE:
                 done[task.key] = FileResult(task.key, task.dest, "skipped",
-                                            size=local.final_size, sha256=row.sha256 if row else None)
+                                            size=local.final_size, sha256=row.sha256 if row else None,
+                                            source=row.source if row else None)
             else:
                 pending.append((task, row, local))
                 if task.size is not None and action.kind in (Kind.FETCH, Kind.RESTART, Kind.RESUME):
@@ -485,7 +514,8 @@ class Transfer:
                          exc.strerror or exc)
                 continue
             fsync_dir(dest.parent)
-            self.ledger.mark_done(task.key, dest, row.size or 0, row.sha256 or "", 0, row.etag, row.last_modified)
+            self.ledger.mark_done(task.key, dest, row.size or 0, row.sha256 or "", 0, row.etag, row.last_modified,
+                                  row.source)
             rows[task.key] = dataclasses.replace(row, dest=os.fspath(dest))
             moved += 1
         return moved
@@ -594,7 +624,8 @@ class Transfer:
                         self.ledger.mark_done(task.key, dest, size, sha, 0)
                     self._emit(Event("skipped", task.key, total=size))
                     return FileResult(task.key, dest, "skipped", size=size, sha256=sha,
-                                      attempts=counters.attempts, http_requests=counters.requests)
+                                      attempts=counters.attempts, http_requests=counters.requests,
+                                      source=row.source if row else None)
                 log.warning("%s: %s has sha256 %s, expected %s: fetching it again",
                             task.key, dest, sha, wanted)
                 ignore_final = True
@@ -688,6 +719,18 @@ class Transfer:
             url = target
         raise _Fail(f"more than {MAX_REDIRECTS} redirects")
 
+    def _s3_get(self, task: FileTask, headers: dict[str, str], counters: _Counters) -> Any:
+        """GetObject of a cloud copy; network failures become _Retry like requests' do."""
+        from mastpipe.cloud import key_of_s3_uri, network_errors
+
+        if self.s3 is None:
+            raise _Fail("a cloud copy, but this engine has no S3 client")
+        counters.requests += 1
+        try:
+            return self.s3.get(key_of_s3_uri(task.url), headers)
+        except network_errors() as exc:
+            raise _Retry(f"S3: {type(exc).__name__}: {exc}") from None
+
     def _attempt(self, task: FileTask, action: Action, meta: PartMeta | None,
                  counters: _Counters) -> tuple[PartMeta, str, int]:
         """One GET into the temporary; returns (its metadata, sha256, size) or raises
@@ -701,7 +744,8 @@ class Transfer:
             if meta is not None and meta.validator:
                 headers["If-Range"] = meta.validator
         try:
-            response = self._get(task, headers, counters)
+            response: Any = (self._s3_get(task, headers, counters) if task.source == "s3"
+                             else self._get(task, headers, counters))
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
                 requests.exceptions.MissingSchema) as exc:
             raise _Fail(f"invalid URL: {exc}") from None
@@ -716,6 +760,8 @@ class Transfer:
                 reason = f"HTTP {status} {response.reason or ''}".strip()
                 if status == 416 and offset:
                     raise _Retry(f"{reason} for Range from byte {offset}", discard=True)
+                if status == 412 and offset:  # S3: the object changed since the temporary began
+                    raise _Retry(f"{reason}: the object changed since byte {offset} was kept", discard=True)
                 if is_transient_status(status):
                     raise _Retry(reason, retry_after=response.headers.get("Retry-After"))
                 if status in (401, 403):
@@ -817,7 +863,8 @@ class Transfer:
             pass
         if self.ledger is not None:
             self.ledger.mark_done(task.key, dest, size, sha, counters.attempts,
-                                  meta.etag if meta else None, meta.last_modified if meta else None)
+                                  meta.etag if meta else None, meta.last_modified if meta else None,
+                                  task.source)
         self._emit(Event("done", task.key, total=size))
         return FileResult(task.key, dest, "fetched", size=size, sha256=sha,
-                          attempts=counters.attempts, http_requests=counters.requests)
+                          attempts=counters.attempts, http_requests=counters.requests, source=task.source)

@@ -4,11 +4,19 @@ The pure part, :func:`plan_files`, maps each product row to a URL and a checked 
 (refusing unsafe names and collisions before anything is fetched). The I/O part hands the files
 to :class:`mastpipe.transfer.Transfer` (download mode) or writes a script (curl mode), and always
 writes a manifest: one row per product with ``dataURI``, local path, size, sha256, status,
-message and URL, as ECSV (astropy reads it) and JSON.
+message, MAST's URL and, with ``retrieve.source`` cloud or auto, where the file came from
+(``source``: mast or s3) and its cloud copy (``s3_uri``, ``s3_url``), as ECSV (astropy reads it)
+and JSON.
+
+With ``source: cloud`` or ``auto``, public products of the missions MAST mirrors on S3 are
+located first (:func:`mastpipe.cloud.locate`, checkpointed in ``cloud.jsonl``); only files still
+to fetch are located in download mode, so a rerun over files present asks nothing. Exclusive-
+access products are never looked up: they always come from MAST, with the token.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -28,9 +36,13 @@ from ..transfer import FileResult, FileTask
 if TYPE_CHECKING:
     from astropy.table import Table
 
+    from ..archive import Archive
+    from ..cloud import CloudCopy
+
 log = logging.getLogger(__name__)
 EXCLUSIVE = "EXCLUSIVE_ACCESS"
-MANIFEST_COLUMNS = ("dataURI", "path", "size", "sha256", "status", "message", "url")
+MANIFEST_COLUMNS = ("dataURI", "path", "size", "sha256", "status", "message", "url", "source", "s3_uri", "s3_url")
+NOT_IN_CLOUD = "no copy in the cloud bucket (retrieve.source: cloud skips it; auto would fetch it from MAST)"
 
 
 def _text(value: Any) -> Any:
@@ -125,30 +137,63 @@ class RetrieveResult:
         return sum(r.size or 0 for r in self.results if r.status == "fetched")
 
 
+@dataclass
+class CloudChoice:
+    """Where each product comes from under ``retrieve.source``: its cloud copy (when located) and
+    the endpoint, for the manifest and curl URLs."""
+
+    source: str = "mast"
+    copies: dict[str, CloudCopy | None] = field(default_factory=dict)
+    endpoint: str | None = None
+
+    def copy(self, key: str) -> CloudCopy | None:
+        return self.copies.get(key) if self.source != "mast" else None
+
+    def skips(self, task: FileTask) -> bool:
+        """``source: cloud`` and no copy: listed as skipped (exclusive-access files excepted)."""
+        return self.source == "cloud" and not task.protected and self.copies.get(task.key) is None
+
+    def https(self, key: str) -> str:
+        from ..cloud import https_url
+
+        copy = self.copies.get(key)
+        return https_url(copy.key, self.endpoint) if copy else ""
+
+
 def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileResult] | None,
-                   refused: list[Refused] = ()) -> Path:
+                   refused: list[Refused] = (), cloud: CloudChoice | None = None) -> Path:
     """Write the manifest as ECSV (``path``) and JSON (same name, ``.json``), atomically.
 
     Refused rows are listed too (status ``failed``, no path), so nothing the filter kept
-    goes unmentioned.
+    goes unmentioned. ``tasks`` carry MAST's URLs (the ``url`` column); ``cloud`` adds each
+    product's cloud copy (``s3_uri``, ``s3_url``) and the ``source`` it came (or would come) from.
     """
     from astropy.table import Table
 
+    cloud = cloud or CloudChoice()
     rows = [{"dataURI": r.key, "path": "", "size": r.size if r.size is not None else -1, "sha256": "",
-             "status": "failed", "message": r.reason, "url": r.url} for r in refused]
+             "status": "failed", "message": r.reason, "url": r.url, "source": "", "s3_uri": "", "s3_url": ""}
+            for r in refused]
     for task in tasks:
         result = (results or {}).get(task.key)
+        copy = cloud.copies.get(task.key)
+        if result is None:  # manifest and curl modes: what a download would do
+            skip = cloud.skips(task)
+            status, message = ("skipped", NOT_IN_CLOUD) if skip else ("listed", "")
+            source = "" if skip else "s3" if cloud.copy(task.key) is not None and not task.protected else "mast"
+        else:
+            status, message, source = result.status, result.error or "", result.source or ""
         rows.append({
             "dataURI": task.key, "path": str(task.dest),
             "size": (result.size if result and result.size is not None else task.size) or -1,
             "sha256": (result.sha256 if result else None) or "",
-            "status": result.status if result else "listed",
-            "message": (result.error if result else None) or "",
-            "url": task.url,
+            "status": status, "message": message, "url": task.url, "source": source,
+            "s3_uri": copy.s3_uri if copy else "",
+            "s3_url": cloud.https(task.key),
         })
+    dtypes = [str, str, np.int64, str, str, str, str, str, str, str]
     table = Table(rows=[[r[c] for c in MANIFEST_COLUMNS] for r in rows], names=MANIFEST_COLUMNS,
-                  dtype=[str, str, np.int64, str, str, str, str]) if rows else \
-        Table(names=MANIFEST_COLUMNS, dtype=[str, str, np.int64, str, str, str, str])
+                  dtype=dtypes) if rows else Table(names=MANIFEST_COLUMNS, dtype=dtypes)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     table.write(tmp, format="ascii.ecsv", overwrite=True)
@@ -166,7 +211,8 @@ def json_twin(path: Path) -> Path:
 def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_url: str,
         mast_timeout: float, retries: int, retry_after_cap: float, verify: bool = False,
         token: str | None = None, on_event: Any = None, executor: Executor | None = None,
-        insecure: bool = False) -> RetrieveResult:
+        insecure: bool = False, archive: Archive | None = None, server_id: str | None = None,
+        s3_endpoint: str | None = None) -> RetrieveResult:
     """Carry out the recipe's ``retrieve`` section for the products in ``table``.
 
     Parameters
@@ -181,24 +227,71 @@ def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_u
         Where downloads run, when not the recipe's ``retrieve.executor`` (``--executor``).
     insecure : bool
         Do not check TLS certificates (``--insecure``; see :mod:`mastpipe.tls`).
+    archive : Archive, optional
+        MAST's search API, for ``path_lookup`` when ``settings.source`` is cloud or auto.
+    server_id : str, optional
+        What identifies the MAST server in the cloud checkpoint (default: ``mast_url``).
+    s3_endpoint : str, optional
+        The S3 endpoint (default: AWS); see :func:`mastpipe.cloud.effective_endpoint`.
     """
     destination = (base / settings.destination).resolve()
     tasks, refused = plan_files(table, destination, settings.layout, mast_url)
     manifest_path = (base / settings.manifest) if settings.manifest else destination / "manifest.ecsv"
     result = RetrieveResult(settings.mode, results=[r.result() for r in refused])
+    cloud = CloudChoice(settings.source, endpoint=s3_endpoint)
+    locator = _Locator(settings, state_dir, archive, server_id or mast_url, s3_endpoint, mast_timeout, insecure)
     if settings.mode == "manifest":
-        result.manifest = write_manifest(manifest_path, tasks, None, refused)
+        cloud.copies = locator.locate(tasks)
+        result.manifest = write_manifest(manifest_path, tasks, None, refused, cloud)
         return result
     if settings.mode == "curl":
         from ..curlscript import write_curl_script
 
+        cloud.copies = locator.locate(tasks)
         script = (base / settings.script) if settings.script else destination / "mastpipe-download.sh"
-        result.script = write_curl_script(tasks, script)
-        result.manifest = write_manifest(manifest_path, tasks, None, refused)
+        scripted = [dataclasses.replace(t, url=cloud.https(t.key)) if cloud.copy(t.key) and not t.protected else t
+                    for t in tasks if not cloud.skips(t)]
+        result.script = write_curl_script(scripted, script)
+        result.manifest = write_manifest(manifest_path, tasks, None, refused, cloud)
         return result
     return _download(tasks, refused, settings, state_dir, mast_url, mast_timeout, retries, retry_after_cap,
                      verify or settings.verify == "sha256", token, on_event, manifest_path, result,
-                     executor or settings.executor, insecure)
+                     executor or settings.executor, insecure, cloud, locator)
+
+
+@dataclass
+class _Locator:
+    """Finds the cloud copies of the products of a run whose ``retrieve.source`` is not mast."""
+
+    settings: Retrieve
+    state_dir: Path
+    archive: Archive | None
+    server: str
+    endpoint: str | None
+    timeout: float
+    insecure: bool
+
+    def client(self) -> Any:
+        from ..cloud import S3Client
+
+        return S3Client(self.endpoint, timeout=min(self.timeout, 300.0), pool=self.settings.s3_in_flight)
+
+    def locate(self, tasks: list[FileTask]) -> dict[str, CloudCopy | None]:
+        """Copies of the public tasks of mirrored missions (exclusive-access ones never asked)."""
+        from ..archive import cloud_mission
+        from ..cloud import Locations, locate
+
+        if self.settings.source == "mast":
+            return {}
+        wanted = [t.key for t in tasks if not t.protected and cloud_mission(t.key)]
+        if not wanted:
+            return {}
+        if self.archive is None:
+            from ..archive import Archive
+
+            self.archive = Archive(self.server, timeout=self.timeout, insecure=self.insecure)
+        store = Locations(self.state_dir, self.server, self.endpoint)
+        return locate(wanted, self.archive, self.client(), store, in_flight=self.settings.s3_in_flight)
 
 
 def _locked_out(protected: list[FileTask], token: str | None, mast_url: str, timeout: float,
@@ -228,7 +321,8 @@ def _locked_out(protected: list[FileTask], token: str | None, mast_url: str, tim
 def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retrieve, state_dir: Path, mast_url: str, timeout: float,
               retries: int, retry_after_cap: float, verify: bool, token: str | None, on_event: Any,
               manifest_path: Path, result: RetrieveResult, executor: Executor | None = None,
-              insecure: bool = False) -> RetrieveResult:
+              insecure: bool = False, cloud: CloudChoice | None = None,
+              locator: _Locator | None = None) -> RetrieveResult:
     from ..ledger import Ledger
     from ..retry import RetryPolicy
     from ..transfer import Transfer
@@ -248,6 +342,17 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retr
         skipped = {t.key for t in locked_out}
         fetchable = [t for t in tasks if t.key not in skipped]
         common["token"] = token if protected and not locked_out else None
+        cloud = cloud or CloudChoice()
+        not_in_cloud: list[FileTask] = []
+        if cloud.source != "mast" and locator is not None:
+            # Only files still to fetch are located: a rerun over files present asks nothing.
+            unfinished = Transfer(**common).unfinished([t for t in fetchable if not t.protected])
+            cloud.copies = locator.locate(unfinished)
+            common["s3"] = locator.client()
+            common["s3_workers"] = settings.s3_in_flight
+            not_in_cloud = [t for t in unfinished if cloud.skips(t)]
+            fetchable = [dataclasses.replace(t, url=copy.s3_uri) if (copy := cloud.copy(t.key)) is not None else t
+                         for t in fetchable if t not in not_in_cloud]
         if executor is not None and executor.kind == "dask":
             from ..distributed import DaskTransfer  # the optional extra: imported only when chosen
 
@@ -260,6 +365,8 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retr
     for task in locked_out:
         by_key[task.key] = FileResult(task.key, task.dest, "failed",
                                       error=f"exclusive-access product {task.key} needs a valid MAST token")
+    for task in not_in_cloud:
+        by_key[task.key] = FileResult(task.key, task.dest, "skipped", error=NOT_IN_CLOUD)
     result.results += [by_key[t.key] for t in tasks]
-    result.manifest = write_manifest(manifest_path, tasks, by_key, refused_rows)
+    result.manifest = write_manifest(manifest_path, tasks, by_key, refused_rows, cloud)
     return result
