@@ -165,7 +165,7 @@ def mast_host_sandbox(tmp_path):  # type: ignore[no-untyped-def]
 
 def test_astroquery_get_cloud_uris_matches_mastpipe(mast_host_sandbox, run_astroquery, monkeypatch) -> None:
     from mastpipe.archive import Archive
-    from mastpipe.cloud import Locations, S3Client, locate
+    from mastpipe.stages.retrieve.s3 import Locations, S3Client, locate
 
     sandbox, proxy, bundle = mast_host_sandbox
     rows = bucket_rows(sandbox) + bucket_rows(sandbox, "4242")

@@ -13,7 +13,7 @@ kept in ``<state>/cloud.jsonl``, one line per batch, so an interrupted lookup re
 asks nothing it already knows.
 
 Retries are not botocore's: every S3 request is tried once by botocore, and the engine's own
-loop (:mod:`mastpipe.transfer`) backs off on ``503 SlowDown`` and dropped connections within the
+loop (:mod:`mastpipe.stages.retrieve.engine`) backs off on ``503 SlowDown`` and dropped connections within the
 run's retry budget, exactly as for MAST.
 """
 
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .archive import BUCKET, BUCKET_REGION, PATH_LOOKUP_BATCH, cloud_mission
-from .errors import UsageError
+from mastpipe.archive import BUCKET, BUCKET_REGION, PATH_LOOKUP_BATCH, cloud_mission
+from mastpipe.errors import UsageError
 
 if TYPE_CHECKING:
-    from .archive import Archive
+    from mastpipe.archive import Archive
 
 __all__ = ["CloudCopy", "Locations", "S3Client", "S3Response", "S3_ENDPOINT_ENV", "https_url", "locate",
            "effective_endpoint"]
@@ -297,7 +297,7 @@ def locate(uris: Iterable[str], archive: Archive, client: S3Client, store: Locat
     TransferError
         S3 keeps failing a HeadObject.
     """
-    from .errors import TransferError
+    from mastpipe.errors import TransferError
 
     uris = list(dict.fromkeys(uris))
     known = store.load()

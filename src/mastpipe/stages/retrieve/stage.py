@@ -2,14 +2,14 @@
 
 The pure part, :func:`plan_files`, maps each product row to a URL and a checked destination path
 (refusing unsafe names and collisions before anything is fetched). The I/O part hands the files
-to :class:`mastpipe.transfer.Transfer` (download mode) or writes a script (curl mode), and always
+to :class:`mastpipe.stages.retrieve.engine.Transfer` (download mode) or writes a script (curl mode), and always
 writes a manifest: one row per product with ``dataURI``, local path, size, sha256, status,
 message, MAST's URL and, with ``retrieve.source`` cloud or auto, where the file came from
 (``source``: mast or s3) and its cloud copy (``s3_uri``, ``s3_url``), as ECSV (astropy reads it)
 and JSON.
 
 With ``source: cloud`` or ``auto``, public products of the missions MAST mirrors on S3 are
-located first (:func:`mastpipe.cloud.locate`, checkpointed in ``cloud.jsonl``); only files still
+located first (:func:`mastpipe.stages.retrieve.s3.locate`, checkpointed in ``cloud.jsonl``); only files still
 to fetch are located in download mode, so a rerun over files present asks nothing. Exclusive-
 access products are never looked up: they always come from MAST, with the token.
 """
@@ -27,17 +27,17 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
-from ..errors import AuthError, UnsafePathError
-from ..paths import check_collisions, product_path
-from ..recipe import Executor, Retrieve
-from ..state import atomic_write_bytes, decoded
-from ..transfer import FileResult, FileTask
+from mastpipe.errors import AuthError, UnsafePathError
+from mastpipe.stages.retrieve.paths import check_collisions, product_path
+from mastpipe.recipe.models import Executor, Retrieve
+from mastpipe.state import atomic_write_bytes, decoded
+from mastpipe.stages.retrieve.engine import FileResult, FileTask
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
-    from ..archive import Archive
-    from ..cloud import CloudCopy
+    from mastpipe.archive import Archive
+    from mastpipe.stages.retrieve.s3 import CloudCopy
 
 log = logging.getLogger(__name__)
 EXCLUSIVE = "EXCLUSIVE_ACCESS"
@@ -154,7 +154,7 @@ class CloudChoice:
         return self.source == "cloud" and not task.protected and self.copies.get(task.key) is None
 
     def https(self, key: str) -> str:
-        from ..cloud import https_url
+        from mastpipe.stages.retrieve.s3 import https_url
 
         copy = self.copies.get(key)
         return https_url(copy.key, self.endpoint) if copy else ""
@@ -232,7 +232,7 @@ def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_u
     server_id : str, optional
         What identifies the MAST server in the cloud checkpoint (default: ``mast_url``).
     s3_endpoint : str, optional
-        The S3 endpoint (default: AWS); see :func:`mastpipe.cloud.effective_endpoint`.
+        The S3 endpoint (default: AWS); see :func:`mastpipe.stages.retrieve.s3.effective_endpoint`.
     """
     destination = (base / settings.destination).resolve()
     tasks, refused = plan_files(table, destination, settings.layout, mast_url)
@@ -245,7 +245,7 @@ def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_u
         result.manifest = write_manifest(manifest_path, tasks, None, refused, cloud)
         return result
     if settings.mode == "curl":
-        from ..curlscript import write_curl_script
+        from mastpipe.stages.retrieve.curl import write_curl_script
 
         cloud.copies = locator.locate(tasks)
         script = (base / settings.script) if settings.script else destination / "mastpipe-download.sh"
@@ -272,14 +272,14 @@ class _Locator:
     insecure: bool
 
     def client(self) -> Any:
-        from ..cloud import S3Client
+        from mastpipe.stages.retrieve.s3 import S3Client
 
         return S3Client(self.endpoint, timeout=min(self.timeout, 300.0), pool=self.settings.s3_in_flight)
 
     def locate(self, tasks: list[FileTask]) -> dict[str, CloudCopy | None]:
         """Copies of the public tasks of mirrored missions (exclusive-access ones never asked)."""
-        from ..archive import cloud_mission
-        from ..cloud import Locations, locate
+        from mastpipe.archive import cloud_mission
+        from mastpipe.stages.retrieve.s3 import Locations, locate
 
         if self.settings.source == "mast":
             return {}
@@ -287,7 +287,7 @@ class _Locator:
         if not wanted:
             return {}
         if self.archive is None:
-            from ..archive import Archive
+            from mastpipe.archive import Archive
 
             self.archive = Archive(self.server, timeout=self.timeout, insecure=self.insecure)
         store = Locations(self.state_dir, self.server, self.endpoint)
@@ -300,7 +300,7 @@ def _locked_out(protected: list[FileTask], token: str | None, mast_url: str, tim
 
     (Not :class:`Refused`: those are rows no path could be made for; these lack a token.)
     """
-    from ..auth import check_token
+    from mastpipe.auth import check_token
 
     if not protected:
         return []
@@ -323,9 +323,9 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retr
               manifest_path: Path, result: RetrieveResult, executor: Executor | None = None,
               insecure: bool = False, cloud: CloudChoice | None = None,
               locator: _Locator | None = None) -> RetrieveResult:
-    from ..ledger import Ledger
-    from ..retry import RetryPolicy
-    from ..transfer import Transfer
+    from mastpipe.stages.retrieve.ledger import Ledger
+    from mastpipe.retry import RetryPolicy
+    from mastpipe.stages.retrieve.engine import Transfer
 
     host = urlsplit(mast_url).netloc
     policy = RetryPolicy(max_attempts=retries + 1, retry_after_cap=retry_after_cap)
@@ -354,7 +354,7 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retr
             fetchable = [dataclasses.replace(t, url=copy.s3_uri) if (copy := cloud.copy(t.key)) is not None else t
                          for t in fetchable if t not in not_in_cloud]
         if executor is not None and executor.kind == "dask":
-            from ..distributed import DaskTransfer  # the optional extra: imported only when chosen
+            from mastpipe.stages.retrieve.dask import DaskTransfer  # the optional extra: imported only when chosen
 
             engine: Any = DaskTransfer(executor.scheduler or "local", workers=executor.workers,
                                        in_flight=settings.in_flight, **common)
