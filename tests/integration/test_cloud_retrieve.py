@@ -278,3 +278,31 @@ def test_kill_9_during_s3_downloads_then_rerun_resumes(sb, tmp_path: Path) -> No
     for key, offset in kept.items():
         (get,) = [r for r in gets if r.uri == key]
         assert get.range == f"bytes={offset}-" and get.status == 206
+
+
+def test_dask_workers_fetch_cloud_copies_directly_with_a_window_of_their_own(sb, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed", reason="the Dask executor needs mastpipe[dask]")
+    from mastpipe.stages.retrieve.dask import DaskTransfer
+
+    cloud = _s3_tasks(sb, tmp_path / "out", 6, 300_000, "dask_s3")[:4]
+    rows = [sb.catalog.add_product(JWST_1073_OBSID, productFilename=f"dask_web_{i}_cal.fits", size=300_000)
+            for i in range(3)]
+    web = [FileTask(r["dataURI"], sb.download_url(r["dataURI"]), tmp_path / "out" / r["productFilename"],
+                    r["size"]) for r in rows]
+    sb.faults = Faults.parse("s3.bandwidth=600000,download.bandwidth=600000")
+    sb.log.clear()
+    with distributed.LocalCluster(n_workers=3, processes=True, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client, Ledger(tmp_path / "state") as ledger:
+        results = DaskTransfer(client=client, in_flight=1, s3=S3Client(sb.s3.endpoint), s3_workers=2,
+                               policy=FAST, ledger=ledger).run(web + cloud)
+        rows_done = ledger.rows()
+    assert [r.status for r in results] == ["fetched"] * 7, [r.error for r in results]
+    for task in web + cloud:
+        assert task.dest.read_bytes() == sb.catalog.body(task.key)
+        assert rows_done[task.key].source == task.source
+    records = sb.log.records()
+    assert {r.uri for r in records if r.endpoint == "s3" and r.method == "GET"} == {t.key for t in cloud}
+    assert {r.uri for r in records if r.endpoint == "download"} == {t.key for t in web}
+    # MAST's window is 1 and S3's 2: never more than 3 at once, and S3 ran beside MAST
+    assert 2 <= sb.log.peak_open <= 3

@@ -123,6 +123,9 @@ class WorkerConfig:
         Hosts the token may go to.
     topic : str or None
         Dask event topic the worker forwards progress to (None: no forwarding).
+    s3 : S3Client or None
+        Settings of the S3 client for cloud copies (each worker makes its own boto3 client and
+        fetches straight from the bucket; never given the token).
     """
 
     timeout: float = 60.0
@@ -134,6 +137,7 @@ class WorkerConfig:
     token_hosts: tuple[str, ...] = ("mast.stsci.edu",)
     topic: str | None = None
     insecure: bool = False
+    s3: Any = None
 
 
 @dataclass(frozen=True)
@@ -183,9 +187,10 @@ class _LedgerCalls:
         self.calls.append(("mark_running", (key, str(dest), size)))
 
     def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
-                  etag: str | None = None, last_modified: str | None = None) -> None:
+                  etag: str | None = None, last_modified: str | None = None,
+                  source: str | None = None) -> None:
         self.calls.append(("mark_done", (key, str(dest), size, sha256, attempts, etag,
-                                         last_modified)))
+                                         last_modified, source)))
 
     def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:
         self.calls.append(("mark_failed", (key, str(dest), error, attempts)))
@@ -273,7 +278,7 @@ def fetch_on_worker(task: FileTask, row: LedgerRow | None, config: WorkerConfig,
                       # duck-typed: the engine only calls mark_* on it (see _LedgerCalls)
                       ledger=cast("Ledger", ledger), verify=config.verify, on_event=forward,
                       check_space=False, overwrite=config.overwrite, chunk_size=config.chunk_size,
-                      insecure=config.insecure)
+                      insecure=config.insecure, s3=config.s3)
     result = engine.fetch_one(task, row)
     return FileFacts(result, tuple(ledger.calls), execution, forward.sent + forward.pending,
                      tuple(forward.notices), address)
@@ -316,7 +321,8 @@ class DaskTransfer:
                  token: str | None = None, token_hosts: Iterable[str] = ("mast.stsci.edu",),
                  ledger: Ledger | None = None, verify: bool = False,
                  on_event: Callable[[Event], None] | None = None, check_space: bool = True,
-                 overwrite: str = "changed", chunk_size: int = CHUNK, insecure: bool = False) -> None:
+                 overwrite: str = "changed", chunk_size: int = CHUNK, insecure: bool = False,
+                 s3: Any = None, s3_workers: int = 16) -> None:
         try:
             import distributed  # noqa: F401 - fail here, before any stage output is used
         except ImportError:
@@ -329,6 +335,8 @@ class DaskTransfer:
         self.scheduler = scheduler
         self.workers = workers
         self.in_flight = in_flight
+        #: Cloud copies have a window of their own: MAST's politeness bound is not S3's.
+        self.s3_in_flight = s3_workers
         self.client = client
         self.resubmits = resubmits
         self.ledger = ledger
@@ -344,7 +352,7 @@ class DaskTransfer:
         self._config = WorkerConfig(timeout=timeout, policy=self.policy, verify=verify,
                                     overwrite=overwrite, chunk_size=chunk_size,
                                     token=Secret(token) if token else None,
-                                    token_hosts=token_hosts, insecure=insecure)
+                                    token_hosts=token_hosts, insecure=insecure, s3=s3)
         self._lock = threading.Lock()
         # Live events and results travel by different routes, so a result may overtake the last
         # events of its execution: per execution, count what arrived live; when the result comes,
@@ -371,8 +379,10 @@ class DaskTransfer:
         """
         plan = self._planner.plan(tasks)
         done = dict(plan.done)
-        if plan.pending:  # the driver checks what every worker's requests would read
-            check_ca_bundle(*(task.url for task, _, _ in plan.pending), insecure=self._config.insecure)
+        web = [task.url for task, _, _ in plan.pending if task.source == "mast"]
+        if web:  # the driver checks what every worker's requests would read
+            check_ca_bundle(*web, insecure=self._config.insecure)
+        if plan.pending:
             client, close = self._connect()
             try:
                 self._check_shared(client, plan.pending[0][0].dest.parent)
@@ -430,16 +440,27 @@ class DaskTransfer:
         run_id = uuid.uuid4().hex[:12]
         topic = f"mastpipe-transfer-{run_id}"
         config = dataclasses.replace(self._config, topic=topic)
-        queue = deque((task, row, 0) for task, row, _ in pending)
+        # One window per source: at most in_flight downloads from MAST and s3_in_flight from S3.
+        queues: dict[str, deque[tuple[FileTask, LedgerRow | None, int]]] = {"mast": deque(), "s3": deque()}
+        for task, row, _ in pending:
+            queues[task.source].append((task, row, 0))
+        limits = {"mast": self.in_flight, "s3": self.s3_in_flight}
+        running = {"mast": 0, "s3": 0}
         owners: dict[str, tuple[FileTask, LedgerRow | None, int]] = {}  # dask key -> file
         results: dict[str, FileResult] = {}
         serial = 0
         client.subscribe_topic(topic, self._on_topic)
         completed = as_completed(loop=client.loop)
 
-        def submit_next() -> None:
+        def fill() -> None:
+            for source, queue in queues.items():
+                while queue and running[source] < limits[source]:
+                    submit_next(queue.popleft())
+
+        def submit_next(item: tuple[FileTask, LedgerRow | None, int]) -> None:
             nonlocal serial
-            task, row, tries = queue.popleft()
+            task, row, tries = item
+            running[task.source] += 1
             serial += 1
             # A readable key without secrets: dashboards show it, logs print it.
             key = f"mastpipe-fetch-{_safe(task.dest.name)}-{run_id}-{serial}"
@@ -450,19 +471,18 @@ class DaskTransfer:
 
         budget_left = [budget]
         try:
-            while queue and completed.count() < self.in_flight:
-                submit_next()
+            fill()
             for future in completed:
                 task, row, tries = owners.pop(future.key)
+                running[task.source] -= 1
                 facts = self._outcome(future, task, tries)
                 if facts is None:  # lost with its worker(s): decide from the disk again
-                    queue.appendleft((task, row, tries + 1))
+                    queues[task.source].appendleft((task, row, tries + 1))
                 else:
                     budget_left[0] -= max(facts.result.attempts - 1, 0)
                     results[task.key] = self._record(facts)
                 future.release()
-                while queue and completed.count() < self.in_flight:
-                    submit_next()
+                fill()
         except BaseException:
             # Ctrl-C: forget what is queued; running downloads end on their workers (Dask cannot
             # interrupt them), their temporaries or adopted files serve the next run.
