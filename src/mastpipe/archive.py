@@ -152,13 +152,15 @@ class Archive:
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._local = threading.local()
         self._counter_lock = threading.Lock()
-        self._mast = _astroquery(self.url)
+        self._mast: Any = None  # astroquery.mast, imported on first use (path_lookup needs none)
 
     # -- astroquery objects, one per thread ----------------------------------------------------
 
     def _observations(self) -> Any:
         obs = getattr(self._local, "observations", None)
         if obs is None:
+            if self._mast is None:
+                self._mast = _astroquery(self.url)
             obs = self._mast.ObservationsClass()
             portal = obs._portal_api_connection
             portal.MAST_REQUEST_URL = self.url + "/api/v0/invoke"
@@ -182,8 +184,23 @@ class Archive:
                 self.requests_made += 1
             yield
 
-    def call(self, what: str, request: Callable[[Any], T], *, retry_timeouts: bool = True) -> T:
+    def _plain(self) -> requests.Session:
+        """A bare session for the API calls astroquery has no method for (``path_lookup``)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = _TimeoutAdapter(self.timeout, pool_size=2, insecure=self.insecure)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
+        return session
+
+    def call(self, what: str, request: Callable[[Any], T], *, retry_timeouts: bool = True,
+             plain: bool = False) -> T:
         """Run ``request(observations)`` with politeness limits and retries.
+
+        With ``plain=True`` the request gets a ``requests.Session`` instead of astroquery's
+        ``ObservationsClass`` (and astroquery is not imported for it).
 
         With ``retry_timeouts=False`` a timeout raises :class:`TimedOut` at once (the caller has a
         better move than asking the same thing again, such as splitting the batch).
@@ -200,7 +217,7 @@ class Archive:
             attempt += 1
             try:
                 with self._slot():
-                    return request(self._observations())
+                    return request(self._plain() if plain else self._observations())
             except Exception as exc:  # astroquery raises many kinds; classify below
                 bad_certificate = certificate_error(exc)
                 if bad_certificate is not None:  # not a passing fault: asking again cannot help
@@ -255,14 +272,12 @@ class Archive:
         for start in range(0, len(uris), PATH_LOOKUP_BATCH):
             batch = uris[start:start + PATH_LOOKUP_BATCH]
 
-            def ask(obs: Any, batch: list[str] = batch) -> Any:
-                session = obs._portal_api_connection._session
-                response = session.get(f"{self.url}/api/v0.1/path_lookup/", params={"uri": batch},
-                                       timeout=self.timeout, **({"verify": False} if self.insecure else {}))
+            def ask(session: requests.Session, batch: list[str] = batch) -> Any:
+                response = session.get(f"{self.url}/api/v0.1/path_lookup/", params={"uri": batch})
                 response.raise_for_status()
                 return response.json()
 
-            answer = self.call(f"path_lookup of {len(batch)} product(s) {batch[0]}...", ask)
+            answer = self.call(f"path_lookup of {len(batch)} product(s) {batch[0]}...", ask, plain=True)
             for uri in batch:
                 entry = answer.get(uri) if isinstance(answer, dict) else None
                 path = entry.get("path") if isinstance(entry, dict) else None
