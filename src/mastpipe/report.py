@@ -102,8 +102,13 @@ def format_run(result: RunResult) -> str:
     retrieved = result.retrieve
     if retrieved is not None:
         if retrieved.mode == "download":
-            lines.append(f"  retrieve: {retrieved.count('fetched')} fetched ({human_bytes(retrieved.bytes_fetched)}), "
-                         f"{retrieved.count('skipped')} already present, {retrieved.count('failed')} failed")
+            from_s3 = sum(1 for r in retrieved.results if r.status == "fetched" and r.source == "s3")
+            where = f", {from_s3} from S3" if from_s3 else ""
+            absent = sum(1 for r in retrieved.results if r.status == "skipped" and r.error)  # source: cloud
+            lines.append(f"  retrieve: {retrieved.count('fetched')} fetched ({human_bytes(retrieved.bytes_fetched)}{where}), "
+                         f"{retrieved.count('skipped') - absent} already present, "
+                         + (f"{absent} without a cloud copy (skipped), " if absent else "")
+                         + f"{retrieved.count('failed')} failed")
         for failure in retrieved.failed[:20]:  # in every mode: refused products fail in all
             lines.append(f"    failed: {failure.key}: {failure_reason(failure.key, failure.error)}")
         if len(retrieved.failed) > 20:
@@ -267,7 +272,11 @@ def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: f
     if retrieved is not None:
         report["retrieve"] = {
             "mode": retrieved.mode,
-            "fetched": {"files": retrieved.count("fetched"), "bytes": retrieved.bytes_fetched},
+            "fetched": {"files": retrieved.count("fetched"), "bytes": retrieved.bytes_fetched,
+                        # where they came from: MAST's download service or its S3 copies
+                        "by_source": {source: sum(1 for r in retrieved.results
+                                                  if r.status == "fetched" and r.source == source)
+                                      for source in ("mast", "s3")}},
             "skipped": {"files": retrieved.count("skipped")},
             "failed": {"files": len(retrieved.failed),
                        "items": [{"dataURI": r.key, "error": r.error} for r in retrieved.failed[:MAX_LISTED]]},
