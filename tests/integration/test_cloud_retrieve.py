@@ -309,3 +309,86 @@ def test_dask_workers_fetch_cloud_copies_directly_with_a_window_of_their_own(sb,
     assert {r.uri for r in records if r.endpoint == "download"} == {t.key for t in web}
     # MAST's window is 1 and S3's 2: never more than 3 at once, and S3 ran beside MAST
     assert 2 <= sb.log.peak_open <= 3
+
+
+PART = 100_000  # small parts, so small objects take the multipart path
+
+
+def _ranges(records, key: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return [r.range for r in records if r.endpoint == "s3" and r.method == "GET" and r.uri == key and r.status == 206]
+
+
+def test_large_objects_come_as_parallel_parts_into_one_temporary(sb, tmp_path: Path) -> None:
+    tasks = _s3_tasks(sb, tmp_path / "out", 3, 1_050_000, "parts")
+    sb.faults = Faults.parse("s3.drop_rate=0.15,s3.drop_at=0.5,s3.fail_first=1:503,s3.retry_after=0")
+    patient = FAST.__class__(max_attempts=8, base_delay=0.001, max_delay=0.005)  # drops are random: room for runs
+    with Ledger(tmp_path / "state") as ledger:
+        results = Transfer(workers=1, s3=S3Client(sb.s3.endpoint), s3_workers=2, s3_parts=4, s3_part_size=PART,
+                           policy=patient, ledger=ledger).run(tasks)
+        rows = ledger.rows()
+    assert [r.status for r in results] == ["fetched"] * len(tasks), [r.error for r in results]
+    records = sb.log.records()
+    for task in tasks:
+        assert task.dest.read_bytes() == sb.catalog.body(task.key)
+        assert rows[task.key].source == "s3" and rows[task.key].etag
+        asked = set(_ranges(records, task.key))
+        assert asked == {f"bytes={a}-{min(a + PART, task.size) - 1}" for a in range(0, task.size, PART)}
+    assert sb.log.peak_open >= 2  # parts of one object overlap
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+PARTS_DRIVER = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from mastpipe.stages.retrieve.ledger import Ledger
+    from mastpipe.retry import RetryPolicy
+    from mastpipe.stages.retrieve.engine import FileTask, Transfer
+    from mastpipe.stages.retrieve.s3 import S3Client
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    tasks = [FileTask(t["key"], t["url"], Path(t["dest"]), t["size"]) for t in spec["tasks"]]
+    Transfer(workers=1, s3=S3Client(spec["endpoint"]), s3_parts=3, s3_part_size=spec["part"],
+             ledger=Ledger(spec["state"]), policy=RetryPolicy(base_delay=0.01)).run(tasks)
+""")
+
+
+def test_kill_9_during_a_multipart_download_then_rerun_fetches_no_complete_part_twice(sb, tmp_path: Path) -> None:
+    from mastpipe.stages.retrieve.parts import data_path, state_path
+
+    size = 2_000_000
+    (task,) = _s3_tasks(sb, tmp_path / "out", 2, size, "killparts")[:1]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"state": str(tmp_path / "state"), "endpoint": sb.s3.endpoint, "part": PART,
+                                "tasks": [{"key": task.key, "url": task.url, "dest": str(task.dest), "size": size}]}))
+    (tmp_path / "driver.py").write_text(PARTS_DRIVER)
+    sb.faults = Faults.parse("s3.bandwidth=300000")  # per connection: 3 parts at once, ~1 part/s
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(spec)])
+    try:
+        deadline = time.monotonic() + 90
+        done: list[int] = []
+        while time.monotonic() < deadline:
+            try:
+                done = json.loads(state_path(task.dest).read_text())["done"]
+            except (OSError, ValueError):
+                done = []
+            if len(done) >= 4:
+                break
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = json.loads(state_path(task.dest).read_text())["done"]
+    assert 4 <= len(done) < size // PART and data_path(task.dest).exists(), done
+    sb.faults = None
+    sb.log.clear()
+    with Ledger(tmp_path / "state") as ledger:
+        (result,) = Transfer(workers=1, s3=S3Client(sb.s3.endpoint), s3_parts=3, s3_part_size=PART,
+                             ledger=ledger, policy=FAST).run([task])
+    assert result.status == "fetched", result.error
+    assert task.dest.read_bytes() == sb.catalog.body(task.key)
+    again = set(_ranges(sb.log.records(), task.key))
+    complete = {f"bytes={n * PART}-{min((n + 1) * PART, size) - 1}" for n in done}
+    assert not again & complete  # no complete part fetched twice
+    assert again | complete == {f"bytes={a}-{min(a + PART, size) - 1}" for a in range(0, size, PART)}
+    assert not state_path(task.dest).exists() and not data_path(task.dest).exists()

@@ -9,7 +9,7 @@ A recipe is one YAML document with these sections, each named after the stage it
     products:  {batch_size, in_flight}
     unique:    {key}
     filter:    {contains, endswith, exclude, guide_stars, mrp_only, columns}
-    retrieve:  {mode, source, destination, layout, in_flight, s3_in_flight, s3_endpoint, verify, overwrite,
+    retrieve:  {mode, source, destination, layout, in_flight, s3_in_flight, s3_parts, s3_endpoint, verify, overwrite,
                 executor, script, manifest}
     state:     {directory, query_max_age}
 
@@ -545,6 +545,9 @@ class Retrieve(_Model):
     s3_in_flight: int = Field(16, ge=1, le=256, description=(
         "source cloud or auto: downloads from S3 in flight at once, apart from in_flight (S3 has no per-client "
         "limit like MAST's download service; with a Dask executor: across the cluster)."))
+    s3_parts: int = Field(8, ge=1, le=64, description=(
+        "source cloud or auto: a cloud copy larger than two 16 MiB parts is fetched as parallel ranged parts, "
+        "this many at a time, into one temporary, resumable part by part; 1: one stream (resumable with Range)."))
     s3_endpoint: str | None = Field(None, description=(
         "source cloud or auto: S3 endpoint URL of an S3-compatible mirror (default: AWS, region us-east-1); "
         "the environment variable MASTPIPE_S3_ENDPOINT overrides it. curl scripts then fetch "
@@ -704,7 +707,7 @@ class Recipe(_Model):
             found.append((("retrieve", "script"), f"retrieve.script has no effect with mode {retrieve.mode}: "
                           "only curl mode writes a script", "remove it, or set `mode: curl`"))
         if retrieve.source == "mast":
-            for key in ("s3_in_flight", "s3_endpoint"):
+            for key in ("s3_in_flight", "s3_endpoint", "s3_parts"):
                 if key in given:
                     found.append((("retrieve", key), f"retrieve.{key} has no effect with source mast: "
                                   "only cloud and auto fetch from S3", "remove it, or set `source: auto`"))

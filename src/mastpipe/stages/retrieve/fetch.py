@@ -36,6 +36,7 @@ from mastpipe.retry import RetryAfterTooLong, is_transient_status
 from mastpipe.stages.retrieve.client import Http, RedirectRefused
 from mastpipe.stages.retrieve.decide import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts,
                                              Verdict, decide, judge)
+from mastpipe.stages.retrieve import parts
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import Ledger, LedgerRow
 from mastpipe.stages.retrieve.settings import DownloadSettings
@@ -247,6 +248,21 @@ class FileFetcher:
                         self.ledger.mark_running(task.key, dest, task.size)
                 if action.kind is Kind.RESTART:
                     self._discard(task)
+                if action.kind is Kind.FETCH and parts.wanted(task, self.settings.s3_part_size, self.settings.s3_parts):
+                    counters.attempts += 1
+                    try:
+                        meta = parts.fetch_parts(self, task, counters, _Retry, _Fail)
+                        digest, size = hash_file(part_path(dest), chunk_size)
+                        return self._finish(task, counters, meta, digest.hexdigest(), size)
+                    except _Retry as exc:
+                        counters.stalled += 1
+                        self._wait_before_retry(task, counters, exc)
+                    except IntegrityError as exc:
+                        self._discard(task)
+                        counters.stalled += 1
+                        self._wait_before_retry(task, counters, _Retry(str(exc)))
+                    local = self.local_state(task, row, ignore_final=ignore_final)
+                    continue
                 counters.attempts += 1
                 kept = action.offset if action.kind is Kind.RESUME else 0
                 try:

@@ -78,6 +78,10 @@ class DownloadSettings:
     s3 : S3Client or None
         Fetches tasks whose URL is ``s3://...`` (MAST's cloud copies; settings only, picklable:
         each process makes its own boto3 client); without it such tasks fail.
+    s3_parts, s3_part_size : int
+        A cloud copy larger than two parts is fetched as parts of ``s3_part_size`` bytes,
+        ``s3_parts`` at a time, resumable part by part (:mod:`~mastpipe.stages.retrieve.parts`);
+        ``s3_parts=1``: one stream, resumable with Range.
     """
 
     in_flight: int = 4
@@ -93,6 +97,8 @@ class DownloadSettings:
     executor: Executor | None = None
     s3_in_flight: int = 16
     s3: Any = None
+    s3_parts: int = 8
+    s3_part_size: int = 16 << 20
 
     def __post_init__(self) -> None:
         if self.in_flight < 1 or self.s3_in_flight < 1:
@@ -144,6 +150,7 @@ class DownloadSettings:
             insecure=insecure,
             executor=retrieve.executor.override(executor, scheduler),
             s3_in_flight=retrieve.s3_in_flight,
+            s3_parts=retrieve.s3_parts,
         )
 
 
