@@ -20,13 +20,13 @@ import pytest
 pytest.importorskip("moto", reason="the sandbox's S3 bucket needs moto (pip install 'mastpipe[test]')")
 pytest.importorskip("boto3", reason="source cloud/auto needs boto3 (pip install 'mastpipe[cloud]')")
 
-import mastpipe  # noqa: E402
-from mastpipe.sandbox import Faults, Sandbox  # noqa: E402
-from mastpipe.stages.retrieve.engine import FileTask, Transfer, part_path  # noqa: E402
-from mastpipe.stages.retrieve.ledger import Ledger  # noqa: E402
-from mastpipe.stages.retrieve.s3 import S3_ENDPOINT_ENV, S3Client  # noqa: E402
+from _transfer_support import FAST, JWST_1073_OBSID
 
-from _transfer_support import FAST, JWST_1073_OBSID  # noqa: E402
+import mastpipe
+from mastpipe.sandbox import Faults, Sandbox
+from mastpipe.stages.retrieve.engine import FileTask, Transfer, part_path
+from mastpipe.stages.retrieve.ledger import Ledger
+from mastpipe.stages.retrieve.s3 import S3_ENDPOINT_ENV, S3Client
 
 REPO = Path(__file__).resolve().parents[2]
 TUTORIAL = "jwst-1073-nircam-uncal.yaml"

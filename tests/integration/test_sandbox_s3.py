@@ -19,12 +19,11 @@ import requests
 pytest.importorskip("moto", reason="the sandbox's S3 bucket needs moto (pip install 'mastpipe[test]')")
 pytest.importorskip("boto3", reason="the S3 tests need boto3 (pip install 'mastpipe[test]')")
 
-from botocore.exceptions import ClientError  # noqa: E402
+from _cloud_support import ConnectProxy, bucket_rows, s3_client
+from botocore.exceptions import ClientError
 
-from mastpipe.sandbox import Faults, Sandbox  # noqa: E402
-from mastpipe.sandbox.s3 import BUCKET  # noqa: E402
-
-from _cloud_support import ConnectProxy, bucket_rows, s3_client  # noqa: E402
+from mastpipe.sandbox import Faults, Sandbox
+from mastpipe.sandbox.s3 import BUCKET
 
 TOKEN = "good-token"
 

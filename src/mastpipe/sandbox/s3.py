@@ -21,8 +21,8 @@ Clients (boto3, astroquery, curl) talk to :attr:`S3Side.endpoint` exactly as the
 
 from __future__ import annotations
 
-import hashlib
 import fnmatch
+import hashlib
 import http.client
 import re
 import socket
@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import Sandbox
     from .catalog import FileInfo
 
-__all__ = ["BUCKET", "S3Side", "in_bucket", "mast_path", "uri_for_key", "MISSING_FRACTION"]
+__all__ = ["BUCKET", "MISSING_FRACTION", "S3Side", "in_bucket", "mast_path", "uri_for_key"]
 
 BUCKET = "stpubdata"
 #: Share of public products of a cloud mission that the bucket lacks (decided per URI).
@@ -136,12 +136,12 @@ class _Front(ThreadingHTTPServer):
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
 
-    def process_request(self, request: Any, client_address: Any) -> None:  # noqa: D102
+    def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
             self._open.add(request)
         super().process_request(request, client_address)
 
-    def shutdown_request(self, request: Any) -> None:  # noqa: D102
+    def shutdown_request(self, request: Any) -> None:
         with self._open_lock:
             self._open.discard(request)
         super().shutdown_request(request)
@@ -155,7 +155,7 @@ class _Front(ThreadingHTTPServer):
             except OSError:
                 pass
 
-    def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: D102
+    def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
         if isinstance(exc, (OSError, _Drop)):
             return
@@ -202,7 +202,7 @@ class S3Side:
     def endpoint(self) -> str:
         """``http://127.0.0.1:PORT``: the S3 endpoint URL (path-style, no bucket)."""
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def key_of(self, uri: str) -> str | None:
         """The bucket key of ``uri`` when the bucket holds it (else None)."""
@@ -274,11 +274,12 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     timeout = 120
     server: _Front
+    _upstream: http.client.HTTPConnection | None = None  # this connection's to moto
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Silent: the RequestLog has every request."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         log = self.server.side.sandbox.log
         log.open_request()
         try:
@@ -371,7 +372,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self, side: S3Side, faults: Any, ep: str, fault_key: str, attempt: int, query: str,
                  body: bytes) -> None:
-        conn = getattr(self, "_upstream", None)
+        conn: http.client.HTTPConnection | None = getattr(self, "_upstream", None)
         if conn is None:
             conn = self._upstream = http.client.HTTPConnection("127.0.0.1", side._moto.port, timeout=120)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
@@ -427,7 +428,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if ahead > 0:
                     time.sleep(ahead)
 
-    def finish(self) -> None:  # noqa: D102
+    def finish(self) -> None:
         upstream = getattr(self, "_upstream", None)
         if upstream is not None:
             upstream.close()
@@ -436,7 +437,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def handle_one_request(self) -> None:  # noqa: D102
+    def handle_one_request(self) -> None:
         try:
             super().handle_one_request()
         except (_Drop, OSError):

@@ -35,8 +35,16 @@ from mastpipe.errors import UsageError
 if TYPE_CHECKING:
     from mastpipe.archive import Archive
 
-__all__ = ["CloudCopy", "Locations", "S3Client", "S3Response", "S3_ENDPOINT_ENV", "https_url", "locate",
-           "effective_endpoint"]
+__all__ = [
+    "S3_ENDPOINT_ENV",
+    "CloudCopy",
+    "Locations",
+    "S3Client",
+    "S3Response",
+    "effective_endpoint",
+    "https_url",
+    "locate",
+]
 
 log = logging.getLogger(__name__)
 S3_ENDPOINT_ENV = "MASTPIPE_S3_ENDPOINT"
