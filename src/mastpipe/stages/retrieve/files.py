@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+
+from mastpipe.typing import EventKind, FileStatus
 
 if TYPE_CHECKING:
     from mastpipe.stages.retrieve.ledger import LedgerRow
@@ -55,7 +57,7 @@ class FileTask:
         return "s3" if self.url.startswith("s3://") else "mast"
 
 
-Status = Literal["fetched", "skipped", "failed"]
+Status = FileStatus  # the old name
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,10 @@ class FileResult:
         HTTP requests sent this run for this file (redirect hops counted).
     error : str or None
         Why it failed; names the product; never contains the token.
+    checksum : {"verified", "none"} or None
+        The FITS file's own ``CHECKSUM``/``DATASUM`` were checked against its bytes and matched
+        (``verified``), or it carries none / is not FITS (``none``); None when not looked at
+        (a failed file, or a done file skipped without reading it: see the ledger's record).
     source : str or None
         Where the file's bytes came from, ``mast`` or ``s3`` (None: not known, e.g. a file
         adopted from the disk).
@@ -91,6 +97,7 @@ class FileResult:
     attempts: int = 0
     http_requests: int = 0
     error: str | None = None
+    checksum: str | None = None
     source: str | None = None
 
 
@@ -130,7 +137,7 @@ class Event:
     says why).
     """
 
-    kind: str
+    kind: EventKind
     key: str = ""
     nbytes: int = 0
     total: int | None = None
