@@ -272,6 +272,28 @@ class Archive:
                               "rerun later, and report it to MAST if it persists")
 
 
+    def path_lookup(self, uris: list[str]) -> dict[str, str | None]:
+        """Where each product lies in the cloud bucket: uri -> bucket key, or None when MAST knows
+        no path for it. One request per :data:`PATH_LOOKUP_BATCH` URIs, retried like the others.
+        """
+        found: dict[str, str | None] = {}
+        for start in range(0, len(uris), PATH_LOOKUP_BATCH):
+            batch = uris[start:start + PATH_LOOKUP_BATCH]
+
+            def ask(session: requests.Session, batch: list[str] = batch) -> Any:
+                response = session.get(f"{self.url}/api/v0.1/path_lookup/", params={"uri": batch})
+                response.raise_for_status()
+                return response.json()
+
+            answer = self.call(f"path_lookup of {len(batch)} product(s) {batch[0]}...", ask, plain=True,
+                               hint="MAST could not say where these products lie in the cloud bucket; rerun "
+                                    "later (what is known is kept), or set retrieve.source: mast")
+            for uri in batch:
+                entry = answer.get(uri) if isinstance(answer, dict) else None
+                path = entry.get("path") if isinstance(entry, dict) else None
+                found[uri] = bucket_key(path) if path else None
+        return found
+
 #: A column of product lists mastpipe adds: what was wrong with a row of MAST's answer (masked
 #: where nothing was). The retrieve stage refuses such rows one by one; the others go on.
 MALFORMED = "malformed"
@@ -371,28 +393,6 @@ def _cell(raw: Any, atype: Any) -> tuple[Any, bool]:
             return None, False
     return raw, True
 
-
-    def path_lookup(self, uris: list[str]) -> dict[str, str | None]:
-        """Where each product lies in the cloud bucket: uri -> bucket key, or None when MAST knows
-        no path for it. One request per :data:`PATH_LOOKUP_BATCH` URIs, retried like the others.
-        """
-        found: dict[str, str | None] = {}
-        for start in range(0, len(uris), PATH_LOOKUP_BATCH):
-            batch = uris[start:start + PATH_LOOKUP_BATCH]
-
-            def ask(session: requests.Session, batch: list[str] = batch) -> Any:
-                response = session.get(f"{self.url}/api/v0.1/path_lookup/", params={"uri": batch})
-                response.raise_for_status()
-                return response.json()
-
-            answer = self.call(f"path_lookup of {len(batch)} product(s) {batch[0]}...", ask, plain=True,
-                               hint="MAST could not say where these products lie in the cloud bucket; rerun "
-                                    "later (what is known is kept), or set retrieve.source: mast")
-            for uri in batch:
-                entry = answer.get(uri) if isinstance(answer, dict) else None
-                path = entry.get("path") if isinstance(entry, dict) else None
-                found[uri] = bucket_key(path) if path else None
-        return found
 
 
 def _position(position: Any) -> dict[str, Any]:
