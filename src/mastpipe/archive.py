@@ -103,7 +103,7 @@ def bucket_key(path: str) -> str:
     HLSP paths under ``mast/``; any other path loses its leading ``/``.
     """
     if "galex" in path:
-        return path.lstrip("/mast/")
+        return path.lstrip("/mast/")  # noqa: B005 - a character-set strip, exactly as astroquery does
     if "/ps1/" in path:
         return path.replace("/ps1/", "panstarrs/ps1/public/")
     if "hlsp" in path:
@@ -299,7 +299,7 @@ class Archive:
 MALFORMED = "malformed"
 #: Product fields a file cannot be made without (a null there is MAST's answer at fault).
 REQUIRED = ("dataURI", "productFilename", "obs_id", "obs_collection", "size")
-_NOT_A_ROW = object()
+_NOT_A_ROW: Any = object()
 
 
 def product_table(responses: list[Any]) -> Table:
