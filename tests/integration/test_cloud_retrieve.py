@@ -292,7 +292,7 @@ def test_dask_workers_fetch_cloud_copies_directly_with_a_window_of_their_own(sb,
             for i in range(3)]
     web = [FileTask(r["dataURI"], sb.download_url(r["dataURI"]), tmp_path / "out" / r["productFilename"],
                     r["size"]) for r in rows]
-    sb.faults = Faults.parse("s3.bandwidth=600000,download.bandwidth=600000")
+    sb.faults = Faults.parse("s3.bandwidth=250000,download.bandwidth=250000")  # ~1.2 s each: room to overlap
     sb.log.clear()
     with distributed.LocalCluster(n_workers=3, processes=True, threads_per_worker=1,
                                   dashboard_address=None) as cluster, \
