@@ -414,6 +414,10 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
         result = pipeline.run(until="filter")
         outlook = pipeline.retrieve_outlook(result.tables["filter"])
         click.echo(format_plan(result.tables["filter"], result.tables["query"], outlook))
+        if pipeline.recipe.retrieve.source != "mast":
+            from mastpipe.report import format_cloud_plan
+
+            click.echo(format_cloud_plan(pipeline, result.tables["filter"], outlook))
 
     _with_pipeline(recipe, mast_url, state_dir, sandbox, action, insecure=insecure, quiet=quiet, source=source)
 

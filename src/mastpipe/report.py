@@ -374,3 +374,26 @@ def history_entry(report: dict[str, Any]) -> dict[str, Any]:
         "fetched": (retrieve.get("fetched") or {}).get("files"), "failed": (retrieve.get("failed") or {}).get("files"),
         "nothing_new": report.get("nothing_new"),
     }
+
+
+def format_cloud_plan(pipeline: Any, products: Table, outlook: Any) -> str:
+    """One line for ``plan`` with ``retrieve.source`` cloud or auto: of the files to fetch, how
+    many have a cloud copy, how many none, and how many are still to be located, from the
+    checkpoint of earlier lookups (``cloud.jsonl``) alone: no request."""
+    from mastpipe.archive import cloud_mission
+    from mastpipe.stages.retrieve.s3 import Locations, effective_endpoint
+
+    section = pipeline.recipe.retrieve
+    rights = dict(zip(_text(products["dataURI"]), _text(products["dataRights"]))) if len(products) else {}
+    wanted = list(outlook.remaining) if outlook is not None and outlook.mode == "download" else list(rights)
+    known = Locations(pipeline.state_dir, pipeline.server_id,
+                      effective_endpoint(section.s3_endpoint, pipeline.environ)).load()
+    mast = [u for u in wanted if rights.get(u) == "EXCLUSIVE_ACCESS" or not cloud_mission(u)]
+    cloud = [u for u in wanted if u not in mast]
+    copies = sum(1 for u in cloud if known.get(u) is not None)
+    without = sum(1 for u in cloud if u in known and known[u] is None)
+    unknown = len(cloud) - copies - without
+    fallback = "from MAST" if section.source == "auto" else "skipped"
+    return (f"source {section.source}: of {len(wanted)} file(s), {copies} have a cloud copy, "
+            f"{without + len(mast)} have none ({fallback}; exclusive-access ones always from MAST)"
+            + (f", {unknown} still to be located when the run starts (path_lookup, HeadObject)" if unknown else ""))

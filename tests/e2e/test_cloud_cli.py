@@ -27,6 +27,10 @@ def _mastpipe(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_run_sandbox_source_auto_then_a_rerun_that_asks_nothing(tmp_path: Path) -> None:
     shutil.copy(REPO / "pipelines" / TUTORIAL, tmp_path / TUTORIAL)
+    before = _mastpipe("plan", "--sandbox", "--source", "auto", TUTORIAL, cwd=tmp_path)
+    assert before.returncode == 0, before.stderr
+    assert "source auto: of 14 file(s), 0 have a cloud copy" in before.stdout, before.stdout
+    assert "14 still to be located when the run starts" in before.stdout
     first = _mastpipe("run", "--sandbox", "--source", "auto", TUTORIAL, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "serving its cloud bucket at http://127.0.0.1:" in first.stderr
@@ -38,6 +42,7 @@ def test_run_sandbox_source_auto_then_a_rerun_that_asks_nothing(tmp_path: Path) 
     assert again.returncode == 0, again.stderr
     plan = _mastpipe("plan", "--sandbox", "--source", "cloud", TUTORIAL, cwd=tmp_path)
     assert plan.returncode == 0 and "0 to fetch" in plan.stdout, plan.stdout + plan.stderr
+    assert "source cloud: of 0 file(s)" in plan.stdout
 
 
 def test_an_unknown_source_is_a_usage_error(tmp_path: Path) -> None:
