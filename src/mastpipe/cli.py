@@ -8,7 +8,7 @@ Each command is one function whose docstring is its ``--help``, with an example.
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -24,7 +24,7 @@ SANDBOX_SERVER_ID = "mastpipe-sandbox:seed=0"
 #: The command line's name for each library parameter an error may speak of: the library says
 #: ``until 'x' is not a stage``, the command line ``--until 'x' is not a stage``.
 FLAGS = {"until": "--until", "from_stage": "--from", "executor": "--executor", "scheduler": "--scheduler",
-         "mast_url": "--mast-url", "state_dir": "--state-dir", "collection": "--collection",
+         "mast_url": "--mast-url", "state_dir": "--state-dir", "collection": "--collection", "mission": "--mission",
          "programs": "--program", "instruments": "--instrument", "filters": "--filters", "products": "--product",
          "mode": "--mode", "name": "--name", "path": "--output", "force": "--force"}
 
@@ -116,34 +116,72 @@ def main() -> None:
 @main.command()
 @click.argument("recipes", nargs=-1, required=True, metavar="RECIPE...")
 @click.option("-q", "--quiet", is_flag=True, help="Print only problems, not one line per valid file.")
-def validate(recipes: tuple[str, ...], quiet: bool) -> None:
-    """Check recipes without contacting MAST.
+@click.option("--online", is_flag=True, help=(
+    "Also ask MAST for the column lists of the missions the recipes search, check conditions and "
+    "select_cols against them, and cache them for later offline checks."))
+@click.option("--mast-url", default=None, help="The server whose column lists to use (default as for run).")
+@click.option("--sandbox", is_flag=True, help="Use the column lists of mastpipe's local MAST stand-in (started with --online).")
+def validate(recipes: tuple[str, ...], quiet: bool, online: bool, mast_url: str | None, sandbox: bool) -> None:
+    """Check recipes without contacting MAST (unless --online).
 
     Every problem is one line FILE:LINE:COL: field.path: message, followed by a hint. Exit code 0
     when every recipe is valid, 2 otherwise. Takes many files at once, for pre-commit hooks.
 
+    A mission search's conditions name columns only MAST knows: --online fetches each mission's
+    column list (and caches it), and names that are not columns fail with a did-you-mean. Offline,
+    the cached lists are used when there are any (a run caches them too).
+
     Example:
 
+    \b
         mastpipe validate pipelines/*.yaml
+        mastpipe validate --online pipelines/jwst-1073-nircam-uncal-missions.yaml
     """
-    from mastpipe.recipe.models import parse_recipe, warning_problems
+    from contextlib import ExitStack
+
+    from mastpipe.recipe.columns import checked_columns
+    from mastpipe.recipe.models import effective_mast_url, parse_recipe, warning_problems
     from mastpipe.recipe.yamlload import load_yaml
 
+    if sandbox and mast_url:
+        raise click.UsageError("--sandbox and --mast-url exclude each other")
     failed = False
-    for path in recipes:
-        try:
-            located = load_yaml(path)
-            recipe = parse_recipe(located)
-        except RecipeError as error:
-            failed = True
-            for problem in error.problems:
-                click.echo(str(problem), err=True)
-            continue
-        for warning in warning_problems(recipe, located):
-            click.echo(str(warning), err=True)
-        if not quiet:
-            searches = f"{len(recipe.query)} {'query' if len(recipe.query) == 1 else 'queries'}"
-            click.echo(f"{path}: valid ({searches}, retrieve mode {recipe.retrieve.mode})")
+    archives: dict[str, Any] = {}
+    with ExitStack() as stack:
+        if sandbox and online:
+            from mastpipe.sandbox import Sandbox
+
+            mast_url = stack.enter_context(Sandbox()).url
+        for path in recipes:
+            try:
+                located = load_yaml(path)
+                recipe = parse_recipe(located)
+                if recipe.mission is not None:
+                    url = effective_mast_url(recipe, mast_url)
+                    server = SANDBOX_SERVER_ID if sandbox else url
+
+                    def fetch(mission: str, url: str = url) -> list[dict[str, Any]]:
+                        if url not in archives:
+                            from mastpipe.archive import Archive
+
+                            archives[url] = Archive(url, timeout=60.0)
+                        return archives[url].mission_columns(mission)  # type: ignore[no-any-return]
+
+                    problems = checked_columns(recipe, located, server, fetch, online=online)
+                    if problems:
+                        raise RecipeError(problems)
+            except RecipeError as error:
+                failed = True
+                for problem in error.problems:
+                    click.echo(str(problem), err=True)
+                continue
+            except MastpipeError as error:  # --online and MAST failed: not the recipe's fault
+                _fail(error)
+            for warning in warning_problems(recipe, located):
+                click.echo(str(warning), err=True)
+            if not quiet:
+                searches = f"{len(recipe.query)} {'query' if len(recipe.query) == 1 else 'queries'}"
+                click.echo(f"{path}: valid ({searches}, retrieve mode {recipe.retrieve.mode})")
     sys.exit(EXIT_INVALID if failed else 0)
 
 
@@ -192,6 +230,11 @@ def _setup_logging(quiet: bool, verbose: bool, json_lines: bool = False) -> None
     root.propagate = False
 
 
+_SOURCE = click.option("--source", type=click.Choice(["mast", "cloud", "auto"]),
+                       help="Where files come from, instead of the recipe's retrieve.source: MAST, its S3 copies "
+                            "only, or S3 where a copy exists (cloud and auto need mastpipe[cloud]).")
+
+
 def _pipeline_options(function):  # type: ignore[no-untyped-def]
     options = [
         click.argument("recipe", type=click.Path(dir_okay=False)),
@@ -210,7 +253,8 @@ def _pipeline_options(function):  # type: ignore[no-untyped-def]
 
 def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
                    action, refresh: bool = False, insecure: bool = False, quiet: bool = False,
-                   json_events: bool = False, files: _FileCount | None = None):  # type: ignore[no-untyped-def]
+                   json_events: bool = False, files: _FileCount | None = None,
+                   source: str | None = None):  # type: ignore[no-untyped-def]
     """Build the Pipeline (inside a sandbox when asked) and run ``action(pipeline)``.
 
     Every way the run can end early becomes one line, never a traceback: a
@@ -246,7 +290,16 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
                 click.echo(f"sandbox: serving a local MAST stand-in at {url}", err=True)
             server_id = SANDBOX_SERVER_ID if running is not None else None
             pipeline = Pipeline(recipe, mast_url=url, state_dir=state_dir, refresh=refresh, server_id=server_id,
-                                insecure=insecure)
+                                insecure=insecure, source=source)
+            if running is not None and pipeline.recipe.retrieve.source != "mast":
+                from .stages.retrieve.s3 import S3_ENDPOINT_ENV
+
+                endpoint = running.start_s3().endpoint  # the sandbox's bucket stands in for AWS's
+                if not quiet:
+                    click.echo(f"sandbox: serving its cloud bucket at {endpoint}", err=True)
+                import os
+
+                pipeline.environ = {**(pipeline.environ or os.environ), S3_ENDPOINT_ENV: endpoint}
             return action(pipeline)
     except MastpipeError as error:
         _fail(error, json_events)
@@ -277,10 +330,11 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
               help="Where downloads run, instead of the recipe's retrieve.executor (dask needs mastpipe[dask]).")
 @click.option("--scheduler", metavar="ADDRESS",
               help="Dask scheduler, e.g. tcp://host:8786, or 'local' for worker processes on this machine.")
+@_SOURCE
 def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
         verbose: bool, until: str, from_stage: str | None, refresh: bool, verify: bool, report_path: str | None,
         summary_path: str | None, json_events: bool, executor: str | None = None,
-        scheduler: str | None = None) -> None:
+        scheduler: str | None = None, source: str | None = None) -> None:
     """Run a recipe: query -> products -> unique -> filter -> retrieve.
 
     Each stage's result is checkpointed; a rerun reuses every stage whose recipe section and
@@ -339,7 +393,7 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
 
     files = _FileCount()
     _with_pipeline(recipe, mast_url, state_dir, sandbox, action, refresh=refresh, insecure=insecure, quiet=quiet,
-                   json_events=json_events, files=files)
+                   json_events=json_events, files=files, source=source)
 
 
 @main.command()
@@ -377,8 +431,9 @@ def history(recipe: str, state_dir: str | None, as_json: bool) -> None:
 
 @main.command()
 @_pipeline_options
+@_SOURCE
 def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
-         verbose: bool) -> None:
+         verbose: bool, source: str | None = None) -> None:
     """Show what `run` would retrieve, without downloading anything.
 
     Runs the stages up to filter (reusing checkpoints) and prints the files and bytes `run`
@@ -397,8 +452,12 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
         result = pipeline.run(until="filter")
         outlook = pipeline.retrieve_outlook(result.tables["filter"])
         click.echo(format_plan(result.tables["filter"], result.tables["query"], outlook))
+        if pipeline.recipe.retrieve.source != "mast":
+            from mastpipe.report import format_cloud_plan
 
-    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, insecure=insecure, quiet=quiet)
+            click.echo(format_cloud_plan(pipeline, result.tables["filter"], outlook))
+
+    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, insecure=insecure, quiet=quiet, source=source)
 
 
 @main.command()
@@ -491,7 +550,9 @@ def login(mast_url: str | None, insecure: bool) -> None:
 
 
 @main.command("init")
-@click.option("--collection", required=True, help="MAST collection (obs_collection): JWST, HST, TESS ...")
+@click.option("--collection", help="MAST collection (obs_collection) for a CAOM search: JWST, HST, TESS ...")
+@click.option("--mission", type=click.Choice(["jwst", "hst"], case_sensitive=False),
+              help="Search this mission's own catalogue (MAST's mission search API) instead of CAOM.")
 @click.option("--program", "--proposal", "programs", multiple=True, metavar="ID",
               help="Program (proposal) id; repeatable or comma-separated, any of them matches.")
 @click.option("--instrument", "instruments", multiple=True,
@@ -506,19 +567,24 @@ def login(mast_url: str | None, insecure: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
               help="File to write (default: standard output).")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
-def init_command(collection: str, programs: tuple[str, ...], instruments: tuple[str, ...], filters: tuple[str, ...],
-                 products: tuple[str, ...], mode: str, name: str | None, output: str, force: bool) -> None:
+def init_command(collection: str | None, mission: str | None, programs: tuple[str, ...], instruments: tuple[str, ...],
+                 filters: tuple[str, ...], products: tuple[str, ...], mode: str, name: str | None, output: str,
+                 force: bool) -> None:
     """Write a starting recipe, with comments, from a few choices.
 
     Product kinds become filter.endswith suffixes (_uncal.fits) and productSubGroupDescription
     values (UNCAL). The recipe's first line points editors at schemas/recipe.schema.json. An
     existing file is never overwritten without --force. `mastpipe validate` accepts the result.
 
+    With --mission (jwst or hst) instead of --collection, the recipe searches the mission's own
+    catalogue: the choices become conditions over its columns and product kinds file_suffix values.
+
     Example:
 
     \b
         mastpipe init --collection JWST --program 1073 --instrument NIRCam --filters F277W \\
             --product uncal --output pipelines/jwst-1073.yaml
+        mastpipe init --mission jwst --program 1073 --instrument NIRCam --filters F277W --product uncal
     """
     import os
 
@@ -526,8 +592,8 @@ def init_command(collection: str, programs: tuple[str, ...], instruments: tuple[
 
     to_stdout = output == "-"
     try:
-        text = starting_recipe(collection=collection, programs=programs, instruments=instruments, filters=filters,
-                               products=products, mode=mode, name=name,
+        text = starting_recipe(collection=collection, mission=mission, programs=programs, instruments=instruments,
+                               filters=filters, products=products, mode=mode, name=name,
                                schema_path=schema_path_for(None if to_stdout else output))
         if to_stdout:
             click.echo(text, nl=False)
@@ -562,17 +628,22 @@ def sandbox() -> None:
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Append every request to this JSON-lines file.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate (PEM; with --tls-key).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The private key of --tls-cert (PEM).")
+@click.option("--s3", is_flag=True, help="Also serve the public cloud bucket from a local S3 server; prints its endpoint second.")
 def serve(host: str, port: int, seed: int, scale: str | None, faults: str | None, tokens: tuple[str, ...],
-          log_path: str | None, tls_cert: str | None, tls_key: str | None) -> None:
+          log_path: str | None, tls_cert: str | None, tls_key: str | None, s3: bool) -> None:
     """Serve a local MAST on HOST:PORT until interrupted; prints its URL first.
 
     Point mastpipe at it with --mast-url or MASTPIPE_MAST_URL, or astroquery with an
     astroquery.cfg whose [mast] server is that URL. With --tls-cert and --tls-key it serves
     HTTPS, to rehearse a network with its own certificate authority (REQUESTS_CA_BUNDLE).
+    With --s3 it also serves MAST's public cloud copies from a real S3 server (moto, from the
+    test extra) and prints that endpoint on the second line: give it to mastpipe as
+    MASTPIPE_S3_ENDPOINT, to boto3 and astroquery as AWS_ENDPOINT_URL_S3.
 
     Example:
 
         mastpipe sandbox serve --port 8080 --faults 'download.error_rate=0.2'
+        mastpipe sandbox serve --s3 --faults 's3.error_rate=0.1:503'
     """
     from mastpipe.sandbox import serve_forever
 
@@ -586,7 +657,7 @@ def serve(host: str, port: int, seed: int, scale: str | None, faults: str | None
                                      param_hint="--log") from None
     try:
         serve_forever(host=host, port=port, seed=seed, scale=scale, faults=faults, tokens=list(tokens),
-                      log_path=log_path, ssl_context=context)
+                      log_path=log_path, ssl_context=context, s3=s3)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     except OSError as error:
