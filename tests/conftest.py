@@ -7,8 +7,8 @@
 * ``login``: ``login(url, stdin, backend=..., **variables)`` runs ``mastpipe login --mast-url URL``
   with the token on stdin and a keyring in the test's temporary directory, never the real one.
 
-Tests that take more than a few seconds are marked ``slow`` here, by module (:data:`SLOW`), so
-``python3 -m pytest -m "not slow"`` is the quick subset for people editing the code.
+Tests that take more than a few seconds are marked ``slow`` here, by module or by ``module::test``
+(:data:`SLOW`), so ``python3 -m pytest -m "not slow"`` is the quick subset for people editing the code.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ from typing import Any
 
 import pytest
 
-#: Modules whose tests each run the pipeline, a subprocess, a Dask cluster or a kill: seconds to
-#: minutes apiece on two shared cores. Everything else runs in well under a second per test.
+#: Modules (or single tests) that start a subprocess (the CLI, astroquery), a Dask cluster or an S3
+#: server, kill a run, or fetch whole example runs: seconds to minutes apiece on two shared cores.
+#: Everything else takes about a second or less per test on an idle machine. Measured 2026-12-02 with
+#: other jobs sharing the 2 cores (load ~10): the quick subset (~1000 tests) took ~3.5 min of wall time
+#: of which ~35 s collection, so about a minute when the machine is idle (an estimate, not measured).
 SLOW = frozenset({
     "e2e/test_cli_robustness.py", "e2e/test_error_attribution_cli.py", "e2e/test_examples.py",
     "e2e/test_init_cli.py", "e2e/test_pre_commit_hook.py", "e2e/test_readme.py", "e2e/test_run_cli.py",
@@ -34,6 +37,10 @@ SLOW = frozenset({
     "integration/test_sandbox_serve.py", "integration/test_sandbox_tutorial.py", "integration/test_transfer_kill.py",
     "integration/test_init_sandbox.py", "unit/test_import_cost.py",
     "e2e/test_mission_columns_cli.py", "integration/test_pipeline_missions.py", "integration/test_sandbox_missions.py",
+    "e2e/test_cloud_cli.py", "integration/test_cloud_retrieve.py", "integration/test_sandbox_s3.py",
+    "integration/test_sandbox_astroquery.py", "integration/test_malformed_rows.py",
+    # one test of a module that is otherwise quick: every combination of `mastpipe init`'s options
+    "unit/test_init.py::test_every_option_combination_gives_a_valid_recipe_that_says_what_was_asked",
 })
 TESTS = Path(__file__).resolve().parent
 
@@ -44,7 +51,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             where = Path(str(item.fspath)).resolve().relative_to(TESTS).as_posix()
         except ValueError:
             continue
-        if where in SLOW:
+        if where in SLOW or f"{where}::{getattr(item, 'originalname', item.name)}" in SLOW:
             item.add_marker(pytest.mark.slow)
 
 
