@@ -217,8 +217,7 @@ def test_a_full_state_directory_is_named(sandbox: Sandbox, small_fs, tmp_path: P
 
     fs = small_fs("2m")
     state = fs / "state"
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.format(destination=tmp_path / "data"))
+    recipe = _recipe(tmp_path, tmp_path / "data")
     fill(fs, leave)
     with pytest.raises((NotWritableError, OSError)) as caught:
         mastpipe.run(recipe, mast_url=sandbox.url, state_dir=state, environ={})
