@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import EXIT_OK, LockError, MastpipeError, UsageError, interrupt_exit_code
-from .report import (Snapshot, append_history, build_report, history_entry, iso_time, read_history,
+from mastpipe.errors import EXIT_OK, LockError, MastpipeError, UsageError, interrupt_exit_code
+from mastpipe.report import (Snapshot, append_history, build_report, history_entry, iso_time, read_history,
                      render_markdown, snapshot)
-from .runner import Pipeline, RunResult
-from .state import atomic_write_bytes, fingerprint
+from mastpipe.runner import Pipeline, RunResult
+from mastpipe.stages.retrieve.settings import DownloadSettings
+from mastpipe.atomic import atomic_write_bytes
+from mastpipe.state import StateDir, fingerprint
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -70,7 +72,7 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
     token : str, optional
         MAST token for exclusive-access files (default: ``MAST_API_TOKEN`` or the keyring).
     on_event : callable, optional
-        Receives transfer progress events (:class:`mastpipe.transfer.Event`).
+        Receives transfer progress events (:class:`mastpipe.stages.retrieve.engine.Event`).
     executor : {"threads", "dask"}, optional
         Where downloads run, instead of the recipe's ``retrieve.executor``.
     scheduler : str, optional
@@ -116,11 +118,13 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
                  scheduler: str | None = None) -> RunOutcome:
     """:func:`run` for a :class:`~mastpipe.runner.Pipeline` already built (recipe loaded, server
     and state directory chosen); the parameters are :func:`run`'s."""
-    from .auth import discover_token
+    from mastpipe.auth import discover_token
 
     env = dict(os.environ) if environ is None else environ
-    chosen = pipeline.recipe.retrieve.executor.override(executor, scheduler)  # a bad --scheduler fails before any stage
-    _require_dask(chosen.kind, until, pipeline.recipe.retrieve.mode)
+    # Built once, here: a bad --scheduler fails before any stage, and retrieve gets one object.
+    download = DownloadSettings.build(pipeline.recipe, pipeline.mast_url, verify=verify, executor=executor,
+                                      scheduler=scheduler, insecure=pipeline.insecure)
+    _require_dask(download.executor.kind if download.executor else "threads", until, pipeline.recipe.retrieve.mode)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     recipe_fp = fingerprint(pipeline.recipe.model_dump(mode="json"))
     started = time.time()
@@ -131,8 +135,7 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
         token = discover_token(env)
     try:
         result = pipeline.run(until=until, from_stage=from_stage,
-                              retrieve=lambda p, table: p.retrieve(table, verify=verify, token=token, on_event=on_event,
-                                                                   executor=executor, scheduler=scheduler),
+                              retrieve=lambda p, table: p.retrieve(table, download, token=token, on_event=on_event),
                               remember=("query", "filter") if completed_before else ())
     except LockError:
         raise
@@ -151,9 +154,10 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     document = build_report(result, before, run_id=run_id, started=started, finished=time.time(),
                             exit_code=exit_code, recipe_path=str(pipeline.recipe_path), recipe_fingerprint=recipe_fp)
     text = json.dumps(document, indent=2) + "\n"
-    report_path = pipeline.state_dir / "reports" / f"{run_id}.json"
+    state = StateDir(pipeline.state_dir)
+    report_path = state.report(run_id)
     atomic_write_bytes(report_path, text.encode())
-    atomic_write_bytes(pipeline.state_dir / "last-report.json", text.encode())
+    atomic_write_bytes(state.last_report, text.encode())
     if report:
         atomic_write_bytes(Path(report), text.encode())
     markdown = render_markdown(document, pipeline.recipe.name)
@@ -192,7 +196,7 @@ def _record_failure(pipeline: Pipeline, run_id: str, started: float, recipe_fp: 
 def _require_dask(kind: str, until: str, mode: str) -> None:
     """Fail before any stage runs when downloads go to Dask but Dask is not installed.
 
-    The same message as :class:`mastpipe.distributed.DaskTransfer` gives, which would only
+    The same message as :class:`mastpipe.stages.retrieve.dask.DaskTransfer` gives, which would only
     come after the query and products stages had asked MAST everything.
     """
     import importlib.util

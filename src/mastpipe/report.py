@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from .progress import format_bytes as human_bytes
-from .state import decoded
+from mastpipe.stages.retrieve.progress import format_bytes as human_bytes
+from mastpipe.state import StateDir, decoded
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
-    from .runner import RetrieveOutlook, RunResult, StageStatus
-    from .state import LockHolder
+    from mastpipe.runner import RunResult, StageStatus
+    from mastpipe.stages.retrieve.outlook import RetrieveOutlook
+    from mastpipe.state import LockHolder
 
 
 def _text(values: Any) -> list[str]:
@@ -253,7 +254,7 @@ def nothing_new(change: dict[str, Any]) -> bool:
 def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: float, finished: float,
                  exit_code: int, recipe_path: str, recipe_fingerprint: str) -> dict[str, Any]:
     """The JSON run report (schema documented in README, "Run reports")."""
-    from . import __version__
+    from mastpipe import __version__
 
     report: dict[str, Any] = {
         "mastpipe": __version__, "run_id": run_id, "recipe": {"path": recipe_path, "fingerprint": recipe_fingerprint},
@@ -324,7 +325,7 @@ def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
 def append_history(state_dir: Path, entry: dict[str, Any]) -> None:
     """Add one run to ``history.jsonl`` in the state directory (one JSON object per line)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / "history.jsonl", "a", encoding="utf-8") as handle:
+    with open(StateDir(state_dir).history, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, sort_keys=True) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
@@ -332,7 +333,7 @@ def append_history(state_dir: Path, entry: dict[str, Any]) -> None:
 
 def read_history(state_dir: Path) -> list[dict[str, Any]]:
     """Every run recorded in the state directory, oldest first; unreadable lines are skipped."""
-    path = state_dir / "history.jsonl"
+    path = StateDir(state_dir).history
     if not path.exists():
         return []
     runs = []
