@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _configure_lock = threading.Lock()
+_CRITERIA_HINT = "check the recipe's criteria; `mastpipe validate` catches most mistakes"
+
+
+__all__ = ["Archive", "TimedOut"]
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -149,11 +153,13 @@ class Archive:
                 self.requests_made += 1
             yield
 
-    def call(self, what: str, request: Callable[[Any], T], *, retry_timeouts: bool = True) -> T:
+    def call(self, what: str, request: Callable[[Any], T], *, retry_timeouts: bool = True,
+             hint: str = _CRITERIA_HINT) -> T:
         """Run ``request(observations)`` with politeness limits and retries.
 
         With ``retry_timeouts=False`` a timeout raises :class:`TimedOut` at once (the caller has a
-        better move than asking the same thing again, such as splitting the batch).
+        better move than asking the same thing again, such as splitting the batch). ``hint``
+        goes with an error MAST answers: what the user may do about it.
 
         Raises
         ------
@@ -174,8 +180,7 @@ class Archive:
                     raise ArchiveError(f"{what}: {describe(self.url, bad_certificate)}", hint=FIX) from None
                 transient, timed_out, retry_after, reason = _classify(exc)
                 if not transient:
-                    raise ArchiveError(f"{what}: MAST answered an error: {reason}",
-                                       hint="check the recipe's criteria; `mastpipe validate` catches most mistakes") from None
+                    raise ArchiveError(f"{what}: MAST answered an error: {reason}", hint=hint) from None
                 if timed_out and not retry_timeouts:
                     raise TimedOut(f"{what}: {reason}") from None
                 if not self.policy.should_retry(attempt):
@@ -205,19 +210,25 @@ class Archive:
         return int(self.call("count", lambda obs: obs.query_criteria_count(**criteria, **_position(position))))
 
     def products(self, obsids: list[str]) -> Table:
-        """Product list of the given observations (one request, paged by MAST), as checkpoints
-        store it (see :func:`product_table`).
+        """Product list of the given observations (one request, paged by MAST), in the form
+        checkpoints store (``as_stored`` of :func:`product_table`'s table).
 
         astroquery names the service, fetches its column configuration and builds the request;
-        the answer's pages are parsed here (:func:`product_table`) rather than by astroquery,
-        which parses each page twice with ``json`` and builds its table cell by cell: for a
-        million product rows that was most of a run's time.
+        the answer's pages are read here: by :func:`scan_answer` when a page is in the plain
+        form MAST's product lists take, else by :func:`product_table`'s row-by-row reading,
+        which also names what is wrong with a malformed row. astroquery itself parses each page
+        twice with ``json`` and builds its table cell by cell: for a million product rows that
+        was most of a run's time.
 
         A request for several observations that times out raises :class:`TimedOut` without
         retrying: the same request would most likely time out again, and the caller splits it.
         """
         what = f"product list of {len(obsids)} observation(s) {obsids[0]}{'...' if len(obsids) > 1 else ''}"
-        return self.call(what, lambda obs: self._product_pages(obs, list(obsids)), retry_timeouts=len(obsids) == 1)
+        # astroquery names the service and builds the request; the pages are read here
+        return self.call(what, lambda obs: self._product_pages(obs, list(obsids)),
+                         retry_timeouts=len(obsids) == 1,
+                         hint="the request names only observations, so MAST's answer is at fault: "
+                              "rerun later, and report it to MAST if it persists")
 
     def _session(self, portal: Any) -> requests.Session:
         """This thread's session for product lists: astroquery's headers and cookies, without
@@ -238,15 +249,13 @@ class Archive:
         """Every page of ``Mast.Caom.Products`` for ``obsids``, as astroquery's
         ``get_product_list`` asks for them (service, column configuration, paging, polling while
         MAST answers ``EXECUTING``), parsed by :func:`product_table`."""
-        import orjson
+        import json
+
         from astroquery.exceptions import RemoteServiceError
         from astroquery.mast.discovery_portal import _prepare_service_request_string
 
         portal = obs._portal_api_connection
         service = obs._caom_products
-        if service not in portal._column_configs:
-            portal._get_col_config(service)
-        col_config = portal._column_configs.get(service)
         session = self._session(portal)
         headers = {"User-Agent": session.headers["User-Agent"], "Accept": "text/plain",
                    "Content-type": "application/x-www-form-urlencoded"}
@@ -262,8 +271,8 @@ class Archive:
                 response.raise_for_status()
                 body = response.content
                 del response
-                scanned = scan_answer(body, col_config)
-                columns, answer = (scanned[1], scanned[0]) if scanned else (None, orjson.loads(body) if body else None)
+                scanned = scan_answer(body)
+                columns, answer = (scanned[1], scanned[0]) if scanned else (None, json.loads(body) if body else None)
                 del body
                 if not isinstance(answer, dict):
                     raise RemoteServiceError("There was an error with your request.")
@@ -274,56 +283,119 @@ class Archive:
             if answer.get("status") == "ERROR":
                 raise RemoteServiceError(answer.get("msg", "There was an error with your request."))
             paging, complete = answer.get("paging"), answer.get("status") == "COMPLETE"
-            pages.append(columns if columns is not None else page_columns(answer, col_config))
+            pages.append(columns if columns is not None else _stored_columns(_page_table(answer)))
             del answer
             if not complete or paging is None:
                 break
             total = int(paging["pagesFiltered"])
             page = int(paging["page"]) + 1
-        return product_table(pages)
+        return _stack_pages(pages)
 
 
-#: One page of an answer as columns: name -> (values, mask or None); text as UTF-8 bytes.
-PageColumns = dict[str, tuple[np.ndarray, "np.ndarray | None"]]
+#: A column of product lists mastpipe adds: what was wrong with a row of MAST's answer (masked
+#: where nothing was). The retrieve stage refuses such rows one by one; the others go on.
+MALFORMED = "malformed"
+#: Product fields a file cannot be made without (a null there is MAST's answer at fault).
+REQUIRED = ("dataURI", "productFilename", "obs_id", "obs_collection", "size")
+_NOT_A_ROW = object()
+
+
+def product_table(responses: list[Any]) -> Table:
+    """The product list in MAST's answer (one JSON page per response) as a masked Table.
+
+    The same table astroquery's ``get_product_list`` makes (its column types, nulls masked),
+    read one value at a time: a row with a value that does not fit its column (a size
+    ``'abc'``, ``12.5`` or ``-5``, a null dataURI, a row that is not an object) no longer
+    fails the whole list. Its bad values are masked and the :data:`MALFORMED` column says
+    what they were, so that product alone is refused.
+    """
+    from astropy.table import Table, vstack
+    from astroquery.exceptions import RemoteServiceError
+
+    tables = []
+    for response in responses:
+        page = response.json()
+        if page.get("status") == "ERROR":
+            raise RemoteServiceError(page.get("msg", "There was an error with your request."))
+        tables.append(_page_table(page))
+    if not tables:
+        return Table(masked=True)
+    return tables[0] if len(tables) == 1 else vstack(tables, metadata_conflicts="silent")
+
+
+def _page_table(page: dict[str, Any]) -> Table:
+    import numpy as np
+    from astropy.table import MaskedColumn, Table
+    from astroquery.mast.utils import parse_type
+
+    if not isinstance(page.get("fields"), list) or not isinstance(page.get("data"), list):
+        raise ValueError("MAST's answer has no 'fields' and 'data' lists")
+    rows = [row if isinstance(row, dict) else _NOT_A_ROW for row in page["data"]]
+    problems: list[list[str]] = [["a row that is not an object"] if row is _NOT_A_ROW else [] for row in rows]
+    table = Table(masked=True)
+    for field in page["fields"]:
+        name, kind = field.get("name"), str(field.get("type", "string"))
+        if name == "_selected_" or name in table.colnames:
+            continue
+        _, atype, blank = parse_type(kind)
+        values, mask = [], []
+        for row, problem in zip(rows, problems):
+            raw = None if row is _NOT_A_ROW else row.get(name)
+            value, ok = _cell(raw, atype)
+            if not ok:
+                problem.append(f"{name} {raw!r}")
+            elif name == "size" and value is not None and value < 0:
+                problem.append(f"size {raw!r}")
+            elif value is None and name in REQUIRED and row is not _NOT_A_ROW:
+                problem.append(f"no {name}")
+            missing = value is None or not ok
+            values.append(blank if missing else value)
+            mask.append(missing)
+        try:
+            data = np.array(values, dtype=atype if atype not in ("", None) else str)
+        except (TypeError, ValueError):  # a type astroquery does not know: text
+            data = np.array([str(v) for v in values], dtype=str)
+        table.add_column(MaskedColumn(data, name=name, mask=mask))
+    if any(problems):
+        text = ["; ".join(p) for p in problems]
+        table.add_column(MaskedColumn(text, name=MALFORMED, mask=[not p for p in problems], dtype=str))
+    return table
+
+
+def _cell(raw: Any, atype: Any) -> tuple[Any, bool]:
+    """(value, readable) of one JSON value for a column of numpy type ``atype``; None = null."""
+    import numpy as np
+
+    if raw is None:
+        return None, True
+    if atype is str:
+        return (raw, True) if isinstance(raw, str) else ((str(raw), True) if isinstance(raw, (int, float)) else (None, False))
+    if atype is bool:
+        return (raw, True) if isinstance(raw, bool) else (None, False)
+    if atype is np.int64:
+        if isinstance(raw, bool):
+            return None, False
+        if isinstance(raw, float) and raw.is_integer():
+            raw = int(raw)
+        elif isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+            raw = int(raw)
+        if isinstance(raw, int) and -2**63 <= raw < 2**63:
+            return raw, True
+        return None, False
+    if atype is np.float64:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return float(raw), True
+        try:
+            return float(raw), True
+        except (TypeError, ValueError):
+            return None, False
+    return raw, True
+
+
+#: One page of an answer as columns in stored form: name -> (values, mask or None).
+PageColumns = dict[str, tuple["np.ndarray", "np.ndarray | None"]]
 
 _FAST_TYPES = {"str": "S", "int64": "i", "float64": "f"}
-
-
-def page_columns(answer: dict[str, Any], col_config: dict[str, Any] | None = None) -> PageColumns:
-    """The columns of one page of a Mashup answer (``{"fields": [...], "data": [{...}, ...]}``),
-    with the values and masks astroquery's ``_json_to_table`` gives them, in the form
-    checkpoints store (:func:`mastpipe.state.as_stored`): text as UTF-8 bytes as wide as its
-    longest value, masked text as ``b""`` (astroquery masks exactly the empty strings), and a
-    mask only on the other columns.
-
-    A column at a time, each in one C-level conversion where the values allow it (every MAST
-    product list: text, integers, floats with ``null`` for missing values); any other column is
-    built by astroquery's own ``_json_to_table``, so its values are astroquery's whatever they
-    hold.
-    """
-    from operator import itemgetter
-
-    from astroquery.mast import utils
-
-    if not all(key in answer for key in ("fields", "data")):
-        raise KeyError("Missing required key(s) 'data' and/or 'fields.'")
-    data = answer["data"]
-    columns: PageColumns = {}
-    for field in answer["fields"]:
-        name, dbtype = field["name"], field["type"]
-        if name == "_selected_" or name in columns:
-            continue
-        _, python_type, ignore = utils.parse_type(dbtype)
-        configured = (col_config or {}).get(name, {}).get("ignoreValue")
-        ignore = ignore if configured is None else configured
-        kind = _FAST_TYPES.get(getattr(python_type, "__name__", ""))
-        try:
-            values = list(map(itemgetter(name), data))
-        except KeyError:  # astroquery reads a missing key as the column's ignore value
-            values = [row.get(name, ignore) for row in data]
-        column = _fast_column(values, kind, ignore) if kind else None
-        columns[name] = column if column is not None else _astroquery_column(name, dbtype, values, col_config)
-    return columns
 
 
 _SEPARATOR = re.compile(rb"\s*(?:,|\}\s*,\s*\{)\s*")  # between two fields, or two rows
@@ -331,18 +403,19 @@ _COLON = re.compile(rb"\s*:\s*")
 _BARE = re.compile(rb"(\s*:\s*)([^\s,{}\[\]]+)(.*)", re.DOTALL)
 
 
-def scan_answer(body: bytes, col_config: dict[str, Any] | None = None) -> tuple[dict[str, Any], PageColumns] | None:
+def scan_answer(body: bytes) -> tuple[dict[str, Any], PageColumns] | None:
     """A Mashup answer parsed without a Python object per cell: the envelope (``status``,
-    ``msg``, ``fields``, ``paging``) and the columns of ``data`` as :func:`page_columns` gives
-    them; None when the answer is not in the plain form read here (the caller then parses it
-    the ordinary way, with the same result).
+    ``msg``, ``fields``, ``paging``) and the columns of ``data`` as :func:`product_table`'s
+    reading gives them once stored; None when the answer is not in the plain form read here,
+    or has a row that reading would call malformed (the caller then reads it row by row).
 
     The plain form, which MAST's product lists take: no backslash anywhere (so no escaped
     character inside a string), one or more rows, each a flat object listing the fields of
     ``fields`` in that order, every row with the same layout (a field quoted in one row is
     quoted in all) and the same spacing; text fields hold strings (or ``null`` in every row),
     ``int``/``long`` fields integers or ``null``, ``float``/``double`` fields numbers or
-    ``null``. Anything else returns None.
+    ``null``; no null in a field of :data:`REQUIRED`, no negative size. Anything else returns
+    None.
 
     How: with no escapes, the quotes alone split the answer into strings and the gaps between
     them. The first row, read in Python, gives the layout (which string of a row is which
@@ -350,7 +423,7 @@ def scan_answer(body: bytes, col_config: dict[str, Any] | None = None) -> tuple[
     then checked against it and cut into columns with array arithmetic on the quotes'
     positions, each column gathered into one fixed-width array and converted by numpy.
     """
-    import orjson
+    import json
 
     if not body or b"\\" in body:
         return None
@@ -424,8 +497,8 @@ def scan_answer(body: bytes, col_config: dict[str, Any] | None = None) -> tuple[
         return None
     opening = body.index(b"[", found.start())
     try:
-        envelope = orjson.loads(body[:opening] + b"[]" + body[bracket + 1:])
-    except orjson.JSONDecodeError:
+        envelope = json.loads(body[:opening] + b"[]" + body[bracket + 1:])
+    except ValueError:
         return None
     if not isinstance(envelope, dict) or not isinstance(envelope.get("fields"), list):
         return None
@@ -458,12 +531,14 @@ def scan_answer(body: bytes, col_config: dict[str, Any] | None = None) -> tuple[
                 ends[-1] = close_at
         if name == "_selected_" or name in columns:
             continue
-        _, python_type, ignore = utils.parse_type(dbtype)
-        configured = (col_config or {}).get(name, {}).get("ignoreValue")
-        ignore = ignore if configured is None else configured
+        _, python_type, blank = utils.parse_type(dbtype)
         kind = _FAST_TYPES.get(getattr(python_type, "__name__", ""))
-        column = _scan_column(b, starts, ends, quoted, kind, ignore)
+        column = _scan_column(b, starts, ends, quoted, kind, blank)
         if column is None:
+            return None
+        if name in REQUIRED and (not quoted and kind == "S" or column[1] is not None):
+            return None  # a null where a file needs a value: read row by row, which names it
+        if name == "size" and (column[0] < 0).any():
             return None
         columns[name] = column
     return envelope, columns
@@ -499,14 +574,14 @@ def _gather(b: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int |
 
 
 def _scan_column(b: np.ndarray, starts: np.ndarray, ends: np.ndarray, quoted: bool, kind: str | None,
-                 ignore: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """One column from its values' byte ranges; None when it is not in the plain form."""
+                 blank: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """One column from its values' byte ranges, nulls as ``blank`` and masked (as the row by
+    row reading masks them; text is stored with masked cells empty); None when it is not in
+    the plain form."""
     raw = _gather(b, starts, ends - starts)
     if raw is None:
         return None
     if kind == "S":
-        if ignore != "":
-            return None
         if quoted:
             return raw, None
         if not (raw == b"null").all():  # bare text: only null, read as "" (masked)
@@ -516,85 +591,46 @@ def _scan_column(b: np.ndarray, starts: np.ndarray, ends: np.ndarray, quoted: bo
         return None
     null = raw == b"null"
     if null.any():
-        if ignore is None:
-            return None
         raw = np.where(null, b"0", raw)
-    if kind == "i" and not np.strings.isdigit(np.strings.lstrip(raw, b"-")).all():
-        return None  # "1.0", "1e3": astroquery's conversion may read them otherwise
+    if kind == "i" and not (np.strings.isdigit(np.strings.lstrip(raw, b"-")).all()
+                            and raw.dtype.itemsize <= 18):
+        return None  # "1.0", "1e3", past 64 bits: let the row-by-row reading say how they read
     try:
         number = raw.astype(np.int64 if kind == "i" else np.float64)
     except (ValueError, OverflowError):
         return None
-    if null.any():
-        number[null] = ignore
-    is_nan = isinstance(ignore, float) and np.isnan(ignore)
-    mask = None if ignore is None or is_nan else np.equal(number, ignore)
-    return number, (mask if mask is not None and mask.any() else None)
+    if not null.any():
+        return number, None
+    number[null] = blank
+    return number, null
 
 
-def _fast_column(values: list[Any], kind: str, ignore: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """``values`` converted in one C-level pass, or None when only astroquery's way gives its
-    result (then :func:`_astroquery_column` builds it)."""
-    if kind == "S":
-        if ignore != "":
-            return None
-        try:
-            text = np.array(values, dtype="S") if values else np.zeros(0, dtype="S1")
-        except UnicodeEncodeError:  # not ASCII: encode one by one
-            if not all(isinstance(v, str) or v is None for v in values):
-                return None
-            text = np.array([b"" if v is None else v.encode("utf-8") for v in values], dtype="S")
-        except (TypeError, ValueError):
-            return None
-        if text.ndim != 1:  # lists in a text column
-            return None
-        if text.dtype.itemsize >= 4:  # null became b"None": astroquery reads it as "", masked
-            nones = [i for i in np.flatnonzero(text == b"None").tolist() if values[i] is None]
-            if nones:
-                text[nones] = b""
-                text = text.astype(f"S{max(int(np.strings.str_len(text).max()), 1)}")
-        return (text if text.dtype.itemsize else text.astype("S1")), None
-    is_nan = isinstance(ignore, float) and np.isnan(ignore)
-    if ignore is not None and not is_nan and None in values:  # null reads as the ignore value
-        values = [ignore if v is None else v for v in values]
-    try:
-        number = np.array(values, dtype=np.int64 if kind == "i" else np.float64)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if number.ndim != 1:
-        return None
-    mask = None if ignore is None or is_nan else np.equal(number, ignore)
-    return number, (mask if mask is not None and mask.any() else None)
+def _stored_columns(table: Table) -> PageColumns:
+    """A page read by :func:`product_table`'s row-by-row reading, as stored columns."""
+    from mastpipe.state import as_stored
+
+    stored = as_stored(table)
+    return {name: (np.asarray(stored[name]),
+                   np.asarray(stored[name].mask) if getattr(stored[name], "mask", None) is not None
+                   and np.any(stored[name].mask) else None)
+            for name in stored.colnames}
 
 
-def _astroquery_column(name: str, dbtype: str, values: list[Any],
-                       col_config: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """One column as astroquery's ``_json_to_table`` builds it, in stored form."""
-    from astroquery.mast.discovery_portal import _json_to_table
-
-    column = _json_to_table({"fields": [{"name": name, "type": dbtype}],
-                             "data": [{name: v} for v in values]}, col_config)[name]
-    mask = np.asarray(column.mask) if np.any(column.mask) else None
-    values_ = np.asarray(column)
-    if values_.dtype.kind in "UO":
-        text = np.asarray(column.filled("") if mask is not None else values_, dtype=str)
-        encoded = np.char.encode(text, "utf-8") if len(text) else np.zeros(0, dtype="S1")
-        return (encoded if encoded.dtype.itemsize else encoded.astype("S1")), None
-    return values_, mask
-
-
-def product_table(pages: list[PageColumns]) -> Table:
-    """The pages' columns stacked into one table in stored form (what
-    ``as_stored(get_product_list(...))`` gives: astroquery's columns in its order and dtypes,
-    text as UTF-8 bytes, a ``MaskedColumn`` where a number is missing)."""
+def _stack_pages(pages: list[PageColumns]) -> Table:
+    """The pages' columns stacked into one table in stored form. A column only some pages have
+    (``malformed``) is empty text in the others."""
     from astropy.table import MaskedColumn, Table
 
     pages = [p for p in pages if p]
     if not pages:
         return Table()
+    names = list(dict.fromkeys(name for page in pages for name in page))
     table = Table()
-    for name in pages[0]:
-        parts = [p[name] for p in pages]
+    for name in names:
+        parts = []
+        for page in pages:
+            n = len(next(iter(page.values()))[0])
+            parts.append(page.get(name, (np.zeros(n, dtype="S1"), None)))
         values = np.concatenate([v for v, _ in parts]) if len(parts) > 1 else parts[0][0]
         if any(m is not None for _, m in parts):
             mask = np.concatenate([np.zeros(len(v), dtype=bool) if m is None else m for v, m in parts])

@@ -46,7 +46,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from mastpipe.atomic import atomic_path, atomic_write_bytes, fsync_dir, sweep
-from mastpipe.errors import LockError, NotWritableError, StateError
+from mastpipe.errors import LockError, NotWritableError, StateError, literal
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -561,8 +561,9 @@ class RunLock:
             # writable_problem names the component at fault (a file where a directory should be)
             reason = writable_problem(self.path.parent) or _reason(exc, self.path.parent)
             raise NotWritableError(
-                f"cannot write to the state directory {self.path.parent}: {reason}",
-                hint="choose a directory you can write to with --state-dir (or state.directory in the recipe)",
+                f"cannot write to the state directory {literal(self.path.parent)}: {literal(reason)}",
+                hint="choose a directory you can write to with {state_dir} (or state.directory in the recipe)",
+                parameters=["state_dir"],
             ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -573,8 +574,8 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise LockError(f"another run holds the lock on {self.path.parent} ({holder})",
-                            hint="wait for it to finish, or use another --state-dir") from None
+            raise LockError(f"another run holds the lock on {literal(self.path.parent)} ({literal(holder)})",
+                            hint="wait for it to finish, or use another {state_dir}", parameters=["state_dir"]) from None
         handle.seek(0)
         previous = handle.read().strip()
         if previous:
