@@ -107,6 +107,20 @@ def _server_label(server_id: Any, url: str | None) -> str:
     return f"{server_id} at {url}"
 
 
+def _query_section(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's queries as fingerprints see them. The keys of mission searches are left out
+    of CAOM searches, which do not use them, so checkpoints made before mission searches existed
+    stay current."""
+    queries: dict[str, Any] = recipe.model_dump(mode="json")["query"]
+    for query in queries.values():
+        if query.get("mission") is None:
+            for key in ("mission", "conditions", "select_cols"):
+                query.pop(key, None)
+        elif query.get("criteria") is None:
+            query.pop("criteria", None)
+    return queries
+
+
 def default_state_dir(recipe: Recipe, recipe_path: Path) -> Path:
     base = recipe_dir(recipe_path)
     if recipe.state.directory:
@@ -146,6 +160,7 @@ class Pipeline:
         self.mast_url = effective_mast_url(self.recipe, mast_url, environ)
         self.state_dir = Path(state_dir).resolve() if state_dir else default_state_dir(self.recipe, self.recipe_path)
         self.refresh = refresh
+        self.environ = environ
         # What identifies the server in fingerprints: its URL, unless the caller knows better
         # (the built-in sandbox gets a new port every time but always serves the same catalogue).
         self.server_id = server_id or self.mast_url
@@ -166,13 +181,14 @@ class Pipeline:
     def section(self, stage: str) -> dict[str, Any]:
         """The recipe settings a stage's result depends on (execution knobs excluded)."""
         r = self.recipe
-        return {
-            "query": {"query": r.model_dump(mode="json")["query"], "mast": self.server_id},
+        sections: dict[str, dict[str, Any]] = {
+            "query": {"query": _query_section(r), "mast": self.server_id},
             "products": {"mast": self.server_id},
             "unique": r.unique.model_dump(mode="json"),
             "filter": r.filter.model_dump(mode="json"),
             "retrieve": r.retrieve.model_dump(mode="json"),
-        }[stage]
+        }
+        return sections[stage]
 
     def _reasons(self, stage: str, sidecar: Sidecar | None, fp: str, forced: list[str]) -> list[str]:
         if sidecar is None:
@@ -203,7 +219,8 @@ class Pipeline:
 
         path = self.state.sections
         try:
-            return json.loads(path.read_text())
+            sections: dict[str, Any] = json.loads(path.read_text())
+            return sections
         except (OSError, ValueError):
             return {}
 
@@ -281,6 +298,24 @@ class Pipeline:
                                     policy=RetryPolicy(max_attempts=m.retries + 1, retry_after_cap=m.retry_after_cap))
         return self._archive
 
+    def check_columns(self, *, refresh: bool = False) -> None:
+        """Check the mission searches' column names against MAST's column lists (cached in the
+        user's cache, fetched when missing or lacking a name; see :mod:`mastpipe.recipe.columns`).
+
+        Raises
+        ------
+        RecipeError
+            A condition or ``select_cols`` entry names no column of its mission.
+        """
+        from mastpipe.errors import RecipeError
+        from mastpipe.recipe.columns import checked_columns
+        from mastpipe.recipe.yamlload import load_yaml
+
+        problems = checked_columns(self.recipe, load_yaml(self.recipe_path), self.server_id,
+                                   self.archive.mission_columns, refresh=refresh, environ=self.environ)
+        if problems:
+            raise RecipeError(problems)
+
     def _compute(self, stage: str, table: Table | None, fp: str) -> tuple[Table, np.ndarray | None]:
         """The stage's table, and for unique and filter which rows of their input it keeps."""
         import numpy as np
@@ -290,14 +325,17 @@ class Pipeline:
 
         r = self.recipe
         if stage == "query":
+            if r.mission is not None:
+                self.check_columns()
             return query.run(r.query, self.archive), None
         assert table is not None
         if stage == "products":
             from mastpipe.state import read_table, write_table
 
-            store = products.BatchStore(self._parts_dir(fp), write_table, read_table)
+            store = products.BatchStore(self.state.keep_parts(fp), write_table, read_table)
             in_flight = r.products.in_flight or r.mast.max_in_flight
-            return products.run(table, self.archive, r.products.batch_size, in_flight, store), None
+            return products.run(table, self.archive, r.products.batch_size, in_flight, store,
+                                mission=r.mission), None
         if stage == "unique":
             if not len(table):
                 return table, np.zeros(0, dtype=np.intp)
@@ -389,12 +427,12 @@ class Pipeline:
                     if stage in remember and sidecar is not None and stage not in previous:  # before it is replaced
                         previous[stage] = self.checkpoints.load(stage, sidecar, self._base(tables))
                     if stage == "products" and "--refresh" in reasons:
-                        self._clear_parts()
+                        self.state.clear_parts()
                     computed, rows = self._compute(stage, table, fp)
                     table = self._save(stage, computed, rows, tables, fp, started, tuple(reasons))
                     digest = self.checkpoints.sidecar(stage).digest  # type: ignore[union-attr]
                     if stage == "products":
-                        self._clear_parts()
+                        self.state.clear_parts()
                     reports.append(StageReport(stage, "computed", reasons, rows_in, len(table), time.time() - started))
                     log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
                 tables[stage] = table
@@ -424,32 +462,11 @@ class Pipeline:
         return retrieve_stage.run(table, self.recipe.retrieve, download, base=self.recipe_path.resolve().parent,
                                   state_dir=self.state_dir, mast_url=self.mast_url, token=token, on_event=on_event)
 
-    def _parts_dir(self, fp: str) -> Path:
-        """Finished product-list batches of the products stage with fingerprint ``fp``.
-
-        Batches are only reusable by a run asking the same server for the same observations, so
-        they live under the stage's fingerprint; batches left under another are discarded.
-        """
-        import shutil
-
-        root = self.state.parts
-        here = self.state.parts_for(fp)
-        if root.is_dir():
-            for child in root.iterdir():
-                if child != here:
-                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
-        return here
-
     def batch_dir(self) -> Path:
         """Where the products stage keeps finished batches for the current query checkpoint."""
         sidecar = self.checkpoints.sidecar("query")
         fp = fingerprint("products", self.section("products"), sidecar.digest if sidecar else "")
         return self.state.parts_for(fp)
-
-    def _clear_parts(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.state.parts, ignore_errors=True)
 
     def retrieve_outlook(self, table: Table) -> RetrieveOutlook:
         """What the retrieve stage would do with ``table`` (a filter result), without doing it:

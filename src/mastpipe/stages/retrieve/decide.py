@@ -16,17 +16,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mastpipe.stages.retrieve.ledger import DONE
+from mastpipe.stages.retrieve.segments import SegmentMap
 
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["Action", "Kind", "LocalState", "PartMeta", "RemoteFacts", "ResponseFacts", "Verdict",
+__all__ = ["Action", "ActionKind", "LocalState", "PartMeta", "RemoteFacts", "ResponseFacts", "Verdict",
            "decide", "judge", "parse_content_range"]
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
-class Kind(enum.Enum):
+class ActionKind(enum.Enum):
     """What to do with one file before any request."""
 
     SKIP_DONE = "skip-done"  # ledger says done, size on disk matches: no request at all
@@ -39,11 +40,15 @@ class Kind(enum.Enum):
     KEEP_FOREIGN = "keep-foreign"  # overwrite="never" and another file is in the way: fail it
 
 
+#: The old name, kept for callers (``Kind.FETCH``): "kind" alone names four things in mastpipe.
+Kind = ActionKind
+
+
 @dataclass(frozen=True)
 class Action:
-    """The outcome of :func:`decide`: a :class:`Kind`, the resume offset and why."""
+    """The outcome of :func:`decide`: a :class:`ActionKind`, the resume offset and why."""
 
-    kind: Kind
+    kind: ActionKind
     offset: int = 0
     reason: str = ""
 
@@ -58,11 +63,16 @@ class PartMeta:
         Full size of the remote file as the server stated it, or as the product list expected.
     etag, last_modified : str or None
         The server's validators, sent back as ``If-Range`` on resume.
+    segments : SegmentMap or None
+        For a file fetched in ranged segments (:mod:`mastpipe.stages.retrieve.segments`): the segment size and
+        which segments are complete. Such a temporary is preallocated to its full size, so
+        its length says nothing; None for a temporary written from its start.
     """
 
     size: int | None = None
     etag: str | None = None
     last_modified: str | None = None
+    segments: SegmentMap | None = None
 
     @property
     def validator(self) -> str | None:
@@ -129,7 +139,7 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
     Returns
     -------
     Action
-        See :class:`Kind`. The rules, in order:
+        See :class:`ActionKind`. The rules, in order:
 
         1. a final file that the ledger records as done, with the recorded (and expected) size:
            ``SKIP_DONE`` (``VERIFY_DONE`` when verifying, or when its mtime or inode changed
@@ -141,7 +151,10 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
            temporary decides: none -> ``FETCH``; no metadata, a different expected size (the
            remote changed), longer than the remote, or empty -> ``RESTART``; exactly as long as
            the remote -> ``FINISH_VERIFY``; shorter -> ``RESUME`` at its length, provided the
-           remote size or a validator is known to guard the splice (else ``RESTART``).
+           remote size or a validator is known to guard the splice (else ``RESTART``);
+        4. a temporary fetched in segments is judged by its map, not its length: every segment
+           done -> ``FINISH_VERIFY``; some -> ``RESUME`` (offset: the bytes of the segments
+           done); a map that does not fit the file -> ``RESTART``.
     """
     expected = remote.size
     if local.final_size is not None:
@@ -151,38 +164,46 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
             and (expected is None or expected == local.final_size)
         ):
             if local.final_changed and not local.verify:
-                return Action(Kind.VERIFY_DONE, reason="recorded as done, but modified or replaced "
+                return Action(ActionKind.VERIFY_DONE, reason="recorded as done, but modified or replaced "
                                                        "since (mtime or inode changed): re-hashing it")
-            kind = Kind.VERIFY_DONE if local.verify else Kind.SKIP_DONE
+            kind = ActionKind.VERIFY_DONE if local.verify else ActionKind.SKIP_DONE
             return Action(kind, reason="recorded as done and size on disk matches")
         # not written by mastpipe, or rewritten since: overwrite decides whether it may go
         foreign = local.ledger_status != DONE or local.final_changed
         if foreign and local.overwrite != "always" and expected is not None and local.final_size == expected:
-            return Action(Kind.ADOPT, reason="complete file already present, not in the ledger")
+            return Action(ActionKind.ADOPT, reason="complete file already present, not in the ledger")
         if foreign and local.overwrite == "never":
-            return Action(Kind.KEEP_FOREIGN, reason=f"a different file ({local.final_size} bytes, expected "
+            return Action(ActionKind.KEEP_FOREIGN, reason=f"a different file ({local.final_size} bytes, expected "
                                                     f"{expected}) is already there and overwrite is 'never'")
     if local.part_size is None:
         if local.final_size is not None:
-            return Action(Kind.FETCH, reason=f"file on disk has {local.final_size} bytes, "
+            return Action(ActionKind.FETCH, reason=f"file on disk has {local.final_size} bytes, "
                                              f"expected {expected}: replacing it")
-        return Action(Kind.FETCH, reason="nothing on disk")
+        return Action(ActionKind.FETCH, reason="nothing on disk")
     meta = local.part_meta
     part = local.part_size
     if meta is None:
-        return Action(Kind.RESTART, reason="temporary file without metadata")
+        return Action(ActionKind.RESTART, reason="temporary file without metadata")
     if expected is not None and meta.size is not None and meta.size != expected:
-        return Action(Kind.RESTART, reason=f"remote size changed ({meta.size} -> {expected})")
+        return Action(ActionKind.RESTART, reason=f"remote size changed ({meta.size} -> {expected})")
     total = expected if expected is not None else meta.size
+    if meta.segments is not None:
+        segments = meta.segments
+        if total is None or part > total or not segments.consistent(total) or (part < total and segments.done):
+            return Action(ActionKind.RESTART, reason="segmented temporary does not match its segment map")
+        if segments.complete(total):
+            return Action(ActionKind.FINISH_VERIFY, reason="every segment of the temporary is complete")
+        return Action(ActionKind.RESUME, offset=segments.done_bytes(total),
+                      reason=f"resuming: {len(segments.done)} segment(s) of {segments.segment_size} bytes kept")
     if total is not None and part > total:
-        return Action(Kind.RESTART, reason=f"temporary has {part} bytes, remote only {total}")
+        return Action(ActionKind.RESTART, reason=f"temporary has {part} bytes, remote only {total}")
     if total is not None and part == total:
-        return Action(Kind.FINISH_VERIFY, reason="temporary already complete")
+        return Action(ActionKind.FINISH_VERIFY, reason="temporary already complete")
     if part == 0:
-        return Action(Kind.RESTART, reason="empty temporary")
+        return Action(ActionKind.RESTART, reason="empty temporary")
     if total is None and meta.validator is None:
-        return Action(Kind.RESTART, reason="neither size nor validator known: cannot splice")
-    return Action(Kind.RESUME, offset=part, reason=f"resuming at byte {part}")
+        return Action(ActionKind.RESTART, reason="neither size nor validator known: cannot splice")
+    return Action(ActionKind.RESUME, offset=part, reason=f"resuming at byte {part}")
 
 
 class Verdict(enum.Enum):

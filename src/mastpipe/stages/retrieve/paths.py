@@ -46,11 +46,22 @@ __all__ = [
 ]
 
 ASTROQUERY_TEMPLATE = "mastDownload/{obs_collection}/{obs_id}/{productFilename}"
+#: What astroquery's ``MastMissions.download_products`` writes: ``mastDownload/jwst/<dataset>/<file>``.
+MISSION_ASTROQUERY_TEMPLATE = "mastDownload/{mission}/{obs_id}/{productFilename}"
 FLAT_TEMPLATE = "{productFilename}"
 _LAYOUTS = {"astroquery": ASTROQUERY_TEMPLATE, "flat": FLAT_TEMPLATE}
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # 224: the longest temporary's name (the atomic write of ``.<name>.part.json``) must fit NAME_MAX
 MAX_NAME_BYTES = 255 - NAME_OVERHEAD - len("..part.json")
+
+
+def _mission(row: Any) -> bool:
+    """Whether ``row`` is a product of a mission search (it has a ``mission`` value)."""
+    try:
+        value = row["mission"]
+    except (KeyError, IndexError, ValueError):
+        return False
+    return not _is_masked(value) and bool(str(value.decode() if isinstance(value, bytes) else value).strip())
 
 
 def _product_name(row: Any) -> str:
@@ -173,6 +184,8 @@ def relative_product_path(row: Mapping[str, Any] | Any, layout: str = "astroquer
 
 def _relative_parts(row: Mapping[str, Any] | Any, layout: str) -> list[str]:
     template = _LAYOUTS.get(layout, layout)
+    if layout == "astroquery" and _mission(row):
+        template = MISSION_ASTROQUERY_TEMPLATE
     product = _product_name(row)
     values = {}
     for name in _template_fields(template):
@@ -197,15 +210,15 @@ def _relative_parts(row: Mapping[str, Any] | Any, layout: str) -> list[str]:
     return parts
 
 
-def product_path(row: Mapping[str, Any] | Any, dest: Path | str, layout: str = "astroquery",
+def product_path(row: Mapping[str, Any] | Any, destination: Path | str, layout: str = "astroquery",
                  resolved: dict[str, str] | None = None) -> Path:
-    """The absolute path where a product is written, guaranteed inside ``dest``.
+    """The absolute path where a product is written, guaranteed inside ``destination``.
 
     Parameters
     ----------
     row : dict or astropy.table.Row
         A product row.
-    dest : path-like
+    destination : path-like
         The destination directory (need not exist yet).
     layout : str
         See :func:`relative_product_path`.
@@ -217,7 +230,7 @@ def product_path(row: Mapping[str, Any] | Any, dest: Path | str, layout: str = "
     Returns
     -------
     pathlib.Path
-        ``dest / relative`` with ``dest`` made absolute (symlinks inside ``dest``'s own path are
+        ``destination / relative`` with ``destination`` made absolute (symlinks inside ``destination``'s own path are
         kept as the user wrote them).
 
     Raises
@@ -227,8 +240,8 @@ def product_path(row: Mapping[str, Any] | Any, dest: Path | str, layout: str = "
         the file outside it.
     """
     if resolved is not None:
-        return _product_path_cached(row, dest, layout, resolved)
-    root = Path(os.path.abspath(dest))
+        return _product_path_cached(row, destination, layout, resolved)
+    root = Path(os.path.abspath(destination))
     target = root / relative_product_path(row, layout)
     # resolve() follows any symlink already planted in the tree: if the real location leaves the
     # (resolved) destination, writing there would land outside it.
