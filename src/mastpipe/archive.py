@@ -712,7 +712,7 @@ def _gather(b: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int |
     if len(starts) and int(starts.max()) + width > len(b):
         b = np.concatenate([b, np.zeros(width, dtype=np.uint8)])
     items = np.ndarray(shape=(len(b) - width + 1,), dtype=f"S{width}", buffer=b, strides=(1,))
-    out = items[starts]
+    out: np.ndarray = items[starts]
     if (lengths < width).any():
         out.view(np.uint8).reshape(len(out), width)[...] *= np.arange(width, dtype=np.intp) < lengths[:, None]
     return out

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mastpipe.archive import Archive, _page_table, _stack_pages, _stored_columns, scan_answer
+from mastpipe.archive import Archive, _page_table, _stored_columns, scan_answer
 from mastpipe.state import as_stored
 
 
