@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import EXIT_OK, LockError, MastpipeError, UsageError, interrupt_exit_code
+from .errors import EXIT_OK, ExpectationError, LockError, MastpipeError, UsageError, interrupt_exit_code
 from .report import (Snapshot, append_history, build_report, history_entry, iso_time, read_history,
                      render_markdown, snapshot)
 from .runner import Pipeline, RunResult
@@ -136,6 +136,16 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
                               remember=("query", "filter") if completed_before else ())
     except LockError:
         raise
+    except ExpectationError as error:
+        # A broken expectation is an answer, not an accident: report it like a run.
+        if isinstance(error.result, RunResult):
+            before = snapshot(error.result.previous) if completed_before else Snapshot(None, None)
+            outcome = _write_outcome(pipeline, error.result, before, error.exit_code, run_id, started, recipe_fp,
+                                     report, summary, env, error=error)
+            error.report_path = outcome.report_path  # type: ignore[attr-defined]
+        else:
+            _record_failure(pipeline, run_id, started, recipe_fp, error.exit_code, str(error))
+        raise
     except MastpipeError as error:
         _record_failure(pipeline, run_id, started, recipe_fp, error.exit_code, str(error))
         raise
@@ -148,8 +158,19 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
         raise
     before = snapshot(result.previous) if completed_before else Snapshot(None, None)
     exit_code = 1 if result.retrieve is not None and result.retrieve.failed else EXIT_OK
+    return _write_outcome(pipeline, result, before, exit_code, run_id, started, recipe_fp, report, summary, env)
+
+
+def _write_outcome(pipeline: Pipeline, result: RunResult, before: Snapshot, exit_code: int, run_id: str,
+                   started: float, recipe_fp: str, report: str | os.PathLike[str] | None,
+                   summary: str | os.PathLike[str] | None, env: dict[str, str],
+                   error: MastpipeError | None = None) -> RunOutcome:
+    """Write the JSON report, the Markdown summary and the history entry of a run that got an
+    answer (complete, or stopped by a broken expectation)."""
     document = build_report(result, before, run_id=run_id, started=started, finished=time.time(),
                             exit_code=exit_code, recipe_path=str(pipeline.recipe_path), recipe_fingerprint=recipe_fp)
+    if error is not None:
+        document["error"] = error.message
     text = json.dumps(document, indent=2) + "\n"
     report_path = pipeline.state_dir / "reports" / f"{run_id}.json"
     atomic_write_bytes(report_path, text.encode())

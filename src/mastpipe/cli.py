@@ -275,7 +275,8 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
     input are unchanged, and fetches only files not yet downloaded and verified. Every run writes
     a JSON report in the state directory and is listed by `mastpipe history`. Exit code 0 on
     success (also when nothing is new), 1 when some files failed (the others complete), 2 for an
-    invalid recipe or usage, 3 when MAST cannot be reached, 4 when another run holds the lock.
+    invalid recipe or usage, 3 when MAST cannot be reached, 4 when another run holds the lock,
+    5 when the recipe's `expect` failed (by default: a search or a filter that keeps nothing).
 
     Example:
 

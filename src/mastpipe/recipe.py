@@ -11,6 +11,7 @@ A recipe is one YAML document with these sections, each named after the stage it
     filter:    {contains, endswith, exclude, guide_stars, mrp_only, columns}
     retrieve:  {mode, destination, layout, in_flight, verify, overwrite, executor, script, manifest}
     state:     {directory, query_max_age}
+    expect:    {observations, products, files, bytes}   (also per query)
 
 Models are immutable and reject unknown keys. Loading goes through :mod:`mastpipe.yamlload` and
 :mod:`mastpipe.recipe_problems`, so every error names the file, line, column and field, and says
@@ -38,7 +39,7 @@ from .errors import Problem, RecipeError
 from .fields import (BOOLEAN_FIELDS, CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS,
                      suggest)
 from .paths import component_problem
-from .quantities import parse_coordinates, parse_duration, parse_radius, to_mjd
+from .quantities import parse_bytes, parse_coordinates, parse_duration, parse_radius, to_mjd
 from .recipe_problems import (_model_for, boolean_problem, error_message, number_problems, problems_from, scan,
                               shown)
 from .yamlload import Located, dotted, load_yaml
@@ -335,6 +336,73 @@ class Position(_Model):
         return parse_coordinates(self.coordinates) if self.coordinates is not None else None
 
 
+class Bounds(_Model):
+    """How many there must be: ``{min, max}``, either end may be left out (inclusive)."""
+
+    min: int | None = Field(None, ge=0, description="The fewest allowed (inclusive); none: no lower bound.")
+    max: int | None = Field(None, ge=0, description="The most allowed (inclusive); none: no upper bound.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bounds:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max}), so no run can pass")
+        return self
+
+    def broken_by(self, found: int) -> bool:
+        """Whether ``found`` lies outside the bounds."""
+        return (self.min is not None and found < self.min) or (self.max is not None and found > self.max)
+
+
+_ByteBound = Annotated[Union[int, str, None], WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}, {"type": "null"}]})]
+
+
+class ByteBounds(Bounds):
+    """Bounds on a number of bytes: ``{max: 2 TB}``; a number of bytes or a size with a unit
+    (B, KB, MB, GB, TB, PB = powers of 1000; KiB, MiB, GiB, TiB, PiB = powers of 1024)."""
+
+    min: _ByteBound = Field(None, description="Fewest bytes allowed, e.g. 1 GB.")  # type: ignore[assignment]
+    max: _ByteBound = Field(None, description="Most bytes allowed, e.g. 2 TB.")  # type: ignore[assignment]
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return None if value is None else parse_bytes(value)
+
+
+#: The default of every ``expect``: a search that matches nothing fails the run.
+_AT_LEAST_ONE = {"min": 1}
+
+
+class QueryExpect(_Model):
+    """What one named search must find, checked after the stage that counts it."""
+
+    observations: Bounds | None = Field(default_factory=lambda: Bounds(**_AT_LEAST_ONE), description=(
+        "Observations this search matches; default {min: 1}: a search that matches nothing (a typo, a "
+        "withdrawn program) stops the run. Write {min: 0} when an empty result is fine."))
+    products: Bounds | None = Field(None, description="Product-list rows of this search's observations.")
+    files: Bounds | None = Field(None, description="Products of this search's observations kept by filter.")
+    bytes: ByteBounds | None = Field(None, description="Bytes of those files, e.g. {max: 500 GB}.")
+
+
+class Expect(QueryExpect):
+    """What a run must find; checked after each stage, a failed expectation stops the run before
+    retrieve (exit 5) and is named in the report and the summary.
+
+    By default a run must find at least one observation and keep at least one file: an empty
+    result is a failure, not a silent success. Accept one with ``{min: 0}``.
+    """
+
+    observations: Bounds | None = Field(default_factory=lambda: Bounds(**_AT_LEAST_ONE), description=(
+        "Observations found by all searches together (after query); default {min: 1}."))
+    products: Bounds | None = Field(None, description="Product-list rows of those observations (after products).")
+    files: Bounds | None = Field(default_factory=lambda: Bounds(**_AT_LEAST_ONE), description=(
+        "Products kept by filter, i.e. the files retrieve handles (after filter); default {min: 1}: a "
+        "filter that keeps nothing stops the run."))
+    bytes: ByteBounds | None = Field(None, description=(
+        "Total size of those files (after filter), e.g. {max: 2 TB} to stop before filling a disk."))
+
+
 Criterion = Union[Range, list[Scalar], Scalar]
 
 
@@ -348,6 +416,8 @@ class Query(_Model):
             "matches any of its values; `*` is a wildcard (\"NIRCAM*\"); continuous fields (s_ra, s_dec, "
             "t_min, t_max, t_obs_release, t_exptime, em_min, em_max) take {min, max}, and dates may be ISO."))
     position: Position | None = Field(None, description="Restrict the search to a cone on the sky.")
+    expect: QueryExpect = Field(default_factory=QueryExpect, description=(
+        "What this search must find (default: at least one observation)."))
 
     @field_validator("criteria", mode="before")
     @classmethod
@@ -654,6 +724,9 @@ class Recipe(_Model):
     filter: Filter = Field(default_factory=Filter, description="Which products are kept.")
     retrieve: Retrieve = Field(default_factory=Retrieve, description="What happens to the products kept.")
     state: State = Field(default_factory=State, description="Checkpoints and scheduled reruns.")
+    expect: Expect = Field(default_factory=Expect, description=(
+        "What a run must find; a run breaking it stops before retrieve with exit code 5 (default: at "
+        "least one observation and one file kept)."))
 
     @field_validator("version", mode="before")
     @classmethod

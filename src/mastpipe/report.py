@@ -242,7 +242,7 @@ def failure_reason(key: str, error: str | None) -> str:
 
 def nothing_new(change: dict[str, Any]) -> bool:
     """True when a rerun found no new observation, product or file."""
-    if change.get("first_run"):
+    if change.get("first_run") or change.get("not_compared"):
         return False
     counts = [change.get("observations", {}).get(k, {}).get("count", 0) for k in ("new", "withdrawn")]
     counts += [change.get("products", {}).get(k, {}).get("count", 0) for k in ("new", "changed", "dropped")]
@@ -262,7 +262,14 @@ def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: f
         "stages": [{"stage": s.stage, "action": s.action, "reasons": s.reasons, "rows_in": s.rows_in,
                     "rows_out": s.rows_out, "seconds": round(s.seconds, 3)} for s in result.stages],
         "changes": changes(before, result),
+        "expectations": {"checked": result.expectations,
+                         "failed": [check for check in result.expectations if not check["ok"]]},
+        "empty": result.explanations,
     }
+    if report["expectations"]["failed"]:
+        # the run stopped early: comparing its partial tables with the last run would call
+        # every product dropped
+        report["changes"] = {"first_run": before.obsids is None, "not_compared": "the run stopped at a failed expectation"}
     retrieved = result.retrieve
     if retrieved is not None:
         report["retrieve"] = {
@@ -286,13 +293,23 @@ def iso_time(moment: float) -> str:
 def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
     """A short Markdown summary of a run report, for people and CI step summaries."""
     lines = [f"## mastpipe: {recipe_name}", ""]
-    status = {0: "succeeded", 1: "finished with failed files"}.get(report["exit_code"], f"failed (exit {report['exit_code']})")
+    status = {0: "succeeded", 1: "finished with failed files",
+              5: "stopped before retrieve: an expectation failed (exit 5)"}.get(
+        report["exit_code"], f"failed (exit {report['exit_code']})")
     lines.append(f"Run `{report['run_id']}` against {report['mast_url']} {status} in {report['seconds']:.1f} s.")
     lines.append("")
     if report.get("insecure"):
         lines += ["**Warning:** TLS certificates were not checked (`--insecure`): what was downloaded "
                   "could have been altered in transit.", ""]
-    if report.get("nothing_new"):
+    from .expectations import describe
+
+    for check in (report.get("expectations") or {}).get("failed", []):
+        lines.append(f"**Expectation failed:** {describe(check)}.")
+    for entry in report.get("empty") or []:
+        lines.append(f"**Empty:** {entry['message']}")
+    if lines[-1] != "":
+        lines.append("")
+    if report.get("nothing_new") and report["exit_code"] == 0:
         lines += ["Nothing new since the previous run.", ""]
     lines += ["| stage | action | rows | seconds | why |", "|---|---|---:|---:|---|"]
     for stage in report["stages"]:
@@ -305,7 +322,7 @@ def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
         for item in retrieve["failed"]["items"][:20]:
             lines.append(f"- failed `{item['dataURI']}`: {failure_reason(item['dataURI'], item['error'])}")
     change = report["changes"]
-    if not change.get("first_run"):
+    if not change.get("first_run") and not change.get("not_compared"):
         lines += ["", "**Since the previous run:**", ""]
         for label, entry in (("new observations", change.get("observations", {}).get("new")),
                              ("withdrawn observations", change.get("observations", {}).get("withdrawn")),

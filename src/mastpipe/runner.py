@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection
 
-from .errors import NotWritableError, UsageError
+from .errors import ExpectationError, NotWritableError, UsageError
 from .quantities import parse_duration
 from .recipe import Recipe, effective_mast_url, load_recipe, recipe_dir
 from .state import Checkpoints, RunLock, Sidecar, fingerprint, writable_problem
@@ -55,6 +55,10 @@ class RunResult:
     #: The checkpoint each stage named in ``Pipeline.run(remember=...)`` held before this run
     #: (None when it had none, or it could not be read).
     previous: dict[str, Table | None] = field(default_factory=dict)
+    #: Every ``expect`` check made (see :func:`mastpipe.expectations.check_stage`).
+    expectations: list[dict[str, Any]] = field(default_factory=list)
+    #: Why a search or a filter rule came out empty (see :mod:`mastpipe.explain`).
+    explanations: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -195,6 +199,8 @@ class Pipeline:
 
             warn_insecure(self.mast_url)
         self._archive: Archive | None = None
+        #: Why results of the current run came out empty (see :meth:`_explain`).
+        self.explanations: list[dict[str, Any]] = []
         #: The stage running now (None between runs): what a message about an interrupted run names.
         self.stage: str | None = None
 
@@ -365,6 +371,8 @@ class Pipeline:
         reports: list[StageReport] = []
         tables: dict[str, Table] = {}
         previous: dict[str, Table | None] = {}
+        checks: list[dict[str, Any]] = []
+        self.explanations = []
         with RunLock(self.state_dir):
             if until == "retrieve" and retrieve is not None:
                 self.check_outputs()
@@ -400,10 +408,11 @@ class Pipeline:
                     reports.append(StageReport(stage, "computed", reasons, rows_in, len(table), time.time() - started))
                     log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
                 tables[stage] = table
+                self._expect(stage, table, tables, reports, previous, checks)
             self._save_sections([report.stage for report in reports],
                                 [report.stage for report in reports if report.action == "computed"])
             result = RunResult(reports, tables, self.state_dir, self.mast_url, previous=previous,
-                               insecure=self.insecure)
+                               insecure=self.insecure, expectations=checks, explanations=self.explanations)
             if until == "retrieve" and retrieve is not None:
                 self.stage = "retrieve"
                 started = time.time()
@@ -411,6 +420,30 @@ class Pipeline:
                 reports.append(StageReport("retrieve", "computed", [], len(tables["filter"]), None, time.time() - started))
         self.stage = None
         return result
+
+    def _expect(self, stage: str, table: Table, tables: dict[str, Table], reports: list[StageReport],
+                previous: dict[str, Table | None], checks: list[dict[str, Any]]) -> None:
+        """Check the recipe's ``expect`` after ``stage``; explain an empty result; stop the run
+        (before retrieve) when an expectation fails, with what was done so far attached."""
+        from .expectations import check_stage, describe, failed, hint_for
+
+        found = check_stage(self.recipe, stage, table, tables.get("query"))
+        checks.extend(found)
+        self._explain(stage, table, tables)
+        broken = failed(found)
+        if not broken:
+            return
+        self._save_sections([report.stage for report in reports],
+                            [report.stage for report in reports if report.action == "computed"])
+        error = ExpectationError("expectation failed: " + "; ".join(describe(check) for check in broken),
+                                 broken, hint=hint_for(broken))
+        error.result = RunResult(reports, dict(tables), self.state_dir, self.mast_url, previous=previous,
+                                 insecure=self.insecure, expectations=checks, explanations=self.explanations)
+        error.explanations = self.explanations
+        raise error
+
+    def _explain(self, stage: str, table: Table, tables: dict[str, Table]) -> None:
+        """Find out why a search or a filter rule kept nothing (filled in by :mod:`mastpipe.explain`)."""
 
     def retrieve(self, table: Table, *, verify: bool = False, token: str | None = None,
                  on_event: Callable[[Any], None] | None = None, executor: str | None = None,
