@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load_recipe", "run", "Pipeline", "Recipe", "RunOutcome", "MastpipeError"]
 
 _LAZY = {
-    "load_recipe": "mastpipe.recipe", "Recipe": "mastpipe.recipe", "run": "mastpipe.api",
+    "load_recipe": "mastpipe.recipe.models", "Recipe": "mastpipe.recipe.models", "run": "mastpipe.api",
     "RunOutcome": "mastpipe.api", "Pipeline": "mastpipe.runner", "MastpipeError": "mastpipe.errors",
 }
 

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .progress import format_bytes
-from .state import decoded
+from mastpipe.stages.retrieve.progress import format_bytes
+from mastpipe.state import decoded
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
-    from .recipe import Bounds, QueryExpect, Recipe
+    from mastpipe.recipe.models import Bounds, QueryExpect, Recipe
 
 __all__ = ["CHECKED_AFTER", "check_stage", "describe", "failed", "hint_for"]
 

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from .progress import format_bytes as human_bytes
-from .state import decoded
+from mastpipe.stages.retrieve.progress import format_bytes as human_bytes
+from mastpipe.state import decoded
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
-    from .runner import RetrieveOutlook, RunResult, StageStatus
-    from .state import LockHolder
+    from mastpipe.runner import RetrieveOutlook, RunResult, StageStatus
+    from mastpipe.state import LockHolder
 
 
 def _text(values: Any) -> list[str]:
@@ -253,7 +253,7 @@ def nothing_new(change: dict[str, Any]) -> bool:
 def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: float, finished: float,
                  exit_code: int, recipe_path: str, recipe_fingerprint: str) -> dict[str, Any]:
     """The JSON run report (schema documented in README, "Run reports")."""
-    from . import __version__
+    from mastpipe import __version__
 
     report: dict[str, Any] = {
         "mastpipe": __version__, "run_id": run_id, "recipe": {"path": recipe_path, "fingerprint": recipe_fingerprint},
@@ -301,7 +301,7 @@ def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
     if report.get("insecure"):
         lines += ["**Warning:** TLS certificates were not checked (`--insecure`): what was downloaded "
                   "could have been altered in transit.", ""]
-    from .expectations import describe
+    from mastpipe.expectations import describe
 
     for check in (report.get("expectations") or {}).get("failed", []):
         lines.append(f"**Expectation failed:** {describe(check)}.")
