@@ -37,7 +37,7 @@ from pydantic_core import PydanticCustomError
 
 from mastpipe.errors import Problem, RecipeError
 from mastpipe.recipe.fields import (BOOLEAN_FIELDS, CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS,
-                     suggest)
+                                   numeric_problem, suggest)
 from mastpipe.stages.retrieve.paths import component_problem
 from mastpipe.recipe.quantities import parse_bytes, parse_coordinates, parse_duration, parse_radius, to_mjd
 from mastpipe.recipe.problems import (_model_for, boolean_problem, error_message, number_problems, problems_from, scan,
@@ -188,6 +188,14 @@ def check_criterion(name: str, criterion: Any) -> tuple[Any, tuple[str, str, str
                            "ranges work only on " + ", ".join(sorted(CONTINUOUS_FIELDS)))
     elif isinstance(criterion, list) and not criterion:
         return criterion, ("value", f"{name}: an empty list matches nothing", "remove the field or give values")
+    negated = [v for v in (criterion if isinstance(criterion, list) else [criterion])
+               if isinstance(v, str) and v.startswith("!")]
+    if negated:
+        where = "filter.columns" if name in PRODUCT_COLUMNS else "a filter rule on the products"
+        return criterion, ("value", f"{name}: MAST's search has no negation: {negated[0]!r} would be sent as the "
+                                    f"text {negated[0]!r} and match nothing",
+                           f"list the values you want instead, or drop the criterion and exclude in {where}"
+                           + (f' (filter: {{columns: {{{name}: "{negated[0]}"}}}})' if name in PRODUCT_COLUMNS else ""))
     return criterion, _range_problem(criterion)
 
 
@@ -262,6 +270,12 @@ def check_column(name: str, match: Any) -> tuple[str, str, str | None] | None:
                 "ranges work only on numeric columns: size, calib_level")
     if isinstance(match, list) and not match:
         return ("value", f"{name}: an empty list matches nothing", "remove the column or give values")
+    if PRODUCT_COLUMNS[name] == "number" and not isinstance(match, dict):
+        for index, item in enumerate(match if isinstance(match, list) else [match]):
+            why = numeric_problem(item)
+            if why:
+                return (f"value:{index}" if isinstance(match, list) else "value", f"{name}: {why}",
+                        "astroquery's filter_products syntax; a list keeps any of its values and drops every !value")
     return _range_problem(match)
 
 
@@ -836,7 +850,8 @@ def _check_named_entries(data: dict[str, Any], located: Located,
             problem = check(name, value)
             if problem:
                 where, message, hint = problem
-                problems.append(located.problem(path + (name,), message, hint, key=where == "key"))
+                at = (int(where.split(":")[1]),) if where.startswith("value:") else ()
+                problems.append(located.problem(path + (name,) + at, message, hint, key=where == "key"))
                 flagged.append(dotted(path))
     return problems, tuple(flagged)
 
