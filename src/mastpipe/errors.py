@@ -13,6 +13,7 @@ The hierarchy::
     │       ├── TokenRefusedError          exit 2: MAST refuses the token, or no cookie can carry it
     │       └── TokenCheckError            MAST could not be asked whether the token is valid
     ├── LockError                  exit 4: another run holds the state directory's lock
+    ├── NameNotFoundError          exit 2: MAST's name resolver does not know a position.object
     ├── ExpectationError           exit 5: the recipe's `expect` did not hold; stopped before retrieve
     ├── StateError                 exit 1: the state directory cannot be read or written
     │   └── LedgerError                exit 2: the download ledger cannot be opened or read
@@ -156,6 +157,13 @@ class LockError(MastpipeError):
     """Another run holds the lock on this state directory."""
 
     exit_code = EXIT_LOCKED
+
+
+class NameNotFoundError(MastpipeError):
+    """MAST's name look-up (``Mast.Name.Lookup``) answered, and does not know the name: the
+    recipe's ``position.object`` needs another spelling or coordinates. Not the server's fault."""
+
+    exit_code = EXIT_INVALID
 
 
 class ExpectationError(MastpipeError):

@@ -30,7 +30,7 @@ def _texts(column: Any) -> np.ndarray:
     return np.array([decoded(v) for v in np.asarray(column)], dtype=object)
 
 
-def _query_obsids(observations: Table, name: str) -> set[str]:
+def query_obsids(observations: Table, name: str) -> set[str]:
     if "queries" not in observations.colnames or not len(observations):
         return set()
     names = _texts(observations["queries"])
@@ -94,9 +94,9 @@ def check_stage(recipe: Recipe, stage: str, table: Table, observations: Table | 
             if bounds is None:
                 continue
             if stage == "query":
-                found = len(_query_obsids(table, name))
+                found = len(query_obsids(table, name))
             else:
-                obsids = _query_obsids(observations, name) if observations is not None else set()
+                obsids = query_obsids(observations, name) if observations is not None else set()
                 found = _measure(what, table, _owned(table, obsids))
             checks.append(_one(f"query {name!r}", what, bounds, found, stage))
     return [check for check in checks if check is not None]

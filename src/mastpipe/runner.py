@@ -330,7 +330,7 @@ class Pipeline:
 
         r = self.recipe
         if stage == "query":
-            return query.run(r.query, self.archive)
+            return query.run(r.query, self.archive, names=self.names)
         assert table is not None
         if stage == "products":
             from mastpipe.state import read_table, write_table
@@ -442,8 +442,38 @@ class Pipeline:
         error.explanations = self.explanations
         raise error
 
+    @property
+    def names(self) -> Any:
+        """Object names resolved so far, cached in the state directory (``names.json``)."""
+        from mastpipe.stages.query import NameCache
+
+        return NameCache(self.state_dir / "names.json")
+
     def _explain(self, stage: str, table: Table, tables: dict[str, Table]) -> None:
-        """Find out why a search or a filter rule kept nothing (filled in by :mod:`mastpipe.explain`)."""
+        """Find out why a search or a filter rule kept nothing (:mod:`mastpipe.explain`); warn
+        (``-q`` shows warnings) and keep the explanation for the report."""
+        from mastpipe.errors import MastpipeError
+        from mastpipe.expectations import query_obsids
+        from mastpipe.explain import explain_filter, explain_query
+
+        found = []
+        if stage == "query":
+            for name, query in self.recipe.query.items():
+                if query_obsids(table, name):
+                    continue
+                try:
+                    found.append(explain_query(name, query, self.archive, self.recipe.mast.max_in_flight, self.names))
+                except MastpipeError as error:  # the search itself worked: explaining must not fail the run
+                    found.append({"where": f"query {name!r}", "stage": "query",
+                                  "message": f"query {name!r} matches no observation (could not find out why: "
+                                             f"{error.message})"})
+        elif stage == "filter" and not len(table) and len(tables.get("unique", [])):
+            entry = explain_filter(tables["unique"], self.recipe.filter)
+            if entry is not None:
+                found.append(entry)
+        for entry in found:
+            log.warning("%s", entry["message"])
+        self.explanations.extend(found)
 
     def retrieve(self, table: Table, *, verify: bool = False, token: str | None = None,
                  on_event: Callable[[Any], None] | None = None, executor: str | None = None,

@@ -316,7 +316,8 @@ class Position(_Model):
     coordinates: Union[str, list[float], None] = Field(
         None, description='ICRS position: "83.633 22.0145" (degrees), "05h34m31.9s +22d00m52s" or [ra, dec].')
     object: str | None = Field(
-        None, description="An object name resolved by MAST's name resolver, e.g. \"M1\". Needs real MAST.")
+        None, description=("An object name, e.g. \"M1\", resolved by MAST's name look-up (Mast.Name.Lookup) on the "
+                           "server mastpipe talks to, once: the answer is kept in the state directory."))
     radius: str = Field("0.2 deg", description='Search radius with a unit: "0.2 deg", "5 arcmin", "30 arcsec".')
 
     @field_validator("coordinates", mode="before")

@@ -566,6 +566,34 @@ class Catalog:
             self._override.pop(row["dataURI"], None)
         return dict(row, parent_obsid=obsid)
 
+    # ================================================================== names
+    #: Other names of the catalogue's targets (canonical name, as MAST's look-up spells it).
+    _ALIASES = {"m1": "CRAB", "crab nebula": "CRAB", "ngc 1952": "CRAB", "47 tuc": "NGC-104", "ngc 104": "NGC-104",
+                "47 tucanae": "NGC-104", "andromeda": "M31", "messier 31": "M31", "ngc 224": "M31",
+                "smacs 0723": "SMACS0723", "smacs j0723.3-7327": "SMACS0723"}
+
+    def resolve(self, name: str) -> "dict | None":
+        """What ``Mast.Name.Lookup`` answers for ``name``: the catalogue's targets by their
+        ``target_name`` (spaces, hyphens and case ignored), a few common aliases (``M1``,
+        ``47 Tuc`` ...) and ``TIC <id>`` for TESS targets; None for any other name."""
+        def key(text: str) -> str:
+            return re.sub(r"[\s_-]+", "", text).casefold()
+
+        wanted = str(name).strip()
+        canonical = self._ALIASES.get(re.sub(r"\s+", " ", wanted).casefold())
+        if canonical is None and wanted.casefold().startswith("tic "):
+            canonical = wanted[4:].strip()
+        target = key(canonical or wanted)
+        with self._lock:
+            rows = [r for r in self._obs.values() if key(str(r.get("target_name") or "")) == target]
+        if not rows:
+            return None
+        ra = sum(r["s_ra"] for r in rows) / len(rows)
+        dec = sum(r["s_dec"] for r in rows) / len(rows)
+        return {"searchString": wanted.casefold(), "canonicalName": canonical or rows[0]["target_name"],
+                "resolver": "SANDBOX", "ra": ra, "decl": dec, "radius": 0.0, "objectType": "",
+                "cached": False, "resolverTime": 1}
+
     def touch(self, uri: str) -> FileInfo:
         """Change ``uri``'s content: new version, size + 2880, new ETag and Last-Modified."""
         with self._lock:

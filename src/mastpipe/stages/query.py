@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mastpipe.errors import TruncatedResultError
+from mastpipe.errors import NameNotFoundError, TruncatedResultError
 from mastpipe.recipe.models import Query, Range
 
 if TYPE_CHECKING:
@@ -51,11 +53,55 @@ def _wild(value: Any) -> bool:
     return isinstance(value, str) and ("*" in value or "%" in value)
 
 
-def _position(query: Query) -> Any:
+class NameCache:
+    """Object names already resolved, kept in the state directory (``names.json``) so a rerun
+    does not ask again: a name's position does not change between nightly runs."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._names: dict[str, dict[str, Any]] = {}
+        if path is not None and path.is_file():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+                self._names = {str(k): v for k, v in loaded.items() if isinstance(v, dict)}
+            except (OSError, ValueError, AttributeError):
+                log.warning("ignoring unreadable name cache %s; names are looked up again", path)
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self._names.get(name.strip().casefold())
+
+    def put(self, name: str, found: dict[str, Any]) -> None:
+        self._names[name.strip().casefold()] = found
+        if self.path is not None:
+            from mastpipe.state import atomic_write_bytes
+
+            atomic_write_bytes(self.path, json.dumps(self._names, indent=1, sort_keys=True).encode())
+
+
+def resolve_name(name: str, archive: Archive, names: NameCache | None = None) -> tuple[float, float]:
+    """(ra, dec) of an object name, from the cache or MAST's ``Mast.Name.Lookup``."""
+    found = names.get(name) if names is not None else None
+    if found is None:
+        found = archive.resolve(name)
+        if found is None:
+            raise NameNotFoundError(
+                f"position.object {name!r}: MAST's name look-up at {archive.url} answered and does not know this name",
+                hint="check the spelling, try another name for the target (a catalogue id such as NGC 1952), "
+                     "or give position.coordinates instead")
+        log.info("resolved %r to %.6f %+.6f (%s)", name, found["ra"], found["dec"],
+                 found.get("canonical_name") or name)
+        if names is not None:
+            names.put(name, found)
+    return float(found["ra"]), float(found["dec"])
+
+
+def position_of(query: Query, archive: Archive, names: NameCache | None = None) -> tuple[float, float, float] | None:
+    """``(ra, dec, radius)`` in degrees of a search's cone, names resolved; None without one."""
     if query.position is None:
         return None
     if query.position.object is not None:
-        return (query.position.object, query.position.radius_deg)
+        ra, dec = resolve_name(query.position.object, archive, names)
+        return (ra, dec, query.position.radius_deg)
     ra, dec = query.position.ra_dec  # type: ignore[misc]
     return (ra, dec, query.position.radius_deg)
 
@@ -123,13 +169,14 @@ def unite(results: dict[str, Table]) -> Table:
     return united
 
 
-def run(queries: dict[str, Query], archive: Archive) -> Table:
+def run(queries: dict[str, Query], archive: Archive, names: NameCache | None = None) -> Table:
     """Run every named query against MAST and unite the results."""
     from astropy.table import vstack
 
     results = {}
     for name, query in queries.items():
-        parts = [fetch_complete(archive, criteria, _position(query), f"query {name!r}")
+        position = position_of(query, archive, names)
+        parts = [fetch_complete(archive, criteria, position, f"query {name!r}")
                  for criteria in astroquery_criteria(query.criteria)]
         parts = [p for p in parts if len(p)]
         results[name] = vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else (parts[0] if parts else _empty())
