@@ -25,7 +25,9 @@ from mastpipe.errors import EXIT_OK, ExpectationError, LockError, MastpipeError,
 from mastpipe.report import (Snapshot, append_history, build_report, history_entry, iso_time, read_history,
                      render_markdown, snapshot)
 from mastpipe.runner import Pipeline, RunResult
-from mastpipe.state import atomic_write_bytes, fingerprint
+from mastpipe.stages.retrieve.settings import DownloadSettings
+from mastpipe.atomic import atomic_write_bytes
+from mastpipe.state import StateDir, fingerprint
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -119,8 +121,10 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     from mastpipe.auth import discover_token
 
     env = dict(os.environ) if environ is None else environ
-    chosen = pipeline.recipe.retrieve.executor.override(executor, scheduler)  # a bad --scheduler fails before any stage
-    _require_dask(chosen.kind, until, pipeline.recipe.retrieve.mode)
+    # Built once, here: a bad --scheduler fails before any stage, and retrieve gets one object.
+    download = DownloadSettings.build(pipeline.recipe, pipeline.mast_url, verify=verify, executor=executor,
+                                      scheduler=scheduler, insecure=pipeline.insecure)
+    _require_dask(download.executor.kind if download.executor else "threads", until, pipeline.recipe.retrieve.mode)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     recipe_fp = fingerprint(pipeline.recipe.model_dump(mode="json"))
     started = time.time()
@@ -131,8 +135,7 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
         token = discover_token(env)
     try:
         result = pipeline.run(until=until, from_stage=from_stage,
-                              retrieve=lambda p, table: p.retrieve(table, verify=verify, token=token, on_event=on_event,
-                                                                   executor=executor, scheduler=scheduler),
+                              retrieve=lambda p, table: p.retrieve(table, download, token=token, on_event=on_event),
                               remember=("query", "filter") if completed_before else ())
     except LockError:
         raise
@@ -172,9 +175,10 @@ def _write_outcome(pipeline: Pipeline, result: RunResult, before: Snapshot, exit
     if error is not None:
         document["error"] = error.message
     text = json.dumps(document, indent=2) + "\n"
-    report_path = pipeline.state_dir / "reports" / f"{run_id}.json"
+    state = StateDir(pipeline.state_dir)
+    report_path = state.report(run_id)
     atomic_write_bytes(report_path, text.encode())
-    atomic_write_bytes(pipeline.state_dir / "last-report.json", text.encode())
+    atomic_write_bytes(state.last_report, text.encode())
     if report:
         atomic_write_bytes(Path(report), text.encode())
     markdown = render_markdown(document, pipeline.recipe.name)

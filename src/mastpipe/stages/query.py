@@ -73,7 +73,7 @@ class NameCache:
     def put(self, name: str, found: dict[str, Any]) -> None:
         self._names[name.strip().casefold()] = found
         if self.path is not None:
-            from mastpipe.state import atomic_write_bytes
+            from mastpipe.atomic import atomic_write_bytes
 
             atomic_write_bytes(self.path, json.dumps(self._names, indent=1, sort_keys=True).encode())
 
