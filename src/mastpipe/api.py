@@ -52,7 +52,7 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
         token: str | None = None, on_event: Callable[[Any], None] | None = None, server_id: str | None = None,
         report: str | os.PathLike[str] | None = None, summary: str | os.PathLike[str] | None = None,
         environ: dict[str, str] | None = None, executor: str | None = None,
-        scheduler: str | None = None, insecure: bool = False) -> RunOutcome:
+        scheduler: str | None = None, insecure: bool = False, revalidate: bool = False) -> RunOutcome:
     """Run a recipe: the stages up to ``until``, then write the run report and history.
 
     Parameters
@@ -81,9 +81,14 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
         Also write the JSON report / Markdown summary there. The JSON report is always written
         to ``<state dir>/reports/``; the summary is appended to ``$GITHUB_STEP_SUMMARY`` when set.
     insecure : bool
-        Do not check TLS certificates. Dangerous, so logged as a warning and recorded in the
+        Do not check TLS certificates (see below). Dangerous, so logged as a warning and recorded in the
         report; for a network with its own certificate authority set ``REQUESTS_CA_BUNDLE``
         instead (see :mod:`mastpipe.tls`).
+
+    revalidate : bool
+        Ask the server (HEAD, ``retrieve.in_flight`` at a time) whether files already downloaded,
+        whose product-list version did not change, changed anyway (ETag, Last-Modified): for
+        archives that reprocess silently. Changed files are fetched again per ``overwrite``.
 
     Returns
     -------
@@ -108,14 +113,14 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
                         server_id=server_id, insecure=insecure)
     return run_pipeline(pipeline, until=until, from_stage=from_stage, verify=verify, token=token,
                         on_event=on_event, report=report, summary=summary, environ=env,
-                        executor=executor, scheduler=scheduler)
+                        executor=executor, scheduler=scheduler, revalidate=revalidate)
 
 
 def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str | None = None,
                  verify: bool = False, token: str | None = None, on_event: Callable[[Any], None] | None = None,
                  report: str | os.PathLike[str] | None = None, summary: str | os.PathLike[str] | None = None,
                  environ: dict[str, str] | None = None, executor: str | None = None,
-                 scheduler: str | None = None) -> RunOutcome:
+                 scheduler: str | None = None, revalidate: bool = False) -> RunOutcome:
     """:func:`run` for a :class:`~mastpipe.runner.Pipeline` already built (recipe loaded, server
     and state directory chosen); the parameters are :func:`run`'s."""
     from mastpipe.auth import discover_token
@@ -123,7 +128,7 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     env = dict(os.environ) if environ is None else environ
     # Built once, here: a bad --scheduler fails before any stage, and retrieve gets one object.
     download = DownloadSettings.build(pipeline.recipe, pipeline.mast_url, verify=verify, executor=executor,
-                                      scheduler=scheduler, insecure=pipeline.insecure)
+                                      scheduler=scheduler, insecure=pipeline.insecure, revalidate=revalidate)
     _require_dask(download.executor.kind if download.executor else "threads", until, pipeline.recipe.retrieve.mode)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     recipe_fp = fingerprint(pipeline.recipe.model_dump(mode="json"))

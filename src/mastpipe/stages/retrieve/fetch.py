@@ -24,7 +24,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import requests
@@ -162,7 +162,7 @@ class FileFetcher:
 
     def local_state(self, task: FileTask, row: LedgerRow | None, ignore_final: bool = False) -> LocalState:
         return local_state(task.dest, row, verify=self.settings.verify, overwrite=self.settings.overwrite,
-                           ignore_final=ignore_final)
+                           ignore_final=ignore_final, version=task.version)
 
     def fetch(self, task: FileTask, row: LedgerRow | None, local: LocalState) -> FileResult:
         """Bring one file to its final name, or say why not; never raises for a failed file."""
@@ -206,7 +206,11 @@ class FileFetcher:
         dest = Path(task.dest)
         chunk_size = self.settings.chunk_size
         ignore_final = False  # set once the final file failed verification: replace it
+        # Found by the plan alone (--revalidate asked the server): the disk cannot say it again.
+        changed = local.reprocessed
         while True:
+            if changed is not None and local.reprocessed is None:
+                local = replace(local, reprocessed=changed)
             action = decide(local, RemoteFacts(task.size))
             if not lock.held and action.kind in (Kind.FINISH_VERIFY, Kind.FETCH, Kind.RESTART, Kind.RESUME):
                 # Temporaries are about to be written: only by the lock's holder. Files that
@@ -222,7 +226,7 @@ class FileFetcher:
                 wanted = row.sha256 if action.kind is Kind.VERIFY_DONE and row else task.sha256
                 if wanted is None or sha == wanted.lower():
                     if self.ledger is not None and action.kind is not Kind.VERIFY_DONE:
-                        self.ledger.mark_done(task.key, dest, size, sha, 0)
+                        self.ledger.mark_done(task.key, dest, size, sha, 0, version=task.version)
                     self._emit(Event("skipped", task.key, total=size))
                     return FileResult(task.key, dest, "skipped", size=size, sha256=sha,
                                       attempts=counters.attempts, http_requests=counters.requests)
@@ -420,7 +424,8 @@ class FileFetcher:
             pass
         if self.ledger is not None:
             self.ledger.mark_done(task.key, dest, size, sha, counters.attempts,
-                                  meta.etag if meta else None, meta.last_modified if meta else None)
+                                  meta.etag if meta else None, meta.last_modified if meta else None,
+                                  version=task.version)
         self._emit(Event("done", task.key, total=size))
         return FileResult(task.key, dest, "fetched", size=size, sha256=sha,
                           attempts=counters.attempts, http_requests=counters.requests)

@@ -37,6 +37,9 @@ class FileTask:
         401/403.
     sha256 : str or None
         Expected sha256 when known (MAST does not publish one; tests and mirrors may).
+    version : str or None
+        What the product list says identifies this version of the file besides its size
+        (``prvversion=1.12.5``; :func:`mastpipe.stages.retrieve.ledger.product_version`), or None.
     """
 
     key: str
@@ -45,6 +48,7 @@ class FileTask:
     size: int | None = None
     protected: bool = False
     sha256: str | None = None
+    version: str | None = None
 
 
 Status = Literal["fetched", "skipped", "failed"]

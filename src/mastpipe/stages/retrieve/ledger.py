@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mastpipe.errors import LedgerError, StateError
 from mastpipe.state import StateDir
@@ -51,8 +52,23 @@ CREATE TABLE IF NOT EXISTS files (
     finished      REAL
 )
 """
+#: Columns added after the first schema, each by ``ALTER TABLE ... ADD COLUMN`` when an older
+#: ledger lacks it (an additive migration: old ledgers keep working, nothing is rewritten).
+_ADDED = {
+    "version": "TEXT",  # the product-list fields naming the file's version (product_version)
+}
 _COLUMNS = ("key", "dest", "status", "size", "sha256", "attempts", "last_error", "etag",
-            "last_modified", "started", "finished")
+            "last_modified", "started", "finished", *_ADDED)
+#: Product-list columns that name a version of a file besides its size: MAST keeps a file's
+#: name when it reprocesses it, and says so in the calibration software version.
+VERSION_COLUMNS = ("prvversion",)
+
+
+def product_version(row: dict[str, Any]) -> str | None:
+    """``prvversion=1.12.5`` from a product-list row (its :data:`VERSION_COLUMNS` that are set),
+    or None when the row names no version: then the size alone tells versions apart."""
+    parts = [f"{name}={row[name]}" for name in VERSION_COLUMNS if row.get(name) not in (None, "")]
+    return ";".join(parts) or None
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,7 @@ class LedgerRow:
     last_modified: str | None = None
     started: float | None = None
     finished: float | None = None
+    version: str | None = None
 
 
 class Ledger:
@@ -118,6 +135,10 @@ class Ledger:
             # database; a lost "done" row only means the file is hashed and adopted again.
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(_SCHEMA)
+            present = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+            for column, kind in _ADDED.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE files ADD COLUMN {column} {kind}")
         except BaseException:
             db.close()
             raise
@@ -213,18 +234,32 @@ class Ledger:
         )
 
     def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
-                  etag: str | None = None, last_modified: str | None = None) -> None:
-        """Record a complete, verified file (``attempts`` is added to the running total)."""
+                  etag: str | None = None, last_modified: str | None = None, version: str | None = None) -> None:
+        """Record a complete, verified file (``attempts`` is added to the running total), with the
+        server's validators and the product list's ``version`` it was fetched as."""
         now = time.time()
         self._write(
             "INSERT INTO files (key, dest, status, size, sha256, attempts, last_error, etag, "
-            "last_modified, started, finished) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?) "
+            "last_modified, started, finished, version) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET dest=excluded.dest, status=excluded.status, "
             "size=excluded.size, sha256=excluded.sha256, attempts=files.attempts + "
             "excluded.attempts, last_error=NULL, etag=excluded.etag, "
-            "last_modified=excluded.last_modified, finished=excluded.finished",
-            (key, str(dest), DONE, size, sha256, attempts, etag, last_modified, now, now),
+            "last_modified=excluded.last_modified, finished=excluded.finished, version=excluded.version",
+            (key, str(dest), DONE, size, sha256, attempts, etag, last_modified, now, now, version),
         )
+
+    def set_versions(self, versions: dict[str, str]) -> None:
+        """Record the version of files done before the ledger kept versions (one transaction)."""
+        if not versions:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany("UPDATE files SET version = ? WHERE key = ? AND version IS NULL",
+                                     [(v, k) for k, v in versions.items()])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot write the download ledger {self.path}: {exc}") from None
 
     def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:
         """Record that ``key`` failed this run with ``error`` (already free of secrets)."""
