@@ -289,7 +289,8 @@ class Pipeline:
 
         r = self.recipe
         if stage == "query":
-            return query.run(r.query, self.archive, names=self.names)
+            return query.run(r.query, self.archive, names=self.names, cap=r.mast.row_cap,
+                             in_flight=r.mast.max_in_flight)
         assert table is not None
         if stage == "products":
             from mastpipe.state import read_table, write_table

@@ -461,6 +461,9 @@ class Mast(_Model):
         "(precedence: command line, environment, recipe, default)."))
     timeout: float = Field(600.0, gt=0, le=3600, description="Seconds to wait for one request before retrying it.")
     page_size: int = Field(50_000, ge=1, le=50_000, description="Rows per page of query results (MAST's maximum is 50000).")
+    row_cap: int = Field(50_000, ge=1, le=1_000_000, description=(
+        "Most rows MAST returns for one search, silently (50000). A search whose count is larger is split "
+        "on t_min before any table is fetched; a server that cuts lower is noticed and split further."))
     max_in_flight: int = Field(4, ge=1, le=16, description=(
         "Most requests to MAST's search API (queries and product lists) in flight at once. Keep it "
         "small: a parallel client once overloaded MAST and was withdrawn. Downloads have their own "

@@ -424,6 +424,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         service = str(req.get("service", ""))
         self._rec["service"] = service
+        self._rec["columns"] = str((req.get("params") or {}).get("columns")) if isinstance(req.get("params"), dict) else None
         params = req.get("params") or {}
         svc = service.lower()
         is_products = svc == "mast.caom.products"
@@ -465,6 +466,8 @@ class Handler(BaseHTTPRequestHandler):
                                        obsids, ep)
         except QueryError as exc:
             result = {"status": "ERROR", "msg": str(exc)}
+        if isinstance(result.get("data"), list):
+            self._rec["rows"] = len(result["data"])
         body = json.dumps(result).encode()
         self._send_body(ep, key, attempt, 200, [("Content-Type", "application/json")],
                         len(body), [body])
