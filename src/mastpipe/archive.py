@@ -15,6 +15,7 @@ loop, for every request mastpipe makes through astroquery.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import warnings
@@ -248,7 +249,7 @@ class Archive:
             low, high = float(table[0][0]), float(table[0][1])
         except (IndexError, TypeError, ValueError):
             return None
-        return (low, high) if low == low and high == high and low <= high else None
+        return (low, high) if math.isfinite(low) and math.isfinite(high) and low <= high else None
 
     def resolve(self, name: str) -> dict[str, Any] | None:
         """Where MAST's own name look-up (``Mast.Name.Lookup`` on ``/api/v0/invoke`` of this

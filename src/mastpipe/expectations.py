@@ -18,7 +18,7 @@ from mastpipe.state import decoded
 if TYPE_CHECKING:
     from astropy.table import Table
 
-    from mastpipe.recipe.models import Bounds, QueryExpect, Recipe
+    from mastpipe.recipe.models import Bounds, Recipe
 
 __all__ = ["CHECKED_AFTER", "check_stage", "describe", "failed", "hint_for"]
 
@@ -105,7 +105,7 @@ def check_stage(recipe: Recipe, stage: str, table: Table, observations: Table | 
 def describe(check: dict[str, Any]) -> str:
     """One line: ``query 'nircam' found 0 observations, expected at least 1``."""
     what = check["what"]
-    show = (lambda n: f"{n} bytes ({format_bytes(n)})") if what == "bytes" else str  # noqa: E731
+    show = (lambda n: f"{n} bytes ({format_bytes(n)})") if what == "bytes" else str
     found = f"{show(check['found'])}" + ("" if what == "bytes" else f" {what}")
     low, high = check["min"], check["max"]
     if low is not None and high is not None:

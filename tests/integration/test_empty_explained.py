@@ -64,7 +64,7 @@ def test_the_cli_explains_on_stderr_even_with_quiet(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     env.pop("MASTPIPE_MAST_URL", None)
     result = subprocess.run([sys.executable, "-m", "mastpipe.cli", "run", str(recipe), "--sandbox", "-q"],
-                            capture_output=True, text=True, env=env, timeout=300)
+                            capture_output=True, text=True, check=False, env=env, timeout=300)
     assert result.returncode == 5, result.stderr
     assert "Traceback" not in result.stderr
     assert "query 'nircam' matches no observation: instrument_name: 'NIRCAN*' matches nothing" in result.stderr

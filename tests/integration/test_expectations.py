@@ -4,7 +4,6 @@ and still writes its report, summary and history (against the sandbox, over the 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest

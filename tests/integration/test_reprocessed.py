@@ -40,7 +40,7 @@ def _path(outcome, uri: str) -> Path:  # type: ignore[no-untyped-def]
 def test_same_size_reprocessing_is_fetched_again_and_reported(sandbox, recipe: Path) -> None:
     first = mastpipe.run(recipe, mast_url=sandbox.url, environ={})
     assert first.exit_code == 0
-    uri = sorted(r.key for r in first.result.retrieve.results if "_gs-" not in r.key)[0]
+    uri = min(r.key for r in first.result.retrieve.results if "_gs-" not in r.key)
     old = _path(first, uri).read_bytes()
     info = sandbox.catalog.reprocess(uri, same_size=True)
     assert info.size == len(old)
@@ -67,7 +67,7 @@ def test_same_size_reprocessing_is_fetched_again_and_reported(sandbox, recipe: P
 def test_overwrite_never_keeps_the_old_version_and_says_so(sandbox, recipe: Path) -> None:
     recipe.write_text(recipe.read_text().replace("  layout: astroquery", "  layout: astroquery\n  overwrite: never"))
     first = mastpipe.run(recipe, mast_url=sandbox.url, environ={})
-    uri = sorted(r.key for r in first.result.retrieve.results)[0]
+    uri = min(r.key for r in first.result.retrieve.results)
     old = _path(first, uri).read_bytes()
     sandbox.catalog.touch(uri)  # new version, new size
     sandbox.log.clear()
@@ -81,7 +81,7 @@ def test_overwrite_never_keeps_the_old_version_and_says_so(sandbox, recipe: Path
 def test_silent_reprocessing_needs_revalidate(sandbox, recipe: Path) -> None:
     first = mastpipe.run(recipe, mast_url=sandbox.url, environ={})
     files = len(first.result.retrieve.results)
-    uri = sorted(r.key for r in first.result.retrieve.results)[-1]
+    uri = max(r.key for r in first.result.retrieve.results)
     sandbox.catalog.reprocess(uri, same_size=True, silent=True)
     sandbox.log.clear()
     plain = mastpipe.run(recipe, mast_url=sandbox.url, refresh=True, environ={})
