@@ -362,12 +362,20 @@ class Pipeline:
                         previous[stage] = self.checkpoints.load(stage, sidecar)
                     if stage == "products" and "--refresh" in reasons:
                         self._clear_parts()
-                    table = self.checkpoints.save(stage, self._compute(stage, table, fp), fp, started, tuple(reasons))
+                    computed = self._compute(stage, table, fp)
+                    reports.append(StageReport(stage, "computed", reasons, rows_in, len(computed), time.time() - started))
+                    # Checked before the checkpoint is written: a result that breaks the recipe's
+                    # expect (a typo matching nothing) does not replace the last good one.
+                    tables[stage] = computed
+                    self._expect(stage, computed, tables, reports, previous, checks, saved=False)
+                    table = self.checkpoints.save(stage, computed, fp, started, tuple(reasons))
                     digest = self.checkpoints.sidecar(stage).digest  # type: ignore[union-attr]
                     if stage == "products":
                         self._clear_parts()
-                    reports.append(StageReport(stage, "computed", reasons, rows_in, len(table), time.time() - started))
+                    reports[-1].seconds = time.time() - started
                     log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
+                    tables[stage] = table
+                    continue
                 tables[stage] = table
                 self._expect(stage, table, tables, reports, previous, checks)
             self._save_sections([report.stage for report in reports],
@@ -383,9 +391,12 @@ class Pipeline:
         return result
 
     def _expect(self, stage: str, table: Table, tables: dict[str, Table], reports: list[StageReport],
-                previous: dict[str, Table | None], checks: list[dict[str, Any]]) -> None:
+                previous: dict[str, Table | None], checks: list[dict[str, Any]], saved: bool = True) -> None:
         """Check the recipe's ``expect`` after ``stage``; explain an empty result; stop the run
-        (before retrieve) when an expectation fails, with what was done so far attached."""
+        (before retrieve) when an expectation fails, with what was done so far attached.
+
+        ``saved`` says whether ``stage``'s result is already a checkpoint; one that is not stays
+        unsaved when the run stops, and so does its recipe section."""
         from mastpipe.expectations import check_stage, describe, failed, hint_for
 
         found = check_stage(self.recipe, stage, table, tables.get("query"))
@@ -394,8 +405,9 @@ class Pipeline:
         broken = failed(found)
         if not broken:
             return
-        self._save_sections([report.stage for report in reports],
-                            [report.stage for report in reports if report.action == "computed"])
+        kept = reports if saved else reports[:-1]
+        self._save_sections([report.stage for report in kept],
+                            [report.stage for report in kept if report.action == "computed"])
         error = ExpectationError("expectation failed: " + "; ".join(describe(check) for check in broken),
                                  broken, hint=hint_for(broken))
         error.result = RunResult(reports, dict(tables), self.state_dir, self.mast_url, previous=previous,

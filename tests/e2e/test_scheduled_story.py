@@ -1,9 +1,10 @@
 """A scheduled rerun's story, as CI lives it: three `mastpipe run --refresh` against the sandbox.
 
 Between runs 1 and 2 MAST gains an observation, reprocesses a product to the same size and
-withdraws another; between runs 2 and 3 someone commits a typo in the recipe. Each run's exit
-code, JSON report and Markdown summary must say what happened, and the typo must turn the job
-red (exit 5) without touching what was downloaded.
+withdraws another; between runs 2 and 3 someone commits a typo in the recipe, fixed before run 4.
+Each run's exit code, JSON report and Markdown summary must say what happened; the typo must
+turn the job red (exit 5) without touching what was downloaded, and the fix green again with
+nothing new.
 """
 
 from __future__ import annotations
@@ -92,6 +93,12 @@ def test_three_scheduled_reruns(tmp_path: Path) -> None:
         assert "**Expectation failed:** query 'nircam' found 0 observations, expected at least 1." in summary
         assert "**Empty:** query 'nircam' matches no observation" in summary
         assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in data.rglob("*.fits")} == on_disk
+        # the typo is fixed: the job is green again, and nothing is new since the last good run
+        # (the failed run replaced no checkpoint)
+        recipe.write_text(recipe.read_text().replace('"NIRCAN*"', '"NIRCAM*"'))
+        fourth, report, summary = _run(recipe, sb.url, 4)
+        assert fourth.returncode == 0, fourth.stderr
+        assert report["nothing_new"] and _gets(sb) == [] and "Nothing new since the previous run." in summary
         history = subprocess.run([sys.executable, "-m", "mastpipe.cli", "history", str(recipe), "--json"],
                                  capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-        assert [entry["exit_code"] for entry in json.loads(history.stdout)] == [0, 0, 5]
+        assert [entry["exit_code"] for entry in json.loads(history.stdout)] == [0, 0, 5, 0]
