@@ -13,12 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_recipe", "run", "Pipeline", "Recipe", "RunOutcome", "MastpipeError"]
-
+_ERRORS = ("MastpipeError", "RecipeError", "Problem", "UsageError", "NotWritableError", "CABundleError", "ArchiveError",
+           "TruncatedResultError", "AuthError", "TokenRefusedError", "TokenCheckError", "LockError", "StateError",
+           "LedgerError", "TransferError", "IntegrityError", "UnsafePathError", "Interrupted")
 _LAZY = {
     "load_recipe": "mastpipe.recipe.models", "Recipe": "mastpipe.recipe.models", "run": "mastpipe.api",
-    "RunOutcome": "mastpipe.api", "Pipeline": "mastpipe.runner", "MastpipeError": "mastpipe.errors",
+    "RunOutcome": "mastpipe.api", "Pipeline": "mastpipe.runner", "StateDir": "mastpipe.state",
+    "DownloadSettings": "mastpipe.stages.retrieve.settings",
+    # every public exception (the tree is drawn in mastpipe.errors), so `except mastpipe.RecipeError` works
+    **dict.fromkeys(_ERRORS, "mastpipe.errors"),
 }
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -27,3 +32,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mastpipe' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -18,7 +18,8 @@ from mastpipe.state import decoded
 if TYPE_CHECKING:
     from astropy.table import Table
 
-    from mastpipe.recipe.models import Bounds, Recipe
+    from mastpipe.recipe.models import Recipe
+    from mastpipe.recipe.sections import Bounds
 
 __all__ = ["CHECKED_AFTER", "check_stage", "describe", "failed", "hint_for"]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection
 
-from mastpipe.errors import ExpectationError, NotWritableError, UsageError
+from mastpipe.errors import ExpectationError, NotWritableError, UsageError, literal
 from mastpipe.recipe.quantities import parse_duration
 from mastpipe.recipe.models import Recipe, effective_mast_url, load_recipe, recipe_dir
 from mastpipe.state import Checkpoints, RunLock, Sidecar, StateDir, fingerprint, writable_problem
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TABLE_STAGES = STAGES[:-1]  # retrieve's state is the ledger, not a table
+
+
+__all__ = ["TABLE_STAGES", "Pipeline", "RetrieveOutlook", "RunResult", "StageReport", "StageStatus", "default_state_dir"]
 
 
 @dataclass
@@ -205,7 +208,8 @@ class Pipeline:
 
         path = self.state.sections
         try:
-            return json.loads(path.read_text())
+            sections: dict[str, Any] = json.loads(path.read_text())
+            return sections
         except (OSError, ValueError):
             return {}
 
@@ -295,7 +299,7 @@ class Pipeline:
         if stage == "products":
             from mastpipe.state import read_table, write_table
 
-            store = products.BatchStore(self._parts_dir(fp), write_table, read_table)
+            store = products.BatchStore(self.state.keep_parts(fp), write_table, read_table)
             in_flight = r.products.in_flight or r.mast.max_in_flight
             return products.run(table, self.archive, r.products.batch_size, in_flight, store)
         if stage == "unique":
@@ -323,11 +327,13 @@ class Pipeline:
             Stages whose previous checkpoint to hand back as :attr:`RunResult.previous` (what a
             report compares with). A reused checkpoint is the previous one, so it is read once.
         """
-        for name, value in (("--until", until), ("--from", from_stage)):
+        for name, value in (("until", until), ("from_stage", from_stage)):
             if value is not None and value not in STAGES:
-                raise UsageError(f"{name} {value!r} is not a stage; stages are {', '.join(STAGES)}")
+                raise UsageError(f"{{{name}}} {literal(repr(value))} is not a stage; stages are {', '.join(STAGES)}",
+                                 parameters=[name])
         if from_stage and STAGES.index(from_stage) > STAGES.index(until):
-            raise UsageError(f"--from {from_stage} comes after --until {until}")
+            raise UsageError(f"{{from_stage}} {from_stage} comes after {{until}} {until}",
+                             parameters=["from_stage", "until"])
         reports: list[StageReport] = []
         tables: dict[str, Table] = {}
         previous: dict[str, Table | None] = {}
@@ -361,7 +367,7 @@ class Pipeline:
                     if stage in remember and sidecar is not None:  # read it before it is replaced
                         previous[stage] = self.checkpoints.load(stage, sidecar)
                     if stage == "products" and "--refresh" in reasons:
-                        self._clear_parts()
+                        self.state.clear_parts()
                     computed = self._compute(stage, table, fp)
                     reports.append(StageReport(stage, "computed", reasons, rows_in, len(computed), time.time() - started))
                     # Checked before the checkpoint is written: a result that breaks the recipe's
@@ -371,7 +377,7 @@ class Pipeline:
                     table = self.checkpoints.save(stage, computed, fp, started, tuple(reasons))
                     digest = self.checkpoints.sidecar(stage).digest  # type: ignore[union-attr]
                     if stage == "products":
-                        self._clear_parts()
+                        self.state.clear_parts()
                     reports[-1].seconds = time.time() - started
                     log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
                     tables[stage] = table
@@ -462,32 +468,11 @@ class Pipeline:
         return retrieve_stage.run(table, self.recipe.retrieve, download, base=self.recipe_path.resolve().parent,
                                   state_dir=self.state_dir, mast_url=self.mast_url, token=token, on_event=on_event)
 
-    def _parts_dir(self, fp: str) -> Path:
-        """Finished product-list batches of the products stage with fingerprint ``fp``.
-
-        Batches are only reusable by a run asking the same server for the same observations, so
-        they live under the stage's fingerprint; batches left under another are discarded.
-        """
-        import shutil
-
-        root = self.state.parts
-        here = self.state.parts_for(fp)
-        if root.is_dir():
-            for child in root.iterdir():
-                if child != here:
-                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
-        return here
-
     def batch_dir(self) -> Path:
         """Where the products stage keeps finished batches for the current query checkpoint."""
         sidecar = self.checkpoints.sidecar("query")
         fp = fingerprint("products", self.section("products"), sidecar.digest if sidecar else "")
         return self.state.parts_for(fp)
-
-    def _clear_parts(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.state.parts, ignore_errors=True)
 
     def retrieve_outlook(self, table: Table) -> RetrieveOutlook:
         """What the retrieve stage would do with ``table`` (a filter result), without doing it:

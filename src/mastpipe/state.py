@@ -45,7 +45,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from mastpipe.atomic import atomic_path, atomic_write_bytes, fsync_dir, sweep
-from mastpipe.errors import LockError, NotWritableError, StateError
+from mastpipe.errors import LockError, NotWritableError, StateError, literal
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -110,6 +110,27 @@ class StateDir:
     def parts_for(self, fingerprint: str) -> Path:
         """The finished product-list batches of the products stage with this fingerprint."""
         return self.parts / fingerprint[:16]
+
+    def keep_parts(self, fingerprint: str) -> Path:
+        """:meth:`parts_for` ``fingerprint``, discarding batches left under any other.
+
+        Batches are only reusable by a run asking the same server for the same observations, so
+        they live under the stage's fingerprint.
+        """
+        import shutil
+
+        here = self.parts_for(fingerprint)
+        if self.parts.is_dir():
+            for child in self.parts.iterdir():
+                if child != here:
+                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        return here
+
+    def clear_parts(self) -> None:
+        """Drop every finished batch (the products stage completed, or starts afresh)."""
+        import shutil
+
+        shutil.rmtree(self.parts, ignore_errors=True)
 
     @property
     def ledger(self) -> Path:
@@ -298,7 +319,7 @@ def _write_fits_fast(tmp: Path, stored: Table) -> None:
         rows[name] = values
     with open(tmp, "wb") as handle:
         handle.write(header.replace(b"NAXIS2  =                    0", b"NAXIS2  = %20d" % len(stored), 1))
-        handle.write(memoryview(rows).cast("B"))
+        handle.write(memoryview(rows).cast("B"))  # type: ignore[arg-type]  # numpy's stubs lack Buffer
         handle.write(b"\0" * (-rows.nbytes % _FITS_BLOCK))
 
 
@@ -454,8 +475,9 @@ class RunLock:
             # writable_problem names the component at fault (a file where a directory should be)
             reason = writable_problem(self.path.parent) or _reason(exc, self.path.parent)
             raise NotWritableError(
-                f"cannot write to the state directory {self.path.parent}: {reason}",
-                hint="choose a directory you can write to with --state-dir (or state.directory in the recipe)",
+                f"cannot write to the state directory {literal(self.path.parent)}: {literal(reason)}",
+                hint="choose a directory you can write to with {state_dir} (or state.directory in the recipe)",
+                parameters=["state_dir"],
             ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -466,8 +488,8 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise LockError(f"another run holds the lock on {self.path.parent} ({holder})",
-                            hint="wait for it to finish, or use another --state-dir") from None
+            raise LockError(f"another run holds the lock on {literal(self.path.parent)} ({literal(holder)})",
+                            hint="wait for it to finish, or use another {state_dir}", parameters=["state_dir"]) from None
         handle.seek(0)
         previous = handle.read().strip()
         if previous:

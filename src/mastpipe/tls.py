@@ -18,6 +18,8 @@ that holds no PEM certificate) is this machine's configuration, not MAST's fault
 
 from __future__ import annotations
 
+from typing import Any
+
 import logging
 import os
 import ssl
@@ -26,6 +28,11 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from mastpipe.errors import CABundleError
+
+__all__ = [
+    "CA_BUNDLE_ENV", "CA_BUNDLE_ENVS", "FIX", "ca_bundle_variable", "certificate_error", "check_ca_bundle",
+    "describe", "quiet_urllib3", "request_options", "warn_insecure"
+]
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +128,7 @@ def describe(url: str, error: ssl.SSLCertVerificationError) -> str:
     return f"the TLS certificate of {urlsplit(url).netloc or url} could not be verified ({why})"
 
 
-def request_options(insecure: bool) -> dict[str, bool]:
+def request_options(insecure: bool) -> dict[str, Any]:
     """Keyword arguments for one ``requests`` call: ``verify=False`` when ``insecure``.
 
     Per request, not per session: a session's ``verify`` loses to ``REQUESTS_CA_BUNDLE``. Also

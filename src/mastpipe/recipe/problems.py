@@ -29,6 +29,12 @@ _VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|\$)")
 _SECRET_HINT = f"never put tokens in recipes: set the environment variable {TOKEN_ENV} or run `mastpipe login`"
 
 
+__all__ = [
+    "TOKEN_ENV", "boolean_problem", "error_message", "misread_number", "number_problems", "problems_from",
+    "scan", "shown"
+]
+
+
 def _is_secret_key(key: str) -> bool:
     """``token``, ``api_key``, ``apiToken``, ``mast-password``: a word of the key names a secret."""
     words = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", key).lower()
@@ -137,7 +143,7 @@ def error_message(error: Any) -> str:
         return str(ctx["message"])
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
-    return error["msg"].replace("Input should be", "must be")
+    return str(error["msg"]).replace("Input should be", "must be")
 
 
 _BOOLEAN_WORDS = "YAML reads unquoted yes/no, on/off and true/false as booleans"

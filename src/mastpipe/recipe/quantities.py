@@ -21,6 +21,9 @@ _QUANTITY = re.compile(rf"^\s*({_NUMBER})\s*([A-Za-z'\"]+)\s*$")
 _MJD_EPOCH = _dt.datetime(1858, 11, 17, tzinfo=_dt.timezone.utc)
 
 
+__all__ = ["parse_coordinates", "parse_duration", "parse_radius", "to_mjd"]
+
+
 def parse_radius(text: object) -> float:
     """``"0.2 deg"``, ``"30 arcsec"``, ``"5 arcmin"`` -> degrees. A bare number is refused.
 
@@ -50,7 +53,7 @@ def _sexagesimal(text: str, hours: bool) -> float:
     if any(v >= 60 for v in values[1:]):
         raise ValueError(f"minutes and seconds must be below 60 in {text!r}")
     value = values[0] + sum(v / 60 ** (i + 1) for i, v in enumerate(values[1:]))
-    return sign * value * (15.0 if hours else 1.0)
+    return float(sign * value * (15.0 if hours else 1.0))
 
 
 def parse_coordinates(value: object) -> tuple[float, float]:

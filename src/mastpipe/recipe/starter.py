@@ -28,9 +28,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from mastpipe.errors import RecipeError, UsageError
+from mastpipe.errors import RecipeError, UsageError, literal
 
-__all__ = ["PRODUCT_KINDS", "MODES", "DEFAULT_SCHEMA_PATH", "starting_recipe", "default_name",
+__all__ = ["PRODUCT_KINDS", "MODES", "DEFAULT_SCHEMA_PATH", "Kind", "ProductKind", "starting_recipe", "default_name",
            "schema_path_for", "write_new_recipe"]
 
 #: Where recipes in a repository's ``pipelines/`` find the schema committed in ``schemas/``.
@@ -38,7 +38,7 @@ DEFAULT_SCHEMA_PATH = "../schemas/recipe.schema.json"
 MODES = ("download", "curl", "manifest")
 
 
-class Kind(NamedTuple):
+class ProductKind(NamedTuple):
     """A product kind: the file name's suffix, MAST's productSubGroupDescription and what it is."""
 
     suffix: str
@@ -46,12 +46,15 @@ class Kind(NamedTuple):
     what: str
 
 
-def _kinds(*rows: tuple[str, str, str]) -> dict[str, Kind]:
-    return {kind: Kind(f"_{kind}{extension}", kind.upper(), what) for kind, extension, what in rows}
+Kind = ProductKind  # the old name
+
+
+def _kinds(*rows: tuple[str, str, str]) -> dict[str, ProductKind]:
+    return {kind: ProductKind(f"_{kind}{extension}", kind.upper(), what) for kind, extension, what in rows}
 
 
 #: Product kinds per collection. Collections not listed take any kind as ``_<kind>.fits``.
-PRODUCT_KINDS: dict[str, dict[str, Kind]] = {
+PRODUCT_KINDS: dict[str, dict[str, ProductKind]] = {
     "JWST": _kinds(
         ("uncal", ".fits", "raw ramps (level 1b)"),
         ("rate", ".fits", "count-rate images (level 2a)"),
@@ -112,19 +115,19 @@ def _split(values: Iterable[str]) -> list[str]:
     return out
 
 
-def _check(option: str, values: list[str], pattern: re.Pattern[str], example: str) -> list[str]:
+def _check(parameter: str, values: list[str], pattern: re.Pattern[str], example: str) -> list[str]:
     seen: list[str] = []
     for value in values:
         if not pattern.match(value) or value != value.strip():
-            shown = "an empty value" if not value else repr(value)
-            raise UsageError(f"{option}: {shown} is not a valid value", hint=example)
+            shown = "an empty value" if not value else literal(repr(value))
+            raise UsageError(f"{{{parameter}}}: {shown} is not a valid value", hint=example, parameters=[parameter])
         if value not in seen:
             seen.append(value)
     return seen
 
 
 def _collection(value: str) -> str:
-    _check("--collection", [value], _COLLECTION, "give a MAST collection such as JWST, HST or TESS")
+    _check("collection", [value], _COLLECTION, "give a MAST collection such as JWST, HST or TESS")
     return _COLLECTIONS.get(value.upper(), value)
 
 
@@ -134,23 +137,24 @@ def _instrument(collection: str, value: str) -> str:
     return value
 
 
-def _kind(collection: str, value: str) -> Kind:
+def _kind(collection: str, value: str) -> ProductKind:
     kind = value.lower()
     if kind.startswith("_"):
         kind = kind[1:]
     for extension in (".fits", ".ecsv", ".json"):
         kind = kind.removesuffix(extension)
     if not _KIND.match(kind):
-        raise UsageError(f"--product: {value!r} is not a product kind",
-                         hint="give the last part of the file names, e.g. uncal, cal, i2d (JWST), flt, drz (HST), lc (TESS)")
+        raise UsageError(f"{{products}}: {literal(repr(value))} is not a product kind",
+                         hint="give the last part of the file names, e.g. uncal, cal, i2d (JWST), flt, drz (HST), lc (TESS)",
+                         parameters=["products"])
     known = PRODUCT_KINDS.get(collection)
     if known is None:
-        return Kind(f"_{kind}.fits", kind.upper(), "products")
+        return ProductKind(f"_{kind}.fits", kind.upper(), "products")
     if kind not in known:
         close = difflib.get_close_matches(kind, list(known), n=1, cutoff=0.6)
         did_you_mean = f"did you mean {close[0]!r}? " if close else ""
-        raise UsageError(f"--product: {value!r} is not a {collection} product kind",
-                         hint=f"{did_you_mean}{collection} kinds: {', '.join(known)}")
+        raise UsageError(f"{{products}}: {literal(repr(value))} is not a {literal(collection)} product kind",
+                         hint=literal(f"{did_you_mean}{collection} kinds: {', '.join(known)}"), parameters=["products"])
     return known[kind]
 
 
@@ -161,7 +165,7 @@ def _plain_ok(value: str) -> bool:
     if not value or value != value.strip():
         return False
     try:
-        return yaml.safe_load(f"k: {value}") == {"k": value} and yaml.safe_load(f"[{value}]") == [value]
+        return bool(yaml.safe_load(f"k: {value}") == {"k": value} and yaml.safe_load(f"[{value}]") == [value])
     except yaml.YAMLError:
         return False
 
@@ -231,21 +235,23 @@ def starting_recipe(*, collection: str, programs: Iterable[str] = (), instrument
         When an option's value cannot make a valid recipe; the message names the option.
     """
     coll = _collection(collection)
-    programs_ = _check("--program", _split(programs), _PROGRAM,
-                       "give a program (proposal) id such as 1073; several with --program 1073 --program 1345")
+    programs_ = _check("programs", _split(programs), _PROGRAM,
+                       "give a program (proposal) id such as 1073, or several: 1073,1345")
     instruments_ = [_instrument(coll, v) for v in _check(
-        "--instrument", _split(instruments), _VALUE, "give an instrument name such as NIRCAM, NIRCAM/IMAGE or WFC3/UVIS")]
-    filters_ = _check("--filters", _split(filters), _VALUE, "give optical elements such as F277W or F090W,F150W")
+        "instruments", _split(instruments), _VALUE, "give an instrument name such as NIRCAM, NIRCAM/IMAGE or WFC3/UVIS")]
+    filters_ = _check("filters", _split(filters), _VALUE, "give optical elements such as F277W or F090W,F150W")
     kinds = [_kind(coll, v) for v in _split(products)]
     kinds = list(dict.fromkeys(kinds))
     if mode not in MODES:
-        raise UsageError(f"--mode: {mode!r} is not one of {', '.join(MODES)}",
-                         hint="download fetches the files, curl writes a script, manifest only lists them")
+        raise UsageError(f"{{mode}}: {literal(repr(mode))} is not one of {', '.join(MODES)}",
+                         hint="download fetches the files, curl writes a script, manifest only lists them",
+                         parameters=["mode"])
     if name is None:
         name = default_name(coll, programs_, instruments_, filters_, [k.suffix for k in kinds])
     elif not _NAME.match(name):
-        raise UsageError(f"--name: {name!r} is not a valid recipe name",
-                         hint="use 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise UsageError(f"{{name}}: {literal(repr(name))} is not a valid recipe name",
+                         hint="use 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                         parameters=["name"])
     if not schema_path or any(c in schema_path for c in "\n\r"):
         raise UsageError("the schema path must be one non-empty line")
 
@@ -254,7 +260,7 @@ def starting_recipe(*, collection: str, programs: Iterable[str] = (), instrument
     return text
 
 
-def _describe(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[Kind]) -> str:
+def _describe(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[ProductKind]) -> str:
     what = ", ".join(k.what for k in kinds) if kinds else "all products"
     words = [f"{what[:1].upper()}{what[1:]} of {coll} observations"]
     if programs:
@@ -266,7 +272,7 @@ def _describe(coll: str, programs: list[str], instruments: list[str], filters: l
     return " ".join(words) + "."
 
 
-def _command(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[Kind],
+def _command(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[ProductKind],
              mode: str, name: str) -> str:
     import shlex
 
@@ -290,7 +296,7 @@ def _line(code: str, comment: str = "") -> str:
 _COMMENT_COLUMN = 36
 
 
-def _render(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[Kind],
+def _render(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[ProductKind],
             mode: str, name: str, schema_path: str) -> str:
     import textwrap
 
@@ -430,14 +436,16 @@ def write_new_recipe(path: str | os.PathLike[str], text: str, *, force: bool = F
     """
     target = Path(path)
     if target.is_dir():
-        raise UsageError(f"--output: {str(target)!r} is a directory", hint="give a file name, e.g. pipelines/my-recipe.yaml")
+        raise UsageError(f"{{path}}: {literal(repr(str(target)))} is a directory",
+                         hint="give a file name, e.g. pipelines/my-recipe.yaml", parameters=["path"])
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "w" if force else "x", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
     except FileExistsError:
-        raise UsageError(f"{target} already exists; not overwriting it",
-                         hint="pass --force to replace it, or choose another --output") from None
+        raise UsageError(f"{literal(target)} already exists; not overwriting it",
+                         hint="pass {force} to replace it, or choose another {path}",
+                         parameters={"force": "force=True", "path": "path"}) from None
     except OSError as error:
         raise UsageError(f"cannot write {target}: {error.strerror or error}") from None
     return target

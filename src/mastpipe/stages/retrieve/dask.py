@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
     from mastpipe.stages.retrieve.ledger import Ledger, LedgerRow
+    from mastpipe.typing import EventKind
 
 __all__ = ["DaskTransfer", "FileFacts", "Secret", "WorkerConfig", "fetch_on_worker"]
 
@@ -176,9 +177,11 @@ class _LedgerCalls:
         self.calls.append(("mark_running", (key, str(dest), size)))
 
     def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
-                  etag: str | None = None, last_modified: str | None = None, version: str | None = None) -> None:
+                  etag: str | None = None, last_modified: str | None = None,
+                  checksum: str | None = None, stat: os.stat_result | None = None,
+                  version: str | None = None) -> None:
         self.calls.append(("mark_done", (key, str(dest), size, sha256, attempts, etag,
-                                         last_modified, version)))
+                                         last_modified, checksum, stat, version)))
 
     def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:
         self.calls.append(("mark_failed", (key, str(dest), error, attempts)))
@@ -413,7 +416,7 @@ class DaskTransfer:
         topic = f"mastpipe-transfer-{run_id}"
         config = dataclasses.replace(self._config, topic=topic)
         queue = deque((task, row, 0) for task, row, _ in pending)
-        owners: dict[str, tuple[FileTask, LedgerRow | None, int]] = {}  # dask key -> file
+        owners: dict[Any, tuple[FileTask, LedgerRow | None, int]] = {}  # dask key -> file
         results: dict[str, FileResult] = {}
         serial = 0
         client.subscribe_topic(topic, self._on_topic)
@@ -454,7 +457,7 @@ class DaskTransfer:
             _quietly(client.unsubscribe_topic, topic)  # never hide the error being raised
         return results
 
-    def _outcome(self, future: Future, task: FileTask, tries: int) -> FileFacts | None:
+    def _outcome(self, future: Future[Any], task: FileTask, tries: int) -> FileFacts | None:
         """The facts of a finished task; None to resubmit; a failed-result fact when out of tries."""
         try:
             return cast(FileFacts, future.result())
@@ -486,7 +489,7 @@ class DaskTransfer:
                     if result.key in self._started:
                         continue
                     self._started.add(result.key)
-                late.append(Event(kind, result.key, total=total, message=message))
+                late.append(Event(cast("EventKind", kind), result.key, total=total, message=message))
         for event in late:
             self._emit(event)
         if rest > 0:

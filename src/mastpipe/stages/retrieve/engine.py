@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from mastpipe.stages.retrieve.client import MAX_REDIRECTS, Http
-from mastpipe.stages.retrieve.decide import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts, Verdict,
-                                             decide, judge, parse_content_range)
+from mastpipe.stages.retrieve.decide import (Action, ActionKind, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts,
+                                             Verdict, decide, judge, parse_content_range)
 from mastpipe.stages.retrieve.fetch import HASH_QUEUE, PROGRESS_CEILING, SYNC_EVERY, Budget, Dirs, FileFetcher
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask, Plan
 from mastpipe.stages.retrieve.ledger import DONE, Ledger, LedgerRow
 from mastpipe.stages.retrieve.paths import check_collisions, check_free_space
 from mastpipe.stages.retrieve.settings import CHUNK, DownloadSettings, settings_from
 from mastpipe.stages.retrieve.temporaries import (meta_path, part_path, remove_stale_temporaries,
-                                                  size_of, stale_temporaries)
+                                                  size_of, stale_temporaries, stat_of)
 from mastpipe.errors import UsageError
 from mastpipe.atomic import fsync_dir
 from mastpipe.tls import check_ca_bundle
@@ -54,6 +54,7 @@ __all__ = [
     "Event",
     "FileResult",
     "FileTask",
+    "ActionKind",
     "Kind",
     "LocalState",
     "PartMeta",
@@ -225,18 +226,20 @@ class Transfer:
                                                  and row.size is not None and row.size != task.size):
                 self.reprocessed[task.key] = (local.reprocessed
                                               or f"MAST reprocessed it (size {row.size} -> {task.size})")  # type: ignore[union-attr]
-            if action.kind is Kind.SKIP_DONE:
+            if action.kind is ActionKind.SKIP_DONE:
                 done[task.key] = FileResult(task.key, task.dest, "skipped",
-                                            size=local.final_size, sha256=row.sha256 if row else None)
+                                            size=local.final_size, sha256=row.sha256 if row else None,
+                                            checksum=row.checksum if row else None)
             else:
                 pending.append((task, row, local))
-                if task.size is not None and action.kind in (Kind.FETCH, Kind.RESTART, Kind.RESUME):
+                if task.size is not None and action.kind in (ActionKind.FETCH, ActionKind.RESTART, ActionKind.RESUME):
                     to_fetch += task.size - action.offset
         # Temporaries of files already done (left by an interrupted repair, or a kill between
         # the rename and the metadata's removal) are as stale as those of unwanted files.
         self._remove_stale(unique.values(), keep=[task for task, _, _ in pending])
         if pending and self.settings.check_space and to_fetch:
             check_free_space(Path(pending[0][0].dest).parent, to_fetch)
+        self._fetcher.to_fetch = to_fetch  # what a full disk's message says the rest needs
         self._emit(Event("plan", total=len(unique), nbytes=to_fetch, skipped=len(done)))
         for result in done.values():
             self._emit(Event("skipped", result.key, total=result.size))
@@ -248,7 +251,7 @@ class Transfer:
         if self.ledger is None:
             return
         learnt = {task.key: task.version for task, row, _, action in decided
-                  if action.kind is Kind.SKIP_DONE and row is not None and row.version is None and task.version}
+                  if action.kind is ActionKind.SKIP_DONE and row is not None and row.version is None and task.version}
         self.ledger.set_versions(learnt)  # type: ignore[arg-type]
 
     def _revalidated(self, decided: list[tuple[FileTask, LedgerRow | None, LocalState, Action]]
@@ -258,7 +261,7 @@ class Transfer:
         from concurrent.futures import ThreadPoolExecutor
 
         skipped = [(i, task, row) for i, (task, row, _, action) in enumerate(decided)
-                   if action.kind is Kind.SKIP_DONE and row is not None]
+                   if action.kind is ActionKind.SKIP_DONE and row is not None]
         if not skipped:
             return decided
 
@@ -296,11 +299,11 @@ class Transfer:
             rows = self.ledger.rows() if self.ledger else {}
         tasks = list(tasks)
         movable = {task.key for task, _ in self._movable(tasks, rows)}
-        decided = []
+        decided: list[tuple[FileTask, LedgerRow | None, Action]] = []
         for task in tasks:
             row = rows.get(task.key)
-            if task.key in movable:  # plan moves it, no request: as good as done
-                decided.append((task, row, Action(Kind.SKIP_DONE, reason="moved from " + row.dest)))
+            if row is not None and task.key in movable:  # plan moves it, no request: as good as done
+                decided.append((task, row, Action(ActionKind.SKIP_DONE, reason="moved from " + row.dest)))
                 continue
             decided.append((task, row, decide(self._fetcher.local_state(task, row), RemoteFacts(task.size))))
         return decided
@@ -311,7 +314,7 @@ class Transfer:
         The retrieve stage asks it whether any exclusive-access file may need the token, so a
         rerun over files already present neither checks a token nor fails for the lack of one.
         """
-        return [task for task, _, action in self.decisions(tasks) if action.kind is not Kind.SKIP_DONE]
+        return [task for task, _, action in self.decisions(tasks) if action.kind is not ActionKind.SKIP_DONE]
 
     def fetch_one(self, task: FileTask, row: LedgerRow | None = None) -> FileResult:
         """Fetch one file now, in the calling thread: the per-file half of :meth:`run`.
@@ -385,7 +388,7 @@ class Transfer:
                 continue
             fsync_dir(dest.parent)
             self.ledger.mark_done(task.key, dest, row.size or 0, row.sha256 or "", 0, row.etag, row.last_modified,
-                                  version=row.version)
+                                  row.checksum, stat_of(dest), version=row.version)
             rows[task.key] = dataclasses.replace(row, dest=os.fspath(dest))
             moved += 1
         return moved

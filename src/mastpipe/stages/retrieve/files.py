@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+
+from mastpipe.typing import EventKind, FileStatus
 
 if TYPE_CHECKING:
     from mastpipe.stages.retrieve.ledger import LedgerRow
@@ -51,7 +53,7 @@ class FileTask:
     version: str | None = None
 
 
-Status = Literal["fetched", "skipped", "failed"]
+Status = FileStatus  # the old name
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ class FileResult:
         HTTP requests sent this run for this file (redirect hops counted).
     error : str or None
         Why it failed; names the product; never contains the token.
+    checksum : {"verified", "none"} or None
+        The FITS file's own ``CHECKSUM``/``DATASUM`` were checked against its bytes and matched
+        (``verified``), or it carries none / is not FITS (``none``); None when not looked at
+        (a failed file, or a done file skipped without reading it: see the ledger's record).
     """
 
     key: str
@@ -84,6 +90,7 @@ class FileResult:
     attempts: int = 0
     http_requests: int = 0
     error: str | None = None
+    checksum: str | None = None
 
 
 @dataclass
@@ -122,7 +129,7 @@ class Event:
     says why).
     """
 
-    kind: str
+    kind: EventKind
     key: str = ""
     nbytes: int = 0
     total: int | None = None

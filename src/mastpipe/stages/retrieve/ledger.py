@@ -18,6 +18,7 @@ downloaded again and nothing is lost.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -52,13 +53,17 @@ CREATE TABLE IF NOT EXISTS files (
     finished      REAL
 )
 """
-#: Columns added after the first schema, each by ``ALTER TABLE ... ADD COLUMN`` when an older
-#: ledger lacks it (an additive migration: old ledgers keep working, nothing is rewritten).
-_ADDED = {
-    "version": "TEXT",  # the product-list fields naming the file's version (product_version)
-}
+#: Columns added since the first ledgers, with their types: added to an older ledger when it
+#: is opened (``ALTER TABLE ... ADD COLUMN``, never a rebuild), so ledgers of every version open.
+#: Add new columns here, at the end.
+_ADDED = (
+    ("checksum", "TEXT"),      # FITS CHECKSUM/DATASUM: verified | none (NULL: not looked at)
+    ("mtime_ns", "INTEGER"),   # the done file's stat when recorded: a rerun finding another
+    ("inode", "INTEGER"),      # size, mtime or inode re-hashes the file without a request
+    ("version", "TEXT"),       # the product-list fields naming the file's version (product_version)
+)
 _COLUMNS = ("key", "dest", "status", "size", "sha256", "attempts", "last_error", "etag",
-            "last_modified", "started", "finished", *_ADDED)
+            "last_modified", "started", "finished") + tuple(name for name, _ in _ADDED)
 #: Product-list columns that name a version of a file besides its size: MAST keeps a file's
 #: name when it reprocesses it, and says so in the calibration software version.
 VERSION_COLUMNS = ("prvversion",)
@@ -86,6 +91,9 @@ class LedgerRow:
     last_modified: str | None = None
     started: float | None = None
     finished: float | None = None
+    checksum: str | None = None
+    mtime_ns: int | None = None
+    inode: int | None = None
     version: str | None = None
 
 
@@ -135,10 +143,7 @@ class Ledger:
             # database; a lost "done" row only means the file is hashed and adopted again.
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(_SCHEMA)
-            present = {row[1] for row in db.execute("PRAGMA table_info(files)")}
-            for column, kind in _ADDED.items():
-                if column not in present:
-                    db.execute(f"ALTER TABLE files ADD COLUMN {column} {kind}")
+            _migrate(db)
         except BaseException:
             db.close()
             raise
@@ -217,7 +222,7 @@ class Ledger:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _write(self, sql: str, params: tuple) -> None:
+    def _write(self, sql: str, params: tuple[object, ...]) -> None:
         with self._lock:
             try:
                 self._db.execute(sql, params)
@@ -234,18 +239,29 @@ class Ledger:
         )
 
     def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
-                  etag: str | None = None, last_modified: str | None = None, version: str | None = None) -> None:
-        """Record a complete, verified file (``attempts`` is added to the running total), with the
-        server's validators and the product list's ``version`` it was fetched as."""
+                  etag: str | None = None, last_modified: str | None = None,
+                  checksum: str | None = None, stat: os.stat_result | None = None,
+                  version: str | None = None) -> None:
+        """Record a complete, verified file (``attempts`` is added to the running total).
+
+        ``checksum`` says whether its FITS checksums were verified; ``stat`` (of the file under
+        its final name, taken after the rename) lets a rerun notice a file changed behind the
+        ledger's back; ``version`` is what the product list named the version it was fetched as
+        (:func:`product_version`), so a rerun notices MAST reprocessed it.
+        """
         now = time.time()
         self._write(
             "INSERT INTO files (key, dest, status, size, sha256, attempts, last_error, etag, "
-            "last_modified, started, finished, version) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?) "
+            "last_modified, started, finished, checksum, mtime_ns, inode, version) "
+            "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET dest=excluded.dest, status=excluded.status, "
             "size=excluded.size, sha256=excluded.sha256, attempts=files.attempts + "
             "excluded.attempts, last_error=NULL, etag=excluded.etag, "
-            "last_modified=excluded.last_modified, finished=excluded.finished, version=excluded.version",
-            (key, str(dest), DONE, size, sha256, attempts, etag, last_modified, now, now, version),
+            "last_modified=excluded.last_modified, finished=excluded.finished, "
+            "checksum=excluded.checksum, mtime_ns=excluded.mtime_ns, inode=excluded.inode, "
+            "version=excluded.version",
+            (key, str(dest), DONE, size, sha256, attempts, etag, last_modified, now, now, checksum,
+             stat.st_mtime_ns if stat else None, stat.st_ino if stat else None, version),
         )
 
     def set_versions(self, versions: dict[str, str]) -> None:
@@ -268,7 +284,8 @@ class Ledger:
             "INSERT INTO files (key, dest, status, attempts, last_error, started, finished) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET dest=excluded.dest, status=excluded.status, "
-            "size=NULL, sha256=NULL, "  # what an earlier success recorded no longer describes it
+            "size=NULL, sha256=NULL, checksum=NULL, mtime_ns=NULL, inode=NULL, "
+            # what an earlier success recorded no longer describes it
             "attempts=files.attempts + excluded.attempts, last_error=excluded.last_error, "
             "finished=excluded.finished",
             (key, str(dest), FAILED, attempts, error, now, now),
@@ -284,6 +301,18 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add the columns of :data:`_ADDED` a ledger written by an older mastpipe lacks."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+    for name, kind in _ADDED:
+        if name not in have:
+            try:
+                db.execute(f"ALTER TABLE files ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as exc:  # another process added it a moment ago
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 def _is_corrupt(exc: sqlite3.Error) -> bool:
