@@ -228,11 +228,11 @@ class ExpectationError(MastpipeError):
 
     exit_code = EXIT_EXPECTATION
 
-    def __init__(self, message: str, failures: list[dict], *, hint: str | None = None) -> None:
+    def __init__(self, message: str, failures: list[dict[str, object]], *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.failures = failures
         self.result: object = None
-        self.explanations: list[dict] = []
+        self.explanations: list[dict[str, object]] = []
 
 
 class StateError(MastpipeError):

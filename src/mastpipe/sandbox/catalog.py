@@ -589,7 +589,7 @@ class Catalog:
                 "47 tucanae": "NGC-104", "andromeda": "M31", "messier 31": "M31", "ngc 224": "M31",
                 "smacs 0723": "SMACS0723", "smacs j0723.3-7327": "SMACS0723"}
 
-    def resolve(self, name: str) -> "dict | None":
+    def resolve(self, name: str) -> "dict[str, object] | None":
         """What ``Mast.Name.Lookup`` answers for ``name``: the catalogue's targets by their
         ``target_name`` (spaces, hyphens and case ignored), a few common aliases (``M1``,
         ``47 Tuc`` ...) and ``TIC <id>`` for TESS targets; None for any other name."""

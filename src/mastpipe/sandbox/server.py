@@ -21,7 +21,7 @@ import time
 from email.utils import formatdate
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import parse_qs, urlsplit
 
 from mastpipe.sandbox import columns
@@ -156,6 +156,7 @@ class Handler(BaseHTTPRequestHandler):
         self._sent = 0
         self._committed: Record | None = None
         self._presented = False
+        self._rows = 0
         self._rec = dict(method=self.command, path=path, endpoint="unknown", service=None,
                          obsids=[], uri=None, range=self.headers.get("Range"),
                          if_range=self.headers.get("If-Range"))
@@ -199,7 +200,7 @@ class Handler(BaseHTTPRequestHandler):
                 sb.log.persist(final)
 
     def _record(self, bytes_sent: int) -> Record:
-        return Record(**self._rec, has_token=self._presented, status=self._status,
+        return Record(**self._rec, has_token=self._presented, status=self._status, rows=self._rows,
                       bytes_sent=bytes_sent, time=self._t0)
 
     def _commit(self, bytes_sent: int) -> None:
@@ -474,7 +475,7 @@ class Handler(BaseHTTPRequestHandler):
         except QueryError as exc:
             result = {"status": "ERROR", "msg": str(exc)}
         if isinstance(result.get("data"), list):
-            self._rec["rows"] = len(result["data"])
+            self._rows = len(result["data"])
         body = json.dumps(result).encode()
         self._send_body(ep, key, attempt, 200, [("Content-Type", "application/json")],
                         len(body), [body])
@@ -662,7 +663,7 @@ class Handler(BaseHTTPRequestHandler):
 _AGGREGATE = re.compile(r"^(MIN|MAX)\(\s*(\w+)\s*\)$", re.IGNORECASE)
 
 
-def _select(wanted: str, fields: list) -> list:
+def _select(wanted: str, fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The fields named by a ``columns`` list (``"obs_id, t_min"``), as MAST's SQL select."""
     known = {name.lower(): (name, kind) for name, kind in fields}
     chosen = []
@@ -673,18 +674,20 @@ def _select(wanted: str, fields: list) -> list:
     return chosen
 
 
-def _aggregates(wanted: str, fields: list, matched: list) -> "dict | None":
+def _aggregates(wanted: str, fields: list[tuple[str, str]], matched: list[dict[str, Any]]) -> "dict[str, Any] | None":
     """``MIN(col),MAX(col)`` over the rows matched (uncapped, as SQL computes it), one row of
     ``Column1``, ``Column2``...; None when ``wanted`` holds no aggregate."""
     parts = [p.strip() for p in wanted.split(",")]
     found = [_AGGREGATE.match(p) for p in parts]
     if not any(found):
         return None
-    if not all(found):
+    matches = [m for m in found if m is not None]
+    if len(matches) != len(found):
         raise QueryError(f"Column list mixes aggregates and columns: {wanted}")
     known = {name.lower(): name for name, _ in fields}
-    row, out_fields = {}, []
-    for i, match in enumerate(found, 1):
+    row: dict[str, Any] = {}
+    out_fields: list[tuple[str, str]] = []
+    for i, match in enumerate(matches, 1):
         func, column = match.group(1).upper(), known.get(match.group(2).lower())
         if column is None:
             raise QueryError(f"Invalid column name: {match.group(2)}")

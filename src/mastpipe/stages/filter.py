@@ -151,15 +151,21 @@ def _numeric_mask(name: str, column: np.ndarray, wanted: list[Any]) -> np.ndarra
         except ValueError:  # validate refuses these; a hand-built Filter may not have been validated
             raise MastpipeError(f"filter.columns.{name}: {value!r} is not a numeric filter",
                                 hint=f"write {NUMERIC_SYNTAX}") from None
-        hit = {"==": lambda: column == low, ">=": lambda: column >= low, "<=": lambda: column <= low,
-               ">": lambda: column > low, "<": lambda: column < low,
-               "..": lambda: (column >= low) & (column <= high)}[op]()
+        hit = _compare(column, op, low, high)
         if negated:
             keep_all &= ~hit
         else:
             keep_any |= hit
             positives = True
     return (keep_any if positives else np.ones(len(column), dtype=bool)) & keep_all
+
+
+def _compare(column: np.ndarray, op: str, low: float, high: float) -> np.ndarray:
+    if op == "..":
+        return (column >= low) & (column <= high)
+    compare = {"==": np.equal, ">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less}[op]
+    hit: np.ndarray = compare(column, low)
+    return hit
 
 
 def filter_products(table: Table, rules: Filter) -> Table:

@@ -252,7 +252,7 @@ class Transfer:
             return
         learnt = {task.key: task.version for task, row, _, action in decided
                   if action.kind is ActionKind.SKIP_DONE and row is not None and row.version is None and task.version}
-        self.ledger.set_versions(learnt)  # type: ignore[arg-type]
+        self.ledger.set_versions(learnt)
 
     def _revalidated(self, decided: list[tuple[FileTask, LedgerRow | None, LocalState, Action]]
                      ) -> list[tuple[FileTask, LedgerRow | None, LocalState, Action]]:
