@@ -44,8 +44,8 @@ EXIT_INTERRUPTED = 130
 
 
 __all__ = [
-    "EXIT_ARCHIVE", "EXIT_FILES_FAILED", "EXIT_INTERRUPTED", "EXIT_INVALID", "EXIT_LOCKED", "EXIT_OK",
-    "ArchiveError", "AuthError", "CABundleError", "IntegrityError", "Interrupted", "LedgerError",
+    "EXIT_ARCHIVE", "EXIT_EXPECTATION", "EXIT_FILES_FAILED", "EXIT_INTERRUPTED", "EXIT_INVALID", "EXIT_LOCKED", "EXIT_OK",
+    "ArchiveError", "AuthError", "CABundleError", "ExpectationError", "NameNotFoundError", "IntegrityError", "Interrupted", "LedgerError",
     "LockError", "MastpipeError", "NotWritableError", "Problem", "RecipeError", "StateError",
     "TokenCheckError", "TokenRefusedError", "TransferError", "TruncatedResultError", "UnsafePathError",
     "UsageError", "interrupt_exit_code", "literal"

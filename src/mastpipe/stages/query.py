@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
     from mastpipe.archive import Archive
 
-__all__ = ["MIN_SPLIT_DAYS", "astroquery_criteria", "fetch_complete", "run", "unite"]
+__all__ = ["MIN_SPLIT_DAYS", "NameCache", "astroquery_criteria", "fetch_complete", "position_of", "resolve_name", "run",
+           "unite"]
 
 log = logging.getLogger(__name__)
 
