@@ -64,6 +64,24 @@ def test_same_size_reprocessing_is_fetched_again_and_reported(sandbox, recipe: P
     assert third.exit_code == 0 and _gets(sandbox) == [] and third.report["reprocessed"]["count"] == 0
 
 
+def test_the_old_version_stays_until_the_new_one_is_verified(sandbox, recipe: Path) -> None:
+    from mastpipe.sandbox import Faults
+
+    first = mastpipe.run(recipe, mast_url=sandbox.url, environ={})
+    uri = min(r.key for r in first.result.retrieve.results if "_gs-" not in r.key)
+    old = _path(first, uri).read_bytes()
+    sandbox.catalog.reprocess(uri, same_size=True)
+    sandbox.faults = Faults.parse("download.corrupt_rate=1")  # every body arrives damaged
+    recipe.write_text(recipe.read_text().replace("products:\n", "mast: {retries: 0}\nproducts:\n"))
+    failed = mastpipe.run(recipe, mast_url=sandbox.url, refresh=True, environ={})
+    assert failed.exit_code == 1 and failed.report["reprocessed"]["items"][0]["status"] == "failed"
+    assert _path(first, uri).read_bytes() == old, "the old version is kept while the new one cannot be verified"
+    sandbox.faults = Faults.parse("")
+    fixed = mastpipe.run(recipe, mast_url=sandbox.url, environ={})
+    assert fixed.exit_code == 0
+    assert hashlib.sha256(_path(fixed, uri).read_bytes()).hexdigest() == sandbox.catalog.sha256(uri)
+
+
 def test_overwrite_never_keeps_the_old_version_and_says_so(sandbox, recipe: Path) -> None:
     recipe.write_text(recipe.read_text().replace("  layout: astroquery", "  layout: astroquery\n  overwrite: never"))
     first = mastpipe.run(recipe, mast_url=sandbox.url, environ={})

@@ -165,10 +165,11 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
             return Action(kind, reason="recorded as done and size on disk matches")
         # not written by mastpipe, or rewritten since: overwrite decides whether it may go
         foreign = local.ledger_status != DONE or local.final_changed
-        if local.reprocessed is not None and not foreign and local.overwrite == "never":
+        if local.reprocessed is not None and local.overwrite == "never":
             return Action(ActionKind.KEEP_FOREIGN, reason=f"{local.reprocessed}, and overwrite is 'never': "
                                                           "the old version is kept")
-        if foreign and local.overwrite != "always" and expected is not None and local.final_size == expected:
+        if (foreign and local.overwrite != "always" and expected is not None and local.final_size == expected
+                and local.reprocessed is None):  # the same size is not the same version
             return Action(ActionKind.ADOPT, reason="complete file already present, not in the ledger")
         if foreign and local.overwrite == "never":
             return Action(ActionKind.KEEP_FOREIGN, reason=f"a different file ({local.final_size} bytes, expected "

@@ -219,11 +219,11 @@ def local_state(dest: Path | str, row: LedgerRow | None, *, verify: bool, overwr
 
 
 def reprocessed(row: LedgerRow | None, version: str | None) -> str | None:
-    """Why the file ``row`` records as done is an older version than the product list's
-    ``version``, or None (no row, no version on either side, or the same one)."""
-    from mastpipe.stages.retrieve.ledger import DONE
-
-    if row is None or row.status != DONE or version is None or row.version is None or row.version == version:
+    """Why the file ``row`` records (done, or failed or interrupted while being replaced) is an
+    older version than the product list's ``version``, or None (no row, no version on either
+    side, or the same one). Failed and running rows keep the version of the last file done, so
+    a new version whose fetch failed is not mistaken for the old file on disk next time."""
+    if row is None or version is None or row.version is None or row.version == version:
         return None
     return f"MAST reprocessed it ({row.version} -> {version})"
 
