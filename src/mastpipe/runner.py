@@ -110,6 +110,20 @@ def _server_label(server_id: Any, url: str | None) -> str:
     return f"{server_id} at {url}"
 
 
+def _query_section(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's queries as fingerprints see them. The keys of mission searches are left out
+    of CAOM searches, which do not use them, so checkpoints made before mission searches existed
+    stay current."""
+    queries: dict[str, Any] = recipe.model_dump(mode="json")["query"]
+    for query in queries.values():
+        if query.get("mission") is None:
+            for key in ("mission", "conditions", "select_cols"):
+                query.pop(key, None)
+        elif query.get("criteria") is None:
+            query.pop("criteria", None)
+    return queries
+
+
 def default_state_dir(recipe: Recipe, recipe_path: Path) -> Path:
     base = recipe_dir(recipe_path)
     if recipe.state.directory:
@@ -149,6 +163,7 @@ class Pipeline:
         self.mast_url = effective_mast_url(self.recipe, mast_url, environ)
         self.state_dir = Path(state_dir).resolve() if state_dir else default_state_dir(self.recipe, self.recipe_path)
         self.refresh = refresh
+        self.environ = environ
         # What identifies the server in fingerprints: its URL, unless the caller knows better
         # (the built-in sandbox gets a new port every time but always serves the same catalogue).
         self.server_id = server_id or self.mast_url
@@ -171,13 +186,14 @@ class Pipeline:
     def section(self, stage: str) -> dict[str, Any]:
         """The recipe settings a stage's result depends on (execution knobs excluded)."""
         r = self.recipe
-        return {
-            "query": {"query": r.model_dump(mode="json")["query"], "mast": self.server_id},
+        sections: dict[str, dict[str, Any]] = {
+            "query": {"query": _query_section(r), "mast": self.server_id},
             "products": {"mast": self.server_id},
             "unique": r.unique.model_dump(mode="json"),
             "filter": r.filter.model_dump(mode="json"),
             "retrieve": r.retrieve.model_dump(mode="json"),
-        }[stage]
+        }
+        return sections[stage]
 
     def _reasons(self, stage: str, sidecar: Sidecar | None, fp: str, forced: list[str]) -> list[str]:
         if sidecar is None:
@@ -287,12 +303,32 @@ class Pipeline:
                                     policy=RetryPolicy(max_attempts=m.retries + 1, retry_after_cap=m.retry_after_cap))
         return self._archive
 
+    def check_columns(self, *, refresh: bool = False) -> None:
+        """Check the mission searches' column names against MAST's column lists (cached in the
+        user's cache, fetched when missing or lacking a name; see :mod:`mastpipe.recipe.columns`).
+
+        Raises
+        ------
+        RecipeError
+            A condition or ``select_cols`` entry names no column of its mission.
+        """
+        from mastpipe.errors import RecipeError
+        from mastpipe.recipe.columns import checked_columns
+        from mastpipe.recipe.yamlload import load_yaml
+
+        problems = checked_columns(self.recipe, load_yaml(self.recipe_path), self.server_id,
+                                   self.archive.mission_columns, refresh=refresh, environ=self.environ)
+        if problems:
+            raise RecipeError(problems)
+
     def _compute(self, stage: str, table: Table | None, fp: str) -> Table:
         from mastpipe.stages import filter as filter_stage
         from mastpipe.stages import products, query, unique
 
         r = self.recipe
         if stage == "query":
+            if r.mission is not None:
+                self.check_columns()
             return query.run(r.query, self.archive, names=self.names, cap=r.mast.row_cap,
                              in_flight=r.mast.max_in_flight)
         assert table is not None
@@ -301,7 +337,7 @@ class Pipeline:
 
             store = products.BatchStore(self.state.keep_parts(fp), write_table, read_table)
             in_flight = r.products.in_flight or r.mast.max_in_flight
-            return products.run(table, self.archive, r.products.batch_size, in_flight, store)
+            return products.run(table, self.archive, r.products.batch_size, in_flight, store, mission=r.mission)
         if stage == "unique":
             result, _ = unique.unique_products(table, r.unique.key) if len(table) else (table, [])
             return result
@@ -439,6 +475,10 @@ class Pipeline:
         if stage == "query":
             for name, query in self.recipe.query.items():
                 if query_obsids(table, name):
+                    continue
+                if query.mission is not None or not query.criteria:  # a mission search: no CAOM counts to ask
+                    found.append({"where": f"query {name!r}", "stage": "query",
+                                  "message": f"query {name!r} matches no {query.mission or ''} dataset".replace("  ", " ")})
                     continue
                 try:
                     found.append(explain_query(name, query, self.archive, self.recipe.mast.max_in_flight, self.names))

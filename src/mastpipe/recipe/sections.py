@@ -11,16 +11,16 @@ import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError, WithJsonSchema, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from mastpipe.recipe.base import Range, Scalar, _Model
-from mastpipe.recipe.checks import check_column, check_criterion, layout_problem
-from mastpipe.recipe.fields import OBSERVATION_FIELDS, PRODUCT_COLUMNS
+from mastpipe.recipe.checks import check_column, check_condition, check_criterion, layout_problem
+from mastpipe.recipe.fields import COLUMN_NAME, MISSION_PRODUCT_COLUMNS, OBSERVATION_FIELDS, PRODUCT_COLUMNS
 from mastpipe.recipe.quantities import parse_bytes, parse_coordinates, parse_duration, parse_radius
 
-__all__ = ["DEFAULT_MAST_URL", "GUIDE_STAR_MARK", "MAST_URL_ENV", "Criterion", "ColumnMatch", "Executor", "Filter",
-           "Mast", "Position", "Products", "Query", "Range", "Retrieve", "State", "Unique",
+__all__ = ["DEFAULT_MAST_URL", "GUIDE_STAR_MARK", "MAST_URL_ENV", "Condition", "Criterion", "ColumnMatch", "Executor",
+           "Filter", "Mast", "Position", "Products", "Query", "Range", "Retrieve", "Segments", "State", "Unique",
            "Bounds", "ByteBounds", "Expect", "QueryExpect"]
 
 DEFAULT_MAST_URL = "https://mast.stsci.edu"
@@ -144,15 +144,39 @@ class Position(_Model):
 Criterion = Union[Range, list[Scalar], Scalar]
 
 
-class Query(_Model):
-    """One named search for observations. Criteria are ANDed; a list means "any of"."""
+Condition = Union[list[Union[str, int, float]], str, int, float]
 
-    criteria: dict[str, Criterion] = Field(
-        ..., json_schema_extra=_names_in(OBSERVATION_FIELDS), description=(
-            "Observation fields and the values to match (MAST's CAOM field names, e.g. obs_collection, "
+
+class Query(_Model):
+    """One named search: for CAOM observations (``criteria``), or for one mission's datasets
+    through MAST's mission search API (``mission`` and ``conditions``). Criteria and conditions
+    are ANDed; a list means "any of"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, json_schema_extra={
+        "oneOf": [{"required": ["criteria"], "not": {"required": ["mission"]}},
+                  {"required": ["mission"], "not": {"required": ["criteria"]}}]})
+
+    mission: Literal["jwst", "hst"] | None = Field(None, description=(
+        "Search this mission's own catalogue (MAST's mission search API, astroquery's MastMissions) "
+        "instead of CAOM: its columns (for JWST exp_type, program, detector, readpatt ...; for HST the "
+        "sci_* fields) in `conditions`, its product lists (with file_suffix and category) and downloads. "
+        "All the queries of a recipe search CAOM, or all the same mission."))
+    criteria: dict[str, Criterion] | None = Field(
+        None, json_schema_extra=_names_in(OBSERVATION_FIELDS), description=(
+            "CAOM searches (required without `mission`): observation fields and the values to match "
+            "(MAST's CAOM field names, e.g. obs_collection, "
             "proposal_id, instrument_name, filters). A scalar matches exactly (case-insensitive); a list "
             "matches any of its values; `*` is a wildcard (\"NIRCAM*\"); continuous fields (s_ra, s_dec, "
             "t_min, t_max, t_obs_release, t_exptime, em_min, em_max) take {min, max}, and dates may be ISO."))
+    conditions: dict[Annotated[str, Field(pattern=COLUMN_NAME)], Condition] = Field(
+        default_factory=dict, description=(
+            "Mission searches only: the mission's columns and the values to match, e.g. "
+            "{program: 1073, exp_type: NRC_IMAGE, filter: F277W}. A list matches any of its values; `*` "
+            "is a wildcard. `mastpipe validate --online` (and every run) checks the names against MAST's "
+            "list of the mission's searchable columns."))
+    select_cols: list[Annotated[str, Field(pattern=COLUMN_NAME)]] = Field(default_factory=list, description=(
+        "Mission searches only: the columns to keep in the query results (default: MAST's default "
+        "set); the dataset column (fileSetName, sci_data_set_name) is always added."))
     position: Position | None = Field(None, description="Restrict the search to a cone on the sky.")
     expect: QueryExpect = Field(default_factory=QueryExpect, description=(
         "What this search must find (default: at least one observation)."))
@@ -171,9 +195,49 @@ class Query(_Model):
                 raise ValueError(problem[1])
         return converted
 
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _conditions(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, condition in value.items():
+                problem = check_condition(name, condition)
+                if problem:
+                    raise ValueError(problem[1])
+        return value
+
+    @model_validator(mode="after")
+    def _kind(self) -> Query:
+        if self.mission is None:
+            if self.conditions or self.select_cols:
+                given = "conditions" if self.conditions else "select_cols"
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": f"{given} belong to a mission search, and this query names no mission",
+                    "hint": "add `mission: jwst` (or hst) to search that mission's own columns, or write CAOM "
+                            "`criteria:` instead", "at": "mission"})
+            if self.criteria is None:
+                raise PydanticCustomError("missing_criteria", "required key 'criteria' is missing")
+        else:
+            if self.criteria is not None:
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": f"criteria are CAOM observation fields; a {self.mission} mission search "
+                               "takes `conditions` over the mission's own columns",
+                    "hint": "rename criteria to conditions and use the mission's column names "
+                            "(e.g. program, exp_type for JWST; sci_pep_id, sci_instrume for HST), "
+                            "or remove `mission:` to search CAOM", "at": "criteria"})
+            if self.position is not None and self.position.object is not None:
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": "a mission search takes a position as coordinates, not an object name",
+                    "hint": "write e.g. `coordinates: \"83.633 22.0145\"` (MAST's name resolver serves CAOM searches)",
+                    "at": "position.object"})
+            if not self.conditions and self.position is None:
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": "a mission search needs conditions or a position (MAST refuses searches without any)",
+                    "hint": "add e.g. `conditions: {program: 1073}`", "at": "mission"})
+        return self
+
     @property
     def names_collection(self) -> bool:
-        return "obs_collection" in self.criteria
+        return self.mission is not None or "obs_collection" in (self.criteria or {})
 
 
 class Mast(_Model):
@@ -242,10 +306,12 @@ class Filter(_Model):
     guide_stars: Literal["omit", "keep", "only"] = Field("omit", description=(
         f"Guide-star files (names containing {GUIDE_STAR_MARK!r}): omit them (default, as the seed), keep them, or keep only them."))
     mrp_only: bool = Field(False, description="Keep only MAST's Minimum Recommended Products.")
-    columns: dict[str, ColumnMatch] = Field(default_factory=dict, json_schema_extra=_names_in(PRODUCT_COLUMNS), description=(
+    columns: dict[str, ColumnMatch] = Field(default_factory=dict, json_schema_extra=_names_in(
+        {**PRODUCT_COLUMNS, **MISSION_PRODUCT_COLUMNS}), description=(
         "Exact matches on product columns, e.g. productSubGroupDescription: UNCAL, productType: [SCIENCE], "
         "calib_level: [2, 3], dataRights: \"!EXCLUSIVE_ACCESS\", extension-like tests belong in endswith; "
-        "numeric columns (size, calib_level) also take {min, max}."))
+        "numeric columns (size, calib_level) also take {min, max}. A mission search's product lists have "
+        "their own columns: file_suffix: _uncal, category: CALIBRATED, access, type ..."))
 
     @field_validator("contains", "endswith", "exclude")
     @classmethod
@@ -259,7 +325,7 @@ class Filter(_Model):
     def _columns(cls, value: Any) -> Any:
         if isinstance(value, dict):
             for name, match in value.items():
-                problem = check_column(name, match)
+                problem = check_column(name, match, mission=None)  # whose columns: the Recipe checks
                 if problem:
                     raise ValueError(problem[1])
         return value
@@ -335,6 +401,28 @@ class Executor(_Model):
                              parameters=["scheduler"]) from None
 
 
+class Segments(_Model):
+    """Large files fetched over several connections at once, in ranged segments.
+
+    A link that caps each connection leaves one download at a fraction of what the machine can
+    take (MAST over a long path, a shaping proxy). A file of at least ``min_size`` bytes is
+    then fetched as segments of ``size`` bytes into one preallocated temporary, like aria2c
+    ``-x`` or rclone's multi-thread streams: the first connection alone at first, then the
+    ``in_flight`` slots no other file is waiting for, kept only if they measurably raise the
+    throughput. Extra connections count in ``in_flight``. A server that ignores ``Range`` gets
+    one stream. The temporary's ``.part.json`` records the segments complete, so an
+    interrupted run fetches only the others; the whole file is size- and sha256-verified as
+    any other. Not used with the Dask executor (each worker fetches one file on one connection).
+    """
+
+    min_size: int | None = Field(256_000_000, ge=1, description=(
+        "Files of at least this many bytes are fetched in segments (default 256 MB); null: never."))
+    size: int = Field(32 << 20, ge=1 << 16, description=(
+        "Bytes per segment at most (default 32 MiB): the most a connection refetches after an interruption. "
+        "Smaller for a file that would get fewer than 8 segments per connection, so the last ones do not "
+        "finish alone for long."))
+
+
 class Retrieve(_Model):
     """What to do with the products kept, and where files go."""
 
@@ -346,7 +434,8 @@ class Retrieve(_Model):
         "astroquery: mastDownload/<obs_collection>/<obs_id>/<file>, as astroquery writes it (so earlier "
         "manual downloads are adopted); flat: <file>; or a template of product columns such as "
         "\"{obs_collection}/{proposal_id}/{productFilename}\"."))
-    in_flight: int = Field(4, ge=1, le=16, description="Downloads in flight at once.")
+    in_flight: int = Field(4, ge=1, le=16, description=(
+        "Downloads in flight at once (requests: the extra connections of a file fetched in segments count)."))
     verify: Literal["size", "sha256"] = Field("size", description=(
         "How a rerun checks files it already has: size (fast, no reading) or sha256 (re-hash every file "
         "and repair mismatches). New downloads are always size-checked and hashed."))
@@ -355,6 +444,8 @@ class Retrieve(_Model):
         "file), changed (keep when the size matches, refetch otherwise), always (refetch)."))
     executor: Executor = Field(default_factory=Executor, description=(
         "download mode: where the downloads run, local threads (default) or a Dask cluster."))
+    segments: Segments = Field(default_factory=Segments, description=(
+        "download mode: when a large file is fetched over several connections in ranged segments."))
     script: str | None = Field(None, description="curl mode: where to write the script (default <destination>/mastpipe-download.sh).")
     manifest: str | None = Field(None, description="Where to write the manifest (default <destination>/manifest.ecsv, plus .json).")
 

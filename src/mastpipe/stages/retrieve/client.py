@@ -34,6 +34,7 @@ class RedirectRefused(Exception):
 
 class _CountsRequests(Protocol):
     requests: int
+    token_withheld: bool
 
 
 def host_key(url_or_host: str) -> str:
@@ -86,7 +87,9 @@ class Http:
     def get(self, url: str, headers: dict[str, str], counters: _CountsRequests) -> requests.Response:
         """GET ``url`` (streamed) following redirects by hand, so the token stays on its hosts.
 
-        ``counters.requests`` counts every request made, redirects included.
+        ``counters.requests`` counts every request made, redirects included;
+        ``counters.token_withheld`` says whether the last one went without the token because
+        a redirect left the token's hosts (so a 401 there is explained).
 
         Raises
         ------
@@ -100,11 +103,13 @@ class Http:
     def _send(self, method: str, url: str, headers: dict[str, str], counters: _CountsRequests) -> requests.Response:
         session = self._session()
         send_token = self._token is not None and host_key(url) in self.token_hosts
+        first = send_token  # the token was for this download: a redirect may take it away
         for _ in range(MAX_REDIRECTS + 1):
             request_headers = dict(headers)
             if send_token:
                 request_headers["Cookie"] = f"mast_token={self._token}"
             counters.requests += 1
+            counters.token_withheld = first and not send_token
             response = session.request(method, url, headers=request_headers, stream=True,
                                        timeout=(self.timeout, self.timeout), allow_redirects=False,
                                        **self.tls)
@@ -128,6 +133,7 @@ class Http:
         when the server cannot tell (no validator, an error: the file is kept, not refetched)."""
         class _Count:
             requests = 0
+            token_withheld = False
 
         try:
             response = self._send("HEAD", url, {}, _Count())
@@ -154,6 +160,16 @@ class Http:
                 session.close()
             self._sessions.clear()
         self._local = threading.local()
+
+    def drop_session(self) -> None:
+        """Close this thread's session (a segment connection's thread is about to end)."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            with self._sessions_lock:
+                if session in self._sessions:
+                    self._sessions.remove(session)
+            del self._local.session
 
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)

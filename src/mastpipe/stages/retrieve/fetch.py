@@ -32,7 +32,8 @@ from mastpipe.errors import IntegrityError, TransferError
 from mastpipe.retry import RetryAfterTooLong
 from mastpipe.stages.retrieve.checksum import FitsChecksum
 from mastpipe.stages.retrieve.attempt import (HASH_QUEUE, SYNC_EVERY, Attempt, _Counters, _DiskFull, _Fail, _fits_check,
-                                              _Retry)
+                                              _kept, _Retry)
+from mastpipe.stages.retrieve.segments import Slots
 from mastpipe.stages.retrieve.client import Http
 from mastpipe.stages.retrieve.decide import (Action, ActionKind, LocalState, PartMeta, RemoteFacts, decide)
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
@@ -54,6 +55,19 @@ log = logging.getLogger(__name__)
 PROGRESS_CEILING = 10
 LOCK_POLL = 0.2  # seconds between looks at a file another process is fetching
 LOCK_NOTICE = 10.0  # seconds between "still waiting" lines
+
+
+def _gave_up(counters: _Counters, allowed: int, ceiling: int) -> str:
+    """"gave up after N attempts", with why N differs from what ``retries`` allows, if it does."""
+    n = counters.attempts
+    text = f"gave up after {n} attempt{'s' if n != 1 else ''}"
+    if n >= ceiling and n > allowed:
+        return (f"{text}: the most one file gets, {PROGRESS_CEILING} x (retries + 1), since attempts "
+                f"that keep new bytes do not count against retries: {allowed - 1}")
+    if n > allowed:
+        return (f"{text}: retries: {allowed - 1} allows {allowed} attempts in a row that keep no new "
+                f"byte; the {n - counters.stalled} before them kept new bytes, so did not count")
+    return text
 
 
 def _validators(row: LedgerRow | None, action: Action) -> tuple[str | None, str | None]:
@@ -137,6 +151,17 @@ class FileFetcher:
     def helpers(self, pool: ThreadPoolExecutor | None) -> None:
         self.attempt.helpers = pool
 
+    @property
+    def slots(self) -> Slots:
+        """The run's bound on requests in flight: each file holds one slot while it is worked on,
+        and a file fetched in segments takes spare ones for its extra connections; set by the
+        engine for a run."""
+        return self.attempt.slots
+
+    @slots.setter
+    def slots(self, slots: Slots) -> None:
+        self.attempt.slots = slots
+
     def local_state(self, task: FileTask, row: LedgerRow | None, ignore_final: bool = False) -> LocalState:
         return local_state(task.dest, row, verify=self.settings.verify, overwrite=self.settings.overwrite,
                            ignore_final=ignore_final, version=task.version)
@@ -149,10 +174,14 @@ class FileFetcher:
             return FileResult(task.key, dest, "failed", error=f"{task.key}: interrupted")
         lock = FetchLock(dest)
         result: FileResult | None = None
+        slots = self.slots
+        slots.acquire()  # free at once unless extra segment connections hold them all
         try:
             result = self._until_settled(task, row, local, counters, lock)
             return result
         except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
+            if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:  # making its directory, its lock
+                exc = _Fail(self._disk_message(task, _DiskFull(exc, keep=True)))
             message = self.http.clean(f"{task.key}: {exc}")
             if not isinstance(exc, (_Fail, TransferError)):
                 # not an HTTP outcome (a full disk, a bug): keep the traceback for debugging;
@@ -164,6 +193,7 @@ class FileFetcher:
             return FileResult(task.key, dest, "failed", attempts=counters.attempts,
                               http_requests=counters.requests, error=message)
         finally:
+            slots.release()
             with self._dirs.lock:
                 lock.release()
                 if result is None:  # a failed file leaves no directory made for it behind
@@ -295,7 +325,7 @@ class FileFetcher:
                         self._discard(task)
                     # A resume that kept new bytes is progress, not a failure: on a link that
                     # drops every few minutes a large file still gets there.
-                    progressed = not exc.discard and (size_of(part_path(dest)) or 0) > kept
+                    progressed = not exc.discard and _kept(dest) > kept
                     counters.stalled = 0 if progressed else counters.stalled + 1
                     self._wait_before_retry(task, counters, exc)
                 except IntegrityError as exc:
@@ -340,7 +370,7 @@ class FileFetcher:
         policy = self.settings.policy
         ceiling = policy.max_attempts * (PROGRESS_CEILING if policy.max_attempts > 1 else 1)
         if not policy.should_retry(counters.stalled) or counters.attempts >= ceiling:
-            raise _Fail(f"{exc.reason} (gave up after {counters.attempts} attempts)")
+            raise _Fail(f"{exc.reason} ({_gave_up(counters, policy.max_attempts, ceiling)})")
         if not self.budget.take():
             raise _Fail(f"{exc.reason} (the run's retry budget is spent)")
         try:
