@@ -153,7 +153,7 @@ def check_column(name: str, match: Any, mission: bool | None = False) -> tuple[s
                 "ranges work only on numeric columns: size, calib_level")
     if isinstance(match, list) and not match:
         return ("value", f"{name}: an empty list matches nothing", "remove the column or give values")
-    if kinds[name] == "number" and not isinstance(match, dict):
+    if kinds[name] == "number" and not isinstance(match, (dict, Range)):
         for index, item in enumerate(match if isinstance(match, list) else [match]):
             why = numeric_problem(item)
             if why:
