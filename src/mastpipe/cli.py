@@ -230,6 +230,11 @@ def _setup_logging(quiet: bool, verbose: bool, json_lines: bool = False) -> None
     root.propagate = False
 
 
+_SOURCE = click.option("--source", type=click.Choice(["mast", "cloud", "auto"]),
+                       help="Where files come from, instead of the recipe's retrieve.source: MAST, its S3 copies "
+                            "only, or S3 where a copy exists (cloud and auto need mastpipe[cloud]).")
+
+
 def _pipeline_options(function):  # type: ignore[no-untyped-def]
     options = [
         click.argument("recipe", type=click.Path(dir_okay=False)),
@@ -248,7 +253,8 @@ def _pipeline_options(function):  # type: ignore[no-untyped-def]
 
 def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
                    action, refresh: bool = False, insecure: bool = False, quiet: bool = False,
-                   json_events: bool = False, files: _FileCount | None = None):  # type: ignore[no-untyped-def]
+                   json_events: bool = False, files: _FileCount | None = None,
+                   source: str | None = None):  # type: ignore[no-untyped-def]
     """Build the Pipeline (inside a sandbox when asked) and run ``action(pipeline)``.
 
     Every way the run can end early becomes one line, never a traceback: a
@@ -284,7 +290,16 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
                 click.echo(f"sandbox: serving a local MAST stand-in at {url}", err=True)
             server_id = SANDBOX_SERVER_ID if running is not None else None
             pipeline = Pipeline(recipe, mast_url=url, state_dir=state_dir, refresh=refresh, server_id=server_id,
-                                insecure=insecure)
+                                insecure=insecure, source=source)
+            if running is not None and pipeline.recipe.retrieve.source != "mast":
+                from .stages.retrieve.s3 import S3_ENDPOINT_ENV
+
+                endpoint = running.start_s3().endpoint  # the sandbox's bucket stands in for AWS's
+                if not quiet:
+                    click.echo(f"sandbox: serving its cloud bucket at {endpoint}", err=True)
+                import os
+
+                pipeline.environ = {**(pipeline.environ or os.environ), S3_ENDPOINT_ENV: endpoint}
             return action(pipeline)
     except MastpipeError as error:
         _fail(error, json_events)
@@ -317,10 +332,11 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
               help="Where downloads run, instead of the recipe's retrieve.executor (dask needs mastpipe[dask]).")
 @click.option("--scheduler", metavar="ADDRESS",
               help="Dask scheduler, e.g. tcp://host:8786, or 'local' for worker processes on this machine.")
+@_SOURCE
 def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
         verbose: bool, until: str, from_stage: str | None, refresh: bool, verify: bool, report_path: str | None,
         summary_path: str | None, json_events: bool, executor: str | None = None,
-        scheduler: str | None = None, revalidate: bool = False) -> None:
+        scheduler: str | None = None, source: str | None = None, revalidate: bool = False) -> None:
     """Run a recipe: query -> products -> unique -> filter -> retrieve.
 
     Each stage's result is checkpointed; a rerun reuses every stage whose recipe section and
@@ -380,7 +396,7 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
 
     files = _FileCount()
     _with_pipeline(recipe, mast_url, state_dir, sandbox, action, refresh=refresh, insecure=insecure, quiet=quiet,
-                   json_events=json_events, files=files)
+                   json_events=json_events, files=files, source=source)
 
 
 @main.command()
@@ -418,8 +434,9 @@ def history(recipe: str, state_dir: str | None, as_json: bool) -> None:
 
 @main.command()
 @_pipeline_options
+@_SOURCE
 def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
-         verbose: bool) -> None:
+         verbose: bool, source: str | None = None) -> None:
     """Show what `run` would retrieve, without downloading anything.
 
     Runs the stages up to filter (reusing checkpoints) and prints the files and bytes `run`
@@ -438,8 +455,12 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
         result = pipeline.run(until="filter")
         outlook = pipeline.retrieve_outlook(result.tables["filter"])
         click.echo(format_plan(result.tables["filter"], result.tables["query"], outlook))
+        if pipeline.recipe.retrieve.source != "mast":
+            from mastpipe.report import format_cloud_plan
 
-    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, insecure=insecure, quiet=quiet)
+            click.echo(format_cloud_plan(pipeline, result.tables["filter"], outlook))
+
+    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, insecure=insecure, quiet=quiet, source=source)
 
 
 @main.command()
@@ -610,17 +631,22 @@ def sandbox() -> None:
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Append every request to this JSON-lines file.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate (PEM; with --tls-key).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The private key of --tls-cert (PEM).")
+@click.option("--s3", is_flag=True, help="Also serve the public cloud bucket from a local S3 server; prints its endpoint second.")
 def serve(host: str, port: int, seed: int, scale: str | None, faults: str | None, tokens: tuple[str, ...],
-          log_path: str | None, tls_cert: str | None, tls_key: str | None) -> None:
+          log_path: str | None, tls_cert: str | None, tls_key: str | None, s3: bool) -> None:
     """Serve a local MAST on HOST:PORT until interrupted; prints its URL first.
 
     Point mastpipe at it with --mast-url or MASTPIPE_MAST_URL, or astroquery with an
     astroquery.cfg whose [mast] server is that URL. With --tls-cert and --tls-key it serves
     HTTPS, to rehearse a network with its own certificate authority (REQUESTS_CA_BUNDLE).
+    With --s3 it also serves MAST's public cloud copies from a real S3 server (moto, from the
+    test extra) and prints that endpoint on the second line: give it to mastpipe as
+    MASTPIPE_S3_ENDPOINT, to boto3 and astroquery as AWS_ENDPOINT_URL_S3.
 
     Example:
 
         mastpipe sandbox serve --port 8080 --faults 'download.error_rate=0.2'
+        mastpipe sandbox serve --s3 --faults 's3.error_rate=0.1:503'
     """
     from mastpipe.sandbox import serve_forever
 
@@ -634,7 +660,7 @@ def serve(host: str, port: int, seed: int, scale: str | None, faults: str | None
                                      param_hint="--log") from None
     try:
         serve_forever(host=host, port=port, seed=seed, scale=scale, faults=faults, tokens=list(tokens),
-                      log_path=log_path, ssl_context=context)
+                      log_path=log_path, ssl_context=context, s3=s3)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     except OSError as error:
