@@ -90,8 +90,9 @@ def explain_query(name: str, query: Query, archive: Archive, in_flight: int, nam
     from mastpipe.stages.query import astroquery_criteria, position_of
 
     position = position_of(query, archive, names)
-    searches = astroquery_criteria(query.criteria)
-    fields = list(query.criteria)
+    criteria = dict(query.criteria or {})  # a CAOM search (mission searches are not explained this way)
+    searches = astroquery_criteria(criteria)
+    fields = list(criteria)
     entry: dict[str, Any] = {"where": f"query {name!r}", "stage": "query", "culprits": []}
     droppable = [f for f in fields if len(fields) > 1 or position is not None]
 
@@ -104,7 +105,7 @@ def explain_query(name: str, query: Query, archive: Archive, in_flight: int, nam
     culprits = [f for f in droppable if counts[f] > 0]
     lines = []
     for field in culprits[:3]:
-        asked = query.criteria[field]
+        asked = criteria[field]
         culprit: dict[str, Any] = {"field": field, "asked": _asked(asked), "count_without": counts[field]}
         others = {k: v for k, v in searches[0].items() if k != field}
         try:
