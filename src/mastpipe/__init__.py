@@ -15,7 +15,8 @@ from typing import Any
 __version__ = "0.1.0"
 _ERRORS = ("MastpipeError", "RecipeError", "Problem", "UsageError", "NotWritableError", "CABundleError", "ArchiveError",
            "TruncatedResultError", "AuthError", "TokenRefusedError", "TokenCheckError", "LockError", "StateError",
-           "LedgerError", "TransferError", "IntegrityError", "UnsafePathError", "Interrupted")
+           "LedgerError", "TransferError", "IntegrityError", "UnsafePathError", "Interrupted", "ExpectationError",
+           "NameNotFoundError")
 _LAZY = {
     "load_recipe": "mastpipe.recipe.models", "Recipe": "mastpipe.recipe.models", "run": "mastpipe.api",
     "RunOutcome": "mastpipe.api", "Pipeline": "mastpipe.runner", "StateDir": "mastpipe.state",

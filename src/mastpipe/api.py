@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from mastpipe.errors import EXIT_OK, LockError, MastpipeError, UsageError, interrupt_exit_code
+from mastpipe.errors import EXIT_OK, ExpectationError, LockError, MastpipeError, UsageError, interrupt_exit_code
 from mastpipe.report import (Snapshot, append_history, build_report, history_entry, iso_time, read_history,
                      render_markdown, snapshot)
 from mastpipe.runner import Pipeline, RunResult
@@ -55,7 +55,8 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
         token: str | None = None, on_event: Callable[[Any], None] | None = None, server_id: str | None = None,
         report: str | os.PathLike[str] | None = None, summary: str | os.PathLike[str] | None = None,
         environ: dict[str, str] | None = None, executor: str | None = None,
-        scheduler: str | None = None, insecure: bool = False, source: str | None = None) -> RunOutcome:
+        scheduler: str | None = None, insecure: bool = False, source: str | None = None,
+        revalidate: bool = False) -> RunOutcome:
     """Run a recipe: the stages up to ``until``, then write the run report and history.
 
     Parameters
@@ -84,11 +85,16 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
         Also write the JSON report / Markdown summary there. The JSON report is always written
         to ``<state dir>/reports/``; the summary is appended to ``$GITHUB_STEP_SUMMARY`` when set.
     insecure : bool
-        Do not check TLS certificates. Dangerous, so logged as a warning and recorded in the
+        Do not check TLS certificates (see below). Dangerous, so logged as a warning and recorded in the
         report; for a network with its own certificate authority set ``REQUESTS_CA_BUNDLE``
         instead (see :mod:`mastpipe.tls`).
     source : {"mast", "cloud", "auto"}, optional
         Where files come from, instead of the recipe's ``retrieve.source`` (``--source``).
+
+    revalidate : bool
+        Ask the server (HEAD, ``retrieve.in_flight`` at a time) whether files already downloaded,
+        whose product-list version did not change, changed anyway (ETag, Last-Modified): for
+        archives that reprocess silently. Changed files are fetched again per ``overwrite``.
 
     Returns
     -------
@@ -113,14 +119,14 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
                         server_id=server_id, insecure=insecure, source=source)
     return run_pipeline(pipeline, until=until, from_stage=from_stage, verify=verify, token=token,
                         on_event=on_event, report=report, summary=summary, environ=env,
-                        executor=executor, scheduler=scheduler)
+                        executor=executor, scheduler=scheduler, revalidate=revalidate)
 
 
 def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str | None = None,
                  verify: bool = False, token: str | None = None, on_event: Callable[[Any], None] | None = None,
                  report: str | os.PathLike[str] | None = None, summary: str | os.PathLike[str] | None = None,
                  environ: dict[str, str] | None = None, executor: str | None = None,
-                 scheduler: str | None = None) -> RunOutcome:
+                 scheduler: str | None = None, revalidate: bool = False) -> RunOutcome:
     """:func:`run` for a :class:`~mastpipe.runner.Pipeline` already built (recipe loaded, server
     and state directory chosen); the parameters are :func:`run`'s."""
     from mastpipe.auth import discover_token
@@ -128,7 +134,7 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     env = dict(os.environ) if environ is None else environ
     # Built once, here: a bad --scheduler fails before any stage, and retrieve gets one object.
     download = DownloadSettings.build(pipeline.recipe, pipeline.mast_url, verify=verify, executor=executor,
-                                      scheduler=scheduler, insecure=pipeline.insecure)
+                                      scheduler=scheduler, insecure=pipeline.insecure, revalidate=revalidate)
     _require_dask(download.executor.kind if download.executor else "threads", until, pipeline.recipe.retrieve.mode)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     recipe_fp = fingerprint(pipeline.recipe.model_dump(mode="json"))
@@ -144,6 +150,16 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
                               remember=("query", "filter") if completed_before else ())
     except LockError:
         raise
+    except ExpectationError as error:
+        # A broken expectation is an answer, not an accident: report it like a run.
+        if isinstance(error.result, RunResult):
+            before = snapshot(error.result.previous) if completed_before else Snapshot(None, None)
+            outcome = _write_outcome(pipeline, error.result, before, error.exit_code, run_id, started, recipe_fp,
+                                     report, summary, env, error=error)
+            error.report_path = outcome.report_path  # type: ignore[attr-defined]
+        else:
+            _record_failure(pipeline, run_id, started, recipe_fp, error.exit_code, str(error))
+        raise
     except MastpipeError as error:
         _record_failure(pipeline, run_id, started, recipe_fp, error.exit_code, str(error))
         raise
@@ -156,8 +172,19 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
         raise
     before = snapshot(result.previous) if completed_before else Snapshot(None, None)
     exit_code = 1 if result.retrieve is not None and result.retrieve.failed else EXIT_OK
+    return _write_outcome(pipeline, result, before, exit_code, run_id, started, recipe_fp, report, summary, env)
+
+
+def _write_outcome(pipeline: Pipeline, result: RunResult, before: Snapshot, exit_code: int, run_id: str,
+                   started: float, recipe_fp: str, report: str | os.PathLike[str] | None,
+                   summary: str | os.PathLike[str] | None, env: dict[str, str],
+                   error: MastpipeError | None = None) -> RunOutcome:
+    """Write the JSON report, the Markdown summary and the history entry of a run that got an
+    answer (complete, or stopped by a broken expectation)."""
     document = build_report(result, before, run_id=run_id, started=started, finished=time.time(),
                             exit_code=exit_code, recipe_path=str(pipeline.recipe_path), recipe_fingerprint=recipe_fp)
+    if error is not None:
+        document["error"] = error.message
     text = json.dumps(document, indent=2) + "\n"
     state = StateDir(pipeline.state_dir)
     report_path = state.report(run_id)

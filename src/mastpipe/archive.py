@@ -28,6 +28,7 @@ to a bucket key (:func:`bucket_key`).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -175,20 +176,34 @@ class Archive:
     def _observations(self) -> Any:
         obs = getattr(self._local, "observations", None)
         if obs is None:
-            if self._mast_module is None:  # a mission search never pays for importing astroquery
-                self._mast_module = _astroquery(self.url)
-            obs = self._mast_module.ObservationsClass()
-            portal = obs._portal_api_connection
-            portal.MAST_REQUEST_URL = self.url + "/api/v0/invoke"
-            portal.COLUMNS_CONFIG_URL = self.url + "/portal/Mashup/Mashup.asmx/columnsconfig"
-            portal.MAST_DOWNLOAD_URL = self.url + "/api/v0.1/Download/file"
-            portal.MAST_BUNDLE_URL = self.url + "/api/v0.1/Download/bundle"
-            portal.PAGESIZE = self.page_size
-            portal.TIMEOUT = self.timeout
-            adapter = _TimeoutAdapter(self.timeout, pool_size=2, insecure=self.insecure)
-            portal._session.mount("http://", adapter)
-            portal._session.mount("https://", adapter)
-            self._local.observations = obs
+            obs = self._local.observations = self._pointed(self._astroquery_module().ObservationsClass())
+        return obs
+
+    def _portal_client(self) -> Any:
+        """A ``MastClass`` (astroquery's general Portal client) of this thread, for the services
+        ``Observations`` has no method for: column values, time ranges, name look-ups."""
+        client = getattr(self._local, "portal_client", None)
+        if client is None:
+            client = self._local.portal_client = self._pointed(self._astroquery_module().MastClass())
+        return client
+
+    def _astroquery_module(self) -> Any:
+        if self._mast_module is None:  # a mission search never pays for importing astroquery
+            self._mast_module = _astroquery(self.url)
+        return self._mast_module
+
+    def _pointed(self, obs: Any) -> Any:
+        """``obs`` (an astroquery query object) pointed at this archive's server."""
+        portal = obs._portal_api_connection
+        portal.MAST_REQUEST_URL = self.url + "/api/v0/invoke"
+        portal.COLUMNS_CONFIG_URL = self.url + "/portal/Mashup/Mashup.asmx/columnsconfig"
+        portal.MAST_DOWNLOAD_URL = self.url + "/api/v0.1/Download/file"
+        portal.MAST_BUNDLE_URL = self.url + "/api/v0.1/Download/bundle"
+        portal.PAGESIZE = self.page_size
+        portal.TIMEOUT = self.timeout
+        adapter = _TimeoutAdapter(self.timeout, pool_size=2, insecure=self.insecure)
+        portal._session.mount("http://", adapter)
+        portal._session.mount("https://", adapter)
         return obs
 
     # -- the retry loop ----------------------------------------------------------------------
@@ -259,6 +274,69 @@ class Archive:
     def count(self, criteria: dict[str, Any], position: Any = None) -> int:
         """How many observations match; unlike :meth:`query`, MAST does not cap this."""
         return int(self.call("count", lambda obs: obs.query_criteria_count(**criteria, **_position(position))))
+
+    def _filtered(self, what: str, columns: str, criteria: dict[str, Any], position: Any,
+                  pagesize: int | None = None, page: int | None = None) -> Table:
+        """``Mast.Caom.Filtered[.Position]`` asking for ``columns`` only, filters built by
+        astroquery exactly as ``query_criteria`` builds them."""
+        def request(_obs: Any) -> Table:
+            client = self._portal_client()
+            portal = client._portal_api_connection
+            filters = portal.build_filter_set("Mast.Caom.Cone", "Mast.Caom.Filtered", **criteria)
+            service, params = "Mast.Caom.Filtered", {"columns": columns, "filters": filters}
+            if position is not None:
+                ra, dec, radius = position
+                service, params["position"] = "Mast.Caom.Filtered.Position", f"{ra}, {dec}, {radius}"
+            return client.service_request(service, params, pagesize=pagesize, page=page)
+        return self.call(what, request)
+
+    def values(self, field: str, criteria: dict[str, Any], position: Any = None, limit: int = 2000) -> list[Any]:
+        """The values of ``field`` among (at most ``limit`` of) the observations matching
+        ``criteria``: one page of one column, what an explanation of an empty search shows."""
+        table = self._filtered(f"values of {field}", field, criteria, position, pagesize=limit, page=1)
+        if field not in table.colnames:
+            return []
+        return [value for value in table[field].tolist() if value is not None and value != ""]
+
+    def time_range(self, criteria: dict[str, Any], position: Any = None) -> tuple[float, float] | None:
+        """The first and last ``t_min`` of the observations matching ``criteria`` (MJD), or None
+        when the server cannot say (then callers assume every date MAST could hold)."""
+        try:
+            table = self._filtered("time range", "MIN(t_min),MAX(t_min)", criteria, position)
+        except ArchiveError as error:
+            log.debug("the server gave no time range (%s); splitting the whole span", error.message)
+            return None
+        try:
+            low, high = float(table[0][0]), float(table[0][1])
+        except (IndexError, TypeError, ValueError):
+            return None
+        return (low, high) if math.isfinite(low) and math.isfinite(high) and low <= high else None
+
+    def resolve(self, name: str) -> dict[str, Any] | None:
+        """Where MAST's own name look-up (``Mast.Name.Lookup`` on ``/api/v0/invoke`` of this
+        server, not astroquery's hard-coded resolver host) places ``name``.
+
+        Returns
+        -------
+        dict or None
+            ``{"ra", "dec", "canonical_name", "resolver"}`` (degrees), or None when the look-up
+            answered and knows no such name.
+        """
+        import json
+
+        def request(_obs: Any) -> Any:
+            responses = self._portal_client().service_request_async(
+                "Mast.Name.Lookup", {"input": name, "format": "json"})
+            return json.loads(responses[-1].text)
+        answer = self.call(f"name look-up of {name!r}", request)
+        found = (answer or {}).get("resolvedCoordinate") or [] if isinstance(answer, dict) else []
+        for entry in found:
+            try:
+                return {"ra": float(entry["ra"]), "dec": float(entry["decl"]),
+                        "canonical_name": entry.get("canonicalName") or name, "resolver": entry.get("resolver")}
+            except (KeyError, TypeError, ValueError):
+                continue
+        return None
 
     def products(self, obsids: list[str]) -> Table:
         """Product list of the given observations (one request, paged by MAST), in the form

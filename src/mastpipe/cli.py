@@ -322,6 +322,8 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
               help="Recompute this stage and the later ones, whatever the checkpoints say.")
 @click.option("--refresh", is_flag=True, help="Ask MAST again for observations and product lists; keeps every file downloaded.")
 @click.option("--verify", is_flag=True, help="Re-hash files already downloaded and repair any that changed.")
+@click.option("--revalidate", is_flag=True,
+              help="Ask the server (HEAD) whether files already downloaded were reprocessed silently; refetch those.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the JSON run report here.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Write a Markdown summary here (appended to $GITHUB_STEP_SUMMARY automatically when set).")
@@ -334,14 +336,15 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
 def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
         verbose: bool, until: str, from_stage: str | None, refresh: bool, verify: bool, report_path: str | None,
         summary_path: str | None, json_events: bool, executor: str | None = None,
-        scheduler: str | None = None, source: str | None = None) -> None:
+        scheduler: str | None = None, source: str | None = None, revalidate: bool = False) -> None:
     """Run a recipe: query -> products -> unique -> filter -> retrieve.
 
     Each stage's result is checkpointed; a rerun reuses every stage whose recipe section and
     input are unchanged, and fetches only files not yet downloaded and verified. Every run writes
     a JSON report in the state directory and is listed by `mastpipe history`. Exit code 0 on
     success (also when nothing is new), 1 when some files failed (the others complete), 2 for an
-    invalid recipe or usage, 3 when MAST cannot be reached, 4 when another run holds the lock.
+    invalid recipe or usage, 3 when MAST cannot be reached, 4 when another run holds the lock,
+    5 when the recipe's `expect` failed (by default: a search or a filter that keeps nothing).
 
     Example:
 
@@ -374,7 +377,7 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
         try:
             outcome = run_pipeline(pipeline, until=until, from_stage=from_stage, verify=verify,
                                    on_event=on_event, report=report_path, summary=summary_path,
-                                   executor=executor, scheduler=scheduler)
+                                   executor=executor, scheduler=scheduler, revalidate=revalidate)
         finally:
             if not json_events:
                 progress.close()

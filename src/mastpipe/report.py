@@ -199,7 +199,7 @@ class Snapshot:
     """What a state directory held before a run, to say afterwards what changed."""
 
     obsids: set[str] | None  # None: no previous query checkpoint (first run)
-    products: dict[str, int] | None  # dataURI -> size of the products kept by filter
+    products: dict[str, Any] | None  # dataURI -> size (and prvversion) of the products kept by filter
 
 
 def snapshot(previous: Mapping[str, Table | None]) -> Snapshot:
@@ -210,10 +210,19 @@ def snapshot(previous: Mapping[str, Table | None]) -> Snapshot:
     obsids = set(_text(query["obsid"])) if query is not None and "obsid" in query.colnames else None
     products = None
     if filtered is not None and "dataURI" in filtered.colnames:
-        products = dict(zip(_text(filtered["dataURI"]), (int(s) for s in np.asarray(filtered["size"]))))
+        products = _identities(filtered)
     elif filtered is not None:
         products = {}
     return Snapshot(obsids, products)
+
+
+def _identities(table: Table) -> dict[str, Any]:
+    """dataURI -> what makes a product's version: its size and, where the list has it, prvversion
+    (MAST reprocesses files under the same name, sometimes to the same size)."""
+    sizes = (int(s) for s in np.asarray(table["size"]))
+    if "prvversion" not in table.colnames:
+        return dict(zip(_text(table["dataURI"]), sizes))
+    return dict(zip(_text(table["dataURI"]), zip(sizes, _text(table["prvversion"]))))
 
 
 def _listed(values: set[str] | list[str]) -> dict[str, Any]:
@@ -228,8 +237,7 @@ def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:
     filtered = result.tables.get("filter")
     after_products = None
     if filtered is not None:
-        after_products = dict(zip(_text(filtered["dataURI"]), (int(s) for s in np.asarray(filtered["size"])))) \
-            if "dataURI" in filtered.colnames else {}
+        after_products = _identities(filtered) if "dataURI" in filtered.colnames else {}
     report: dict[str, Any] = {"first_run": before.obsids is None}
     if after_obs is not None:
         previous = before.obsids or set()
@@ -245,6 +253,11 @@ def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:
     retrieved = result.retrieve
     if retrieved is not None and retrieved.mode == "download":
         report["downloaded"] = _listed([r.key for r in retrieved.results if r.status == "fetched"])
+        status = {r.key: r for r in retrieved.results}
+        items = [{"dataURI": key, "why": why, "status": status[key].status if key in status else "not retrieved",
+                  **({"error": status[key].error} if key in status and status[key].error else {})}
+                 for key, why in sorted(retrieved.reprocessed.items())]
+        report["reprocessed"] = {"count": len(items), "items": items[:MAX_LISTED], "truncated": len(items) > MAX_LISTED}
     return report
 
 
@@ -256,11 +269,12 @@ def failure_reason(key: str, error: str | None) -> str:
 
 def nothing_new(change: dict[str, Any]) -> bool:
     """True when a rerun found no new observation, product or file."""
-    if change.get("first_run"):
+    if change.get("first_run") or change.get("not_compared"):
         return False
     counts = [change.get("observations", {}).get(k, {}).get("count", 0) for k in ("new", "withdrawn")]
     counts += [change.get("products", {}).get(k, {}).get("count", 0) for k in ("new", "changed", "dropped")]
     counts.append(change.get("downloaded", {}).get("count", 0))
+    counts.append(change.get("reprocessed", {}).get("count", 0))
     return not any(counts)
 
 
@@ -276,7 +290,14 @@ def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: f
         "stages": [{"stage": s.stage, "action": s.action, "reasons": s.reasons, "rows_in": s.rows_in,
                     "rows_out": s.rows_out, "seconds": round(s.seconds, 3)} for s in result.stages],
         "changes": changes(before, result),
+        "expectations": {"checked": result.expectations,
+                         "failed": [check for check in result.expectations if not check["ok"]]},
+        "empty": result.explanations,
     }
+    if report["expectations"]["failed"]:
+        # the run stopped early: comparing its partial tables with the last run would call
+        # every product dropped
+        report["changes"] = {"first_run": before.obsids is None, "not_compared": "the run stopped at a failed expectation"}
     retrieved = result.retrieve
     if retrieved is not None:
         report["retrieve"] = {
@@ -294,6 +315,7 @@ def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: f
             "manifest": str(retrieved.manifest) if retrieved.manifest else None,
             "script": str(retrieved.script) if retrieved.script else None,
         }
+    report["reprocessed"] = report["changes"].get("reprocessed")
     report["nothing_new"] = nothing_new(report["changes"])
     return report
 
@@ -306,13 +328,23 @@ def iso_time(moment: float) -> str:
 def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
     """A short Markdown summary of a run report, for people and CI step summaries."""
     lines = [f"## mastpipe: {recipe_name}", ""]
-    status = {0: "succeeded", 1: "finished with failed files"}.get(report["exit_code"], f"failed (exit {report['exit_code']})")
+    status = {0: "succeeded", 1: "finished with failed files",
+              5: "stopped before retrieve: an expectation failed (exit 5)"}.get(
+        report["exit_code"], f"failed (exit {report['exit_code']})")
     lines.append(f"Run `{report['run_id']}` against {report['mast_url']} {status} in {report['seconds']:.1f} s.")
     lines.append("")
     if report.get("insecure"):
         lines += ["**Warning:** TLS certificates were not checked (`--insecure`): what was downloaded "
                   "could have been altered in transit.", ""]
-    if report.get("nothing_new"):
+    from mastpipe.expectations import describe
+
+    for check in (report.get("expectations") or {}).get("failed", []):
+        lines.append(f"**Expectation failed:** {describe(check)}.")
+    for entry in report.get("empty") or []:
+        lines.append(f"**Empty:** {entry['message']}")
+    if lines[-1] != "":
+        lines.append("")
+    if report.get("nothing_new") and report["exit_code"] == 0:
         lines += ["Nothing new since the previous run.", ""]
     lines += ["| stage | action | rows | seconds | why |", "|---|---|---:|---:|---|"]
     for stage in report["stages"]:
@@ -326,17 +358,19 @@ def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
         for item in retrieve["failed"]["items"][:20]:
             lines.append(f"- failed `{item['dataURI']}`: {failure_reason(item['dataURI'], item['error'])}")
     change = report["changes"]
-    if not change.get("first_run"):
+    if not change.get("first_run") and not change.get("not_compared"):
         lines += ["", "**Since the previous run:**", ""]
         for label, entry in (("new observations", change.get("observations", {}).get("new")),
                              ("withdrawn observations", change.get("observations", {}).get("withdrawn")),
                              ("new products", change.get("products", {}).get("new")),
                              ("changed products", change.get("products", {}).get("changed")),
                              ("dropped products", change.get("products", {}).get("dropped")),
-                             ("files downloaded", change.get("downloaded"))):
+                             ("files downloaded", change.get("downloaded")),
+                             ("reprocessed by MAST", change.get("reprocessed"))):
             if entry is None:
                 continue
-            shown = ", ".join(f"`{item}`" for item in entry["items"][:10])
+            shown = ", ".join(f"`{item['dataURI']}` ({item['why']}; {item['status']})" if isinstance(item, dict)
+                              else f"`{item}`" for item in entry["items"][:10])
             more = f" and {entry['count'] - 10} more" if entry["count"] > 10 else ""
             lines.append(f"- {label}: {entry['count']}" + (f" ({shown}{more})" if entry["count"] else ""))
     return "\n".join(lines) + "\n"

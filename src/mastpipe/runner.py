@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection
 
-from mastpipe.errors import NotWritableError, UsageError, literal
+from mastpipe.errors import ExpectationError, NotWritableError, UsageError, literal
 from mastpipe.recipe.quantities import parse_duration
 from mastpipe.recipe.models import Recipe, effective_mast_url, load_recipe, recipe_dir
 from mastpipe.state import Checkpoints, RunLock, Sidecar, StateDir, fingerprint, writable_problem
@@ -61,6 +61,10 @@ class RunResult:
     #: The checkpoint each stage named in ``Pipeline.run(remember=...)`` held before this run
     #: (None when it had none, or it could not be read).
     previous: dict[str, Table | None] = field(default_factory=dict)
+    #: Every ``expect`` check made (see :func:`mastpipe.expectations.check_stage`).
+    expectations: list[dict[str, Any]] = field(default_factory=list)
+    #: Why a search or a filter rule came out empty (see :mod:`mastpipe.explain`).
+    explanations: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -180,6 +184,8 @@ class Pipeline:
 
             warn_insecure(self.mast_url)
         self._archive: Archive | None = None
+        #: Why results of the current run came out empty (see :meth:`_explain`).
+        self.explanations: list[dict[str, Any]] = []
         #: The stage running now (None between runs): what a message about an interrupted run names.
         self.stage: str | None = None
 
@@ -334,7 +340,8 @@ class Pipeline:
         if stage == "query":
             if r.mission is not None:
                 self.check_columns()
-            return query.run(r.query, self.archive), None
+            return query.run(r.query, self.archive, names=self.names, cap=r.mast.row_cap,
+                             in_flight=r.mast.max_in_flight), None
         assert table is not None
         if stage == "products":
             from mastpipe.state import read_table, write_table
@@ -401,6 +408,8 @@ class Pipeline:
         reports: list[StageReport] = []
         tables: dict[str, Table] = {}
         previous: dict[str, Table | None] = {}
+        checks: list[dict[str, Any]] = []
+        self.explanations = []
         with RunLock(self.state):
             self.state.sweep()  # writes a killed run left half done
             if until == "retrieve" and retrieve is not None:
@@ -436,17 +445,25 @@ class Pipeline:
                     if stage == "products" and "--refresh" in reasons:
                         self.state.clear_parts()
                     computed, rows = self._compute(stage, table, fp)
+                    reports.append(StageReport(stage, "computed", reasons, rows_in, len(computed), time.time() - started))
+                    # Checked before the checkpoint is written: a result that breaks the recipe's
+                    # expect (a typo matching nothing) does not replace the last good one.
+                    tables[stage] = computed
+                    self._expect(stage, computed, tables, reports, previous, checks, saved=False)
                     table = self._save(stage, computed, rows, tables, fp, started, tuple(reasons))
                     digest = self.checkpoints.sidecar(stage).digest  # type: ignore[union-attr]
                     if stage == "products":
                         self.state.clear_parts()
-                    reports.append(StageReport(stage, "computed", reasons, rows_in, len(table), time.time() - started))
+                    reports[-1].seconds = time.time() - started
                     log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
+                    tables[stage] = table
+                    continue
                 tables[stage] = table
+                self._expect(stage, table, tables, reports, previous, checks)
             self._save_sections([report.stage for report in reports],
                                 [report.stage for report in reports if report.action == "computed"])
             result = RunResult(reports, tables, self.state_dir, self.mast_url, previous=previous,
-                               insecure=self.insecure)
+                               insecure=self.insecure, expectations=checks, explanations=self.explanations)
             if until == "retrieve" and retrieve is not None:
                 self.stage = "retrieve"
                 started = time.time()
@@ -454,6 +471,68 @@ class Pipeline:
                 reports.append(StageReport("retrieve", "computed", [], len(tables["filter"]), None, time.time() - started))
         self.stage = None
         return result
+
+    def _expect(self, stage: str, table: Table, tables: dict[str, Table], reports: list[StageReport],
+                previous: dict[str, Table | None], checks: list[dict[str, Any]], saved: bool = True) -> None:
+        """Check the recipe's ``expect`` after ``stage``; explain an empty result; stop the run
+        (before retrieve) when an expectation fails, with what was done so far attached.
+
+        ``saved`` says whether ``stage``'s result is already a checkpoint; one that is not stays
+        unsaved when the run stops, and so does its recipe section."""
+        from mastpipe.expectations import check_stage, describe, failed, hint_for
+
+        found = check_stage(self.recipe, stage, table, tables.get("query"))
+        checks.extend(found)
+        self._explain(stage, table, tables)
+        broken = failed(found)
+        if not broken:
+            return
+        kept = reports if saved else reports[:-1]
+        self._save_sections([report.stage for report in kept],
+                            [report.stage for report in kept if report.action == "computed"])
+        error = ExpectationError("expectation failed: " + "; ".join(describe(check) for check in broken),
+                                 broken, hint=hint_for(broken))
+        error.result = RunResult(reports, dict(tables), self.state_dir, self.mast_url, previous=previous,
+                                 insecure=self.insecure, expectations=checks, explanations=self.explanations)
+        error.explanations = self.explanations
+        raise error
+
+    @property
+    def names(self) -> Any:
+        """Object names resolved so far, cached in the state directory (``names.json``)."""
+        from mastpipe.stages.query import NameCache
+
+        return NameCache(self.state.names)
+
+    def _explain(self, stage: str, table: Table, tables: dict[str, Table]) -> None:
+        """Find out why a search or a filter rule kept nothing (:mod:`mastpipe.explain`); warn
+        (``-q`` shows warnings) and keep the explanation for the report."""
+        from mastpipe.errors import MastpipeError
+        from mastpipe.expectations import query_obsids
+        from mastpipe.explain import explain_filter, explain_query
+
+        found = []
+        if stage == "query":
+            for name, query in self.recipe.query.items():
+                if query_obsids(table, name):
+                    continue
+                if query.mission is not None or not query.criteria:  # a mission search: no CAOM counts to ask
+                    found.append({"where": f"query {name!r}", "stage": "query",
+                                  "message": f"query {name!r} matches no {query.mission or ''} dataset".replace("  ", " ")})
+                    continue
+                try:
+                    found.append(explain_query(name, query, self.archive, self.recipe.mast.max_in_flight, self.names))
+                except MastpipeError as error:  # the search itself worked: explaining must not fail the run
+                    found.append({"where": f"query {name!r}", "stage": "query",
+                                  "message": f"query {name!r} matches no observation (could not find out why: "
+                                             f"{error.message})"})
+        elif stage == "filter" and not len(table) and len(tables.get("unique", [])):
+            entry = explain_filter(tables["unique"], self.recipe.filter)
+            if entry is not None:
+                found.append(entry)
+        for entry in found:
+            log.warning("%s", entry["message"])
+        self.explanations.extend(found)
 
     def retrieve(self, table: Table, download: DownloadSettings | None = None, *, token: str | None = None,
                  on_event: Callable[[Any], None] | None = None) -> Any:

@@ -16,6 +16,7 @@ name below is chosen by :class:`StateDir` and nowhere else)::
     reports/<run id>.json        the JSON report of every run
     last-report.json             a copy of the latest one
     history.jsonl                one line per run, failed runs included
+    names.json                   position.object names MAST's look-up resolved (asked once)
     .<name>.<pid>.<random>.tmp   a file being written (mastpipe.atomic); swept when its
                                  process is gone
 
@@ -151,6 +152,10 @@ class StateDir:
     @property
     def history(self) -> Path:
         return self.path / self.HISTORY
+
+    @property
+    def names(self) -> Path:
+        return self.path / "names.json"
 
     def sweep(self) -> list[Path]:
         """Remove the temporaries of writes whose process died (in the directory and

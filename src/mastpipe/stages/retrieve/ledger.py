@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mastpipe.errors import LedgerError, StateError
 from mastpipe.state import StateDir
@@ -60,9 +61,20 @@ _ADDED = (
     ("mtime_ns", "INTEGER"),   # the done file's stat when recorded: a rerun finding another
     ("inode", "INTEGER"),      # size, mtime or inode re-hashes the file without a request
     ("source", "TEXT"),        # where the done file came from: mast | s3 (MAST's cloud copy)
+    ("version", "TEXT"),       # the product-list fields naming the file's version (product_version)
 )
 _COLUMNS = ("key", "dest", "status", "size", "sha256", "attempts", "last_error", "etag",
             "last_modified", "started", "finished") + tuple(name for name, _ in _ADDED)
+#: Product-list columns that name a version of a file besides its size: MAST keeps a file's
+#: name when it reprocesses it, and says so in the calibration software version.
+VERSION_COLUMNS = ("prvversion",)
+
+
+def product_version(row: dict[str, Any]) -> str | None:
+    """``prvversion=1.12.5`` from a product-list row (its :data:`VERSION_COLUMNS` that are set),
+    or None when the row names no version: then the size alone tells versions apart."""
+    parts = [f"{name}={row[name]}" for name in VERSION_COLUMNS if row.get(name) not in (None, "")]
+    return ";".join(parts) or None
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,7 @@ class LedgerRow:
     mtime_ns: int | None = None
     inode: int | None = None
     source: str | None = None
+    version: str | None = None
 
 
 class Ledger:
@@ -230,28 +243,42 @@ class Ledger:
     def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
                   etag: str | None = None, last_modified: str | None = None,
                   checksum: str | None = None, stat: os.stat_result | None = None,
-                  source: str | None = None) -> None:
+                  source: str | None = None, version: str | None = None) -> None:
         """Record a complete, verified file (``attempts`` is added to the running total).
 
         ``checksum`` says whether its FITS checksums were verified; ``stat`` (of the file under
         its final name, taken after the rename) lets a rerun notice a file changed behind the
         ledger's back. ``source`` says where its bytes came from (``mast`` or ``s3``); None keeps
-        what an earlier row said (a file adopted or moved was not fetched now).
+        what an earlier row said (a file adopted or moved was not fetched now). ``version`` is what the product list named the version it was fetched
+        as (:func:`product_version`), so a rerun notices MAST reprocessed it.
         """
         now = time.time()
         self._write(
             "INSERT INTO files (key, dest, status, size, sha256, attempts, last_error, etag, "
-            "last_modified, started, finished, checksum, mtime_ns, inode, source) "
-            "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "last_modified, started, finished, checksum, mtime_ns, inode, source, version) "
+            "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET dest=excluded.dest, status=excluded.status, "
             "size=excluded.size, sha256=excluded.sha256, attempts=files.attempts + "
             "excluded.attempts, last_error=NULL, etag=excluded.etag, "
             "last_modified=excluded.last_modified, finished=excluded.finished, "
             "checksum=excluded.checksum, mtime_ns=excluded.mtime_ns, inode=excluded.inode, "
-            "source=COALESCE(excluded.source, files.source)",
+            "source=COALESCE(excluded.source, files.source), version=excluded.version",
             (key, str(dest), DONE, size, sha256, attempts, etag, last_modified, now, now, checksum,
-             stat.st_mtime_ns if stat else None, stat.st_ino if stat else None, source),
+             stat.st_mtime_ns if stat else None, stat.st_ino if stat else None, source, version),
         )
+
+    def set_versions(self, versions: dict[str, str]) -> None:
+        """Record the version of files done before the ledger kept versions (one transaction)."""
+        if not versions:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany("UPDATE files SET version = ? WHERE key = ? AND version IS NULL",
+                                     [(v, k) for k, v in versions.items()])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot write the download ledger {self.path}: {exc}") from None
 
     def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:
         """Record that ``key`` failed this run with ``error`` (already free of secrets)."""

@@ -34,6 +34,7 @@ from mastpipe.errors import AuthError, UnsafePathError
 from mastpipe.stages.retrieve.paths import check_collisions, product_path
 from mastpipe.recipe.models import Retrieve
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
+from mastpipe.stages.retrieve.ledger import product_version
 from mastpipe.stages.retrieve.settings import DownloadSettings
 from mastpipe.atomic import atomic_path, atomic_write_bytes, sweep
 from mastpipe.state import StateDir, decoded
@@ -161,7 +162,7 @@ def plan_files(table: Table, destination: Path, layout: str,
             refused.append(Refused(uri, url, size, f"refused: {exc}"))
             continue
         tasks.append(FileTask(key=uri, url=url, dest=dest, size=size,
-                              protected=values.get("dataRights") == EXCLUSIVE))
+                              protected=values.get("dataRights") == EXCLUSIVE, version=product_version(values)))
     check_collisions([(task.key, task.dest) for task in tasks])
     return tasks, refused
 
@@ -175,6 +176,9 @@ class RetrieveResult:
     manifest: Path | None = None
     script: Path | None = None
     auth_error: str | None = None
+    #: Files MAST reprocessed since they were fetched (a new version, or with ``--revalidate`` a
+    #: changed ETag/Last-Modified): key -> why; whether each was fetched again is in ``results``.
+    reprocessed: dict[str, str] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -438,6 +442,7 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], download: Down
         engine = engine_for(download, ledger=ledger, on_event=on_event,
                             token=token if protected and not locked_out else None)
         results = engine.run(fetchable)
+        result.reprocessed = dict(getattr(engine, "reprocessed", {}) or {})
     by_key = {r.key: r for r in results}
     for task in locked_out:
         by_key[task.key] = FileResult(task.key, task.dest, "failed",

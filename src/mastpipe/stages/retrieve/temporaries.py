@@ -189,7 +189,7 @@ def size_of(path: Path | str) -> int | None:
 
 
 def local_state(dest: Path | str, row: LedgerRow | None, *, verify: bool, overwrite: str,
-                ignore_final: bool = False) -> LocalState:
+                ignore_final: bool = False, version: str | None = None) -> LocalState:
     """What the disk and the ledger ``row`` say about the file ``dest``: the input of
     :func:`~mastpipe.stages.retrieve.decide.decide`.
 
@@ -215,7 +215,18 @@ def local_state(dest: Path | str, row: LedgerRow | None, *, verify: bool, overwr
         part_meta=read_meta(Path(dest)) if part is not None else None,
         verify=verify,
         overwrite=overwrite,
+        reprocessed=reprocessed(row, version),
     )
+
+
+def reprocessed(row: LedgerRow | None, version: str | None) -> str | None:
+    """Why the file ``row`` records (done, or failed or interrupted while being replaced) is an
+    older version than the product list's ``version``, or None (no row, no version on either
+    side, or the same one). Failed and running rows keep the version of the last file done, so
+    a new version whose fetch failed is not mistaken for the old file on disk next time."""
+    if row is None or version is None or row.version is None or row.version == version:
+        return None
+    return f"MAST reprocessed it ({row.version} -> {version})"
 
 
 def stat_of(path: Path | str) -> os.stat_result | None:
