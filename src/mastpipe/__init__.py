@@ -13,11 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_recipe", "run", "Pipeline", "Recipe", "RunOutcome", "MastpipeError"]
+__all__ = ["__version__", "load_recipe", "run", "plan", "status", "Pipeline", "Recipe", "RunOutcome", "PlanReport",
+           "StatusReport", "MastpipeError"]
 
 _LAZY = {
     "load_recipe": "mastpipe.recipe", "Recipe": "mastpipe.recipe", "run": "mastpipe.api",
-    "RunOutcome": "mastpipe.api", "Pipeline": "mastpipe.runner", "MastpipeError": "mastpipe.errors",
+    "RunOutcome": "mastpipe.api", "plan": "mastpipe.api", "status": "mastpipe.api", "PlanReport": "mastpipe.api",
+    "StatusReport": "mastpipe.api", "Pipeline": "mastpipe.runner", "MastpipeError": "mastpipe.errors",
 }
 
 

@@ -365,13 +365,16 @@ def history(recipe: str, state_dir: str | None, as_json: bool) -> None:
 
 @main.command()
 @_pipeline_options
+@click.option("--refresh", is_flag=True, help="Ask MAST again for observations and product lists (as run --refresh).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object (fields: README, \"plan --json\").")
 def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
-         verbose: bool) -> None:
+         verbose: bool, refresh: bool, as_json: bool) -> None:
     """Show what `run` would retrieve, without downloading anything.
 
-    Runs the stages up to filter (reusing checkpoints) and prints the files and bytes `run`
-    would fetch, broken down by collection, instrument and product type; files already
-    downloaded (the ledger and the disk say so, as a run would judge them) are counted apart.
+    Runs the stages up to filter (reusing checkpoints; --refresh asks MAST again) and prints the
+    files and bytes `run` would fetch, broken down by collection, instrument and product type;
+    files already downloaded (the ledger and the disk say so, as a run would judge them) are
+    counted apart. --json prints the same as one JSON object on stdout.
 
     Example:
 
@@ -380,13 +383,20 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
     _setup_logging(quiet, verbose)
 
     def action(pipeline):  # type: ignore[no-untyped-def]
+        from .api import plan_pipeline
         from .report import format_plan
 
-        result = pipeline.run(until="filter")
-        outlook = pipeline.retrieve_outlook(result.tables["filter"])
-        click.echo(format_plan(result.tables["filter"], result.tables["query"], outlook))
+        found = plan_pipeline(pipeline)
+        click.echo(_json_text(found.to_dict()) if as_json else format_plan(found))
 
-    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, insecure=insecure, quiet=quiet)
+    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, refresh=refresh, insecure=insecure, quiet=quiet,
+                   json_events=as_json)
+
+
+def _json_text(data: object) -> str:
+    import json
+
+    return json.dumps(data, indent=2)
 
 
 @main.command()
@@ -394,34 +404,35 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
 @click.option("--mast-url", help="MAST server the checkpoints should match.")
 @click.option("--sandbox", is_flag=True, help="The checkpoints were made with --sandbox.")
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Where checkpoints live.")
-def status(recipe: str, mast_url: str | None, sandbox: bool, state_dir: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object (fields: README, \"status --json\").")
+def status(recipe: str, mast_url: str | None, sandbox: bool, state_dir: str | None, as_json: bool) -> None:
     """Show each stage's checkpoint: done, stale (and why) or missing. Contacts no server.
 
     The retrieve line counts the files of the filter checkpoint already present and still to
     fetch (from the download ledger and the disk); a last line says when a run holds the lock,
-    or a killed run left it behind. Reads only.
+    or a killed run left it behind. Reads only. --json prints the same as one JSON object.
 
     Example:
 
         mastpipe status pipelines/jwst-1073-nircam-uncal.yaml
     """
+    from .api import status as read_status
     from .report import format_lock, format_retrieve_status, format_status
-    from .runner import Pipeline
-    from .state import lock_holder
 
     try:
-        pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir,
+        found = read_status(recipe, mast_url=mast_url, state_dir=state_dir,
                             server_id=SANDBOX_SERVER_ID if sandbox else None)
-        click.echo(f"{pipeline.recipe.name}: state in {pipeline.state_dir}")
-        statuses = pipeline.status()
-        click.echo(format_status(statuses))
-        filter_stale = any(s.stage == "filter" and s.state != "done" for s in statuses)
-        click.echo(format_retrieve_status(pipeline.retrieve_status(), filter_stale))
-        lock = format_lock(lock_holder(pipeline.state_dir))
-        if lock:
-            click.echo(lock)
     except MastpipeError as error:
-        _fail(error)
+        _fail(error, as_json)
+    if as_json:
+        click.echo(_json_text(found.to_dict()))
+        return
+    click.echo(f"{found.recipe}: state in {found.state_dir}")
+    click.echo(format_status(found.stages))
+    click.echo(format_retrieve_status(found.retrieve, found.filter_stale, found.retrieve_state))
+    lock = format_lock(found.lock)
+    if lock:
+        click.echo(lock)
 
 
 @main.command()
