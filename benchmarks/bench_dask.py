@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_transfer import Server, tasks_for  # noqa: E402
 
-from mastpipe.ledger import Ledger  # noqa: E402
-from mastpipe.transfer import Transfer  # noqa: E402
+from mastpipe.stages.retrieve.ledger import Ledger  # noqa: E402
+from mastpipe.stages.retrieve.engine import Transfer  # noqa: E402
 
 
 def one_run(engine_factory, tasks, state: Path) -> tuple[float, int]:
@@ -52,7 +52,7 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
-    from mastpipe.distributed import DaskTransfer
+    from mastpipe.stages.retrieve.dask import DaskTransfer
 
     work = Path(tempfile.mkdtemp(prefix="mastpipe-bench-dask-"))
     server = Server(work, "dask", f"download.latency={args.latency}",

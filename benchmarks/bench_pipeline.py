@@ -105,7 +105,7 @@ def generate_products(n_obs: int, per_obs: int, seed: int = 0):
 def bench_unique_filter(n_obs: int, per_obs: int, subset_rows: int) -> None:
     from astropy.table import Table, unique, vstack
 
-    from mastpipe.recipe import Filter
+    from mastpipe.recipe.models import Filter
     from mastpipe.stages.filter import filter_products
     from mastpipe.stages.unique import unique_products
     from mastpipe.state import as_stored, read_table, table_digest, write_table

@@ -34,9 +34,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from mastpipe.ledger import Ledger
+from mastpipe.stages.retrieve.ledger import Ledger
 from mastpipe.sandbox import Sandbox
-from mastpipe.transfer import FileTask, Transfer
+from mastpipe.stages.retrieve.engine import FileTask, Transfer
 
 ASTROQUERY = textwrap.dedent("""
     import json, sys, time

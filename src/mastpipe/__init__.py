@@ -17,7 +17,7 @@ __all__ = ["__version__", "load_recipe", "run", "plan", "status", "Pipeline", "R
            "StatusReport", "MastpipeError"]
 
 _LAZY = {
-    "load_recipe": "mastpipe.recipe", "Recipe": "mastpipe.recipe", "run": "mastpipe.api",
+    "load_recipe": "mastpipe.recipe.models", "Recipe": "mastpipe.recipe.models", "run": "mastpipe.api",
     "RunOutcome": "mastpipe.api", "plan": "mastpipe.api", "status": "mastpipe.api", "PlanReport": "mastpipe.api",
     "StatusReport": "mastpipe.api", "Pipeline": "mastpipe.runner", "MastpipeError": "mastpipe.errors",
 }

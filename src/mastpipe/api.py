@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import EXIT_OK, LockError, MastpipeError, UsageError, interrupt_exit_code
-from .report import (Snapshot, append_history, build_report, history_entry, iso_time, read_history,
+from mastpipe.errors import EXIT_OK, LockError, MastpipeError, UsageError, interrupt_exit_code
+from mastpipe.report import (Snapshot, append_history, build_report, history_entry, iso_time, read_history,
                      render_markdown, snapshot)
-from .runner import Pipeline, RunResult
-from .state import atomic_write_bytes, fingerprint
+from mastpipe.runner import Pipeline, RunResult
+from mastpipe.state import atomic_write_bytes, fingerprint
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -70,7 +70,7 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
     token : str, optional
         MAST token for exclusive-access files (default: ``MAST_API_TOKEN`` or the keyring).
     on_event : callable, optional
-        Receives transfer progress events (:class:`mastpipe.transfer.Event`).
+        Receives transfer progress events (:class:`mastpipe.stages.retrieve.engine.Event`).
     executor : {"threads", "dask"}, optional
         Where downloads run, instead of the recipe's ``retrieve.executor``.
     scheduler : str, optional
@@ -116,7 +116,7 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
                  scheduler: str | None = None) -> RunOutcome:
     """:func:`run` for a :class:`~mastpipe.runner.Pipeline` already built (recipe loaded, server
     and state directory chosen); the parameters are :func:`run`'s."""
-    from .auth import discover_token
+    from mastpipe.auth import discover_token
 
     env = dict(os.environ) if environ is None else environ
     chosen = pipeline.recipe.retrieve.executor.override(executor, scheduler)  # a bad --scheduler fails before any stage
@@ -192,7 +192,7 @@ def _record_failure(pipeline: Pipeline, run_id: str, started: float, recipe_fp: 
 def _require_dask(kind: str, until: str, mode: str) -> None:
     """Fail before any stage runs when downloads go to Dask but Dask is not installed.
 
-    The same message as :class:`mastpipe.distributed.DaskTransfer` gives, which would only
+    The same message as :class:`mastpipe.stages.retrieve.dask.DaskTransfer` gives, which would only
     come after the query and products stages had asked MAST everything.
     """
     import importlib.util
@@ -285,7 +285,7 @@ class PlanReport:
         """
         from dataclasses import asdict
 
-        from . import __version__
+        from mastpipe import __version__
 
         data = {name: getattr(self, name) for name in (
             "recipe", "recipe_path", "state_dir", "mast_url", "mode", "observations", "files", "bytes",
@@ -337,7 +337,7 @@ class StatusReport:
         ``bytes_to_fetch``, ``partial``, ``failed``, ``blocked``, ``filter_stale``; the counts
         are null without a filter checkpoint); ``lock`` (``state``, ``holder``) or null.
         """
-        from . import __version__
+        from mastpipe import __version__
 
         outlook = self.retrieve
         counts = ("files", "present", "to_fetch", "bytes_to_fetch", "partial", "failed", "blocked")
@@ -383,14 +383,14 @@ def plan(recipe: str | os.PathLike[str], *, mast_url: str | None = None,
 
 def plan_pipeline(pipeline: Pipeline) -> PlanReport:
     """:func:`plan` for a :class:`~mastpipe.runner.Pipeline` already built."""
-    from .report import plan_breakdown
+    from mastpipe.report import plan_breakdown
 
     result = pipeline.run(until="filter")
     products, observations = result.tables["filter"], result.tables["query"]
     outlook = pipeline.retrieve_outlook(products)
     sizes = [max(int(s), 0) for s in products["size"]] if len(products) else []
     if outlook.mode == "download" and len(products):
-        from .state import decoded
+        from mastpipe.state import decoded
 
         pending = products[[decoded(uri) in outlook.remaining for uri in products["dataURI"]]]
         if len(pending):
@@ -439,7 +439,7 @@ def status(recipe: str | os.PathLike[str], *, mast_url: str | None = None,
 
 def status_pipeline(pipeline: Pipeline) -> StatusReport:
     """:func:`status` for a :class:`~mastpipe.runner.Pipeline` already built."""
-    from .state import lock_holder
+    from mastpipe.state import lock_holder
 
     stages = pipeline.status()
     outlook = pipeline.retrieve_status()

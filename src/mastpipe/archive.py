@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import ArchiveError
-from .retry import RetryAfterTooLong, RetryPolicy, is_transient_status
-from .tls import FIX, certificate_error, check_ca_bundle, describe, quiet_urllib3
+from mastpipe.errors import ArchiveError
+from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
+from mastpipe.tls import FIX, certificate_error, check_ca_bundle, describe, quiet_urllib3
 
 if TYPE_CHECKING:
     from astropy.table import Table

@@ -12,8 +12,8 @@ from typing import NoReturn
 
 import click
 
-from . import __version__
-from .errors import EXIT_INVALID, MastpipeError, RecipeError
+from mastpipe import __version__
+from mastpipe.errors import EXIT_INVALID, MastpipeError, RecipeError
 
 
 #: How checkpoints made with --sandbox name their server: the sandbox's port changes every time,
@@ -60,7 +60,7 @@ class _FileCount:
 def _raise_interrupted(signum: int, frame: object) -> None:
     """SIGTERM handler: stop the way Ctrl-C stops (downloads stop between blocks and keep their
     temporaries, the lock is released, the run is recorded), instead of dying silently."""
-    from .errors import Interrupted
+    from mastpipe.errors import Interrupted
 
     raise Interrupted(signum)
 
@@ -68,7 +68,7 @@ def _raise_interrupted(signum: int, frame: object) -> None:
 def _interrupted(interrupt: KeyboardInterrupt, stage: str | None, files: _FileCount | None,
                  json_events: bool) -> NoReturn:
     """Say how far an interrupted run got, and exit 130 (Ctrl-C) or 128 + the signal."""
-    from .errors import interrupt_exit_code
+    from mastpipe.errors import interrupt_exit_code
 
     code = interrupt_exit_code(interrupt)
     if stage == "retrieve" and files is not None and files.total is not None:
@@ -114,8 +114,8 @@ def validate(recipes: tuple[str, ...], quiet: bool) -> None:
 
         mastpipe validate pipelines/*.yaml
     """
-    from .recipe import parse_recipe, warning_problems
-    from .yamlload import load_yaml
+    from mastpipe.recipe.models import parse_recipe, warning_problems
+    from mastpipe.recipe.yamlload import load_yaml
 
     failed = False
     for path in recipes:
@@ -154,7 +154,7 @@ def schema(markdown: bool) -> None:
         mastpipe schema > recipe.schema.json
         mastpipe schema --markdown > docs/recipe.md
     """
-    from .schema import recipe_reference_markdown, recipe_schema_text
+    from mastpipe.recipe.schema import recipe_reference_markdown, recipe_schema_text
 
     click.echo(recipe_reference_markdown() if markdown else recipe_schema_text(), nl=False)
 
@@ -163,7 +163,7 @@ def _setup_logging(quiet: bool, verbose: bool, json_lines: bool = False) -> None
     import json
     import logging
 
-    from .auth import RedactingFilter
+    from mastpipe.auth import RedactingFilter
 
     class JsonLines(logging.Formatter):
         def format(self, record: logging.LogRecord) -> str:
@@ -210,14 +210,14 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
     import threading
     from contextlib import nullcontext
 
-    from .api import describe_os_error
-    from .runner import Pipeline
+    from mastpipe.api import describe_os_error
+    from mastpipe.runner import Pipeline
 
     if sandbox and mast_url:
         raise click.UsageError("--sandbox and --mast-url exclude each other")
     context = nullcontext(None)
     if sandbox:
-        from .sandbox import Sandbox
+        from mastpipe.sandbox import Sandbox
 
         context = Sandbox(seed=0)
     pipeline: Pipeline | None = None
@@ -286,9 +286,9 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
     def action(pipeline):  # type: ignore[no-untyped-def]
         import json
 
-        from .api import run_pipeline
-        from .progress import Progress
-        from .report import format_run
+        from mastpipe.api import run_pipeline
+        from mastpipe.stages.retrieve.progress import Progress
+        from mastpipe.report import format_run
 
         if json_events:
             def progress(event):  # type: ignore[no-untyped-def]
@@ -343,8 +343,8 @@ def history(recipe: str, state_dir: str | None, as_json: bool) -> None:
     """
     import json
 
-    from .report import read_history
-    from .runner import Pipeline
+    from mastpipe.report import read_history
+    from mastpipe.runner import Pipeline
 
     try:
         runs = read_history(Pipeline(recipe, state_dir=state_dir).state_dir)
@@ -383,8 +383,8 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
     _setup_logging(quiet, verbose)
 
     def action(pipeline):  # type: ignore[no-untyped-def]
-        from .api import plan_pipeline
-        from .report import format_plan
+        from mastpipe.api import plan_pipeline
+        from mastpipe.report import format_plan
 
         found = plan_pipeline(pipeline)
         click.echo(_json_text(found.to_dict()) if as_json else format_plan(found))
@@ -416,8 +416,8 @@ def status(recipe: str, mast_url: str | None, sandbox: bool, state_dir: str | No
 
         mastpipe status pipelines/jwst-1073-nircam-uncal.yaml
     """
-    from .api import status as read_status
-    from .report import format_lock, format_retrieve_status, format_status
+    from mastpipe.api import status as read_status
+    from mastpipe.report import format_lock, format_retrieve_status, format_status
 
     try:
         found = read_status(recipe, mast_url=mast_url, state_dir=state_dir,
@@ -451,13 +451,13 @@ def login(mast_url: str | None, insecure: bool) -> None:
     """
     import os
 
-    from .auth import TOKEN_PAGE, check_token, store_token
-    from .errors import UsageError
-    from .recipe import DEFAULT_MAST_URL, MAST_URL_ENV
+    from mastpipe.auth import TOKEN_PAGE, check_token, store_token
+    from mastpipe.errors import UsageError
+    from mastpipe.recipe.models import DEFAULT_MAST_URL, MAST_URL_ENV
 
     url = (mast_url or os.environ.get(MAST_URL_ENV) or DEFAULT_MAST_URL).rstrip("/")
     if insecure:
-        from .tls import warn_insecure
+        from mastpipe.tls import warn_insecure
 
         _setup_logging(False, False)
         warn_insecure(url)
@@ -521,7 +521,7 @@ def init_command(collection: str, programs: tuple[str, ...], instruments: tuple[
     """
     import os
 
-    from .init import schema_path_for, starting_recipe, write_new_recipe
+    from mastpipe.recipe.starter import schema_path_for, starting_recipe, write_new_recipe
 
     to_stdout = output == "-"
     try:
@@ -573,7 +573,7 @@ def serve(host: str, port: int, seed: int, scale: str | None, faults: str | None
 
         mastpipe sandbox serve --port 8080 --faults 'download.error_rate=0.2'
     """
-    from .sandbox import serve_forever
+    from mastpipe.sandbox import serve_forever
 
     context = _server_tls(tls_cert, tls_key) if tls_cert or tls_key else None
     if log_path:

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from .progress import format_bytes as human_bytes
-from .state import decoded
+from mastpipe.stages.retrieve.progress import format_bytes as human_bytes
+from mastpipe.state import decoded
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
-    from .api import PlanReport
-    from .runner import RetrieveOutlook, RunResult, StageStatus
-    from .state import LockHolder
+    from mastpipe.api import PlanReport
+    from mastpipe.runner import RetrieveOutlook, RunResult, StageStatus
+    from mastpipe.state import LockHolder
 
 
 def _text(values: Any) -> list[str]:
@@ -233,7 +233,7 @@ def nothing_new(change: dict[str, Any]) -> bool:
 def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: float, finished: float,
                  exit_code: int, recipe_path: str, recipe_fingerprint: str) -> dict[str, Any]:
     """The JSON run report (schema documented in README, "Run reports")."""
-    from . import __version__
+    from mastpipe import __version__
 
     report: dict[str, Any] = {
         "mastpipe": __version__, "run_id": run_id, "recipe": {"path": recipe_path, "fingerprint": recipe_fingerprint},

@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection
 
-from .errors import NotWritableError, UsageError
-from .quantities import parse_duration
-from .recipe import Recipe, effective_mast_url, load_recipe, recipe_dir
-from .state import Checkpoints, RunLock, Sidecar, fingerprint, writable_problem
-from .stages import STAGES
+from mastpipe.errors import NotWritableError, UsageError
+from mastpipe.recipe.quantities import parse_duration
+from mastpipe.recipe.models import Recipe, effective_mast_url, load_recipe, recipe_dir
+from mastpipe.state import Checkpoints, RunLock, Sidecar, fingerprint, writable_problem
+from mastpipe.stages import STAGES
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
-    from .archive import Archive
+    from mastpipe.archive import Archive
 
 log = logging.getLogger(__name__)
 TABLE_STAGES = STAGES[:-1]  # retrieve's state is the ledger, not a table
@@ -191,7 +191,7 @@ class Pipeline:
         self.checkpoints = Checkpoints(self.state_dir)
         self.insecure = insecure
         if insecure:
-            from .tls import warn_insecure
+            from mastpipe.tls import warn_insecure
 
             warn_insecure(self.mast_url)
         self._archive: Archive | None = None
@@ -254,7 +254,7 @@ class Pipeline:
         keeps the URL it was made with."""
         import json
 
-        from .state import atomic_write_bytes
+        from mastpipe.state import atomic_write_bytes
 
         previous = self._previous_sections()
         urls = {**previous.get(_URLS_KEY, {}), **dict.fromkeys(computed, self.mast_url)}
@@ -309,8 +309,8 @@ class Pipeline:
     @property
     def archive(self) -> Archive:
         if self._archive is None:
-            from .archive import Archive
-            from .retry import RetryPolicy
+            from mastpipe.archive import Archive
+            from mastpipe.retry import RetryPolicy
 
             m = self.recipe.mast
             self._archive = Archive(self.mast_url, timeout=m.timeout, max_in_flight=m.max_in_flight,
@@ -319,15 +319,15 @@ class Pipeline:
         return self._archive
 
     def _compute(self, stage: str, table: Table | None, fp: str) -> Table:
-        from .stages import filter as filter_stage
-        from .stages import products, query, unique
+        from mastpipe.stages import filter as filter_stage
+        from mastpipe.stages import products, query, unique
 
         r = self.recipe
         if stage == "query":
             return query.run(r.query, self.archive)
         assert table is not None
         if stage == "products":
-            from .state import read_table, write_table
+            from mastpipe.state import read_table, write_table
 
             store = products.BatchStore(self._parts_dir(fp), write_table, read_table)
             in_flight = r.products.in_flight or r.mast.max_in_flight
@@ -420,7 +420,7 @@ class Pipeline:
         ``executor`` and ``scheduler`` (``--executor``, ``--scheduler``) override the recipe's
         ``retrieve.executor``.
         """
-        from .stages import retrieve as retrieve_stage
+        from mastpipe.stages.retrieve import stage as retrieve_stage
 
         m = self.recipe.mast
         return retrieve_stage.run(table, self.recipe.retrieve, base=self.recipe_path.resolve().parent,
@@ -459,8 +459,8 @@ class Pipeline:
     def retrieve_outlook(self, table: Table) -> RetrieveOutlook:
         """What the retrieve stage would do with ``table`` (a filter result), without doing it.
 
-        Each file is judged by :func:`mastpipe.resume.decide` from the ledger row and the disk,
-        exactly as :meth:`mastpipe.transfer.Transfer.plan` judges it at the start of a run, but
+        Each file is judged by :func:`mastpipe.stages.retrieve.decide.decide` from the ledger row and the disk,
+        exactly as :meth:`mastpipe.stages.retrieve.engine.Transfer.plan` judges it at the start of a run, but
         nothing is touched: no request, no sweep of stale temporaries, no ledger written (the
         ledger is only opened when it exists, and only read). Contacts no server.
 
@@ -480,11 +480,11 @@ class Pipeline:
         StateError
             When the ledger cannot be read.
         """
-        from .errors import LedgerError
-        from .ledger import FAILED, FILENAME, Ledger
-        from .resume import Kind
-        from .stages.retrieve import plan_files
-        from .transfer import Transfer
+        from mastpipe.errors import LedgerError
+        from mastpipe.stages.retrieve.ledger import FAILED, FILENAME, Ledger
+        from mastpipe.stages.retrieve.decide import Kind
+        from mastpipe.stages.retrieve.stage import plan_files
+        from mastpipe.stages.retrieve.engine import Transfer
 
         settings = self.recipe.retrieve
         destination = (self.recipe_path.resolve().parent / settings.destination).resolve()

@@ -32,7 +32,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import LockError, NotWritableError, StateError
+from mastpipe.errors import LockError, NotWritableError, StateError
 
 if TYPE_CHECKING:
     from astropy.table import Table

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from .errors import CABundleError
+from mastpipe.errors import CABundleError
 
 log = logging.getLogger(__name__)
 

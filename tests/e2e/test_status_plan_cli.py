@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mastpipe.progress import format_bytes
+from mastpipe.stages.retrieve.progress import format_bytes
 
 SEED = "pipelines/jwst-1073-nircam-uncal.yaml"
 STAGES = ("query", "products", "unique", "filter")

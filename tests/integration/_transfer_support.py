@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mastpipe.retry import RetryPolicy
 from mastpipe.sandbox import Sandbox
-from mastpipe.transfer import FileTask
+from mastpipe.stages.retrieve.engine import FileTask
 
 #: Retries without real waiting: tests exercise the logic, not the clock.
 FAST = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.005, retry_after_cap=30)

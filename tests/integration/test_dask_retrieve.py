@@ -35,10 +35,10 @@ from _transfer_support import (  # noqa: E402
     task_for,
 )
 
-from mastpipe.distributed import DaskTransfer, Secret, WorkerConfig  # noqa: E402
-from mastpipe.ledger import DONE, Ledger  # noqa: E402
+from mastpipe.stages.retrieve.dask import DaskTransfer, Secret, WorkerConfig  # noqa: E402
+from mastpipe.stages.retrieve.ledger import DONE, Ledger  # noqa: E402
 from mastpipe.sandbox import Faults  # noqa: E402
-from mastpipe.transfer import Transfer, part_path  # noqa: E402
+from mastpipe.stages.retrieve.engine import Transfer, part_path  # noqa: E402
 
 TOKEN = "tok-" + secrets.token_hex(16)
 

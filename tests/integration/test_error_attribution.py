@@ -17,7 +17,7 @@ import pytest
 import mastpipe
 from mastpipe.auth import check_token
 from mastpipe.errors import AuthError, LedgerError, StateError, TokenCheckError, TokenRefusedError
-from mastpipe.ledger import Ledger
+from mastpipe.stages.retrieve.ledger import Ledger
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = "jwst-1073-nircam-uncal.yaml"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mastpipe.init import starting_recipe
+from mastpipe.recipe.starter import starting_recipe
 from mastpipe.runner import Pipeline
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mastpipe.recipe import load_recipe
+from mastpipe.recipe.models import load_recipe
 from mastpipe.runner import Pipeline
 from mastpipe.sandbox.tutorial import PRODUCT_FILTER, QUERY_AND_PRODUCTS
 

@@ -19,10 +19,10 @@ import urllib3
 
 import mastpipe
 from mastpipe.auth import check_token
-from mastpipe.distributed import WorkerConfig, fetch_on_worker
+from mastpipe.stages.retrieve.dask import WorkerConfig, fetch_on_worker
 from mastpipe.errors import ArchiveError, AuthError, CABundleError
 from mastpipe.tls import certificate_error, warn_insecure
-from mastpipe.transfer import FileTask, Transfer
+from mastpipe.stages.retrieve.engine import FileTask, Transfer
 
 from _transfer_support import FAST, public_rows, task_for
 

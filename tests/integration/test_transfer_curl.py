@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from _transfer_support import FAST, EXCLUSIVE_OBSID, assert_complete, downloads, public_rows, task_for
 
-from mastpipe.curlscript import render_curl_script, write_curl_script
+from mastpipe.stages.retrieve.curl import render_curl_script, write_curl_script
 from mastpipe.sandbox import Faults
-from mastpipe.temporaries import meta_path, part_path
-from mastpipe.transfer import FileTask, Transfer
+from mastpipe.stages.retrieve.temporaries import meta_path, part_path
+from mastpipe.stages.retrieve.engine import FileTask, Transfer
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 TOKEN = "tok-" + secrets.token_hex(16)

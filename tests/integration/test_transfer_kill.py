@@ -19,16 +19,16 @@ from pathlib import Path
 
 from _transfer_support import FAST, JWST_1073_OBSID, assert_complete, downloads
 
-from mastpipe.ledger import Ledger
+from mastpipe.stages.retrieve.ledger import Ledger
 from mastpipe.sandbox import Faults
-from mastpipe.transfer import FileTask, Transfer, part_path
+from mastpipe.stages.retrieve.engine import FileTask, Transfer, part_path
 
 DRIVER = textwrap.dedent("""
     import json, sys
     from pathlib import Path
-    from mastpipe.ledger import Ledger
+    from mastpipe.stages.retrieve.ledger import Ledger
     from mastpipe.retry import RetryPolicy
-    from mastpipe.transfer import FileTask, Transfer
+    from mastpipe.stages.retrieve.engine import FileTask, Transfer
     spec = json.loads(Path(sys.argv[1]).read_text())
     tasks = [FileTask(t["key"], t["url"], Path(t["dest"]), t["size"]) for t in spec["tasks"]]
     Transfer(workers=2, ledger=Ledger(spec["state"]), policy=RetryPolicy(base_delay=0.01)).run(tasks)

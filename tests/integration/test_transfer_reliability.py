@@ -14,10 +14,10 @@ import pytest
 from _transfer_support import FAST, assert_complete, downloads, public_rows, task_for
 
 from mastpipe.errors import TransferError, UnsafePathError, UsageError
-from mastpipe.ledger import Ledger
+from mastpipe.stages.retrieve.ledger import Ledger
 from mastpipe.retry import RetryPolicy
 from mastpipe.sandbox import Faults
-from mastpipe.transfer import Event, Transfer, meta_path, part_path
+from mastpipe.stages.retrieve.engine import Event, Transfer, meta_path, part_path
 
 
 def on_retry(callback):
@@ -306,7 +306,7 @@ def test_connection_errors_are_retried(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    from mastpipe.transfer import FileTask
+    from mastpipe.stages.retrieve.engine import FileTask
     task = FileTask("mast:X/product/x.fits", f"http://127.0.0.1:{port}/x", tmp_path / "x.fits", 10)
     [result] = Transfer(policy=FAST).run([task])
     assert result.status == "failed" and result.attempts == FAST.max_attempts
@@ -473,7 +473,7 @@ def test_one_key_two_destinations_is_refused(sandbox, tmp_path: Path) -> None:
 def test_events_drive_progress(sandbox, tmp_path: Path) -> None:
     import io
 
-    from mastpipe.progress import Progress
+    from mastpipe.stages.retrieve.progress import Progress
     rows = public_rows(sandbox, 5)
     sandbox.faults = Faults.parse(f"download.missing={rows[0]['dataURI']}")
     progress = Progress(io.StringIO(), mode="plain", interval=3600)
@@ -487,7 +487,7 @@ def test_events_drive_progress(sandbox, tmp_path: Path) -> None:
 def test_progress_takes_back_the_bytes_of_a_restart(sandbox, tmp_path: Path, second: str) -> None:
     import io
 
-    from mastpipe.progress import Progress
+    from mastpipe.stages.retrieve.progress import Progress
     row = public_rows(sandbox, 1)[0]
     # Half the body, then the resume is answered with the whole file (restart by truncation) or
     # with a 206 from the wrong offset (the temporary is discarded, then fetched from zero).

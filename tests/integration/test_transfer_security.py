@@ -18,9 +18,9 @@ from _transfer_support import (
 
 from mastpipe.auth import RedactingFilter, check_token
 from mastpipe.errors import AuthError
-from mastpipe.ledger import Ledger
+from mastpipe.stages.retrieve.ledger import Ledger
 from mastpipe.sandbox import Faults
-from mastpipe.transfer import Transfer
+from mastpipe.stages.retrieve.engine import Transfer
 
 TOKEN = "tok-" + secrets.token_hex(16)
 
@@ -137,7 +137,7 @@ def test_redacting_filter_on_transfer_logs(sandbox_factory, tmp_path: Path,
     # Belt and braces: even a record that somehow carried the token would be cleaned.
     caplog.handler.addFilter(RedactingFilter(TOKEN))
     try:
-        logging.getLogger("mastpipe.transfer").warning("leak %s", TOKEN)
+        logging.getLogger("mastpipe.stages.retrieve.engine").warning("leak %s", TOKEN)
     finally:
         caplog.handler.filters.clear()
     assert TOKEN not in caplog.text
@@ -150,7 +150,7 @@ def test_repr_hides_token() -> None:
 def test_planted_symlinks_at_temporary_names_are_not_followed(sandbox, tmp_path: Path) -> None:
     import os
 
-    from mastpipe.transfer import meta_path, part_path
+    from mastpipe.stages.retrieve.engine import meta_path, part_path
     row = public_rows(sandbox, 1)[0]
     task = task_for(sandbox, row, tmp_path / "dest")
     task.dest.parent.mkdir(parents=True)

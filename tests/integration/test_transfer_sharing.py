@@ -14,9 +14,9 @@ from pathlib import Path
 
 from _transfer_support import FAST, assert_complete, downloads, public_rows, task_for
 
-from mastpipe.ledger import Ledger
+from mastpipe.stages.retrieve.ledger import Ledger
 from mastpipe.sandbox import Faults
-from mastpipe.transfer import FileResult, FileTask, Transfer, meta_path, part_path
+from mastpipe.stages.retrieve.engine import FileResult, FileTask, Transfer, meta_path, part_path
 
 
 def _fetch_in_background(task: FileTask, state: Path) -> tuple[threading.Thread, dict[str, FileResult]]:

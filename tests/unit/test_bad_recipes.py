@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from mastpipe.errors import RecipeError
-from mastpipe.recipe import Recipe, load_recipe, parse_recipe
-from mastpipe.yamlload import load_yaml_text
+from mastpipe.recipe.models import Recipe, load_recipe, parse_recipe
+from mastpipe.recipe.yamlload import load_yaml_text
 
 #: A valid recipe's first six lines; cases append to it, so their errors are on line 7 or later.
 BASE = "version: 1\nname: t\nquery:\n  q:\n    criteria:\n      obs_collection: JWST\n"
@@ -680,7 +680,7 @@ def test_plain_decimals_and_quoted_numbers_stay_valid(tmp_path: Path) -> None:
     (".nan", 'NaN ("not a number")'),
 ])
 def test_numbers_yaml_misreads_are_recognised(written: str, read: str) -> None:
-    from mastpipe.recipe_problems import misread_number
+    from mastpipe.recipe.problems import misread_number
 
     value = yaml.safe_load(f"v: {written}")["v"]
     found = misread_number(written, value)
@@ -689,7 +689,7 @@ def test_numbers_yaml_misreads_are_recognised(written: str, read: str) -> None:
 
 @pytest.mark.parametrize("written", ["0", "-0", "+1073", "1073", "0.5", "01.5", "1.5e+3", ".5", "60."])
 def test_plain_decimals_are_not_misreads(written: str) -> None:
-    from mastpipe.recipe_problems import misread_number
+    from mastpipe.recipe.problems import misread_number
 
     assert misread_number(written, yaml.safe_load(f"v: {written}")["v"]) is None
 
@@ -779,9 +779,9 @@ _LAYOUT_PIECES = ["{", "}", "{{", "}}", "/", ".", "..", ":", "!r", "[0]", "x", "
 def test_a_layout_the_validator_accepts_builds_a_path_and_one_it_refuses_is_explained(template: str) -> None:
     """The validator reads layouts as the download code does: no template passes validation
     and then fails (or crashes) when the first path is built."""
-    from mastpipe.fields import PRODUCT_COLUMNS
-    from mastpipe.paths import relative_product_path
-    from mastpipe.recipe import layout_problem
+    from mastpipe.recipe.fields import PRODUCT_COLUMNS
+    from mastpipe.stages.retrieve.paths import relative_product_path
+    from mastpipe.recipe.models import layout_problem
 
     problem = layout_problem(template)
     if problem is None:

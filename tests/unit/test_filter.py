@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mastpipe.errors import MastpipeError
-from mastpipe.recipe import Filter
+from mastpipe.recipe.models import Filter
 from mastpipe.stages.filter import MRP, filter_products, keep_mask
 from mastpipe.state import as_stored
 

@@ -1,4 +1,4 @@
-"""``mastpipe.init.starting_recipe``: every combination of valid options gives a recipe that loads
+"""``mastpipe.recipe.starter.starting_recipe``: every combination of valid options gives a recipe that loads
 (the same code path as ``mastpipe validate``) and says what the options asked for; bad options are
 UsageErrors (exit 2) naming the option."""
 
@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mastpipe.errors import EXIT_INVALID, RecipeError, UsageError
-from mastpipe.init import (DEFAULT_SCHEMA_PATH, PRODUCT_KINDS, default_name, schema_path_for, starting_recipe,
+from mastpipe.recipe.starter import (DEFAULT_SCHEMA_PATH, PRODUCT_KINDS, default_name, schema_path_for, starting_recipe,
                            write_new_recipe)
-from mastpipe.recipe import parse_recipe
-from mastpipe.yamlload import load_yaml_text
+from mastpipe.recipe.models import parse_recipe
+from mastpipe.recipe.yamlload import load_yaml_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

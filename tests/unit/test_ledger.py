@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mastpipe.errors import StateError
-from mastpipe.ledger import DONE, FAILED, RUNNING, Ledger
+from mastpipe.stages.retrieve.ledger import DONE, FAILED, RUNNING, Ledger
 
 
 def test_lifecycle_and_attempt_totals(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from astropy.table import Table
 
 from mastpipe.errors import TransferError, UnsafePathError, UsageError
-from mastpipe.paths import (
+from mastpipe.stages.retrieve.paths import (
     check_collisions,
     check_component,
     check_free_space,

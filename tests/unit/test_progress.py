@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from mastpipe.progress import Progress, format_bytes, format_duration
-from mastpipe.transfer import Event
+from mastpipe.stages.retrieve.progress import Progress, format_bytes, format_duration
+from mastpipe.stages.retrieve.engine import Event
 
 
 class Clock:

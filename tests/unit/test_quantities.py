@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mastpipe.quantities import parse_coordinates, parse_duration, parse_radius, to_mjd
+from mastpipe.recipe.quantities import parse_coordinates, parse_duration, parse_radius, to_mjd
 
 
 @pytest.mark.parametrize("text, degrees", [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.table import MaskedColumn, Table
 
-from mastpipe.recipe import Query
+from mastpipe.recipe.models import Query
 from mastpipe.stages.query import OPEN_HIGH, OPEN_LOW, astroquery_criteria, unite
 
 

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from mastpipe.errors import EXIT_INVALID, RecipeError, UsageError
-from mastpipe.recipe import (DEFAULT_MAST_URL, MAST_URL_ENV, Mast, Position, Range, Recipe, effective_mast_url,
+from mastpipe.recipe.models import (DEFAULT_MAST_URL, MAST_URL_ENV, Mast, Position, Range, Recipe, effective_mast_url,
                              load_recipe, parse_recipe, warning_problems)
-from mastpipe.yamlload import load_yaml, load_yaml_text
+from mastpipe.recipe.yamlload import load_yaml, load_yaml_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

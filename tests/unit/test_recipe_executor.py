@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mastpipe.errors import RecipeError, UsageError
-from mastpipe.recipe import Executor, load_recipe
+from mastpipe.recipe.models import Executor, load_recipe
 
 HEAD = "version: 1\nname: t\nquery: {q: {criteria: {obs_collection: JWST}}}\n"
 
@@ -74,7 +74,7 @@ def test_without_dask_installed_the_dask_executor_says_what_to_install(tmp_path:
     for name in ("dask", "distributed"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text("raise ImportError('not installed')\n")
-    code = ("from mastpipe.distributed import DaskTransfer\n"
+    code = ("from mastpipe.stages.retrieve.dask import DaskTransfer\n"
             "from mastpipe.errors import UsageError\n"
             "try:\n    DaskTransfer('local')\n"
             "except UsageError as exc:\n    print(exc, '|', exc.hint)\n")

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 import mastpipe.stages.filter as filter_stage
-from mastpipe.fields import OBSERVATION_FIELDS, PRODUCT_COLUMNS
-from mastpipe.recipe import Recipe
-from mastpipe.schema import REGENERATE_REFERENCE, recipe_reference_markdown, recipe_schema
+from mastpipe.recipe.fields import OBSERVATION_FIELDS, PRODUCT_COLUMNS
+from mastpipe.recipe.models import Recipe
+from mastpipe.recipe.schema import REGENERATE_REFERENCE, recipe_reference_markdown, recipe_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "recipe.md"
@@ -71,7 +71,7 @@ def _fields() -> list[tuple[str, dict[str, Any], Any]]:
         annotation = field.annotation
         if isinstance(annotation, type):
             models[annotation.__name__] = annotation
-    from mastpipe.recipe import Executor, Position, Query, Range
+    from mastpipe.recipe.models import Executor, Position, Query, Range
     models.update(Query=Query, Position=Position, Range=Range, Executor=Executor)
     found = [(key, prop, Recipe.model_fields[key]) for key, prop in schema["properties"].items()]
     for prefix, name in SECTIONS.items():

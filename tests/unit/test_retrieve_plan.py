@@ -9,7 +9,7 @@ import pytest
 from astropy.table import MaskedColumn, Table
 
 from mastpipe.errors import TransferError
-from mastpipe.stages.retrieve import plan_files, write_manifest
+from mastpipe.stages.retrieve.stage import plan_files, write_manifest
 
 MAST = "https://mast.stsci.edu"
 

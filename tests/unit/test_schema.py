@@ -11,8 +11,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from mastpipe.recipe import load_recipe
-from mastpipe.schema import recipe_schema, recipe_schema_text
+from mastpipe.recipe.models import load_recipe
+from mastpipe.recipe.schema import recipe_schema, recipe_schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "schemas" / "recipe.schema.json"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mastpipe.resume import (
+from mastpipe.stages.retrieve.decide import (
     Kind,
     LocalState,
     PartMeta,
@@ -17,8 +17,8 @@ from mastpipe.resume import (
     judge,
     parse_content_range,
 )
-from mastpipe.temporaries import FetchLock, remove_stale_temporaries
-from mastpipe.transfer import meta_path, part_path, stale_temporaries
+from mastpipe.stages.retrieve.temporaries import FetchLock, remove_stale_temporaries
+from mastpipe.stages.retrieve.engine import meta_path, part_path, stale_temporaries
 
 META = PartMeta(size=100, etag='"v1"', last_modified="Mon, 01 Jan 2024 00:00:00 GMT")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mastpipe.resume import Kind, LocalState, RemoteFacts, decide
+from mastpipe.stages.retrieve.decide import Kind, LocalState, RemoteFacts, decide
 
 
 @pytest.mark.parametrize(("overwrite", "on_disk", "expected"), [

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Iterable, Mapping
 from urllib.parse import quote
 
-from .catalog import Catalog, FileInfo
-from .faults import Faults
-from .log import Record, RequestLog
-from .server import SandboxHTTPServer
+from mastpipe.sandbox.catalog import Catalog, FileInfo
+from mastpipe.sandbox.faults import Faults
+from mastpipe.sandbox.log import Record, RequestLog
+from mastpipe.sandbox.server import SandboxHTTPServer
 
 __all__ = ["Sandbox", "Faults", "Catalog", "FileInfo", "RequestLog", "Record", "serve_forever",
            "parse_scale", "parse_tokens"]

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .content import FITS_BLOCK, BodyMaker
+from mastpipe.sandbox.content import FITS_BLOCK, BodyMaker
 
 __all__ = ["Catalog", "FileInfo", "MRP"]
 

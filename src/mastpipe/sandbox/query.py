@@ -21,7 +21,7 @@ import re
 from functools import lru_cache
 from typing import Any, Iterable
 
-from .columns import CONTINUOUS, FILTER_NAMES, SEPARATORS
+from mastpipe.sandbox.columns import CONTINUOUS, FILTER_NAMES, SEPARATORS
 
 __all__ = ["QueryError", "compile_filters", "angular_distance_arcsec", "parse_position"]
 

@@ -24,14 +24,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Iterable
 from urllib.parse import parse_qs, urlsplit
 
-from . import columns
-from .bundle import bundle_name, bundle_script
-from .faults import Faults
-from .log import Record
-from .query import QueryError, angular_distance_arcsec, compile_filters, parse_position
+from mastpipe.sandbox import columns
+from mastpipe.sandbox.bundle import bundle_name, bundle_script
+from mastpipe.sandbox.faults import Faults
+from mastpipe.sandbox.log import Record
+from mastpipe.sandbox.query import QueryError, angular_distance_arcsec, compile_filters, parse_position
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import Sandbox
+    from mastpipe.sandbox import Sandbox
 
 __all__ = ["SandboxHTTPServer", "Handler"]
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import MastpipeError
-from ..recipe import GUIDE_STAR_MARK, Filter, Range
+from mastpipe.errors import MastpipeError
+from mastpipe.recipe.models import GUIDE_STAR_MARK, Filter, Range
 
 if TYPE_CHECKING:
     from astropy.table import Table

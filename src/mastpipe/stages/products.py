@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..archive import TimedOut
-from ..errors import TruncatedResultError
+from mastpipe.archive import TimedOut
+from mastpipe.errors import TruncatedResultError
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
-    from ..archive import Archive
+    from mastpipe.archive import Archive
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def fetch_stacked(archive: Archive, batch: tuple[str, ...], row_cap: int = ROW_C
     which is what keeps a run over a million product rows well under 2 GB."""
     from astropy.table import Table, vstack
 
-    from ..state import as_stored
+    from mastpipe.state import as_stored
 
     tables = [t for t in fetch_batch(archive, batch, row_cap) if len(t)]
     table = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else (tables[0] if tables else Table())

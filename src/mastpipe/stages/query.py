@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import TruncatedResultError
-from ..recipe import Query, Range
+from mastpipe.errors import TruncatedResultError
+from mastpipe.recipe.models import Query, Range
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
-    from ..archive import Archive
+    from mastpipe.archive import Archive
 
 log = logging.getLogger(__name__)
 

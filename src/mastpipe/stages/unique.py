@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..state import decoded
+from mastpipe.state import decoded
 
 if TYPE_CHECKING:
     from astropy.table import Table

@@ -7,14 +7,14 @@ Division of labour
 ------------------
 * The **driver** (the ``mastpipe run`` process) keeps everything with state: the run lock, the
   checkpoints and the SQLite ledger. It plans exactly as the threads engine does
-  (:meth:`mastpipe.transfer.Transfer.plan`: ledger + disk, so files already done are skipped
+  (:meth:`mastpipe.stages.retrieve.engine.Transfer.plan`: ledger + disk, so files already done are skipped
   with no request at all), then submits one Dask task per remaining file and records each
   result in the ledger as it completes.
 * A **worker** runs :func:`fetch_on_worker`: one :meth:`Transfer.fetch_one` call, i.e. the very
   code path of a local run (temporary beside the target, ``Range`` resume, sha256 while
   streaming, fsync, atomic rename, retries, token only to its hosts). It writes no ledger: the
   ledger calls that ``Transfer`` would have made are captured and returned as facts with the
-  :class:`~mastpipe.transfer.FileResult`, and the driver replays them.
+  :class:`~mastpipe.stages.retrieve.engine.FileResult`, and the driver replays them.
 
 Politeness across the cluster
 -----------------------------
@@ -61,12 +61,12 @@ from typing import TYPE_CHECKING, Any, cast
 from mastpipe.errors import TransferError, UsageError
 from mastpipe.retry import RetryPolicy
 from mastpipe.tls import check_ca_bundle
-from mastpipe.transfer import CHUNK, Event, FileResult, FileTask, Transfer
+from mastpipe.stages.retrieve.engine import CHUNK, Event, FileResult, FileTask, Transfer
 
 if TYPE_CHECKING:
     from distributed import Client, Future
 
-    from mastpipe.ledger import Ledger, LedgerRow
+    from mastpipe.stages.retrieve.ledger import Ledger, LedgerRow
 
 __all__ = ["DaskTransfer", "FileFacts", "Secret", "WorkerConfig", "fetch_on_worker"]
 
@@ -116,7 +116,7 @@ class WorkerConfig:
     Attributes
     ----------
     timeout, policy, verify, overwrite, chunk_size, insecure
-        As in :class:`~mastpipe.transfer.Transfer`.
+        As in :class:`~mastpipe.stages.retrieve.engine.Transfer`.
     token : Secret or None
         MAST token, only ever sent to ``token_hosts``.
     token_hosts : tuple of str
@@ -297,7 +297,7 @@ class DaskTransfer:
         Times the driver submits a file again after Dask gave up on its task.
     timeout, policy, run_retry_budget, token, token_hosts, ledger, verify, on_event,
     check_space, overwrite, chunk_size, insecure
-        As in :class:`~mastpipe.transfer.Transfer`. ``on_event`` is called from the driver
+        As in :class:`~mastpipe.stages.retrieve.engine.Transfer`. ``on_event`` is called from the driver
         (from Dask's event-loop thread for live ``start``/``bytes``/``retry`` events).
 
     Notes

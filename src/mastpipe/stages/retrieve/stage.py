@@ -2,7 +2,7 @@
 
 The pure part, :func:`plan_files`, maps each product row to a URL and a checked destination path
 (refusing unsafe names and collisions before anything is fetched). The I/O part hands the files
-to :class:`mastpipe.transfer.Transfer` (download mode) or writes a script (curl mode), and always
+to :class:`mastpipe.stages.retrieve.engine.Transfer` (download mode) or writes a script (curl mode), and always
 writes a manifest: one row per product with ``dataURI``, local path, size, sha256, status,
 message and URL, as ECSV (astropy reads it) and JSON.
 """
@@ -19,11 +19,11 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
-from ..errors import AuthError, UnsafePathError
-from ..paths import check_collisions, product_path
-from ..recipe import Executor, Retrieve
-from ..state import atomic_write_bytes, decoded
-from ..transfer import FileResult, FileTask
+from mastpipe.errors import AuthError, UnsafePathError
+from mastpipe.stages.retrieve.paths import check_collisions, product_path
+from mastpipe.recipe.models import Executor, Retrieve
+from mastpipe.state import atomic_write_bytes, decoded
+from mastpipe.stages.retrieve.engine import FileResult, FileTask
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -190,7 +190,7 @@ def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_u
         result.manifest = write_manifest(manifest_path, tasks, None, refused)
         return result
     if settings.mode == "curl":
-        from ..curlscript import write_curl_script
+        from mastpipe.stages.retrieve.curl import write_curl_script
 
         script = (base / settings.script) if settings.script else destination / "mastpipe-download.sh"
         result.script = write_curl_script(tasks, script)
@@ -207,7 +207,7 @@ def _locked_out(protected: list[FileTask], token: str | None, mast_url: str, tim
 
     (Not :class:`Refused`: those are rows no path could be made for; these lack a token.)
     """
-    from ..auth import check_token
+    from mastpipe.auth import check_token
 
     if not protected:
         return []
@@ -229,9 +229,9 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retr
               retries: int, retry_after_cap: float, verify: bool, token: str | None, on_event: Any,
               manifest_path: Path, result: RetrieveResult, executor: Executor | None = None,
               insecure: bool = False) -> RetrieveResult:
-    from ..ledger import Ledger
-    from ..retry import RetryPolicy
-    from ..transfer import Transfer
+    from mastpipe.stages.retrieve.ledger import Ledger
+    from mastpipe.retry import RetryPolicy
+    from mastpipe.stages.retrieve.engine import Transfer
 
     host = urlsplit(mast_url).netloc
     policy = RetryPolicy(max_attempts=retries + 1, retry_after_cap=retry_after_cap)
@@ -249,7 +249,7 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retr
         fetchable = [t for t in tasks if t.key not in skipped]
         common["token"] = token if protected and not locked_out else None
         if executor is not None and executor.kind == "dask":
-            from ..distributed import DaskTransfer  # the optional extra: imported only when chosen
+            from mastpipe.stages.retrieve.dask import DaskTransfer  # the optional extra: imported only when chosen
 
             engine: Any = DaskTransfer(executor.scheduler or "local", workers=executor.workers,
                                        in_flight=settings.in_flight, **common)

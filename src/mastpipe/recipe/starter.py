@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import RecipeError, UsageError
+from mastpipe.errors import RecipeError, UsageError
 
 __all__ = ["PRODUCT_KINDS", "MODES", "DEFAULT_SCHEMA_PATH", "starting_recipe", "default_name",
            "schema_path_for", "write_new_recipe"]
@@ -384,8 +384,8 @@ def _render(coll: str, programs: list[str], instruments: list[str], filters: lis
 
 def _self_check(text: str) -> None:
     """Refuse to hand out a recipe ``mastpipe validate`` would reject (e.g. a secret-looking value)."""
-    from .recipe import parse_recipe
-    from .yamlload import load_yaml_text
+    from mastpipe.recipe.models import parse_recipe
+    from mastpipe.recipe.yamlload import load_yaml_text
 
     try:
         parse_recipe(load_yaml_text(text, "<init>"), environ={})

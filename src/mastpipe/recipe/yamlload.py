@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Problem, RecipeError
+from mastpipe.errors import Problem, RecipeError
 
 #: The largest number of nodes a document may expand to once aliases are followed. Real recipes
 #: have a few hundred; an alias bomb has billions.

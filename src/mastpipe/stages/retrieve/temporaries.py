@@ -8,7 +8,7 @@ the remote file changed. While a process works on a file it holds an exclusive l
 directories, or Dask workers on several machines) never write one temporary at once, nor sweep
 away each other's. Here: their names, that metadata, the lock, hashing what is on disk, and
 finding temporaries that no longer belong to any wanted file. The engine that writes them is
-:mod:`mastpipe.transfer`.
+:mod:`mastpipe.stages.retrieve.engine`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ try:
 except ImportError:  # Windows: no flock; one run per destination is then the user's to ensure
     fcntl = None  # type: ignore[assignment]
 
-from mastpipe.resume import PartMeta
+from mastpipe.stages.retrieve.decide import PartMeta
 
 
 def part_path(dest: Path) -> Path:

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from .recipe import Recipe
+from mastpipe.recipe.models import Recipe
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -47,7 +47,7 @@ def recipe_reference_markdown() -> str:
     observation fields and product columns recipes may name and the filter's semantics (the
     docstring of :mod:`mastpipe.stages.filter`). ``mastpipe schema --markdown`` prints it.
     """
-    from .fields import CONTINUOUS_FIELDS, DATE_FIELDS, PRODUCT_COLUMNS
+    from mastpipe.recipe.fields import CONTINUOUS_FIELDS, DATE_FIELDS, PRODUCT_COLUMNS
 
     schema = recipe_schema()
     defs = schema["$defs"]

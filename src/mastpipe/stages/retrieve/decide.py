@@ -3,7 +3,7 @@
 :func:`decide` looks at what is on disk and in the ledger for one file and says what to do
 (skip it, adopt it, finish it, resume it, restart it, fetch it, or leave a foreign file alone);
 :func:`judge` looks at a download response and says whether its body may be appended to the
-temporary file, must replace it, or must be rejected. :mod:`mastpipe.transfer` is the code that
+temporary file, must replace it, or must be rejected. :mod:`mastpipe.stages.retrieve.engine` is the code that
 acts on these decisions; keeping them apart is what lets every branch be unit-tested without a
 server (pooch's ``download_action`` is the model).
 """
@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mastpipe.ledger import DONE
+from mastpipe.stages.retrieve.ledger import DONE
 
 if TYPE_CHECKING:
     import requests

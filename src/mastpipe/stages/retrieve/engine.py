@@ -2,15 +2,15 @@
 
 Two layers:
 
-* **Decisions** (pure, unit-tested without a network) live in :mod:`mastpipe.resume`:
-  :func:`~mastpipe.resume.decide` says what to do with one file before any request and
-  :func:`~mastpipe.resume.judge` whether a response's body may be appended; both are re-exported
+* **Decisions** (pure, unit-tested without a network) live in :mod:`mastpipe.stages.retrieve.decide`:
+  :func:`~mastpipe.stages.retrieve.decide.decide` says what to do with one file before any request and
+  :func:`~mastpipe.stages.retrieve.decide.judge` whether a response's body may be appended; both are re-exported
   here.
 * **Actions**: :class:`Transfer` runs those decisions for many files with a bounded number of
   downloads in flight, one ``requests.Session`` per worker thread, and a single retry loop.
 
 Files are written to ``.<name>.part`` beside their target, with ``.<name>.part.json`` holding the
-server's validator (ETag / Last-Modified) and the expected size (see :mod:`mastpipe.temporaries`),
+server's validator (ETag / Last-Modified) and the expected size (see :mod:`mastpipe.stages.retrieve.temporaries`),
 so a run killed with ``kill -9`` resumes with ``Range`` + ``If-Range``. The sha256 is computed while the body streams (on a helper
 thread, so hashing overlaps the network and the disk). A file appears under its final name only
 after its size (and sha256, when known) has been verified, the data fsynced and the name swapped
@@ -41,13 +41,13 @@ import urllib3
 
 from mastpipe.auth import redact, require_cookie_safe
 from mastpipe.errors import IntegrityError, TransferError, UsageError
-from mastpipe.files import Event, FileResult, FileTask, Plan
-from mastpipe.ledger import DONE, Ledger, LedgerRow
-from mastpipe.paths import check_collisions, check_free_space
-from mastpipe.resume import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts, Verdict,
+from mastpipe.stages.retrieve.files import Event, FileResult, FileTask, Plan
+from mastpipe.stages.retrieve.ledger import DONE, Ledger, LedgerRow
+from mastpipe.stages.retrieve.paths import check_collisions, check_free_space
+from mastpipe.stages.retrieve.decide import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts, Verdict,
                              decide, judge, parse_content_range)
 from mastpipe.state import fsync_dir
-from mastpipe.temporaries import (FetchLock, discard, hash_file, make_parents, meta_path, part_path,
+from mastpipe.stages.retrieve.temporaries import (FetchLock, discard, hash_file, make_parents, meta_path, part_path,
                                   read_meta, remove_empty, remove_stale_temporaries, size_of,
                                   stale_temporaries, write_meta)
 from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
@@ -321,7 +321,7 @@ class Transfer:
         Reads the ledger once, runs :func:`decide` on each file, removes stale temporaries,
         checks free space, resets the run's retry budget and emits the ``plan`` event and one
         ``skipped`` event per file needing nothing. An executor that places the downloads itself
-        (:mod:`mastpipe.distributed`) calls this in its driver, then :meth:`fetch_one` elsewhere
+        (:mod:`mastpipe.stages.retrieve.dask`) calls this in its driver, then :meth:`fetch_one` elsewhere
         for each pending file, so both executors decide exactly alike.
 
         Parameters
@@ -420,7 +420,7 @@ class Transfer:
         ``Range``, verify, fsync, rename, record in the ledger if there is one, emit events),
         without run's planning: no sweep of stale temporaries (other files of the directory
         may be in flight on other machines), no free-space check, no ``plan`` event. It is
-        what a Dask worker runs for each file (:mod:`mastpipe.distributed`). One call at a
+        what a Dask worker runs for each file (:mod:`mastpipe.stages.retrieve.dask`). One call at a
         time per instance.
 
         Parameters

@@ -1,6 +1,6 @@
 """Download progress for people (a live line on a terminal) and for CI logs (a line every N seconds).
 
-:class:`Progress` is an ``on_event`` callback for :class:`mastpipe.transfer.Transfer`; it is
+:class:`Progress` is an ``on_event`` callback for :class:`mastpipe.stages.retrieve.engine.Transfer`; it is
 thread-safe because events arrive from worker threads, and cheap: it only formats text when a
 line is actually due. Library code: it writes to a stream and knows nothing about click.
 """
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from mastpipe.transfer import Event
+from mastpipe.stages.retrieve.engine import Event
 
 __all__ = ["Progress", "format_bytes", "format_duration"]
 

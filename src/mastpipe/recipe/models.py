@@ -12,8 +12,8 @@ A recipe is one YAML document with these sections, each named after the stage it
     retrieve:  {mode, destination, layout, in_flight, verify, overwrite, executor, script, manifest}
     state:     {directory, query_max_age}
 
-Models are immutable and reject unknown keys. Loading goes through :mod:`mastpipe.yamlload` and
-:mod:`mastpipe.recipe_problems`, so every error names the file, line, column and field, and says
+Models are immutable and reject unknown keys. Loading goes through :mod:`mastpipe.recipe.yamlload` and
+:mod:`mastpipe.recipe.problems`, so every error names the file, line, column and field, and says
 what to do. The field descriptions
 below are the reference users read: ``mastpipe schema`` turns them into the JSON Schema that
 editors show as hover text (``schemas/recipe.schema.json``), and ``mastpipe schema --markdown``
@@ -34,14 +34,14 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       model_validator)
 from pydantic_core import PydanticCustomError
 
-from .errors import Problem, RecipeError
-from .fields import (BOOLEAN_FIELDS, CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS,
+from mastpipe.errors import Problem, RecipeError
+from mastpipe.recipe.fields import (BOOLEAN_FIELDS, CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS,
                      suggest)
-from .paths import component_problem
-from .quantities import parse_coordinates, parse_duration, parse_radius, to_mjd
-from .recipe_problems import (_model_for, boolean_problem, error_message, number_problems, problems_from, scan,
+from mastpipe.stages.retrieve.paths import component_problem
+from mastpipe.recipe.quantities import parse_coordinates, parse_duration, parse_radius, to_mjd
+from mastpipe.recipe.problems import (_model_for, boolean_problem, error_message, number_problems, problems_from, scan,
                               shown)
-from .yamlload import Located, dotted, load_yaml
+from mastpipe.recipe.yamlload import Located, dotted, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -502,7 +502,7 @@ class Executor(_Model):
         UsageError
             When the combination is invalid (``dask`` without any scheduler, ``threads`` with one).
         """
-        from .errors import UsageError
+        from mastpipe.errors import UsageError
 
         if kind is None and scheduler is None:
             return self
@@ -853,7 +853,7 @@ def effective_mast_url(recipe: Recipe, cli_url: str | None = None, environ: dict
             try:
                 return _check_url(candidate)
             except ValueError as exc:
-                from .errors import UsageError
+                from mastpipe.errors import UsageError
                 fix = f"unset {MAST_URL_ENV} or set it" if origin == MAST_URL_ENV else "pass"
                 raise UsageError(f"{origin}: {exc}", hint=f"{fix} a full URL such as {DEFAULT_MAST_URL} "
                                  "or http://127.0.0.1:8000 for a local server") from None

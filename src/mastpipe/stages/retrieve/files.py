@@ -1,7 +1,7 @@
 """The vocabulary of a retrieve: the files to fetch, what became of them, the plan and the events.
 
-Shared by the transfer engine (:mod:`mastpipe.transfer`, which re-exports every name), the Dask
-executor (:mod:`mastpipe.distributed`), the retrieve stage and progress reporting.
+Shared by the transfer engine (:mod:`mastpipe.stages.retrieve.engine`, which re-exports every name), the Dask
+executor (:mod:`mastpipe.stages.retrieve.dask`), the retrieve stage and progress reporting.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from mastpipe.ledger import LedgerRow
-    from mastpipe.resume import LocalState
+    from mastpipe.stages.retrieve.ledger import LedgerRow
+    from mastpipe.stages.retrieve.decide import LocalState
 
 __all__ = ["Event", "FileResult", "FileTask", "Plan", "Status"]
 
@@ -29,7 +29,7 @@ class FileTask:
     url : str
         Where to download it from.
     dest : pathlib.Path
-        Final path (already checked by :mod:`mastpipe.paths`).
+        Final path (already checked by :mod:`mastpipe.stages.retrieve.paths`).
     size : int or None
         Expected size from the product list, or None when unknown.
     protected : bool

@@ -4,7 +4,7 @@ It follows MAST's own bundle script (``curl --globoff -f --progress-bar --create
 behaves like mastpipe's ``download`` mode as far as bash and curl allow:
 
 * each file is fetched into ``.<name>.part`` beside its final path (the name the download mode
-  uses, :func:`mastpipe.temporaries.part_path`) and renamed into place with ``mv`` in the same
+  uses, :func:`mastpipe.stages.retrieve.temporaries.part_path`) and renamed into place with ``mv`` in the same
   directory only when curl succeeded and the size equals the product list's (when known), so
   nothing stands under the final name unless it is complete (a symbolic link found under the
   temporary's name is removed, never written through);
@@ -27,7 +27,7 @@ behaves like mastpipe's ``download`` mode as far as bash and curl allow:
 
 The two modes cooperate on the temporary: ``mastpipe run`` in download mode treats a curl-made
 ``.<name>.part`` (no ``.<name>.part.json`` metadata) as unusable and restarts it from zero
-(:func:`mastpipe.resume.decide`), which is safe. The script deletes that metadata file before it
+(:func:`mastpipe.stages.retrieve.decide.decide`), which is safe. The script deletes that metadata file before it
 touches a temporary the download mode left, because curl resumes without ``If-Range`` and so the
 metadata could no longer vouch for the bytes.
 
@@ -47,7 +47,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from mastpipe.transfer import FileTask
+from mastpipe.stages.retrieve.engine import FileTask
 
 __all__ = ["render_curl_script", "write_curl_script"]
 
@@ -166,7 +166,7 @@ def render_curl_script(tasks: Sequence[FileTask], base: Path | str) -> str:
     Parameters
     ----------
     tasks : sequence of FileTask
-        Files to fetch (destination paths already checked by :mod:`mastpipe.paths`).
+        Files to fetch (destination paths already checked by :mod:`mastpipe.stages.retrieve.paths`).
     base : path-like
         Directory the script will live in; destinations inside it are written relative to it,
         so the tree can be moved together with the script.

@@ -4,7 +4,7 @@ Before: :func:`scan` expands ``${VAR}`` and refuses anything that looks like a s
 problem at the key or value where it stands. After: :func:`problems_from` turns pydantic's
 errors into one-line messages ("must be X, not Y") at the line and column of the field, with a
 hint ("did you mean ...?", or the field's own description). The models live in
-:mod:`mastpipe.recipe`; this module does not import them, so they can use :func:`shown` and
+:mod:`mastpipe.recipe.models`; this module does not import them, so they can use :func:`shown` and
 :func:`error_message` for their own checks.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import Problem
-from .fields import suggest
-from .yamlload import Located, dotted
+from mastpipe.errors import Problem
+from mastpipe.recipe.fields import suggest
+from mastpipe.recipe.yamlload import Located, dotted
 
 TOKEN_ENV = "MAST_API_TOKEN"
 
