@@ -7,7 +7,8 @@
 >>> outcome.tables["filter"]["productFilename", "size"]                # doctest: +SKIP
 
 Logging goes through the standard :mod:`logging` module (logger ``"mastpipe"``), so an
-embedding application routes it as it likes; nothing here prints.
+embedding application routes it as it likes; the only output of its own is download progress
+(``progress=False`` turns it off).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from mastpipe.errors import EXIT_OK, LockError, MastpipeError, UsageError, interrupt_exit_code
 from mastpipe.report import (Snapshot, append_history, build_report, history_entry, iso_time, read_history,
                      render_markdown, snapshot)
-from mastpipe.runner import Pipeline, RunResult
+from mastpipe.runner import Pipeline, RunResult, new_run_id
+from mastpipe.stages.retrieve.progress import python_progress
 from mastpipe.state import atomic_write_bytes, fingerprint
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
         token: str | None = None, on_event: Callable[[Any], None] | None = None, server_id: str | None = None,
         report: str | os.PathLike[str] | None = None, summary: str | os.PathLike[str] | None = None,
         environ: dict[str, str] | None = None, executor: str | None = None,
-        scheduler: str | None = None, insecure: bool = False) -> RunOutcome:
+        scheduler: str | None = None, insecure: bool = False, progress: bool = True) -> RunOutcome:
     """Run a recipe: the stages up to ``until``, then write the run report and history.
 
     Parameters
@@ -82,6 +83,9 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
         Do not check TLS certificates. Dangerous, so logged as a warning and recorded in the
         report; for a network with its own certificate authority set ``REQUESTS_CA_BUNDLE``
         instead (see :mod:`mastpipe.tls`).
+    progress : bool
+        Show download progress: a tqdm bar in Jupyter and on a terminal, a line every 30 s on
+        stderr otherwise (a script's log). False shows nothing.
 
     Returns
     -------
@@ -104,9 +108,26 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
     env = dict(os.environ) if environ is None else environ
     pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir, refresh=refresh, environ=env,
                         server_id=server_id, insecure=insecure)
-    return run_pipeline(pipeline, until=until, from_stage=from_stage, verify=verify, token=token,
-                        on_event=on_event, report=report, summary=summary, environ=env,
-                        executor=executor, scheduler=scheduler)
+    shown = python_progress(progress)
+    try:
+        return run_pipeline(pipeline, until=until, from_stage=from_stage, verify=verify, token=token,
+                            on_event=_both(on_event, shown), report=report, summary=summary, environ=env,
+                            executor=executor, scheduler=scheduler)
+    finally:
+        if shown is not None:
+            shown.close()
+
+
+def _both(first: Callable[[Any], None] | None, second: Callable[[Any], None] | None) -> Callable[[Any], None] | None:
+    """One ``on_event`` callback calling ``first`` then ``second`` (either may be None)."""
+    if first is None or second is None:
+        return first or second
+
+    def both(event: Any) -> None:
+        first(event)
+        second(event)
+
+    return both
 
 
 def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str | None = None,
@@ -121,7 +142,7 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     env = dict(os.environ) if environ is None else environ
     chosen = pipeline.recipe.retrieve.executor.override(executor, scheduler)  # a bad --scheduler fails before any stage
     _require_dask(chosen.kind, until, pipeline.recipe.retrieve.mode)
-    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    run_id = new_run_id()
     recipe_fp = fingerprint(pipeline.recipe.model_dump(mode="json"))
     started = time.time()
     # "Since the previous run" means since the last run that got through its stages; checkpoints
@@ -132,7 +153,8 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     try:
         result = pipeline.run(until=until, from_stage=from_stage,
                               retrieve=lambda p, table: p.retrieve(table, verify=verify, token=token, on_event=on_event,
-                                                                   executor=executor, scheduler=scheduler),
+                                                                   executor=executor, scheduler=scheduler,
+                                                                   run_id=run_id),
                               remember=("query", "filter") if completed_before else ())
     except LockError:
         raise

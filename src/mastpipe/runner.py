@@ -146,6 +146,13 @@ def _server_label(server_id: Any, url: str | None) -> str:
     return f"{server_id} at {url}"
 
 
+def new_run_id() -> str:
+    """A run's id: its UTC start time and a random suffix, e.g. ``20260102T030405Z-1a2b3c``."""
+    import uuid
+
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
 def default_state_dir(recipe: Recipe, recipe_path: Path) -> Path:
     base = recipe_dir(recipe_path)
     if recipe.state.directory:
@@ -414,11 +421,11 @@ class Pipeline:
 
     def retrieve(self, table: Table, *, verify: bool = False, token: str | None = None,
                  on_event: Callable[[Any], None] | None = None, executor: str | None = None,
-                 scheduler: str | None = None) -> Any:
+                 scheduler: str | None = None, run_id: str | None = None) -> Any:
         """The retrieve stage for ``table`` (normally the filter stage's result).
 
         ``executor`` and ``scheduler`` (``--executor``, ``--scheduler``) override the recipe's
-        ``retrieve.executor``.
+        ``retrieve.executor``; ``run_id`` is the run the manifest names (a new one when not given).
         """
         from mastpipe.stages.retrieve import stage as retrieve_stage
 
@@ -427,7 +434,24 @@ class Pipeline:
                                   state_dir=self.state_dir, mast_url=self.mast_url, mast_timeout=m.timeout,
                                   retries=m.retries, retry_after_cap=m.retry_after_cap, verify=verify,
                                   token=token, on_event=on_event, insecure=self.insecure,
-                                  executor=self.recipe.retrieve.executor.override(executor, scheduler))
+                                  executor=self.recipe.retrieve.executor.override(executor, scheduler),
+                                  meta=self.manifest_meta(run_id or new_run_id()))
+
+    def manifest_meta(self, run_id: str) -> dict[str, str]:
+        """The provenance a manifest's ECSV header carries, so a manifest found on its own
+        (in a CI artifact, beside restored files) says where it came from.
+
+        Keys: ``recipe`` (name), ``recipe_path``, ``recipe_fingerprint``, ``run_id``, ``server``
+        (the MAST URL asked), ``source`` (the URL files are downloaded from) and ``mastpipe``
+        (version); :func:`~mastpipe.stages.retrieve.stage.write_manifest` adds ``paths``.
+        """
+        from mastpipe import __version__
+        from mastpipe.stages.retrieve.stage import download_url
+
+        return {"recipe": self.recipe.name, "recipe_path": str(self.recipe_path.resolve()),
+                "recipe_fingerprint": fingerprint(self.recipe.model_dump(mode="json")), "run_id": run_id,
+                "server": self.mast_url, "source": download_url(self.mast_url, ""),
+                "mastpipe": __version__}
 
     def _parts_dir(self, fp: str) -> Path:
         """Finished product-list batches of the products stage with fingerprint ``fp``.

@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import quote, urlsplit
 
 import numpy as np
@@ -126,20 +126,33 @@ class RetrieveResult:
 
 
 def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileResult] | None,
-                   refused: list[Refused] = ()) -> Path:
+                   refused: list[Refused] = (), *, meta: Mapping[str, Any] | None = None,
+                   absolute: bool = False) -> Path:
     """Write the manifest as ECSV (``path``) and JSON (same name, ``.json``), atomically.
 
     Refused rows are listed too (status ``failed``, no path), so nothing the filter kept
     goes unmentioned.
+
+    Parameters
+    ----------
+    meta : mapping, optional
+        Provenance for the ECSV header (recipe, run id, server, source, mastpipe version: see
+        :meth:`mastpipe.runner.Pipeline.manifest_meta`); ``paths`` is added, saying how paths
+        are written.
+    absolute : bool
+        Write absolute paths. By default each path is relative to the manifest's directory, so
+        a destination restored elsewhere (a CI cache, a copy to another machine) keeps a
+        manifest that is right; :func:`read_manifest` makes them absolute again.
     """
     from astropy.table import Table
 
+    base = path.parent.resolve()
     rows = [{"dataURI": r.key, "path": "", "size": r.size if r.size is not None else -1, "sha256": "",
              "status": "failed", "message": r.reason, "url": r.url} for r in refused]
     for task in tasks:
         result = (results or {}).get(task.key)
         rows.append({
-            "dataURI": task.key, "path": str(task.dest),
+            "dataURI": task.key, "path": str(task.dest) if absolute else os.path.relpath(task.dest, base),
             "size": (result.size if result and result.size is not None else task.size) or -1,
             "sha256": (result.sha256 if result else None) or "",
             "status": result.status if result else "listed",
@@ -149,12 +162,34 @@ def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileRes
     table = Table(rows=[[r[c] for c in MANIFEST_COLUMNS] for r in rows], names=MANIFEST_COLUMNS,
                   dtype=[str, str, np.int64, str, str, str, str]) if rows else \
         Table(names=MANIFEST_COLUMNS, dtype=[str, str, np.int64, str, str, str, str])
+    table.meta.update(meta or {})
+    table.meta["paths"] = "absolute" if absolute else "relative to this manifest's directory"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     table.write(tmp, format="ascii.ecsv", overwrite=True)
     os.replace(tmp, path)
     atomic_write_bytes(json_twin(path), json.dumps(rows, indent=1).encode())
     return path
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Table:
+    """Read a manifest (ECSV) with every ``path`` absolute, wherever the manifest now lives.
+
+    Relative paths (the default) are resolved against the manifest's directory; empty paths
+    (refused products) stay empty. The header's provenance is in ``table.meta``.
+
+    Examples
+    --------
+    >>> manifest = mastpipe.read_manifest("data/jwst-1073/manifest.ecsv")   # doctest: +SKIP
+    >>> manifest.meta["run_id"], manifest["path"][0]                          # doctest: +SKIP
+    """
+    from astropy.table import Table
+
+    path = Path(path)
+    table = Table.read(path, format="ascii.ecsv")
+    base = path.resolve().parent
+    table["path"] = [os.path.normpath(base / p) if p and not os.path.isabs(p) else str(p) for p in table["path"]]
+    return table
 
 
 def json_twin(path: Path) -> Path:
@@ -166,7 +201,7 @@ def json_twin(path: Path) -> Path:
 def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_url: str,
         mast_timeout: float, retries: int, retry_after_cap: float, verify: bool = False,
         token: str | None = None, on_event: Any = None, executor: Executor | None = None,
-        insecure: bool = False) -> RetrieveResult:
+        insecure: bool = False, meta: Mapping[str, Any] | None = None) -> RetrieveResult:
     """Carry out the recipe's ``retrieve`` section for the products in ``table``.
 
     Parameters
@@ -181,24 +216,27 @@ def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_u
         Where downloads run, when not the recipe's ``retrieve.executor`` (``--executor``).
     insecure : bool
         Do not check TLS certificates (``--insecure``; see :mod:`mastpipe.tls`).
+    meta : mapping, optional
+        Provenance written into the manifest's ECSV header (see :func:`write_manifest`).
     """
     destination = (base / settings.destination).resolve()
     tasks, refused = plan_files(table, destination, settings.layout, mast_url)
     manifest_path = (base / settings.manifest) if settings.manifest else destination / "manifest.ecsv"
     result = RetrieveResult(settings.mode, results=[r.result() for r in refused])
+    absolute = settings.manifest_paths == "absolute"
     if settings.mode == "manifest":
-        result.manifest = write_manifest(manifest_path, tasks, None, refused)
+        result.manifest = write_manifest(manifest_path, tasks, None, refused, meta=meta, absolute=absolute)
         return result
     if settings.mode == "curl":
         from mastpipe.stages.retrieve.curl import write_curl_script
 
         script = (base / settings.script) if settings.script else destination / "mastpipe-download.sh"
         result.script = write_curl_script(tasks, script)
-        result.manifest = write_manifest(manifest_path, tasks, None, refused)
+        result.manifest = write_manifest(manifest_path, tasks, None, refused, meta=meta, absolute=absolute)
         return result
     return _download(tasks, refused, settings, state_dir, mast_url, mast_timeout, retries, retry_after_cap,
                      verify or settings.verify == "sha256", token, on_event, manifest_path, result,
-                     executor or settings.executor, insecure)
+                     executor or settings.executor, insecure, meta)
 
 
 def _locked_out(protected: list[FileTask], token: str | None, mast_url: str, timeout: float,
@@ -228,7 +266,7 @@ def _locked_out(protected: list[FileTask], token: str | None, mast_url: str, tim
 def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retrieve, state_dir: Path, mast_url: str, timeout: float,
               retries: int, retry_after_cap: float, verify: bool, token: str | None, on_event: Any,
               manifest_path: Path, result: RetrieveResult, executor: Executor | None = None,
-              insecure: bool = False) -> RetrieveResult:
+              insecure: bool = False, meta: Mapping[str, Any] | None = None) -> RetrieveResult:
     from mastpipe.stages.retrieve.ledger import Ledger
     from mastpipe.retry import RetryPolicy
     from mastpipe.stages.retrieve.engine import Transfer
@@ -261,5 +299,6 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retr
         by_key[task.key] = FileResult(task.key, task.dest, "failed",
                                       error=f"exclusive-access product {task.key} needs a valid MAST token")
     result.results += [by_key[t.key] for t in tasks]
-    result.manifest = write_manifest(manifest_path, tasks, by_key, refused_rows)
+    result.manifest = write_manifest(manifest_path, tasks, by_key, refused_rows, meta=meta,
+                                     absolute=settings.manifest_paths == "absolute")
     return result
