@@ -313,7 +313,7 @@ def _filter_semantics() -> list[str]:
     import ast
     from pathlib import Path
 
-    source = Path(__file__).parents[1] / "stages" / "filter.py"
+    source = Path(__file__).parents[1] / "stages" / "filter.py"  # recipe/ and stages/ are siblings
     doc = ast.get_docstring(ast.parse(source.read_text(encoding="utf-8"))) or ""
     body = doc.split("\n\n", 1)[1] if "\n\n" in doc else doc
     return [line.replace("``", "`") for line in body.strip().splitlines()]
