@@ -14,12 +14,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "load_recipe", "run", "plan", "status", "Pipeline", "Recipe", "RunOutcome", "PlanReport",
-           "StatusReport", "read_manifest", "MastpipeError"]
+           "StatusReport", "read_manifest", "iter_files", "RetrievedFile", "MastpipeError"]
 
 _LAZY = {
     "load_recipe": "mastpipe.recipe.models", "Recipe": "mastpipe.recipe.models", "run": "mastpipe.api",
     "RunOutcome": "mastpipe.api", "plan": "mastpipe.api", "status": "mastpipe.api", "PlanReport": "mastpipe.api",
-    "StatusReport": "mastpipe.api", "read_manifest": "mastpipe.stages.retrieve.stage", "Pipeline": "mastpipe.runner", "MastpipeError": "mastpipe.errors",
+    "StatusReport": "mastpipe.api", "read_manifest": "mastpipe.stages.retrieve.stage",
+    "iter_files": "mastpipe.api", "RetrievedFile": "mastpipe.api", "Pipeline": "mastpipe.runner", "MastpipeError": "mastpipe.errors",
 }
 
 

@@ -19,14 +19,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 from mastpipe.errors import EXIT_OK, LockError, MastpipeError, UsageError, interrupt_exit_code
 from mastpipe.report import (Snapshot, append_history, build_report, history_entry, iso_time, read_history,
                      render_markdown, snapshot)
 from mastpipe.runner import Pipeline, RunResult, new_run_id
 from mastpipe.stages.retrieve.progress import python_progress
-from mastpipe.state import atomic_write_bytes, fingerprint
+from mastpipe.state import atomic_write_bytes, decoded, fingerprint
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -134,9 +134,11 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
                  verify: bool = False, token: str | None = None, on_event: Callable[[Any], None] | None = None,
                  report: str | os.PathLike[str] | None = None, summary: str | os.PathLike[str] | None = None,
                  environ: dict[str, str] | None = None, executor: str | None = None,
-                 scheduler: str | None = None) -> RunOutcome:
+                 scheduler: str | None = None,
+                 before_retrieve: Callable[[Table], None] | None = None) -> RunOutcome:
     """:func:`run` for a :class:`~mastpipe.runner.Pipeline` already built (recipe loaded, server
-    and state directory chosen); the parameters are :func:`run`'s."""
+    and state directory chosen); the parameters are :func:`run`'s. ``before_retrieve`` is
+    called with the filter stage's table just before the retrieve stage starts."""
     from mastpipe.auth import discover_token
 
     env = dict(os.environ) if environ is None else environ
@@ -152,9 +154,10 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
         token = discover_token(env)
     try:
         result = pipeline.run(until=until, from_stage=from_stage,
-                              retrieve=lambda p, table: p.retrieve(table, verify=verify, token=token, on_event=on_event,
-                                                                   executor=executor, scheduler=scheduler,
-                                                                   run_id=run_id),
+                              retrieve=lambda p, table: (before_retrieve and before_retrieve(table),
+                                                         p.retrieve(table, verify=verify, token=token, on_event=on_event,
+                                                                    executor=executor, scheduler=scheduler,
+                                                                    run_id=run_id))[1],
                               remember=("query", "filter") if completed_before else ())
     except LockError:
         raise
@@ -478,3 +481,141 @@ def status_pipeline(pipeline: Pipeline) -> StatusReport:
         mast_url=pipeline.mast_url, stages=stages, retrieve=outlook, retrieve_state=state,
         filter_stale=any(s.stage == "filter" and s.state != "done" for s in stages),
         lock=lock_holder(pipeline.state_dir))
+
+
+# --------------------------------------------------------------------------------------------
+# iter_files: each file as it lands
+
+
+class RetrievedFile(NamedTuple):
+    """One verified file of :func:`iter_files`: its path and its product row.
+
+    ``product`` is the filter stage's row for the file (text as ``str``): ``dataURI``,
+    ``productFilename``, ``obs_id``, ``productSubGroupDescription``, ``size`` ...
+    """
+
+    path: Path
+    product: Any
+
+
+class ConsumerStopped(KeyboardInterrupt):
+    """Raised in the download threads when the consumer of :func:`iter_files` stops early.
+
+    A :class:`KeyboardInterrupt`, so the run ends exactly as after Ctrl-C: downloads stop
+    between blocks and keep their temporaries, the per-file and run locks are released, and the
+    run is recorded in the history as interrupted; the next run resumes.
+    """
+
+
+def iter_files(recipe: str | os.PathLike[str], *, mast_url: str | None = None,
+               state_dir: str | os.PathLike[str] | None = None, refresh: bool = False, verify: bool = False,
+               token: str | None = None, environ: dict[str, str] | None = None, server_id: str | None = None,
+               insecure: bool = False, progress: bool = True) -> Iterator[RetrievedFile]:
+    """Run a recipe and yield each file as soon as it is downloaded and verified.
+
+    The stages run as in :func:`run` (same checkpoints, ledger, lock, report and history), in a
+    background thread; files already present are yielded first, then each new one as it lands,
+    so analysis starts before the last download ends. Stopping early (``break``, an exception
+    in the loop, Ctrl-C, or closing the generator) stops the downloads the way Ctrl-C stops a
+    run: files done stay done, partial ones keep their temporaries and resume on the next run,
+    and the locks are released when the generator is closed (at once with ``break`` in
+    CPython; use :func:`contextlib.closing` to be sure elsewhere).
+
+    Parameters
+    ----------
+    recipe, mast_url, state_dir, refresh, verify, token, insecure, progress
+        As for :func:`run`. The recipe's ``retrieve.mode`` must be ``download``.
+
+    Yields
+    ------
+    RetrievedFile
+        ``(path, product)``: an absolute :class:`~pathlib.Path` and the product's table row.
+        Files that fail are not yielded; they are logged, and listed in the manifest and report
+        as for :func:`run`.
+
+    Raises
+    ------
+    UsageError
+        The recipe's mode is not ``download``.
+    MastpipeError
+        As :func:`run`, raised from the loop.
+
+    Examples
+    --------
+    >>> for path, product in mastpipe.iter_files("pipelines/jwst-1073-nircam-uncal.yaml"):   # doctest: +SKIP
+    ...     with fits.open(path) as hdul:
+    ...         print(product["obs_id"], hdul[1].data.shape)
+    """
+    import queue
+    import threading
+
+    env = dict(os.environ) if environ is None else environ
+    pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir, refresh=refresh, environ=env,
+                        server_id=server_id, insecure=insecure)
+    if pipeline.recipe.retrieve.mode != "download":
+        raise UsageError(f"iter_files needs retrieve.mode download; {pipeline.recipe_path} has "
+                         f"{pipeline.recipe.retrieve.mode}",
+                         hint="use mastpipe.run() for curl scripts and manifests")
+    landed: queue.Queue[tuple[str, str]] = queue.Queue()
+    stop = threading.Event()
+    index: dict[str, tuple[Path, Any]] = {}
+    shown = python_progress(progress)
+    outcome: dict[str, Any] = {}
+
+    def before_retrieve(table: Table) -> None:
+        from mastpipe.stages.retrieve.stage import plan_files
+
+        settings = pipeline.recipe.retrieve
+        destination = (pipeline.recipe_path.resolve().parent / settings.destination).resolve()
+        tasks, _ = plan_files(table, destination, settings.layout, pipeline.mast_url)
+        products = table.copy(copy_data=False)
+        products.convert_bytestring_to_unicode()
+        rows = {decoded(uri): i for i, uri in enumerate(table["dataURI"])} if len(table) else {}
+        index.update({task.key: (Path(task.dest), products[rows[task.key]]) for task in tasks})
+
+    def on_event(event: Any) -> None:
+        if stop.is_set():
+            raise ConsumerStopped()
+        if shown is not None:
+            shown(event)
+        if event.kind in ("done", "skipped") and event.key:
+            landed.put(("file", event.key))
+
+    def work() -> None:
+        try:
+            outcome["outcome"] = run_pipeline(pipeline, verify=verify, token=token, on_event=on_event, environ=env,
+                                              before_retrieve=before_retrieve)
+        except BaseException as exc:  # handed to the consumer's thread
+            outcome["error"] = exc
+        finally:
+            landed.put(("end", ""))
+
+    thread = threading.Thread(target=work, name="mastpipe-iter-files", daemon=True)
+    thread.start()
+    seen: set[str] = set()
+    try:
+        while True:
+            try:
+                kind, key = landed.get(timeout=0.5)  # a timeout, so Ctrl-C is seen while waiting
+            except queue.Empty:
+                continue
+            if kind == "end":
+                break
+            if key in seen or key not in index:
+                continue
+            seen.add(key)
+            path, product = index[key]
+            yield RetrievedFile(path, product)
+    finally:
+        stop.set()
+        thread.join()
+        if shown is not None:
+            shown.close()
+    error = outcome.get("error")
+    if error is not None:
+        raise error
+    result = outcome["outcome"]
+    failed = result.result.retrieve.failed if result.result.retrieve is not None else []
+    if failed:
+        log.warning("%d file(s) failed and were not yielded (listed in %s); rerun to retry them",
+                    len(failed), result.result.retrieve.manifest)
