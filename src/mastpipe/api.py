@@ -26,7 +26,9 @@ from mastpipe.report import (Snapshot, append_history, build_report, history_ent
                      render_markdown, snapshot)
 from mastpipe.runner import Pipeline, RunResult, new_run_id
 from mastpipe.stages.retrieve.progress import python_progress
-from mastpipe.state import atomic_write_bytes, decoded, fingerprint
+from mastpipe.stages.retrieve.settings import DownloadSettings
+from mastpipe.atomic import atomic_write_bytes
+from mastpipe.state import StateDir, decoded, fingerprint
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -142,8 +144,10 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     from mastpipe.auth import discover_token
 
     env = dict(os.environ) if environ is None else environ
-    chosen = pipeline.recipe.retrieve.executor.override(executor, scheduler)  # a bad --scheduler fails before any stage
-    _require_dask(chosen.kind, until, pipeline.recipe.retrieve.mode)
+    # Built once, here: a bad --scheduler fails before any stage, and retrieve gets one object.
+    download = DownloadSettings.build(pipeline.recipe, pipeline.mast_url, verify=verify, executor=executor,
+                                      scheduler=scheduler, insecure=pipeline.insecure)
+    _require_dask(download.executor.kind if download.executor else "threads", until, pipeline.recipe.retrieve.mode)
     run_id = new_run_id()
     recipe_fp = fingerprint(pipeline.recipe.model_dump(mode="json"))
     started = time.time()
@@ -155,8 +159,7 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     try:
         result = pipeline.run(until=until, from_stage=from_stage,
                               retrieve=lambda p, table: (before_retrieve and before_retrieve(table),
-                                                         p.retrieve(table, verify=verify, token=token, on_event=on_event,
-                                                                    executor=executor, scheduler=scheduler,
+                                                         p.retrieve(table, download, token=token, on_event=on_event,
                                                                     run_id=run_id))[1],
                               remember=("query", "filter") if completed_before else ())
     except LockError:
@@ -176,9 +179,10 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     document = build_report(result, before, run_id=run_id, started=started, finished=time.time(),
                             exit_code=exit_code, recipe_path=str(pipeline.recipe_path), recipe_fingerprint=recipe_fp)
     text = json.dumps(document, indent=2) + "\n"
-    report_path = pipeline.state_dir / "reports" / f"{run_id}.json"
+    state = StateDir(pipeline.state_dir)
+    report_path = state.report(run_id)
     atomic_write_bytes(report_path, text.encode())
-    atomic_write_bytes(pipeline.state_dir / "last-report.json", text.encode())
+    atomic_write_bytes(state.last_report, text.encode())
     if report:
         atomic_write_bytes(Path(report), text.encode())
     markdown = render_markdown(document, pipeline.recipe.name)

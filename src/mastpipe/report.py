@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from mastpipe.stages.retrieve.progress import format_bytes as human_bytes
-from mastpipe.state import decoded
+from mastpipe.state import StateDir, decoded
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
     from mastpipe.api import PlanReport
-    from mastpipe.runner import RetrieveOutlook, RunResult, StageStatus
+    from mastpipe.runner import RunResult, StageStatus
+    from mastpipe.stages.retrieve.outlook import RetrieveOutlook
     from mastpipe.state import LockHolder
 
 
@@ -304,7 +305,7 @@ def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
 def append_history(state_dir: Path, entry: dict[str, Any]) -> None:
     """Add one run to ``history.jsonl`` in the state directory (one JSON object per line)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / "history.jsonl", "a", encoding="utf-8") as handle:
+    with open(StateDir(state_dir).history, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, sort_keys=True) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
@@ -312,7 +313,7 @@ def append_history(state_dir: Path, entry: dict[str, Any]) -> None:
 
 def read_history(state_dir: Path) -> list[dict[str, Any]]:
     """Every run recorded in the state directory, oldest first; unreadable lines are skipped."""
-    path = state_dir / "history.jsonl"
+    path = StateDir(state_dir).history
     if not path.exists():
         return []
     runs = []

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any, Callable, Collection
 from mastpipe.errors import NotWritableError, UsageError
 from mastpipe.recipe.quantities import parse_duration
 from mastpipe.recipe.models import Recipe, effective_mast_url, load_recipe, recipe_dir
-from mastpipe.state import Checkpoints, RunLock, Sidecar, fingerprint, writable_problem
+from mastpipe.state import Checkpoints, RunLock, Sidecar, StateDir, fingerprint, writable_problem
 from mastpipe.stages import STAGES
+from mastpipe.stages.retrieve.outlook import RetrieveOutlook
+from mastpipe.stages.retrieve.settings import DownloadSettings
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -64,51 +66,6 @@ class StageStatus:
     reasons: list[str]
     rows: int | None
     finished: float | None
-
-
-@dataclass
-class RetrieveOutlook:
-    """What the retrieve stage would do with the files of a filter result, judged from the
-    ledger and the disk alone (see :meth:`Pipeline.retrieve_outlook`).
-
-    Attributes
-    ----------
-    mode : str
-        The recipe's ``retrieve.mode``; only ``download`` keeps a ledger, so for the other modes
-        every count but ``files`` is 0.
-    files : int
-        Files the filter result names.
-    present : int
-        Files needing no download: recorded as done with their size on disk, or complete on disk
-        (adopted, or a finished temporary) and only to be hashed.
-    to_fetch : int
-        Files a run would request.
-    bytes_to_fetch : int
-        Bytes those requests would bring, when sizes are known (a resumed file counts only what
-        it lacks).
-    partial : int
-        Of ``to_fetch``, files a run resumes from a temporary an earlier run left.
-    failed : int
-        Of ``to_fetch``, files the ledger records as failed.
-    blocked : int
-        Files a run would fail without a request: another file is in the way and
-        ``retrieve.overwrite`` is ``never``, or the product's name or ids are unsafe.
-    remaining : dict
-        ``dataURI`` -> bytes still to fetch, for each file in ``to_fetch``.
-    ledger : bool
-        Whether a ledger exists (False: no download has started yet in this state directory).
-    """
-
-    mode: str
-    files: int
-    present: int = 0
-    to_fetch: int = 0
-    bytes_to_fetch: int = 0
-    partial: int = 0
-    failed: int = 0
-    blocked: int = 0
-    remaining: dict[str, int] = field(default_factory=dict)
-    ledger: bool = False
 
 
 def _event(report: StageReport) -> dict[str, Any]:
@@ -195,7 +152,9 @@ class Pipeline:
         # What identifies the server in fingerprints: its URL, unless the caller knows better
         # (the built-in sandbox gets a new port every time but always serves the same catalogue).
         self.server_id = server_id or self.mast_url
-        self.checkpoints = Checkpoints(self.state_dir)
+        #: The files of the state directory, each named once.
+        self.state = StateDir(self.state_dir)
+        self.checkpoints = Checkpoints(self.state)
         self.insecure = insecure
         if insecure:
             from mastpipe.tls import warn_insecure
@@ -245,7 +204,7 @@ class Pipeline:
     def _previous_sections(self) -> dict[str, Any]:
         import json
 
-        path = self.state_dir / "sections.json"
+        path = self.state.sections
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
@@ -261,12 +220,12 @@ class Pipeline:
         keeps the URL it was made with."""
         import json
 
-        from mastpipe.state import atomic_write_bytes
+        from mastpipe.atomic import atomic_write_bytes
 
         previous = self._previous_sections()
         urls = {**previous.get(_URLS_KEY, {}), **dict.fromkeys(computed, self.mast_url)}
         sections = {**previous, **{stage: self.section(stage) for stage in ran}, _URLS_KEY: urls}
-        atomic_write_bytes(self.state_dir / "sections.json", json.dumps(sections, sort_keys=True, indent=1).encode())
+        atomic_write_bytes(self.state.sections, json.dumps(sections, sort_keys=True, indent=1).encode())
 
     def _forced(self, stage: str, from_stage: str | None, sidecar: Sidecar | None) -> list[str]:
         forced = []
@@ -372,7 +331,8 @@ class Pipeline:
         reports: list[StageReport] = []
         tables: dict[str, Table] = {}
         previous: dict[str, Table | None] = {}
-        with RunLock(self.state_dir):
+        with RunLock(self.state):
+            self.state.sweep()  # writes a killed run left half done
             if until == "retrieve" and retrieve is not None:
                 self.check_outputs()
             table: Table | None = None
@@ -419,22 +379,20 @@ class Pipeline:
         self.stage = None
         return result
 
-    def retrieve(self, table: Table, *, verify: bool = False, token: str | None = None,
-                 on_event: Callable[[Any], None] | None = None, executor: str | None = None,
-                 scheduler: str | None = None, run_id: str | None = None) -> Any:
+    def retrieve(self, table: Table, download: DownloadSettings | None = None, *, token: str | None = None,
+                 on_event: Callable[[Any], None] | None = None, run_id: str | None = None) -> Any:
         """The retrieve stage for ``table`` (normally the filter stage's result).
 
-        ``executor`` and ``scheduler`` (``--executor``, ``--scheduler``) override the recipe's
-        ``retrieve.executor``; ``run_id`` is the run the manifest names (a new one when not given).
+        ``download`` is how files are downloaded (default: the recipe's settings alone, see
+        :meth:`DownloadSettings.build`); ``run_id`` is the run the manifest names (a new one
+        when not given).
         """
         from mastpipe.stages.retrieve import stage as retrieve_stage
 
-        m = self.recipe.mast
-        return retrieve_stage.run(table, self.recipe.retrieve, base=self.recipe_path.resolve().parent,
-                                  state_dir=self.state_dir, mast_url=self.mast_url, mast_timeout=m.timeout,
-                                  retries=m.retries, retry_after_cap=m.retry_after_cap, verify=verify,
-                                  token=token, on_event=on_event, insecure=self.insecure,
-                                  executor=self.recipe.retrieve.executor.override(executor, scheduler),
+        if download is None:
+            download = DownloadSettings.build(self.recipe, self.mast_url, insecure=self.insecure)
+        return retrieve_stage.run(table, self.recipe.retrieve, download, base=self.recipe_path.resolve().parent,
+                                  state_dir=self.state_dir, mast_url=self.mast_url, token=token, on_event=on_event,
                                   meta=self.manifest_meta(run_id or new_run_id()))
 
     def manifest_meta(self, run_id: str) -> dict[str, str]:
@@ -461,8 +419,8 @@ class Pipeline:
         """
         import shutil
 
-        root = self.state_dir / "products.parts"
-        here = root / fp[:16]
+        root = self.state.parts
+        here = self.state.parts_for(fp)
         if root.is_dir():
             for child in root.iterdir():
                 if child != here:
@@ -473,75 +431,21 @@ class Pipeline:
         """Where the products stage keeps finished batches for the current query checkpoint."""
         sidecar = self.checkpoints.sidecar("query")
         fp = fingerprint("products", self.section("products"), sidecar.digest if sidecar else "")
-        return self.state_dir / "products.parts" / fp[:16]
+        return self.state.parts_for(fp)
 
     def _clear_parts(self) -> None:
         import shutil
 
-        shutil.rmtree(self.state_dir / "products.parts", ignore_errors=True)
+        shutil.rmtree(self.state.parts, ignore_errors=True)
 
     def retrieve_outlook(self, table: Table) -> RetrieveOutlook:
-        """What the retrieve stage would do with ``table`` (a filter result), without doing it.
+        """What the retrieve stage would do with ``table`` (a filter result), without doing it:
+        :func:`mastpipe.stages.retrieve.outlook.retrieve_outlook` for this recipe and state
+        directory. Contacts no server."""
+        from mastpipe.stages.retrieve.outlook import retrieve_outlook
 
-        Each file is judged by :func:`mastpipe.stages.retrieve.decide.decide` from the ledger row and the disk,
-        exactly as :meth:`mastpipe.stages.retrieve.engine.Transfer.plan` judges it at the start of a run, but
-        nothing is touched: no request, no sweep of stale temporaries, no ledger written (the
-        ledger is only opened when it exists, and only read). Contacts no server.
-
-        Parameters
-        ----------
-        table : astropy.table.Table
-            The products to retrieve, normally the filter stage's result.
-
-        Returns
-        -------
-        RetrieveOutlook
-
-        Raises
-        ------
-        TransferError
-            As the retrieve stage, when two products map to one path.
-        StateError
-            When the ledger cannot be read.
-        """
-        from mastpipe.errors import LedgerError
-        from mastpipe.stages.retrieve.ledger import FAILED, FILENAME, Ledger
-        from mastpipe.stages.retrieve.decide import Kind
-        from mastpipe.stages.retrieve.stage import plan_files
-        from mastpipe.stages.retrieve.engine import Transfer
-
-        settings = self.recipe.retrieve
-        destination = (self.recipe_path.resolve().parent / settings.destination).resolve()
-        planned, refused = plan_files(table, destination, settings.layout, self.mast_url)
-        tasks = list({task.key: task for task in planned}.values())
-        outlook = RetrieveOutlook(settings.mode, len(tasks) + len(refused), blocked=len(refused))
-        if settings.mode != "download":
-            return outlook
-        path = self.state_dir / FILENAME
-        outlook.ledger = path.is_file()
-        rows = {}
-        if outlook.ledger:  # Ledger() would create a missing one
-            try:
-                with Ledger(path, recover=False) as ledger:  # status and plan only read
-                    rows = ledger.rows()
-            except LedgerError as error:
-                log.warning("%s; the next run sets it aside and adopts the files on disk by size",
-                            error.message)
-        # The settings a run's Transfer gets from the recipe (run --verify is not known here).
-        transfer = Transfer(verify=settings.verify == "sha256", overwrite=settings.overwrite, check_space=False)
-        for task, row, action in transfer.decisions(tasks, rows):
-            if action.kind is Kind.KEEP_FOREIGN:
-                outlook.blocked += 1
-            elif action.kind in (Kind.FETCH, Kind.RESTART, Kind.RESUME):
-                outlook.to_fetch += 1
-                remaining = max((task.size or 0) - action.offset, 0)
-                outlook.remaining[task.key] = remaining
-                outlook.bytes_to_fetch += remaining
-                outlook.partial += action.kind is Kind.RESUME
-                outlook.failed += row is not None and row.status == FAILED
-            else:  # SKIP_DONE, VERIFY_DONE, ADOPT, FINISH_VERIFY: on disk, no request
-                outlook.present += 1
-        return outlook
+        return retrieve_outlook(table, self.recipe.retrieve, base=self.recipe_path.resolve().parent,
+                                state_dir=self.state_dir, mast_url=self.mast_url)
 
     def retrieve_status(self) -> RetrieveOutlook | None:
         """:meth:`retrieve_outlook` for the filter checkpoint as it stands, or None without one.

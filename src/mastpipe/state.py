@@ -1,16 +1,27 @@
-"""The state directory: stage checkpoints with fingerprints, and the run lock.
+"""The state directory: what it holds (:class:`StateDir`), stage checkpoints, the run lock.
 
-Layout of a state directory (by default ``.mastpipe/<recipe name>`` beside the recipe)::
+Layout of a state directory (by default ``.mastpipe/<recipe name>`` beside the recipe; every
+name below is chosen by :class:`StateDir` and nowhere else)::
 
-    lock                      held (flock) by the running process; names its pid and host
-    query.fits  query.json    each stage's table and its sidecar
-    products.parts/           product-list batches finished so far (resume mid-stage)
-    ...
-    ledger.sqlite             the file ledger of the retrieve stage
+    lock                         held (flock) by the running process; names its pid and host
+    sections.json                the recipe sections each stage last ran with (and their servers)
+    query.fits    query.json     each table stage's checkpoint and its sidecar, for the stages
+    products.fits products.json  query, products, unique and filter
+    unique.fits   unique.json
+    filter.fits   filter.json
+    products.parts/<fp>/         product-list batches finished so far (resume mid-stage), under
+                                 the first 16 digits of the products stage's fingerprint
+    ledger.sqlite                the retrieve stage's file ledger (with SQLite's -wal/-shm;
+                                 ledger.sqlite.corrupt-<time> when one was set aside)
+    reports/<run id>.json        the JSON report of every run
+    last-report.json             a copy of the latest one
+    history.jsonl                one line per run, failed runs included
+    .<name>.<pid>.<random>.tmp   a file being written (mastpipe.atomic); swept when its
+                                 process is gone
 
 A checkpoint is written to a temporary file beside its target, fsynced and renamed, table first
 and sidecar last: a sidecar therefore always describes a complete table, and a crash leaves at
-worst a stray temporary that the next run ignores. Tables are FITS binary tables (dtypes kept,
+worst a stray temporary that the next run sweeps. Tables are FITS binary tables (dtypes kept,
 read back by astropy); text columns are stored as bytes, which is what makes a checkpoint of a
 million product rows fast to write and read.
 """
@@ -32,14 +43,99 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from mastpipe.atomic import atomic_path, atomic_write_bytes, fsync_dir, sweep
 from mastpipe.errors import LockError, NotWritableError, StateError
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
+__all__ = ["CHECKPOINT_SCHEMA", "Checkpoints", "LockHolder", "RunLock", "Sidecar", "StateDir", "as_stored",
+           "atomic_write_bytes", "decoded", "fingerprint", "fsync_dir", "lock_holder", "read_table", "table_digest",
+           "writable_problem", "write_table"]
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SCHEMA = 1
+
+
+class StateDir:
+    """The files and folders of one state directory, named once (the layout is in the module
+    docstring).
+
+    Parameters
+    ----------
+    path : path-like
+        The state directory; nothing is created until something is written.
+    """
+
+    LOCK = "lock"
+    SECTIONS = "sections.json"
+    PARTS = "products.parts"
+    LEDGER = "ledger.sqlite"
+    REPORTS = "reports"
+    LAST_REPORT = "last-report.json"
+    HISTORY = "history.jsonl"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"StateDir({os.fspath(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    @property
+    def lock(self) -> Path:
+        return self.path / self.LOCK
+
+    @property
+    def sections(self) -> Path:
+        return self.path / self.SECTIONS
+
+    def table(self, stage: str) -> Path:
+        """A table stage's checkpoint (FITS)."""
+        return self.path / f"{stage}.fits"
+
+    def sidecar(self, stage: str) -> Path:
+        """What a checkpoint's table is (JSON): written after the table, so it always describes a
+        complete one."""
+        return self.path / f"{stage}.json"
+
+    @property
+    def parts(self) -> Path:
+        return self.path / self.PARTS
+
+    def parts_for(self, fingerprint: str) -> Path:
+        """The finished product-list batches of the products stage with this fingerprint."""
+        return self.parts / fingerprint[:16]
+
+    @property
+    def ledger(self) -> Path:
+        return self.path / self.LEDGER
+
+    @property
+    def reports(self) -> Path:
+        return self.path / self.REPORTS
+
+    def report(self, run_id: str) -> Path:
+        return self.reports / f"{run_id}.json"
+
+    @property
+    def last_report(self) -> Path:
+        return self.path / self.LAST_REPORT
+
+    @property
+    def history(self) -> Path:
+        return self.path / self.HISTORY
+
+    def sweep(self) -> list[Path]:
+        """Remove the temporaries of writes whose process died (in the directory and
+        ``reports/``); what a run does once it holds the lock."""
+        removed = sweep(self.path) + sweep(self.reports)
+        for path in removed:
+            log.info("removed stale temporary %s", path)
+        return removed
 
 
 def fingerprint(*parts: Any) -> str:
@@ -79,36 +175,6 @@ def _plain(column: Any) -> tuple[np.ndarray, np.ndarray | None]:
     return values, None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (fsync the directory itself).
-
-    Some filesystems refuse fsync on a directory; the rename is atomic all the same, so that is
-    not an error.
-    """
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def decoded(value: Any) -> str:
     """A text cell as ``str``, whether it comes from a checkpoint (bytes) or from astroquery."""
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
@@ -145,18 +211,13 @@ def _utf8(values: np.ndarray) -> np.ndarray:
 def write_table(path: Path, table: Table) -> None:
     """Write a table atomically as FITS (see the module docstring)."""
     stored = as_stored(table)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     if not stored.colnames:
         stored["_empty"] = np.zeros(0, dtype="i1")
-    if _fast_fits_ok(stored):
-        _write_fits_fast(tmp, stored)
-    else:
-        stored.write(tmp, format="fits", overwrite=True)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    with atomic_path(path) as tmp:
+        if _fast_fits_ok(stored):
+            _write_fits_fast(tmp, stored)
+        else:
+            stored.write(tmp, format="fits", overwrite=True)
 
 
 _FITS_BLOCK = 2880
@@ -234,8 +295,6 @@ def _write_fits_fast(tmp: Path, stored: Table) -> None:
         handle.write(header.replace(b"NAXIS2  =                    0", b"NAXIS2  = %20d" % len(stored), 1))
         handle.write(memoryview(rows).cast("B"))
         handle.write(b"\0" * (-rows.nbytes % _FITS_BLOCK))
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def read_table(path: Path) -> Table:
@@ -266,14 +325,15 @@ class Sidecar:
 class Checkpoints:
     """Stage checkpoints in a state directory."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, directory: Path | StateDir) -> None:
+        self.state = directory if isinstance(directory, StateDir) else StateDir(directory)
+        self.directory = self.state.path
 
     def table_path(self, stage: str) -> Path:
-        return self.directory / f"{stage}.fits"
+        return self.state.table(stage)
 
     def sidecar_path(self, stage: str) -> Path:
-        return self.directory / f"{stage}.json"
+        return self.state.sidecar(stage)
 
     def sidecar(self, stage: str) -> Sidecar | None:
         """The stage's sidecar, or None when missing or unreadable (then named in a warning)."""
@@ -368,8 +428,8 @@ class RunLock:
     with it: the next run sees a stale lock file, not a held lock, and proceeds.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "lock"
+    def __init__(self, directory: Path | StateDir) -> None:
+        self.path = (directory if isinstance(directory, StateDir) else StateDir(directory)).lock
         self._handle: IO[str] | None = None
 
     def acquire(self) -> None:
@@ -447,7 +507,7 @@ class LockHolder:
     state: str
 
 
-def lock_holder(directory: Path) -> LockHolder | None:
+def lock_holder(directory: Path | StateDir) -> LockHolder | None:
     """Who holds, or last failed to release, the run lock of ``directory``; None when nobody.
 
     A run writes its pid into the lock file and empties it when it releases the lock, so a
@@ -456,7 +516,7 @@ def lock_holder(directory: Path) -> LockHolder | None:
     would make a run starting at that instant fail as locked. Creates nothing.
     """
     try:
-        text = (directory / "lock").read_text().strip()
+        text = StateDir(directory).lock.read_text().strip()
     except OSError:  # no lock file: no run ever took the lock here
         return None
     if not text:

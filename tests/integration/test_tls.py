@@ -20,6 +20,7 @@ import urllib3
 import mastpipe
 from mastpipe.auth import check_token
 from mastpipe.stages.retrieve.dask import WorkerConfig, fetch_on_worker
+from mastpipe.stages.retrieve.settings import DownloadSettings
 from mastpipe.errors import ArchiveError, AuthError, CABundleError
 from mastpipe.tls import certificate_error, warn_insecure
 from mastpipe.stages.retrieve.engine import FileTask, Transfer
@@ -132,7 +133,7 @@ def test_transfer_and_a_dask_worker_download_when_insecure(tls_sandbox, tmp_path
     first, second = _tasks(tls_sandbox, tmp_path, 2)
     [result] = Transfer(workers=1, insecure=True).run([first])
     assert result.status == "fetched" and result.sha256 == tls_sandbox.catalog.sha256(first.key)
-    facts = fetch_on_worker(second, None, WorkerConfig(insecure=True), retry_budget=0)
+    facts = fetch_on_worker(second, None, WorkerConfig(DownloadSettings(insecure=True)), retry_budget=0)
     assert facts.result.status == "fetched" and facts.result.sha256 == tls_sandbox.catalog.sha256(second.key)
     refused = fetch_on_worker(FileTask(second.key, second.url, tmp_path / "again.fits", second.size),
                               None, WorkerConfig(), retry_budget=0)

@@ -10,6 +10,7 @@ from astropy.table import Table
 
 from mastpipe.errors import TransferError, UnsafePathError, UsageError
 from mastpipe.stages.retrieve.paths import (
+    MAX_NAME_BYTES,
     check_collisions,
     check_component,
     check_free_space,
@@ -170,11 +171,13 @@ def test_free_space(tmp_path: Path) -> None:
 
 
 def test_a_name_too_long_for_its_temporaries_is_refused(tmp_path: Path) -> None:
-    longest = "x" * (240 - len("_cal.fits")) + "_cal.fits"
+    assert MAX_NAME_BYTES == 224
+    longest = "x" * (MAX_NAME_BYTES - len("_cal.fits")) + "_cal.fits"
     path = product_path(row(productFilename=longest), tmp_path, "flat")
-    # the longest temporary of the longest name accepted can be created here
-    (path.parent / f".{path.name}.part.json.tmp").write_bytes(b"")
-    with pytest.raises(UnsafePathError, match="241 bytes long"):
+    # the longest temporary of the longest name accepted (the atomic write of its .part.json,
+    # with the largest pid Linux hands out) can be created here
+    (path.parent / f"..{path.name}.part.json.4194304.ffffff.tmp").write_bytes(b"")
+    with pytest.raises(UnsafePathError, match="225 bytes long"):
         product_path(row(productFilename="y" + longest), tmp_path, "flat")
     with pytest.raises(UnsafePathError, match="bytes long"):  # counted in bytes, not characters
         product_path(row(productFilename="é" * 121 + ".fits"), tmp_path, "flat")

@@ -11,12 +11,17 @@ module                      its part
 :mod:`.files`               the vocabulary: ``FileTask``, ``FileResult``, events
 :mod:`.decide`              **pure** decisions: what to do with one file before any request
                             (``decide``) and whether a response may be appended (``judge``)
-:mod:`.engine`              **acts**: parallel, resumable, verified HTTP downloads (threads)
+:mod:`.settings`            ``DownloadSettings``: how to download, one frozen value per run
+:mod:`.engine`              **acts**: ``Transfer`` plans a run and runs many files (threads)
+:mod:`.fetch`               **acts**: one file, start to finish (lock, GET, stream, verify,
+                            rename, record)
+:mod:`.client`              HTTP sessions; redirects by hand; the token only to its hosts
 :mod:`.dask`                the same engine's work handed to a Dask cluster
 :mod:`.temporaries`         ``.NAME.part`` files, their metadata and their locks
 :mod:`.ledger`              what was downloaded (SQLite), so a rerun costs no request
 :mod:`.curl`                ``mode: curl``: a shell script doing the downloads instead
 :mod:`.progress`            progress lines for people and for CI logs
+:mod:`.outlook`             what a run would do, judged without doing it (``plan``, ``status``)
 ==========================  =================================================================
 """
 

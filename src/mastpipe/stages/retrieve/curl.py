@@ -47,7 +47,8 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from mastpipe.stages.retrieve.engine import FileTask
+from mastpipe.atomic import atomic_write_bytes
+from mastpipe.stages.retrieve.files import FileTask
 
 __all__ = ["render_curl_script", "write_curl_script"]
 
@@ -208,10 +209,6 @@ def write_curl_script(tasks: Sequence[FileTask], path: Path | str) -> Path:
     pathlib.Path
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = render_curl_script(tasks, path.parent)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode(), mode=0o755)
     return path

@@ -59,9 +59,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from mastpipe.errors import TransferError, UsageError
-from mastpipe.retry import RetryPolicy
+from mastpipe.stages.retrieve.engine import Transfer
+from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
+from mastpipe.stages.retrieve.settings import DownloadSettings, settings_from
 from mastpipe.tls import check_ca_bundle
-from mastpipe.stages.retrieve.engine import CHUNK, Event, FileResult, FileTask, Transfer
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -115,25 +116,17 @@ class WorkerConfig:
 
     Attributes
     ----------
-    timeout, policy, verify, overwrite, chunk_size, insecure
-        As in :class:`~mastpipe.stages.retrieve.engine.Transfer`.
+    settings : DownloadSettings
+        The run's settings, as the driver's engine has them.
     token : Secret or None
-        MAST token, only ever sent to ``token_hosts``.
-    token_hosts : tuple of str
-        Hosts the token may go to.
+        MAST token, only ever sent to ``settings.token_hosts``.
     topic : str or None
         Dask event topic the worker forwards progress to (None: no forwarding).
     """
 
-    timeout: float = 60.0
-    policy: RetryPolicy = field(default_factory=RetryPolicy)
-    verify: bool = False
-    overwrite: str = "changed"
-    chunk_size: int = CHUNK
+    settings: DownloadSettings = field(default_factory=DownloadSettings)
     token: Secret | None = None
-    token_hosts: tuple[str, ...] = ("mast.stsci.edu",)
     topic: str | None = None
-    insecure: bool = False
 
 
 @dataclass(frozen=True)
@@ -266,14 +259,10 @@ def fetch_on_worker(task: FileTask, row: LedgerRow | None, config: WorkerConfig,
         pass
     forward = _Forwarder(send, execution, task.key)
     ledger = _LedgerCalls()
-    engine = Transfer(workers=1, timeout=config.timeout, policy=config.policy,
-                      run_retry_budget=retry_budget,
-                      token=config.token.reveal() if config.token is not None else None,
-                      token_hosts=config.token_hosts,
+    settings = config.settings.replace(in_flight=1, run_retry_budget=retry_budget, check_space=False)
+    engine = Transfer(settings, token=config.token.reveal() if config.token is not None else None,
                       # duck-typed: the engine only calls mark_* on it (see _LedgerCalls)
-                      ledger=cast("Ledger", ledger), verify=config.verify, on_event=forward,
-                      check_space=False, overwrite=config.overwrite, chunk_size=config.chunk_size,
-                      insecure=config.insecure)
+                      ledger=cast("Ledger", ledger), on_event=forward)
     result = engine.fetch_one(task, row)
     return FileFacts(result, tuple(ledger.calls), execution, forward.sent + forward.pending,
                      tuple(forward.notices), address)
@@ -287,18 +276,17 @@ class DaskTransfer:
     scheduler : str
         ``"local"`` (start a :class:`distributed.LocalCluster` of worker processes for this run)
         or a scheduler address such as ``"tcp://host:8786"``. Ignored when ``client`` is given.
+    settings : DownloadSettings, optional
+        How to download; ``in_flight`` bounds the downloads running across the whole cluster.
     workers : int, optional
         Worker processes of a local cluster (default: ``in_flight``).
-    in_flight : int
-        Downloads running at once across the whole cluster.
     client : distributed.Client, optional
         An existing client to use (it is left open).
     resubmits : int
         Times the driver submits a file again after Dask gave up on its task.
-    timeout, policy, run_retry_budget, token, token_hosts, ledger, verify, on_event,
-    check_space, overwrite, chunk_size, insecure
-        As in :class:`~mastpipe.stages.retrieve.engine.Transfer`. ``on_event`` is called from the driver
-        (from Dask's event-loop thread for live ``start``/``bytes``/``retry`` events).
+    ledger, on_event, token, **options
+        As in :class:`~mastpipe.stages.retrieve.engine.Transfer`. ``on_event`` is called from the
+        driver (from Dask's event-loop thread for live ``start``/``bytes``/``retry`` events).
 
     Notes
     -----
@@ -310,41 +298,30 @@ class DaskTransfer:
     ``if __name__ == "__main__":`` (``mastpipe run`` does).
     """
 
-    def __init__(self, scheduler: str = "local", *, workers: int | None = None, in_flight: int = 4,
-                 client: Client | None = None, resubmits: int = RESUBMITS, timeout: float = 60.0,
-                 policy: RetryPolicy | None = None, run_retry_budget: int | None = None,
-                 token: str | None = None, token_hosts: Iterable[str] = ("mast.stsci.edu",),
-                 ledger: Ledger | None = None, verify: bool = False,
-                 on_event: Callable[[Event], None] | None = None, check_space: bool = True,
-                 overwrite: str = "changed", chunk_size: int = CHUNK, insecure: bool = False) -> None:
+    def __init__(self, scheduler: str = "local", *, settings: DownloadSettings | None = None,
+                 workers: int | None = None, client: Client | None = None, resubmits: int = RESUBMITS,
+                 ledger: Ledger | None = None, on_event: Callable[[Event], None] | None = None,
+                 token: str | None = None, **options: Any) -> None:
         try:
             import distributed  # noqa: F401 - fail here, before any stage output is used
         except ImportError:
             raise UsageError("retrieve.executor kind dask needs Dask's distributed scheduler",
                              hint="pip install 'mastpipe[dask]'") from None
-        if in_flight < 1:
-            raise UsageError("in_flight must be at least 1")
         if workers is not None and workers < 1:
             raise UsageError("workers must be at least 1")
+        self.settings = settings_from(settings, options)
         self.scheduler = scheduler
         self.workers = workers
-        self.in_flight = in_flight
+        self.in_flight = self.settings.in_flight
         self.client = client
         self.resubmits = resubmits
         self.ledger = ledger
         self.on_event = on_event
-        self.policy = policy or RetryPolicy()
-        token_hosts = tuple(token_hosts)
+        self.policy = self.settings.policy
         # The driver's engine plans (and validates the token's characters, as a local run does).
-        self._planner = Transfer(workers=1, timeout=timeout, policy=self.policy,
-                                 run_retry_budget=run_retry_budget, token=token,
-                                 token_hosts=token_hosts, ledger=ledger, verify=verify,
-                                 on_event=on_event, check_space=check_space, overwrite=overwrite,
-                                 chunk_size=chunk_size, insecure=insecure)
-        self._config = WorkerConfig(timeout=timeout, policy=self.policy, verify=verify,
-                                    overwrite=overwrite, chunk_size=chunk_size,
-                                    token=Secret(token) if token else None,
-                                    token_hosts=token_hosts, insecure=insecure)
+        self._planner = Transfer(self.settings.replace(in_flight=1), ledger=ledger, on_event=on_event,
+                                 token=token)
+        self._config = WorkerConfig(self.settings, token=Secret(token) if token else None)
         self._lock = threading.Lock()
         # Live events and results travel by different routes, so a result may overtake the last
         # events of its execution: per execution, count what arrived live; when the result comes,
@@ -372,7 +349,7 @@ class DaskTransfer:
         plan = self._planner.plan(tasks)
         done = dict(plan.done)
         if plan.pending:  # the driver checks what every worker's requests would read
-            check_ca_bundle(*(task.url for task, _, _ in plan.pending), insecure=self._config.insecure)
+            check_ca_bundle(*(task.url for task, _, _ in plan.pending), insecure=self.settings.insecure)
             client, close = self._connect()
             try:
                 self._check_shared(client, plan.pending[0][0].dest.parent)

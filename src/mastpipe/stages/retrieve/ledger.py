@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mastpipe.errors import LedgerError, StateError
+from mastpipe.state import StateDir
 
 __all__ = ["DONE", "FAILED", "RUNNING", "Ledger", "LedgerRow"]
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
-FILENAME = "ledger.sqlite"
+FILENAME = StateDir.LEDGER
 log = logging.getLogger(__name__)
 #: SQLite's primary result codes for a file that is not, or no longer, a sound database.
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26

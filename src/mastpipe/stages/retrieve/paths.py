@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mastpipe.atomic import NAME_OVERHEAD
 from mastpipe.errors import TransferError, UnsafePathError, UsageError
 
 __all__ = [
@@ -47,7 +48,8 @@ ASTROQUERY_TEMPLATE = "mastDownload/{obs_collection}/{obs_id}/{productFilename}"
 FLAT_TEMPLATE = "{productFilename}"
 _LAYOUTS = {"astroquery": ASTROQUERY_TEMPLATE, "flat": FLAT_TEMPLATE}
 _DRIVE = re.compile(r"^[A-Za-z]:")
-MAX_NAME_BYTES = 255 - len("..part.json.tmp")  # 240: the longest temporary's name must fit NAME_MAX
+# 224: the longest temporary's name (the atomic write of ``.<name>.part.json``) must fit NAME_MAX
+MAX_NAME_BYTES = 255 - NAME_OVERHEAD - len("..part.json")
 
 
 def _product_name(row: Any) -> str:
@@ -177,7 +179,8 @@ def relative_product_path(row: Mapping[str, Any] | Any, layout: str = "astroquer
         check_component(part, product=product, field=f"layout {template!r}")
     name_bytes = len(parts[-1].encode("utf-8", "surrogateescape"))
     if name_bytes > MAX_NAME_BYTES:
-        # Its temporaries (.<name>.part.json.tmp) must fit the 255-byte limit of file names.
+        # Its temporaries (..<name>.part.json.<pid>.<random>.tmp) must fit the 255-byte limit
+        # of file names.
         raise UnsafePathError(f"product {product}: file name is {name_bytes} bytes long; at most "
                               f"{MAX_NAME_BYTES} fit beside the temporaries a download needs")
     return Path(*parts)

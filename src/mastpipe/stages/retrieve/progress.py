@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from mastpipe.stages.retrieve.engine import Event
+from mastpipe.stages.retrieve.files import Event
 
 __all__ = ["Progress", "ProgressBar", "format_bytes", "format_duration", "python_progress"]
 

@@ -9,24 +9,40 @@ message and URL, as ECSV (astropy reads it) and JSON.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
-from urllib.parse import quote, urlsplit
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from urllib.parse import quote
 
 import numpy as np
 
 from mastpipe.errors import AuthError, UnsafePathError
 from mastpipe.stages.retrieve.paths import check_collisions, product_path
-from mastpipe.recipe.models import Executor, Retrieve
-from mastpipe.state import atomic_write_bytes, decoded
-from mastpipe.stages.retrieve.engine import FileResult, FileTask
+from mastpipe.recipe.models import Retrieve
+from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
+from mastpipe.stages.retrieve.settings import DownloadSettings
+from mastpipe.atomic import atomic_path, atomic_write_bytes
+from mastpipe.state import StateDir, decoded
 
 if TYPE_CHECKING:
     from astropy.table import Table
+
+    from mastpipe.stages.retrieve.ledger import Ledger
+
+
+class Engine(Protocol):
+    """What the stage asks of an engine (:class:`~mastpipe.stages.retrieve.engine.Transfer`,
+    :class:`~mastpipe.stages.retrieve.dask.DaskTransfer`): one result per task, in order."""
+
+    def run(self, tasks: Sequence[FileTask]) -> list[FileResult]: ...
+
+__all__ = ["EXCLUSIVE", "MANIFEST_COLUMNS", "Engine", "Refused", "RetrieveResult", "download_url", "engine_for",
+           "json_twin", "plan_files", "run", "write_manifest"]
 
 log = logging.getLogger(__name__)
 EXCLUSIVE = "EXCLUSIVE_ACCESS"
@@ -164,10 +180,8 @@ def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileRes
         Table(names=MANIFEST_COLUMNS, dtype=[str, str, np.int64, str, str, str, str])
     table.meta.update(meta or {})
     table.meta["paths"] = "absolute" if absolute else "relative to this manifest's directory"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    table.write(tmp, format="ascii.ecsv", overwrite=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
     atomic_write_bytes(json_twin(path), json.dumps(rows, indent=1).encode())
     return path
 
@@ -198,45 +212,44 @@ def json_twin(path: Path) -> Path:
     return path.with_name(path.name + ".json") if path.suffix == ".json" else path.with_suffix(".json")
 
 
-def run(table: Table, settings: Retrieve, *, base: Path, state_dir: Path, mast_url: str,
-        mast_timeout: float, retries: int, retry_after_cap: float, verify: bool = False,
-        token: str | None = None, on_event: Any = None, executor: Executor | None = None,
-        insecure: bool = False, meta: Mapping[str, Any] | None = None) -> RetrieveResult:
+def run(table: Table, section: Retrieve, download: DownloadSettings, *, base: Path, state_dir: Path,
+        mast_url: str, token: str | None = None, on_event: Callable[[Event], None] | None = None,
+        meta: Mapping[str, Any] | None = None) -> RetrieveResult:
     """Carry out the recipe's ``retrieve`` section for the products in ``table``.
 
     Parameters
     ----------
+    section : Retrieve
+        The recipe's ``retrieve`` section (mode, destination, layout, manifest, script).
+    download : DownloadSettings
+        How files are downloaded (:meth:`DownloadSettings.build`: the recipe with ``--verify``,
+        ``--executor``, ``--scheduler`` and ``--insecure`` applied).
     base : Path
         Directory the recipe's relative paths are relative to.
-    verify : bool
-        Re-hash files already done (``--verify``), repairing mismatches.
     token : str, optional
         MAST token for exclusive-access products (never from the recipe).
-    executor : Executor, optional
-        Where downloads run, when not the recipe's ``retrieve.executor`` (``--executor``).
-    insecure : bool
-        Do not check TLS certificates (``--insecure``; see :mod:`mastpipe.tls`).
+    on_event : callable, optional
+        Receives the engine's events.
     meta : mapping, optional
         Provenance written into the manifest's ECSV header (see :func:`write_manifest`).
     """
-    destination = (base / settings.destination).resolve()
-    tasks, refused = plan_files(table, destination, settings.layout, mast_url)
-    manifest_path = (base / settings.manifest) if settings.manifest else destination / "manifest.ecsv"
-    result = RetrieveResult(settings.mode, results=[r.result() for r in refused])
-    absolute = settings.manifest_paths == "absolute"
-    if settings.mode == "manifest":
-        result.manifest = write_manifest(manifest_path, tasks, None, refused, meta=meta, absolute=absolute)
+    destination = (base / section.destination).resolve()
+    tasks, refused = plan_files(table, destination, section.layout, mast_url)
+    manifest_path = (base / section.manifest) if section.manifest else destination / "manifest.ecsv"
+    result = RetrieveResult(section.mode, results=[r.result() for r in refused])
+    manifest = functools.partial(write_manifest, manifest_path, meta=meta,
+                                 absolute=section.manifest_paths == "absolute")
+    if section.mode == "manifest":
+        result.manifest = manifest(tasks, None, refused)
         return result
-    if settings.mode == "curl":
+    if section.mode == "curl":
         from mastpipe.stages.retrieve.curl import write_curl_script
 
-        script = (base / settings.script) if settings.script else destination / "mastpipe-download.sh"
+        script = (base / section.script) if section.script else destination / "mastpipe-download.sh"
         result.script = write_curl_script(tasks, script)
-        result.manifest = write_manifest(manifest_path, tasks, None, refused, meta=meta, absolute=absolute)
+        result.manifest = manifest(tasks, None, refused)
         return result
-    return _download(tasks, refused, settings, state_dir, mast_url, mast_timeout, retries, retry_after_cap,
-                     verify or settings.verify == "sha256", token, on_event, manifest_path, result,
-                     executor or settings.executor, insecure, meta)
+    return _download(tasks, refused, download, state_dir, mast_url, token, on_event, manifest, result)
 
 
 def _locked_out(protected: list[FileTask], token: str | None, mast_url: str, timeout: float,
@@ -263,42 +276,42 @@ def _locked_out(protected: list[FileTask], token: str | None, mast_url: str, tim
     return []
 
 
-def _download(tasks: list[FileTask], refused_rows: list[Refused], settings: Retrieve, state_dir: Path, mast_url: str, timeout: float,
-              retries: int, retry_after_cap: float, verify: bool, token: str | None, on_event: Any,
-              manifest_path: Path, result: RetrieveResult, executor: Executor | None = None,
-              insecure: bool = False, meta: Mapping[str, Any] | None = None) -> RetrieveResult:
-    from mastpipe.stages.retrieve.ledger import Ledger
-    from mastpipe.retry import RetryPolicy
+def engine_for(download: DownloadSettings, *, ledger: Ledger | None = None,
+               on_event: Callable[[Event], None] | None = None, token: str | None = None) -> Engine:
+    """The engine ``download.executor`` names: threads of this process, or a Dask cluster."""
     from mastpipe.stages.retrieve.engine import Transfer
 
-    host = urlsplit(mast_url).netloc
-    policy = RetryPolicy(max_attempts=retries + 1, retry_after_cap=retry_after_cap)
-    with Ledger(state_dir / "ledger.sqlite") as ledger:
-        common: dict[str, Any] = dict(timeout=min(timeout, 300.0), policy=policy, token_hosts=(host,),
-                                      ledger=ledger, verify=verify, on_event=on_event, overwrite=settings.overwrite,
-                                      insecure=insecure)
+    executor = download.executor
+    if executor is not None and executor.kind == "dask":
+        from mastpipe.stages.retrieve.dask import DaskTransfer  # the optional extra: imported only when chosen
+
+        return DaskTransfer(executor.scheduler or "local", settings=download, workers=executor.workers,
+                            ledger=ledger, on_event=on_event, token=token)
+    return Transfer(download, ledger=ledger, on_event=on_event, token=token)
+
+
+def _download(tasks: list[FileTask], refused_rows: list[Refused], download: DownloadSettings, state_dir: Path,
+              mast_url: str, token: str | None, on_event: Callable[[Event], None] | None,
+              manifest: Callable[..., Path], result: RetrieveResult) -> RetrieveResult:
+    from mastpipe.stages.retrieve.engine import Transfer
+    from mastpipe.stages.retrieve.ledger import Ledger
+
+    with Ledger(StateDir(state_dir).ledger) as ledger:
         # Only exclusive-access files still to fetch need the token: files already present are
         # neither refused for the lack of one nor the reason for a /whoami request.
         protected = [t for t in tasks if t.protected]
         if protected:
-            protected = Transfer(**common).unfinished(protected)
-        locked_out = _locked_out(protected, token, mast_url, timeout, insecure, result)
+            protected = Transfer(download, ledger=ledger, on_event=on_event).unfinished(protected)
+        locked_out = _locked_out(protected, token, mast_url, download.timeout, download.insecure, result)
         skipped = {t.key for t in locked_out}
         fetchable = [t for t in tasks if t.key not in skipped]
-        common["token"] = token if protected and not locked_out else None
-        if executor is not None and executor.kind == "dask":
-            from mastpipe.stages.retrieve.dask import DaskTransfer  # the optional extra: imported only when chosen
-
-            engine: Any = DaskTransfer(executor.scheduler or "local", workers=executor.workers,
-                                       in_flight=settings.in_flight, **common)
-        else:
-            engine = Transfer(workers=settings.in_flight, **common)
+        engine = engine_for(download, ledger=ledger, on_event=on_event,
+                            token=token if protected and not locked_out else None)
         results = engine.run(fetchable)
     by_key = {r.key: r for r in results}
     for task in locked_out:
         by_key[task.key] = FileResult(task.key, task.dest, "failed",
                                       error=f"exclusive-access product {task.key} needs a valid MAST token")
     result.results += [by_key[t.key] for t in tasks]
-    result.manifest = write_manifest(manifest_path, tasks, by_key, refused_rows, meta=meta,
-                                     absolute=settings.manifest_paths == "absolute")
+    result.manifest = manifest(tasks, by_key, refused_rows)
     return result

@@ -18,13 +18,18 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; one run per destination is then the user's to ensure
     fcntl = None  # type: ignore[assignment]
 
-from mastpipe.stages.retrieve.decide import PartMeta
+from mastpipe.atomic import atomic_write_bytes, owner_of
+from mastpipe.stages.retrieve.decide import LocalState, PartMeta
+
+if TYPE_CHECKING:
+    from mastpipe.stages.retrieve.ledger import LedgerRow
 
 
 def part_path(dest: Path) -> Path:
@@ -146,6 +151,30 @@ def size_of(path: Path | str) -> int | None:
         return None
 
 
+def local_state(dest: Path | str, row: LedgerRow | None, *, verify: bool, overwrite: str,
+                ignore_final: bool = False) -> LocalState:
+    """What the disk and the ledger ``row`` say about the file ``dest``: the input of
+    :func:`~mastpipe.stages.retrieve.decide.decide`.
+
+    ``ignore_final`` treats the file under its final name as absent (it failed verification and
+    is to be replaced).
+    """
+    dest = os.fspath(dest)  # strings: pathlib costs more than the stat on a rerun
+    if row is not None and row.dest != dest:
+        row = None  # it speaks of a file at another path: judge this one afresh
+    head, name = os.path.split(dest)
+    part = size_of(os.path.join(head, f".{name}.part"))
+    return LocalState(
+        final_size=None if ignore_final else size_of(dest),
+        ledger_status=row.status if row else None,
+        ledger_size=row.size if row else None,
+        part_size=part,
+        part_meta=read_meta(Path(dest)) if part is not None else None,
+        verify=verify,
+        overwrite=overwrite,
+    )
+
+
 def read_meta(dest: Path) -> PartMeta | None:
     """The metadata of the temporary of ``dest``, or None when absent or unreadable."""
     try:
@@ -159,17 +188,10 @@ def read_meta(dest: Path) -> PartMeta | None:
 def write_meta(dest: Path, meta: PartMeta) -> None:
     """Record what the temporary of ``dest`` is a prefix of (size, ETag, Last-Modified)."""
     # Written (atomically) before the first body byte, so a kill never leaves bytes without it.
-    target = meta_path(dest)
-    tmp = target.with_name(target.name + ".tmp")
+    # Not durable (no fsync): it is written on every attempt of every file, and losing it in a
+    # power cut only costs a restart of the temporary; the final rename is what is made durable.
     data = json.dumps({"size": meta.size, "etag": meta.etag, "last_modified": meta.last_modified})
-    try:
-        tmp.unlink()  # whatever is there (a leftover, a planted symlink) is not written through
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(data)
-    os.replace(tmp, target)
+    atomic_write_bytes(meta_path(dest), data.encode(), durable=False)
 
 
 def discard(dest: Path) -> None:
@@ -220,11 +242,15 @@ def remove_stale_temporaries(directories: Iterable[Path | str], keep: Iterable[P
     return removed
 
 
+# ".part.json.tmp": how releases before the atomic-write helper named the metadata's temporary.
 _SUFFIXES = (".part", ".part.json", ".part.json.tmp", ".part.lock")
 
 
 def _owner_name(name: str) -> str | None:
     """The name of the file a temporary named ``name`` belongs to, or None if it is none of ours."""
+    being_written = owner_of(name)  # the atomic write of a .part.json
+    if being_written is not None and being_written.startswith(".") and being_written.endswith(".part.json"):
+        return being_written[1:-len(".part.json")] or None
     if name.startswith("."):
         for suffix in _SUFFIXES:
             if name.endswith(suffix) and len(name) > len(suffix) + 1:
@@ -245,8 +271,9 @@ def stale_temporaries(directories: Iterable[Path | str], keep: Iterable[Path | s
     Returns
     -------
     list of Path
-        ``.<name>.part``, ``.<name>.part.json``, ``.<name>.part.json.tmp`` and
-        ``.<name>.part.lock`` files to remove.
+        ``.<name>.part``, ``.<name>.part.json``, ``.<name>.part.lock`` files, and the
+        temporaries of ``.<name>.part.json`` being written (``..<name>.part.json.<pid>.<random>.tmp``,
+        or ``.<name>.part.json.tmp`` from older releases), to remove.
     """
     # Plain strings, not pathlib: this runs over every destination on every rerun.
     wanted = {os.fspath(dest) for dest in keep}

@@ -1,0 +1,426 @@
+"""One file, start to finish: lock, GET, stream into the temporary, verify, rename, record.
+
+:class:`FileFetcher` is the per-file half of the engine (:class:`~mastpipe.stages.retrieve.engine.Transfer`
+plans and runs many of them at once). For each file it loops: ask
+:func:`~mastpipe.stages.retrieve.decide.decide` what the disk calls for, act on it (hash an
+adopted file, finish a complete temporary, or make one attempt), and on a failed attempt wait as
+the retry policy says and decide again from the disk as it is now.
+
+Files are written to ``.<name>.part`` beside their target, with ``.<name>.part.json`` holding the
+server's validator (ETag / Last-Modified) and the expected size (see
+:mod:`mastpipe.stages.retrieve.temporaries`), so a run killed with ``kill -9`` resumes with
+``Range`` + ``If-Range``. The sha256 is computed while the body streams (on a helper thread, so
+hashing overlaps the network and the disk). A file appears under its final name only after its
+size (and sha256, when known) has been verified, the data fsynced and the name swapped
+atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import urllib3
+
+from mastpipe.errors import IntegrityError, TransferError
+from mastpipe.retry import RetryAfterTooLong, is_transient_status
+from mastpipe.stages.retrieve.client import Http, RedirectRefused
+from mastpipe.stages.retrieve.decide import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts,
+                                             Verdict, decide, judge)
+from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
+from mastpipe.stages.retrieve.ledger import Ledger, LedgerRow
+from mastpipe.stages.retrieve.settings import DownloadSettings
+from mastpipe.stages.retrieve.temporaries import (FetchLock, discard, hash_file, local_state, make_parents,
+                                                  meta_path, part_path, remove_empty, size_of, write_meta)
+from mastpipe.atomic import fsync_dir
+from mastpipe.tls import FIX, certificate_error, describe
+
+__all__ = ["Budget", "Dirs", "FileFetcher", "HASH_QUEUE", "PROGRESS_CEILING", "SYNC_EVERY"]
+
+log = logging.getLogger(__name__)
+
+HASH_QUEUE = 4  # blocks a stream may read ahead of its hash
+SYNC_EVERY = 64 << 20  # flush large files as they grow (see FileFetcher._stream)
+# Attempts that keep new bytes do not count against the policy's max_attempts, but a file
+# gets at most this many times max_attempts in all (and the run's budget still applies).
+# A policy of one attempt (retries: 0) stays one attempt.
+PROGRESS_CEILING = 10
+
+
+class _BackgroundHasher:
+    """Feed a digest from a thread of its own, at most HASH_QUEUE blocks behind the caller."""
+
+    def __init__(self, digest: hashlib._Hash) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(HASH_QUEUE)
+        self._thread = threading.Thread(target=self._run, args=(digest,), daemon=True,
+                                        name="mastpipe-sha256")
+        self._thread.start()
+
+    def _run(self, digest: hashlib._Hash) -> None:
+        while (block := self._queue.get()) is not None:
+            digest.update(block)
+
+    def update(self, block: bytes) -> None:
+        self._queue.put(block)
+
+    def close(self) -> None:
+        """Wait until every block has been hashed."""
+        self._queue.put(None)
+        self._thread.join()
+
+
+class _Retry(Exception):
+    """A failed attempt worth repeating (transient status, network error, rejected body)."""
+
+    def __init__(self, reason: str, retry_after: str | None = None, discard: bool = False):
+        super().__init__(reason)
+        self.reason, self.retry_after, self.discard = reason, retry_after, discard
+
+
+class _Fail(Exception):
+    """A failure that another attempt will not fix."""
+
+
+@dataclass
+class _Counters:
+    attempts: int = 0
+    requests: int = 0
+    stalled: int = 0  # failed attempts in a row that kept no new byte (what the policy limits)
+
+
+@dataclass
+class Budget:
+    """The per-run retry budget, shared by every worker."""
+
+    left: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+
+class Dirs:
+    """Directories an engine created, so a failed file leaves none behind.
+
+    One lock guards creating and removing them: no worker removes a directory another has just
+    made for its file.
+    """
+
+    def __init__(self) -> None:
+        self.made: set[Path] = set()
+        self.lock = threading.Lock()
+
+    def make_parents(self, dest: Path) -> None:
+        with self.lock:
+            self.made.update(make_parents(dest))
+
+
+class FileFetcher:
+    """The per-file work of an engine; one instance serves every worker thread of a run.
+
+    Parameters
+    ----------
+    settings : DownloadSettings
+    http : Http
+        Sessions, redirects and the token.
+    ledger : Ledger, optional
+        Where completion is recorded.
+    emit : callable
+        Receives every :class:`Event` (from worker threads).
+    cancel : threading.Event
+        Set when the run is interrupted: attempts stop between blocks.
+    sleep : callable
+        Waits between retries.
+    dirs : Dirs
+        The directories the engine made.
+    """
+
+    def __init__(self, settings: DownloadSettings, http: Http, ledger: Ledger | None,
+                 emit: Callable[[Event], None], cancel: threading.Event, sleep: Callable[[float], object],
+                 dirs: Dirs) -> None:
+        self.settings = settings
+        self.http = http
+        self.ledger = ledger
+        self._emit = emit
+        self._cancel = cancel
+        self._sleep = sleep
+        self._dirs = dirs
+        self.budget = Budget(0)
+        self.helpers: ThreadPoolExecutor | None = None  # flushes large files; set during a run
+
+    def local_state(self, task: FileTask, row: LedgerRow | None, ignore_final: bool = False) -> LocalState:
+        return local_state(task.dest, row, verify=self.settings.verify, overwrite=self.settings.overwrite,
+                           ignore_final=ignore_final)
+
+    def fetch(self, task: FileTask, row: LedgerRow | None, local: LocalState) -> FileResult:
+        """Bring one file to its final name, or say why not; never raises for a failed file."""
+        counters = _Counters()
+        dest = Path(task.dest)
+        if self._cancel.is_set():  # interrupted before this file began: leave it untouched
+            return FileResult(task.key, dest, "failed", error=f"{task.key}: interrupted")
+        lock = FetchLock(dest)
+        result: FileResult | None = None
+        try:
+            result = self._until_settled(task, row, local, counters, lock)
+            return result
+        except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
+            message = self.http.clean(f"{task.key}: {exc}")
+            if not isinstance(exc, (_Fail, TransferError)):
+                # not an HTTP outcome (a full disk, a bug): keep the traceback for debugging;
+                # tracebacks hold code and messages, and no message here carries the token
+                log.debug("unexpected error for %s", task.key, exc_info=True)
+            if self.ledger is not None:
+                self.ledger.mark_failed(task.key, dest, message, counters.attempts)
+            self._emit(Event("failed", task.key, message=message))
+            return FileResult(task.key, dest, "failed", attempts=counters.attempts,
+                              http_requests=counters.requests, error=message)
+        finally:
+            with self._dirs.lock:
+                lock.release()
+                if result is None:  # a failed file leaves no directory made for it behind
+                    self._dirs.made -= remove_empty(dest.parent, self._dirs.made)
+
+    def _lock(self, lock: FetchLock, dest: Path) -> None:
+        """Take ``lock`` before touching the temporaries of ``dest``, or fail the file."""
+        with self._dirs.lock:  # no worker removes a directory another has just made
+            self._dirs.made.update(make_parents(dest))  # the lock lives beside the file
+            held = lock.acquire()
+        if not held:
+            raise _Fail(f"another process is fetching this file into {dest} right now "
+                        "(its temporary is locked); rerun once it has finished")
+
+    def _until_settled(self, task: FileTask, row: LedgerRow | None, local: LocalState,
+                       counters: _Counters, lock: FetchLock) -> FileResult:
+        dest = Path(task.dest)
+        chunk_size = self.settings.chunk_size
+        ignore_final = False  # set once the final file failed verification: replace it
+        while True:
+            action = decide(local, RemoteFacts(task.size))
+            if not lock.held and action.kind in (Kind.FINISH_VERIFY, Kind.FETCH, Kind.RESTART, Kind.RESUME):
+                # Temporaries are about to be written: only by the lock's holder. Files that
+                # are only hashed (adopted, verified) need no lock, which keeps reruns cheap.
+                self._lock(lock, dest)
+                # What was seen may have changed while another process held the lock (it may
+                # have finished the file): decide again from the disk as it is now.
+                local = self.local_state(task, row, ignore_final=ignore_final)
+                continue
+            if action.kind in (Kind.VERIFY_DONE, Kind.ADOPT, Kind.SKIP_DONE):
+                digest, size = hash_file(dest, chunk_size)
+                sha = digest.hexdigest()
+                wanted = row.sha256 if action.kind is Kind.VERIFY_DONE and row else task.sha256
+                if wanted is None or sha == wanted.lower():
+                    if self.ledger is not None and action.kind is not Kind.VERIFY_DONE:
+                        self.ledger.mark_done(task.key, dest, size, sha, 0)
+                    self._emit(Event("skipped", task.key, total=size))
+                    return FileResult(task.key, dest, "skipped", size=size, sha256=sha,
+                                      attempts=counters.attempts, http_requests=counters.requests)
+                log.warning("%s: %s has sha256 %s, expected %s: fetching it again",
+                            task.key, dest, sha, wanted)
+                ignore_final = True
+            elif action.kind is Kind.KEEP_FOREIGN:
+                raise _Fail(f"{action.reason}: {dest}")
+            elif action.kind is Kind.FINISH_VERIFY:
+                digest, size = hash_file(part_path(dest), chunk_size)
+                try:
+                    return self._finish(task, counters, local.part_meta, digest.hexdigest(), size)
+                except IntegrityError as exc:
+                    log.warning("%s", self.http.clean(str(exc)))
+                    self._discard(task)
+            else:
+                if counters.attempts == 0:
+                    self._emit(Event("start", task.key, total=task.size))
+                    if self.ledger is not None:
+                        self.ledger.mark_running(task.key, dest, task.size)
+                if action.kind is Kind.RESTART:
+                    self._discard(task)
+                counters.attempts += 1
+                kept = action.offset if action.kind is Kind.RESUME else 0
+                try:
+                    meta, sha, size = self._attempt(task, action, local.part_meta, counters)
+                    return self._finish(task, counters, meta, sha, size)
+                except _Retry as exc:
+                    if exc.discard:
+                        self._discard(task)
+                    # A resume that kept new bytes is progress, not a failure: on a link that
+                    # drops every few minutes a large file still gets there.
+                    progressed = not exc.discard and (size_of(part_path(dest)) or 0) > kept
+                    counters.stalled = 0 if progressed else counters.stalled + 1
+                    self._wait_before_retry(task, counters, exc)
+                except IntegrityError as exc:
+                    self._discard(task)  # scenario 6: a wrong temporary is never kept
+                    counters.stalled += 1
+                    self._wait_before_retry(task, counters, _Retry(str(exc)))
+            local = self.local_state(task, row, ignore_final=ignore_final)
+
+    def _discard(self, task: FileTask) -> None:
+        """Delete the temporary of ``task``; a ``restart`` event tells progress its bytes are gone."""
+        discard(Path(task.dest))
+        self._emit(Event("restart", task.key))
+
+    def _wait_before_retry(self, task: FileTask, counters: _Counters, exc: _Retry) -> None:
+        """Sleep per the policy, or raise _Fail when a budget is spent or the wait is absurd."""
+        if self._cancel.is_set():
+            raise _Fail(f"{exc.reason} (interrupted)")
+        policy = self.settings.policy
+        ceiling = policy.max_attempts * (PROGRESS_CEILING if policy.max_attempts > 1 else 1)
+        if not policy.should_retry(counters.stalled) or counters.attempts >= ceiling:
+            raise _Fail(f"{exc.reason} (gave up after {counters.attempts} attempts)")
+        if not self.budget.take():
+            raise _Fail(f"{exc.reason} (the run's retry budget is spent)")
+        try:
+            delay = policy.delay(max(counters.stalled, 1), exc.retry_after)
+        except RetryAfterTooLong as too_long:
+            raise _Fail(f"{exc.reason}; {too_long}") from None
+        self._emit(Event("retry", task.key, message=self.http.clean(exc.reason)))
+        log.info("%s: %s; retrying in %.2f s", task.key, self.http.clean(exc.reason), delay)
+        self._sleep(delay)
+
+    def _attempt(self, task: FileTask, action: Action, meta: PartMeta | None,
+                 counters: _Counters) -> tuple[PartMeta, str, int]:
+        """One GET into the temporary; returns (its metadata, sha256, size) or raises
+        _Retry / _Fail / IntegrityError."""
+        dest = Path(task.dest)
+        offset = action.offset if action.kind is Kind.RESUME else 0
+        # identity: a gzipped body would not match Content-Length or the product size
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if meta is not None and meta.validator:
+                headers["If-Range"] = meta.validator
+        try:
+            response = self.http.get(task.url, headers, counters)
+        except RedirectRefused as exc:
+            raise _Fail(str(exc)) from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema) as exc:
+            raise _Fail(f"invalid URL: {exc}") from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            bad_certificate = certificate_error(exc)
+            if bad_certificate is not None:  # asking again cannot help
+                raise _Fail(f"{describe(task.url, bad_certificate)}; {FIX}") from None
+            raise _Retry(f"{type(exc).__name__}: {exc}") from None
+        with response:
+            status = response.status_code
+            if status not in (200, 206):
+                reason = f"HTTP {status} {response.reason or ''}".strip()
+                if status == 416 and offset:
+                    raise _Retry(f"{reason} for Range from byte {offset}", discard=True)
+                if is_transient_status(status):
+                    raise _Retry(reason, retry_after=response.headers.get("Retry-After"))
+                if status in (401, 403):
+                    reason += (": the MAST token does not grant access to this product"
+                               if self.http.has_token else
+                               ": exclusive-access product, and no MAST token was given")
+                raise _Fail(reason)
+            facts = ResponseFacts.from_response(response)
+            verdict, total, why = judge(offset, meta, task.size, facts)
+            if verdict is Verdict.REJECT:
+                raise _Retry(why, discard=True)
+            if verdict is Verdict.MISMATCH:
+                raise IntegrityError(f"product {task.key}: size mismatch: expected {task.size} "
+                                     f"bytes, server announces {total}")
+            start = offset if verdict is Verdict.APPEND else 0
+            if start == 0 and offset:
+                log.info("%s: %s", task.key, why)
+                self._emit(Event("restart", task.key))  # the kept bytes are about to be overwritten
+            digest = hashlib.sha256()
+            if start:  # the kept bytes are part of the file's hash: read them first
+                digest, have = hash_file(part_path(dest), self.settings.chunk_size, limit=start)
+                if have != start:
+                    raise _Retry("temporary shorter than recorded", discard=True)
+            if self._cancel.is_set():
+                raise _Fail("interrupted")
+            new_meta = PartMeta(size=total, etag=facts.etag, last_modified=facts.last_modified)
+            write_meta(dest, new_meta)
+            received = self._stream(task, response, start, digest)
+        if facts.content_length is not None and received < facts.content_length:
+            raise _Retry(f"body cut short: {received} of {facts.content_length} bytes")
+        return new_meta, digest.hexdigest(), start + received
+
+    def _stream(self, task: FileTask, response: requests.Response, start: int,
+                digest: hashlib._Hash) -> int:
+        """Write the body at ``start`` in the temporary, hashing as it goes; fsync; return the
+        bytes received. A connection lost mid-body raises _Retry and keeps what arrived."""
+        part = part_path(Path(task.dest))
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)  # no symlinked temporary
+        fd = os.open(part, flags | (0 if start else os.O_TRUNC), 0o644)
+        received = 0
+        chunk_size = self.settings.chunk_size
+        # Hashing runs on its own thread, a few blocks behind the write: sha256 and write() both
+        # release the GIL, so on a large file they overlap instead of adding up. A helper
+        # flushes every SYNC_EVERY bytes, so dirty pages never pile up (the kernel throttles
+        # writers that let them) and the final fsync has little left to do.
+        hasher = _BackgroundHasher(digest)
+        syncing: Future[None] | None = None
+        unsynced = 0
+        with os.fdopen(fd, "wb", buffering=0) as handle:
+            handle.truncate(start)  # drop any bytes past the splice point: never overlap
+            handle.seek(start)
+            # read1 returns whatever has arrived (up to a chunk): with read(), a connection lost
+            # mid-chunk would throw away the bytes of that chunk instead of keeping them for
+            # the resume. decode_content=False: the body is stored exactly as sent.
+            read = response.raw.read1
+            try:
+                while True:
+                    try:
+                        block = read(chunk_size, decode_content=False)
+                    except (requests.RequestException, urllib3.exceptions.HTTPError,
+                            OSError) as exc:
+                        raise _Retry(f"body cut short after {start + received} bytes "
+                                     f"({type(exc).__name__})") from None
+                    if not block:
+                        break
+                    if self._cancel.is_set():
+                        raise _Fail(f"interrupted after {start + received} bytes")
+                    hasher.update(block)
+                    handle.write(block)
+                    received += len(block)
+                    unsynced += len(block)
+                    if (unsynced >= SYNC_EVERY and self.helpers is not None
+                            and (syncing is None or syncing.done())):
+                        syncing, unsynced = self.helpers.submit(os.fdatasync, fd), 0
+                    self._emit(Event("bytes", task.key, nbytes=len(block)))
+            finally:
+                hasher.close()
+                if syncing is not None:
+                    syncing.result()
+                os.fsync(handle.fileno())
+        return received
+
+    def _finish(self, task: FileTask, counters: _Counters, meta: PartMeta | None,
+                sha: str, size: int) -> FileResult:
+        """Verify the complete temporary, rename it to its final name, record it."""
+        dest = Path(task.dest)
+        expected = task.size if task.size is not None else (meta.size if meta else None)
+        if expected is not None and size < expected:
+            raise _Retry(f"body cut short: {size} of {expected} bytes")
+        if expected is not None and size != expected:
+            raise IntegrityError(f"product {task.key}: size mismatch: expected {expected} bytes, "
+                                 f"got {size}")
+        if task.sha256 is not None and sha != task.sha256.lower():
+            raise IntegrityError(f"product {task.key}: sha256 mismatch: expected {task.sha256}, "
+                                 f"got {sha}")
+        os.replace(part_path(dest), dest)
+        fsync_dir(dest.parent)
+        try:
+            meta_path(dest).unlink()
+        except FileNotFoundError:
+            pass
+        if self.ledger is not None:
+            self.ledger.mark_done(task.key, dest, size, sha, counters.attempts,
+                                  meta.etag if meta else None, meta.last_modified if meta else None)
+        self._emit(Event("done", task.key, total=size))
+        return FileResult(task.key, dest, "fetched", size=size, sha256=sha,
+                          attempts=counters.attempts, http_requests=counters.requests)
