@@ -47,6 +47,14 @@ class RunOutcome:
     summary: str = ""
     tables: dict[str, Table] = field(default_factory=dict)
 
+    def to_html(self) -> str:
+        """The run as one self-contained HTML page (what ``mastpipe run --html`` writes): its
+        stages and files, a sky map of the selected footprints, their time span and the files
+        by product type. Needs matplotlib (``pip install 'mastpipe[html]'``)."""
+        from mastpipe.picture import run_html
+
+        return run_html(self, Path(self.report["recipe"]["path"]).stem)
+
 
 def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_dir: str | os.PathLike[str] | None = None,
         until: str = "retrieve", from_stage: str | None = None, refresh: bool = False, verify: bool = False,
@@ -301,6 +309,15 @@ class PlanReport:
     stages: list[Any] = field(default_factory=list)
     tables: dict[str, Table] = field(default_factory=dict, repr=False)
     outlook: Any = field(default=None, repr=False)
+
+    def to_html(self) -> str:
+        """The plan as one self-contained HTML page (what ``mastpipe plan --html`` writes): a sky
+        map of the selected observations' footprints coloured by instrument (or query), their
+        time span, files and bytes by product type, beside the plan's table. No network is
+        needed to view it. Needs matplotlib (``pip install 'mastpipe[html]'``)."""
+        from mastpipe.picture import plan_html
+
+        return plan_html(self)
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-able data: what ``mastpipe plan --json`` prints.
