@@ -393,7 +393,8 @@ class Pipeline:
             download = DownloadSettings.build(self.recipe, self.mast_url, insecure=self.insecure)
         return retrieve_stage.run(table, self.recipe.retrieve, download, base=self.recipe_path.resolve().parent,
                                   state_dir=self.state_dir, mast_url=self.mast_url, token=token, on_event=on_event,
-                                  meta=self.manifest_meta(run_id or new_run_id()))
+                                  meta=self.manifest_meta(run_id or new_run_id()),
+                                  ledger_journal=self.recipe.state.ledger_journal)
 
     def manifest_meta(self, run_id: str) -> dict[str, str]:
         """The provenance a manifest's ECSV header carries, so a manifest found on its own

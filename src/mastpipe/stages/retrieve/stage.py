@@ -214,7 +214,7 @@ def json_twin(path: Path) -> Path:
 
 def run(table: Table, section: Retrieve, download: DownloadSettings, *, base: Path, state_dir: Path,
         mast_url: str, token: str | None = None, on_event: Callable[[Event], None] | None = None,
-        meta: Mapping[str, Any] | None = None) -> RetrieveResult:
+        meta: Mapping[str, Any] | None = None, ledger_journal: str = "auto") -> RetrieveResult:
     """Carry out the recipe's ``retrieve`` section for the products in ``table``.
 
     Parameters
@@ -232,6 +232,8 @@ def run(table: Table, section: Retrieve, download: DownloadSettings, *, base: Pa
         Receives the engine's events.
     meta : mapping, optional
         Provenance written into the manifest's ECSV header (see :func:`write_manifest`).
+    ledger_journal : {"auto", "wal", "delete"}
+        The ledger's SQLite journal mode (``state.ledger_journal``; see :class:`Ledger`).
     """
     destination = (base / section.destination).resolve()
     tasks, refused = plan_files(table, destination, section.layout, mast_url)
@@ -249,7 +251,8 @@ def run(table: Table, section: Retrieve, download: DownloadSettings, *, base: Pa
         result.script = write_curl_script(tasks, script)
         result.manifest = manifest(tasks, None, refused)
         return result
-    return _download(tasks, refused, download, state_dir, mast_url, token, on_event, manifest, result)
+    return _download(tasks, refused, download, state_dir, mast_url, token, on_event, manifest, result,
+                     ledger_journal)
 
 
 def _locked_out(protected: list[FileTask], token: str | None, mast_url: str, timeout: float,
@@ -292,11 +295,11 @@ def engine_for(download: DownloadSettings, *, ledger: Ledger | None = None,
 
 def _download(tasks: list[FileTask], refused_rows: list[Refused], download: DownloadSettings, state_dir: Path,
               mast_url: str, token: str | None, on_event: Callable[[Event], None] | None,
-              manifest: Callable[..., Path], result: RetrieveResult) -> RetrieveResult:
+              manifest: Callable[..., Path], result: RetrieveResult, ledger_journal: str = "auto") -> RetrieveResult:
     from mastpipe.stages.retrieve.engine import Transfer
     from mastpipe.stages.retrieve.ledger import Ledger
 
-    with Ledger(StateDir(state_dir).ledger) as ledger:
+    with Ledger(StateDir(state_dir).ledger, journal=ledger_journal) as ledger:
         # Only exclusive-access files still to fetch need the token: files already present are
         # neither refused for the lack of one nor the reason for a /whoami request.
         protected = [t for t in tasks if t.protected]
