@@ -13,15 +13,19 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_recipe", "run", "plan", "status", "Pipeline", "Recipe", "RunOutcome", "PlanReport",
-           "StatusReport", "read_manifest", "iter_files", "RetrievedFile", "MastpipeError"]
-
+_ERRORS = ("MastpipeError", "RecipeError", "Problem", "UsageError", "NotWritableError", "CABundleError", "ArchiveError",
+           "TruncatedResultError", "AuthError", "TokenRefusedError", "TokenCheckError", "LockError", "StateError",
+           "LedgerError", "TransferError", "IntegrityError", "UnsafePathError", "Interrupted")
 _LAZY = {
     "load_recipe": "mastpipe.recipe.models", "Recipe": "mastpipe.recipe.models", "run": "mastpipe.api",
-    "RunOutcome": "mastpipe.api", "plan": "mastpipe.api", "status": "mastpipe.api", "PlanReport": "mastpipe.api",
-    "StatusReport": "mastpipe.api", "read_manifest": "mastpipe.stages.retrieve.stage",
-    "iter_files": "mastpipe.api", "RetrievedFile": "mastpipe.api", "Pipeline": "mastpipe.runner", "MastpipeError": "mastpipe.errors",
+    "RunOutcome": "mastpipe.api", "Pipeline": "mastpipe.runner", "StateDir": "mastpipe.state",
+    "DownloadSettings": "mastpipe.stages.retrieve.settings",
+    "plan": "mastpipe.api", "status": "mastpipe.api", "iter_files": "mastpipe.api", "PlanReport": "mastpipe.api",
+    "StatusReport": "mastpipe.api", "RetrievedFile": "mastpipe.api", "read_manifest": "mastpipe.stages.retrieve.stage",
+    # every public exception (the tree is drawn in mastpipe.errors), so `except mastpipe.RecipeError` works
+    **dict.fromkeys(_ERRORS, "mastpipe.errors"),
 }
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,3 +34,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mastpipe' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mastpipe")
 
 
+__all__ = ["RunOutcome", "describe_os_error", "run", "run_pipeline"]
+
+
 @dataclass
 class RunOutcome:
     """What :func:`run` returns: the JSON report (as a dict), the stage tables and the exit code."""

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _configure_lock = threading.Lock()
+_CRITERIA_HINT = "check the recipe's criteria; `mastpipe validate` catches most mistakes"
+
+
+__all__ = ["Archive", "TimedOut"]
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -147,11 +151,13 @@ class Archive:
                 self.requests_made += 1
             yield
 
-    def call(self, what: str, request: Callable[[Any], T], *, retry_timeouts: bool = True) -> T:
+    def call(self, what: str, request: Callable[[Any], T], *, retry_timeouts: bool = True,
+             hint: str = _CRITERIA_HINT) -> T:
         """Run ``request(observations)`` with politeness limits and retries.
 
         With ``retry_timeouts=False`` a timeout raises :class:`TimedOut` at once (the caller has a
-        better move than asking the same thing again, such as splitting the batch).
+        better move than asking the same thing again, such as splitting the batch). ``hint``
+        goes with an error MAST answers: what the user may do about it.
 
         Raises
         ------
@@ -172,8 +178,7 @@ class Archive:
                     raise ArchiveError(f"{what}: {describe(self.url, bad_certificate)}", hint=FIX) from None
                 transient, timed_out, retry_after, reason = _classify(exc)
                 if not transient:
-                    raise ArchiveError(f"{what}: MAST answered an error: {reason}",
-                                       hint="check the recipe's criteria; `mastpipe validate` catches most mistakes") from None
+                    raise ArchiveError(f"{what}: MAST answered an error: {reason}", hint=hint) from None
                 if timed_out and not retry_timeouts:
                     raise TimedOut(f"{what}: {reason}") from None
                 if not self.policy.should_retry(attempt):
@@ -209,7 +214,111 @@ class Archive:
         retrying: the same request would most likely time out again, and the caller splits it.
         """
         what = f"product list of {len(obsids)} observation(s) {obsids[0]}{'...' if len(obsids) > 1 else ''}"
-        return self.call(what, lambda obs: obs.get_product_list(list(obsids)), retry_timeouts=len(obsids) == 1)
+        # astroquery fetches the pages; mastpipe reads them, row by row (see product_table)
+        return self.call(what, lambda obs: product_table(obs.get_product_list_async(list(obsids))),
+                         retry_timeouts=len(obsids) == 1,
+                         hint="the request names only observations, so MAST's answer is at fault: "
+                              "rerun later, and report it to MAST if it persists")
+
+
+#: A column of product lists mastpipe adds: what was wrong with a row of MAST's answer (masked
+#: where nothing was). The retrieve stage refuses such rows one by one; the others go on.
+MALFORMED = "malformed"
+#: Product fields a file cannot be made without (a null there is MAST's answer at fault).
+REQUIRED = ("dataURI", "productFilename", "obs_id", "obs_collection", "size")
+_NOT_A_ROW = object()
+
+
+def product_table(responses: list[Any]) -> Table:
+    """The product list in MAST's answer (one JSON page per response) as a masked Table.
+
+    The same table astroquery's ``get_product_list`` makes (its column types, nulls masked),
+    read one value at a time: a row with a value that does not fit its column (a size
+    ``'abc'``, ``12.5`` or ``-5``, a null dataURI, a row that is not an object) no longer
+    fails the whole list. Its bad values are masked and the :data:`MALFORMED` column says
+    what they were, so that product alone is refused.
+    """
+    from astropy.table import Table, vstack
+    from astroquery.exceptions import RemoteServiceError
+
+    tables = []
+    for response in responses:
+        page = response.json()
+        if page.get("status") == "ERROR":
+            raise RemoteServiceError(page.get("msg", "There was an error with your request."))
+        tables.append(_page_table(page))
+    if not tables:
+        return Table(masked=True)
+    return tables[0] if len(tables) == 1 else vstack(tables, metadata_conflicts="silent")
+
+
+def _page_table(page: dict[str, Any]) -> Table:
+    import numpy as np
+    from astropy.table import MaskedColumn, Table
+    from astroquery.mast.utils import parse_type
+
+    if not isinstance(page.get("fields"), list) or not isinstance(page.get("data"), list):
+        raise ValueError("MAST's answer has no 'fields' and 'data' lists")
+    rows = [row if isinstance(row, dict) else _NOT_A_ROW for row in page["data"]]
+    problems: list[list[str]] = [["a row that is not an object"] if row is _NOT_A_ROW else [] for row in rows]
+    table = Table(masked=True)
+    for field in page["fields"]:
+        name, kind = field.get("name"), str(field.get("type", "string"))
+        if name == "_selected_" or name in table.colnames:
+            continue
+        _, atype, blank = parse_type(kind)
+        values, mask = [], []
+        for row, problem in zip(rows, problems):
+            raw = None if row is _NOT_A_ROW else row.get(name)
+            value, ok = _cell(raw, atype)
+            if not ok:
+                problem.append(f"{name} {raw!r}")
+            elif name == "size" and value is not None and value < 0:
+                problem.append(f"size {raw!r}")
+            elif value is None and name in REQUIRED and row is not _NOT_A_ROW:
+                problem.append(f"no {name}")
+            missing = value is None or not ok
+            values.append(blank if missing else value)
+            mask.append(missing)
+        try:
+            data = np.array(values, dtype=atype if atype not in ("", None) else str)
+        except (TypeError, ValueError):  # a type astroquery does not know: text
+            data = np.array([str(v) for v in values], dtype=str)
+        table.add_column(MaskedColumn(data, name=name, mask=mask))
+    if any(problems):
+        text = ["; ".join(p) for p in problems]
+        table.add_column(MaskedColumn(text, name=MALFORMED, mask=[not p for p in problems], dtype=str))
+    return table
+
+
+def _cell(raw: Any, atype: Any) -> tuple[Any, bool]:
+    """(value, readable) of one JSON value for a column of numpy type ``atype``; None = null."""
+    import numpy as np
+
+    if raw is None:
+        return None, True
+    if atype is str:
+        return (raw, True) if isinstance(raw, str) else ((str(raw), True) if isinstance(raw, (int, float)) else (None, False))
+    if atype is bool:
+        return (raw, True) if isinstance(raw, bool) else (None, False)
+    if atype is np.int64:
+        if isinstance(raw, bool):
+            return None, False
+        if isinstance(raw, float) and raw.is_integer():
+            raw = int(raw)
+        elif isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+            raw = int(raw)
+        if isinstance(raw, int) and -2**63 <= raw < 2**63:
+            return raw, True
+        return None, False
+    if atype is np.float64:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return float(raw), True
+        try:
+            return float(raw), True
+        except (TypeError, ValueError):
+            return None, False
+    return raw, True
 
 
 def _position(position: Any) -> dict[str, Any]:

@@ -21,12 +21,24 @@ from mastpipe.errors import EXIT_INVALID, MastpipeError, RecipeError
 SANDBOX_SERVER_ID = "mastpipe-sandbox:seed=0"
 
 
+#: The command line's name for each library parameter an error may speak of: the library says
+#: ``until 'x' is not a stage``, the command line ``--until 'x' is not a stage``.
+FLAGS = {"until": "--until", "from_stage": "--from", "executor": "--executor", "scheduler": "--scheduler",
+         "mast_url": "--mast-url", "state_dir": "--state-dir", "collection": "--collection",
+         "programs": "--program", "instruments": "--instrument", "filters": "--filters", "products": "--product",
+         "mode": "--mode", "name": "--name", "path": "--output", "force": "--force"}
+
+
+__all__ = ["FLAGS", "main"]
+
+
 def _fail(error: MastpipeError, json_events: bool = False) -> NoReturn:
     """Print ``error`` (and its hint) as ``mastpipe: error: ...`` on stderr and exit with its code.
 
-    With ``--json`` the error is also one JSON event on stdout, so that a script reading only
-    stdout learns why the run stopped.
+    The parameters it names are said as flags (:data:`FLAGS`). With ``--json`` the error is also
+    one JSON event on stdout, so that a script reading only stdout learns why the run stopped.
     """
+    error.name_parameters(FLAGS)
     if json_events:
         import json
 

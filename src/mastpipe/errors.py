@@ -4,7 +4,7 @@ The hierarchy::
 
     MastpipeError                  exit 1 unless a subclass says otherwise
     ├── RecipeError                exit 2: the recipe is invalid (carries every Problem found)
-    ├── UsageError                 exit 2: the command line asks for something impossible
+    ├── UsageError                 exit 2: a call (or command line) asks for something impossible
     │   ├── NotWritableError           a directory the run must write to cannot be created or written
     │   └── CABundleError              REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE names no usable PEM bundle
     ├── ArchiveError               exit 3: MAST unreachable, or answering errors after retries
@@ -27,6 +27,7 @@ here so the library and the CLI agree on them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 EXIT_OK = 0
@@ -38,18 +39,61 @@ EXIT_LOCKED = 4
 EXIT_INTERRUPTED = 130
 
 
+__all__ = [
+    "EXIT_ARCHIVE", "EXIT_FILES_FAILED", "EXIT_INTERRUPTED", "EXIT_INVALID", "EXIT_LOCKED", "EXIT_OK",
+    "ArchiveError", "AuthError", "CABundleError", "IntegrityError", "Interrupted", "LedgerError",
+    "LockError", "MastpipeError", "NotWritableError", "Problem", "RecipeError", "StateError",
+    "TokenCheckError", "TokenRefusedError", "TransferError", "TruncatedResultError", "UnsafePathError",
+    "UsageError", "interrupt_exit_code", "literal"
+]
+
+
 class MastpipeError(Exception):
-    """Root of every error mastpipe raises on purpose."""
+    """Root of every error mastpipe raises on purpose.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong (expected vs got, naming the file or field concerned).
+    hint : str, optional
+        What to do about it.
+    parameters : iterable of str, or mapping
+        Names of the library parameters the message and hint speak of, written in them as
+        ``{name}`` (other braces doubled, values quoted with :func:`literal`). The library shows
+        each as its keyword name (``until 'x' is not a stage``), or as the mapping spells it
+        (``{"force": "force=True"}``); the command line calls :meth:`name_parameters` with its
+        flags (``--until 'x' is not a stage``), so the library never speaks in CLI flags.
+    """
 
     exit_code = EXIT_FILES_FAILED
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+    def __init__(self, message: str, *, hint: str | None = None,
+                 parameters: Iterable[str] | Mapping[str, str] = ()) -> None:
+        self._spelling = dict(parameters) if isinstance(parameters, Mapping) else {p: p for p in parameters}
+        self.parameters = tuple(self._spelling)
+        self._templates = (message, hint)
+        self.message, self.hint = message, hint
+        self.name_parameters({})
+        super().__init__(self.message)
+
+    def name_parameters(self, names: Mapping[str, str]) -> None:
+        """Say each parameter as ``names`` spells it (e.g. ``{"until": "--until"}``), its keyword
+        name otherwise."""
+        if not self.parameters:
+            return
+        spelled = {name: names.get(name, self._spelling[name]) for name in self.parameters}
+        message, hint = self._templates
+        self.message = message.format_map(spelled)
+        self.hint = hint.format_map(spelled) if hint is not None else None
+        self.args = (self.message,)
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+def literal(value: object) -> str:
+    """``str(value)`` safe inside a message that names parameters (braces doubled)."""
+    return str(value).replace("{", "{{").replace("}", "}}")
 
 
 @dataclass(frozen=True)
@@ -101,7 +145,8 @@ class RecipeError(MastpipeError):
 
 
 class UsageError(MastpipeError):
-    """The command line or API call asks for something that cannot be done."""
+    """The command line or API call asks for something that cannot be done (messages name the
+    parameter concerned: see ``parameters``)."""
 
     exit_code = EXIT_INVALID
 

@@ -24,6 +24,13 @@ if TYPE_CHECKING:
     from mastpipe.state import LockHolder
 
 
+__all__ = [
+    "MAX_LISTED", "Snapshot", "append_history", "build_report", "changes", "failure_reason", "format_lock",
+    "format_plan", "format_retrieve_status", "format_run", "format_status", "history_entry", "iso_time",
+    "nothing_new", "plan_breakdown", "read_history", "render_markdown", "snapshot"
+]
+
+
 def _text(values: Any) -> list[str]:
     return [decoded(v) for v in np.asarray(values)]
 
@@ -250,6 +257,8 @@ def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: f
             "mode": retrieved.mode,
             "fetched": {"files": retrieved.count("fetched"), "bytes": retrieved.bytes_fetched},
             "skipped": {"files": retrieved.count("skipped")},
+            # the files whose FITS CHECKSUM/DATASUM were verified against their bytes
+            "checksum_verified": _listed([r.key for r in retrieved.results if r.checksum == "verified"]),
             "failed": {"files": len(retrieved.failed),
                        "items": [{"dataURI": r.key, "error": r.error} for r in retrieved.failed[:MAX_LISTED]]},
             "manifest": str(retrieved.manifest) if retrieved.manifest else None,
@@ -282,7 +291,8 @@ def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
     retrieve = report.get("retrieve")
     if retrieve:
         lines += ["", f"**Files:** {retrieve['fetched']['files']} fetched ({human_bytes(retrieve['fetched']['bytes'])}), "
-                      f"{retrieve['skipped']['files']} already present, {retrieve['failed']['files']} failed."]
+                      f"{retrieve['skipped']['files']} already present, {retrieve['failed']['files']} failed; "
+                      f"{(retrieve.get('checksum_verified') or {}).get('count', 0)} with their FITS checksums verified."]
         for item in retrieve["failed"]["items"][:20]:
             lines.append(f"- failed `{item['dataURI']}`: {failure_reason(item['dataURI'], item['error'])}")
     change = report["changes"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection
 
-from mastpipe.errors import NotWritableError, UsageError
+from mastpipe.errors import NotWritableError, UsageError, literal
 from mastpipe.recipe.quantities import parse_duration
 from mastpipe.recipe.models import Recipe, effective_mast_url, load_recipe, recipe_dir
 from mastpipe.state import Checkpoints, RunLock, Sidecar, StateDir, fingerprint, writable_problem
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TABLE_STAGES = STAGES[:-1]  # retrieve's state is the ledger, not a table
+
+
+__all__ = ["TABLE_STAGES", "Pipeline", "RetrieveOutlook", "RunResult", "StageReport", "StageStatus", "default_state_dir"]
 
 
 @dataclass
@@ -323,11 +326,13 @@ class Pipeline:
             Stages whose previous checkpoint to hand back as :attr:`RunResult.previous` (what a
             report compares with). A reused checkpoint is the previous one, so it is read once.
         """
-        for name, value in (("--until", until), ("--from", from_stage)):
+        for name, value in (("until", until), ("from_stage", from_stage)):
             if value is not None and value not in STAGES:
-                raise UsageError(f"{name} {value!r} is not a stage; stages are {', '.join(STAGES)}")
+                raise UsageError(f"{{{name}}} {literal(repr(value))} is not a stage; stages are {', '.join(STAGES)}",
+                                 parameters=[name])
         if from_stage and STAGES.index(from_stage) > STAGES.index(until):
-            raise UsageError(f"--from {from_stage} comes after --until {until}")
+            raise UsageError(f"{{from_stage}} {from_stage} comes after {{until}} {until}",
+                             parameters=["from_stage", "until"])
         reports: list[StageReport] = []
         tables: dict[str, Table] = {}
         previous: dict[str, Table | None] = {}

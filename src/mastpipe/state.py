@@ -43,7 +43,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from mastpipe.atomic import atomic_path, atomic_write_bytes, fsync_dir, sweep
-from mastpipe.errors import LockError, NotWritableError, StateError
+from mastpipe.errors import LockError, NotWritableError, StateError, literal
 from mastpipe.locking import HAVE_FLOCK, PidLock, flock, unflock
 
 if TYPE_CHECKING:
@@ -452,23 +452,26 @@ class RunLock:
             # writable_problem names the component at fault (a file where a directory should be)
             reason = writable_problem(self.path.parent) or _reason(exc, self.path.parent)
             raise NotWritableError(
-                f"cannot write to the state directory {self.path.parent}: {reason}",
-                hint="choose a directory you can write to with --state-dir (or state.directory in the recipe)",
+                f"cannot write to the state directory {literal(self.path.parent)}: {literal(reason)}",
+                hint="choose a directory you can write to with {state_dir} (or state.directory in the recipe)",
+                parameters=["state_dir"],
             ) from None
         try:
             taken = flock(handle.fileno()) if HAVE_FLOCK else self._fallback.acquire()
         except OSError as exc:
             handle.close()
-            raise StateError(f"cannot lock {self.path}: {exc.strerror}") from None
+            raise StateError(f"cannot lock {literal(self.path)}: {literal(exc.strerror)}") from None
         if not taken:
             handle.seek(0)
             holder = handle.read().strip() or (self._fallback.holder() if not HAVE_FLOCK else "") \
                 or "another process"
             handle.close()
-            hint = "wait for it to finish, or use another --state-dir"
+            hint = "wait for it to finish, or use another {state_dir}"
             if not HAVE_FLOCK:
-                hint += f" (without flock, a run on another host is judged alive: once it is over, remove {self._fallback.path})"
-            raise LockError(f"another run holds the lock on {self.path.parent} ({holder})", hint=hint) from None
+                hint += (" (without flock, a run on another host is judged alive: once it is over, remove "
+                         f"{literal(self._fallback.path)})")
+            raise LockError(f"another run holds the lock on {literal(self.path.parent)} ({literal(holder)})",
+                            hint=hint, parameters=["state_dir"]) from None
         handle.seek(0)
         previous = handle.read().strip()
         if previous:

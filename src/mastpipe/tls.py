@@ -27,6 +27,11 @@ from urllib.parse import urlsplit
 
 from mastpipe.errors import CABundleError
 
+__all__ = [
+    "CA_BUNDLE_ENV", "CA_BUNDLE_ENVS", "FIX", "ca_bundle_variable", "certificate_error", "check_ca_bundle",
+    "describe", "quiet_urllib3", "request_options", "warn_insecure"
+]
+
 log = logging.getLogger(__name__)
 
 CA_BUNDLE_ENV = "REQUESTS_CA_BUNDLE"

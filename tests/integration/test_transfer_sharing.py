@@ -58,11 +58,12 @@ def test_one_file_wanted_by_two_runs_at_once_is_written_by_one(sandbox, tmp_path
     sandbox.faults = Faults.parse("download.bandwidth=100000")
     thread, out = _fetch_in_background(task, tmp_path / "stateA")
     with Ledger(tmp_path / "stateB") as ledger:
-        [second] = Transfer(policy=FAST, ledger=ledger).run([task])
+        [second] = Transfer(policy=FAST, ledger=ledger).run([task])  # waits for A, then adopts
         thread.join()
-        assert second.status == "failed" and "another process is fetching" in second.error
+        assert second.status == "skipped", second.error
         assert second.http_requests == 0
         assert out["a"].status == "fetched"
+        assert len(downloads(sandbox, task.key)) == 1
         assert_complete(sandbox, task)
         sandbox.log.clear()
         # Run B again, once A is done: the file is there and verified, not fetched again.
@@ -105,3 +106,41 @@ def test_a_changed_layout_moves_files_instead_of_fetching_them(sandbox, tmp_path
         assert recorded[new.key].dest == str(new.dest)
     assert nested[2].dest.read_bytes() == b"edited by hand"  # not ours to move or delete
     assert_complete(sandbox, flat[2])
+
+
+def test_two_whole_runs_sharing_a_destination_both_succeed_and_fetch_each_file_once(sandbox, tmp_path: Path) -> None:
+    import shutil
+    from collections import Counter
+
+    import mastpipe
+
+    seed = Path(__file__).resolve().parents[2] / "pipelines" / "jwst-1073-nircam-uncal.yaml"
+    shared = tmp_path / "shared"
+    recipes = []
+    for name in ("a", "b"):  # two recipes, two state directories, one destination
+        text = seed.read_text().replace("destination: data/jwst-1073", f"destination: {shared}")
+        assert str(shared) in text
+        (tmp_path / name).mkdir()
+        recipes.append(tmp_path / name / "recipe.yaml")
+        recipes[-1].write_text(text)
+    sandbox.faults = Faults.parse("download.bandwidth=60000")  # the runs overlap for seconds
+    outcomes: dict[str, object] = {}
+
+    def run(name: str, recipe: Path) -> None:
+        outcomes[name] = mastpipe.run(recipe, mast_url=sandbox.url, state_dir=tmp_path / name / "state",
+                                      environ={})
+
+    threads = [threading.Thread(target=run, args=(n, r)) for n, r in zip("ab", recipes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert {n: o.exit_code for n, o in outcomes.items()} == {"a": 0, "b": 0}  # type: ignore[attr-defined]
+    gets = Counter(r.uri for r in downloads(sandbox))
+    assert gets and set(gets.values()) == {1}, f"a file fetched twice: {gets}"
+    files = sorted(p for p in shared.rglob("*.fits"))
+    assert len(files) == len(gets)
+    for path in files:
+        uri = next(u for u in gets if u.endswith("/" + path.name))
+        assert path.read_bytes() == sandbox.catalog.body(uri)
+    shutil.rmtree(shared)

@@ -180,11 +180,20 @@ def test_default_name() -> None:
     (dict(collection="JWST", name="-x"), "--name", "not a valid recipe name"),
 ])
 def test_bad_options_are_usage_errors_that_name_the_option(options, option: str, words: str) -> None:
+    from mastpipe.cli import FLAGS
+
     with pytest.raises(UsageError) as caught:
         starting_recipe(**options)
-    assert caught.value.exit_code == EXIT_INVALID
-    assert str(caught.value).startswith(option) or option in str(caught.value)
-    assert words in str(caught.value)
+    error = caught.value
+    assert error.exit_code == EXIT_INVALID
+    # the library names its parameter; the command line (FLAGS) the option
+    [parameter] = error.parameters
+    assert FLAGS[parameter] == option and parameter in options or parameter == "mode"
+    assert str(error).startswith(f"{parameter}: ") and "--" not in str(error)
+    assert words in str(error)
+    error.name_parameters(FLAGS)
+    assert str(error).startswith(f"{option}: ")
+    assert words in str(error)
 
 
 def test_a_secret_looking_value_is_refused_as_validate_would() -> None:
@@ -214,7 +223,9 @@ def test_write_new_recipe_never_overwrites_without_force(tmp_path: Path) -> None
     assert target.read_text() == "first\n"
     with pytest.raises(UsageError, match="already exists") as caught:
         write_new_recipe(target, "second\n")
-    assert "--force" in str(caught.value)
+    assert "pass force=True" in str(caught.value) and "--" not in str(caught.value)
+    caught.value.name_parameters({"force": "--force", "path": "--output"})  # as the command line says it
+    assert "pass --force to replace it, or choose another --output" in str(caught.value)
     assert target.read_text() == "first\n"
     write_new_recipe(target, "second\n", force=True)
     assert target.read_text() == "second\n"

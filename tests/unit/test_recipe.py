@@ -309,7 +309,7 @@ def test_mast_url_from_the_process_environment(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize("cli, env, origin", [
     (None, "mast.stsci.edu", MAST_URL_ENV),
-    ("ftp://mast.stsci.edu", None, "--mast-url"),
+    ("ftp://mast.stsci.edu", None, "mast_url"),  # the library's parameter; the CLI says --mast-url
     ("http://cli.example", "not a url", None),  # the command line wins, the bad variable is never read
 ])
 def test_a_bad_url_override_is_a_usage_error(cli: str | None, env: str | None, origin: str | None) -> None:
@@ -323,6 +323,10 @@ def test_a_bad_url_override_is_a_usage_error(cli: str | None, env: str | None, o
     assert "is not an http(s) URL" in caught.value.message
     assert caught.value.hint and "https://mast.stsci.edu" in caught.value.hint
     assert caught.value.exit_code == EXIT_INVALID
+    from mastpipe.cli import FLAGS
+
+    caught.value.name_parameters(FLAGS)
+    assert caught.value.message.startswith("--mast-url: " if origin == "mast_url" else f"{origin}: ")
 
 
 # ---- warnings --------------------------------------------------------------------------------

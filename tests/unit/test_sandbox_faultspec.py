@@ -69,7 +69,7 @@ def test_bad_specs_raise_clear_value_errors(spec, words):
 
 def test_every_contract_knob_and_endpoint_is_known():
     contract = {"latency", "bandwidth", "error_rate", "fail_first", "throttle_rate", "retry_after",
-                "drop_rate", "drop_at", "bad_length_rate", "ignore_range", "bad_range_rate",
+                "drop_rate", "drop_at", "bad_length_rate", "corrupt_rate", "ignore_range", "bad_range_rate",
                 "no_length", "missing", "redirect", "max_obsids", "timeout_delay", "executing",
                 "row_cap"}
     assert set(KNOBS) == contract

@@ -3,7 +3,11 @@
 ========================  =====================================================================
 module                    what it holds
 ========================  =====================================================================
-:mod:`.models`            the recipe's sections as frozen pydantic models; :func:`load_recipe`
+:mod:`.models`            the recipe as a frozen pydantic model; :func:`load_recipe`; every
+                          name below, importable from here as before
+:mod:`.sections`          one model per section (mast, query, products ... state)
+:mod:`.base`              what the models share (immutability, no boolean for text), ``Range``
+:mod:`.checks`            checks of criteria, filter columns and layouts, as located problems
 :mod:`.problems`          located problems (``FILE:LINE:COL: field: message``) and their wording
 :mod:`.yamlload`          safe YAML loading that remembers where each value was written
 :mod:`.fields`            what MAST's observation and product tables contain

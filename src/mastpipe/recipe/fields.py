@@ -48,6 +48,12 @@ PRODUCT_COLUMNS: dict[str, str] = {
 }
 
 
+__all__ = [
+    "BOOLEAN_FIELDS", "CONTINUOUS_FIELDS", "DATE_FIELDS", "DISCRETE_FIELDS", "OBSERVATION_FIELDS",
+    "PRODUCT_COLUMNS", "suggest"
+]
+
+
 def suggest(name: str, candidates: frozenset[str] | set[str] | dict[str, str] | list[str]) -> str | None:
     """``"Did you mean 'x'?"`` for the closest candidate, matching case-insensitively first."""
     names = list(candidates)

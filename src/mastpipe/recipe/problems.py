@@ -29,6 +29,12 @@ _VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|\$)")
 _SECRET_HINT = f"never put tokens in recipes: set the environment variable {TOKEN_ENV} or run `mastpipe login`"
 
 
+__all__ = [
+    "TOKEN_ENV", "boolean_problem", "error_message", "misread_number", "number_problems", "problems_from",
+    "scan", "shown"
+]
+
+
 def _is_secret_key(key: str) -> bool:
     """``token``, ``api_key``, ``apiToken``, ``mast-password``: a word of the key names a secret."""
     words = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", key).lower()

@@ -21,6 +21,9 @@ _QUANTITY = re.compile(rf"^\s*({_NUMBER})\s*([A-Za-z'\"]+)\s*$")
 _MJD_EPOCH = _dt.datetime(1858, 11, 17, tzinfo=_dt.timezone.utc)
 
 
+__all__ = ["parse_coordinates", "parse_duration", "parse_radius", "to_mjd"]
+
+
 def parse_radius(text: object) -> float:
     """``"0.2 deg"``, ``"30 arcsec"``, ``"5 arcmin"`` -> degrees. A bare number is refused.
 

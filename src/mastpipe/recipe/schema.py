@@ -11,6 +11,12 @@ from mastpipe.recipe.models import Recipe
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
+__all__ = [
+    "REFERENCE_FILE", "REGENERATE_REFERENCE", "SCHEMA_DIALECT", "recipe_reference_markdown",
+    "recipe_schema", "recipe_schema_text"
+]
+
+
 def recipe_schema() -> dict[str, Any]:
     """The JSON Schema of a recipe, for editors (hover text, completion) and other tools."""
     schema = Recipe.model_json_schema(mode="validation")

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from mastpipe.errors import RecipeError, UsageError
+from mastpipe.errors import RecipeError, UsageError, literal
 
 __all__ = ["PRODUCT_KINDS", "MODES", "DEFAULT_SCHEMA_PATH", "starting_recipe", "default_name",
            "schema_path_for", "write_new_recipe"]
@@ -112,19 +112,19 @@ def _split(values: Iterable[str]) -> list[str]:
     return out
 
 
-def _check(option: str, values: list[str], pattern: re.Pattern[str], example: str) -> list[str]:
+def _check(parameter: str, values: list[str], pattern: re.Pattern[str], example: str) -> list[str]:
     seen: list[str] = []
     for value in values:
         if not pattern.match(value) or value != value.strip():
-            shown = "an empty value" if not value else repr(value)
-            raise UsageError(f"{option}: {shown} is not a valid value", hint=example)
+            shown = "an empty value" if not value else literal(repr(value))
+            raise UsageError(f"{{{parameter}}}: {shown} is not a valid value", hint=example, parameters=[parameter])
         if value not in seen:
             seen.append(value)
     return seen
 
 
 def _collection(value: str) -> str:
-    _check("--collection", [value], _COLLECTION, "give a MAST collection such as JWST, HST or TESS")
+    _check("collection", [value], _COLLECTION, "give a MAST collection such as JWST, HST or TESS")
     return _COLLECTIONS.get(value.upper(), value)
 
 
@@ -141,16 +141,17 @@ def _kind(collection: str, value: str) -> Kind:
     for extension in (".fits", ".ecsv", ".json"):
         kind = kind.removesuffix(extension)
     if not _KIND.match(kind):
-        raise UsageError(f"--product: {value!r} is not a product kind",
-                         hint="give the last part of the file names, e.g. uncal, cal, i2d (JWST), flt, drz (HST), lc (TESS)")
+        raise UsageError(f"{{products}}: {literal(repr(value))} is not a product kind",
+                         hint="give the last part of the file names, e.g. uncal, cal, i2d (JWST), flt, drz (HST), lc (TESS)",
+                         parameters=["products"])
     known = PRODUCT_KINDS.get(collection)
     if known is None:
         return Kind(f"_{kind}.fits", kind.upper(), "products")
     if kind not in known:
         close = difflib.get_close_matches(kind, list(known), n=1, cutoff=0.6)
         did_you_mean = f"did you mean {close[0]!r}? " if close else ""
-        raise UsageError(f"--product: {value!r} is not a {collection} product kind",
-                         hint=f"{did_you_mean}{collection} kinds: {', '.join(known)}")
+        raise UsageError(f"{{products}}: {literal(repr(value))} is not a {literal(collection)} product kind",
+                         hint=literal(f"{did_you_mean}{collection} kinds: {', '.join(known)}"), parameters=["products"])
     return known[kind]
 
 
@@ -231,21 +232,23 @@ def starting_recipe(*, collection: str, programs: Iterable[str] = (), instrument
         When an option's value cannot make a valid recipe; the message names the option.
     """
     coll = _collection(collection)
-    programs_ = _check("--program", _split(programs), _PROGRAM,
-                       "give a program (proposal) id such as 1073; several with --program 1073 --program 1345")
+    programs_ = _check("programs", _split(programs), _PROGRAM,
+                       "give a program (proposal) id such as 1073, or several: 1073,1345")
     instruments_ = [_instrument(coll, v) for v in _check(
-        "--instrument", _split(instruments), _VALUE, "give an instrument name such as NIRCAM, NIRCAM/IMAGE or WFC3/UVIS")]
-    filters_ = _check("--filters", _split(filters), _VALUE, "give optical elements such as F277W or F090W,F150W")
+        "instruments", _split(instruments), _VALUE, "give an instrument name such as NIRCAM, NIRCAM/IMAGE or WFC3/UVIS")]
+    filters_ = _check("filters", _split(filters), _VALUE, "give optical elements such as F277W or F090W,F150W")
     kinds = [_kind(coll, v) for v in _split(products)]
     kinds = list(dict.fromkeys(kinds))
     if mode not in MODES:
-        raise UsageError(f"--mode: {mode!r} is not one of {', '.join(MODES)}",
-                         hint="download fetches the files, curl writes a script, manifest only lists them")
+        raise UsageError(f"{{mode}}: {literal(repr(mode))} is not one of {', '.join(MODES)}",
+                         hint="download fetches the files, curl writes a script, manifest only lists them",
+                         parameters=["mode"])
     if name is None:
         name = default_name(coll, programs_, instruments_, filters_, [k.suffix for k in kinds])
     elif not _NAME.match(name):
-        raise UsageError(f"--name: {name!r} is not a valid recipe name",
-                         hint="use 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise UsageError(f"{{name}}: {literal(repr(name))} is not a valid recipe name",
+                         hint="use 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                         parameters=["name"])
     if not schema_path or any(c in schema_path for c in "\n\r"):
         raise UsageError("the schema path must be one non-empty line")
 
@@ -422,14 +425,16 @@ def write_new_recipe(path: str | os.PathLike[str], text: str, *, force: bool = F
     """
     target = Path(path)
     if target.is_dir():
-        raise UsageError(f"--output: {str(target)!r} is a directory", hint="give a file name, e.g. pipelines/my-recipe.yaml")
+        raise UsageError(f"{{path}}: {literal(repr(str(target)))} is a directory",
+                         hint="give a file name, e.g. pipelines/my-recipe.yaml", parameters=["path"])
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "w" if force else "x", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
     except FileExistsError:
-        raise UsageError(f"{target} already exists; not overwriting it",
-                         hint="pass --force to replace it, or choose another --output") from None
+        raise UsageError(f"{literal(target)} already exists; not overwriting it",
+                         hint="pass {force} to replace it, or choose another {path}",
+                         parameters={"force": "force=True", "path": "path"}) from None
     except OSError as error:
         raise UsageError(f"cannot write {target}: {error.strerror or error}") from None
     return target

@@ -53,6 +53,12 @@ _SAFE_TAGS = {
 Path_ = tuple[str | int, ...]
 
 
+__all__ = [
+    "MAX_DEPTH", "MAX_EXPANDED_NODES", "MAX_FILE_BYTES", "Located", "Path_", "dotted", "load_yaml",
+    "load_yaml_text", "read_text"
+]
+
+
 @dataclass
 class Located:
     """A loaded document and the 1-based (line, column) of each key and value in it.

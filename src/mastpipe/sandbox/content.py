@@ -13,6 +13,8 @@ from typing import Iterator
 
 import numpy as np
 
+from mastpipe.stages.retrieve.checksum import _fold, encode_checksum, ones_complement_sum
+
 __all__ = ["BodyMaker", "FITS_BLOCK", "fits_header"]
 
 FITS_BLOCK = 2880
@@ -29,15 +31,19 @@ def _card(key: str, value: str | int | bool | None = None, comment: str = "") ->
         elif isinstance(value, int):
             val = str(value).rjust(20)
         else:
-            val = "'" + str(value).replace("'", "''").ljust(8) + "'"
+            # as astropy formats it (its checksum check re-serializes the CHECKSUM card)
+            val = ("'" + str(value).replace("'", "''").ljust(8) + "'").ljust(20)
         text = f"{key:<8}= {val}"
         if comment:
             text += " / " + comment
     return text[:80].ljust(80).encode("ascii", "replace")
 
 
-def fits_header(uri: str, data_len: int, version: int) -> bytes:
+def fits_header(uri: str, data_len: int, version: int, datasum: int | None = None) -> bytes:
     """A minimal valid FITS primary header (one 2880-byte block) for a BITPIX=8 data array.
+
+    With ``datasum`` (the ones'-complement sum of the data that follows), the header carries
+    ``DATASUM`` and a ``CHECKSUM`` making the whole HDU sum to -0, as MAST's files do.
 
     Parameters
     ----------
@@ -61,10 +67,14 @@ def fits_header(uri: str, data_len: int, version: int) -> bytes:
         _card("ORIGIN", "mastpipe sandbox", "generated test data, not real"),
         _card("FILENAME", name[:60]),
         _card("SBXVERS", version, "sandbox content version"),
-        _card("END"),
     ]
-    header = b"".join(cards)
-    return header.ljust(FITS_BLOCK, b" ")
+    if datasum is None:
+        return b"".join(cards + [_card("END")]).ljust(FITS_BLOCK, b" ")
+    cards += [_card("CHECKSUM", "0" * 16, "HDU checksum"), _card("DATASUM", str(datasum), "data unit checksum"),
+              _card("END")]
+    header = b"".join(cards).ljust(FITS_BLOCK, b" ")
+    checksum = encode_checksum(ones_complement_sum(header, datasum))
+    return header.replace(b"0" * 16, checksum.encode(), 1)
 
 
 class BodyMaker:
@@ -84,6 +94,7 @@ class BodyMaker:
         text = (block % 26 + ord("a")).astype(np.uint8)
         text[63::64] = ord("\n")  # text-ish files (json, ecsv) get short lines
         self._text = memoryview(np.concatenate([text, text]).tobytes())
+        self._datasums: dict[tuple[str, int, int], int] = {}
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -98,8 +109,26 @@ class BodyMaker:
     def header(self, uri: str, size: int, version: int) -> bytes:
         """The file's leading bytes (possibly longer than ``size``; callers clip)."""
         if self.is_fits(uri):
-            return fits_header(uri, max(size - FITS_BLOCK, 0), version)
+            return fits_header(uri, max(size - FITS_BLOCK, 0), version, self.datasum(uri, size, version))
         return f"# mastpipe sandbox file {uri} version {version}\n".encode()
+
+    def datasum(self, uri: str, size: int, version: int) -> int:
+        """The ones'-complement sum of a FITS file's data (the bytes after its header).
+
+        O(1 MiB) whatever the size: the data is the same 1 MiB window over and over (whole
+        windows start word-aligned, since the header is 2880 bytes and the block 2**20), so
+        one window's sum times their count, plus the last partial window.
+        """
+        key = (uri, size, version)
+        found = self._datasums.get(key)
+        if found is None:
+            data = max(size - FITS_BLOCK, 0)
+            at = (self._offset(uri, version) + FITS_BLOCK) % _BLOCK
+            whole, rest = divmod(data, _BLOCK)
+            total = whole * ones_complement_sum(self._binary[at:at + _BLOCK]) if whole else 0
+            found = _fold(total + ones_complement_sum(self._binary[at:at + rest]))
+            self._datasums[key] = found
+        return found
 
     # ------------------------------------------------------------------ bodies
     def iter_body(

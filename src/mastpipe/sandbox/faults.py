@@ -102,6 +102,7 @@ KNOBS: dict[str, Callable[[str], Any]] = {
     "drop_rate": _fraction,
     "drop_at": _fraction,
     "bad_length_rate": _fraction,
+    "corrupt_rate": _fraction,
     "ignore_range": _fraction,
     "bad_range_rate": _fraction,
     "no_length": _fraction,

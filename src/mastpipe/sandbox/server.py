@@ -344,6 +344,9 @@ class Handler(BaseHTTPRequestHandler):
                 close = True
         if close:
             self.close_connection = True
+        # Same-length corruption: one byte flipped in the middle of what is sent. Only a
+        # content check (a FITS CHECKSUM, a known sha256) can see it; the size is right.
+        flip = cut // 2 if cut and f.hit(ep, key, attempt, "corrupt_rate") else None
         self._start(status, head, cut)
         if self.command == "HEAD":
             return
@@ -357,6 +360,10 @@ class Handler(BaseHTTPRequestHandler):
                 break
             if len(piece) > cut - sent:
                 piece = piece[:cut - sent]
+            if flip is not None and sent <= flip < sent + len(piece):
+                piece = bytearray(piece)
+                piece[flip - sent] ^= 0xFF
+                flip = None
             if bandwidth:
                 # Send in ~20 slices per second so the rate cap is smooth, not bursty.
                 step = max(1024, int(bandwidth / 20))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["PRODUCT_FILTER", "QUERY_AND_PRODUCTS"]
+
 #: The tutorial's query and product-list code (imports, query_criteria, get_product_list per
 #: observation, unique(vstack(...))). Defines ``matched_obs``, ``t`` and ``files``.
 QUERY_AND_PRODUCTS = r'''

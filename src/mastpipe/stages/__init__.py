@@ -5,3 +5,5 @@ step that does the I/O around it; :mod:`mastpipe.runner` orders them and checkpo
 """
 
 STAGES = ("query", "products", "unique", "filter", "retrieve")
+
+__all__ = ["STAGES"]

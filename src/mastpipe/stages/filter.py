@@ -26,6 +26,8 @@ from mastpipe.recipe.models import GUIDE_STAR_MARK, Filter, Range
 if TYPE_CHECKING:
     from astropy.table import Table
 
+__all__ = ["MRP", "filter_products", "keep_mask"]
+
 MRP = "Minimum Recommended Products"
 
 

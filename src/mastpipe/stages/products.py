@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     from mastpipe.archive import Archive
 
+__all__ = ["ROW_CAP", "BatchStore", "batch_id", "batches", "fetch_batch", "fetch_stacked", "run"]
+
 log = logging.getLogger(__name__)
 
 

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
     from mastpipe.archive import Archive
 
+__all__ = ["MIN_SPLIT_DAYS", "astroquery_criteria", "fetch_complete", "run", "unite"]
+
 log = logging.getLogger(__name__)
 
 #: Searches are split on t_min down to this width (days) before giving up on completeness.

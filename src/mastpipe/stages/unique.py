@@ -23,6 +23,8 @@ from mastpipe.state import decoded
 if TYPE_CHECKING:
     from astropy.table import Table
 
+__all__ = ["hash_values", "unique_products"]
+
 log = logging.getLogger(__name__)
 
 _PRIME = np.uint64(0x100000001B3)

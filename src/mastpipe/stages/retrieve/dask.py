@@ -176,9 +176,10 @@ class _LedgerCalls:
         self.calls.append(("mark_running", (key, str(dest), size)))
 
     def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
-                  etag: str | None = None, last_modified: str | None = None) -> None:
+                  etag: str | None = None, last_modified: str | None = None,
+                  checksum: str | None = None, stat: os.stat_result | None = None) -> None:
         self.calls.append(("mark_done", (key, str(dest), size, sha256, attempts, etag,
-                                         last_modified)))
+                                         last_modified, checksum, stat)))
 
     def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:
         self.calls.append(("mark_failed", (key, str(dest), error, attempts)))

@@ -80,6 +80,9 @@ class LocalState:
     ----------
     final_size : int or None
         Size of the file under its final name; None when absent (or known to be bad).
+    final_changed : bool
+        Its mtime or inode differ from those the ledger recorded with ``done``: it was
+        rewritten or replaced since, so its size alone proves nothing.
     ledger_status : str or None
         ``"done"``, ``"failed"``, ``"running"`` or None (no row).
     ledger_size : int or None
@@ -97,6 +100,7 @@ class LocalState:
     """
 
     final_size: int | None = None
+    final_changed: bool = False
     ledger_status: str | None = None
     ledger_size: int | None = None
     part_size: int | None = None
@@ -128,7 +132,8 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
         See :class:`Kind`. The rules, in order:
 
         1. a final file that the ledger records as done, with the recorded (and expected) size:
-           ``SKIP_DONE`` (``VERIFY_DONE`` when verifying);
+           ``SKIP_DONE`` (``VERIFY_DONE`` when verifying, or when its mtime or inode changed
+           since it was recorded);
         2. a final file with no done row whose size equals the expected size: ``ADOPT``
            (unless ``overwrite`` is ``always``); any other such file with ``overwrite`` ``never``:
            ``KEEP_FOREIGN``;
@@ -145,9 +150,13 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
             and local.ledger_size == local.final_size
             and (expected is None or expected == local.final_size)
         ):
+            if local.final_changed and not local.verify:
+                return Action(Kind.VERIFY_DONE, reason="recorded as done, but modified or replaced "
+                                                       "since (mtime or inode changed): re-hashing it")
             kind = Kind.VERIFY_DONE if local.verify else Kind.SKIP_DONE
             return Action(kind, reason="recorded as done and size on disk matches")
-        foreign = local.ledger_status != DONE
+        # not written by mastpipe, or rewritten since: overwrite decides whether it may go
+        foreign = local.ledger_status != DONE or local.final_changed
         if foreign and local.overwrite != "always" and expected is not None and local.final_size == expected:
             return Action(Kind.ADOPT, reason="complete file already present, not in the ledger")
         if foreign and local.overwrite == "never":

@@ -36,7 +36,7 @@ from mastpipe.stages.retrieve.ledger import DONE, Ledger, LedgerRow
 from mastpipe.stages.retrieve.paths import check_collisions, check_free_space
 from mastpipe.stages.retrieve.settings import CHUNK, DownloadSettings, settings_from
 from mastpipe.stages.retrieve.temporaries import (meta_path, part_path, remove_stale_temporaries,
-                                                  size_of, stale_temporaries)
+                                                  size_of, stale_temporaries, stat_of)
 from mastpipe.errors import UsageError
 from mastpipe.atomic import fsync_dir
 from mastpipe.tls import check_ca_bundle
@@ -215,7 +215,8 @@ class Transfer:
             action = decide(local, RemoteFacts(task.size))
             if action.kind is Kind.SKIP_DONE:
                 done[task.key] = FileResult(task.key, task.dest, "skipped",
-                                            size=local.final_size, sha256=row.sha256 if row else None)
+                                            size=local.final_size, sha256=row.sha256 if row else None,
+                                            checksum=row.checksum if row else None)
             else:
                 pending.append((task, row, local))
                 if task.size is not None and action.kind in (Kind.FETCH, Kind.RESTART, Kind.RESUME):
@@ -225,6 +226,7 @@ class Transfer:
         self._remove_stale(unique.values(), keep=[task for task, _, _ in pending])
         if pending and self.settings.check_space and to_fetch:
             check_free_space(Path(pending[0][0].dest).parent, to_fetch)
+        self._fetcher.to_fetch = to_fetch  # what a full disk's message says the rest needs
         self._emit(Event("plan", total=len(unique), nbytes=to_fetch, skipped=len(done)))
         for result in done.values():
             self._emit(Event("skipped", result.key, total=result.size))
@@ -338,7 +340,8 @@ class Transfer:
                          exc.strerror or exc)
                 continue
             fsync_dir(dest.parent)
-            self.ledger.mark_done(task.key, dest, row.size or 0, row.sha256 or "", 0, row.etag, row.last_modified)
+            self.ledger.mark_done(task.key, dest, row.size or 0, row.sha256 or "", 0, row.etag, row.last_modified,
+                                  row.checksum, stat_of(dest))
             rows[task.key] = dataclasses.replace(row, dest=os.fspath(dest))
             moved += 1
         return moved

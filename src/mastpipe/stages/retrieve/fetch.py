@@ -17,29 +17,35 @@ atomically.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import requests
 import urllib3
 
 from mastpipe.errors import IntegrityError, TransferError
 from mastpipe.retry import RetryAfterTooLong, is_transient_status
+from mastpipe.stages.retrieve.checksum import FitsChecksum, is_fits_name
 from mastpipe.stages.retrieve.client import Http, RedirectRefused
 from mastpipe.stages.retrieve.decide import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts,
                                              Verdict, decide, judge)
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import Ledger, LedgerRow
 from mastpipe.stages.retrieve.settings import DownloadSettings
-from mastpipe.stages.retrieve.temporaries import (FetchLock, discard, hash_file, local_state, make_parents,
-                                                  meta_path, part_path, remove_empty, size_of, write_meta)
+from mastpipe.stages.retrieve.paths import describe_filesystem, free_bytes
+from mastpipe.stages.retrieve.temporaries import (DISK_ERRORS, FetchLock, discard, hash_file, local_state,
+                                                  make_parents, meta_path, part_path, remove_empty, size_of,
+                                                  stat_of, write_all, write_meta)
 from mastpipe.atomic import fsync_dir
 from mastpipe.tls import FIX, certificate_error, describe
 
@@ -53,18 +59,25 @@ SYNC_EVERY = 64 << 20  # flush large files as they grow (see FileFetcher._stream
 # gets at most this many times max_attempts in all (and the run's budget still applies).
 # A policy of one attempt (retries: 0) stays one attempt.
 PROGRESS_CEILING = 10
+LOCK_POLL = 0.2  # seconds between looks at a file another process is fetching
+LOCK_NOTICE = 10.0  # seconds between "still waiting" lines
+
+
+class _Sink(Protocol):
+    def update(self, block: bytes, /) -> None: ...
 
 
 class _BackgroundHasher:
-    """Feed a digest from a thread of its own, at most HASH_QUEUE blocks behind the caller."""
+    """Feed a digest (or any ``update``-able check) from a thread of its own, at most
+    HASH_QUEUE blocks behind the caller."""
 
-    def __init__(self, digest: hashlib._Hash) -> None:
+    def __init__(self, digest: _Sink) -> None:
         self._queue: queue.Queue[bytes | None] = queue.Queue(HASH_QUEUE)
         self._thread = threading.Thread(target=self._run, args=(digest,), daemon=True,
                                         name="mastpipe-sha256")
         self._thread.start()
 
-    def _run(self, digest: hashlib._Hash) -> None:
+    def _run(self, digest: _Sink) -> None:
         while (block := self._queue.get()) is not None:
             digest.update(block)
 
@@ -87,6 +100,36 @@ class _Retry(Exception):
 
 class _Fail(Exception):
     """A failure that another attempt will not fix."""
+
+
+class _DiskFull(Exception):
+    """The disk refused bytes of the temporary (ENOSPC, EDQUOT, EIO): fail the file, keeping
+    its temporary (``keep``: an exact prefix, on disk) or not."""
+
+    def __init__(self, error: OSError, keep: bool, have: int | None = None) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error, self.keep, self.have = error, keep, have
+
+
+def _sync_quietly(fd: int) -> bool:
+    """fsync ``fd``; whether that worked."""
+    try:
+        os.fsync(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _fits_check(dest: Path) -> FitsChecksum | None:
+    """A FITS checksum check for ``dest`` when it is a FITS file, else None."""
+    return FitsChecksum() if is_fits_name(dest.name) else None
+
+
+def _validators(row: LedgerRow | None, action: Action) -> tuple[str | None, str | None]:
+    """ETag and Last-Modified to keep when a done file is recorded again without a request."""
+    if row is not None and action.kind is not Kind.ADOPT:
+        return row.etag, row.last_modified
+    return None, None
 
 
 @dataclass
@@ -159,6 +202,7 @@ class FileFetcher:
         self._dirs = dirs
         self.budget = Budget(0)
         self.helpers: ThreadPoolExecutor | None = None  # flushes large files; set during a run
+        self.to_fetch = 0  # bytes the plan had to fetch, less the files finished since
 
     def local_state(self, task: FileTask, row: LedgerRow | None, ignore_final: bool = False) -> LocalState:
         return local_state(task.dest, row, verify=self.settings.verify, overwrite=self.settings.overwrite,
@@ -193,13 +237,51 @@ class FileFetcher:
                     self._dirs.made -= remove_empty(dest.parent, self._dirs.made)
 
     def _lock(self, lock: FetchLock, dest: Path) -> None:
-        """Take ``lock`` before touching the temporaries of ``dest``, or fail the file."""
+        """Take ``lock`` before touching the temporaries of ``dest``.
+
+        When another process holds it (a run with another state directory sharing this
+        destination, a Dask worker), wait for it while it makes progress, saying so every
+        LOCK_NOTICE seconds; the caller then decides again from the disk, where the holder's
+        finished file is usually found and adopted (by size and hash). A holder that makes no
+        progress for the stall limit (the timeout plus the longest retry wait it may be
+        sitting out) fails this file instead.
+        """
         with self._dirs.lock:  # no worker removes a directory another has just made
             self._dirs.made.update(make_parents(dest))  # the lock lives beside the file
             held = lock.acquire()
-        if not held:
-            raise _Fail(f"another process is fetching this file into {dest} right now "
-                        "(its temporary is locked); rerun once it has finished")
+        if held:
+            return
+        policy = self.settings.policy
+        stall_limit = self.settings.timeout + max(policy.max_delay, policy.retry_after_cap)
+        seen = self._progress_of(dest)
+        began = last_progress = last_notice = time.monotonic()
+        log.warning("%s: another process is fetching this file right now; waiting for it", dest)
+        while True:
+            if self._cancel.wait(LOCK_POLL):
+                raise _Fail("interrupted while waiting for another process fetching this file")
+            with self._dirs.lock:
+                self._dirs.made.update(make_parents(dest))
+                if lock.acquire():
+                    log.info("%s: the other process is done with it after %.0f s", dest,
+                             time.monotonic() - began)
+                    return
+            now = time.monotonic()
+            progress = self._progress_of(dest)
+            if progress != seen:
+                seen, last_progress = progress, now
+            elif now - last_progress > stall_limit:
+                raise _Fail(f"another process has held this file ({dest}) for "
+                            f"{now - began:.0f} s without progress for {stall_limit:.0f} s; "
+                            "rerun once it has finished or been stopped")
+            if now - last_notice >= LOCK_NOTICE:
+                last_notice = now
+                log.warning("%s: still waiting for another process fetching it (%.0f s; its "
+                            "temporary has %s bytes)", dest, now - began, progress[0])
+
+    @staticmethod
+    def _progress_of(dest: Path) -> tuple[int | None, int | None]:
+        """What shows another process's progress on ``dest``: its temporary's size, the file's."""
+        return size_of(part_path(dest)), size_of(dest)
 
     def _until_settled(self, task: FileTask, row: LedgerRow | None, local: LocalState,
                        counters: _Counters, lock: FetchLock) -> FileResult:
@@ -217,24 +299,37 @@ class FileFetcher:
                 local = self.local_state(task, row, ignore_final=ignore_final)
                 continue
             if action.kind in (Kind.VERIFY_DONE, Kind.ADOPT, Kind.SKIP_DONE):
-                digest, size = hash_file(dest, chunk_size)
+                fits = _fits_check(dest)
+                digest, size = hash_file(dest, chunk_size, also=fits)
                 sha = digest.hexdigest()
                 wanted = row.sha256 if action.kind is Kind.VERIFY_DONE and row else task.sha256
-                if wanted is None or sha == wanted.lower():
-                    if self.ledger is not None and action.kind is not Kind.VERIFY_DONE:
-                        self.ledger.mark_done(task.key, dest, size, sha, 0)
+                try:
+                    checksum, damaged = (fits.result() if fits is not None else None), None
+                except ValueError as exc:  # the file's own checksums say it is damaged
+                    checksum, damaged = None, str(exc)
+                if damaged is None and (wanted is None or sha == wanted.lower()):
+                    if self.ledger is not None:  # (again: with its stat as it is now)
+                        self.ledger.mark_done(task.key, dest, size, sha, 0, *_validators(row, action),
+                                              checksum, stat_of(dest))
                     self._emit(Event("skipped", task.key, total=size))
                     return FileResult(task.key, dest, "skipped", size=size, sha256=sha,
-                                      attempts=counters.attempts, http_requests=counters.requests)
-                log.warning("%s: %s has sha256 %s, expected %s: fetching it again",
-                            task.key, dest, sha, wanted)
+                                      attempts=counters.attempts, http_requests=counters.requests,
+                                      checksum=checksum)
+                why = damaged or f"sha256 {sha}, expected {wanted}"
+                if (action.kind is Kind.VERIFY_DONE and not self.settings.verify
+                        and self.settings.overwrite == "never"):
+                    raise _Fail(f"{dest} changed after it was downloaded ({why}); overwrite is "
+                                "'never', so it is left as it is: move it away (or set overwrite: "
+                                "changed) and rerun to fetch MAST's copy")
+                log.warning("%s: %s: %s: fetching it again", task.key, dest, why)
                 ignore_final = True
             elif action.kind is Kind.KEEP_FOREIGN:
                 raise _Fail(f"{action.reason}: {dest}")
             elif action.kind is Kind.FINISH_VERIFY:
-                digest, size = hash_file(part_path(dest), chunk_size)
+                fits = _fits_check(dest)
+                digest, size = hash_file(part_path(dest), chunk_size, also=fits)
                 try:
-                    return self._finish(task, counters, local.part_meta, digest.hexdigest(), size)
+                    return self._finish(task, counters, local.part_meta, digest.hexdigest(), size, fits)
                 except IntegrityError as exc:
                     log.warning("%s", self.http.clean(str(exc)))
                     self._discard(task)
@@ -248,8 +343,16 @@ class FileFetcher:
                 counters.attempts += 1
                 kept = action.offset if action.kind is Kind.RESUME else 0
                 try:
-                    meta, sha, size = self._attempt(task, action, local.part_meta, counters)
-                    return self._finish(task, counters, meta, sha, size)
+                    meta, sha, size, fits = self._attempt(task, action, local.part_meta, counters)
+                    return self._finish(task, counters, meta, sha, size, fits)
+                except _DiskFull as exc:
+                    if not exc.keep:
+                        self._discard(task)
+                    raise _Fail(self._disk_message(task, exc)) from None
+                except OSError as exc:  # writing the metadata, renaming: nothing half-written
+                    if exc.errno not in DISK_ERRORS:
+                        raise
+                    raise _Fail(self._disk_message(task, _DiskFull(exc, keep=True))) from None
                 except _Retry as exc:
                     if exc.discard:
                         self._discard(task)
@@ -263,6 +366,30 @@ class FileFetcher:
                     counters.stalled += 1
                     self._wait_before_retry(task, counters, _Retry(str(exc)))
             local = self.local_state(task, row, ignore_final=ignore_final)
+
+    def _disk_message(self, task: FileTask, full: _DiskFull) -> str:
+        """Why a file failed on a disk error: the filesystem, what is free, what the rest needs,
+        and what became of its temporary."""
+        from mastpipe.stages.retrieve.progress import format_bytes  # progress imports the engine
+
+        dest = Path(task.dest)
+        code = full.error.errno
+        what = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded"}.get(
+            code or 0, full.error.strerror or "I/O error")
+        try:
+            free = f"{format_bytes(free_bytes(dest.parent))} free"
+        except OSError:
+            free = "free space unknown"
+        needs = []
+        if task.size is not None:
+            needs.append(f"this file needs {format_bytes(task.size - (full.have or 0))} more")
+        if self.to_fetch:
+            needs.append(f"the files of this run still to fetch need about "
+                         f"{format_bytes(self.to_fetch)} in all")
+        kept = ("its temporary is kept: free some space and rerun to resume" if full.keep else
+                "its temporary was removed (after this error its bytes cannot be trusted)")
+        return (f"{what} on the filesystem {describe_filesystem(dest.parent)} while writing "
+                f"{dest}: {free}; {'; '.join(needs + [kept])}")
 
     def _discard(self, task: FileTask) -> None:
         """Delete the temporary of ``task``; a ``restart`` event tells progress its bytes are gone."""
@@ -288,9 +415,9 @@ class FileFetcher:
         self._sleep(delay)
 
     def _attempt(self, task: FileTask, action: Action, meta: PartMeta | None,
-                 counters: _Counters) -> tuple[PartMeta, str, int]:
-        """One GET into the temporary; returns (its metadata, sha256, size) or raises
-        _Retry / _Fail / IntegrityError."""
+                 counters: _Counters) -> tuple[PartMeta, str, int, FitsChecksum | None]:
+        """One GET into the temporary; returns (its metadata, sha256, size, FITS checksum
+        check) or raises _Retry / _Fail / _DiskFull / IntegrityError."""
         dest = Path(task.dest)
         offset = action.offset if action.kind is Kind.RESUME else 0
         # identity: a gzipped body would not match Content-Length or the product size
@@ -336,43 +463,48 @@ class FileFetcher:
                 log.info("%s: %s", task.key, why)
                 self._emit(Event("restart", task.key))  # the kept bytes are about to be overwritten
             digest = hashlib.sha256()
+            fits = _fits_check(dest)
             if start:  # the kept bytes are part of the file's hash: read them first
-                digest, have = hash_file(part_path(dest), self.settings.chunk_size, limit=start)
+                digest, have = hash_file(part_path(dest), self.settings.chunk_size, limit=start, also=fits)
                 if have != start:
                     raise _Retry("temporary shorter than recorded", discard=True)
             if self._cancel.is_set():
                 raise _Fail("interrupted")
             new_meta = PartMeta(size=total, etag=facts.etag, last_modified=facts.last_modified)
             write_meta(dest, new_meta)
-            received = self._stream(task, response, start, digest)
+            received = self._stream(task, response, start, digest, fits)
         if facts.content_length is not None and received < facts.content_length:
             raise _Retry(f"body cut short: {received} of {facts.content_length} bytes")
-        return new_meta, digest.hexdigest(), start + received
+        return new_meta, digest.hexdigest(), start + received, fits
 
     def _stream(self, task: FileTask, response: requests.Response, start: int,
-                digest: hashlib._Hash) -> int:
-        """Write the body at ``start`` in the temporary, hashing as it goes; fsync; return the
-        bytes received. A connection lost mid-body raises _Retry and keeps what arrived."""
+                digest: hashlib._Hash, fits: FitsChecksum | None = None) -> int:
+        """Write the body at ``start`` in the temporary, hashing (and FITS-summing) as it goes;
+        fsync; return the bytes received. A connection lost mid-body raises _Retry and keeps
+        what arrived; a disk that refuses bytes raises _DiskFull."""
         part = part_path(Path(task.dest))
         flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)  # no symlinked temporary
         fd = os.open(part, flags | (0 if start else os.O_TRUNC), 0o644)
         received = 0
         chunk_size = self.settings.chunk_size
         # Hashing runs on its own thread, a few blocks behind the write: sha256 and write() both
-        # release the GIL, so on a large file they overlap instead of adding up. A helper
+        # release the GIL, so on a large file they overlap instead of adding up (the FITS
+        # checksum too, on a thread of its own: numpy's sum releases the GIL as well). A helper
         # flushes every SYNC_EVERY bytes, so dirty pages never pile up (the kernel throttles
         # writers that let them) and the final fsync has little left to do.
         hasher = _BackgroundHasher(digest)
+        summer = _BackgroundHasher(fits) if fits is not None else None
         syncing: Future[None] | None = None
         unsynced = 0
-        with os.fdopen(fd, "wb", buffering=0) as handle:
-            handle.truncate(start)  # drop any bytes past the splice point: never overlap
-            handle.seek(start)
-            # read1 returns whatever has arrived (up to a chunk): with read(), a connection lost
-            # mid-chunk would throw away the bytes of that chunk instead of keeping them for
-            # the resume. decode_content=False: the body is stored exactly as sent.
-            read = response.raw.read1
+        syncing_now = False  # an error while syncing leaves no byte of the temporary trusted
+        try:
             try:
+                os.ftruncate(fd, start)  # drop any bytes past the splice point: never overlap
+                os.lseek(fd, start, os.SEEK_SET)
+                # read1 returns whatever has arrived (up to a chunk): with read(), a connection
+                # lost mid-chunk would throw away the bytes of that chunk instead of keeping
+                # them for the resume. decode_content=False: the body is stored exactly as sent.
+                read = response.raw.read1
                 while True:
                     try:
                         block = read(chunk_size, decode_content=False)
@@ -384,8 +516,12 @@ class FileFetcher:
                         break
                     if self._cancel.is_set():
                         raise _Fail(f"interrupted after {start + received} bytes")
+                    # Written whole (or raising) before it is hashed or counted: the hash and
+                    # the size describe exactly the bytes on disk.
+                    write_all(fd, block)
                     hasher.update(block)
-                    handle.write(block)
+                    if summer is not None:
+                        summer.update(block)
                     received += len(block)
                     unsynced += len(block)
                     if (unsynced >= SYNC_EVERY and self.helpers is not None
@@ -394,14 +530,34 @@ class FileFetcher:
                     self._emit(Event("bytes", task.key, nbytes=len(block)))
             finally:
                 hasher.close()
+                if summer is not None:
+                    summer.close()
+                syncing_now = True
                 if syncing is not None:
                     syncing.result()
-                os.fsync(handle.fileno())
+            os.fsync(fd)
+            on_disk = os.fstat(fd).st_size
+        except OSError as exc:
+            if exc.errno not in DISK_ERRORS:
+                raise
+            # After ENOSPC the file is an exact prefix: keep it for the resume, once it is on
+            # disk. After EIO, or any failed sync, the page cache may not match the disk.
+            keep = not syncing_now and exc.errno != errno.EIO and _sync_quietly(fd)
+            raise _DiskFull(exc, keep=keep, have=start + received) from None
+        except (_Retry, _Fail):
+            _sync_quietly(fd)  # the bytes kept for a resume must survive a crash
+            raise
+        finally:
+            os.close(fd)
+        if on_disk != start + received:  # written bytes that are not in the file
+            raise IntegrityError(f"product {task.key}: the temporary holds {on_disk} bytes on "
+                                 f"disk, {start + received} were written")
         return received
 
     def _finish(self, task: FileTask, counters: _Counters, meta: PartMeta | None,
-                sha: str, size: int) -> FileResult:
-        """Verify the complete temporary, rename it to its final name, record it."""
+                sha: str, size: int, fits: FitsChecksum | None = None) -> FileResult:
+        """Verify the complete temporary (size, sha256 when known, the FITS file's own
+        checksums when it has them), rename it to its final name, record it."""
         dest = Path(task.dest)
         expected = task.size if task.size is not None else (meta.size if meta else None)
         if expected is not None and size < expected:
@@ -412,15 +568,27 @@ class FileFetcher:
         if task.sha256 is not None and sha != task.sha256.lower():
             raise IntegrityError(f"product {task.key}: sha256 mismatch: expected {task.sha256}, "
                                  f"got {sha}")
+        try:
+            checksum = fits.result() if fits is not None else None
+        except ValueError as exc:  # bytes changed in flight, the length kept
+            raise IntegrityError(f"product {task.key}: {exc} (a corrupt transfer)") from None
+        on_disk = size_of(part_path(dest))
+        if on_disk != size:  # the last look before the name is published
+            raise IntegrityError(f"product {task.key}: the temporary holds {on_disk} bytes on "
+                                 f"disk, {size} were verified")
         os.replace(part_path(dest), dest)
         fsync_dir(dest.parent)
         try:
             meta_path(dest).unlink()
         except FileNotFoundError:
             pass
-        if self.ledger is not None:
+        if self.ledger is not None:  # only now: renamed, and the rename durable
             self.ledger.mark_done(task.key, dest, size, sha, counters.attempts,
-                                  meta.etag if meta else None, meta.last_modified if meta else None)
+                                  meta.etag if meta else None, meta.last_modified if meta else None,
+                                  checksum, stat_of(dest))
+        with self._dirs.lock:
+            self.to_fetch = max(self.to_fetch - size, 0)
         self._emit(Event("done", task.key, total=size))
         return FileResult(task.key, dest, "fetched", size=size, sha256=sha,
-                          attempts=counters.attempts, http_requests=counters.requests)
+                          attempts=counters.attempts, http_requests=counters.requests,
+                          checksum=checksum)

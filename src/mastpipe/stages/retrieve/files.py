@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+
+from mastpipe.typing import EventKind, FileStatus
 
 if TYPE_CHECKING:
     from mastpipe.stages.retrieve.ledger import LedgerRow
@@ -47,7 +49,7 @@ class FileTask:
     sha256: str | None = None
 
 
-Status = Literal["fetched", "skipped", "failed"]
+Status = FileStatus  # the old name
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,10 @@ class FileResult:
         HTTP requests sent this run for this file (redirect hops counted).
     error : str or None
         Why it failed; names the product; never contains the token.
+    checksum : {"verified", "none"} or None
+        The FITS file's own ``CHECKSUM``/``DATASUM`` were checked against its bytes and matched
+        (``verified``), or it carries none / is not FITS (``none``); None when not looked at
+        (a failed file, or a done file skipped without reading it: see the ledger's record).
     """
 
     key: str
@@ -80,6 +86,7 @@ class FileResult:
     attempts: int = 0
     http_requests: int = 0
     error: str | None = None
+    checksum: str | None = None
 
 
 @dataclass
@@ -118,7 +125,7 @@ class Event:
     says why).
     """
 
-    kind: str
+    kind: EventKind
     key: str = ""
     nbytes: int = 0
     total: int | None = None

@@ -19,6 +19,7 @@ downloaded again and nothing is lost.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -52,8 +53,16 @@ CREATE TABLE IF NOT EXISTS files (
     finished      REAL
 )
 """
+#: Columns added since the first ledgers, with their types: added to an older ledger when it
+#: is opened (``ALTER TABLE ... ADD COLUMN``, never a rebuild), so ledgers of every version open.
+#: Add new columns here, at the end.
+_ADDED = (
+    ("checksum", "TEXT"),      # FITS CHECKSUM/DATASUM: verified | none (NULL: not looked at)
+    ("mtime_ns", "INTEGER"),   # the done file's stat when recorded: a rerun finding another
+    ("inode", "INTEGER"),      # size, mtime or inode re-hashes the file without a request
+)
 _COLUMNS = ("key", "dest", "status", "size", "sha256", "attempts", "last_error", "etag",
-            "last_modified", "started", "finished")
+            "last_modified", "started", "finished") + tuple(name for name, _ in _ADDED)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,9 @@ class LedgerRow:
     last_modified: str | None = None
     started: float | None = None
     finished: float | None = None
+    checksum: str | None = None
+    mtime_ns: int | None = None
+    inode: int | None = None
 
 
 class Ledger:
@@ -123,6 +135,7 @@ class Ledger:
         try:
             self.journal_mode = self._set_journal(db)
             db.execute(_SCHEMA)
+            _migrate(db)
         except BaseException:
             db.close()
             raise
@@ -238,17 +251,26 @@ class Ledger:
         )
 
     def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
-                  etag: str | None = None, last_modified: str | None = None) -> None:
-        """Record a complete, verified file (``attempts`` is added to the running total)."""
+                  etag: str | None = None, last_modified: str | None = None,
+                  checksum: str | None = None, stat: os.stat_result | None = None) -> None:
+        """Record a complete, verified file (``attempts`` is added to the running total).
+
+        ``checksum`` says whether its FITS checksums were verified; ``stat`` (of the file under
+        its final name, taken after the rename) lets a rerun notice a file changed behind the
+        ledger's back.
+        """
         now = time.time()
         self._write(
             "INSERT INTO files (key, dest, status, size, sha256, attempts, last_error, etag, "
-            "last_modified, started, finished) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?) "
+            "last_modified, started, finished, checksum, mtime_ns, inode) "
+            "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET dest=excluded.dest, status=excluded.status, "
             "size=excluded.size, sha256=excluded.sha256, attempts=files.attempts + "
             "excluded.attempts, last_error=NULL, etag=excluded.etag, "
-            "last_modified=excluded.last_modified, finished=excluded.finished",
-            (key, str(dest), DONE, size, sha256, attempts, etag, last_modified, now, now),
+            "last_modified=excluded.last_modified, finished=excluded.finished, "
+            "checksum=excluded.checksum, mtime_ns=excluded.mtime_ns, inode=excluded.inode",
+            (key, str(dest), DONE, size, sha256, attempts, etag, last_modified, now, now, checksum,
+             stat.st_mtime_ns if stat else None, stat.st_ino if stat else None),
         )
 
     def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:
@@ -258,7 +280,8 @@ class Ledger:
             "INSERT INTO files (key, dest, status, attempts, last_error, started, finished) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET dest=excluded.dest, status=excluded.status, "
-            "size=NULL, sha256=NULL, "  # what an earlier success recorded no longer describes it
+            "size=NULL, sha256=NULL, checksum=NULL, mtime_ns=NULL, inode=NULL, "
+            # what an earlier success recorded no longer describes it
             "attempts=files.attempts + excluded.attempts, last_error=excluded.last_error, "
             "finished=excluded.finished",
             (key, str(dest), FAILED, attempts, error, now, now),
@@ -307,6 +330,18 @@ def journal_for(path: Path, mounts: str | None = None) -> str:
     """The journal mode ``auto`` means for a ledger at ``path``: ``delete`` on a network
     filesystem (:data:`NETWORK_FILESYSTEMS`), ``wal`` elsewhere."""
     return "delete" if filesystem_type(path.parent, mounts) in NETWORK_FILESYSTEMS else "wal"
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add the columns of :data:`_ADDED` a ledger written by an older mastpipe lacks."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+    for name, kind in _ADDED:
+        if name not in have:
+            try:
+                db.execute(f"ALTER TABLE files ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as exc:  # another process added it a moment ago
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 def _is_corrupt(exc: sqlite3.Error) -> bool:

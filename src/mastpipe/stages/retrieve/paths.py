@@ -40,6 +40,8 @@ __all__ = [
     "check_collisions",
     "check_component",
     "check_free_space",
+    "describe_filesystem",
+    "free_bytes",
     "product_path",
     "relative_product_path",
 ]
@@ -254,6 +256,37 @@ def check_collisions(paths: Mapping[str, Path] | Iterable[tuple[str, Path]]) -> 
         )
 
 
+def _existing(path: Path | str) -> Path:
+    """``path`` itself or its nearest existing ancestor (what a filesystem can be asked about)."""
+    probe = Path(os.path.abspath(path))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def describe_filesystem(path: Path | str) -> str:
+    """The filesystem holding ``path``, for messages: ``"/mnt/data (tmpfs)"``."""
+    probe = _existing(path)
+    mount = probe
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    kind = None
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) > 2 and fields[1].replace("\\040", " ") == os.fspath(mount):
+                    kind = fields[2]  # the last match is the mount on top
+    except OSError:  # not Linux
+        pass
+    return f"{mount} ({kind})" if kind else os.fspath(mount)
+
+
+def free_bytes(path: Path | str) -> int:
+    """Free bytes, for this user, on the filesystem holding ``path``."""
+    return shutil.disk_usage(_existing(path)).free
+
+
 def check_free_space(dest: Path | str, bytes_needed: int, *, margin: int = 64 * 2**20) -> int:
     """Refuse to start when the destination's filesystem cannot hold what is still to fetch.
 
@@ -264,7 +297,8 @@ def check_free_space(dest: Path | str, bytes_needed: int, *, margin: int = 64 * 
     bytes_needed : int
         Bytes still to download.
     margin : int
-        Bytes to keep free beyond ``bytes_needed`` (default 64 MiB).
+        Bytes to keep free beyond ``bytes_needed`` (default 64 MiB), so the run does not leave
+        the filesystem (and everything else using it) completely full.
 
     Returns
     -------
@@ -274,15 +308,18 @@ def check_free_space(dest: Path | str, bytes_needed: int, *, margin: int = 64 * 
     Raises
     ------
     TransferError
-        When ``free < bytes_needed + margin``.
+        When ``free < bytes_needed + margin``; the message states the margin.
     """
-    probe = Path(os.path.abspath(dest))
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    from mastpipe.stages.retrieve.progress import format_bytes  # progress imports the engine, which imports this
+
+    probe = _existing(dest)
     free = shutil.disk_usage(probe).free
     if free < bytes_needed + margin:
         raise TransferError(
-            f"not enough free space in {probe}: {bytes_needed} bytes to fetch, {free} free",
-            hint="free some space or choose another destination",
+            f"not enough free space on {describe_filesystem(probe)} for {probe}: the files still "
+            f"to fetch need {format_bytes(bytes_needed)} + {format_bytes(margin)} margin; "
+            f"{format_bytes(free)} free",
+            hint="free some space or choose another destination (the margin keeps the "
+                 "filesystem from filling up completely)",
         )
     return free

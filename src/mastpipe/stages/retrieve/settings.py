@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mastpipe.errors import UsageError
 from mastpipe.retry import RetryPolicy
+from mastpipe.typing import Overwrite
 
 if TYPE_CHECKING:
     from mastpipe.recipe.models import Executor, Recipe
@@ -32,7 +33,6 @@ __all__ = ["CHUNK", "DownloadSettings", "Overwrite", "settings_from"]
 # without three trips to main memory, and syscalls per byte are already negligible.
 CHUNK = 256 << 10
 
-Overwrite = Literal["changed", "never", "always"]
 
 #: A transfer's timeout is capped: MAST's query timeout may be long (a slow search), but a
 #: download that sends no byte for five minutes is stuck, not slow.

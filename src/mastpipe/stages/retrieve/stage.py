@@ -15,12 +15,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import quote
 
 import numpy as np
 
+from mastpipe.archive import MALFORMED
 from mastpipe.errors import AuthError, UnsafePathError
 from mastpipe.stages.retrieve.paths import check_collisions, product_path
 from mastpipe.recipe.models import Retrieve
@@ -28,25 +29,19 @@ from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.settings import DownloadSettings
 from mastpipe.atomic import atomic_path, atomic_write_bytes
 from mastpipe.state import StateDir, decoded
+from mastpipe.typing import Engine
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
     from mastpipe.stages.retrieve.ledger import Ledger
 
-
-class Engine(Protocol):
-    """What the stage asks of an engine (:class:`~mastpipe.stages.retrieve.engine.Transfer`,
-    :class:`~mastpipe.stages.retrieve.dask.DaskTransfer`): one result per task, in order."""
-
-    def run(self, tasks: Sequence[FileTask]) -> list[FileResult]: ...
-
 __all__ = ["EXCLUSIVE", "MANIFEST_COLUMNS", "Engine", "Refused", "RetrieveResult", "download_url", "engine_for",
            "json_twin", "plan_files", "run", "write_manifest"]
 
 log = logging.getLogger(__name__)
 EXCLUSIVE = "EXCLUSIVE_ACCESS"
-MANIFEST_COLUMNS = ("dataURI", "path", "size", "sha256", "status", "message", "url")
+MANIFEST_COLUMNS = ("dataURI", "path", "size", "sha256", "checksum", "status", "message", "url")
 
 
 def _text(value: Any) -> Any:
@@ -59,6 +54,18 @@ def _text(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _bad_size(size: Any) -> str | None:
+    """What is wrong with a product row's size (from a checkpoint written before the products
+    stage read MAST's answer row by row), or None."""
+    if size is None:
+        return None
+    try:
+        ok = int(size) == size and int(size) >= 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    return None if ok else f"size {size!r}"
 
 
 def download_url(mast_url: str, uri: str) -> str:
@@ -100,8 +107,17 @@ def plan_files(table: Table, destination: Path, layout: str,
     for row in table:
         values = {name: _text(row[name]) for name in table.colnames}
         uri = values.get("dataURI")
+        malformed = values.get(MALFORMED) or _bad_size(values.get("size"))
+        if malformed:  # MAST's answer is at fault, not the recipe: this row alone is refused
+            name = uri or values.get("productFilename") or "a product"
+            observation = values.get("parent_obsid") or values.get("obsID") or "?"
+            refused.append(Refused(str(uri or name), download_url(mast_url, uri) if uri else "", None,
+                                   f"MAST's product list for observation {observation} has {malformed} "
+                                   f"for {name}: this product is refused, the others go on"))
+            log.error("refused product %s: MAST's product list has %s for it", name, malformed)
+            continue
         raw_size = values.get("size")
-        size = int(raw_size) if raw_size is not None and int(raw_size) >= 0 else None
+        size = int(raw_size) if raw_size is not None else None
         if not uri:
             refused.append(Refused(str(values.get("productFilename") or "?"), "", size,
                                    "the product list gives no dataURI for this product"))
@@ -164,20 +180,22 @@ def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileRes
 
     base = path.parent.resolve()
     rows = [{"dataURI": r.key, "path": "", "size": r.size if r.size is not None else -1, "sha256": "",
-             "status": "failed", "message": r.reason, "url": r.url} for r in refused]
+             "checksum": "", "status": "failed", "message": r.reason, "url": r.url} for r in refused]
     for task in tasks:
         result = (results or {}).get(task.key)
         rows.append({
             "dataURI": task.key, "path": str(task.dest) if absolute else os.path.relpath(task.dest, base),
             "size": (result.size if result and result.size is not None else task.size) or -1,
             "sha256": (result.sha256 if result else None) or "",
+            # verified: the FITS file's own CHECKSUM/DATASUM matched its bytes; none: it has none
+            "checksum": (result.checksum if result else None) or "",
             "status": result.status if result else "listed",
             "message": (result.error if result else None) or "",
             "url": task.url,
         })
     table = Table(rows=[[r[c] for c in MANIFEST_COLUMNS] for r in rows], names=MANIFEST_COLUMNS,
-                  dtype=[str, str, np.int64, str, str, str, str]) if rows else \
-        Table(names=MANIFEST_COLUMNS, dtype=[str, str, np.int64, str, str, str, str])
+                  dtype=[str, str, np.int64, str, str, str, str, str]) if rows else \
+        Table(names=MANIFEST_COLUMNS, dtype=[str, str, np.int64, str, str, str, str, str])
     table.meta.update(meta or {})
     table.meta["paths"] = "absolute" if absolute else "relative to this manifest's directory"
     with atomic_path(path) as tmp:

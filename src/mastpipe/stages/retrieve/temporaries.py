@@ -13,12 +13,13 @@ finding temporaries that no longer belong to any wanted file. The engine that wr
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mastpipe.locking import HAVE_FLOCK, PidLock, flock
 
@@ -27,6 +28,41 @@ from mastpipe.stages.retrieve.decide import LocalState, PartMeta
 
 if TYPE_CHECKING:
     from mastpipe.stages.retrieve.ledger import LedgerRow
+
+__all__ = [
+    "FetchLock", "discard", "hash_file", "local_state", "lock_path", "make_parents", "meta_path",
+    "part_path", "read_meta", "remove_empty", "remove_stale_temporaries", "size_of", "stale_temporaries",
+    "write_meta"
+]
+
+
+#: errno values meaning the disk did not take the bytes: no space, quota exceeded, I/O error.
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> int:
+    """Write every byte of ``data`` at ``fd``'s offset, or raise; return ``len(data)``.
+
+    ``os.write`` may write fewer bytes than asked without raising (a nearly full filesystem
+    takes what fits, then fails the *next* write with ENOSPC). Ignoring that count is how a
+    short file with the hash of the complete body ends up under its final name, so every
+    write of a download goes through here: it loops until the block is on disk and raises
+    ``OSError(ENOSPC)`` when the kernel accepts nothing at all. On an error the file holds
+    an exact prefix of what was asked (the bytes written went where they belong), which is
+    what lets a download resume after it.
+
+    ``data`` may be any contiguous buffer (a ``memoryview`` of a reused ``bytearray``
+    included); it is not copied.
+    """
+    view = memoryview(data).cast("B")
+    total = len(view)
+    done = 0
+    while done < total:
+        written = os.write(fd, view[done:])
+        if written <= 0:  # POSIX allows 0 for a full device instead of ENOSPC
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done += written
+    return total
 
 
 def part_path(dest: Path) -> Path:
@@ -168,8 +204,14 @@ def local_state(dest: Path | str, row: LedgerRow | None, *, verify: bool, overwr
         row = None  # it speaks of a file at another path: judge this one afresh
     head, name = os.path.split(dest)
     part = size_of(os.path.join(head, f".{name}.part"))
+    final = None if ignore_final else stat_of(dest)
+    # A done file replaced or rewritten behind the ledger's back (same size or not) shows in
+    # its mtime or inode: it is re-hashed (no request) instead of trusted by its size.
+    changed = (final is not None and row is not None and row.mtime_ns is not None
+               and (final.st_mtime_ns, final.st_ino) != (row.mtime_ns, row.inode))
     return LocalState(
-        final_size=None if ignore_final else size_of(dest),
+        final_size=final.st_size if final is not None else None,
+        final_changed=changed,
         ledger_status=row.status if row else None,
         ledger_size=row.size if row else None,
         part_size=part,
@@ -177,6 +219,15 @@ def local_state(dest: Path | str, row: LedgerRow | None, *, verify: bool, overwr
         verify=verify,
         overwrite=overwrite,
     )
+
+
+def stat_of(path: Path | str) -> os.stat_result | None:
+    """``path``'s stat, or None when absent; recorded with a done file so a rerun notices a
+    change."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):  # a file where a directory should be
+        return None
 
 
 def read_meta(dest: Path) -> PartMeta | None:
@@ -207,9 +258,11 @@ def discard(dest: Path) -> None:
             pass
 
 
-def hash_file(path: Path, chunk: int, limit: int | None = None) -> tuple[hashlib._Hash, int]:
+def hash_file(path: Path, chunk: int, limit: int | None = None,
+              also: Any = None) -> tuple[hashlib._Hash, int]:
     """sha256 of the first ``limit`` bytes (all when None), read ``chunk`` bytes at a time, and
-    how many were read."""
+    how many were read. ``also`` (anything with ``update``, such as a FITS checksum check) is
+    fed the same bytes."""
     digest, count = hashlib.sha256(), 0
     with open(path, "rb", buffering=0) as handle:
         while limit is None or count < limit:
@@ -218,6 +271,8 @@ def hash_file(path: Path, chunk: int, limit: int | None = None) -> tuple[hashlib
             if not block:
                 break
             digest.update(block)
+            if also is not None:
+                also.update(block)
             count += len(block)
     return digest, count
 
