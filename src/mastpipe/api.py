@@ -17,17 +17,18 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from mastpipe.atomic import atomic_write_bytes
 from mastpipe.errors import EXIT_OK, LockError, MastpipeError, UsageError, interrupt_exit_code
 from mastpipe.report import (Snapshot, append_history, build_report, history_entry, iso_time, read_history,
-                     render_markdown, snapshot)
+                             render_markdown, snapshot)
 from mastpipe.runner import Pipeline, RunResult, new_run_id
 from mastpipe.stages.retrieve.progress import python_progress
 from mastpipe.stages.retrieve.settings import DownloadSettings
-from mastpipe.atomic import atomic_write_bytes
 from mastpipe.state import StateDir, decoded, fingerprint
 
 if TYPE_CHECKING:
@@ -609,7 +610,7 @@ def iter_files(recipe: str | os.PathLike[str], *, mast_url: str | None = None,
         try:
             outcome["outcome"] = run_pipeline(pipeline, verify=verify, token=token, on_event=on_event, environ=env,
                                               before_retrieve=before_retrieve)
-        except BaseException as exc:  # handed to the consumer's thread
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer's thread, re-raised there
             outcome["error"] = exc
         finally:
             landed.put(("end", ""))

@@ -27,8 +27,9 @@ import math
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -431,8 +432,8 @@ def run_html(outcome: RunOutcome, recipe: str) -> str:
     retrieve = report.get("retrieve") or {}
     counts = _table(("", ""), [
         ("exit code", report["exit_code"]),
-        ("fetched", f"{retrieve.get('fetched', {}).get('files', 0)} "
-                    f"({format_bytes(retrieve.get('fetched', {}).get('bytes', 0))})"),
+        ("fetched", (f"{retrieve.get('fetched', {}).get('files', 0)} "
+                     f"({format_bytes(retrieve.get('fetched', {}).get('bytes', 0))})")),
         ("already present", retrieve.get("skipped", {}).get("files", 0)),
         ("failed", retrieve.get("failed", {}).get("files", 0))]) if retrieve else ""
     failed = retrieve.get("failed", {}).get("items", []) if retrieve else []

@@ -28,7 +28,6 @@ million product rows fast to write and read.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
