@@ -62,7 +62,7 @@ def main() -> None:
     try:
         for n in args.workers:
             before = server.requests()
-            seconds, fetched = one_run(lambda ledger: Transfer(workers=n, ledger=ledger),
+            seconds, fetched = one_run(lambda ledger, n=n: Transfer(workers=n, ledger=ledger),
                                        tasks_for(server.url, server.rows, work / f"threads-{n}"),
                                        work / f"state-threads-{n}")
             rows.append(("threads", n, n, None, seconds, fetched, server.requests() - before))
@@ -73,7 +73,7 @@ def main() -> None:
                 startup = time.perf_counter() - started
                 before = server.requests()
                 seconds, fetched = one_run(
-                    lambda ledger: DaskTransfer(client=client, in_flight=n, ledger=ledger),
+                    lambda ledger, n=n: DaskTransfer(client=client, in_flight=n, ledger=ledger),
                     tasks_for(server.url, server.rows, work / f"dask-{n}"), work / f"state-dask-{n}")
                 rows.append(("dask", n, n, startup, seconds, fetched, server.requests() - before))
     finally:

@@ -27,7 +27,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 

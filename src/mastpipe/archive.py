@@ -226,7 +226,7 @@ class Archive:
 MALFORMED = "malformed"
 #: Product fields a file cannot be made without (a null there is MAST's answer at fault).
 REQUIRED = ("dataURI", "productFilename", "obs_id", "obs_collection", "size")
-_NOT_A_ROW = object()
+_NOT_A_ROW: Any = object()
 
 
 def product_table(responses: list[Any]) -> Table:

@@ -138,7 +138,7 @@ def sweep(directory: Path | str, *, now: float | None = None) -> list[Path]:
     A temporary of a live process (another thread or run writing now) is left alone.
     """
     now = time.time() if now is None else now
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(directory))
     except OSError:

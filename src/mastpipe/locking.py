@@ -67,7 +67,7 @@ def _alive(pid: int) -> bool:
         if not handle:
             return False
         try:
-            return kernel32.WaitForSingleObject(handle, 0) == 0x102  # WAIT_TIMEOUT: still running
+            return bool(kernel32.WaitForSingleObject(handle, 0) == 0x102)  # WAIT_TIMEOUT: still running
         finally:
             kernel32.CloseHandle(handle)
     try:

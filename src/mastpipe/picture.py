@@ -270,12 +270,13 @@ def sky_map(observations: Table, label: str, groups: Sequence[str]) -> str:
 def time_span(observations: Table, label: str, groups: Sequence[str]) -> tuple[str | None, str]:
     """When the observations were taken: a stacked histogram of their start dates (base64 PNG,
     or None without ``t_min``) and the span as text."""
-    from matplotlib import dates
+    from matplotlib import dates as matplotlib_dates
     from matplotlib.figure import Figure
 
+    dates: Any = matplotlib_dates  # its functions are untyped
     if "t_min" not in observations.colnames or len(observations) == 0:
         return None, "no observation times"
-    start = np.ma.filled(np.ma.asarray(observations["t_min"], dtype=float), np.nan)
+    start: np.ndarray = np.ma.filled(np.ma.asarray(observations["t_min"], dtype=float), np.nan)
     end = np.ma.filled(np.ma.asarray(observations["t_max"], dtype=float), np.nan) \
         if "t_max" in observations.colnames else start
     ok = np.isfinite(start)
@@ -297,7 +298,7 @@ def time_span(observations: Table, label: str, groups: Sequence[str]) -> tuple[s
     figure = Figure(figsize=(7.2, 2.6))
     axes = figure.add_subplot()
     low, high = float(np.nanmin(start[ok])) + base, float(np.nanmax(start[ok])) + base
-    bins = np.linspace(low - 0.5, high + 0.5, 41) if high - low > 1 else 10
+    bins: Any = np.linspace(low - 0.5, high + 0.5, 41) if high - low > 1 else 10
     axes.hist(values, bins=bins, stacked=True, color=colour_list, label=labels)
     axes.xaxis.set_major_locator(dates.AutoDateLocator(maxticks=8))
     axes.xaxis.set_major_formatter(dates.ConciseDateFormatter(axes.xaxis.get_major_locator()))

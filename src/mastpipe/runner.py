@@ -209,7 +209,8 @@ class Pipeline:
 
         path = self.state.sections
         try:
-            return json.loads(path.read_text())
+            sections: dict[str, Any] = json.loads(path.read_text())
+            return sections
         except (OSError, ValueError):
             return {}
 
@@ -298,7 +299,7 @@ class Pipeline:
         if stage == "products":
             from mastpipe.state import read_table, write_table
 
-            store = products.BatchStore(self._parts_dir(fp), write_table, read_table)
+            store = products.BatchStore(self.state.keep_parts(fp), write_table, read_table)
             in_flight = r.products.in_flight or r.mast.max_in_flight
             return products.run(table, self.archive, r.products.batch_size, in_flight, store)
         if stage == "unique":
@@ -364,11 +365,11 @@ class Pipeline:
                     if stage in remember and sidecar is not None:  # read it before it is replaced
                         previous[stage] = self.checkpoints.load(stage, sidecar)
                     if stage == "products" and "--refresh" in reasons:
-                        self._clear_parts()
+                        self.state.clear_parts()
                     table = self.checkpoints.save(stage, self._compute(stage, table, fp), fp, started, tuple(reasons))
                     digest = self.checkpoints.sidecar(stage).digest  # type: ignore[union-attr]
                     if stage == "products":
-                        self._clear_parts()
+                        self.state.clear_parts()
                     reports.append(StageReport(stage, "computed", reasons, rows_in, len(table), time.time() - started))
                     log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
                 tables[stage] = table
@@ -417,32 +418,11 @@ class Pipeline:
                 "server": self.mast_url, "source": download_url(self.mast_url, ""),
                 "mastpipe": __version__}
 
-    def _parts_dir(self, fp: str) -> Path:
-        """Finished product-list batches of the products stage with fingerprint ``fp``.
-
-        Batches are only reusable by a run asking the same server for the same observations, so
-        they live under the stage's fingerprint; batches left under another are discarded.
-        """
-        import shutil
-
-        root = self.state.parts
-        here = self.state.parts_for(fp)
-        if root.is_dir():
-            for child in root.iterdir():
-                if child != here:
-                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
-        return here
-
     def batch_dir(self) -> Path:
         """Where the products stage keeps finished batches for the current query checkpoint."""
         sidecar = self.checkpoints.sidecar("query")
         fp = fingerprint("products", self.section("products"), sidecar.digest if sidecar else "")
         return self.state.parts_for(fp)
-
-    def _clear_parts(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.state.parts, ignore_errors=True)
 
     def retrieve_outlook(self, table: Table) -> RetrieveOutlook:
         """What the retrieve stage would do with ``table`` (a filter result), without doing it:

@@ -109,6 +109,27 @@ class StateDir:
         """The finished product-list batches of the products stage with this fingerprint."""
         return self.parts / fingerprint[:16]
 
+    def keep_parts(self, fingerprint: str) -> Path:
+        """:meth:`parts_for` ``fingerprint``, discarding batches left under any other.
+
+        Batches are only reusable by a run asking the same server for the same observations, so
+        they live under the stage's fingerprint.
+        """
+        import shutil
+
+        here = self.parts_for(fingerprint)
+        if self.parts.is_dir():
+            for child in self.parts.iterdir():
+                if child != here:
+                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        return here
+
+    def clear_parts(self) -> None:
+        """Drop every finished batch (the products stage completed, or starts afresh)."""
+        import shutil
+
+        shutil.rmtree(self.parts, ignore_errors=True)
+
     @property
     def ledger(self) -> Path:
         return self.path / self.LEDGER
@@ -292,7 +313,7 @@ def _write_fits_fast(tmp: Path, stored: Table) -> None:
         rows[name] = values
     with open(tmp, "wb") as handle:
         handle.write(header.replace(b"NAXIS2  =                    0", b"NAXIS2  = %20d" % len(stored), 1))
-        handle.write(memoryview(rows).cast("B"))
+        handle.write(memoryview(rows).cast("B"))  # type: ignore[arg-type]  # numpy's stubs lack Buffer
         handle.write(b"\0" * (-rows.nbytes % _FITS_BLOCK))
 
 

@@ -18,6 +18,8 @@ that holds no PEM certificate) is this machine's configuration, not MAST's fault
 
 from __future__ import annotations
 
+from typing import Any
+
 import logging
 import os
 import ssl
@@ -126,7 +128,7 @@ def describe(url: str, error: ssl.SSLCertVerificationError) -> str:
     return f"the TLS certificate of {urlsplit(url).netloc or url} could not be verified ({why})"
 
 
-def request_options(insecure: bool) -> dict[str, bool]:
+def request_options(insecure: bool) -> dict[str, Any]:
     """Keyword arguments for one ``requests`` call: ``verify=False`` when ``insecure``.
 
     Per request, not per session: a session's ``verify`` loses to ``REQUESTS_CA_BUNDLE``. Also

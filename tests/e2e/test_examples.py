@@ -255,7 +255,7 @@ def test_every_shell_line_is_a_mastpipe_command_or_known_plumbing(path: Path) ->
         for job in data["jobs"].values():
             lines += [line for step in job["steps"] if "run" in step for line in step["run"].splitlines()]
     else:
-        for name, job in data.items():
+        for _name, job in data.items():
             if isinstance(job, dict):
                 for part in ("before_script", "script", "after_script"):
                     lines += list(job.get(part) or [])

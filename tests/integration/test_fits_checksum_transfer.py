@@ -24,7 +24,7 @@ from mastpipe.stages.retrieve.ledger import Ledger
 @pytest.mark.parametrize("size", [2880, 2880 * 5, 300_001, 3 * 2**20 + 7])
 def test_every_fits_body_the_sandbox_makes_passes_astropys_checksum_check(sandbox, size: int) -> None:
     row = sandbox.catalog.add_product("87600001", productFilename=f"sum_{size}_cal.fits", size=size)
-    for version in range(2):
+    for _version in range(2):
         body = sandbox.catalog.body(row["dataURI"])
         body += b"\0" * (-len(body) % 2880)  # the sandbox sends no final fill
         with warnings.catch_warnings():

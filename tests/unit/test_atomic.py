@@ -109,3 +109,17 @@ def test_the_download_sweep_knows_the_metadata_temporary(tmp_path: Path) -> None
         temporary_for(dest.with_name(f".{dest.name}.part.json")).write_bytes(b"{}")
     stale = stale_temporaries([tmp_path], keep=[wanted])
     assert len(stale) == 1 and stale[0].name.startswith("..b.fits.part.json.")
+
+
+def test_state_dir_keeps_only_the_current_batches(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    old = state.parts_for("a" * 64)
+    old.mkdir(parents=True)
+    (old / "batch-0.fits").write_bytes(b"")
+    (state.parts / "stray").write_bytes(b"")
+    here = state.keep_parts("b" * 64)
+    assert here == state.parts / ("b" * 16) and not old.exists() and not (state.parts / "stray").exists()
+    here.mkdir()
+    assert state.keep_parts("b" * 64) == here and here.is_dir()
+    state.clear_parts()
+    assert not state.parts.exists()

@@ -67,7 +67,7 @@ def _fields() -> list[tuple[str, dict[str, Any], Any]]:
     """(dotted key, JSON-schema property, pydantic field) for every field of every section."""
     schema = recipe_schema()
     models = {"Recipe": Recipe}
-    for name, field in Recipe.model_fields.items():
+    for _name, field in Recipe.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type):
             models[annotation.__name__] = annotation

@@ -89,7 +89,7 @@ class Recipe(_Model):
 
     def warnings(self) -> list[tuple[tuple[str, ...], str, str]]:
         """Things that are valid but probably not what the author wants, as (path, message, hint)."""
-        found = []
+        found: list[tuple[tuple[str, ...], str, str]] = []
         for name, query in self.query.items():
             if not query.names_collection:
                 found.append((("query", name, "criteria"),

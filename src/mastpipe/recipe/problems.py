@@ -143,7 +143,7 @@ def error_message(error: Any) -> str:
         return str(ctx["message"])
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
-    return error["msg"].replace("Input should be", "must be")
+    return str(error["msg"]).replace("Input should be", "must be")
 
 
 _BOOLEAN_WORDS = "YAML reads unquoted yes/no, on/off and true/false as booleans"

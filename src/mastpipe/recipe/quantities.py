@@ -53,7 +53,7 @@ def _sexagesimal(text: str, hours: bool) -> float:
     if any(v >= 60 for v in values[1:]):
         raise ValueError(f"minutes and seconds must be below 60 in {text!r}")
     value = values[0] + sum(v / 60 ** (i + 1) for i, v in enumerate(values[1:]))
-    return sign * value * (15.0 if hours else 1.0)
+    return float(sign * value * (15.0 if hours else 1.0))
 
 
 def parse_coordinates(value: object) -> tuple[float, float]:

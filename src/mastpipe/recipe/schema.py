@@ -232,7 +232,7 @@ def _default(field: Any) -> str:
 
 def _type(node: dict[str, Any]) -> str:
     if "$ref" in node:
-        name = node["$ref"].rsplit("/", 1)[-1]
+        name = str(node["$ref"]).rsplit("/", 1)[-1]
         return _REF_WORDS.get(name, name)
     if "const" in node:
         return "integer" if isinstance(node["const"], int) else "string"

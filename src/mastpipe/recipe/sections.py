@@ -8,6 +8,7 @@ Schema editors show as hover text (``schemas/recipe.schema.json``), and ``mastpi
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, Literal, Union
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -24,6 +25,11 @@ __all__ = ["DEFAULT_MAST_URL", "GUIDE_STAR_MARK", "MAST_URL_ENV", "Criterion", "
 DEFAULT_MAST_URL = "https://mast.stsci.edu"
 MAST_URL_ENV = "MASTPIPE_MAST_URL"
 GUIDE_STAR_MARK = "_gs-"
+
+
+def _names_in(names: Iterable[str]) -> dict[str, Any]:
+    """JSON Schema for a mapping whose keys are ``names``: editors complete and check them."""
+    return {"propertyNames": {"enum": sorted(names)}}
 
 
 class Position(_Model):
@@ -73,7 +79,7 @@ class Query(_Model):
     """One named search for observations. Criteria are ANDed; a list means "any of"."""
 
     criteria: dict[str, Criterion] = Field(
-        ..., json_schema_extra={"propertyNames": {"enum": sorted(OBSERVATION_FIELDS)}}, description=(
+        ..., json_schema_extra=_names_in(OBSERVATION_FIELDS), description=(
             "Observation fields and the values to match (MAST's CAOM field names, e.g. obs_collection, "
             "proposal_id, instrument_name, filters). A scalar matches exactly (case-insensitive); a list "
             "matches any of its values; `*` is a wildcard (\"NIRCAM*\"); continuous fields (s_ra, s_dec, "
@@ -162,8 +168,7 @@ class Filter(_Model):
     guide_stars: Literal["omit", "keep", "only"] = Field("omit", description=(
         f"Guide-star files (names containing {GUIDE_STAR_MARK!r}): omit them (default, as the seed), keep them, or keep only them."))
     mrp_only: bool = Field(False, description="Keep only MAST's Minimum Recommended Products.")
-    columns: dict[str, ColumnMatch] = Field(default_factory=dict, json_schema_extra={
-        "propertyNames": {"enum": sorted(PRODUCT_COLUMNS)}}, description=(
+    columns: dict[str, ColumnMatch] = Field(default_factory=dict, json_schema_extra=_names_in(PRODUCT_COLUMNS), description=(
         "Exact matches on product columns, e.g. productSubGroupDescription: UNCAL, productType: [SCIENCE], "
         "calib_level: [2, 3], dataRights: \"!EXCLUSIVE_ACCESS\", extension-like tests belong in endswith; "
         "numeric columns (size, calib_level) also take {min, max}."))

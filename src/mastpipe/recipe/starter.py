@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 from mastpipe.errors import RecipeError, UsageError, literal
 
-__all__ = ["PRODUCT_KINDS", "MODES", "DEFAULT_SCHEMA_PATH", "starting_recipe", "default_name",
+__all__ = ["PRODUCT_KINDS", "MODES", "DEFAULT_SCHEMA_PATH", "Kind", "ProductKind", "starting_recipe", "default_name",
            "schema_path_for", "write_new_recipe"]
 
 #: Where recipes in a repository's ``pipelines/`` find the schema committed in ``schemas/``.
@@ -38,7 +38,7 @@ DEFAULT_SCHEMA_PATH = "../schemas/recipe.schema.json"
 MODES = ("download", "curl", "manifest")
 
 
-class Kind(NamedTuple):
+class ProductKind(NamedTuple):
     """A product kind: the file name's suffix, MAST's productSubGroupDescription and what it is."""
 
     suffix: str
@@ -46,12 +46,15 @@ class Kind(NamedTuple):
     what: str
 
 
-def _kinds(*rows: tuple[str, str, str]) -> dict[str, Kind]:
-    return {kind: Kind(f"_{kind}{extension}", kind.upper(), what) for kind, extension, what in rows}
+Kind = ProductKind  # the old name
+
+
+def _kinds(*rows: tuple[str, str, str]) -> dict[str, ProductKind]:
+    return {kind: ProductKind(f"_{kind}{extension}", kind.upper(), what) for kind, extension, what in rows}
 
 
 #: Product kinds per collection. Collections not listed take any kind as ``_<kind>.fits``.
-PRODUCT_KINDS: dict[str, dict[str, Kind]] = {
+PRODUCT_KINDS: dict[str, dict[str, ProductKind]] = {
     "JWST": _kinds(
         ("uncal", ".fits", "raw ramps (level 1b)"),
         ("rate", ".fits", "count-rate images (level 2a)"),
@@ -134,7 +137,7 @@ def _instrument(collection: str, value: str) -> str:
     return value
 
 
-def _kind(collection: str, value: str) -> Kind:
+def _kind(collection: str, value: str) -> ProductKind:
     kind = value.lower()
     if kind.startswith("_"):
         kind = kind[1:]
@@ -146,7 +149,7 @@ def _kind(collection: str, value: str) -> Kind:
                          parameters=["products"])
     known = PRODUCT_KINDS.get(collection)
     if known is None:
-        return Kind(f"_{kind}.fits", kind.upper(), "products")
+        return ProductKind(f"_{kind}.fits", kind.upper(), "products")
     if kind not in known:
         close = difflib.get_close_matches(kind, list(known), n=1, cutoff=0.6)
         did_you_mean = f"did you mean {close[0]!r}? " if close else ""
@@ -162,7 +165,7 @@ def _plain_ok(value: str) -> bool:
     if not value or value != value.strip():
         return False
     try:
-        return yaml.safe_load(f"k: {value}") == {"k": value} and yaml.safe_load(f"[{value}]") == [value]
+        return bool(yaml.safe_load(f"k: {value}") == {"k": value} and yaml.safe_load(f"[{value}]") == [value])
     except yaml.YAMLError:
         return False
 
@@ -257,7 +260,7 @@ def starting_recipe(*, collection: str, programs: Iterable[str] = (), instrument
     return text
 
 
-def _describe(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[Kind]) -> str:
+def _describe(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[ProductKind]) -> str:
     what = ", ".join(k.what for k in kinds) if kinds else "all products"
     words = [f"{what[:1].upper()}{what[1:]} of {coll} observations"]
     if programs:
@@ -269,7 +272,7 @@ def _describe(coll: str, programs: list[str], instruments: list[str], filters: l
     return " ".join(words) + "."
 
 
-def _command(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[Kind],
+def _command(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[ProductKind],
              mode: str, name: str) -> str:
     import shlex
 
@@ -293,7 +296,7 @@ def _line(code: str, comment: str = "") -> str:
 _COMMENT_COLUMN = 36
 
 
-def _render(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[Kind],
+def _render(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[ProductKind],
             mode: str, name: str, schema_path: str) -> str:
     import textwrap
 

@@ -248,7 +248,7 @@ class Catalog:
                     exposures[chan].append(own)
                     plans[chan].append([own, gs_family])
                     self._add_obs(row, plans[chan][-1])
-            for k, (chan, (filt, det, em_min, em_max)) in enumerate(chans.items(), start=1):
+            for k, (chan, (filt, _det, em_min, em_max)) in enumerate(chans.items(), start=1):
                 obsid += 1
                 l3 = f"jw01073-o{o:03d}_t001_nircam_clear-{filt.lower()}"
                 row = self._obs_row(obsid, **common, instrument_name="NIRCAM/IMAGE",

@@ -45,7 +45,7 @@ def _fold(total: int) -> int:
     return total
 
 
-def ones_complement_sum(data: bytes | memoryview, start: int = 0) -> int:
+def ones_complement_sum(data: bytes | bytearray | memoryview, start: int = 0) -> int:
     """The 32-bit ones'-complement sum of ``data`` read as big-endian words (a last partial word
     padded with zeros), folded to 32 bits, plus ``start``."""
     view = memoryview(data).cast("B")

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
     from mastpipe.stages.retrieve.ledger import Ledger, LedgerRow
+    from mastpipe.typing import EventKind
 
 __all__ = ["DaskTransfer", "FileFacts", "Secret", "WorkerConfig", "fetch_on_worker"]
 
@@ -409,7 +410,7 @@ class DaskTransfer:
         topic = f"mastpipe-transfer-{run_id}"
         config = dataclasses.replace(self._config, topic=topic)
         queue = deque((task, row, 0) for task, row, _ in pending)
-        owners: dict[str, tuple[FileTask, LedgerRow | None, int]] = {}  # dask key -> file
+        owners: dict[Any, tuple[FileTask, LedgerRow | None, int]] = {}  # dask key -> file
         results: dict[str, FileResult] = {}
         serial = 0
         client.subscribe_topic(topic, self._on_topic)
@@ -450,7 +451,7 @@ class DaskTransfer:
             _quietly(client.unsubscribe_topic, topic)  # never hide the error being raised
         return results
 
-    def _outcome(self, future: Future, task: FileTask, tries: int) -> FileFacts | None:
+    def _outcome(self, future: Future[Any], task: FileTask, tries: int) -> FileFacts | None:
         """The facts of a finished task; None to resubmit; a failed-result fact when out of tries."""
         try:
             return cast(FileFacts, future.result())
@@ -482,7 +483,7 @@ class DaskTransfer:
                     if result.key in self._started:
                         continue
                     self._started.add(result.key)
-                late.append(Event(kind, result.key, total=total, message=message))
+                late.append(Event(cast("EventKind", kind), result.key, total=total, message=message))
         for event in late:
             self._emit(event)
         if rest > 0:

@@ -20,13 +20,13 @@ from mastpipe.stages.retrieve.ledger import DONE
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["Action", "Kind", "LocalState", "PartMeta", "RemoteFacts", "ResponseFacts", "Verdict",
+__all__ = ["Action", "ActionKind", "LocalState", "PartMeta", "RemoteFacts", "ResponseFacts", "Verdict",
            "decide", "judge", "parse_content_range"]
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
-class Kind(enum.Enum):
+class ActionKind(enum.Enum):
     """What to do with one file before any request."""
 
     SKIP_DONE = "skip-done"  # ledger says done, size on disk matches: no request at all
@@ -39,11 +39,15 @@ class Kind(enum.Enum):
     KEEP_FOREIGN = "keep-foreign"  # overwrite="never" and another file is in the way: fail it
 
 
+#: The old name, kept for callers (``Kind.FETCH``): "kind" alone names four things in mastpipe.
+Kind = ActionKind
+
+
 @dataclass(frozen=True)
 class Action:
-    """The outcome of :func:`decide`: a :class:`Kind`, the resume offset and why."""
+    """The outcome of :func:`decide`: a :class:`ActionKind`, the resume offset and why."""
 
-    kind: Kind
+    kind: ActionKind
     offset: int = 0
     reason: str = ""
 
@@ -129,7 +133,7 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
     Returns
     -------
     Action
-        See :class:`Kind`. The rules, in order:
+        See :class:`ActionKind`. The rules, in order:
 
         1. a final file that the ledger records as done, with the recorded (and expected) size:
            ``SKIP_DONE`` (``VERIFY_DONE`` when verifying, or when its mtime or inode changed
@@ -151,38 +155,38 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
             and (expected is None or expected == local.final_size)
         ):
             if local.final_changed and not local.verify:
-                return Action(Kind.VERIFY_DONE, reason="recorded as done, but modified or replaced "
+                return Action(ActionKind.VERIFY_DONE, reason="recorded as done, but modified or replaced "
                                                        "since (mtime or inode changed): re-hashing it")
-            kind = Kind.VERIFY_DONE if local.verify else Kind.SKIP_DONE
+            kind = ActionKind.VERIFY_DONE if local.verify else ActionKind.SKIP_DONE
             return Action(kind, reason="recorded as done and size on disk matches")
         # not written by mastpipe, or rewritten since: overwrite decides whether it may go
         foreign = local.ledger_status != DONE or local.final_changed
         if foreign and local.overwrite != "always" and expected is not None and local.final_size == expected:
-            return Action(Kind.ADOPT, reason="complete file already present, not in the ledger")
+            return Action(ActionKind.ADOPT, reason="complete file already present, not in the ledger")
         if foreign and local.overwrite == "never":
-            return Action(Kind.KEEP_FOREIGN, reason=f"a different file ({local.final_size} bytes, expected "
+            return Action(ActionKind.KEEP_FOREIGN, reason=f"a different file ({local.final_size} bytes, expected "
                                                     f"{expected}) is already there and overwrite is 'never'")
     if local.part_size is None:
         if local.final_size is not None:
-            return Action(Kind.FETCH, reason=f"file on disk has {local.final_size} bytes, "
+            return Action(ActionKind.FETCH, reason=f"file on disk has {local.final_size} bytes, "
                                              f"expected {expected}: replacing it")
-        return Action(Kind.FETCH, reason="nothing on disk")
+        return Action(ActionKind.FETCH, reason="nothing on disk")
     meta = local.part_meta
     part = local.part_size
     if meta is None:
-        return Action(Kind.RESTART, reason="temporary file without metadata")
+        return Action(ActionKind.RESTART, reason="temporary file without metadata")
     if expected is not None and meta.size is not None and meta.size != expected:
-        return Action(Kind.RESTART, reason=f"remote size changed ({meta.size} -> {expected})")
+        return Action(ActionKind.RESTART, reason=f"remote size changed ({meta.size} -> {expected})")
     total = expected if expected is not None else meta.size
     if total is not None and part > total:
-        return Action(Kind.RESTART, reason=f"temporary has {part} bytes, remote only {total}")
+        return Action(ActionKind.RESTART, reason=f"temporary has {part} bytes, remote only {total}")
     if total is not None and part == total:
-        return Action(Kind.FINISH_VERIFY, reason="temporary already complete")
+        return Action(ActionKind.FINISH_VERIFY, reason="temporary already complete")
     if part == 0:
-        return Action(Kind.RESTART, reason="empty temporary")
+        return Action(ActionKind.RESTART, reason="empty temporary")
     if total is None and meta.validator is None:
-        return Action(Kind.RESTART, reason="neither size nor validator known: cannot splice")
-    return Action(Kind.RESUME, offset=part, reason=f"resuming at byte {part}")
+        return Action(ActionKind.RESTART, reason="neither size nor validator known: cannot splice")
+    return Action(ActionKind.RESUME, offset=part, reason=f"resuming at byte {part}")
 
 
 class Verdict(enum.Enum):

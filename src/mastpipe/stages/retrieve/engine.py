@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from mastpipe.stages.retrieve.client import MAX_REDIRECTS, Http
-from mastpipe.stages.retrieve.decide import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts, Verdict,
-                                             decide, judge, parse_content_range)
+from mastpipe.stages.retrieve.decide import (Action, ActionKind, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts,
+                                             Verdict, decide, judge, parse_content_range)
 from mastpipe.stages.retrieve.fetch import HASH_QUEUE, PROGRESS_CEILING, SYNC_EVERY, Budget, Dirs, FileFetcher
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask, Plan
 from mastpipe.stages.retrieve.ledger import DONE, Ledger, LedgerRow
@@ -54,6 +54,7 @@ __all__ = [
     "Event",
     "FileResult",
     "FileTask",
+    "ActionKind",
     "Kind",
     "LocalState",
     "PartMeta",
@@ -213,13 +214,13 @@ class Transfer:
             row = rows.get(task.key)
             local = self._fetcher.local_state(task, row)
             action = decide(local, RemoteFacts(task.size))
-            if action.kind is Kind.SKIP_DONE:
+            if action.kind is ActionKind.SKIP_DONE:
                 done[task.key] = FileResult(task.key, task.dest, "skipped",
                                             size=local.final_size, sha256=row.sha256 if row else None,
                                             checksum=row.checksum if row else None)
             else:
                 pending.append((task, row, local))
-                if task.size is not None and action.kind in (Kind.FETCH, Kind.RESTART, Kind.RESUME):
+                if task.size is not None and action.kind in (ActionKind.FETCH, ActionKind.RESTART, ActionKind.RESUME):
                     to_fetch += task.size - action.offset
         # Temporaries of files already done (left by an interrupted repair, or a kill between
         # the rename and the metadata's removal) are as stale as those of unwanted files.
@@ -252,11 +253,11 @@ class Transfer:
             rows = self.ledger.rows() if self.ledger else {}
         tasks = list(tasks)
         movable = {task.key for task, _ in self._movable(tasks, rows)}
-        decided = []
+        decided: list[tuple[FileTask, LedgerRow | None, Action]] = []
         for task in tasks:
             row = rows.get(task.key)
-            if task.key in movable:  # plan moves it, no request: as good as done
-                decided.append((task, row, Action(Kind.SKIP_DONE, reason="moved from " + row.dest)))
+            if row is not None and task.key in movable:  # plan moves it, no request: as good as done
+                decided.append((task, row, Action(ActionKind.SKIP_DONE, reason="moved from " + row.dest)))
                 continue
             decided.append((task, row, decide(self._fetcher.local_state(task, row), RemoteFacts(task.size))))
         return decided
@@ -267,7 +268,7 @@ class Transfer:
         The retrieve stage asks it whether any exclusive-access file may need the token, so a
         rerun over files already present neither checks a token nor fails for the lack of one.
         """
-        return [task for task, _, action in self.decisions(tasks) if action.kind is not Kind.SKIP_DONE]
+        return [task for task, _, action in self.decisions(tasks) if action.kind is not ActionKind.SKIP_DONE]
 
     def fetch_one(self, task: FileTask, row: LedgerRow | None = None) -> FileResult:
         """Fetch one file now, in the calling thread: the per-file half of :meth:`run`.

@@ -18,43 +18,36 @@ atomically.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-import requests
-import urllib3
 
 from mastpipe.errors import IntegrityError, TransferError
-from mastpipe.retry import RetryAfterTooLong, is_transient_status
-from mastpipe.stages.retrieve.checksum import FitsChecksum, is_fits_name
-from mastpipe.stages.retrieve.client import Http, RedirectRefused
-from mastpipe.stages.retrieve.decide import (Action, Kind, LocalState, PartMeta, RemoteFacts, ResponseFacts,
-                                             Verdict, decide, judge)
+from mastpipe.retry import RetryAfterTooLong
+from mastpipe.stages.retrieve.checksum import FitsChecksum
+from mastpipe.stages.retrieve.attempt import (HASH_QUEUE, SYNC_EVERY, Attempt, _Counters, _DiskFull, _Fail, _fits_check,
+                                              _Retry)
+from mastpipe.stages.retrieve.client import Http
+from mastpipe.stages.retrieve.decide import (Action, ActionKind, LocalState, PartMeta, RemoteFacts, decide)
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import Ledger, LedgerRow
 from mastpipe.stages.retrieve.settings import DownloadSettings
 from mastpipe.stages.retrieve.paths import describe_filesystem, free_bytes
 from mastpipe.stages.retrieve.temporaries import (DISK_ERRORS, FetchLock, discard, hash_file, local_state,
                                                   make_parents, meta_path, part_path, remove_empty, size_of,
-                                                  stat_of, write_all, write_meta)
+                                                  stat_of)
 from mastpipe.atomic import fsync_dir
-from mastpipe.tls import FIX, certificate_error, describe
 
 __all__ = ["Budget", "Dirs", "FileFetcher", "HASH_QUEUE", "PROGRESS_CEILING", "SYNC_EVERY"]
 
 log = logging.getLogger(__name__)
 
-HASH_QUEUE = 4  # blocks a stream may read ahead of its hash
-SYNC_EVERY = 64 << 20  # flush large files as they grow (see FileFetcher._stream)
 # Attempts that keep new bytes do not count against the policy's max_attempts, but a file
 # gets at most this many times max_attempts in all (and the run's budget still applies).
 # A policy of one attempt (retries: 0) stays one attempt.
@@ -63,80 +56,11 @@ LOCK_POLL = 0.2  # seconds between looks at a file another process is fetching
 LOCK_NOTICE = 10.0  # seconds between "still waiting" lines
 
 
-class _Sink(Protocol):
-    def update(self, block: bytes, /) -> None: ...
-
-
-class _BackgroundHasher:
-    """Feed a digest (or any ``update``-able check) from a thread of its own, at most
-    HASH_QUEUE blocks behind the caller."""
-
-    def __init__(self, digest: _Sink) -> None:
-        self._queue: queue.Queue[bytes | None] = queue.Queue(HASH_QUEUE)
-        self._thread = threading.Thread(target=self._run, args=(digest,), daemon=True,
-                                        name="mastpipe-sha256")
-        self._thread.start()
-
-    def _run(self, digest: _Sink) -> None:
-        while (block := self._queue.get()) is not None:
-            digest.update(block)
-
-    def update(self, block: bytes) -> None:
-        self._queue.put(block)
-
-    def close(self) -> None:
-        """Wait until every block has been hashed."""
-        self._queue.put(None)
-        self._thread.join()
-
-
-class _Retry(Exception):
-    """A failed attempt worth repeating (transient status, network error, rejected body)."""
-
-    def __init__(self, reason: str, retry_after: str | None = None, discard: bool = False):
-        super().__init__(reason)
-        self.reason, self.retry_after, self.discard = reason, retry_after, discard
-
-
-class _Fail(Exception):
-    """A failure that another attempt will not fix."""
-
-
-class _DiskFull(Exception):
-    """The disk refused bytes of the temporary (ENOSPC, EDQUOT, EIO): fail the file, keeping
-    its temporary (``keep``: an exact prefix, on disk) or not."""
-
-    def __init__(self, error: OSError, keep: bool, have: int | None = None) -> None:
-        super().__init__(error.strerror or str(error))
-        self.error, self.keep, self.have = error, keep, have
-
-
-def _sync_quietly(fd: int) -> bool:
-    """fsync ``fd``; whether that worked."""
-    try:
-        os.fsync(fd)
-    except OSError:
-        return False
-    return True
-
-
-def _fits_check(dest: Path) -> FitsChecksum | None:
-    """A FITS checksum check for ``dest`` when it is a FITS file, else None."""
-    return FitsChecksum() if is_fits_name(dest.name) else None
-
-
 def _validators(row: LedgerRow | None, action: Action) -> tuple[str | None, str | None]:
     """ETag and Last-Modified to keep when a done file is recorded again without a request."""
-    if row is not None and action.kind is not Kind.ADOPT:
+    if row is not None and action.kind is not ActionKind.ADOPT:
         return row.etag, row.last_modified
     return None, None
-
-
-@dataclass
-class _Counters:
-    attempts: int = 0
-    requests: int = 0
-    stalled: int = 0  # failed attempts in a row that kept no new byte (what the policy limits)
 
 
 @dataclass
@@ -201,8 +125,17 @@ class FileFetcher:
         self._sleep = sleep
         self._dirs = dirs
         self.budget = Budget(0)
-        self.helpers: ThreadPoolExecutor | None = None  # flushes large files; set during a run
+        self.attempt = Attempt(settings, http, emit, cancel)
         self.to_fetch = 0  # bytes the plan had to fetch, less the files finished since
+
+    @property
+    def helpers(self) -> ThreadPoolExecutor | None:
+        """Threads that flush large files as they grow; set by the engine for a run."""
+        return self.attempt.helpers
+
+    @helpers.setter
+    def helpers(self, pool: ThreadPoolExecutor | None) -> None:
+        self.attempt.helpers = pool
 
     def local_state(self, task: FileTask, row: LedgerRow | None, ignore_final: bool = False) -> LocalState:
         return local_state(task.dest, row, verify=self.settings.verify, overwrite=self.settings.overwrite,
@@ -290,7 +223,7 @@ class FileFetcher:
         ignore_final = False  # set once the final file failed verification: replace it
         while True:
             action = decide(local, RemoteFacts(task.size))
-            if not lock.held and action.kind in (Kind.FINISH_VERIFY, Kind.FETCH, Kind.RESTART, Kind.RESUME):
+            if not lock.held and action.kind in (ActionKind.FINISH_VERIFY, ActionKind.FETCH, ActionKind.RESTART, ActionKind.RESUME):
                 # Temporaries are about to be written: only by the lock's holder. Files that
                 # are only hashed (adopted, verified) need no lock, which keeps reruns cheap.
                 self._lock(lock, dest)
@@ -298,11 +231,11 @@ class FileFetcher:
                 # have finished the file): decide again from the disk as it is now.
                 local = self.local_state(task, row, ignore_final=ignore_final)
                 continue
-            if action.kind in (Kind.VERIFY_DONE, Kind.ADOPT, Kind.SKIP_DONE):
+            if action.kind in (ActionKind.VERIFY_DONE, ActionKind.ADOPT, ActionKind.SKIP_DONE):
                 fits = _fits_check(dest)
                 digest, size = hash_file(dest, chunk_size, also=fits)
                 sha = digest.hexdigest()
-                wanted = row.sha256 if action.kind is Kind.VERIFY_DONE and row else task.sha256
+                wanted = row.sha256 if action.kind is ActionKind.VERIFY_DONE and row else task.sha256
                 try:
                     checksum, damaged = (fits.result() if fits is not None else None), None
                 except ValueError as exc:  # the file's own checksums say it is damaged
@@ -316,16 +249,16 @@ class FileFetcher:
                                       attempts=counters.attempts, http_requests=counters.requests,
                                       checksum=checksum)
                 why = damaged or f"sha256 {sha}, expected {wanted}"
-                if (action.kind is Kind.VERIFY_DONE and not self.settings.verify
+                if (action.kind is ActionKind.VERIFY_DONE and not self.settings.verify
                         and self.settings.overwrite == "never"):
                     raise _Fail(f"{dest} changed after it was downloaded ({why}); overwrite is "
                                 "'never', so it is left as it is: move it away (or set overwrite: "
                                 "changed) and rerun to fetch MAST's copy")
                 log.warning("%s: %s: %s: fetching it again", task.key, dest, why)
                 ignore_final = True
-            elif action.kind is Kind.KEEP_FOREIGN:
+            elif action.kind is ActionKind.KEEP_FOREIGN:
                 raise _Fail(f"{action.reason}: {dest}")
-            elif action.kind is Kind.FINISH_VERIFY:
+            elif action.kind is ActionKind.FINISH_VERIFY:
                 fits = _fits_check(dest)
                 digest, size = hash_file(part_path(dest), chunk_size, also=fits)
                 try:
@@ -338,12 +271,12 @@ class FileFetcher:
                     self._emit(Event("start", task.key, total=task.size))
                     if self.ledger is not None:
                         self.ledger.mark_running(task.key, dest, task.size)
-                if action.kind is Kind.RESTART:
+                if action.kind is ActionKind.RESTART:
                     self._discard(task)
                 counters.attempts += 1
-                kept = action.offset if action.kind is Kind.RESUME else 0
+                kept = action.offset if action.kind is ActionKind.RESUME else 0
                 try:
-                    meta, sha, size, fits = self._attempt(task, action, local.part_meta, counters)
+                    meta, sha, size, fits = self.attempt.run(task, action, local.part_meta, counters)
                     return self._finish(task, counters, meta, sha, size, fits)
                 except _DiskFull as exc:
                     if not exc.keep:
@@ -413,146 +346,6 @@ class FileFetcher:
         self._emit(Event("retry", task.key, message=self.http.clean(exc.reason)))
         log.info("%s: %s; retrying in %.2f s", task.key, self.http.clean(exc.reason), delay)
         self._sleep(delay)
-
-    def _attempt(self, task: FileTask, action: Action, meta: PartMeta | None,
-                 counters: _Counters) -> tuple[PartMeta, str, int, FitsChecksum | None]:
-        """One GET into the temporary; returns (its metadata, sha256, size, FITS checksum
-        check) or raises _Retry / _Fail / _DiskFull / IntegrityError."""
-        dest = Path(task.dest)
-        offset = action.offset if action.kind is Kind.RESUME else 0
-        # identity: a gzipped body would not match Content-Length or the product size
-        headers = {"Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-            if meta is not None and meta.validator:
-                headers["If-Range"] = meta.validator
-        try:
-            response = self.http.get(task.url, headers, counters)
-        except RedirectRefused as exc:
-            raise _Fail(str(exc)) from None
-        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-                requests.exceptions.MissingSchema) as exc:
-            raise _Fail(f"invalid URL: {exc}") from None
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            bad_certificate = certificate_error(exc)
-            if bad_certificate is not None:  # asking again cannot help
-                raise _Fail(f"{describe(task.url, bad_certificate)}; {FIX}") from None
-            raise _Retry(f"{type(exc).__name__}: {exc}") from None
-        with response:
-            status = response.status_code
-            if status not in (200, 206):
-                reason = f"HTTP {status} {response.reason or ''}".strip()
-                if status == 416 and offset:
-                    raise _Retry(f"{reason} for Range from byte {offset}", discard=True)
-                if is_transient_status(status):
-                    raise _Retry(reason, retry_after=response.headers.get("Retry-After"))
-                if status in (401, 403):
-                    reason += (": the MAST token does not grant access to this product"
-                               if self.http.has_token else
-                               ": exclusive-access product, and no MAST token was given")
-                raise _Fail(reason)
-            facts = ResponseFacts.from_response(response)
-            verdict, total, why = judge(offset, meta, task.size, facts)
-            if verdict is Verdict.REJECT:
-                raise _Retry(why, discard=True)
-            if verdict is Verdict.MISMATCH:
-                raise IntegrityError(f"product {task.key}: size mismatch: expected {task.size} "
-                                     f"bytes, server announces {total}")
-            start = offset if verdict is Verdict.APPEND else 0
-            if start == 0 and offset:
-                log.info("%s: %s", task.key, why)
-                self._emit(Event("restart", task.key))  # the kept bytes are about to be overwritten
-            digest = hashlib.sha256()
-            fits = _fits_check(dest)
-            if start:  # the kept bytes are part of the file's hash: read them first
-                digest, have = hash_file(part_path(dest), self.settings.chunk_size, limit=start, also=fits)
-                if have != start:
-                    raise _Retry("temporary shorter than recorded", discard=True)
-            if self._cancel.is_set():
-                raise _Fail("interrupted")
-            new_meta = PartMeta(size=total, etag=facts.etag, last_modified=facts.last_modified)
-            write_meta(dest, new_meta)
-            received = self._stream(task, response, start, digest, fits)
-        if facts.content_length is not None and received < facts.content_length:
-            raise _Retry(f"body cut short: {received} of {facts.content_length} bytes")
-        return new_meta, digest.hexdigest(), start + received, fits
-
-    def _stream(self, task: FileTask, response: requests.Response, start: int,
-                digest: hashlib._Hash, fits: FitsChecksum | None = None) -> int:
-        """Write the body at ``start`` in the temporary, hashing (and FITS-summing) as it goes;
-        fsync; return the bytes received. A connection lost mid-body raises _Retry and keeps
-        what arrived; a disk that refuses bytes raises _DiskFull."""
-        part = part_path(Path(task.dest))
-        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)  # no symlinked temporary
-        fd = os.open(part, flags | (0 if start else os.O_TRUNC), 0o644)
-        received = 0
-        chunk_size = self.settings.chunk_size
-        # Hashing runs on its own thread, a few blocks behind the write: sha256 and write() both
-        # release the GIL, so on a large file they overlap instead of adding up (the FITS
-        # checksum too, on a thread of its own: numpy's sum releases the GIL as well). A helper
-        # flushes every SYNC_EVERY bytes, so dirty pages never pile up (the kernel throttles
-        # writers that let them) and the final fsync has little left to do.
-        hasher = _BackgroundHasher(digest)
-        summer = _BackgroundHasher(fits) if fits is not None else None
-        syncing: Future[None] | None = None
-        unsynced = 0
-        syncing_now = False  # an error while syncing leaves no byte of the temporary trusted
-        try:
-            try:
-                os.ftruncate(fd, start)  # drop any bytes past the splice point: never overlap
-                os.lseek(fd, start, os.SEEK_SET)
-                # read1 returns whatever has arrived (up to a chunk): with read(), a connection
-                # lost mid-chunk would throw away the bytes of that chunk instead of keeping
-                # them for the resume. decode_content=False: the body is stored exactly as sent.
-                read = response.raw.read1
-                while True:
-                    try:
-                        block = read(chunk_size, decode_content=False)
-                    except (requests.RequestException, urllib3.exceptions.HTTPError,
-                            OSError) as exc:
-                        raise _Retry(f"body cut short after {start + received} bytes "
-                                     f"({type(exc).__name__})") from None
-                    if not block:
-                        break
-                    if self._cancel.is_set():
-                        raise _Fail(f"interrupted after {start + received} bytes")
-                    # Written whole (or raising) before it is hashed or counted: the hash and
-                    # the size describe exactly the bytes on disk.
-                    write_all(fd, block)
-                    hasher.update(block)
-                    if summer is not None:
-                        summer.update(block)
-                    received += len(block)
-                    unsynced += len(block)
-                    if (unsynced >= SYNC_EVERY and self.helpers is not None
-                            and (syncing is None or syncing.done())):
-                        syncing, unsynced = self.helpers.submit(os.fdatasync, fd), 0
-                    self._emit(Event("bytes", task.key, nbytes=len(block)))
-            finally:
-                hasher.close()
-                if summer is not None:
-                    summer.close()
-                syncing_now = True
-                if syncing is not None:
-                    syncing.result()
-            os.fsync(fd)
-            on_disk = os.fstat(fd).st_size
-        except OSError as exc:
-            if exc.errno not in DISK_ERRORS:
-                raise
-            # After ENOSPC the file is an exact prefix: keep it for the resume, once it is on
-            # disk. After EIO, or any failed sync, the page cache may not match the disk.
-            keep = not syncing_now and exc.errno != errno.EIO and _sync_quietly(fd)
-            raise _DiskFull(exc, keep=keep, have=start + received) from None
-        except (_Retry, _Fail):
-            _sync_quietly(fd)  # the bytes kept for a resume must survive a crash
-            raise
-        finally:
-            os.close(fd)
-        if on_disk != start + received:  # written bytes that are not in the file
-            raise IntegrityError(f"product {task.key}: the temporary holds {on_disk} bytes on "
-                                 f"disk, {start + received} were written")
-        return received
 
     def _finish(self, task: FileTask, counters: _Counters, meta: PartMeta | None,
                 sha: str, size: int, fits: FitsChecksum | None = None) -> FileResult:

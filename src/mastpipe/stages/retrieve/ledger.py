@@ -234,7 +234,7 @@ class Ledger:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _write(self, sql: str, params: tuple) -> None:
+    def _write(self, sql: str, params: tuple[object, ...]) -> None:
         with self._lock:
             try:
                 self._db.execute(sql, params)

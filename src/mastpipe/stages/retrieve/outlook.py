@@ -102,7 +102,7 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
     from mastpipe.errors import LedgerError
     from mastpipe.stages.retrieve.ledger import FAILED, Ledger, LedgerRow
     from mastpipe.state import StateDir
-    from mastpipe.stages.retrieve.decide import Kind
+    from mastpipe.stages.retrieve.decide import ActionKind
     from mastpipe.stages.retrieve.stage import plan_files
     from mastpipe.stages.retrieve.engine import Transfer
     from mastpipe.stages.retrieve.settings import DownloadSettings
@@ -127,14 +127,14 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
     transfer = Transfer(DownloadSettings(verify=section.verify == "sha256", overwrite=section.overwrite,
                                          check_space=False))
     for task, row, action in transfer.decisions(tasks, rows):
-        if action.kind is Kind.KEEP_FOREIGN:
+        if action.kind is ActionKind.KEEP_FOREIGN:
             outlook.blocked += 1
-        elif action.kind in (Kind.FETCH, Kind.RESTART, Kind.RESUME):
+        elif action.kind in (ActionKind.FETCH, ActionKind.RESTART, ActionKind.RESUME):
             outlook.to_fetch += 1
             remaining = max((task.size or 0) - action.offset, 0)
             outlook.remaining[task.key] = remaining
             outlook.bytes_to_fetch += remaining
-            outlook.partial += action.kind is Kind.RESUME
+            outlook.partial += action.kind is ActionKind.RESUME
             outlook.failed += row is not None and row.status == FAILED
         else:  # SKIP_DONE, VERIFY_DONE, ADOPT, FINISH_VERIFY: on disk, no request
             outlook.present += 1

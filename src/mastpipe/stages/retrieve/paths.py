@@ -188,14 +188,14 @@ def relative_product_path(row: Mapping[str, Any] | Any, layout: str = "astroquer
     return Path(*parts)
 
 
-def product_path(row: Mapping[str, Any] | Any, dest: Path | str, layout: str = "astroquery") -> Path:
-    """The absolute path where a product is written, guaranteed inside ``dest``.
+def product_path(row: Mapping[str, Any] | Any, destination: Path | str, layout: str = "astroquery") -> Path:
+    """The absolute path where a product is written, guaranteed inside ``destination``.
 
     Parameters
     ----------
     row : dict or astropy.table.Row
         A product row.
-    dest : path-like
+    destination : path-like
         The destination directory (need not exist yet).
     layout : str
         See :func:`relative_product_path`.
@@ -203,7 +203,7 @@ def product_path(row: Mapping[str, Any] | Any, dest: Path | str, layout: str = "
     Returns
     -------
     pathlib.Path
-        ``dest / relative`` with ``dest`` made absolute (symlinks inside ``dest``'s own path are
+        ``destination / relative`` with ``destination`` made absolute (symlinks inside ``destination``'s own path are
         kept as the user wrote them).
 
     Raises
@@ -212,7 +212,7 @@ def product_path(row: Mapping[str, Any] | Any, dest: Path | str, layout: str = "
         When a component is unsafe, or an existing symlink inside the destination would carry
         the file outside it.
     """
-    root = Path(os.path.abspath(dest))
+    root = Path(os.path.abspath(destination))
     target = root / relative_product_path(row, layout)
     # resolve() follows any symlink already planted in the tree: if the real location leaves the
     # (resolved) destination, writing there would land outside it.

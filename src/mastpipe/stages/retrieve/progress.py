@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from mastpipe.stages.retrieve.files import Event
 
@@ -179,13 +179,15 @@ class ProgressBar:
         The tqdm class (default ``tqdm.auto.tqdm``).
     """
 
-    def __init__(self, file: TextIO | None = None, tqdm_class: type | None = None) -> None:
+    def __init__(self, file: TextIO | None = None, tqdm_class: Any = None) -> None:
         if tqdm_class is None:
-            from tqdm.auto import tqdm as tqdm_class
-        self._tqdm = tqdm_class
+            from tqdm.auto import tqdm as auto_tqdm
+
+            tqdm_class = auto_tqdm
+        self._tqdm: Any = tqdm_class
         self._file = file
         self._lock = threading.Lock()
-        self._bar = None  # type: ignore[var-annotated]
+        self._bar: Any = None
         self._by_file: dict[str, int] = {}
         self.files_total = 0
         self.files_done = 0
@@ -223,7 +225,7 @@ class ProgressBar:
 
     def _postfix(self) -> None:
         failed = f", {self.files_failed} failed" if self.files_failed else ""
-        self._bar.set_postfix_str(f"files {self.files_done}/{self.files_total}{failed}")  # type: ignore[union-attr]
+        self._bar.set_postfix_str(f"files {self.files_done}/{self.files_total}{failed}")
 
     def close(self) -> None:
         """Close the bar (it stays on screen with its final counts)."""

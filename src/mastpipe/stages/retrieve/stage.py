@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -158,7 +158,7 @@ class RetrieveResult:
 
 
 def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileResult] | None,
-                   refused: list[Refused] = (), *, meta: Mapping[str, Any] | None = None,
+                   refused: Sequence[Refused] = (), *, meta: Mapping[str, Any] | None = None,
                    absolute: bool = False) -> Path:
     """Write the manifest as ECSV (``path``) and JSON (same name, ``.json``), atomically.
 
