@@ -1,34 +1,13 @@
-"""Helpers for end-to-end tests: the real `mastpipe` command in a subprocess."""
+"""Helpers for end-to-end tests (the `cli` and `login` fixtures are in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def mastpipe(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the installed command line exactly as a user would."""
-    command = shutil.which("mastpipe")
-    argv = [command, *args] if command else [sys.executable, "-c", "from mastpipe.cli import main; main()", *args]
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("MASTPIPE_MAST_URL", None)
-    full_env.pop("MAST_API_TOKEN", None)
-    if env:
-        full_env.update(env)
-    return subprocess.run(argv, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture
-def cli():  # type: ignore[no-untyped-def]
-    """The :func:`mastpipe` runner, as a fixture (test modules here are not a package)."""
-    return mastpipe
 
 
 @pytest.fixture

@@ -222,20 +222,12 @@ def test_sandbox_serve_blames_an_unwritable_log(tmp_path: Path, cli) -> None:
 # -- L3: mastpipe login without a terminal, and its exit codes ----------------------------------
 
 
-def _login(url: str, stdin: str, tmp_path: Path, backend: str = "keyrings.alt.file.PlaintextKeyring"
-           ) -> subprocess.CompletedProcess[str]:
-    env = {**{k: v for k, v in os.environ.items() if k not in ("MASTPIPE_MAST_URL", "MAST_API_TOKEN")},
-           "PYTHON_KEYRING_BACKEND": backend, "XDG_DATA_HOME": str(tmp_path / "xdg")}  # never the real keyring
-    return subprocess.run([sys.executable, "-c", "from mastpipe.cli import main; main()", "login", "--mast-url", url],
-                          input=stdin, text=True, capture_output=True, env=env, timeout=60)
-
-
-def test_login_without_a_terminal_reads_stdin_and_exits_with_documented_codes(tmp_path: Path) -> None:
+def test_login_without_a_terminal_reads_stdin_and_exits_with_documented_codes(login) -> None:
     with Sandbox(seed=0, tokens={"good-token-0123456789": "A. User"}) as sb:
-        refused = _login(sb.url, "not-a-valid-token\n", tmp_path)
-        empty = _login(sb.url, "", tmp_path)
-        no_keyring = _login(sb.url, "good-token-0123456789\n", tmp_path, backend="keyring.backends.fail.Keyring")
-    down = _login("http://127.0.0.1:9", "good-token-0123456789\n", tmp_path)
+        refused = login(sb.url, "not-a-valid-token\n")
+        empty = login(sb.url, "")
+        no_keyring = login(sb.url, "good-token-0123456789\n", backend="keyring.backends.fail.Keyring")
+    down = login("http://127.0.0.1:9", "good-token-0123456789\n")
     for result in (refused, empty, no_keyring, down):
         _assert_clean(result)
         assert "GetPassWarning" not in result.stderr

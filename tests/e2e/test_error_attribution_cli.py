@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -83,24 +81,15 @@ def test_a_good_bundle_still_works_and_plain_http_never_reads_the_variable(tls_s
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _login(url: str, stdin: str, tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MASTPIPE_MAST_URL", "MAST_API_TOKEN", *CA_VARIABLES)}
-    env.update(PYTHON_KEYRING_BACKEND="keyrings.alt.file.PlaintextKeyring", XDG_DATA_HOME=str(tmp_path / "xdg"),
-               **variables)  # never the real keyring
-    return subprocess.run([sys.executable, "-c", "from mastpipe.cli import main; main()", "login", "--mast-url", url],
-                          input=stdin, text=True, capture_output=True, env=env, timeout=60)
-
-
-def test_login_blames_the_bundle_and_tells_refused_from_unreachable_by_type(tls_sandbox, tmp_path: Path) -> None:
-    bundle = _login(tls_sandbox.url, "some-token\n", tmp_path, REQUESTS_CA_BUNDLE="/nonexistent.pem")
+def test_login_blames_the_bundle_and_tells_refused_from_unreachable_by_type(tls_sandbox, login) -> None:
+    bundle = login(tls_sandbox.url, "some-token\n", REQUESTS_CA_BUNDLE="/nonexistent.pem")
     assert bundle.returncode == 2, bundle.stderr
     assert "REQUESTS_CA_BUNDLE points to /nonexistent.pem, which does not exist" in bundle.stderr
     assert "could not check" not in bundle.stderr and tls_sandbox.connections == 0
-    malformed = _login(tls_sandbox.url, "two words\n", tmp_path)
+    malformed = login(tls_sandbox.url, "two words\n")
     assert malformed.returncode == 2 and "cannot carry" in malformed.stderr
     assert "two words" not in malformed.stderr
-    untrusted = _login(tls_sandbox.url, "some-token\n", tmp_path)  # certifi does not know the test authority
+    untrusted = login(tls_sandbox.url, "some-token\n")  # certifi does not know the test authority
     assert untrusted.returncode == 3 and "could not be verified" in untrusted.stderr
 
 

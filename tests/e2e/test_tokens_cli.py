@@ -83,21 +83,12 @@ def test_exclusive_files_need_the_token_and_the_token_leaks_nowhere(tmp_path: Pa
     assert TOKEN.encode() not in _all_text_under(tmp_path)
 
 
-def test_login_checks_the_token_and_stores_it_in_the_keyring(tmp_path: Path, cli) -> None:
+def test_login_checks_the_token_and_stores_it_in_the_keyring(tmp_path: Path, cli, login) -> None:
     env = {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring", "XDG_DATA_HOME": str(tmp_path / "xdg")}
     with Sandbox(seed=0, tokens={TOKEN: "A. User"}) as sb:
-        import subprocess
-        import shutil
-
-        def login(token: str) -> subprocess.CompletedProcess[str]:
-            command = shutil.which("mastpipe")
-            assert command
-            return subprocess.run([command, "login", "--mast-url", sb.url], input=token + "\n", text=True,
-                                  capture_output=True, env={**__import__("os").environ, **env}, timeout=60)
-
-        refused = login("not-a-valid-token")
+        refused = login(sb.url, "not-a-valid-token\n")
         assert refused.returncode == 2 and "not-a-valid-token" not in refused.stdout + refused.stderr
-        accepted = login(TOKEN)
+        accepted = login(sb.url, TOKEN + "\n")
         assert accepted.returncode == 0, accepted.stderr
         assert "A. User" in accepted.stdout and TOKEN not in accepted.stdout + accepted.stderr
 

@@ -1,0 +1,92 @@
+"""Helpers every test directory shares: running the real command line, logging in, the slow marker.
+
+* ``cli``: ``cli(*args, cwd=..., env=..., input=..., timeout=...)`` runs the installed ``mastpipe``
+  command in a subprocess, as a user would, with MAST_API_TOKEN and MASTPIPE_MAST_URL unset
+  unless ``env`` sets them.
+* ``mastpipe_argv``: the argv prefix that starts that command (for ``Popen``).
+* ``login``: ``login(url, stdin, backend=..., **variables)`` runs ``mastpipe login --mast-url URL``
+  with the token on stdin and a keyring in the test's temporary directory, never the real one.
+
+Tests that take more than a few seconds are marked ``slow`` here, by module (:data:`SLOW`), so
+``python3 -m pytest -m "not slow"`` is the quick subset for people editing the code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: Modules whose tests each run the pipeline, a subprocess, a Dask cluster or a kill: seconds to
+#: minutes apiece on two shared cores. Everything else runs in well under a second per test.
+SLOW = frozenset({
+    "e2e/test_cli_robustness.py", "e2e/test_error_attribution_cli.py", "e2e/test_examples.py",
+    "e2e/test_init_cli.py", "e2e/test_pre_commit_hook.py", "e2e/test_readme.py", "e2e/test_run_cli.py",
+    "e2e/test_status_plan_cli.py", "e2e/test_tokens_cli.py", "e2e/test_validate_cli.py",
+    "integration/test_dask_retrieve.py", "integration/test_full_disk.py", "integration/test_pipeline_faults.py",
+    "integration/test_pipeline_recipes.py", "integration/test_pipeline_resume.py", "integration/test_reruns.py",
+    "integration/test_sandbox_serve.py", "integration/test_sandbox_tutorial.py", "integration/test_transfer_kill.py",
+    "integration/test_init_sandbox.py", "unit/test_import_cost.py",
+})
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            where = Path(str(item.fspath)).resolve().relative_to(TESTS).as_posix()
+        except ValueError:
+            continue
+        if where in SLOW:
+            item.add_marker(pytest.mark.slow)
+
+
+def _argv() -> list[str]:
+    """The installed console script of this interpreter, else the CLI's entry point run by it."""
+    command = shutil.which("mastpipe")
+    return [command] if command else [sys.executable, "-c", "from mastpipe.cli import main; main()"]
+
+
+def _environment(env: dict[str, str] | None, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    full = {k: v for k, v in os.environ.items() if k not in ("MASTPIPE_MAST_URL", "MAST_API_TOKEN", *drop)}
+    full.update(env or {})
+    return full
+
+
+def mastpipe(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120,
+             input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed command line exactly as a user would."""
+    return subprocess.run([*_argv(), *args], cwd=cwd, env=_environment(env), capture_output=True, text=True,
+                          timeout=timeout, input=input)
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """:func:`mastpipe`, as a fixture (test modules here are not a package)."""
+    return mastpipe
+
+
+@pytest.fixture
+def mastpipe_argv() -> list[str]:
+    """The argv prefix that starts the ``mastpipe`` command."""
+    return _argv()
+
+
+@pytest.fixture
+def login(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``mastpipe login`` with the token on stdin, storing into a keyring under ``tmp_path``."""
+
+    def run(url: str, stdin: str, backend: str = "keyrings.alt.file.PlaintextKeyring",
+            **variables: Any) -> subprocess.CompletedProcess[str]:
+        env = _environment({"PYTHON_KEYRING_BACKEND": backend, "XDG_DATA_HOME": str(tmp_path / "xdg"),
+                            **variables}, drop=("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"))
+        return subprocess.run([*_argv(), "login", "--mast-url", url], input=stdin, text=True,
+                              capture_output=True, env=env, timeout=60)
+
+    return run
