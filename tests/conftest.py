@@ -33,6 +33,7 @@ SLOW = frozenset({
     "integration/test_pipeline_recipes.py", "integration/test_pipeline_resume.py", "integration/test_reruns.py",
     "integration/test_sandbox_serve.py", "integration/test_sandbox_tutorial.py", "integration/test_transfer_kill.py",
     "integration/test_init_sandbox.py", "unit/test_import_cost.py",
+    "e2e/test_mission_columns_cli.py", "integration/test_pipeline_missions.py", "integration/test_sandbox_missions.py",
 })
 TESTS = Path(__file__).resolve().parent
 
@@ -90,3 +91,10 @@ def login(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
                               capture_output=True, env=env, timeout=60)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _private_column_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mission column lists are cached in the user's cache directory (mastpipe.recipe.columns):
+    each test gets its own, so none reads another's and none writes to the real one."""
+    monkeypatch.setenv("MASTPIPE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

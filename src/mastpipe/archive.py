@@ -10,6 +10,14 @@ hanging server would block forever), a pool sized for our politeness limit and, 
 
 Retries (timeouts, connection errors, 429, 5xx, honouring ``Retry-After``) happen here, in one
 loop, for every request mastpipe makes through astroquery.
+
+MAST's mission search API (``/search/<mission>/api/v0.1/...``, astroquery's ``MastMissions``; see
+``mast-missions.md``) is spoken here too, with ``requests`` directly: astroquery's ``MastMissions``
+turns an answer into a table and drops ``totalResults``, the only way to tell a complete result
+from a cut one, and checks column names against a column list fetched from the server it was
+imported for. Its answers are translated into the pipeline's vocabulary here (see
+:func:`mission_products_table`), so the stages after ``query`` and ``products`` treat a mission's
+datasets and files as they treat CAOM's observations and products.
 """
 
 from __future__ import annotations
@@ -21,11 +29,13 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from mastpipe.errors import ArchiveError
+from mastpipe.recipe.fields import DATASET_COLUMN
 from mastpipe.retry import RetryAfterTooLong, RetryPolicy, is_transient_status
 from mastpipe.tls import FIX, certificate_error, check_ca_bundle, describe, quiet_urllib3
 
@@ -121,14 +131,16 @@ class Archive:
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._local = threading.local()
         self._counter_lock = threading.Lock()
-        self._mast = _astroquery(self.url)
+        self._mast_module: Any = None  # astroquery.mast, imported when a CAOM request first needs it
 
     # -- astroquery objects, one per thread ----------------------------------------------------
 
     def _observations(self) -> Any:
         obs = getattr(self._local, "observations", None)
         if obs is None:
-            obs = self._mast.ObservationsClass()
+            if self._mast_module is None:  # a mission search never pays for importing astroquery
+                self._mast_module = _astroquery(self.url)
+            obs = self._mast_module.ObservationsClass()
             portal = obs._portal_api_connection
             portal.MAST_REQUEST_URL = self.url + "/api/v0/invoke"
             portal.COLUMNS_CONFIG_URL = self.url + "/portal/Mashup/Mashup.asmx/columnsconfig"
@@ -152,12 +164,14 @@ class Archive:
             yield
 
     def call(self, what: str, request: Callable[[Any], T], *, retry_timeouts: bool = True,
-             hint: str = _CRITERIA_HINT) -> T:
+             hint: str = _CRITERIA_HINT, astroquery: bool = True) -> T:
         """Run ``request(observations)`` with politeness limits and retries.
 
         With ``retry_timeouts=False`` a timeout raises :class:`TimedOut` at once (the caller has a
         better move than asking the same thing again, such as splitting the batch). ``hint``
-        goes with an error MAST answers: what the user may do about it.
+        goes with an error MAST answers: what the user may do about it. With
+        ``astroquery=False`` the request gets None: the mission search API is asked with
+        ``requests`` directly, and a run that only searches a mission never imports astroquery.
 
         Raises
         ------
@@ -171,7 +185,9 @@ class Archive:
             attempt += 1
             try:
                 with self._slot():
-                    return request(self._observations())
+                    return request(self._observations() if astroquery else None)
+            except ArchiveError:  # already says what MAST answered and what to do
+                raise
             except Exception as exc:  # astroquery raises many kinds; classify below
                 bad_certificate = certificate_error(exc)
                 if bad_certificate is not None:  # not a passing fault: asking again cannot help
@@ -220,13 +236,85 @@ class Archive:
                          hint="the request names only observations, so MAST's answer is at fault: "
                               "rerun later, and report it to MAST if it persists")
 
+    # -- the mission search API ---------------------------------------------------------------
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = _TimeoutAdapter(self.timeout, pool_size=2, insecure=self.insecure)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = f"mastpipe ({requests.utils.default_user_agent()})"
+            self._local.session = session
+        return session
+
+    def _mission_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._session().request(method, f"{self.url}{path}", **kwargs)
+        if response.status_code == 400:  # MAST's word on a bad search: say it, do not retry
+            try:
+                detail = response.json().get("detail") or response.text
+            except ValueError:
+                detail = response.text
+            raise ArchiveError(f"MAST refused the search: {str(detail)[:300]}",
+                               hint="check the query's conditions and select_cols; `mastpipe validate --online` "
+                                    "checks them against the mission's columns")
+        response.raise_for_status()
+        return response.json()
+
+    def mission_search(self, mission: str, conditions: dict[str, Any], position: tuple[float, float, float] | None,
+                       select_cols: list[str], offset: int, limit: int) -> tuple[Table, int]:
+        """One page of a mission search and MAST's count of all its rows (``totalResults``).
+
+        Rows are sorted on the dataset column, so pages of the same search do not overlap.
+        ``position`` is ``(ra_deg, dec_deg, radius_deg)``.
+        """
+        key = DATASET_COLUMN[mission]
+        body: dict[str, Any] = {
+            "conditions": [{name: _condition_text(value)} for name, value in conditions.items()],
+            "limit": limit, "offset": offset, "sort_by": [key], "sort_desc": [False],
+            "select_cols": (list(select_cols) + [key]) if select_cols else None,
+        }
+        if position is not None:
+            ra, dec, radius = position
+            body.update(target=[f"{ra} {dec}"], radius=radius * 3600.0, radius_units="arcseconds")
+        answer = self.call(f"{mission} search (offset {offset})",
+                           lambda _: self._mission_json("POST", f"/search/{mission}/api/v0.1/search", json=body),
+                           astroquery=False)
+        try:
+            return _results_table(answer, mission), int(answer["totalResults"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArchiveError(f"{mission} search: MAST's answer lacks {exc} (not a mission search answer?)",
+                               hint=f"is {self.url} MAST or a server speaking its mission search API?") from None
+
+    def mission_products(self, mission: str, datasets: list[str]) -> Table:
+        """Product lists of the given datasets, in the pipeline's vocabulary (see
+        :func:`mission_products_table`). Like :meth:`products`, a timed-out request for several
+        datasets raises :class:`TimedOut` at once, for the caller to split."""
+        what = f"{mission} product list of {len(datasets)} dataset(s) {datasets[0]}{'...' if len(datasets) > 1 else ''}"
+        answer = self.call(what, lambda _: self._mission_json(
+            "POST", f"/search/{mission}/api/v0.1/post_list_products", json={"dataset_ids": list(datasets)}),
+            retry_timeouts=len(datasets) == 1, astroquery=False)
+        products = answer.get("products", []) if isinstance(answer, dict) else []
+        if products and isinstance(products[0], list):  # MAST sometimes nests the list (astroquery flattens it)
+            products = [p for inner in products for p in inner]
+        return mission_products_table(products, mission)
+
+    def mission_columns(self, mission: str) -> list[dict[str, Any]]:
+        """The mission's column list (MAST's ``column_list`` service), as MAST gives it."""
+        answer = self.call(f"{mission} column list", lambda _: self._mission_json(
+            "GET", "/search/util/api/v0.1/column_list", params={"mission": mission}), astroquery=False)
+        if not isinstance(answer, list) or not all(isinstance(c, dict) and "column_name" in c for c in answer):
+            raise ArchiveError(f"{mission} column list: MAST's answer is not a list of columns",
+                               hint=f"is {self.url} MAST or a server speaking its mission search API?")
+        return answer
+
 
 #: A column of product lists mastpipe adds: what was wrong with a row of MAST's answer (masked
 #: where nothing was). The retrieve stage refuses such rows one by one; the others go on.
 MALFORMED = "malformed"
 #: Product fields a file cannot be made without (a null there is MAST's answer at fault).
 REQUIRED = ("dataURI", "productFilename", "obs_id", "obs_collection", "size")
-_NOT_A_ROW: Any = object()
 
 
 def product_table(responses: list[Any]) -> Table:
@@ -259,8 +347,8 @@ def _page_table(page: dict[str, Any]) -> Table:
 
     if not isinstance(page.get("fields"), list) or not isinstance(page.get("data"), list):
         raise ValueError("MAST's answer has no 'fields' and 'data' lists")
-    rows = [row if isinstance(row, dict) else _NOT_A_ROW for row in page["data"]]
-    problems: list[list[str]] = [["a row that is not an object"] if row is _NOT_A_ROW else [] for row in rows]
+    rows: list[dict[str, Any] | None] = [row if isinstance(row, dict) else None for row in page["data"]]
+    problems: list[list[str]] = [["a row that is not an object"] if row is None else [] for row in rows]
     table = Table(masked=True)
     for field in page["fields"]:
         name, kind = field.get("name"), str(field.get("type", "string"))
@@ -269,13 +357,13 @@ def _page_table(page: dict[str, Any]) -> Table:
         _, atype, blank = parse_type(kind)
         values, mask = [], []
         for row, problem in zip(rows, problems):
-            raw = None if row is _NOT_A_ROW else row.get(name)
+            raw = None if row is None else row.get(name)
             value, ok = _cell(raw, atype)
             if not ok:
                 problem.append(f"{name} {raw!r}")
             elif name == "size" and value is not None and value < 0:
                 problem.append(f"size {raw!r}")
-            elif value is None and name in REQUIRED and row is not _NOT_A_ROW:
+            elif value is None and name in REQUIRED and row is not None:
                 problem.append(f"no {name}")
             missing = value is None or not ok
             values.append(blank if missing else value)
@@ -319,6 +407,89 @@ def _cell(raw: Any, atype: Any) -> tuple[Any, bool]:
         except (TypeError, ValueError):
             return None, False
     return raw, True
+
+
+def mission_download_url(mast_url: str, mission: str, uri: str) -> str:
+    """The mission's download URL for a product's ``uri`` (``retrieve_product``, as astroquery's
+    ``MastMissions.download_file`` builds it, the uri fully quoted)."""
+    return f"{mast_url}/search/{mission}/api/v0.1/retrieve_product?product_name={quote(uri, safe='')}"
+
+
+def _condition_text(value: Any) -> str:
+    """A recipe condition as MAST reads it: a list is its values joined by commas (any of them)."""
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+_INFO_DTYPES = {"VARCHAR": "text", "DATETIME": "text", "CHAR": "text", "STRING": "text", "FLOAT": "float",
+                "DOUBLE": "float", "DECIMAL": "float", "INTEGER": "int", "INT": "int", "LONG": "int",
+                "BOOLEAN": "int"}
+
+
+def _results_table(answer: dict[str, Any], mission: str) -> Table:
+    """A search answer's rows as a table, typed by its ``info``, plus the pipeline's ``obsid``
+    (the dataset), ``obs_collection`` and ``instrument_name`` columns."""
+    import numpy as np
+    from astropy.table import MaskedColumn, Table
+
+    rows = answer["results"]
+    kinds = {str(i["name"]): _INFO_DTYPES.get(str(i.get("type", "")).upper(), "text") for i in answer["info"]}
+    for row in rows[:1]:
+        for name, value in row.items():
+            kinds.setdefault(name, "float" if isinstance(value, float) else "text")
+    table = Table()
+    for name, kind in kinds.items():
+        values = [row.get(name) for row in rows]
+        missing = np.array([v is None for v in values], dtype=bool)
+        if kind == "text":
+            data = np.array(["" if v is None else str(v) for v in values], dtype=str)
+        else:
+            dtype = np.int64 if kind == "int" and all(v is None or float(v).is_integer() for v in values) else np.float64
+            data = np.array([0 if v is None else v for v in values], dtype=dtype)
+        table[name] = MaskedColumn(data, mask=missing, name=name)
+    key = DATASET_COLUMN[mission]
+    if len(rows) and key not in table.colnames:
+        raise KeyError(key)
+    table["obsid"] = np.array([str(row.get(key, "")) for row in rows], dtype=str)
+    table["obs_collection"] = np.full(len(rows), mission.upper(), dtype=f"U{len(mission)}")
+    instrument = {"jwst": "instrume", "hst": "sci_instrume"}.get(mission)
+    if instrument in table.colnames and "instrument_name" not in table.colnames:
+        table["instrument_name"] = np.array([str(v).strip() for v in table[instrument].filled("")], dtype=str)
+    return table
+
+
+#: Columns a mission product list gains so the later stages read it as they read CAOM's:
+#: pipeline column <- mission column (``mission`` itself marks the row as a mission product).
+SHARED_PRODUCT_COLUMNS = {"productFilename": "filename", "dataURI": "uri", "dataRights": "access",
+                          "obs_id": "dataset", "obsID": "dataset", "parent_obsid": "dataset"}
+
+
+def mission_products_table(products: list[dict[str, Any]], mission: str) -> Table:
+    """Mission product rows as a table: MAST's columns (``file_suffix``, ``category`` ...) as
+    they are, plus :data:`SHARED_PRODUCT_COLUMNS`, ``obs_collection`` (``JWST``) and ``mission``
+    (``jwst``), which is what makes retrieve use the mission's download URL and astroquery's
+    ``mastDownload/<mission>/<dataset>/<file>`` layout."""
+    import numpy as np
+    from astropy.table import MaskedColumn, Table
+
+    table = Table()
+    if not products:
+        return table
+    names = list(dict.fromkeys(name for row in products for name in row))
+    for name in names:
+        values = [row.get(name) for row in products]
+        missing = np.array([v is None for v in values], dtype=bool)
+        if name == "size" or all(isinstance(v, int) and not isinstance(v, bool) for v in values if v is not None) \
+                and any(v is not None for v in values):
+            data = np.array([-1 if v is None else int(v) for v in values], dtype=np.int64)
+        else:
+            data = np.array(["" if v is None else str(v) for v in values], dtype=str)
+        table[name] = MaskedColumn(data, mask=missing, name=name) if missing.any() else data
+    for shared, own in SHARED_PRODUCT_COLUMNS.items():
+        if own in table.colnames and shared not in table.colnames:
+            table[shared] = np.array(table[own], copy=True)
+    table["obs_collection"] = np.full(len(table), mission.upper(), dtype=f"U{len(mission)}")
+    table["mission"] = np.full(len(table), mission, dtype=f"U{len(mission)}")
+    return table
 
 
 def _position(position: Any) -> dict[str, Any]:

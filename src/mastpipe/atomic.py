@@ -101,6 +101,13 @@ def atomic_path(target: Path | str, *, mode: int | None = None, durable: bool = 
             finally:
                 os.close(fd)
         os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if exc.filename is None:  # a failed write() or fsync() names no file: name the target,
+            # so "No space left on device" says which directory (the state directory's, ...)
+            raise OSError(exc.errno, exc.strerror or str(exc), os.fspath(target)) from exc
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -8,7 +8,7 @@ Each command is one function whose docstring is its ``--help``, with an example.
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -24,7 +24,7 @@ SANDBOX_SERVER_ID = "mastpipe-sandbox:seed=0"
 #: The command line's name for each library parameter an error may speak of: the library says
 #: ``until 'x' is not a stage``, the command line ``--until 'x' is not a stage``.
 FLAGS = {"until": "--until", "from_stage": "--from", "executor": "--executor", "scheduler": "--scheduler",
-         "mast_url": "--mast-url", "state_dir": "--state-dir", "collection": "--collection",
+         "mast_url": "--mast-url", "state_dir": "--state-dir", "collection": "--collection", "mission": "--mission",
          "programs": "--program", "instruments": "--instrument", "filters": "--filters", "products": "--product",
          "mode": "--mode", "name": "--name", "path": "--output", "force": "--force"}
 
@@ -116,34 +116,72 @@ def main() -> None:
 @main.command()
 @click.argument("recipes", nargs=-1, required=True, metavar="RECIPE...")
 @click.option("-q", "--quiet", is_flag=True, help="Print only problems, not one line per valid file.")
-def validate(recipes: tuple[str, ...], quiet: bool) -> None:
-    """Check recipes without contacting MAST.
+@click.option("--online", is_flag=True, help=(
+    "Also ask MAST for the column lists of the missions the recipes search, check conditions and "
+    "select_cols against them, and cache them for later offline checks."))
+@click.option("--mast-url", default=None, help="The server whose column lists to use (default as for run).")
+@click.option("--sandbox", is_flag=True, help="Use the column lists of mastpipe's local MAST stand-in (started with --online).")
+def validate(recipes: tuple[str, ...], quiet: bool, online: bool, mast_url: str | None, sandbox: bool) -> None:
+    """Check recipes without contacting MAST (unless --online).
 
     Every problem is one line FILE:LINE:COL: field.path: message, followed by a hint. Exit code 0
     when every recipe is valid, 2 otherwise. Takes many files at once, for pre-commit hooks.
 
+    A mission search's conditions name columns only MAST knows: --online fetches each mission's
+    column list (and caches it), and names that are not columns fail with a did-you-mean. Offline,
+    the cached lists are used when there are any (a run caches them too).
+
     Example:
 
+    \b
         mastpipe validate pipelines/*.yaml
+        mastpipe validate --online pipelines/jwst-1073-nircam-uncal-missions.yaml
     """
-    from mastpipe.recipe.models import parse_recipe, warning_problems
+    from contextlib import ExitStack
+
+    from mastpipe.recipe.columns import checked_columns
+    from mastpipe.recipe.models import effective_mast_url, parse_recipe, warning_problems
     from mastpipe.recipe.yamlload import load_yaml
 
+    if sandbox and mast_url:
+        raise click.UsageError("--sandbox and --mast-url exclude each other")
     failed = False
-    for path in recipes:
-        try:
-            located = load_yaml(path)
-            recipe = parse_recipe(located)
-        except RecipeError as error:
-            failed = True
-            for problem in error.problems:
-                click.echo(str(problem), err=True)
-            continue
-        for warning in warning_problems(recipe, located):
-            click.echo(str(warning), err=True)
-        if not quiet:
-            searches = f"{len(recipe.query)} {'query' if len(recipe.query) == 1 else 'queries'}"
-            click.echo(f"{path}: valid ({searches}, retrieve mode {recipe.retrieve.mode})")
+    archives: dict[str, Any] = {}
+    with ExitStack() as stack:
+        if sandbox and online:
+            from mastpipe.sandbox import Sandbox
+
+            mast_url = stack.enter_context(Sandbox()).url
+        for path in recipes:
+            try:
+                located = load_yaml(path)
+                recipe = parse_recipe(located)
+                if recipe.mission is not None:
+                    url = effective_mast_url(recipe, mast_url)
+                    server = SANDBOX_SERVER_ID if sandbox else url
+
+                    def fetch(mission: str, url: str = url) -> list[dict[str, Any]]:
+                        if url not in archives:
+                            from mastpipe.archive import Archive
+
+                            archives[url] = Archive(url, timeout=60.0)
+                        return archives[url].mission_columns(mission)  # type: ignore[no-any-return]
+
+                    problems = checked_columns(recipe, located, server, fetch, online=online)
+                    if problems:
+                        raise RecipeError(problems)
+            except RecipeError as error:
+                failed = True
+                for problem in error.problems:
+                    click.echo(str(problem), err=True)
+                continue
+            except MastpipeError as error:  # --online and MAST failed: not the recipe's fault
+                _fail(error)
+            for warning in warning_problems(recipe, located):
+                click.echo(str(warning), err=True)
+            if not quiet:
+                searches = f"{len(recipe.query)} {'query' if len(recipe.query) == 1 else 'queries'}"
+                click.echo(f"{path}: valid ({searches}, retrieve mode {recipe.retrieve.mode})")
     sys.exit(EXIT_INVALID if failed else 0)
 
 
@@ -538,7 +576,9 @@ def login(mast_url: str | None, insecure: bool) -> None:
 
 
 @main.command("init")
-@click.option("--collection", required=True, help="MAST collection (obs_collection): JWST, HST, TESS ...")
+@click.option("--collection", help="MAST collection (obs_collection) for a CAOM search: JWST, HST, TESS ...")
+@click.option("--mission", type=click.Choice(["jwst", "hst"], case_sensitive=False),
+              help="Search this mission's own catalogue (MAST's mission search API) instead of CAOM.")
 @click.option("--program", "--proposal", "programs", multiple=True, metavar="ID",
               help="Program (proposal) id; repeatable or comma-separated, any of them matches.")
 @click.option("--instrument", "instruments", multiple=True,
@@ -553,19 +593,24 @@ def login(mast_url: str | None, insecure: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
               help="File to write (default: standard output).")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
-def init_command(collection: str, programs: tuple[str, ...], instruments: tuple[str, ...], filters: tuple[str, ...],
-                 products: tuple[str, ...], mode: str, name: str | None, output: str, force: bool) -> None:
+def init_command(collection: str | None, mission: str | None, programs: tuple[str, ...], instruments: tuple[str, ...],
+                 filters: tuple[str, ...], products: tuple[str, ...], mode: str, name: str | None, output: str,
+                 force: bool) -> None:
     """Write a starting recipe, with comments, from a few choices.
 
     Product kinds become filter.endswith suffixes (_uncal.fits) and productSubGroupDescription
     values (UNCAL). The recipe's first line points editors at schemas/recipe.schema.json. An
     existing file is never overwritten without --force. `mastpipe validate` accepts the result.
 
+    With --mission (jwst or hst) instead of --collection, the recipe searches the mission's own
+    catalogue: the choices become conditions over its columns and product kinds file_suffix values.
+
     Example:
 
     \b
         mastpipe init --collection JWST --program 1073 --instrument NIRCam --filters F277W \\
             --product uncal --output pipelines/jwst-1073.yaml
+        mastpipe init --mission jwst --program 1073 --instrument NIRCam --filters F277W --product uncal
     """
     import os
 
@@ -573,8 +618,8 @@ def init_command(collection: str, programs: tuple[str, ...], instruments: tuple[
 
     to_stdout = output == "-"
     try:
-        text = starting_recipe(collection=collection, programs=programs, instruments=instruments, filters=filters,
-                               products=products, mode=mode, name=name,
+        text = starting_recipe(collection=collection, mission=mission, programs=programs, instruments=instruments,
+                               filters=filters, products=products, mode=mode, name=name,
                                schema_path=schema_path_for(None if to_stdout else output))
         if to_stdout:
             click.echo(text, nl=False)

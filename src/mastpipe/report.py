@@ -46,8 +46,9 @@ def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str,
         if "instrument_name" in observations.colnames else {}
     owners = _text(products["parent_obsid"] if "parent_obsid" in products.colnames else products["obsID"])
     collections = _text(products["obs_collection"])
-    kinds = _text(products["productSubGroupDescription"] if "productSubGroupDescription" in products.colnames
-                  else products["productType"])
+    kind = next((c for c in ("productSubGroupDescription", "file_suffix", "productType") if c in products.colnames),
+                None)  # file_suffix: a mission search's product lists
+    kinds = _text(products[kind]) if kind else [""] * len(products)
     sizes = np.asarray(products["size"]).astype(np.int64)
     totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for owner, collection, kind, size in zip(owners, collections, kinds, sizes):

@@ -106,11 +106,26 @@ def _server_label(server_id: Any, url: str | None) -> str:
     return f"{server_id} at {url}"
 
 
+<<<<<<< HEAD
 def new_run_id() -> str:
     """A run's id: its UTC start time and a random suffix, e.g. ``20260102T030405Z-1a2b3c``."""
     import uuid
 
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+=======
+def _query_section(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's queries as fingerprints see them. The keys of mission searches are left out
+    of CAOM searches, which do not use them, so checkpoints made before mission searches existed
+    stay current."""
+    queries: dict[str, Any] = recipe.model_dump(mode="json")["query"]
+    for query in queries.values():
+        if query.get("mission") is None:
+            for key in ("mission", "conditions", "select_cols"):
+                query.pop(key, None)
+        elif query.get("criteria") is None:
+            query.pop("criteria", None)
+    return queries
+>>>>>>> main
 
 
 def default_state_dir(recipe: Recipe, recipe_path: Path) -> Path:
@@ -152,6 +167,7 @@ class Pipeline:
         self.mast_url = effective_mast_url(self.recipe, mast_url, environ)
         self.state_dir = Path(state_dir).resolve() if state_dir else default_state_dir(self.recipe, self.recipe_path)
         self.refresh = refresh
+        self.environ = environ
         # What identifies the server in fingerprints: its URL, unless the caller knows better
         # (the built-in sandbox gets a new port every time but always serves the same catalogue).
         self.server_id = server_id or self.mast_url
@@ -172,13 +188,14 @@ class Pipeline:
     def section(self, stage: str) -> dict[str, Any]:
         """The recipe settings a stage's result depends on (execution knobs excluded)."""
         r = self.recipe
-        return {
-            "query": {"query": r.model_dump(mode="json")["query"], "mast": self.server_id},
+        sections: dict[str, dict[str, Any]] = {
+            "query": {"query": _query_section(r), "mast": self.server_id},
             "products": {"mast": self.server_id},
             "unique": r.unique.model_dump(mode="json"),
             "filter": r.filter.model_dump(mode="json"),
             "retrieve": r.retrieve.model_dump(mode="json"),
-        }[stage]
+        }
+        return sections[stage]
 
     def _reasons(self, stage: str, sidecar: Sidecar | None, fp: str, forced: list[str]) -> list[str]:
         if sidecar is None:
@@ -288,12 +305,32 @@ class Pipeline:
                                     policy=RetryPolicy(max_attempts=m.retries + 1, retry_after_cap=m.retry_after_cap))
         return self._archive
 
+    def check_columns(self, *, refresh: bool = False) -> None:
+        """Check the mission searches' column names against MAST's column lists (cached in the
+        user's cache, fetched when missing or lacking a name; see :mod:`mastpipe.recipe.columns`).
+
+        Raises
+        ------
+        RecipeError
+            A condition or ``select_cols`` entry names no column of its mission.
+        """
+        from mastpipe.errors import RecipeError
+        from mastpipe.recipe.columns import checked_columns
+        from mastpipe.recipe.yamlload import load_yaml
+
+        problems = checked_columns(self.recipe, load_yaml(self.recipe_path), self.server_id,
+                                   self.archive.mission_columns, refresh=refresh, environ=self.environ)
+        if problems:
+            raise RecipeError(problems)
+
     def _compute(self, stage: str, table: Table | None, fp: str) -> Table:
         from mastpipe.stages import filter as filter_stage
         from mastpipe.stages import products, query, unique
 
         r = self.recipe
         if stage == "query":
+            if r.mission is not None:
+                self.check_columns()
             return query.run(r.query, self.archive)
         assert table is not None
         if stage == "products":
@@ -301,7 +338,7 @@ class Pipeline:
 
             store = products.BatchStore(self.state.keep_parts(fp), write_table, read_table)
             in_flight = r.products.in_flight or r.mast.max_in_flight
-            return products.run(table, self.archive, r.products.batch_size, in_flight, store)
+            return products.run(table, self.archive, r.products.batch_size, in_flight, store, mission=r.mission)
         if stage == "unique":
             result, _ = unique.unique_products(table, r.unique.key) if len(table) else (table, [])
             return result

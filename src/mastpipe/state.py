@@ -498,8 +498,18 @@ class RunLock:
             log.info("previous run did not release its lock cleanly (%s); it is no longer running", previous)
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        handle.flush()
+        try:
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            handle.flush()
+        except OSError as exc:  # a full disk: say which directory, not just "No space left"
+            try:
+                handle.close()  # flushes again, and fails again (the descriptor is closed all the same)
+            except OSError:
+                pass
+            raise NotWritableError(
+                f"cannot write to the state directory {self.path.parent}: {_reason(exc, self.path.parent)}",
+                hint="free some space on its filesystem, or choose another directory with --state-dir "
+                     "(or state.directory in the recipe)") from None
         self._handle = handle
 
     def release(self) -> None:

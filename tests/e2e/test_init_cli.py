@@ -73,7 +73,7 @@ def test_the_schema_line_points_at_the_repository_schema_from_anywhere_below(wor
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--program", "1073"], "Missing option '--collection'"),
+    (["--program", "1073"], "give --collection (a CAOM search) or --mission (a mission search)"),
     (["--collection", "JWST", "--mode", "wget"], "Invalid value for '--mode'"),
     (["--collection", "JWST", "--product", "uncl"], "--product: 'uncl' is not a JWST product kind"),
     (["--collection", "JWST", "--program", "10 73"], "--program: '10 73' is not a valid value"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,9 +22,9 @@ import pytest
 from _transfer_support import FAST, downloads, task_for
 
 import mastpipe
-from mastpipe.stages.retrieve.ledger import DONE, Ledger
 from mastpipe.sandbox import Sandbox
 from mastpipe.stages.retrieve.engine import Event, FileTask, Transfer, part_path
+from mastpipe.stages.retrieve.ledger import DONE, Ledger
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def small_fs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         point = tmp_path / f"fs{len(mounted)}"
         point.mkdir()
         done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the full-disk tests need one")
         mounted.append(point)
@@ -90,32 +91,38 @@ def check_nothing_wrong_published(sb: Sandbox, tasks: list[FileTask], state: Pat
 # (moment, bytes left free when the disk fills): before anything, in the first file, between
 # files, in the last block of a file (a short write: the case that once published a cut file),
 # with a page-unaligned remainder.
+# The last two: four downloads in flight when the disk fills.
 MOMENTS = [
-    ("plan", 0, 100_000),
-    ("bytes", 300_000, 0),
-    ("done", 1, 50_000),
-    ("bytes", 2 * 600_000 - 100_000, 37_000),
-    ("bytes", 900_000, 12_345),
+    ("plan", 0, 100_000, 1),
+    ("bytes", 300_000, 0, 1),
+    ("done", 1, 50_000, 1),
+    ("bytes", 2 * 600_000 - 100_000, 37_000, 1),
+    ("bytes", 900_000, 12_345, 1),
+    ("bytes", 700_000, 0, 4),
+    ("bytes", 1_500_000, 150_001, 4),
 ]
 
 
-@pytest.mark.parametrize(("kind", "after", "leave"), MOMENTS)
+@pytest.mark.parametrize(("kind", "after", "leave", "workers"), MOMENTS)
 def test_a_disk_filling_during_a_download_never_publishes_a_wrong_file(
-        sandbox: Sandbox, small_fs, tmp_path: Path, kind: str, after: int, leave: int) -> None:
+        sandbox: Sandbox, small_fs, tmp_path: Path, kind: str, after: int, leave: int, workers: int) -> None:
     fs = small_fs("4m")
     tasks = [task_for(sandbox, row, fs) for row in products(sandbox, 4, 600_000)]
     state = tmp_path / "state"
     seen = {"bytes": 0, "done": 0}
     filled: list[Path] = []
 
+    lock = threading.Lock()  # events come from every worker thread
+
     def on_event(event: Event) -> None:
-        if event.kind in seen:
-            seen[event.kind] += event.nbytes if event.kind == "bytes" else 1
-        if not filled and (event.kind == kind == "plan" or (kind != "plan" and seen[kind] >= after)):
-            filled.append(fill(fs, leave))
+        with lock:
+            if event.kind in seen:
+                seen[event.kind] += event.nbytes if event.kind == "bytes" else 1
+            if not filled and (event.kind == kind == "plan" or (kind != "plan" and seen[kind] >= after)):
+                filled.append(fill(fs, leave))
 
     with Ledger(state) as ledger:
-        first = Transfer(workers=1, policy=FAST, ledger=ledger, on_event=on_event,
+        first = Transfer(workers=workers, policy=FAST, ledger=ledger, on_event=on_event,
                          check_space=False, chunk_size=64 << 10).run(tasks)
     assert filled, "the disk was never filled: the test did not test anything"
     failed = [r for r in first if r.status == "failed"]
@@ -212,3 +219,21 @@ def test_a_run_on_a_disk_that_fills_then_a_rerun_after_freeing_space_exits_0(
         assert Path(row.dest).read_bytes() == sandbox.catalog.body(key)
     leftovers = [p for p in (fs / "data").rglob(".*") if p.is_file()]
     assert leftovers == []
+
+
+@pytest.mark.parametrize("leave", [0, 20_000])
+def test_a_full_state_directory_is_named(sandbox: Sandbox, small_fs, tmp_path: Path, leave: int) -> None:
+    from mastpipe.errors import NotWritableError
+
+    fs = small_fs("2m")
+    state = fs / "state"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.format(destination=tmp_path / "data"))
+    fill(fs, leave)
+    with pytest.raises((NotWritableError, OSError)) as caught:
+        mastpipe.run(recipe, mast_url=sandbox.url, state_dir=state, environ={})
+    error = caught.value
+    if isinstance(error, OSError):  # the CLI shows it as "PATH: reason" (api.describe_os_error)
+        assert error.errno == errno.ENOSPC and str(error.filename).startswith(str(state)), error
+    else:
+        assert f"state directory {state}" in error.message and "No space left" in error.message

@@ -325,7 +325,7 @@ CORPUS: list[Bad] = [
          "{f}:7:5: query.q.positon: unknown key 'positon'", "  hint: did you mean 'position'?"),
     _bad("unknown-query-entry-capitalised-name",
          "version: 1\nname: t\nquery:\n  Crab:\n    criteria:\n      obs_collection: HST\n    bogus: 1\n",
-         "{f}:7:5: query.Crab.bogus: unknown key 'bogus'", "  hint: allowed keys here: criteria, position"),
+         "{f}:7:5: query.Crab.bogus: unknown key 'bogus'", "  hint: allowed keys here: conditions, criteria, mission, position, select_cols"),
     _bad("unknown-criteria-field", BASE + "      instrument: NIRCAM\n",
          "{f}:7:7: query.q.criteria.instrument: unknown observation field 'instrument'",
          "  hint: did you mean 'instrument_name'?"),

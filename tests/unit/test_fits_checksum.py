@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from mastpipe.stages.retrieve.checksum import FitsChecksum, encode_checksum, ones_complement_sum
+from mastpipe.stages.retrieve.checksum import (
+    FitsChecksum,
+    encode_checksum,
+    ones_complement_sum,
+)
 
 
 def _mef(checksum: bool = True) -> bytes:

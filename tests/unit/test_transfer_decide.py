@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,21 @@ def test_done_but_size_on_disk_changed_is_refetched() -> None:
     local = LocalState(final_size=99, ledger_status="done", ledger_size=100)
     action = decide(local, RemoteFacts(100))
     assert action.kind is Kind.FETCH and "99" in action.reason
+
+
+@pytest.mark.parametrize("overwrite", ["changed", "never", "always"])
+def test_done_but_modified_since_is_rehashed_without_a_request(overwrite: str) -> None:
+    local = LocalState(final_size=100, final_changed=True, ledger_status="done", ledger_size=100,
+                       overwrite=overwrite)
+    action = decide(local, RemoteFacts(100))
+    assert action.kind is Kind.VERIFY_DONE and "mtime or inode changed" in action.reason
+
+
+def test_done_but_modified_to_another_size_is_kept_when_overwrite_is_never() -> None:
+    local = LocalState(final_size=99, final_changed=True, ledger_status="done", ledger_size=100,
+                       overwrite="never")
+    assert decide(local, RemoteFacts(100)).kind is Kind.KEEP_FOREIGN
+    assert decide(dataclasses.replace(local, overwrite="changed"), RemoteFacts(100)).kind is Kind.FETCH
 
 
 def test_done_but_product_list_size_changed_is_refetched() -> None:

@@ -1,4 +1,4 @@
-"""Checks of the values a recipe's criteria, filter columns and layout take, as located problems.
+"""Checks of the values a recipe's criteria, mission conditions, filter columns and layout take, as located problems.
 
 Each check returns ``(where, message, hint)`` (or ``(message, hint)``) rather than raising, so the
 recipe loader can place the problem on the key or on the value in the YAML it came from. Used
@@ -15,13 +15,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from mastpipe.recipe.base import Range
-from mastpipe.recipe.fields import (BOOLEAN_FIELDS, CONTINUOUS_FIELDS, DATE_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS,
-                                    suggest)
+from mastpipe.recipe.fields import (BOOLEAN_FIELDS, COLUMN_NAME, CONTINUOUS_FIELDS, DATE_FIELDS, MISSION_PRODUCT_COLUMNS,
+                                    OBSERVATION_FIELDS, PRODUCT_COLUMNS, suggest)
 from mastpipe.recipe.problems import error_message
 from mastpipe.recipe.quantities import to_mjd
 from mastpipe.stages.retrieve.paths import component_problem
 
-__all__ = ["check_column", "check_criterion", "layout_problem"]
+__all__ = ["check_column", "check_condition", "check_criterion", "layout_problem"]
 
 
 def check_criterion(name: str, criterion: Any) -> tuple[Any, tuple[str, str, str | None] | None]:
@@ -112,23 +112,61 @@ def _range_problem(value: Any) -> tuple[str, str, str | None] | None:
 _COLUMN_KINDS = {"text": "text", "number": "a number"}
 
 
-def check_column(name: str, match: Any) -> tuple[str, str, str | None] | None:
-    """Check one ``filter.columns`` entry; return ``(where, message, hint)`` or None."""
-    if name not in PRODUCT_COLUMNS:
+def _column_kinds(mission: bool | None) -> dict[str, str]:
+    """Product columns a filter may name: CAOM's (False), the mission search's (True), either (None)."""
+    if mission is None:
+        return {**PRODUCT_COLUMNS, **MISSION_PRODUCT_COLUMNS}
+    return MISSION_PRODUCT_COLUMNS if mission else PRODUCT_COLUMNS
+
+
+def check_column(name: str, match: Any, mission: bool | None = False) -> tuple[str, str, str | None] | None:
+    """Check one ``filter.columns`` entry; return ``(where, message, hint)`` or None.
+
+    ``mission`` says whose product lists the recipe filters: CAOM's (False), a mission search's
+    (True), or not known yet (None: either kind's columns pass).
+    """
+    kinds = _column_kinds(mission)
+    if name not in kinds:
+        other = _column_kinds(not mission) if mission is not None else {}
+        if name in other:
+            return ("key", f"{name!r} is a column of {'CAOM' if mission else 'mission search'} product lists, "
+                    f"and this recipe's queries are {'a mission search' if mission else 'CAOM searches'}",
+                    "its product columns are " + ", ".join(sorted(kinds)))
         return ("key", f"unknown product column {name!r}",
-                suggest(name, PRODUCT_COLUMNS) or "columns are " + ", ".join(sorted(PRODUCT_COLUMNS)))
+                suggest(name, kinds) or "columns are " + ", ".join(sorted(kinds)))
     shape = _shape_problem(name, match, "column")
     if shape:
         return shape
     if _booleans(match):  # no product column holds true/false
-        return ("value", f"{name}: {_booleans(match)[0][1]} is a boolean, not {_COLUMN_KINDS[PRODUCT_COLUMNS[name]]}",
-                _QUOTE_HINT if PRODUCT_COLUMNS[name] == "text" else "write a number here")
-    if isinstance(match, dict) and PRODUCT_COLUMNS[name] != "number":
+        return ("value", f"{name}: {_booleans(match)[0][1]} is a boolean, not {_COLUMN_KINDS[kinds[name]]}",
+                _QUOTE_HINT if kinds[name] == "text" else "write a number here")
+    if isinstance(match, dict) and kinds[name] != "number":
         return ("value", f"{name} is a text column, so it takes a value or a list, not a range",
                 "ranges work only on numeric columns: size, calib_level")
     if isinstance(match, list) and not match:
         return ("value", f"{name}: an empty list matches nothing", "remove the column or give values")
     return _range_problem(match)
+
+
+def check_condition(name: str, value: Any) -> tuple[str, str, str | None] | None:
+    """Check one mission-search condition's shape (its column is checked against the mission's
+    searchable columns by :mod:`mastpipe.recipe.columns`, which needs MAST or a cached list)."""
+    if not isinstance(name, str) or not re.match(COLUMN_NAME, name):
+        return ("key", f"{name!r} is not a column name", "MAST's mission columns are names such as exp_type or sci_instrume")
+    shape = _shape_problem(name, value, "condition")
+    if shape:
+        return shape
+    if _booleans(value):
+        return ("value", f"{name}: {_booleans(value)[0][1]} is a boolean, not text", _QUOTE_HINT)
+    if isinstance(value, dict):
+        return ("value", f"{name}: a condition takes a value or a list of values, not a mapping",
+                f"write {name}: value, or {name}: [a, b] for any of several; `*` is a wildcard")
+    if isinstance(value, list) and not value:
+        return ("value", f"{name}: an empty list matches nothing", "remove the condition or give values")
+    if any(isinstance(v, str) and "," in v for v in (value if isinstance(value, list) else [value])):
+        return ("value", f"{name}: MAST reads a comma as 'or' in a condition's value",
+                f"write {name}: [a, b] for any of several values")
+    return None
 
 
 _PLACEHOLDERS = ("placeholders are product columns in braces: " + ", ".join(f"{{{c}}}" for c in sorted(PRODUCT_COLUMNS))

@@ -65,3 +65,22 @@ def suggest(name: str, candidates: frozenset[str] | set[str] | dict[str, str] | 
         lowered = {candidate.lower(): candidate for candidate in names}
         close = [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)]
     return f"did you mean {close[0]!r}?" if close else None
+
+
+#: Missions whose own search API (astroquery's ``MastMissions``) a recipe's query may use.
+MISSIONS = ("jwst", "hst")
+
+#: The column naming a mission's datasets: what product lists are asked for, and what the
+#: pipeline calls an observation (astroquery's ``MastMissions.dataset_kwds``).
+DATASET_COLUMN = {"jwst": "fileSetName", "hst": "sci_data_set_name"}
+
+#: Product-list columns of the mission search API (``post_list_products``) and their kinds.
+MISSION_PRODUCT_COLUMNS: dict[str, str] = {
+    "product_key": "text", "access": "text", "dataset": "text", "instrument_name": "text", "filters": "text",
+    "filename": "text", "uri": "text", "authz_primary_identifier": "text", "authz_secondary_identifier": "text",
+    "file_suffix": "text", "category": "text", "size": "number", "type": "text",
+}
+
+#: A mission condition's column name as MAST spells them (its searchable columns are per mission,
+#: served by its ``column_list`` service; see :mod:`mastpipe.recipe.columns`).
+COLUMN_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"

@@ -5,7 +5,7 @@ A recipe is one YAML document with these sections, each named after the stage it
     version: 1
     name: nircam-1073
     mast:      {url, timeout, page_size, max_in_flight, retries, retry_after_cap}
-    query:     {<name>: {criteria: {...}, position: {...}}, ...}
+    query:     {<name>: {criteria: {...}, position: {...}}, ...}  (or {mission, conditions, select_cols, position})
     products:  {batch_size, in_flight}
     unique:    {key}
     filter:    {contains, endswith, exclude, guide_stars, mrp_only, columns}
@@ -35,8 +35,9 @@ from pydantic_core import PydanticCustomError
 
 from mastpipe.errors import Problem, RecipeError
 from mastpipe.recipe.base import FrozenDict, FrozenList, Range, Scalar, _Model, _types
-from mastpipe.recipe.checks import _COLUMN_KINDS, _booleans, check_column, check_criterion, layout_problem
-from mastpipe.recipe.fields import BOOLEAN_FIELDS, CONTINUOUS_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS
+from mastpipe.recipe.checks import (_COLUMN_KINDS, _booleans, _column_kinds, check_column, check_condition, check_criterion,
+                                    layout_problem)
+from mastpipe.recipe.fields import BOOLEAN_FIELDS, CONTINUOUS_FIELDS, OBSERVATION_FIELDS
 from mastpipe.recipe.problems import _model_for, boolean_problem, number_problems, problems_from, scan, shown
 from mastpipe.recipe.sections import (DEFAULT_MAST_URL, GUIDE_STAR_MARK, MAST_URL_ENV, ColumnMatch, Criterion, Executor,
                                       Filter, Mast, Position, Products, Query, Retrieve, Segments, State, Unique,
@@ -87,6 +88,44 @@ class Recipe(_Model):
                 "{in_flight} product-list requests in flight exceed mast.max_in_flight ({limit})",
                 {"in_flight": self.products.in_flight, "limit": self.mast.max_in_flight})
         return self
+
+    @model_validator(mode="after")
+    def _one_catalogue(self) -> Recipe:
+        """All queries search CAOM, or all the same mission; filter then names that kind's columns.
+
+        CAOM product lists and a mission's have different columns, identifiers and download
+        services, and one observation is not one dataset (a JWST exposure is both, an HST
+        association is one dataset but a CAOM observation per member): uniting them would
+        fetch some files twice under two names, so a recipe keeps to one catalogue.
+        """
+        kinds = {name: query.mission for name, query in self.query.items()}
+        first_name, first = next(iter(kinds.items()))
+        for name, mission in kinds.items():
+            if mission != first:
+                def kind(m: str | None) -> str:
+                    return f"a {m} mission search" if m else "a CAOM search"
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": f"query {name!r} is {kind(mission)} and query {first_name!r} is {kind(first)}: "
+                               "a recipe's queries all search CAOM, or all the same mission",
+                    "hint": "their product lists have different columns and download services; "
+                            "split them into two recipes", "where": f"query.{name}"})
+        searches_mission = first is not None
+        for name, match in self.filter.columns.items():
+            problem = check_column(name, match, mission=searches_mission)
+            if problem:
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": problem[1], "hint": problem[2], "where": f"filter.columns.{name}"})
+        if searches_mission and self.filter.mrp_only:
+            raise PydanticCustomError("recipe_value", "{message}", {
+                "message": "mrp_only needs CAOM's productGroupDescription; mission product lists do not mark "
+                           "Minimum Recommended Products", "where": "filter.mrp_only",
+                "hint": "select files with columns: {file_suffix: ..., category: ...} instead"})
+        return self
+
+    @property
+    def mission(self) -> str | None:
+        """The mission every query searches (``jwst``, ``hst``), or None for CAOM searches."""
+        return next(iter(self.query.values())).mission
 
     def warnings(self) -> list[tuple[tuple[str, ...], str, str]]:
         """Things that are valid but probably not what the author wants, as (path, message, hint)."""
@@ -156,23 +195,29 @@ def _check_named_entries(data: dict[str, Any], located: Located,
     flagged: list[str] = []
     entries: list[tuple[tuple[Any, ...], Any, Any]] = []
     queries = data.get("query")
+    mission = False
     if isinstance(queries, dict):
+        mission = any(isinstance(q, dict) and q.get("mission") is not None for q in queries.values())
         for qname, query in queries.items():
             if isinstance(query, dict) and isinstance(query.get("criteria"), dict):
                 entries.append((("query", qname, "criteria"), query["criteria"], lambda n, v: check_criterion(n, v)[1]))
+            if isinstance(query, dict) and isinstance(query.get("conditions"), dict):
+                entries.append((("query", qname, "conditions"), query["conditions"], check_condition))
     filt = data.get("filter")
+    kinds = _column_kinds(mission)
     if isinstance(filt, dict) and isinstance(filt.get("columns"), dict):
-        entries.append((("filter", "columns"), filt["columns"], check_column))
+        entries.append((("filter", "columns"), filt["columns"], lambda n, v: check_column(n, v, mission=mission)))
     for path, mapping, check in entries:
         columns = path == ("filter", "columns")
+        conditions = path[-1] == "conditions"
         for name, value in mapping.items():
             entry = dotted(path + (name,))
             if any(m == entry or m.startswith((entry + ".", entry + "[")) for m in misread):
                 flagged.append(dotted(path))
                 continue
-            if name in (PRODUCT_COLUMNS if columns else OBSERVATION_FIELDS) and _booleans(value) and (
-                    columns or name not in BOOLEAN_FIELDS):  # each boolean where it stands, as written
-                expected = _COLUMN_KINDS[PRODUCT_COLUMNS[name]] if columns else "text"
+            if (conditions or name in (kinds if columns else OBSERVATION_FIELDS)) and _booleans(value) and (
+                    columns or conditions or name not in BOOLEAN_FIELDS):  # each boolean where it stands, as written
+                expected = _COLUMN_KINDS[kinds[name]] if columns else "text"
                 problems += [boolean_problem(located, path + (name,) + at, value if not at else value[at[0]], expected)
                              for at, _ in _booleans(value)]
                 flagged.append(dotted(path))
@@ -188,12 +233,16 @@ def _check_named_entries(data: dict[str, Any], located: Located,
 def _number_place(path: tuple[Any, ...]) -> tuple[bool, bool] | None:
     """What the field at ``path`` takes, ``(text, numbers)``, for :func:`number_problems`;
     None where another check refuses the place itself (unknown keys and fields)."""
-    if len(path) >= 4 and path[0] == "query" and path[2] == "criteria":
+    if len(path) >= 4 and path[0] == "query" and path[2] == "conditions":
+        field, rest = path[3], path[4:]
+        known, text = True, True
+    elif len(path) >= 4 and path[0] == "query" and path[2] == "criteria":
         field, rest = path[3], path[4:]
         known, text = field in OBSERVATION_FIELDS, field not in CONTINUOUS_FIELDS
     elif len(path) >= 3 and path[:2] == ("filter", "columns"):
         field, rest = path[2], path[3:]
-        known, text = field in PRODUCT_COLUMNS, PRODUCT_COLUMNS.get(str(field)) == "text"
+        kinds = _column_kinds(None)
+        known, text = field in kinds, kinds.get(str(field)) == "text"
     else:
         names = tuple(part for part in path if not isinstance(part, int))
         parent = _model_for(Recipe, names[:-1]) if names else None

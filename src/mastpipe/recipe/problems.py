@@ -26,6 +26,7 @@ _SECRET_WORDS = {"token", "secret", "password", "passwd", "passphrase", "apikey"
                  "credentials", "cookie", "auth", "authorization", "bearer"}
 _SECRET_VALUE = re.compile(r"^(?:[0-9a-fA-F]{32,}|(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{32,}|Bearer\s+\S+)$")
 _VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|\$)")
+_LABELS = {("query",)}  # mappings whose keys are names the author chooses
 _SECRET_HINT = f"never put tokens in recipes: set the environment variable {TOKEN_ENV} or run `mastpipe login`"
 
 
@@ -78,7 +79,10 @@ def scan(located: Located, environ: dict[str, str]) -> tuple[Any, list[Problem]]
         if isinstance(value, dict):
             out = {}
             for key, item in value.items():
-                if _is_secret_key(key):
+                # A query's name is a label the author chooses ("secret", "tokens_of_light"):
+                # only its values are checked. Other keys are fields or MAST columns, where a
+                # secret-like name means a secret is about to be written down.
+                if _is_secret_key(key) and path not in _LABELS:
                     problems.append(located.problem(path + (key,), f"the key {key!r} looks like a secret",
                                                     _SECRET_HINT, key=True))
                 out[key] = walk(item, path + (key,))
@@ -340,6 +344,14 @@ def problems_from(error: ValidationError, located: Located, data: Any, root: typ
             hint = hint or ("allowed keys here: " + ", ".join(allowed) if allowed else None)
             problems.append(located.problem(loc, f"unknown key {loc[-1]!r}", hint, key=True))
             continue
+        if kind == "missing_criteria":  # a query without mission must have criteria (Query._kind)
+            kind, loc = "missing", loc + ("criteria",)
+        if kind == "recipe_value":  # a model's check of one of its fields ("at"), or of the recipe's ("where")
+            ctx = item.get("ctx") or {}
+            if ctx.get("where"):
+                loc = tuple(str(ctx["where"]).split("."))
+            elif ctx.get("at"):
+                loc = loc + tuple(str(ctx["at"]).split("."))
         if kind == "missing":
             message = f"required key {loc[-1]!r} is missing"
             problems.append(Problem(located.file, *located.where(loc[:-1]), dotted(loc), message,

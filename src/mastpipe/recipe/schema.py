@@ -53,7 +53,7 @@ def recipe_reference_markdown() -> str:
     observation fields and product columns recipes may name and the filter's semantics (the
     docstring of :mod:`mastpipe.stages.filter`). ``mastpipe schema --markdown`` prints it.
     """
-    from mastpipe.recipe.fields import CONTINUOUS_FIELDS, DATE_FIELDS, PRODUCT_COLUMNS
+    from mastpipe.recipe.fields import CONTINUOUS_FIELDS, DATE_FIELDS, MISSION_PRODUCT_COLUMNS, PRODUCT_COLUMNS
 
     schema = recipe_schema()
     defs = schema["$defs"]
@@ -69,9 +69,10 @@ def recipe_reference_markdown() -> str:
         "are errors. Strings may use `${VAR}` or `${VAR:-default}` (an unset variable without a default is",
         "an error; `$$` is a literal `$`). Recipes never hold tokens: set `MAST_API_TOKEN` instead.",
         "",
-        "`mastpipe init` writes a commented starting recipe from a few options (collection, program,",
-        "instrument, filters, product kinds). `mastpipe validate RECIPE` checks a recipe without",
-        "contacting MAST. The same information as a JSON Schema, for editors, is",
+        "`mastpipe init` writes a commented starting recipe from a few options (collection or mission,",
+        "program, instrument, filters, product kinds). `mastpipe validate RECIPE` checks a recipe without",
+        "contacting MAST (`--online` also checks a mission search's column names against MAST's).",
+        "The same information as a JSON Schema, for editors, is",
         "`schemas/recipe.schema.json` (`mastpipe schema`); see [editors.md](editors.md).",
         "",
         "```yaml",
@@ -102,7 +103,8 @@ def recipe_reference_markdown() -> str:
         out += ["", f"## {section}", ""]
         if section == "query":
             out += [
-                _text(node["description"]) + " Each entry is `NAME: {criteria, position}`; the name "
+                _text(node["description"]) + " Each entry is `NAME: {criteria, position}` (a CAOM search) or "
+                "`NAME: {mission, conditions, select_cols, position}` (a mission search); the name "
                 f"(pattern `{next(iter(node['patternProperties']))}`) is recorded in the `queries` column "
                 "of the results. At least one search is required.",
                 "",
@@ -119,6 +121,7 @@ def recipe_reference_markdown() -> str:
                 "",
             ]
             out += _table(defs["Query"], models["Query"], defs, prefix="query.NAME.")
+            out += ["", "### CAOM or mission search: when to use which", "", *_MISSION_SEARCHES]
             out += ["", "### query.NAME.position", "", _paragraphs(defs["Position"]["description"]), ""]
             out += _table(defs["Position"], models["Position"], defs, prefix="query.NAME.position.")
             continue
@@ -155,9 +158,62 @@ def recipe_reference_markdown() -> str:
         "| column | kind |",
         "|---|---|",
     ]
-    out += [f"| `{c}` | {PRODUCT_COLUMNS[c]} |" for c in columns]
+    out += [f"| `{c}` | {PRODUCT_COLUMNS[c]} |" for c in columns if c in PRODUCT_COLUMNS]
+    out += [
+        "", "### Mission product columns", "",
+        "The keys `filter.columns` accepts in a recipe whose queries are [mission searches](#caom-or-mission-search-when-to-use-which): "
+        "the columns of MAST's mission product lists. Their rows also carry the CAOM names the stages and "
+        "layouts use: `productFilename` (= `filename`), `dataURI` (= `uri`), `dataRights` (= `access`), "
+        "`obs_id` and `parent_obsid` (= `dataset`), `obs_collection` (`JWST`, `HST`) and `mission` "
+        "(`jwst`, `hst`).",
+        "",
+        "| column | kind |",
+        "|---|---|",
+    ]
+    out += [f"| `{c}` | {MISSION_PRODUCT_COLUMNS[c]} |" for c in columns if c in MISSION_PRODUCT_COLUMNS]
     out += ["", "## Filter semantics", "", *_filter_semantics()]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+_MISSION_SEARCHES = [
+    "A query searches **CAOM** (`criteria`, astroquery's `Observations`) or one **mission's own catalogue** "
+    "(`mission: jwst` or `hst` with `conditions`, astroquery's `MastMissions`). The same files, two ways:",
+    "",
+    "```yaml",
+    "# CAOM: fields common to every mission",
+    "query:",
+    "  nircam:",
+    "    criteria: {obs_collection: JWST, proposal_id: \"1073\", instrument_name: \"NIRCAM*\", filters: F277W}",
+    "filter:",
+    "  columns: {productSubGroupDescription: UNCAL}",
+    "```",
+    "",
+    "```yaml",
+    "# the JWST mission search: JWST's own header keywords",
+    "query:",
+    "  nircam:",
+    "    mission: jwst",
+    "    conditions: {program: 1073, exp_type: NRC_IMAGE, filter: F277W}",
+    "filter:",
+    "  columns: {file_suffix: _uncal}",
+    "```",
+    "",
+    "Use **CAOM** to search across missions, by CAOM's common fields (collection, proposal, instrument, "
+    "filters, time, wavelength), or for collections without a mission search (TESS, HLSPs ...), and for "
+    "MAST's Minimum Recommended Products (`filter.mrp_only`). Use a **mission search** to select by the "
+    "mission's own keywords, which CAOM does not know: for JWST the exposure type (`exp_type`), "
+    "observation and visit numbers, detector, readout pattern, subarray; for HST the `sci_*` fields "
+    "(aperture, spectral element, central wavelength, science or calibration). Its product lists carry "
+    "`file_suffix` and `category`, and its files are fetched from the mission's own download service.",
+    "",
+    "A recipe's queries all search CAOM, or all the same mission (`validate` says so otherwise): the two "
+    "kinds' product lists have different columns and download services, and a CAOM observation is not a "
+    "mission dataset, so their rows could not be united without fetching files twice under two names. "
+    "Queries of the same mission are united by dataset (`fileSetName`, `sci_data_set_name`), which plays "
+    "the part of `obsid` in the later stages and reports. Condition names are the mission's columns: "
+    "`mastpipe validate --online` checks them against MAST's column list (a run does too, and caches "
+    "the list for offline `validate`). A mission search's `position` takes coordinates, not an object name.",
+]
 
 
 def _models_by_name() -> dict[str, type]:

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from mastpipe.recipe.base import Range, Scalar, _Model
-from mastpipe.recipe.checks import check_column, check_criterion, layout_problem
-from mastpipe.recipe.fields import OBSERVATION_FIELDS, PRODUCT_COLUMNS
+from mastpipe.recipe.checks import check_column, check_condition, check_criterion, layout_problem
+from mastpipe.recipe.fields import COLUMN_NAME, MISSION_PRODUCT_COLUMNS, OBSERVATION_FIELDS, PRODUCT_COLUMNS
 from mastpipe.recipe.quantities import parse_coordinates, parse_duration, parse_radius
 
-__all__ = ["DEFAULT_MAST_URL", "GUIDE_STAR_MARK", "MAST_URL_ENV", "Criterion", "ColumnMatch", "Executor", "Filter",
-           "Mast", "Position", "Products", "Query", "Range", "Retrieve", "Segments", "State", "Unique"]
+__all__ = ["DEFAULT_MAST_URL", "GUIDE_STAR_MARK", "MAST_URL_ENV", "Condition", "Criterion", "ColumnMatch", "Executor",
+           "Filter", "Mast", "Position", "Products", "Query", "Range", "Retrieve", "Segments", "State", "Unique"]
 
 DEFAULT_MAST_URL = "https://mast.stsci.edu"
 MAST_URL_ENV = "MASTPIPE_MAST_URL"
@@ -75,15 +75,39 @@ class Position(_Model):
 Criterion = Union[Range, list[Scalar], Scalar]
 
 
-class Query(_Model):
-    """One named search for observations. Criteria are ANDed; a list means "any of"."""
+Condition = Union[list[Union[str, int, float]], str, int, float]
 
-    criteria: dict[str, Criterion] = Field(
-        ..., json_schema_extra=_names_in(OBSERVATION_FIELDS), description=(
-            "Observation fields and the values to match (MAST's CAOM field names, e.g. obs_collection, "
+
+class Query(_Model):
+    """One named search: for CAOM observations (``criteria``), or for one mission's datasets
+    through MAST's mission search API (``mission`` and ``conditions``). Criteria and conditions
+    are ANDed; a list means "any of"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, json_schema_extra={
+        "oneOf": [{"required": ["criteria"], "not": {"required": ["mission"]}},
+                  {"required": ["mission"], "not": {"required": ["criteria"]}}]})
+
+    mission: Literal["jwst", "hst"] | None = Field(None, description=(
+        "Search this mission's own catalogue (MAST's mission search API, astroquery's MastMissions) "
+        "instead of CAOM: its columns (for JWST exp_type, program, detector, readpatt ...; for HST the "
+        "sci_* fields) in `conditions`, its product lists (with file_suffix and category) and downloads. "
+        "All the queries of a recipe search CAOM, or all the same mission."))
+    criteria: dict[str, Criterion] | None = Field(
+        None, json_schema_extra=_names_in(OBSERVATION_FIELDS), description=(
+            "CAOM searches (required without `mission`): observation fields and the values to match "
+            "(MAST's CAOM field names, e.g. obs_collection, "
             "proposal_id, instrument_name, filters). A scalar matches exactly (case-insensitive); a list "
             "matches any of its values; `*` is a wildcard (\"NIRCAM*\"); continuous fields (s_ra, s_dec, "
             "t_min, t_max, t_obs_release, t_exptime, em_min, em_max) take {min, max}, and dates may be ISO."))
+    conditions: dict[Annotated[str, Field(pattern=COLUMN_NAME)], Condition] = Field(
+        default_factory=dict, description=(
+            "Mission searches only: the mission's columns and the values to match, e.g. "
+            "{program: 1073, exp_type: NRC_IMAGE, filter: F277W}. A list matches any of its values; `*` "
+            "is a wildcard. `mastpipe validate --online` (and every run) checks the names against MAST's "
+            "list of the mission's searchable columns."))
+    select_cols: list[Annotated[str, Field(pattern=COLUMN_NAME)]] = Field(default_factory=list, description=(
+        "Mission searches only: the columns to keep in the query results (default: MAST's default "
+        "set); the dataset column (fileSetName, sci_data_set_name) is always added."))
     position: Position | None = Field(None, description="Restrict the search to a cone on the sky.")
 
     @field_validator("criteria", mode="before")
@@ -100,9 +124,49 @@ class Query(_Model):
                 raise ValueError(problem[1])
         return converted
 
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _conditions(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, condition in value.items():
+                problem = check_condition(name, condition)
+                if problem:
+                    raise ValueError(problem[1])
+        return value
+
+    @model_validator(mode="after")
+    def _kind(self) -> Query:
+        if self.mission is None:
+            if self.conditions or self.select_cols:
+                given = "conditions" if self.conditions else "select_cols"
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": f"{given} belong to a mission search, and this query names no mission",
+                    "hint": "add `mission: jwst` (or hst) to search that mission's own columns, or write CAOM "
+                            "`criteria:` instead", "at": "mission"})
+            if self.criteria is None:
+                raise PydanticCustomError("missing_criteria", "required key 'criteria' is missing")
+        else:
+            if self.criteria is not None:
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": f"criteria are CAOM observation fields; a {self.mission} mission search "
+                               "takes `conditions` over the mission's own columns",
+                    "hint": "rename criteria to conditions and use the mission's column names "
+                            "(e.g. program, exp_type for JWST; sci_pep_id, sci_instrume for HST), "
+                            "or remove `mission:` to search CAOM", "at": "criteria"})
+            if self.position is not None and self.position.object is not None:
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": "a mission search takes a position as coordinates, not an object name",
+                    "hint": "write e.g. `coordinates: \"83.633 22.0145\"` (MAST's name resolver serves CAOM searches)",
+                    "at": "position.object"})
+            if not self.conditions and self.position is None:
+                raise PydanticCustomError("recipe_value", "{message}", {
+                    "message": "a mission search needs conditions or a position (MAST refuses searches without any)",
+                    "hint": "add e.g. `conditions: {program: 1073}`", "at": "mission"})
+        return self
+
     @property
     def names_collection(self) -> bool:
-        return "obs_collection" in self.criteria
+        return self.mission is not None or "obs_collection" in (self.criteria or {})
 
 
 class Mast(_Model):
@@ -168,10 +232,12 @@ class Filter(_Model):
     guide_stars: Literal["omit", "keep", "only"] = Field("omit", description=(
         f"Guide-star files (names containing {GUIDE_STAR_MARK!r}): omit them (default, as the seed), keep them, or keep only them."))
     mrp_only: bool = Field(False, description="Keep only MAST's Minimum Recommended Products.")
-    columns: dict[str, ColumnMatch] = Field(default_factory=dict, json_schema_extra=_names_in(PRODUCT_COLUMNS), description=(
+    columns: dict[str, ColumnMatch] = Field(default_factory=dict, json_schema_extra=_names_in(
+        {**PRODUCT_COLUMNS, **MISSION_PRODUCT_COLUMNS}), description=(
         "Exact matches on product columns, e.g. productSubGroupDescription: UNCAL, productType: [SCIENCE], "
         "calib_level: [2, 3], dataRights: \"!EXCLUSIVE_ACCESS\", extension-like tests belong in endswith; "
-        "numeric columns (size, calib_level) also take {min, max}."))
+        "numeric columns (size, calib_level) also take {min, max}. A mission search's product lists have "
+        "their own columns: file_suffix: _uncal, category: CALIBRATED, access, type ..."))
 
     @field_validator("contains", "endswith", "exclude")
     @classmethod
@@ -185,7 +251,7 @@ class Filter(_Model):
     def _columns(cls, value: Any) -> Any:
         if isinstance(value, dict):
             for name, match in value.items():
-                problem = check_column(name, match)
+                problem = check_column(name, match, mission=None)  # whose columns: the Recipe checks
                 if problem:
                     raise ValueError(problem[1])
         return value

@@ -197,9 +197,9 @@ def default_name(collection: str, programs: Iterable[str] = (), instruments: Ite
     return _slug([coll, *_split(programs), *instruments_, *_split(filters), *products_]) or "recipe"
 
 
-def starting_recipe(*, collection: str, programs: Iterable[str] = (), instruments: Iterable[str] = (),
+def starting_recipe(*, collection: str | None = None, programs: Iterable[str] = (), instruments: Iterable[str] = (),
                     filters: Iterable[str] = (), products: Iterable[str] = (), mode: str = "download",
-                    name: str | None = None, schema_path: str = DEFAULT_SCHEMA_PATH) -> str:
+                    name: str | None = None, schema_path: str = DEFAULT_SCHEMA_PATH, mission: str | None = None) -> str:
     """The text of a commented starting recipe that ``mastpipe validate`` accepts.
 
     Parameters
@@ -223,6 +223,11 @@ def starting_recipe(*, collection: str, programs: Iterable[str] = (), instrument
     schema_path : str
         Path or URL of ``recipe.schema.json`` for the ``# yaml-language-server: $schema=`` line,
         relative to the recipe file.
+    mission : {"jwst", "hst"}, optional
+        Search this mission's own catalogue (MAST's mission search API) instead of CAOM: the
+        choices become ``conditions`` over its columns (``program``, ``instrume``, ``filter`` for
+        JWST; ``sci_pep_id``, ``sci_instrume``, ``sci_spec_1234`` for HST) and the product kinds
+        ``file_suffix`` values. ``collection`` is then the mission's, and may be left out.
 
     Returns
     -------
@@ -234,6 +239,18 @@ def starting_recipe(*, collection: str, programs: Iterable[str] = (), instrument
     UsageError
         When an option's value cannot make a valid recipe; the message names the option.
     """
+    if mission is not None:
+        mission = mission.lower()
+        if mission not in _MISSION_COLUMNS:
+            raise UsageError(f"{{mission}}: {literal(repr(mission))} is not a mission mastpipe searches",
+                             hint="give " + " or ".join(_MISSION_COLUMNS), parameters=["mission"])
+        if collection is not None and collection.upper() != mission.upper():
+            raise UsageError(f"{{collection}} {literal(collection)} and {{mission}} {literal(mission)} disagree",
+                             hint="give only {mission}", parameters=["collection", "mission"])
+        collection = mission.upper()
+    if collection is None:
+        raise UsageError("give {collection} (a CAOM search) or {mission} (a mission search)",
+                         hint="e.g. {collection} JWST, or {mission} jwst", parameters=["collection", "mission"])
     coll = _collection(collection)
     programs_ = _check("programs", _split(programs), _PROGRAM,
                        "give a program (proposal) id such as 1073, or several: 1073,1345")
@@ -255,7 +272,12 @@ def starting_recipe(*, collection: str, programs: Iterable[str] = (), instrument
     if not schema_path or any(c in schema_path for c in "\n\r"):
         raise UsageError("the schema path must be one non-empty line")
 
-    text = _render(coll, programs_, instruments_, filters_, kinds, mode, name, schema_path)
+    if mission is not None:
+        instruments_ = [i.split("/")[0].rstrip("*").upper() for i in instruments_]
+        text = _render_mission(mission, programs_, list(dict.fromkeys(instruments_)), filters_, kinds, mode, name,
+                               schema_path)
+    else:
+        text = _render(coll, programs_, instruments_, filters_, kinds, mode, name, schema_path)
     _self_check(text)
     return text
 
@@ -384,6 +406,93 @@ def _render(coll: str, programs: list[str], instruments: list[str], filters: lis
         "# again once the query results are older than a day:",
         "# state:",
         "#   query_max_age: 1d",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+#: The columns ``init --mission`` writes conditions on: program, instrument, optical element.
+_MISSION_COLUMNS = {"jwst": ("program", "instrume", "filter"), "hst": ("sci_pep_id", "sci_instrume", "sci_spec_1234")}
+
+
+def _render_mission(mission: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[Kind],
+                    mode: str, name: str, schema_path: str) -> str:
+    """The text of a starting mission-search recipe (see :func:`starting_recipe`)."""
+    import textwrap
+
+    program_col, instrument_col, filter_col = _MISSION_COLUMNS[mission]
+    coll = mission.upper()
+    description = _describe(coll, programs, instruments, filters, kinds).replace(" observations", " datasets", 1)
+    command = _command(coll, programs, instruments, filters, kinds, mode, name).replace(
+        f"--collection {coll}", f"--mission {mission}")
+    numbers = [p for p in programs if p.isdigit()]
+    lines = [f"# yaml-language-server: $schema={schema_path}", "#"]
+    lines += ["# " + line for line in textwrap.wrap(description, 96)]
+    lines += [
+        "#",
+        "# A starting recipe, written by",
+        f"#   {command}",
+        f"# It searches MAST's {coll} mission catalogue (astroquery's MastMissions) rather than CAOM: the",
+        f"# columns of {coll}'s own headers, product lists with file_suffix and category, and the",
+        "# mission's download service. Check it with `mastpipe validate --online FILE` (which also checks",
+        "# the column names against MAST's), try it with `mastpipe run FILE --sandbox`. Every field is",
+        "# described in docs/recipe.md.",
+        "version: 1",
+        _line(f"name: {_scalar(name)}", "names the state directory .mastpipe/<name>/"),
+        f"description: {_scalar(description)}",
+        "",
+        f"# query: named searches of {coll}'s datasets. Conditions are ANDed, a list means \"any of\" and",
+        "# * is a wildcard; the names are the mission's columns (`mastpipe validate --online` knows them).",
+        "query:",
+        f"  {mission}:",
+        _line(f"    mission: {mission}", "MAST's mission search API, not CAOM"),
+        "    conditions:",
+    ]
+    if programs:
+        value = (numbers[0] if len(numbers) == 1 == len(programs) else "[" + ", ".join(numbers) + "]") \
+            if len(numbers) == len(programs) else _one_or_list(programs, quote=True)
+        lines.append(_line(f"      {program_col}: {value}", "the program (proposal) number"))
+    if instruments:
+        lines.append(_line(f"      {instrument_col}: {_one_or_list(instruments)}", "the instrument"))
+    if filters:
+        lines.append(_line(f"      {filter_col}: {_one_or_list(filters)}", "the optical element"))
+    if mission == "jwst":
+        lines.append(_line("      # exp_type: NRC_IMAGE", "JWST's exposure type, e.g. MIR_LRS-FIXEDSLIT"))
+    else:
+        lines.append(_line("      # sci_aec: S", "science exposures only (C: calibration)"))
+    if not (programs or instruments or filters):
+        lines.append(_line(f"      {program_col}: {'1073' if mission == 'jwst' else '12345'}",
+                           "narrow the search: a whole mission is a lot"))
+    suffixes = [k.suffix.split(".")[0] if mission == "jwst" else k.subgroup for k in kinds]
+    lines += [
+        _line("    # position:", "optionally, only a cone on the sky (coordinates, not a name)"),
+        "    #   coordinates: \"83.633 22.0145\"",
+        "    #   radius: 5 arcmin",
+        "",
+        "# products: product lists of many datasets per request (they are cheap in the mission API).",
+        "products:",
+        "  batch_size: 50",
+        "",
+        "# filter: which products to keep. Every rule given must hold; within a list, any value.",
+        "filter:",
+        _line("  guide_stars: omit", "drop guide-star files (*_gs-*)"),
+        "  columns:",
+    ]
+    if kinds:
+        lines.append(_line(f"    file_suffix: {_one_or_list(suffixes)}", ", ".join(k.what for k in kinds)))
+    else:
+        lines.append(_line("    category: CALIBRATED", "or file_suffix: " + ("_cal" if mission == "jwst" else "FLT")))
+    mode_note = {
+        "download": "mastpipe fetches, verifies and resumes the files",
+        "curl": "a bash script of curl commands, to run later",
+        "manifest": "only list the files: URL, path and size",
+    }[mode]
+    lines += [
+        "",
+        "# retrieve: what happens to the products kept.",
+        "retrieve:",
+        _line(f"  mode: {mode}", mode_note),
+        _line(f"  destination: {_scalar('data/' + name)}", "relative to this file"),
+        _line("  layout: astroquery", f"mastDownload/{mission}/<dataset>/<file>, as MastMissions writes it"),
     ]
     return "\n".join(lines) + "\n"
 

@@ -7,6 +7,11 @@ One ``ThreadingHTTPServer`` (a thread per connection, HTTP/1.1 keep-alive) serve
 * ``HEAD|GET /api/v0.1/Download/file?uri=...`` (Range, If-Range, ETag, Last-Modified)
 * ``POST /api/v0.1/Download/bundle.sh`` (a bash curl script)
 * ``GET /whoami`` (cookie ``mast_token`` or ``Authorization: Bearer``)
+* the mission search API (``mast-missions.md``; :mod:`.missions`), for ``jwst`` and ``hst``:
+  ``POST /search/{mission}/api/v0.1/search`` and ``.../post_list_products``,
+  ``HEAD|GET /search/{mission}/api/v0.1/retrieve_product?product_name=...`` and
+  ``GET /search/util/api/v0.1/column_list?mission=...``. They share the fault endpoints of their
+  CAOM counterparts: ``query``, ``products``, ``download`` and ``columnsconfig``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Iterable
 from urllib.parse import parse_qs, urlsplit
 
-from mastpipe.sandbox import columns
+from mastpipe.sandbox import columns, missions
 from mastpipe.sandbox.bundle import bundle_name, bundle_script
 from mastpipe.sandbox.faults import Faults
 from mastpipe.sandbox.log import Record
@@ -47,7 +52,9 @@ _PATHS = {
     "/api/v0.1/download/bundle.sh": "bundle",
     "/api/v0.1/download/bundle": "bundle",
     "/whoami": "whoami",
+    "/search/util/api/v0.1/column_list": "column_list",
 }
+_MISSION_PATH = re.compile(r"^/search/([A-Za-z0-9_]+)/api/v0\.1/(search|post_list_products|retrieve_product)/?$")
 
 
 class _Drop(Exception):
@@ -163,7 +170,13 @@ class Handler(BaseHTTPRequestHandler):
         self._token_name = self._token()
         try:
             route = _PATHS.get(path.lower().rstrip("/") or "/")
-            if route == "invoke":
+            mission = _MISSION_PATH.match(path)
+            if mission is not None and mission.group(1).lower() != "util":
+                self._mission(mission.group(1).lower(), mission.group(2))
+            elif route == "column_list":
+                self._rec["endpoint"] = "columnsconfig"
+                self._column_list()
+            elif route == "invoke":
                 self._invoke()
             elif route == "columnsconfig":
                 self._rec["endpoint"] = "columnsconfig"
@@ -562,10 +575,74 @@ class Handler(BaseHTTPRequestHandler):
                                      "Columns": [column], "Fields": [], "Rows": []}],
                          "ExtendedProperties": {}}}
 
+    # ------------------------------------------------------------------ mission search API
+    def _column_list(self) -> None:
+        ep = "columnsconfig"
+        mission = (self._query.get("mission") or [""])[0].lower()
+        attempt = self._faults.next_attempt(ep, "column_list:" + mission)
+        if self._status_faults(ep, "column_list:" + mission, attempt):
+            return
+        if mission not in missions.MISSIONS:
+            self._send_json({"detail": f"Unknown mission {mission!r}"}, 400)
+            return
+        body = json.dumps(missions.column_list(mission)).encode()
+        self._send_body(ep, "column_list:" + mission, attempt, 200, [("Content-Type", "application/json")],
+                        len(body), [body])
+
+    def _mission(self, mission: str, service: str) -> None:
+        if service == "retrieve_product":
+            self._rec["endpoint"] = "download"
+            name = (self._query.get("product_name") or [""])[0]
+            if mission not in missions.MISSIONS or not name:
+                self._send_error_status(404)
+                return
+            self._download(missions.MissionView(self.server.sandbox.catalog, mission).data_uri(name))
+            return
+        ep = "query" if service == "search" else "products"
+        self._rec["endpoint"] = ep
+        self._rec["service"] = f"{mission}.{service}"
+        if self.command != "POST":
+            self._send_error_status(405, [("Allow", "POST")])
+            return
+        try:
+            params = json.loads(self._body or b"{}")
+            if not isinstance(params, dict):
+                raise ValueError
+        except ValueError:
+            self._send_json({"detail": "the body is not a JSON object"}, 400)
+            return
+        if service == "post_list_products":
+            ids = params.get("dataset_ids") or []
+            ids = [ids] if isinstance(ids, str) else [str(i) for i in ids]
+            self._rec["obsids"] = ids
+            key = f"{mission}:" + ",".join(ids)
+        else:
+            key = f"{mission}:" + json.dumps(params, sort_keys=True)
+        attempt = self._faults.next_attempt(ep, key)
+        if self._status_faults(ep, key, attempt):
+            return
+        if ep == "products":
+            k = self._faults.value(ep, "max_obsids")
+            if k is not None and len(ids) > k:
+                time.sleep(self._faults.value(ep, "timeout_delay"))
+                self._send_error_status(504)
+                return
+        try:
+            view = missions.MissionView(self.server.sandbox.catalog, mission)
+            if ep == "products":
+                result: dict = {"products": view.products(ids)[: self._row_cap(ep)]}
+            else:
+                result = missions.search_answer(view, params, self._row_cap(ep))
+        except QueryError as exc:
+            self._send_json({"detail": str(exc)}, 400)
+            return
+        body = json.dumps(result).encode()
+        self._send_body(ep, key, attempt, 200, [("Content-Type", "application/json")], len(body), [body])
+
     # ------------------------------------------------------------------ downloads
-    def _download(self) -> None:
+    def _download(self, mapped: "str | None" = None) -> None:
         ep = "download"
-        uri = (self._query.get("uri") or [""])[0]
+        uri = mapped or (self._query.get("uri") or [""])[0]
         self._rec["uri"] = uri
         f, cat = self._faults, self.server.sandbox.catalog
         attempt = f.next_attempt(ep, uri)

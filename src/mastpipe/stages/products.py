@@ -71,12 +71,15 @@ class BatchStore:
 ROW_CAP = 50_000
 
 
-def fetch_batch(archive: Archive, batch: tuple[str, ...], row_cap: int = ROW_CAP) -> list[Table]:
+def fetch_batch(archive: Archive, batch: tuple[str, ...], row_cap: int = ROW_CAP,
+                mission: str | None = None) -> list[Table]:
     """One batch's products; a batch that times out, or whose answer reaches MAST's row cap (and
     so may have been cut), is halved and each half tried again. One observation whose product
-    list reaches the cap fails loudly rather than passing a cut list off as complete."""
+    list reaches the cap fails loudly rather than passing a cut list off as complete.
+
+    With ``mission`` the batch holds that mission's datasets, listed by its product-list service."""
     try:
-        table = archive.products(list(batch))
+        table = archive.mission_products(mission, list(batch)) if mission else archive.products(list(batch))
     except TimedOut:
         if len(batch) == 1:
             raise
@@ -90,10 +93,10 @@ def fetch_batch(archive: Archive, batch: tuple[str, ...], row_cap: int = ROW_CAP
                 "the list may be cut", hint="report this observation; mastpipe cannot split one observation's list")
         log.warning("products: batch of %d returned %d rows, MAST's row cap; splitting it in two", len(batch), len(table))
     half = len(batch) // 2
-    return fetch_batch(archive, batch[:half], row_cap) + fetch_batch(archive, batch[half:], row_cap)
+    return fetch_batch(archive, batch[:half], row_cap, mission) + fetch_batch(archive, batch[half:], row_cap, mission)
 
 
-def fetch_stacked(archive: Archive, batch: tuple[str, ...], row_cap: int = ROW_CAP) -> Table:
+def fetch_stacked(archive: Archive, batch: tuple[str, ...], row_cap: int = ROW_CAP, mission: str | None = None) -> Table:
     """One batch's products as one table (the halves of a split batch stacked), in the form
     checkpoints store: text as UTF-8 bytes, a quarter of the memory of astroquery's str columns,
     which is what keeps a run over a million product rows well under 2 GB."""
@@ -101,13 +104,13 @@ def fetch_stacked(archive: Archive, batch: tuple[str, ...], row_cap: int = ROW_C
 
     from mastpipe.state import as_stored
 
-    tables = [t for t in fetch_batch(archive, batch, row_cap) if len(t)]
+    tables = [t for t in fetch_batch(archive, batch, row_cap, mission) if len(t)]
     table = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else (tables[0] if tables else Table())
     return as_stored(table)
 
 
 def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, store: BatchStore,
-        row_cap: int = ROW_CAP) -> Table:
+        row_cap: int = ROW_CAP, mission: str | None = None) -> Table:
     """Product lists for every observation, stacked in batch order (sorted obsids), whatever order
     the requests finish in: the same answers give the same table, so later stages are reused.
     Batches already on disk are not refetched."""
@@ -135,7 +138,7 @@ def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, 
             while queue or pending:
                 while queue and len(pending) < in_flight:
                     batch = queue.pop(0)
-                    pending[pool.submit(fetch_stacked, archive, batch, row_cap)] = batch
+                    pending[pool.submit(fetch_stacked, archive, batch, row_cap, mission)] = batch
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     batch = pending.pop(future)

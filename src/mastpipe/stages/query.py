@@ -125,14 +125,55 @@ def unite(results: dict[str, Table]) -> Table:
     return united
 
 
+#: Rows per page of a mission search (astroquery's MastMissions default ``limit``).
+MISSION_PAGE = 5_000
+
+
+def fetch_mission(archive: Archive, query: Query, what: str) -> Table:
+    """A mission search's full result, paged with ``limit``/``offset`` until MAST's
+    ``totalResults`` are in hand; a server that stops serving rows before then (or serves the
+    same ones again) fails loudly rather than passing a cut table off as complete."""
+    from astropy.table import vstack
+
+    assert query.mission is not None
+    limit = min(archive.page_size, MISSION_PAGE)
+    position = _position(query)
+    parts: list[Table] = []
+    seen: set[str] = set()
+    offset, total = 0, 0
+    while True:
+        page, total = archive.mission_search(query.mission, dict(query.conditions), position,
+                                             list(query.select_cols), offset, limit)
+        ids = [str(d) for d in page["obsid"]] if len(page) else []
+        fresh = [i for i, d in enumerate(ids) if d not in seen]
+        if fresh:
+            parts.append(page[fresh])
+            seen.update(ids[i] for i in fresh)
+        if not fresh or len(seen) >= total or len(page) < limit:
+            break
+        offset += len(page)
+    if len(seen) < total:
+        raise TruncatedResultError(
+            f"{what}: MAST counts {total} {query.mission} datasets but served {len(seen)} (paging stopped at offset "
+            f"{offset})", hint="narrow the query's conditions (e.g. by program, observtn or exp_type) so MAST serves "
+                              "every row, or rerun later if MAST was failing")
+    if not parts:
+        return _empty()
+    return vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
+
+
 def run(queries: dict[str, Query], archive: Archive) -> Table:
     """Run every named query against MAST and unite the results."""
     from astropy.table import vstack
 
     results = {}
     for name, query in queries.items():
+        if query.mission is not None:
+            results[name] = fetch_mission(archive, query, f"query {name!r}")
+            log.info("query %r: %d %s datasets", name, len(results[name]), query.mission)
+            continue
         parts = [fetch_complete(archive, criteria, _position(query), f"query {name!r}")
-                 for criteria in astroquery_criteria(query.criteria)]
+                 for criteria in astroquery_criteria(query.criteria or {})]
         parts = [p for p in parts if len(p)]
         results[name] = vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else (parts[0] if parts else _empty())
         log.info("query %r: %d observations", name, len(results[name]))

@@ -28,6 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -228,6 +229,7 @@ def _kept(dest: Path) -> int:
 class _Counters:
     attempts: int = 0
     requests: int = 0
+    token_withheld: bool = False  # the last request went without the token (see Http.get)
     stalled: int = 0  # failed attempts in a row that kept no new byte (what the policy limits)
 
 
@@ -281,7 +283,12 @@ class Attempt:
                 raise _Retry(f"{reason} for Range from byte {offset}", discard=True)
             if is_transient_status(status):
                 raise _Retry(reason, retry_after=response.headers.get("Retry-After"))
-            if status in (401, 403):
+            if status in (401, 403) and counters.token_withheld:
+                reason += (f": the download was redirected to {urlsplit(response.url).netloc}, and "
+                           "the MAST token was withheld from that host on purpose: it goes only "
+                           f"to {', '.join(self.settings.token_hosts)} (where the recipe's MAST "
+                           "is), never to a host a redirect names")
+            elif status in (401, 403):
                 reason += (": the MAST token does not grant access to this product"
                            if self.http.has_token else
                            ": exclusive-access product, and no MAST token was given")

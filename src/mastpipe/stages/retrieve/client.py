@@ -31,6 +31,7 @@ class RedirectRefused(Exception):
 
 class _CountsRequests(Protocol):
     requests: int
+    token_withheld: bool
 
 
 def host_key(url_or_host: str) -> str:
@@ -83,7 +84,9 @@ class Http:
     def get(self, url: str, headers: dict[str, str], counters: _CountsRequests) -> requests.Response:
         """GET ``url`` (streamed) following redirects by hand, so the token stays on its hosts.
 
-        ``counters.requests`` counts every request made, redirects included.
+        ``counters.requests`` counts every request made, redirects included;
+        ``counters.token_withheld`` says whether the last one went without the token because
+        a redirect left the token's hosts (so a 401 there is explained).
 
         Raises
         ------
@@ -94,11 +97,13 @@ class Http:
         """
         session = self._session()
         send_token = self._token is not None and host_key(url) in self.token_hosts
+        first = send_token  # the token was for this download: a redirect may take it away
         for _ in range(MAX_REDIRECTS + 1):
             request_headers = dict(headers)
             if send_token:
                 request_headers["Cookie"] = f"mast_token={self._token}"
             counters.requests += 1
+            counters.token_withheld = first and not send_token
             response = session.get(url, headers=request_headers, stream=True,
                                    timeout=(self.timeout, self.timeout), allow_redirects=False,
                                    **self.tls)

@@ -57,6 +57,19 @@ LOCK_POLL = 0.2  # seconds between looks at a file another process is fetching
 LOCK_NOTICE = 10.0  # seconds between "still waiting" lines
 
 
+def _gave_up(counters: _Counters, allowed: int, ceiling: int) -> str:
+    """"gave up after N attempts", with why N differs from what ``retries`` allows, if it does."""
+    n = counters.attempts
+    text = f"gave up after {n} attempt{'s' if n != 1 else ''}"
+    if n >= ceiling and n > allowed:
+        return (f"{text}: the most one file gets, {PROGRESS_CEILING} x (retries + 1), since attempts "
+                f"that keep new bytes do not count against retries: {allowed - 1}")
+    if n > allowed:
+        return (f"{text}: retries: {allowed - 1} allows {allowed} attempts in a row that keep no new "
+                f"byte; the {n - counters.stalled} before them kept new bytes, so did not count")
+    return text
+
+
 def _validators(row: LedgerRow | None, action: Action) -> tuple[str | None, str | None]:
     """ETag and Last-Modified to keep when a done file is recorded again without a request."""
     if row is not None and action.kind is not ActionKind.ADOPT:
@@ -167,6 +180,8 @@ class FileFetcher:
             result = self._until_settled(task, row, local, counters, lock)
             return result
         except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
+            if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:  # making its directory, its lock
+                exc = _Fail(self._disk_message(task, _DiskFull(exc, keep=True)))
             message = self.http.clean(f"{task.key}: {exc}")
             if not isinstance(exc, (_Fail, TransferError)):
                 # not an HTTP outcome (a full disk, a bug): keep the traceback for debugging;
@@ -351,7 +366,7 @@ class FileFetcher:
         policy = self.settings.policy
         ceiling = policy.max_attempts * (PROGRESS_CEILING if policy.max_attempts > 1 else 1)
         if not policy.should_retry(counters.stalled) or counters.attempts >= ceiling:
-            raise _Fail(f"{exc.reason} (gave up after {counters.attempts} attempts)")
+            raise _Fail(f"{exc.reason} ({_gave_up(counters, policy.max_attempts, ceiling)})")
         if not self.budget.take():
             raise _Fail(f"{exc.reason} (the run's retry budget is spent)")
         try:

@@ -47,11 +47,22 @@ __all__ = [
 ]
 
 ASTROQUERY_TEMPLATE = "mastDownload/{obs_collection}/{obs_id}/{productFilename}"
+#: What astroquery's ``MastMissions.download_products`` writes: ``mastDownload/jwst/<dataset>/<file>``.
+MISSION_ASTROQUERY_TEMPLATE = "mastDownload/{mission}/{obs_id}/{productFilename}"
 FLAT_TEMPLATE = "{productFilename}"
 _LAYOUTS = {"astroquery": ASTROQUERY_TEMPLATE, "flat": FLAT_TEMPLATE}
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # 224: the longest temporary's name (the atomic write of ``.<name>.part.json``) must fit NAME_MAX
 MAX_NAME_BYTES = 255 - NAME_OVERHEAD - len("..part.json")
+
+
+def _mission(row: Any) -> bool:
+    """Whether ``row`` is a product of a mission search (it has a ``mission`` value)."""
+    try:
+        value = row["mission"]
+    except (KeyError, IndexError, ValueError):
+        return False
+    return not _is_masked(value) and bool(str(value.decode() if isinstance(value, bytes) else value).strip())
 
 
 def _product_name(row: Any) -> str:
@@ -164,6 +175,8 @@ def relative_product_path(row: Mapping[str, Any] | Any, layout: str = "astroquer
         When the template is malformed or names a column the row lacks.
     """
     template = _LAYOUTS.get(layout, layout)
+    if layout == "astroquery" and _mission(row):
+        template = MISSION_ASTROQUERY_TEMPLATE
     product = _product_name(row)
     values = {}
     for name in _template_fields(template):

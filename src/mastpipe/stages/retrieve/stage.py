@@ -9,7 +9,11 @@ message and URL, as ECSV (astropy reads it) and JSON.
 
 from __future__ import annotations
 
+<<<<<<< HEAD
 import functools
+=======
+import glob
+>>>>>>> main
 import json
 import logging
 import os
@@ -21,13 +25,13 @@ from urllib.parse import quote
 
 import numpy as np
 
-from mastpipe.archive import MALFORMED
+from mastpipe.archive import MALFORMED, mission_download_url
 from mastpipe.errors import AuthError, UnsafePathError
 from mastpipe.stages.retrieve.paths import check_collisions, product_path
 from mastpipe.recipe.models import Retrieve
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.settings import DownloadSettings
-from mastpipe.atomic import atomic_path, atomic_write_bytes
+from mastpipe.atomic import atomic_path, atomic_write_bytes, sweep
 from mastpipe.state import StateDir, decoded
 from mastpipe.typing import Engine
 
@@ -122,7 +126,8 @@ def plan_files(table: Table, destination: Path, layout: str,
             refused.append(Refused(str(values.get("productFilename") or "?"), "", size,
                                    "the product list gives no dataURI for this product"))
             continue
-        url = download_url(mast_url, uri)
+        mission = values.get("mission")
+        url = mission_download_url(mast_url, mission, uri) if mission else download_url(mast_url, uri)
         try:
             dest = product_path(values, destination, layout)
         except UnsafePathError as exc:
@@ -196,14 +201,20 @@ def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileRes
     table = Table(rows=[[r[c] for c in MANIFEST_COLUMNS] for r in rows], names=MANIFEST_COLUMNS,
                   dtype=[str, str, np.int64, str, str, str, str, str]) if rows else \
         Table(names=MANIFEST_COLUMNS, dtype=[str, str, np.int64, str, str, str, str, str])
+<<<<<<< HEAD
     table.meta.update(meta or {})
     table.meta["paths"] = "absolute" if absolute else "relative to this manifest's directory"
+=======
+    for stale in sweep(path.parent) + _old_temporaries(path):  # left by a run killed while writing
+        log.info("removed %s, a manifest temporary a killed run left", stale)
+>>>>>>> main
     with atomic_path(path) as tmp:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
     atomic_write_bytes(json_twin(path), json.dumps(rows, indent=1).encode())
     return path
 
 
+<<<<<<< HEAD
 def read_manifest(path: str | os.PathLike[str]) -> Table:
     """Read a manifest (ECSV) with every ``path`` absolute, wherever the manifest now lives.
 
@@ -222,6 +233,29 @@ def read_manifest(path: str | os.PathLike[str]) -> Table:
     base = path.resolve().parent
     table["path"] = [os.path.normpath(base / p) if p and not os.path.isabs(p) else str(p) for p in table["path"]]
     return table
+=======
+def _old_temporaries(path: Path) -> list[Path]:
+    """Remove ``.<manifest>.<pid>.tmp`` files (the name earlier versions wrote the manifest
+    under) whose process is gone; return them."""
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = candidate.name[len(path.name) + 2:-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that process still runs: perhaps writing it now
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        try:
+            candidate.unlink()
+            removed.append(candidate)
+        except OSError:
+            pass
+    return removed
+>>>>>>> main
 
 
 def json_twin(path: Path) -> Path:
