@@ -106,13 +106,13 @@ def _server_label(server_id: Any, url: str | None) -> str:
     return f"{server_id} at {url}"
 
 
-<<<<<<< HEAD
 def new_run_id() -> str:
     """A run's id: its UTC start time and a random suffix, e.g. ``20260102T030405Z-1a2b3c``."""
     import uuid
 
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-=======
+
+
 def _query_section(recipe: Recipe) -> dict[str, Any]:
     """The recipe's queries as fingerprints see them. The keys of mission searches are left out
     of CAOM searches, which do not use them, so checkpoints made before mission searches existed
@@ -125,7 +125,6 @@ def _query_section(recipe: Recipe) -> dict[str, Any]:
         elif query.get("criteria") is None:
             query.pop("criteria", None)
     return queries
->>>>>>> main
 
 
 def default_state_dir(recipe: Recipe, recipe_path: Path) -> Path:

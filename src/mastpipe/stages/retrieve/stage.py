@@ -9,11 +9,8 @@ message and URL, as ECSV (astropy reads it) and JSON.
 
 from __future__ import annotations
 
-<<<<<<< HEAD
 import functools
-=======
 import glob
->>>>>>> main
 import json
 import logging
 import os
@@ -201,20 +198,16 @@ def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileRes
     table = Table(rows=[[r[c] for c in MANIFEST_COLUMNS] for r in rows], names=MANIFEST_COLUMNS,
                   dtype=[str, str, np.int64, str, str, str, str, str]) if rows else \
         Table(names=MANIFEST_COLUMNS, dtype=[str, str, np.int64, str, str, str, str, str])
-<<<<<<< HEAD
     table.meta.update(meta or {})
     table.meta["paths"] = "absolute" if absolute else "relative to this manifest's directory"
-=======
     for stale in sweep(path.parent) + _old_temporaries(path):  # left by a run killed while writing
         log.info("removed %s, a manifest temporary a killed run left", stale)
->>>>>>> main
     with atomic_path(path) as tmp:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
     atomic_write_bytes(json_twin(path), json.dumps(rows, indent=1).encode())
     return path
 
 
-<<<<<<< HEAD
 def read_manifest(path: str | os.PathLike[str]) -> Table:
     """Read a manifest (ECSV) with every ``path`` absolute, wherever the manifest now lives.
 
@@ -233,7 +226,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Table:
     base = path.resolve().parent
     table["path"] = [os.path.normpath(base / p) if p and not os.path.isabs(p) else str(p) for p in table["path"]]
     return table
-=======
+
+
 def _old_temporaries(path: Path) -> list[Path]:
     """Remove ``.<manifest>.<pid>.tmp`` files (the name earlier versions wrote the manifest
     under) whose process is gone; return them."""
@@ -255,7 +249,6 @@ def _old_temporaries(path: Path) -> list[Path]:
         except OSError:
             pass
     return removed
->>>>>>> main
 
 
 def json_twin(path: Path) -> Path:
