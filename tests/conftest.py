@@ -1,8 +1,8 @@
 """Helpers every test directory shares: running the real command line, logging in, the slow marker.
 
-* ``cli``: ``cli(*args, cwd=..., env=..., input=..., timeout=...)`` runs the installed ``mastpipe``
-  command in a subprocess, as a user would, with MAST_API_TOKEN and MASTPIPE_MAST_URL unset
-  unless ``env`` sets them.
+* ``cli``: ``cli(*args, cwd=..., env=..., input=..., timeout=..., drop=(...), text=...)`` runs the installed
+  ``mastpipe`` command in a subprocess, as a user would, with MAST_API_TOKEN, MASTPIPE_MAST_URL and
+  the variables named in ``drop`` unset unless ``env`` sets them.
 * ``mastpipe_argv``: the argv prefix that starts that command (for ``Popen``).
 * ``login``: ``login(url, stdin, backend=..., **variables)`` runs ``mastpipe login --mast-url URL``
   with the token on stdin and a keyring in the test's temporary directory, never the real one.
@@ -49,9 +49,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _argv() -> list[str]:
-    """The installed console script of this interpreter, else the CLI's entry point run by it."""
+    """The installed console script of this interpreter, else the CLI's entry point run by it.
+
+    The script beside ``sys.executable`` comes first: a ``mastpipe`` found on PATH may be another
+    interpreter's (or a pyenv shim that costs a shell and a lookup per call).
+    """
+    beside = Path(sys.executable).with_name("mastpipe")
+    if beside.is_file():
+        return [str(beside)]
     command = shutil.which("mastpipe")
-    return [command] if command else [sys.executable, "-c", "from mastpipe.cli import main; main()"]
+    if command:
+        return [command]
+    return [sys.executable, "-c", "from mastpipe.cli import main; main(prog_name='mastpipe')"]
 
 
 def _environment(env: dict[str, str] | None, drop: tuple[str, ...] = ()) -> dict[str, str]:
@@ -61,9 +70,14 @@ def _environment(env: dict[str, str] | None, drop: tuple[str, ...] = ()) -> dict
 
 
 def mastpipe(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120,
-             input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the installed command line exactly as a user would."""
-    return subprocess.run([*_argv(), *args], cwd=cwd, env=_environment(env), capture_output=True, text=True,
+             input: str | None = None, drop: tuple[str, ...] = (),
+             text: bool = True) -> subprocess.CompletedProcess[Any]:
+    """Run the installed command line exactly as a user would.
+
+    ``drop`` names more variables to unset; ``text=False`` hands back stdout and stderr as bytes,
+    for tests that compare the output byte for byte.
+    """
+    return subprocess.run([*_argv(), *args], cwd=cwd, env=_environment(env, drop), capture_output=True, text=text,
                           timeout=timeout, input=input)
 
 
@@ -98,3 +112,15 @@ def _private_column_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     """Mission column lists are cached in the user's cache directory (mastpipe.recipe.columns):
     each test gets its own, so none reads another's and none writes to the real one."""
     monkeypatch.setenv("MASTPIPE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
+def _mastpipe_logger_restored() -> Any:
+    """A command run in-process (click's CliRunner) points the ``mastpipe`` logger at its own
+    handler and stops propagation; restore it so later tests' ``caplog`` still sees the records."""
+    import logging
+
+    logger = logging.getLogger("mastpipe")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved

@@ -65,7 +65,8 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
         token: str | None = None, on_event: Callable[[Any], None] | None = None, server_id: str | None = None,
         report: str | os.PathLike[str] | None = None, summary: str | os.PathLike[str] | None = None,
         environ: dict[str, str] | None = None, executor: str | None = None,
-        scheduler: str | None = None, insecure: bool = False, progress: bool = True) -> RunOutcome:
+        scheduler: str | None = None, insecure: bool = False, source: str | None = None,
+        progress: bool = True) -> RunOutcome:
     """Run a recipe: the stages up to ``until``, then write the run report and history.
 
     Parameters
@@ -97,6 +98,8 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
         Do not check TLS certificates. Dangerous, so logged as a warning and recorded in the
         report; for a network with its own certificate authority set ``REQUESTS_CA_BUNDLE``
         instead (see :mod:`mastpipe.tls`).
+    source : {"mast", "cloud", "auto"}, optional
+        Where files come from, instead of the recipe's ``retrieve.source`` (``--source``).
     progress : bool
         Show download progress: a tqdm bar in Jupyter and on a terminal, a line every 30 s on
         stderr otherwise (a script's log). False shows nothing.
@@ -121,7 +124,7 @@ def run(recipe: str | os.PathLike[str], *, mast_url: str | None = None, state_di
     """
     env = dict(os.environ) if environ is None else environ
     pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir, refresh=refresh, environ=env,
-                        server_id=server_id, insecure=insecure)
+                        server_id=server_id, insecure=insecure, source=source)
     shown = python_progress(progress)
     try:
         return run_pipeline(pipeline, until=until, from_stage=from_stage, verify=verify, token=token,

@@ -18,6 +18,11 @@ from a cut one, and checks column names against a column list fetched from the s
 imported for. Its answers are translated into the pipeline's vocabulary here (see
 :func:`mission_products_table`), so the stages after ``query`` and ``products`` treat a mission's
 datasets and files as they treat CAOM's observations and products.
+
+MAST's cloud copies are located here too (protocol map: ``mast-cloud.md``): which missions the
+public bucket mirrors (:func:`cloud_mission`), ``path_lookup`` in batches of at most
+:data:`PATH_LOOKUP_BATCH` URIs (:meth:`Archive.path_lookup`), and astroquery's rules from a path
+to a bucket key (:func:`bucket_key`).
 """
 
 from __future__ import annotations
@@ -84,6 +89,36 @@ def _astroquery(server: str) -> Any:
 
         warnings.filterwarnings("ignore", category=NoResultsWarning)
         return mast
+
+
+#: The public bucket holding MAST's cloud copies, and its region.
+BUCKET, BUCKET_REGION = "stpubdata", "us-east-1"
+#: dataURI prefixes (lower case) of the missions the bucket mirrors; others are never looked up.
+CLOUD_PREFIXES = ("mast:hst/product", "mast:tess/product", "mast:kepler", "mast:galex", "mast:ps1",
+                  "mast:jwst/product")
+#: Most URIs per path_lookup request: MAST answers 414 beyond it.
+PATH_LOOKUP_BATCH = 50
+
+
+def cloud_mission(uri: str) -> bool:
+    """Whether ``uri`` belongs to a mission the public bucket mirrors (case-insensitive)."""
+    return uri.lower().startswith(CLOUD_PREFIXES)
+
+
+def bucket_key(path: str) -> str:
+    """The bucket key for a path from ``path_lookup``, by astroquery's rules (``mast_relative_path``).
+
+    GALEX paths lose their leading ``/mast/`` *characters* (astroquery strips a character set,
+    and keys must match what it asks S3 for), PS1 paths move under ``panstarrs/ps1/public/``,
+    HLSP paths under ``mast/``; any other path loses its leading ``/``.
+    """
+    if "galex" in path:
+        return path.lstrip("/mast/")  # noqa: B005 - a character-set strip, exactly as astroquery does
+    if "/ps1/" in path:
+        return path.replace("/ps1/", "panstarrs/ps1/public/")
+    if "hlsp" in path:
+        return path.replace("/hlsp_local/public/", "mast/")
+    return path.lstrip("/")
 
 
 class TimedOut(ArchiveError):
@@ -309,6 +344,28 @@ class Archive:
                                hint=f"is {self.url} MAST or a server speaking its mission search API?")
         return answer
 
+
+    def path_lookup(self, uris: list[str]) -> dict[str, str | None]:
+        """Where each product lies in the cloud bucket: uri -> bucket key, or None when MAST knows
+        no path for it. One request per :data:`PATH_LOOKUP_BATCH` URIs, retried like the others.
+        """
+        found: dict[str, str | None] = {}
+        for start in range(0, len(uris), PATH_LOOKUP_BATCH):
+            batch = uris[start:start + PATH_LOOKUP_BATCH]
+
+            def ask(_: Any, batch: list[str] = batch) -> Any:
+                response = self._session().get(f"{self.url}/api/v0.1/path_lookup/", params={"uri": batch})
+                response.raise_for_status()
+                return response.json()
+
+            answer = self.call(f"path_lookup of {len(batch)} product(s) {batch[0]}...", ask, astroquery=False,
+                               hint="MAST could not say where these products lie in the cloud bucket; rerun "
+                                    "later (what is known is kept), or set retrieve.source: mast")
+            for uri in batch:
+                entry = answer.get(uri) if isinstance(answer, dict) else None
+                path = entry.get("path") if isinstance(entry, dict) else None
+                found[uri] = bucket_key(path) if path else None
+        return found
 
 #: A column of product lists mastpipe adds: what was wrong with a row of MAST's answer (masked
 #: where nothing was). The retrieve stage refuses such rows one by one; the others go on.

@@ -230,6 +230,11 @@ def _setup_logging(quiet: bool, verbose: bool, json_lines: bool = False) -> None
     root.propagate = False
 
 
+_SOURCE = click.option("--source", type=click.Choice(["mast", "cloud", "auto"]),
+                       help="Where files come from, instead of the recipe's retrieve.source: MAST, its S3 copies "
+                            "only, or S3 where a copy exists (cloud and auto need mastpipe[cloud]).")
+
+
 def _pipeline_options(function):  # type: ignore[no-untyped-def]
     options = [
         click.argument("recipe", type=click.Path(dir_okay=False)),
@@ -248,7 +253,8 @@ def _pipeline_options(function):  # type: ignore[no-untyped-def]
 
 def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
                    action, refresh: bool = False, insecure: bool = False, quiet: bool = False,
-                   json_events: bool = False, files: _FileCount | None = None):  # type: ignore[no-untyped-def]
+                   json_events: bool = False, files: _FileCount | None = None,
+                   source: str | None = None):  # type: ignore[no-untyped-def]
     """Build the Pipeline (inside a sandbox when asked) and run ``action(pipeline)``.
 
     Every way the run can end early becomes one line, never a traceback: a
@@ -284,7 +290,16 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
                 click.echo(f"sandbox: serving a local MAST stand-in at {url}", err=True)
             server_id = SANDBOX_SERVER_ID if running is not None else None
             pipeline = Pipeline(recipe, mast_url=url, state_dir=state_dir, refresh=refresh, server_id=server_id,
-                                insecure=insecure)
+                                insecure=insecure, source=source)
+            if running is not None and pipeline.recipe.retrieve.source != "mast":
+                from .stages.retrieve.s3 import S3_ENDPOINT_ENV
+
+                endpoint = running.start_s3().endpoint  # the sandbox's bucket stands in for AWS's
+                if not quiet:
+                    click.echo(f"sandbox: serving its cloud bucket at {endpoint}", err=True)
+                import os
+
+                pipeline.environ = {**(pipeline.environ or os.environ), S3_ENDPOINT_ENV: endpoint}
             return action(pipeline)
     except MastpipeError as error:
         _fail(error, json_events)
@@ -317,10 +332,11 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
               help="Dask scheduler, e.g. tcp://host:8786, or 'local' for worker processes on this machine.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),
               help="Also write the run report as a self-contained HTML page with a picture of the selection (needs mastpipe[html]).")
+@_SOURCE
 def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
         verbose: bool, until: str, from_stage: str | None, refresh: bool, verify: bool, report_path: str | None,
         summary_path: str | None, json_events: bool, executor: str | None = None,
-        scheduler: str | None = None, html_path: str | None = None) -> None:
+        scheduler: str | None = None, html_path: str | None = None, source: str | None = None) -> None:
     """Run a recipe: query -> products -> unique -> filter -> retrieve.
 
     Each stage's result is checkpointed; a rerun reuses every stage whose recipe section and
@@ -392,7 +408,7 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
 
     files = _FileCount()
     _with_pipeline(recipe, mast_url, state_dir, sandbox, action, refresh=refresh, insecure=insecure, quiet=quiet,
-                   json_events=json_events, files=files)
+                   json_events=json_events, files=files, source=source)
 
 
 @main.command()
@@ -434,8 +450,10 @@ def history(recipe: str, state_dir: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object (fields: README, \"plan --json\").")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),
               help="Also write a self-contained HTML page: sky map, time span, files by product type (needs mastpipe[html]).")
+@_SOURCE
 def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
-         verbose: bool, refresh: bool, as_json: bool, html_path: str | None = None) -> None:
+         verbose: bool, refresh: bool, as_json: bool, html_path: str | None = None,
+         source: str | None = None) -> None:
     """Show what `run` would retrieve, without downloading anything.
 
     Runs the stages up to filter (reusing checkpoints; --refresh asks MAST again) and prints the
@@ -461,6 +479,10 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
             _require_html()
         found = plan_pipeline(pipeline)
         click.echo(_json_text(found.to_dict()) if as_json else format_plan(found))
+        if pipeline.recipe.retrieve.source != "mast" and not as_json:
+            from mastpipe.report import format_cloud_plan
+
+            click.echo(format_cloud_plan(pipeline, found.tables["filter"], found.outlook))
         if html_path:
             from mastpipe.picture import write_page
 
@@ -469,7 +491,7 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
                 click.echo(f"wrote {written}", err=True)
 
     _with_pipeline(recipe, mast_url, state_dir, sandbox, action, refresh=refresh, insecure=insecure, quiet=quiet,
-                   json_events=as_json)
+                   json_events=as_json, source=source)
 
 
 def _require_html() -> None:
@@ -654,17 +676,22 @@ def sandbox() -> None:
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Append every request to this JSON-lines file.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate (PEM; with --tls-key).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The private key of --tls-cert (PEM).")
+@click.option("--s3", is_flag=True, help="Also serve the public cloud bucket from a local S3 server; prints its endpoint second.")
 def serve(host: str, port: int, seed: int, scale: str | None, faults: str | None, tokens: tuple[str, ...],
-          log_path: str | None, tls_cert: str | None, tls_key: str | None) -> None:
+          log_path: str | None, tls_cert: str | None, tls_key: str | None, s3: bool) -> None:
     """Serve a local MAST on HOST:PORT until interrupted; prints its URL first.
 
     Point mastpipe at it with --mast-url or MASTPIPE_MAST_URL, or astroquery with an
     astroquery.cfg whose [mast] server is that URL. With --tls-cert and --tls-key it serves
     HTTPS, to rehearse a network with its own certificate authority (REQUESTS_CA_BUNDLE).
+    With --s3 it also serves MAST's public cloud copies from a real S3 server (moto, from the
+    test extra) and prints that endpoint on the second line: give it to mastpipe as
+    MASTPIPE_S3_ENDPOINT, to boto3 and astroquery as AWS_ENDPOINT_URL_S3.
 
     Example:
 
         mastpipe sandbox serve --port 8080 --faults 'download.error_rate=0.2'
+        mastpipe sandbox serve --s3 --faults 's3.error_rate=0.1:503'
     """
     from mastpipe.sandbox import serve_forever
 
@@ -678,7 +705,7 @@ def serve(host: str, port: int, seed: int, scale: str | None, faults: str | None
                                      param_hint="--log") from None
     try:
         serve_forever(host=host, port=port, seed=seed, scale=scale, faults=faults, tokens=list(tokens),
-                      log_path=log_path, ssl_context=context)
+                      log_path=log_path, ssl_context=context, s3=s3)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     except OSError as error:

@@ -95,8 +95,13 @@ def format_run(result: RunResult) -> str:
     retrieved = result.retrieve
     if retrieved is not None:
         if retrieved.mode == "download":
-            lines.append(f"  retrieve: {retrieved.count('fetched')} fetched ({human_bytes(retrieved.bytes_fetched)}), "
-                         f"{retrieved.count('skipped')} already present, {retrieved.count('failed')} failed")
+            from_s3 = sum(1 for r in retrieved.results if r.status == "fetched" and r.source == "s3")
+            where = f", {from_s3} from S3" if from_s3 else ""
+            absent = sum(1 for r in retrieved.results if r.status == "skipped" and r.error)  # source: cloud
+            lines.append(f"  retrieve: {retrieved.count('fetched')} fetched ({human_bytes(retrieved.bytes_fetched)}{where}), "
+                         f"{retrieved.count('skipped') - absent} already present, "
+                         + (f"{absent} without a cloud copy (skipped), " if absent else "")
+                         + f"{retrieved.count('failed')} failed")
         for failure in retrieved.failed[:20]:  # in every mode: refused products fail in all
             lines.append(f"    failed: {failure.key}: {failure_reason(failure.key, failure.error)}")
         if len(retrieved.failed) > 20:
@@ -256,7 +261,11 @@ def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: f
     if retrieved is not None:
         report["retrieve"] = {
             "mode": retrieved.mode,
-            "fetched": {"files": retrieved.count("fetched"), "bytes": retrieved.bytes_fetched},
+            "fetched": {"files": retrieved.count("fetched"), "bytes": retrieved.bytes_fetched,
+                        # where they came from: MAST's download service or its S3 copies
+                        "by_source": {source: sum(1 for r in retrieved.results
+                                                  if r.status == "fetched" and r.source == source)
+                                      for source in ("mast", "s3")}},
             "skipped": {"files": retrieved.count("skipped")},
             # the files whose FITS CHECKSUM/DATASUM were verified against their bytes
             "checksum_verified": _listed([r.key for r in retrieved.results if r.checksum == "verified"]),
@@ -346,3 +355,26 @@ def history_entry(report: dict[str, Any]) -> dict[str, Any]:
         "fetched": (retrieve.get("fetched") or {}).get("files"), "failed": (retrieve.get("failed") or {}).get("files"),
         "nothing_new": report.get("nothing_new"),
     }
+
+
+def format_cloud_plan(pipeline: Any, products: Table, outlook: Any) -> str:
+    """One line for ``plan`` with ``retrieve.source`` cloud or auto: of the files to fetch, how
+    many have a cloud copy, how many none, and how many are still to be located, from the
+    checkpoint of earlier lookups (``cloud.jsonl``) alone: no request."""
+    from mastpipe.archive import cloud_mission
+    from mastpipe.stages.retrieve.s3 import Locations, effective_endpoint
+
+    section = pipeline.recipe.retrieve
+    rights = dict(zip(_text(products["dataURI"]), _text(products["dataRights"]))) if len(products) else {}
+    wanted = list(outlook.remaining) if outlook is not None and outlook.mode == "download" else list(rights)
+    known = Locations(pipeline.state_dir, pipeline.server_id,
+                      effective_endpoint(section.s3_endpoint, pipeline.environ)).load()
+    mast = [u for u in wanted if rights.get(u) == "EXCLUSIVE_ACCESS" or not cloud_mission(u)]
+    cloud = [u for u in wanted if u not in mast]
+    copies = sum(1 for u in cloud if known.get(u) is not None)
+    without = sum(1 for u in cloud if u in known and known[u] is None)
+    unknown = len(cloud) - copies - without
+    fallback = "from MAST" if section.source == "auto" else "skipped"
+    return (f"source {section.source}: of {len(wanted)} file(s), {copies} have a cloud copy, "
+            f"{without + len(mast)} have none ({fallback}; exclusive-access ones always from MAST)"
+            + (f", {unknown} still to be located when the run starts (path_lookup, HeadObject)" if unknown else ""))

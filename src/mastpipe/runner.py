@@ -155,14 +155,21 @@ class Pipeline:
     insecure : bool
         Do not check MAST's TLS certificate (``--insecure``): logged as a warning here, once, and
         recorded in the run report. Never a recipe setting: see :mod:`mastpipe.tls`.
+    source : {"mast", "cloud", "auto"}, optional
+        Overrides the recipe's ``retrieve.source`` (``--source``).
     """
 
     def __init__(self, recipe_path: str | os.PathLike[str], *, mast_url: str | None = None,
                  state_dir: str | os.PathLike[str] | None = None, refresh: bool = False,
                  environ: dict[str, str] | None = None, recipe: Recipe | None = None,
-                 server_id: str | None = None, insecure: bool = False) -> None:
+                 server_id: str | None = None, insecure: bool = False, source: str | None = None) -> None:
         self.recipe_path = Path(recipe_path)
         self.recipe = recipe or load_recipe(self.recipe_path, environ)
+        if source is not None and source != self.recipe.retrieve.source:
+            retrieve = self.recipe.retrieve.model_copy(update={"source": source})
+            self.recipe = self.recipe.model_copy(update={"retrieve": retrieve})
+        #: Environment for the S3 endpoint (``MASTPIPE_S3_ENDPOINT``); None: ``os.environ``.
+        self.environ = environ
         self.mast_url = effective_mast_url(self.recipe, mast_url, environ)
         self.state_dir = Path(state_dir).resolve() if state_dir else default_state_dir(self.recipe, self.recipe_path)
         self.refresh = refresh
@@ -430,11 +437,16 @@ class Pipeline:
         when not given).
         """
         from mastpipe.stages.retrieve import stage as retrieve_stage
+        from mastpipe.stages.retrieve.s3 import effective_endpoint
 
         if download is None:
             download = DownloadSettings.build(self.recipe, self.mast_url, insecure=self.insecure)
-        return retrieve_stage.run(table, self.recipe.retrieve, download, base=self.recipe_path.resolve().parent,
+        section = self.recipe.retrieve
+        return retrieve_stage.run(table, section, download, base=self.recipe_path.resolve().parent,
                                   state_dir=self.state_dir, mast_url=self.mast_url, token=token, on_event=on_event,
+                                  archive=self.archive if section.source != "mast" else None,
+                                  server_id=self.server_id,
+                                  s3_endpoint=effective_endpoint(section.s3_endpoint, self.environ),
                                   meta=self.manifest_meta(run_id or new_run_id()),
                                   ledger_journal=self.recipe.state.ledger_journal)
 
@@ -443,15 +455,16 @@ class Pipeline:
         (in a CI artifact, beside restored files) says where it came from.
 
         Keys: ``recipe`` (name), ``recipe_path``, ``recipe_fingerprint``, ``run_id``, ``server``
-        (the MAST URL asked), ``source`` (the URL files are downloaded from) and ``mastpipe``
-        (version); :func:`~mastpipe.stages.retrieve.stage.write_manifest` adds ``paths``.
+        (the MAST URL asked), ``source`` (``retrieve.source``: mast, cloud or auto),
+        ``download_url`` (MAST's download endpoint) and ``mastpipe`` (version); :func:`~mastpipe.stages.retrieve.stage.write_manifest` adds ``paths``.
         """
         from mastpipe import __version__
         from mastpipe.stages.retrieve.stage import download_url
 
         return {"recipe": self.recipe.name, "recipe_path": str(self.recipe_path.resolve()),
                 "recipe_fingerprint": fingerprint(self.recipe.model_dump(mode="json")), "run_id": run_id,
-                "server": self.mast_url, "source": download_url(self.mast_url, ""),
+                "server": self.mast_url, "source": self.recipe.retrieve.source,
+                "download_url": download_url(self.mast_url, ""),
                 "mastpipe": __version__}
 
     def batch_dir(self) -> Path:

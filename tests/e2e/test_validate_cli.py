@@ -10,10 +10,11 @@ per case cost ~30 s and checked nothing more.)
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
+import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -36,18 +37,17 @@ PROBLEM_LINE = re.compile(r"^(?P<file>.+?)(?::(?P<line>\d+):(?P<col>\d+))?: (?P<
 HINT_LINE = re.compile(r"^  hint: \S.*$")
 
 
-def mastpipe_command() -> list[str]:
-    """The installed console script of this interpreter, else the CLI's entry point run by it."""
-    script = Path(sys.executable).with_name("mastpipe")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "from mastpipe.cli import main; main(prog_name='mastpipe')"]
+Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in corpus.UNSET and k != "MASTPIPE_DATA"}
-    return subprocess.run([*mastpipe_command(), *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=60)
+@pytest.fixture
+def run(cli: Run) -> Run:
+    """``run(*args, cwd=ROOT)``: the shared ``cli`` helper, without the corpus's unset variables."""
+
+    def validate(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+        return cli(*args, cwd=cwd, timeout=60, drop=(*corpus.UNSET, "MASTPIPE_DATA"))
+
+    return validate
 
 
 def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
@@ -66,7 +66,7 @@ def assert_problem_format(stderr: str) -> None:
             assert i + 1 < len(lines) and lines[i + 1].startswith("  hint: "), f"no hint after {line!r}"
 
 
-def test_the_whole_corpus_at_once_in_one_process(tmp_path: Path) -> None:
+def test_the_whole_corpus_at_once_in_one_process(run: Run, tmp_path: Path) -> None:
     paths = [case.make(tmp_path) for case in corpus.CORPUS]
     result = run("validate", *map(str, paths))
     assert_no_traceback(result)
@@ -79,7 +79,7 @@ def test_the_whole_corpus_at_once_in_one_process(tmp_path: Path) -> None:
     assert not (tmp_path / "MARKER").exists(), "an unsafe tag executed"
 
 
-def test_valid_and_invalid_together_report_only_the_invalid(tmp_path: Path) -> None:
+def test_valid_and_invalid_together_report_only_the_invalid(run: Run, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(corpus.BASE + "bogus: 1\n")
     good = tmp_path / "good.yaml"
@@ -96,7 +96,7 @@ def test_valid_and_invalid_together_report_only_the_invalid(tmp_path: Path) -> N
     assert quiet.returncode == 2 and quiet.stdout == "" and str(good) not in quiet.stderr
 
 
-def test_every_example_pipeline_is_valid() -> None:
+def test_every_example_pipeline_is_valid(run: Run) -> None:
     assert len(PIPELINES) >= 4
     result = run("validate", *map(str, PIPELINES))
     assert_no_traceback(result)
@@ -105,13 +105,13 @@ def test_every_example_pipeline_is_valid() -> None:
     assert [line.split(": valid (")[0] for line in result.stdout.splitlines()] == list(map(str, PIPELINES))
 
 
-def test_the_readme_glob_from_the_repository_root() -> None:
-    result = subprocess.run(" ".join(mastpipe_command()) + " validate pipelines/*.yaml", shell=True,
+def test_the_readme_glob_from_the_repository_root(mastpipe_argv: list[str]) -> None:
+    result = subprocess.run(shlex.join(mastpipe_argv) + " validate pipelines/*.yaml", shell=True,
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
 
 
-def test_a_warning_does_not_fail_validation(tmp_path: Path) -> None:
+def test_a_warning_does_not_fail_validation(run: Run, tmp_path: Path) -> None:
     path = tmp_path / "warn.yaml"
     path.write_text("version: 1\nname: t\nquery:\n  q:\n    criteria:\n      proposal_id: '1073'\n")
     result = run("validate", str(path))
@@ -121,7 +121,7 @@ def test_a_warning_does_not_fail_validation(tmp_path: Path) -> None:
                              "  hint: add e.g. `obs_collection: JWST` (or HST, TESS, ...) to the criteria\n")
 
 
-def test_validate_without_arguments_is_a_usage_error() -> None:
+def test_validate_without_arguments_is_a_usage_error(run: Run) -> None:
     result = run("validate")
     assert_no_traceback(result)
     assert result.returncode == 2
@@ -144,7 +144,7 @@ def test_the_command_list_is_read_from_the_cli() -> None:
 
 
 @pytest.mark.parametrize("command", _commands(main), ids=lambda c: " ".join(c) or "mastpipe")
-def test_every_command_has_help_with_an_example(command: tuple[str, ...]) -> None:
+def test_every_command_has_help_with_an_example(run: Run, command: tuple[str, ...]) -> None:
     result = run(*command, "--help")
     assert_no_traceback(result)
     assert result.returncode == 0, result.stderr
@@ -156,7 +156,7 @@ def test_every_command_has_help_with_an_example(command: tuple[str, ...]) -> Non
     assert result.stdout.startswith(f"Usage: mastpipe {' '.join(command)}".rstrip())
 
 
-def test_version() -> None:
+def test_version(run: Run) -> None:
     result = run("--version")
     assert result.returncode == 0
     assert result.stdout == f"mastpipe, version {mastpipe.__version__}\n"

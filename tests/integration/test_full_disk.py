@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from _examples import example_recipe
 from _transfer_support import FAST, downloads, task_for
 
 import mastpipe
@@ -175,28 +176,17 @@ def test_files_done_before_the_disk_filled_stay_done(sandbox: Sandbox, small_fs,
     check_nothing_wrong_published(sandbox, tasks, state)
 
 
-RECIPE = """\
-version: 1
-name: full-disk
-query:
-  main:
-    criteria: {{obs_collection: JWST, proposal_id: "1073", instrument_name: "NIRCAM*", filters: F277W}}
-products:
-  batch_size: 5
-filter:
-  contains: [_uncal.fits]
-retrieve:
-  mode: download
-  destination: {destination}
-  in_flight: 2
-"""
+def _recipe(tmp_path: Path, destination: Path) -> Path:
+    """The tutorial's example (pipelines/): its UNCAL files, two downloads at a time, into ``destination``."""
+    return example_recipe(tmp_path, name="full-disk", description=None, unique=None,
+                          filter={"contains": ["_uncal.fits"], "guide_stars": None, "columns": None},
+                          retrieve={"destination": str(destination), "in_flight": 2, "layout": None})
 
 
 def test_a_run_on_a_disk_that_fills_then_a_rerun_after_freeing_space_exits_0(
         sandbox: Sandbox, small_fs, tmp_path: Path) -> None:
     fs = small_fs("160m")  # room for the 64 MiB safety margin of the free-space check
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.format(destination=fs / "data"))
+    recipe = _recipe(tmp_path, fs / "data")
     received = [0]
     filled: list[Path] = []
 
@@ -227,8 +217,7 @@ def test_a_full_state_directory_is_named(sandbox: Sandbox, small_fs, tmp_path: P
 
     fs = small_fs("2m")
     state = fs / "state"
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.format(destination=tmp_path / "data"))
+    recipe = _recipe(tmp_path, tmp_path / "data")
     fill(fs, leave)
     with pytest.raises((NotWritableError, OSError)) as caught:
         mastpipe.run(recipe, mast_url=sandbox.url, state_dir=state, environ={})

@@ -36,7 +36,8 @@ def test_a_manifest_restored_elsewhere_still_names_its_files(sandbox, tmp_path):
     assert all(p.startswith("mastDownload/JWST/") for p in raw["path"])
     meta = raw.meta
     assert meta["recipe"] == "manifest-travels" and meta["run_id"] == outcome.report["run_id"]
-    assert meta["server"] == sandbox.url and meta["source"].startswith(sandbox.url + "/api/")
+    assert meta["server"] == sandbox.url and meta["source"] == "mast"
+    assert meta["download_url"].startswith(sandbox.url + "/api/")
     assert meta["mastpipe"] == mastpipe.__version__ and meta["paths"].startswith("relative")
     assert meta["recipe_fingerprint"] == outcome.report["recipe"]["fingerprint"]
 

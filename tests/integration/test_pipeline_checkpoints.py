@@ -9,29 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _examples import edit, example_text
+
 from mastpipe.runner import Pipeline
 
-RECIPE = """\
-version: 1
-name: ckpt
-mast: {timeout: 5, retries: 2}
-query:
-  nircam:
-    criteria:
-      obs_collection: JWST
-      proposal_id: "1073"
-      instrument_name: "NIRCAM*"
-      filters: F277W
-products:
-  batch_size: 2
-unique:
-  key: productFilename
-filter:
-  contains: [_uncal.fits]
-  guide_stars: omit
-  columns:
-    productSubGroupDescription: UNCAL
-"""
+# The tutorial's example (pipelines/), run to `filter` only, in small batches, UNCAL files only.
+RECIPE = example_text(name="ckpt", description=None, mast={"timeout": 5, "retries": 2}, products={"batch_size": 2},
+                      filter={"contains": ["_uncal.fits"], "guide_stars": "omit"}, retrieve=None)
 
 # The same recipe with sections and keys reordered, comments and blank lines added.
 REORDERED = """\
@@ -118,7 +102,7 @@ def test_reordered_keys_and_comments_rerun_nothing(sandbox, first_run):
 
 def test_execution_knobs_rerun_nothing(sandbox, first_run):
     pipeline, _ = first_run
-    text = RECIPE.replace("batch_size: 2", "batch_size: 7").replace("timeout: 5", "timeout: 9")
+    text = edit(RECIPE, products={"batch_size": 7}, mast={"timeout": 9})
     again = pipeline(text).run(until="filter")
     assert _actions(again) == dict.fromkeys(STAGES, "reused")
     assert _invokes(sandbox) == []
@@ -126,8 +110,8 @@ def test_execution_knobs_rerun_nothing(sandbox, first_run):
 
 def test_changing_filter_reruns_filter_only(sandbox, first_run):
     pipeline, first = first_run
-    text = RECIPE.replace("contains: [_uncal.fits]", "contains: [_uncal.fits, _cal.fits]").replace(
-        "    productSubGroupDescription: UNCAL", "    productSubGroupDescription: [UNCAL, CAL]")
+    text = edit(RECIPE, filter={"contains": ["_uncal.fits", "_cal.fits"],
+                               "columns": {"productSubGroupDescription": ["UNCAL", "CAL"]}})
     (status,) = [s for s in pipeline(text).status() if s.stage == "filter"]
     assert status.state == "stale" and status.reasons == ["recipe section `filter` changed"]
     assert [s.state for s in pipeline(text).status()][:3] == ["done"] * 3
@@ -144,8 +128,8 @@ def test_changing_filter_reruns_filter_only(sandbox, first_run):
 
 def test_remember_hands_back_each_checkpoint_as_it_was_before_the_run(sandbox, first_run):
     pipeline, first = first_run
-    text = RECIPE.replace("contains: [_uncal.fits]", "contains: [_uncal.fits, _cal.fits]").replace(
-        "    productSubGroupDescription: UNCAL", "    productSubGroupDescription: [UNCAL, CAL]")
+    text = edit(RECIPE, filter={"contains": ["_uncal.fits", "_cal.fits"],
+                               "columns": {"productSubGroupDescription": ["UNCAL", "CAL"]}})
     again = pipeline(text).run(until="filter", remember=("query", "filter"))
     assert set(again.previous) == {"query", "filter"}
     # filter was recomputed: what it held before, not what this run wrote over it
@@ -164,7 +148,7 @@ def test_remember_on_a_fresh_state_has_nothing_to_hand_back(sandbox, tmp_path):
 
 def test_changing_unique_reruns_unique_and_filter(sandbox, first_run):
     pipeline, _ = first_run
-    text = RECIPE.replace("key: productFilename", "key: dataURI")
+    text = edit(RECIPE, unique={"key": "dataURI"})
     statuses = {s.stage: s for s in pipeline(text).status()}
     assert statuses["unique"].state == "stale" and statuses["unique"].reasons == ["recipe section `unique` changed"]
     assert statuses["filter"].state == "stale" and statuses["filter"].reasons == ["an earlier stage will rerun"]
@@ -188,7 +172,7 @@ def test_changing_unique_with_a_different_result_reruns_filter(sandbox, first_ru
     refreshed = pipeline(refresh=True).run(until="filter")
     assert _actions(refreshed)["unique"] == "computed"
     assert len(refreshed.tables["filter"]) == len(first.tables["filter"])  # deduplicated on the name
-    again = pipeline(RECIPE.replace("key: productFilename", "key: dataURI")).run(until="filter")
+    again = pipeline(edit(RECIPE, unique={"key": "dataURI"})).run(until="filter")
     assert _actions(again) == {"query": "reused", "products": "reused", "unique": "computed", "filter": "computed"}
     assert _reasons(again)["filter"] == ["input changed"]
     assert len(again.tables["filter"]) == len(first.tables["filter"]) + 1
@@ -206,7 +190,7 @@ def test_from_unique_reruns_unique_and_filter(sandbox, first_run):
 def test_query_change_with_the_same_result_reruns_only_the_query(sandbox, first_run):
     pipeline, _ = first_run
     # every NIRCam observation of program 1073 in the sandbox is NIRCAM/IMAGE: same rows found
-    text = RECIPE.replace('instrument_name: "NIRCAM*"', 'instrument_name: "NIRCAM/IMAGE"')
+    text = edit(RECIPE, query={"nircam": {"criteria": {"instrument_name": "NIRCAM/IMAGE"}}})
     assert [s.state for s in pipeline(text).status()][0] == "stale"
     again = pipeline(text).run(until="filter")
     assert _actions(again) == {"query": "computed", "products": "reused", "unique": "reused", "filter": "reused"}
@@ -216,7 +200,7 @@ def test_query_change_with_the_same_result_reruns_only_the_query(sandbox, first_
 
 def test_query_change_with_a_different_result_reruns_products_on_changed_input(sandbox, first_run):
     pipeline, first = first_run
-    text = RECIPE.replace("filters: F277W", "filters: [F277W, F090W]")
+    text = edit(RECIPE, query={"nircam": {"criteria": {"filters": ["F277W", "F090W"]}}})
     again = pipeline(text).run(until="filter")
     assert _actions(again) == dict.fromkeys(STAGES, "computed")
     assert _reasons(again)["products"] == ["input changed"]
@@ -292,7 +276,7 @@ def test_refresh_with_nothing_new_recomputes_only_query_and_products(sandbox, fi
 
 def test_query_max_age_requeries(sandbox, first_run):
     pipeline, _ = first_run
-    text = RECIPE + "state:\n  query_max_age: 1s\n"
+    text = edit(RECIPE, state={"query_max_age": "1s"})
     time.sleep(1.1)
     (query,) = [s for s in pipeline(text).status() if s.stage == "query"]
     assert query.state == "stale" and "query_max_age" in query.reasons[0]
@@ -302,7 +286,7 @@ def test_query_max_age_requeries(sandbox, first_run):
 
 def test_reason_survives_a_partial_run(sandbox, first_run):
     pipeline, _ = first_run
-    text = RECIPE.replace("contains: [_uncal.fits]", "contains: [_cal.fits]")
+    text = edit(RECIPE, filter={"contains": ["_cal.fits"]})
     pipeline(text).run(until="query")
     (status,) = [s for s in pipeline(text).status() if s.stage == "filter"]
     assert status.reasons == ["recipe section `filter` changed"]

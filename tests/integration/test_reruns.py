@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _examples import example_recipe
 
 import mastpipe
 from mastpipe.errors import ArchiveError
@@ -81,8 +82,7 @@ def test_three_runs_report_exactly_what_changed(sandbox, recipe: Path, tmp_path:
 
 
 def test_a_failed_run_is_recorded_in_the_history(recipe: Path) -> None:
-    bad = recipe.read_text().replace("products:\n", "mast:\n  retries: 0\n  timeout: 5\nproducts:\n", 1)
-    recipe.write_text(bad)
+    example_recipe(recipe.parent, SEED, filename=SEED, mast={"retries": 0, "timeout": 5})
     with pytest.raises(ArchiveError):
         mastpipe.run(recipe, mast_url="http://127.0.0.1:9")
     history = (recipe.parent / ".mastpipe" / "jwst-1073-nircam-uncal" / "history.jsonl").read_text().splitlines()

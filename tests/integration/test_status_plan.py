@@ -5,31 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from _examples import edit, example_text
+
 from mastpipe.runner import Pipeline
 
-RECIPE = """\
-version: 1
-name: status-plan
-mast: {timeout: 5, retries: 1}
-query:
-  nircam:
-    criteria:
-      obs_collection: JWST
-      proposal_id: "1073"
-      instrument_name: "NIRCAM*"
-      filters: F277W
-products:
-  batch_size: 5
-unique:
-  key: productFilename
-filter:
-  guide_stars: omit
-  columns:
-    productSubGroupDescription: UNCAL
-retrieve:
-  mode: download
-  destination: data
-"""
+# The tutorial's example (pipelines/) without the guide-star files, downloading flat into data/.
+RECIPE = example_text(name="status-plan", description=None, mast={"timeout": 5, "retries": 1},
+                      filter={"guide_stars": "omit"}, retrieve={"destination": "data", "layout": None})
 
 SANDBOX_ID = "mastpipe-sandbox:seed=0"  # what the CLI's --sandbox passes as server_id
 TABLE_STAGES = ("query", "products", "unique", "filter")
@@ -90,7 +72,7 @@ def test_a_run_against_another_server_gives_the_server_as_its_reason(sandbox_fac
 
 def test_a_changed_server_and_a_changed_query_are_both_named(sandbox, tmp_path):
     _pipeline(tmp_path, sandbox.url).run(until="filter")
-    edited = RECIPE.replace("filters: F277W", "filters: [F277W, F090W]")
+    edited = edit(RECIPE, query={"nircam": {"criteria": {"filters": ["F277W", "F090W"]}}})
     statuses = _statuses(_pipeline(tmp_path, "https://mast.stsci.edu", edited))
     assert statuses["query"] == ("stale", [f"MAST server changed ({sandbox.url} → https://mast.stsci.edu)",
                                            "recipe section `query` changed"])

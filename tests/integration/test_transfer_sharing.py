@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from _examples import example_recipe
 from _transfer_support import FAST, assert_complete, downloads, public_rows, task_for
 
 from mastpipe.stages.retrieve.ledger import Ledger
@@ -114,15 +115,11 @@ def test_two_whole_runs_sharing_a_destination_both_succeed_and_fetch_each_file_o
 
     import mastpipe
 
-    seed = Path(__file__).resolve().parents[2] / "pipelines" / "jwst-1073-nircam-uncal.yaml"
     shared = tmp_path / "shared"
     recipes = []
     for name in ("a", "b"):  # two recipes, two state directories, one destination
-        text = seed.read_text().replace("destination: data/jwst-1073", f"destination: {shared}")
-        assert str(shared) in text
         (tmp_path / name).mkdir()
-        recipes.append(tmp_path / name / "recipe.yaml")
-        recipes[-1].write_text(text)
+        recipes.append(example_recipe(tmp_path / name, retrieve={"destination": str(shared)}))
     sandbox.faults = Faults.parse("download.bandwidth=60000")  # the runs overlap for seconds
     outcomes: dict[str, object] = {}
 

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,8 @@ def test_the_committed_reference_is_current() -> None:
     assert REFERENCE.read_text(encoding="utf-8") == recipe_reference_markdown(), STALE
 
 
-def test_the_cli_prints_the_committed_reference() -> None:
-    script = Path(sys.executable).with_name("mastpipe")
-    command = [str(script)] if script.is_file() else [sys.executable, "-c", "from mastpipe.cli import main; main()"]
-    result = subprocess.run([*command, "schema", "--markdown"], capture_output=True, timeout=60)
+def test_the_cli_prints_the_committed_reference(cli: Callable[..., subprocess.CompletedProcess[bytes]]) -> None:
+    result = cli("schema", "--markdown", cwd=ROOT, timeout=60, text=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout == REFERENCE.read_bytes(), STALE
 

@@ -74,7 +74,7 @@ def test_every_contract_knob_and_endpoint_is_known():
                 "row_cap"}
     assert set(KNOBS) == contract
     assert set(ENDPOINTS) == {"query", "products", "download", "bundle", "whoami",
-                              "columnsconfig", "all"}
+                              "columnsconfig", "path_lookup", "s3", "all"}
 
 
 def test_draws_are_deterministic_and_seeded():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,10 +25,8 @@ def test_library_output_equals_the_committed_schema() -> None:
     assert recipe_schema_text().encode("utf-8") == SCHEMA_FILE.read_bytes(), REGENERATE
 
 
-def test_cli_output_equals_the_committed_schema() -> None:
-    script = Path(sys.executable).with_name("mastpipe")
-    command = [str(script)] if script.is_file() else [sys.executable, "-c", "from mastpipe.cli import main; main()"]
-    result = subprocess.run([*command, "schema"], capture_output=True, timeout=60)
+def test_cli_output_equals_the_committed_schema(cli: Callable[..., subprocess.CompletedProcess[bytes]]) -> None:
+    result = cli("schema", cwd=ROOT, timeout=60, text=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout == SCHEMA_FILE.read_bytes(), REGENERATE
 

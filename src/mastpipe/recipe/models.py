@@ -9,8 +9,8 @@ A recipe is one YAML document with these sections, each named after the stage it
     products:  {batch_size, in_flight}
     unique:    {key}
     filter:    {contains, endswith, exclude, guide_stars, mrp_only, columns}
-    retrieve:  {mode, destination, layout, in_flight, verify, overwrite, executor, script, manifest,
-                manifest_paths}
+    retrieve:  {mode, source, destination, layout, in_flight, s3_in_flight, s3_parts, s3_endpoint, verify,
+                overwrite, executor, script, manifest, manifest_paths}
     state:     {directory, query_max_age, ledger_journal}
 
 Models are immutable and reject unknown keys. The sections live in :mod:`mastpipe.recipe.sections`,
@@ -140,6 +140,11 @@ class Recipe(_Model):
         if "script" in given and retrieve.script is not None and retrieve.mode != "curl":
             found.append((("retrieve", "script"), f"retrieve.script has no effect with mode {retrieve.mode}: "
                           "only curl mode writes a script", "remove it, or set `mode: curl`"))
+        if retrieve.source == "mast":
+            for key in ("s3_in_flight", "s3_endpoint", "s3_parts"):
+                if key in given:
+                    found.append((("retrieve", key), f"retrieve.{key} has no effect with source mast: "
+                                  "only cloud and auto fetch from S3", "remove it, or set `source: auto`"))
         if retrieve.mode != "download":
             for key in ("in_flight", "verify", "overwrite", "executor"):
                 if key in given:  # even at its default value: the author expects it to matter

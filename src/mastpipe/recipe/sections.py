@@ -355,13 +355,30 @@ class Retrieve(_Model):
     mode: Literal["download", "curl", "manifest"] = Field("download", description=(
         "download: mastpipe fetches, verifies and resumes the files itself; curl: write a bash script of "
         "curl commands to run later or elsewhere; manifest: only list URLs, paths and sizes."))
+    source: Literal["mast", "cloud", "auto"] = Field("mast", description=(
+        "Where files come from. mast (default): MAST's download service, as astroquery without cloud access; "
+        "auto: MAST's public copy on AWS S3 (bucket stpubdata) where one exists, MAST otherwise; cloud: only "
+        "the S3 copies, products without one are listed as skipped (astroquery's cloud_only). Exclusive-access "
+        "products always come from MAST with the token. cloud and auto need mastpipe[cloud] (boto3); "
+        "--source overrides this field."))
     destination: str = Field("data", description="Directory files go under; relative paths are relative to the recipe file.")
     layout: str = Field("astroquery", description=(
         "astroquery: mastDownload/<obs_collection>/<obs_id>/<file>, as astroquery writes it (so earlier "
         "manual downloads are adopted); flat: <file>; or a template of product columns such as "
         "\"{obs_collection}/{proposal_id}/{productFilename}\"."))
     in_flight: int = Field(4, ge=1, le=16, description=(
-        "Downloads in flight at once (requests: the extra connections of a file fetched in segments count)."))
+        "Downloads from MAST in flight at once (requests: the extra connections of a file fetched in segments "
+        "count; with a Dask executor: across the cluster)."))
+    s3_in_flight: int = Field(16, ge=1, le=256, description=(
+        "source cloud or auto: downloads from S3 in flight at once, apart from in_flight (S3 has no per-client "
+        "limit like MAST's download service; with a Dask executor: across the cluster)."))
+    s3_parts: int = Field(8, ge=1, le=64, description=(
+        "source cloud or auto: a cloud copy larger than two 16 MiB parts is fetched as parallel ranged parts, "
+        "this many at a time, into one temporary, resumable part by part; 1: one stream (resumable with Range)."))
+    s3_endpoint: str | None = Field(None, description=(
+        "source cloud or auto: S3 endpoint URL of an S3-compatible mirror (default: AWS, region us-east-1); "
+        "the environment variable MASTPIPE_S3_ENDPOINT overrides it. curl scripts then fetch "
+        "<endpoint>/stpubdata/<key> instead of https://stpubdata.s3.amazonaws.com/<key>."))
     verify: Literal["size", "sha256"] = Field("size", description=(
         "How a rerun checks files it already has: size (fast, no reading) or sha256 (re-hash every file "
         "and repair mismatches). New downloads are always size-checked and hashed."))
@@ -377,6 +394,11 @@ class Retrieve(_Model):
     manifest_paths: Literal["relative", "absolute"] = Field("relative", description=(
         "How the manifest names files: relative to the manifest's own directory (it stays right when the "
         "directory is moved or restored elsewhere, e.g. from a CI cache), or absolute."))
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _s3_endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
 
     @field_validator("layout")
     @classmethod

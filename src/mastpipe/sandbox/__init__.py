@@ -18,13 +18,16 @@ import ssl
 import sys
 import threading
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 from urllib.parse import quote
 
 from mastpipe.sandbox.catalog import Catalog, FileInfo
 from mastpipe.sandbox.faults import Faults
 from mastpipe.sandbox.log import Record, RequestLog
 from mastpipe.sandbox.server import SandboxHTTPServer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .s3 import S3Side
 
 __all__ = ["Sandbox", "Faults", "Catalog", "FileInfo", "RequestLog", "Record", "serve_forever",
            "parse_scale", "parse_tokens"]
@@ -98,13 +101,17 @@ class Sandbox:
     ssl_context : ssl.SSLContext, optional
         Serve HTTPS with this server-side context (its certificate and key loaded); the URL
         then starts with ``https://``. For testing what clients do with certificates.
+    s3 : bool
+        Also serve MAST's public cloud bucket ``stpubdata`` from a real S3 server on loopback
+        (moto's, from the ``test`` extra): :attr:`s3` is then an :class:`~.s3.S3Side` whose
+        ``endpoint`` clients use as their S3 endpoint URL. See :mod:`mastpipe.sandbox.s3`.
     """
 
     def __init__(self, seed: int = 0, faults: "Faults | str | None" = None,
                  tokens: "Mapping[str, str] | Iterable[str] | None" = None, row_cap: int = 50_000,
                  scale: "tuple[int, int] | str | None" = None, host: str = "127.0.0.1",
                  port: int = 0, log_path: "str | Path | None" = None,
-                 ssl_context: "ssl.SSLContext | None" = None) -> None:
+                 ssl_context: "ssl.SSLContext | None" = None, s3: bool = False) -> None:
         self.seed = seed
         self.faults = Faults.parse(faults)
         self.tokens = parse_tokens(tokens)
@@ -115,6 +122,9 @@ class Sandbox:
         self._ssl_context = ssl_context
         self._server: SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._want_s3 = s3
+        #: The cloud bucket (``Sandbox(s3=True)``), or None.
+        self.s3: "S3Side | None" = None
 
     @property
     def faults(self) -> Faults:
@@ -134,10 +144,23 @@ class Sandbox:
                                             kwargs={"poll_interval": 0.05},
                                             name="mastpipe-sandbox", daemon=True)
             self._thread.start()
+        if self._want_s3:
+            self.start_s3()
         return self
+
+    def start_s3(self) -> "S3Side":
+        """Start serving the cloud bucket (as ``Sandbox(s3=True)`` does at start) and return it."""
+        if self.s3 is None:
+            from .s3 import S3Side  # moto and boto3: only when a bucket is wanted
+
+            self.s3 = S3Side(self, host=self._host)
+        return self.s3
 
     def stop(self) -> None:
         """Stop serving and release the port."""
+        if self.s3 is not None:
+            self.s3.stop()
+            self.s3 = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -186,14 +209,15 @@ def serve_forever(host: str = "127.0.0.1", port: int = 0, seed: int = 0,
                   scale: "tuple[int, int] | str | None" = None, faults: "Faults | str | None" = None,
                   tokens: "Mapping[str, str] | Iterable[str] | None" = None,
                   log_path: "str | Path | None" = None, row_cap: int = 50_000,
-                  ssl_context: "ssl.SSLContext | None" = None) -> None:
+                  ssl_context: "ssl.SSLContext | None" = None, s3: bool = False) -> None:
     """Run a sandbox in the foreground until SIGINT (Ctrl-C) or SIGTERM.
 
-    The URL is printed (and flushed) as the first line of stdout so a parent process can read it.
+    The URL is printed (and flushed) as the first line of stdout so a parent process can read it;
+    with ``s3=True`` the S3 endpoint follows on the second line.
     Invalid ``scale``/``faults``/``tokens`` raise ``ValueError`` before anything is bound.
     """
     sandbox = Sandbox(seed=seed, faults=faults, tokens=tokens, row_cap=row_cap, scale=scale,
-                      host=host, port=port, log_path=log_path, ssl_context=ssl_context)
+                      host=host, port=port, log_path=log_path, ssl_context=ssl_context, s3=s3)
     stop = threading.Event()
 
     def _on_signal(signum, frame):
@@ -207,6 +231,8 @@ def serve_forever(host: str = "127.0.0.1", port: int = 0, seed: int = 0,
         previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     with sandbox:
         print(sandbox.url, flush=True)
+        if sandbox.s3 is not None:
+            print(sandbox.s3.endpoint, flush=True)
         try:
             while not stop.wait(0.5):
                 pass

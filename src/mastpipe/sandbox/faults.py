@@ -21,7 +21,7 @@ from typing import Any, Callable
 __all__ = ["Faults", "ENDPOINTS", "KNOBS", "DEFAULT_ERROR_CODES"]
 
 #: Endpoints a knob can be attached to; ``all`` applies to every endpoint.
-ENDPOINTS = ("query", "products", "download", "bundle", "whoami", "columnsconfig", "all")
+ENDPOINTS = ("query", "products", "download", "bundle", "whoami", "columnsconfig", "path_lookup", "s3", "all")
 
 #: Codes ``error_rate`` picks from when no ``:CODES`` suffix is given.
 DEFAULT_ERROR_CODES = (500, 502, 503, 504)

@@ -19,14 +19,14 @@ class Record:
     method, path : str
         Request method and the normalised path (``//`` collapsed, no query string).
     endpoint : str
-        ``query``, ``products``, ``download``, ``bundle``, ``whoami``, ``columnsconfig`` or
-        ``unknown``.
+        ``query``, ``products``, ``download``, ``bundle``, ``whoami``, ``columnsconfig``,
+        ``path_lookup``, ``s3`` (a request to the sandbox's S3 bucket) or ``unknown``.
     service : str or None
         The invoke service name (``Mast.Caom.Filtered`` ...), else None.
     obsids : list of str
         Obsids of a products request, else empty.
     uri : str or None
-        The ``uri`` of a download, else None.
+        The ``uri`` of a download (for ``s3``: the product whose copy the key holds), else None.
     range, if_range : str or None
         The ``Range`` and ``If-Range`` request headers.
     has_token : bool
@@ -38,6 +38,8 @@ class Record:
         Body bytes written.
     time : float
         Unix time the request arrived.
+    uris : list of str
+        The ``uri`` values of a ``path_lookup`` request, else empty.
     """
 
     method: str
@@ -52,6 +54,7 @@ class Record:
     status: int = 0
     bytes_sent: int = 0
     time: float = 0.0
+    uris: list[str] = field(default_factory=list)
 
 
 class RequestLog:

@@ -7,6 +7,8 @@ One ``ThreadingHTTPServer`` (a thread per connection, HTTP/1.1 keep-alive) serve
 * ``HEAD|GET /api/v0.1/Download/file?uri=...`` (Range, If-Range, ETag, Last-Modified)
 * ``POST /api/v0.1/Download/bundle.sh`` (a bash curl script)
 * ``GET /whoami`` (cookie ``mast_token`` or ``Authorization: Bearer``)
+* ``GET /api/v0.1/path_lookup/?uri=...&uri=...`` (where each product lies in the cloud bucket;
+  more than 50 URIs answer 414, as on MAST)
 * the mission search API (``mast-missions.md``; :mod:`.missions`), for ``jwst`` and ``hst``:
   ``POST /search/{mission}/api/v0.1/search`` and ``.../post_list_products``,
   ``HEAD|GET /search/{mission}/api/v0.1/retrieve_product?product_name=...`` and
@@ -52,8 +54,10 @@ _PATHS = {
     "/api/v0.1/download/bundle.sh": "bundle",
     "/api/v0.1/download/bundle": "bundle",
     "/whoami": "whoami",
+    "/api/v0.1/path_lookup": "path_lookup",
     "/search/util/api/v0.1/column_list": "column_list",
 }
+_PATH_LOOKUP_MAX = 50  # MAST answers 414 Request-URI Too Large past this
 _MISSION_PATH = re.compile(r"^/search/([A-Za-z0-9_]+)/api/v0\.1/(search|post_list_products|retrieve_product)/?$")
 
 
@@ -190,6 +194,9 @@ class Handler(BaseHTTPRequestHandler):
             elif route == "whoami":
                 self._rec["endpoint"] = "whoami"
                 self._whoami()
+            elif route == "path_lookup":
+                self._rec["endpoint"] = "path_lookup"
+                self._path_lookup()
             else:
                 self._send_simple(404, b"Not Found\n", "text/plain")
         except (_Drop,) + _QUIET:
@@ -429,6 +436,30 @@ class Handler(BaseHTTPRequestHandler):
         body = json.dumps(info).encode()
         self._send_body(ep, "whoami", attempt, 200, [("Content-Type", "application/json")],
                         len(body), [body])
+
+    # ------------------------------------------------------------------ path_lookup
+    def _path_lookup(self) -> None:
+        from .s3 import mast_path
+
+        ep = "path_lookup"
+        uris = self._query.get("uri") or self._form().get("uri") or []
+        self._rec["uris"] = list(uris)
+        key = "\n".join(uris)
+        attempt = self._faults.next_attempt(ep, key)
+        if self._status_faults(ep, key, attempt):
+            return
+        if len(uris) > _PATH_LOOKUP_MAX:
+            self._sleep_latency(ep)
+            self._send_error_status(414)
+            return
+        cat = self.server.sandbox.catalog
+        answer = {}
+        for uri in uris:
+            info = cat.file_info(uri)
+            answer[uri] = ({"status_code": 200, "path": mast_path(info)} if info is not None
+                           else {"status_code": 404, "path": None})
+        body = json.dumps(answer).encode()
+        self._send_body(ep, key, attempt, 200, [("Content-Type", "application/json")], len(body), [body])
 
     # ------------------------------------------------------------------ invoke
     def _invoke(self) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -259,11 +259,26 @@ class Attempt:
         # engine sets it for each run; the fetcher takes a file's own slot)
         self.slots = Slots(settings.in_flight)
 
-    def _open(self, task: FileTask, headers: dict[str, str], counters: _Counters,
-              offset: int) -> requests.Response:
-        """GET with ``headers``; return a 200 or 206 response, else raise _Retry / _Fail."""
+    def _s3_get(self, task: FileTask, headers: dict[str, str], counters: _Counters) -> Any:
+        """GetObject of a cloud copy (anonymous: no token can travel there); network failures
+        become _Retry as requests' do. See :mod:`mastpipe.stages.retrieve.s3`."""
+        from mastpipe.stages.retrieve.s3 import key_of_s3_uri, network_errors
+
+        if self.settings.s3 is None:
+            raise _Fail("a cloud copy, but these download settings have no S3 client")
+        counters.requests += 1
         try:
-            response = self.http.get(task.url, headers, counters)
+            return self.settings.s3.get(key_of_s3_uri(task.url), headers)
+        except network_errors() as exc:
+            raise _Retry(f"S3: {type(exc).__name__}: {exc}") from None
+
+    def _open(self, task: FileTask, headers: dict[str, str], counters: _Counters,
+              offset: int) -> Any:
+        """GET with ``headers`` (an S3 GetObject for a cloud copy); return a 200 or 206 response
+        (``requests``' or :class:`~mastpipe.stages.retrieve.s3.S3Response`), else raise _Retry / _Fail."""
+        try:
+            response: Any = (self._s3_get(task, headers, counters) if task.source == "s3"
+                             else self.http.get(task.url, headers, counters))
         except RedirectRefused as exc:
             raise _Fail(str(exc)) from None
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
@@ -281,6 +296,8 @@ class Attempt:
             reason = f"HTTP {status} {response.reason or ''}".strip()
             if status == 416 and offset:
                 raise _Retry(f"{reason} for Range from byte {offset}", discard=True)
+            if status == 412 and offset:  # S3: the object changed since the temporary began
+                raise _Retry(f"{reason}: the object changed since byte {offset} was kept", discard=True)
             if is_transient_status(status):
                 raise _Retry(reason, retry_after=response.headers.get("Retry-After"))
             if status in (401, 403) and counters.token_withheld:
@@ -304,7 +321,8 @@ class Attempt:
             return self._segmented(task, meta, counters)
         # identity: a gzipped body would not match Content-Length or the product size
         headers = {"Accept-Encoding": "identity"}
-        probing = not offset and self.settings.segments.applies(task.size, self.slots.limit)
+        # Segments share MAST's in-flight bound; large cloud copies come in parts (parts.py).
+        probing = not offset and task.source == "mast" and self.settings.segments.applies(task.size, self.slots.limit)
         segment_size = self.settings.segments.segment_size(task.size or 0, self.slots.limit)
         if probing:  # the first segment: a 206 says the server honours Range, a 200 it does not
             headers["Range"] = f"bytes=0-{segment_size - 1}"

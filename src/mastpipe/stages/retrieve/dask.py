@@ -178,9 +178,10 @@ class _LedgerCalls:
 
     def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
                   etag: str | None = None, last_modified: str | None = None,
-                  checksum: str | None = None, stat: os.stat_result | None = None) -> None:
+                  checksum: str | None = None, stat: os.stat_result | None = None,
+                  source: str | None = None) -> None:
         self.calls.append(("mark_done", (key, str(dest), size, sha256, attempts, etag,
-                                         last_modified, checksum, stat)))
+                                         last_modified, checksum, stat, source)))
 
     def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:
         self.calls.append(("mark_failed", (key, str(dest), error, attempts)))
@@ -350,8 +351,10 @@ class DaskTransfer:
         """
         plan = self._planner.plan(tasks)
         done = dict(plan.done)
-        if plan.pending:  # the driver checks what every worker's requests would read
-            check_ca_bundle(*(task.url for task, _, _ in plan.pending), insecure=self.settings.insecure)
+        web = [task.url for task, _, _ in plan.pending if task.source == "mast"]
+        if web:  # the driver checks what every worker's requests would read
+            check_ca_bundle(*web, insecure=self.settings.insecure)
+        if plan.pending:
             client, close = self._connect()
             try:
                 self._check_shared(client, plan.pending[0][0].dest.parent)
@@ -409,16 +412,28 @@ class DaskTransfer:
         run_id = uuid.uuid4().hex[:12]
         topic = f"mastpipe-transfer-{run_id}"
         config = dataclasses.replace(self._config, topic=topic)
-        queue = deque((task, row, 0) for task, row, _ in pending)
+        # One window per source: cloud copies (S3, no per-client limit) do not wait for MAST's
+        # politeness bound, and never use it up: at most in_flight from MAST, s3_in_flight from S3.
+        queues: dict[str, deque[tuple[FileTask, LedgerRow | None, int]]] = {"mast": deque(), "s3": deque()}
+        for task, row, _ in pending:
+            queues[task.source].append((task, row, 0))
+        limits = {"mast": self.in_flight, "s3": self.settings.s3_in_flight}
+        running = {"mast": 0, "s3": 0}
         owners: dict[Any, tuple[FileTask, LedgerRow | None, int]] = {}  # dask key -> file
         results: dict[str, FileResult] = {}
         serial = 0
         client.subscribe_topic(topic, self._on_topic)
         completed = as_completed(loop=client.loop)
 
-        def submit_next() -> None:
+        def fill() -> None:
+            for source, queue in queues.items():
+                while queue and running[source] < limits[source]:
+                    submit_next(queue.popleft())
+
+        def submit_next(item: tuple[FileTask, LedgerRow | None, int]) -> None:
             nonlocal serial
-            task, row, tries = queue.popleft()
+            task, row, tries = item
+            running[task.source] += 1
             serial += 1
             # A readable key without secrets: dashboards show it, logs print it.
             key = f"mastpipe-fetch-{_safe(task.dest.name)}-{run_id}-{serial}"
@@ -429,19 +444,18 @@ class DaskTransfer:
 
         budget_left = [budget]
         try:
-            while queue and completed.count() < self.in_flight:
-                submit_next()
+            fill()
             for future in completed:
                 task, row, tries = owners.pop(future.key)
+                running[task.source] -= 1
                 facts = self._outcome(future, task, tries)
                 if facts is None:  # lost with its worker(s): decide from the disk again
-                    queue.appendleft((task, row, tries + 1))
+                    queues[task.source].appendleft((task, row, tries + 1))
                 else:
                     budget_left[0] -= max(facts.result.attempts - 1, 0)
                     results[task.key] = self._record(facts)
                 future.release()
-                while queue and completed.count() < self.in_flight:
-                    submit_next()
+                fill()
         except BaseException:
             # Ctrl-C: forget what is queued; running downloads end on their workers (Dask cannot
             # interrupt them), their temporaries or adopted files serve the next run.

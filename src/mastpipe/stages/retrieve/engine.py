@@ -147,18 +147,25 @@ class Transfer:
         plan = self.plan(tasks)
         done = plan.done
         pending = plan.pending
-        if pending:  # a bad CA bundle would fail every file as if MAST were down
-            check_ca_bundle(*(task.url for task, _, _ in pending), insecure=self.settings.insecure)
+        web = [task.url for task, _, _ in pending if task.source == "mast"]
+        if web:  # a bad CA bundle would fail every file as if MAST were down
+            check_ca_bundle(*web, insecure=self.settings.insecure)
         self._cancel.clear()
         try:
             if pending:
                 in_flight = self.settings.in_flight
+                # Two pools: MAST's downloads stay within in_flight (its politeness limit) while
+                # cloud copies, which have no per-client limit, go s3_in_flight at a time.
+                cloud = sum(1 for task, _, _ in pending if task.source == "s3")
+                s3_threads = min(self.settings.s3_in_flight, cloud) or 1
                 with ThreadPoolExecutor(in_flight, thread_name_prefix="mastpipe-transfer") as pool, \
-                        ThreadPoolExecutor(in_flight, thread_name_prefix="mastpipe-sync") as helpers:
+                        ThreadPoolExecutor(s3_threads, thread_name_prefix="mastpipe-s3") as s3_pool, \
+                        ThreadPoolExecutor(in_flight + s3_threads, thread_name_prefix="mastpipe-sync") as helpers:
                     # one helper per worker: each stream has at most one flush pending
                     self._fetcher.helpers = helpers
                     self._fetcher.slots = Slots(in_flight)
-                    futures = [pool.submit(self._fetcher.fetch, *p) for p in pending]
+                    futures = [(s3_pool if p[0].source == "s3" else pool).submit(self._fetcher.fetch, *p)
+                               for p in pending]
                     try:
                         for future in futures:
                             result = future.result()
@@ -167,7 +174,10 @@ class Transfer:
                         # Ctrl-C (or a failing callback): stop between blocks rather than
                         # finishing every download first; temporaries stay for the next run.
                         self._cancel.set()
-                        pool.shutdown(wait=True, cancel_futures=True)
+                        for executor in (pool, s3_pool):
+                            executor.shutdown(wait=False, cancel_futures=True)
+                        for executor in (pool, s3_pool):
+                            executor.shutdown(wait=True)
                         raise
         finally:
             self._fetcher.helpers = None
@@ -220,7 +230,8 @@ class Transfer:
             if action.kind is ActionKind.SKIP_DONE:
                 done[task.key] = FileResult(task.key, task.dest, "skipped",
                                             size=local.final_size, sha256=row.sha256 if row else None,
-                                            checksum=row.checksum if row else None)
+                                            checksum=row.checksum if row else None,
+                                            source=row.source if row else None)
             else:
                 pending.append((task, row, local))
                 if task.size is not None and action.kind in (ActionKind.FETCH, ActionKind.RESTART, ActionKind.RESUME):
@@ -346,7 +357,7 @@ class Transfer:
                 continue
             fsync_dir(dest.parent)
             self.ledger.mark_done(task.key, dest, row.size or 0, row.sha256 or "", 0, row.etag, row.last_modified,
-                                  row.checksum, stat_of(dest))
+                                  row.checksum, stat_of(dest), source=row.source)
             rows[task.key] = dataclasses.replace(row, dest=os.fspath(dest))
             moved += 1
         return moved

@@ -36,6 +36,7 @@ from mastpipe.stages.retrieve.attempt import (HASH_QUEUE, SYNC_EVERY, Attempt, _
 from mastpipe.stages.retrieve.segments import Slots
 from mastpipe.stages.retrieve.client import Http
 from mastpipe.stages.retrieve.decide import (Action, ActionKind, LocalState, PartMeta, RemoteFacts, decide)
+from mastpipe.stages.retrieve import parts
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import Ledger, LedgerRow
 from mastpipe.stages.retrieve.settings import DownloadSettings
@@ -174,8 +175,10 @@ class FileFetcher:
             return FileResult(task.key, dest, "failed", error=f"{task.key}: interrupted")
         lock = FetchLock(dest)
         result: FileResult | None = None
-        slots = self.slots
-        slots.acquire()  # free at once unless extra segment connections hold them all
+        # MAST's in-flight bound; a cloud copy is bounded by the S3 pool instead (engine.py)
+        slots = self.slots if task.source == "mast" else None
+        if slots is not None:
+            slots.acquire()  # free at once unless extra segment connections hold them all
         try:
             result = self._until_settled(task, row, local, counters, lock)
             return result
@@ -193,7 +196,8 @@ class FileFetcher:
             return FileResult(task.key, dest, "failed", attempts=counters.attempts,
                               http_requests=counters.requests, error=message)
         finally:
-            slots.release()
+            if slots is not None:
+                slots.release()
             with self._dirs.lock:
                 lock.release()
                 if result is None:  # a failed file leaves no directory made for it behind
@@ -277,7 +281,7 @@ class FileFetcher:
                     self._emit(Event("skipped", task.key, total=size))
                     return FileResult(task.key, dest, "skipped", size=size, sha256=sha,
                                       attempts=counters.attempts, http_requests=counters.requests,
-                                      checksum=checksum)
+                                      checksum=checksum, source=row.source if row else None)
                 why = damaged or f"sha256 {sha}, expected {wanted}"
                 if (action.kind is ActionKind.VERIFY_DONE and not self.settings.verify
                         and self.settings.overwrite == "never"):
@@ -303,6 +307,23 @@ class FileFetcher:
                         self.ledger.mark_running(task.key, dest, task.size)
                 if action.kind is ActionKind.RESTART:
                     self._discard(task)
+                if action.kind is ActionKind.FETCH and parts.wanted(task, self.settings.s3_part_size,
+                                                                    self.settings.s3_parts):
+                    counters.attempts += 1  # a large cloud copy: parallel ranged parts (parts.py)
+                    try:
+                        meta = parts.fetch_parts(self, task, counters, _Retry, _Fail)
+                        fits = _fits_check(dest)
+                        digest, size = hash_file(part_path(dest), chunk_size, also=fits)
+                        return self._finish(task, counters, meta, digest.hexdigest(), size, fits)
+                    except _Retry as exc:
+                        counters.stalled += 1
+                        self._wait_before_retry(task, counters, exc)
+                    except IntegrityError as exc:
+                        self._discard(task)
+                        counters.stalled += 1
+                        self._wait_before_retry(task, counters, _Retry(str(exc)))
+                    local = self.local_state(task, row, ignore_final=ignore_final)
+                    continue
                 counters.attempts += 1
                 kept = action.offset if action.kind is ActionKind.RESUME else 0
                 try:
@@ -408,10 +429,10 @@ class FileFetcher:
         if self.ledger is not None:  # only now: renamed, and the rename durable
             self.ledger.mark_done(task.key, dest, size, sha, counters.attempts,
                                   meta.etag if meta else None, meta.last_modified if meta else None,
-                                  checksum, stat_of(dest))
+                                  checksum, stat_of(dest), source=task.source)
         with self._dirs.lock:
             self.to_fetch = max(self.to_fetch - size, 0)
         self._emit(Event("done", task.key, total=size))
         return FileResult(task.key, dest, "fetched", size=size, sha256=sha,
                           attempts=counters.attempts, http_requests=counters.requests,
-                          checksum=checksum)
+                          checksum=checksum, source=task.source)

@@ -39,6 +39,9 @@ class FileTask:
         401/403.
     sha256 : str or None
         Expected sha256 when known (MAST does not publish one; tests and mirrors may).
+
+    A ``url`` of the form ``s3://stpubdata/<key>`` is fetched from MAST's cloud copy with an S3
+    client (:mod:`mastpipe.stages.retrieve.s3`); :attr:`source` then says ``s3``.
     """
 
     key: str
@@ -47,6 +50,11 @@ class FileTask:
     size: int | None = None
     protected: bool = False
     sha256: str | None = None
+
+    @property
+    def source(self) -> str:
+        """``s3`` for a cloud copy, ``mast`` for MAST's download service."""
+        return "s3" if self.url.startswith("s3://") else "mast"
 
 
 Status = FileStatus  # the old name
@@ -76,6 +84,9 @@ class FileResult:
         The FITS file's own ``CHECKSUM``/``DATASUM`` were checked against its bytes and matched
         (``verified``), or it carries none / is not FITS (``none``); None when not looked at
         (a failed file, or a done file skipped without reading it: see the ledger's record).
+    source : str or None
+        Where the file's bytes came from, ``mast`` or ``s3`` (None: not known, e.g. a file
+        adopted from the disk).
     """
 
     key: str
@@ -87,6 +98,7 @@ class FileResult:
     http_requests: int = 0
     error: str | None = None
     checksum: str | None = None
+    source: str | None = None
 
 
 @dataclass

@@ -60,6 +60,7 @@ _ADDED = (
     ("checksum", "TEXT"),      # FITS CHECKSUM/DATASUM: verified | none (NULL: not looked at)
     ("mtime_ns", "INTEGER"),   # the done file's stat when recorded: a rerun finding another
     ("inode", "INTEGER"),      # size, mtime or inode re-hashes the file without a request
+    ("source", "TEXT"),        # where the done file came from: mast | s3 (MAST's cloud copy)
 )
 _COLUMNS = ("key", "dest", "status", "size", "sha256", "attempts", "last_error", "etag",
             "last_modified", "started", "finished") + tuple(name for name, _ in _ADDED)
@@ -83,6 +84,7 @@ class LedgerRow:
     checksum: str | None = None
     mtime_ns: int | None = None
     inode: int | None = None
+    source: str | None = None
 
 
 class Ledger:
@@ -252,25 +254,28 @@ class Ledger:
 
     def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
                   etag: str | None = None, last_modified: str | None = None,
-                  checksum: str | None = None, stat: os.stat_result | None = None) -> None:
+                  checksum: str | None = None, stat: os.stat_result | None = None,
+                  source: str | None = None) -> None:
         """Record a complete, verified file (``attempts`` is added to the running total).
 
         ``checksum`` says whether its FITS checksums were verified; ``stat`` (of the file under
         its final name, taken after the rename) lets a rerun notice a file changed behind the
-        ledger's back.
+        ledger's back. ``source`` says where its bytes came from (``mast`` or ``s3``); None keeps
+        what an earlier row said (a file adopted or moved was not fetched now).
         """
         now = time.time()
         self._write(
             "INSERT INTO files (key, dest, status, size, sha256, attempts, last_error, etag, "
-            "last_modified, started, finished, checksum, mtime_ns, inode) "
-            "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?) "
+            "last_modified, started, finished, checksum, mtime_ns, inode, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET dest=excluded.dest, status=excluded.status, "
             "size=excluded.size, sha256=excluded.sha256, attempts=files.attempts + "
             "excluded.attempts, last_error=NULL, etag=excluded.etag, "
             "last_modified=excluded.last_modified, finished=excluded.finished, "
-            "checksum=excluded.checksum, mtime_ns=excluded.mtime_ns, inode=excluded.inode",
+            "checksum=excluded.checksum, mtime_ns=excluded.mtime_ns, inode=excluded.inode, "
+            "source=COALESCE(excluded.source, files.source)",
             (key, str(dest), DONE, size, sha256, attempts, etag, last_modified, now, now, checksum,
-             stat.st_mtime_ns if stat else None, stat.st_ino if stat else None),
+             stat.st_mtime_ns if stat else None, stat.st_ino if stat else None, source),
         )
 
     def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:

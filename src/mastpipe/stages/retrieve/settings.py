@@ -77,6 +77,16 @@ class DownloadSettings:
         When a large file is fetched in ranged segments over several connections
         (``retrieve.segments``; default: from 256 MB). Its extra connections count in
         ``in_flight`` and only take slots no other file is waiting for.
+    s3_in_flight : int
+        Downloads of cloud copies running at once, apart from ``in_flight``
+        (``retrieve.s3_in_flight``; with Dask, across the cluster).
+    s3 : S3Client or None
+        Fetches tasks whose URL is ``s3://...`` (MAST's cloud copies; settings only, picklable:
+        each process makes its own boto3 client); without it such tasks fail.
+    s3_parts, s3_part_size : int
+        A cloud copy larger than two parts is fetched as parts of ``s3_part_size`` bytes,
+        ``s3_parts`` at a time, resumable part by part (:mod:`~mastpipe.stages.retrieve.parts`);
+        ``s3_parts=1``: one stream, resumable with Range.
     """
 
     in_flight: int = 4
@@ -91,9 +101,13 @@ class DownloadSettings:
     insecure: bool = False
     executor: Executor | None = None
     segments: Segmenting = field(default_factory=Segmenting)
+    s3_in_flight: int = 16
+    s3: Any = None
+    s3_parts: int = 8
+    s3_part_size: int = 16 << 20
 
     def __post_init__(self) -> None:
-        if self.in_flight < 1:
+        if self.in_flight < 1 or self.s3_in_flight < 1:
             raise UsageError("in_flight must be at least 1")
         if self.overwrite not in ("changed", "never", "always"):
             raise UsageError(f"overwrite must be changed, never or always, not {self.overwrite!r}")
@@ -142,12 +156,14 @@ class DownloadSettings:
             insecure=insecure,
             executor=retrieve.executor.override(executor, scheduler),
             segments=Segmenting(retrieve.segments.min_size, retrieve.segments.size),
+            s3_in_flight=retrieve.s3_in_flight,
+            s3_parts=retrieve.s3_parts,
         )
 
 
 #: Names :func:`settings_from` accepts besides the fields: ``workers`` is the engines' old word
 #: for ``in_flight`` (downloads at once), kept so existing callers keep working.
-_ALIASES = {"workers": "in_flight"}
+_ALIASES = {"workers": "in_flight", "s3_workers": "s3_in_flight"}
 
 
 def settings_from(settings: DownloadSettings | None, options: dict[str, Any]) -> DownloadSettings:

@@ -4,11 +4,19 @@ The pure part, :func:`plan_files`, maps each product row to a URL and a checked 
 (refusing unsafe names and collisions before anything is fetched). The I/O part hands the files
 to :class:`mastpipe.stages.retrieve.engine.Transfer` (download mode) or writes a script (curl mode), and always
 writes a manifest: one row per product with ``dataURI``, local path, size, sha256, status,
-message and URL, as ECSV (astropy reads it) and JSON.
+message, MAST's URL and, with ``retrieve.source`` cloud or auto, where the file came from
+(``source``: mast or s3) and its cloud copy (``s3_uri``, ``s3_url``), as ECSV (astropy reads it)
+and JSON.
+
+With ``source: cloud`` or ``auto``, public products of the missions MAST mirrors on S3 are
+located first (:func:`mastpipe.stages.retrieve.s3.locate`, checkpointed in ``cloud.jsonl``); only files still
+to fetch are located in download mode, so a rerun over files present asks nothing. Exclusive-
+access products are never looked up: they always come from MAST, with the token.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import json
@@ -35,14 +43,18 @@ from mastpipe.typing import Engine
 if TYPE_CHECKING:
     from astropy.table import Table
 
+    from mastpipe.archive import Archive
     from mastpipe.stages.retrieve.ledger import Ledger
+    from mastpipe.stages.retrieve.s3 import CloudCopy
 
 __all__ = ["EXCLUSIVE", "MANIFEST_COLUMNS", "Engine", "Refused", "RetrieveResult", "download_url", "engine_for",
            "json_twin", "plan_files", "run", "write_manifest"]
 
 log = logging.getLogger(__name__)
 EXCLUSIVE = "EXCLUSIVE_ACCESS"
-MANIFEST_COLUMNS = ("dataURI", "path", "size", "sha256", "checksum", "status", "message", "url")
+MANIFEST_COLUMNS = ("dataURI", "path", "size", "sha256", "checksum", "status", "message", "url", "source",
+                    "s3_uri", "s3_url")
+NOT_IN_CLOUD = "no copy in the cloud bucket (retrieve.source: cloud skips it; auto would fetch it from MAST)"
 
 
 def _text(value: Any) -> Any:
@@ -159,13 +171,37 @@ class RetrieveResult:
         return sum(r.size or 0 for r in self.results if r.status == "fetched")
 
 
+@dataclass
+class CloudChoice:
+    """Where each product comes from under ``retrieve.source``: its cloud copy (when located) and
+    the endpoint, for the manifest and curl URLs."""
+
+    source: str = "mast"
+    copies: dict[str, CloudCopy | None] = field(default_factory=dict)
+    endpoint: str | None = None
+
+    def copy(self, key: str) -> CloudCopy | None:
+        return self.copies.get(key) if self.source != "mast" else None
+
+    def skips(self, task: FileTask) -> bool:
+        """``source: cloud`` and no copy: listed as skipped (exclusive-access files excepted)."""
+        return self.source == "cloud" and not task.protected and self.copies.get(task.key) is None
+
+    def https(self, key: str) -> str:
+        from mastpipe.stages.retrieve.s3 import https_url
+
+        copy = self.copies.get(key)
+        return https_url(copy.key, self.endpoint) if copy else ""
+
+
 def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileResult] | None,
-                   refused: Sequence[Refused] = (), *, meta: Mapping[str, Any] | None = None,
-                   absolute: bool = False) -> Path:
+                   refused: Sequence[Refused] = (), cloud: CloudChoice | None = None, *,
+                   meta: Mapping[str, Any] | None = None, absolute: bool = False) -> Path:
     """Write the manifest as ECSV (``path``) and JSON (same name, ``.json``), atomically.
 
     Refused rows are listed too (status ``failed``, no path), so nothing the filter kept
-    goes unmentioned.
+    goes unmentioned. ``tasks`` carry MAST's URLs (the ``url`` column); ``cloud`` adds each
+    product's cloud copy (``s3_uri``, ``s3_url``) and the ``source`` it came (or would come) from.
 
     Parameters
     ----------
@@ -180,24 +216,33 @@ def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileRes
     """
     from astropy.table import Table
 
+    cloud = cloud or CloudChoice()
     base = path.parent.resolve()
     rows = [{"dataURI": r.key, "path": "", "size": r.size if r.size is not None else -1, "sha256": "",
-             "checksum": "", "status": "failed", "message": r.reason, "url": r.url} for r in refused]
+             "checksum": "", "status": "failed", "message": r.reason, "url": r.url, "source": "", "s3_uri": "",
+             "s3_url": ""} for r in refused]
     for task in tasks:
         result = (results or {}).get(task.key)
+        copy = cloud.copies.get(task.key)
+        if result is None:  # manifest and curl modes: what a download would do
+            skip = cloud.skips(task)
+            status, message = ("skipped", NOT_IN_CLOUD) if skip else ("listed", "")
+            source = "" if skip else "s3" if cloud.copy(task.key) is not None and not task.protected else "mast"
+        else:
+            status, message, source = result.status, result.error or "", result.source or ""
         rows.append({
             "dataURI": task.key, "path": str(task.dest) if absolute else os.path.relpath(task.dest, base),
             "size": (result.size if result and result.size is not None else task.size) or -1,
             "sha256": (result.sha256 if result else None) or "",
             # verified: the FITS file's own CHECKSUM/DATASUM matched its bytes; none: it has none
             "checksum": (result.checksum if result else None) or "",
-            "status": result.status if result else "listed",
-            "message": (result.error if result else None) or "",
-            "url": task.url,
+            "status": status, "message": message, "url": task.url, "source": source,
+            "s3_uri": copy.s3_uri if copy else "",
+            "s3_url": cloud.https(task.key),
         })
+    dtypes = [str, str, np.int64, str, str, str, str, str, str, str, str]
     table = Table(rows=[[r[c] for c in MANIFEST_COLUMNS] for r in rows], names=MANIFEST_COLUMNS,
-                  dtype=[str, str, np.int64, str, str, str, str, str]) if rows else \
-        Table(names=MANIFEST_COLUMNS, dtype=[str, str, np.int64, str, str, str, str, str])
+                  dtype=dtypes) if rows else Table(names=MANIFEST_COLUMNS, dtype=dtypes)
     table.meta.update(meta or {})
     table.meta["paths"] = "absolute" if absolute else "relative to this manifest's directory"
     for stale in sweep(path.parent) + _old_temporaries(path):  # left by a run killed while writing
@@ -259,7 +304,9 @@ def json_twin(path: Path) -> Path:
 
 def run(table: Table, section: Retrieve, download: DownloadSettings, *, base: Path, state_dir: Path,
         mast_url: str, token: str | None = None, on_event: Callable[[Event], None] | None = None,
-        meta: Mapping[str, Any] | None = None, ledger_journal: str = "auto") -> RetrieveResult:
+        archive: Archive | None = None, server_id: str | None = None,
+        s3_endpoint: str | None = None, meta: Mapping[str, Any] | None = None,
+        ledger_journal: str = "auto") -> RetrieveResult:
     """Carry out the recipe's ``retrieve`` section for the products in ``table``.
 
     Parameters
@@ -275,6 +322,12 @@ def run(table: Table, section: Retrieve, download: DownloadSettings, *, base: Pa
         MAST token for exclusive-access products (never from the recipe).
     on_event : callable, optional
         Receives the engine's events.
+    archive : Archive, optional
+        MAST's search API, for ``path_lookup`` when ``section.source`` is cloud or auto.
+    server_id : str, optional
+        What identifies the MAST server in the cloud checkpoint (default: ``mast_url``).
+    s3_endpoint : str, optional
+        The S3 endpoint (default: AWS); see :func:`mastpipe.stages.retrieve.s3.effective_endpoint`.
     meta : mapping, optional
         Provenance written into the manifest's ECSV header (see :func:`write_manifest`).
     ledger_journal : {"auto", "wal", "delete"}
@@ -286,18 +339,61 @@ def run(table: Table, section: Retrieve, download: DownloadSettings, *, base: Pa
     result = RetrieveResult(section.mode, results=[r.result() for r in refused])
     manifest = functools.partial(write_manifest, manifest_path, meta=meta,
                                  absolute=section.manifest_paths == "absolute")
+    cloud = CloudChoice(section.source, endpoint=s3_endpoint)
+    locator = _Locator(section, state_dir, archive, server_id or mast_url, s3_endpoint, download.timeout,
+                       download.insecure)
     if section.mode == "manifest":
-        result.manifest = manifest(tasks, None, refused)
+        cloud.copies = locator.locate(tasks)
+        result.manifest = manifest(tasks, None, refused, cloud)
         return result
     if section.mode == "curl":
         from mastpipe.stages.retrieve.curl import write_curl_script
 
+        cloud.copies = locator.locate(tasks)
         script = (base / section.script) if section.script else destination / "mastpipe-download.sh"
-        result.script = write_curl_script(tasks, script)
-        result.manifest = manifest(tasks, None, refused)
+        scripted = [dataclasses.replace(t, url=cloud.https(t.key)) if cloud.copy(t.key) and not t.protected else t
+                    for t in tasks if not cloud.skips(t)]
+        result.script = write_curl_script(scripted, script)
+        result.manifest = manifest(tasks, None, refused, cloud)
         return result
     return _download(tasks, refused, download, state_dir, mast_url, token, on_event, manifest, result,
-                     ledger_journal)
+                     cloud, locator, ledger_journal)
+
+
+@dataclass
+class _Locator:
+    """Finds the cloud copies of the products of a run whose ``retrieve.source`` is not mast."""
+
+    settings: Retrieve
+    state_dir: Path
+    archive: Archive | None
+    server: str
+    endpoint: str | None
+    timeout: float
+    insecure: bool
+
+    def client(self) -> Any:
+        from mastpipe.stages.retrieve.s3 import S3Client
+
+        return S3Client(self.endpoint, timeout=min(self.timeout, 300.0), pool=self.settings.s3_in_flight)
+
+    def locate(self, tasks: list[FileTask]) -> dict[str, CloudCopy | None]:
+        """Copies of the public tasks of mirrored missions (exclusive-access ones never asked)."""
+        from mastpipe.archive import cloud_mission
+        from mastpipe.stages.retrieve.s3 import Locations, locate
+
+        if self.settings.source == "mast":
+            return {}
+        wanted = [t.key for t in tasks if not t.protected and cloud_mission(t.key)]
+        if not wanted:
+            return {}
+        if self.archive is None:
+            from mastpipe.archive import Archive
+
+            self.archive = Archive(self.server, timeout=self.timeout, insecure=self.insecure)
+        store = Locations(self.state_dir, self.server, self.endpoint)
+        return locate(wanted, self.archive, self.client(), store, in_flight=self.settings.s3_in_flight)
+
 
 
 def _locked_out(protected: list[FileTask], token: str | None, mast_url: str, timeout: float,
@@ -340,7 +436,8 @@ def engine_for(download: DownloadSettings, *, ledger: Ledger | None = None,
 
 def _download(tasks: list[FileTask], refused_rows: list[Refused], download: DownloadSettings, state_dir: Path,
               mast_url: str, token: str | None, on_event: Callable[[Event], None] | None,
-              manifest: Callable[..., Path], result: RetrieveResult, ledger_journal: str = "auto") -> RetrieveResult:
+              manifest: Callable[..., Path], result: RetrieveResult, cloud: CloudChoice | None = None,
+              locator: _Locator | None = None, ledger_journal: str = "auto") -> RetrieveResult:
     from mastpipe.stages.retrieve.engine import Transfer
     from mastpipe.stages.retrieve.ledger import Ledger
 
@@ -353,6 +450,16 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], download: Down
         locked_out = _locked_out(protected, token, mast_url, download.timeout, download.insecure, result)
         skipped = {t.key for t in locked_out}
         fetchable = [t for t in tasks if t.key not in skipped]
+        cloud = cloud or CloudChoice()
+        not_in_cloud: list[FileTask] = []
+        if cloud.source != "mast" and locator is not None:
+            # Only files still to fetch are located: a rerun over files present asks nothing.
+            unfinished = Transfer(download, ledger=ledger).unfinished([t for t in fetchable if not t.protected])
+            cloud.copies = locator.locate(unfinished)
+            download = download.replace(s3=locator.client())
+            not_in_cloud = [t for t in unfinished if cloud.skips(t)]
+            fetchable = [dataclasses.replace(t, url=copy.s3_uri) if (copy := cloud.copy(t.key)) is not None else t
+                         for t in fetchable if t not in not_in_cloud]
         engine = engine_for(download, ledger=ledger, on_event=on_event,
                             token=token if protected and not locked_out else None)
         results = engine.run(fetchable)
@@ -360,6 +467,8 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], download: Down
     for task in locked_out:
         by_key[task.key] = FileResult(task.key, task.dest, "failed",
                                       error=f"exclusive-access product {task.key} needs a valid MAST token")
+    for task in not_in_cloud:
+        by_key[task.key] = FileResult(task.key, task.dest, "skipped", error=NOT_IN_CLOUD)
     result.results += [by_key[t.key] for t in tasks]
-    result.manifest = manifest(tasks, by_key, refused_rows)
+    result.manifest = manifest(tasks, by_key, refused_rows, cloud)
     return result

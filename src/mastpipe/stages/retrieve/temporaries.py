@@ -310,7 +310,7 @@ def remove_stale_temporaries(directories: Iterable[Path | str], keep: Iterable[P
 
 
 # ".part.json.tmp": how releases before the atomic-write helper named the metadata's temporary.
-_SUFFIXES = (".part", ".part.json", ".part.json.tmp", ".part.lock")
+_SUFFIXES = (".part", ".part.json", ".part.json.tmp", ".part.lock", ".parts", ".parts.json")  # .parts: see parts.py
 
 
 def _owner_name(name: str) -> str | None:
