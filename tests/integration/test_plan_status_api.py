@@ -42,7 +42,8 @@ def test_plan_returns_what_the_run_then_fetches(sandbox, tmp_path):
     assert not (tmp_path / "data").exists()  # nothing downloaded
 
     outcome = mastpipe.run(recipe, mast_url=sandbox.url, environ={})
-    assert outcome.report["retrieve"]["fetched"] == {"files": found.to_fetch, "bytes": found.bytes_to_fetch}
+    fetched = outcome.report["retrieve"]["fetched"]
+    assert (fetched["files"], fetched["bytes"]) == (found.to_fetch, found.bytes_to_fetch)
     again = mastpipe.plan(recipe, mast_url=sandbox.url, environ={})
     assert (again.to_fetch, again.bytes_to_fetch, again.present, again.breakdown) == (0, 0, found.files, [])
     assert [stage.action for stage in again.stages] == ["reused"] * 4
