@@ -24,6 +24,7 @@ from mastpipe.stages.retrieve.outlook import RetrieveOutlook
 from mastpipe.stages.retrieve.settings import DownloadSettings
 
 if TYPE_CHECKING:
+    import numpy as np
     from astropy.table import Table
 
     from mastpipe.archive import Archive
@@ -329,7 +330,10 @@ class Pipeline:
         if problems:
             raise RecipeError(problems)
 
-    def _compute(self, stage: str, table: Table | None, fp: str) -> Table:
+    def _compute(self, stage: str, table: Table | None, fp: str) -> tuple[Table, np.ndarray | None]:
+        """The stage's table, and for unique and filter which rows of their input it keeps."""
+        import numpy as np
+
         from mastpipe.stages import filter as filter_stage
         from mastpipe.stages import products, query, unique
 
@@ -337,20 +341,44 @@ class Pipeline:
         if stage == "query":
             if r.mission is not None:
                 self.check_columns()
-            return query.run(r.query, self.archive)
+            return query.run(r.query, self.archive), None
         assert table is not None
         if stage == "products":
             from mastpipe.state import read_table, write_table
 
             store = products.BatchStore(self.state.keep_parts(fp), write_table, read_table)
             in_flight = r.products.in_flight or r.mast.max_in_flight
-            return products.run(table, self.archive, r.products.batch_size, in_flight, store, mission=r.mission)
+            return products.run(table, self.archive, r.products.batch_size, in_flight, store,
+                                mission=r.mission), None
         if stage == "unique":
-            result, _ = unique.unique_products(table, r.unique.key) if len(table) else (table, [])
-            return result
+            if not len(table):
+                return table, np.zeros(0, dtype=np.intp)
+            result, _, rows = unique.unique_rows(table, r.unique.key)
+            return result, rows
         if stage == "filter":
-            return filter_stage.filter_products(table, r.filter)
+            mask = filter_stage.keep_mask(table, r.filter)
+            return (table.copy(copy_data=False) if mask.all() else table[mask]), np.flatnonzero(mask)
         raise AssertionError(stage)
+
+    def _base(self, tables: dict[str, Table]) -> tuple[Table, str] | None:
+        """The products table of this run with its digest, for the rows checkpoints built on it."""
+        sidecar = self.checkpoints.sidecar("products")
+        return (tables["products"], sidecar.digest) if "products" in tables and sidecar is not None else None
+
+    def _save(self, stage: str, table: Table, rows: np.ndarray | None, tables: dict[str, Table],
+              fp: str, started: float, reasons: tuple[str, ...]) -> Table:
+        """Checkpoint a stage's table: unique's and filter's as rows of the products table (when
+        every row is known to be one), the others whole."""
+        base = tables.get("products")
+        if rows is not None and base is not None and stage in ("unique", "filter"):
+            upstream = "unique" if stage == "filter" else None
+            if upstream is None or upstream in self.checkpoints.rows:
+                base_rows = rows if upstream is None else self.checkpoints.rows[upstream][rows]
+                base_sidecar = self.checkpoints.sidecar("products")
+                if base_sidecar is not None:
+                    return self.checkpoints.save_rows(stage, table, "products", base, base_sidecar.digest, base_rows,
+                                                      fp, started, reasons)
+        return self.checkpoints.save(stage, table, fp, started, reasons)
 
     def run(self, *, until: str = "retrieve", from_stage: str | None = None,
             retrieve: Callable[[Pipeline, Table], Any] | None = None,
@@ -384,6 +412,10 @@ class Pipeline:
             self.state.sweep()  # writes a killed run left half done
             if until == "retrieve" and retrieve is not None:
                 self.check_outputs()
+            for stage in remember:  # rows of a products table this run may replace: read them now
+                sidecar = self.checkpoints.sidecar(stage)
+                if sidecar is not None and sidecar.base is not None:
+                    previous[stage] = self.checkpoints.load(stage, sidecar)
             table: Table | None = None
             digest = ""
             for stage in TABLE_STAGES[: STAGES.index(until) + 1]:
@@ -392,7 +424,8 @@ class Pipeline:
                 sidecar = self.checkpoints.sidecar(stage)
                 fp = fingerprint(stage, self.section(stage), digest)
                 reasons = self._reasons(stage, sidecar, fp, self._forced(stage, from_stage, sidecar))
-                loaded = self.checkpoints.load(stage, sidecar) if sidecar is not None and not reasons else None
+                loaded = self.checkpoints.load(stage, sidecar, self._base(tables)) \
+                    if sidecar is not None and not reasons else None
                 if sidecar is not None and not reasons and loaded is None:
                     reasons = ["checkpoint unreadable"]
                 rows_in = None if table is None else len(table)
@@ -405,11 +438,12 @@ class Pipeline:
                     log.info("%s: reused checkpoint (%d rows)", stage, len(table), extra=_event(reports[-1]))
                 else:
                     log.info("%s: running (%s)", stage, "; ".join(reasons))
-                    if stage in remember and sidecar is not None:  # read it before it is replaced
-                        previous[stage] = self.checkpoints.load(stage, sidecar)
+                    if stage in remember and sidecar is not None and stage not in previous:  # before it is replaced
+                        previous[stage] = self.checkpoints.load(stage, sidecar, self._base(tables))
                     if stage == "products" and "--refresh" in reasons:
                         self.state.clear_parts()
-                    table = self.checkpoints.save(stage, self._compute(stage, table, fp), fp, started, tuple(reasons))
+                    computed, rows = self._compute(stage, table, fp)
+                    table = self._save(stage, computed, rows, tables, fp, started, tuple(reasons))
                     digest = self.checkpoints.sidecar(stage).digest  # type: ignore[union-attr]
                     if stage == "products":
                         self.state.clear_parts()

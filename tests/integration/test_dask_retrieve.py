@@ -15,8 +15,6 @@ import pickle
 import re
 import secrets
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -261,14 +259,11 @@ retrieve:
 """
 
 
-def test_cli_runs_a_recipe_on_a_local_dask_cluster(sandbox, tmp_path: Path) -> None:
+def test_cli_runs_a_recipe_on_a_local_dask_cluster(sandbox, tmp_path: Path, cli) -> None:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE)
-    env = {k: v for k, v in os.environ.items() if k not in ("MAST_API_TOKEN", "MASTPIPE_MAST_URL")}
-    command = [sys.executable, "-c", "from mastpipe.cli import main; main()", "run", str(recipe),
-               "--mast-url", sandbox.url, "--executor", "dask", "--scheduler", "local"]
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = cli("run", str(recipe), "--mast-url", sandbox.url, "--executor", "dask", "--scheduler", "local",
+               cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     fetched = sorted((tmp_path / "data").rglob("*_cal.fits"))
     assert fetched and f"{len(fetched)} fetched" in proc.stdout

@@ -10,26 +10,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _examples import dump, example_data
+
 from mastpipe.errors import ArchiveError, TruncatedResultError
 from mastpipe.runner import Pipeline
 from mastpipe.sandbox import Faults
 
 
-def recipe(batch_size: int = 1, timeout: float = 5, retries: int = 4, extra: str = "",
-           criteria: str = 'obs_collection: JWST, proposal_id: "1073", instrument_name: "NIRCAM*", filters: F277W',
-           in_flight: int = 4) -> str:
-    return f"""\
-version: 1
-name: faults
-mast: {{timeout: {timeout}, retries: {retries}, retry_after_cap: 5, max_in_flight: {in_flight}{extra}}}
-query:
-  main:
-    criteria: {{{criteria}}}
-products:
-  batch_size: {batch_size}
-filter:
-  contains: [_uncal.fits]
-"""
+def recipe(batch_size: int = 1, timeout: float = 5, retries: int = 4, criteria: dict[str, str] | None = None,
+           in_flight: int = 4, **mast: object) -> str:
+    """The tutorial's example (pipelines/) up to `filter`, its UNCAL files, with these MAST settings;
+    ``criteria`` replaces the example's search."""
+    data = example_data(name="faults", description=None, unique=None, retrieve=None,
+                        mast={"timeout": timeout, "retries": retries, "retry_after_cap": 5, "max_in_flight": in_flight,
+                              **mast},
+                        products={"batch_size": batch_size},
+                        filter={"contains": ["_uncal.fits"], "guide_stars": None, "columns": None})
+    if criteria is not None:
+        data["query"]["nircam"]["criteria"] = criteria
+    return dump(data)
 
 
 def _pipeline(sb, tmp_path: Path, text: str, state: str = "state") -> Pipeline:
@@ -176,7 +175,7 @@ def test_truncated_query_is_split_and_complete(sandbox_factory, tmp_path, expect
 
 def test_truncated_query_with_a_larger_scale_program(sandbox_factory, tmp_path):
     sb = sandbox_factory(seed=0, scale=(60, 3), faults="query.row_cap=25")
-    text = recipe(criteria='obs_collection: JWST, proposal_id: "9999"')
+    text = recipe(criteria={"obs_collection": "JWST", "proposal_id": "9999"})
     result = _pipeline(sb, tmp_path, text).run(until="query")
     expected = sorted(o["obsid"] for o in sb.catalog.observations() if o["proposal_id"] == "9999")
     assert len(expected) == 60
@@ -187,7 +186,7 @@ def test_truncated_query_that_cannot_be_split_fails_loudly(sandbox_factory, tmp_
     sb = sandbox_factory(seed=0, faults="query.row_cap=1")
     for _ in range(2):  # two observations at the same instant: no t_min split separates them
         sb.catalog.add_observation(proposal_id="7777", t_min=61_000.0, t_max=61_000.1)
-    text = recipe(criteria='obs_collection: JWST, proposal_id: "7777"')
+    text = recipe(criteria={"obs_collection": "JWST", "proposal_id": "7777"})
     with pytest.raises(TruncatedResultError, match="1 of 2"):
         _pipeline(sb, tmp_path, text).run(until="filter")
     assert not (tmp_path / "state" / "query.json").exists()
@@ -195,7 +194,7 @@ def test_truncated_query_that_cannot_be_split_fails_loudly(sandbox_factory, tmp_
 
 def test_query_paging(sandbox_factory, tmp_path, expected):
     sb = sandbox_factory(seed=0)
-    result = _pipeline(sb, tmp_path, recipe(extra=", page_size: 2")).run(until="filter")
+    result = _pipeline(sb, tmp_path, recipe(page_size=2)).run(until="filter")
     assert _rows(result.tables["query"]) == _rows(expected["query"])
     assert _rows(result.tables["filter"]) == _rows(expected["filter"])
 
@@ -239,7 +238,7 @@ def test_truncated_query_with_rows_that_have_no_t_min_fails_loudly(sandbox_facto
     for i in range(3):
         sb.catalog.add_observation(proposal_id="7778", t_min=61_000.0 + i, t_max=61_000.1 + i)
     sb.catalog.add_observation(proposal_id="7778", t_min=None, t_max=None)
-    text = recipe(criteria='obs_collection: JWST, proposal_id: "7778"')
+    text = recipe(criteria={"obs_collection": "JWST", "proposal_id": "7778"})
     with pytest.raises(TruncatedResultError, match="no t_min"):
         _pipeline(sb, tmp_path, text).run(until="query")
     assert not (tmp_path / "state" / "query.json").exists()
