@@ -18,6 +18,7 @@ from mastpipe.state import StateDir, decoded
 if TYPE_CHECKING:
     from astropy.table import Table
 
+    from mastpipe.api import PlanReport
     from mastpipe.runner import RunResult, StageStatus
     from mastpipe.stages.retrieve.outlook import RetrieveOutlook
     from mastpipe.state import LockHolder
@@ -57,41 +58,24 @@ def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str,
     return sorted(((c, i, k, n, b) for (c, i, k), (n, b) in totals.items()), key=lambda r: (-r[4], r[:3]))
 
 
-def format_plan(products: Table, observations: Table, outlook: RetrieveOutlook | None = None) -> str:
-    """What ``retrieve`` would fetch, as a small table of text.
+def format_plan(plan: PlanReport) -> str:
+    """What ``retrieve`` would fetch (a :class:`mastpipe.api.PlanReport`), as a small table of text.
 
-    Parameters
-    ----------
-    products : astropy.table.Table
-        The filter stage's result.
-    observations : astropy.table.Table
-        The query stage's result (for the instrument of each product).
-    outlook : RetrieveOutlook, optional
-        What is already on disk (:meth:`mastpipe.runner.Pipeline.retrieve_outlook`). With it,
-        the files already present are counted apart and the breakdown lists only what a run
-        would download, with the bytes it still lacks; without it, every file counts.
+    In download mode the files already present are counted apart and the breakdown lists only
+    what a run would download, with the bytes it still lacks; in the other modes every file counts.
     """
-    if outlook is None or outlook.mode != "download":
-        rows = plan_breakdown(products, observations)
-        total_files = sum(r[3] for r in rows)
-        total_bytes = sum(r[4] for r in rows)
-        lines = [f"{len(observations)} observations, {total_files} files to retrieve, {human_bytes(total_bytes)} in all"]
+    if plan.mode != "download":
+        lines = [f"{plan.observations} observations, {plan.files} files to retrieve, {human_bytes(plan.bytes)} in all"]
     else:
-        kept = int(np.asarray(products["size"]).astype(np.int64).clip(0).sum()) if len(products) else 0
-        uris = _text(products["dataURI"]) if len(products) else []
-        pending = products[[uri in outlook.remaining for uri in uris]] if len(products) else products
-        if len(pending):
-            pending = pending.copy()
-            pending["size"] = [outlook.remaining[uri] for uri in _text(pending["dataURI"])]
-        rows = plan_breakdown(pending, observations)
-        head = (f"{len(observations)} observations, {outlook.files} files ({human_bytes(kept)}): "
-                f"{outlook.to_fetch} to fetch ({human_bytes(outlook.bytes_to_fetch)}), "
-                f"{outlook.present} already present")
-        notes = _outlook_notes(outlook, "resumed where an earlier run stopped")
+        head = (f"{plan.observations} observations, {plan.files} files ({human_bytes(plan.bytes)}): "
+                f"{plan.to_fetch} to fetch ({human_bytes(plan.bytes_to_fetch)}), "
+                f"{plan.present} already present")
+        notes = _outlook_notes(plan.outlook, "resumed where an earlier run stopped")
         lines = [head + "".join(f"; {note}" for note in notes)]
-    if rows:
+    if plan.breakdown:
         header = ("collection", "instrument", "product", "files", "bytes")
-        cells = [header] + [(c, i, k, str(n), human_bytes(b)) for c, i, k, n, b in rows]
+        cells = [header] + [(g.collection, g.instrument, g.product, str(g.files), human_bytes(g.bytes))
+                            for g in plan.breakdown]
         widths = [max(len(row[col]) for row in cells) for col in range(5)]
         for index, row in enumerate(cells):
             lines.append("  " + "  ".join(cell.rjust(w) if col >= 3 else cell.ljust(w)
@@ -139,9 +123,9 @@ def format_status(statuses: list[StageStatus]) -> str:
     return "\n".join(lines)
 
 
-def format_retrieve_status(outlook: RetrieveOutlook | None, filter_stale: bool) -> str:
+def format_retrieve_status(outlook: RetrieveOutlook | None, filter_stale: bool, state: str) -> str:
     """The retrieve line of ``status``: files present and still to fetch, from the ledger and
-    the disk (``outlook`` from :meth:`mastpipe.runner.Pipeline.retrieve_status`).
+    the disk (``outlook``, ``filter_stale`` and ``state`` from :func:`mastpipe.api.status`).
 
     ``filter_stale`` notes that the filter checkpoint the files come from will be recomputed,
     so the files to retrieve may change.
@@ -152,10 +136,6 @@ def format_retrieve_status(outlook: RetrieveOutlook | None, filter_stale: bool) 
     if outlook.mode != "download":
         return (f"  {'retrieve':<9} {outlook.mode:<8} {f'{outlook.files} files':<12} "
                 f"(mode {outlook.mode}: mastpipe fetches nothing itself, keeps no ledger{stale})")
-    if outlook.to_fetch == 0 and outlook.blocked == 0:
-        state = "done"
-    else:
-        state = "partial" if outlook.present or outlook.partial else "missing"
     counts = [f"{outlook.present} of {outlook.files} files present",
               f"{outlook.to_fetch} to fetch ({human_bytes(outlook.bytes_to_fetch)})",
               *_outlook_notes(outlook, "partly downloaded, to resume")]

@@ -111,6 +111,13 @@ def _server_label(server_id: Any, url: str | None) -> str:
     return f"{server_id} at {url}"
 
 
+def new_run_id() -> str:
+    """A run's id: its UTC start time and a random suffix, e.g. ``20260102T030405Z-1a2b3c``."""
+    import uuid
+
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
 def _query_section(recipe: Recipe) -> dict[str, Any]:
     """The recipe's queries as fingerprints see them. The keys of mission searches are left out
     of CAOM searches, which do not use them, so checkpoints made before mission searches existed
@@ -535,11 +542,12 @@ class Pipeline:
         self.explanations.extend(found)
 
     def retrieve(self, table: Table, download: DownloadSettings | None = None, *, token: str | None = None,
-                 on_event: Callable[[Any], None] | None = None) -> Any:
+                 on_event: Callable[[Any], None] | None = None, run_id: str | None = None) -> Any:
         """The retrieve stage for ``table`` (normally the filter stage's result).
 
         ``download`` is how files are downloaded (default: the recipe's settings alone, see
-        :meth:`DownloadSettings.build`).
+        :meth:`DownloadSettings.build`); ``run_id`` is the run the manifest names (a new one
+        when not given).
         """
         from mastpipe.stages.retrieve import stage as retrieve_stage
         from mastpipe.stages.retrieve.s3 import effective_endpoint
@@ -551,7 +559,26 @@ class Pipeline:
                                   state_dir=self.state_dir, mast_url=self.mast_url, token=token, on_event=on_event,
                                   archive=self.archive if section.source != "mast" else None,
                                   server_id=self.server_id,
-                                  s3_endpoint=effective_endpoint(section.s3_endpoint, self.environ))
+                                  s3_endpoint=effective_endpoint(section.s3_endpoint, self.environ),
+                                  meta=self.manifest_meta(run_id or new_run_id()),
+                                  ledger_journal=self.recipe.state.ledger_journal)
+
+    def manifest_meta(self, run_id: str) -> dict[str, str]:
+        """The provenance a manifest's ECSV header carries, so a manifest found on its own
+        (in a CI artifact, beside restored files) says where it came from.
+
+        Keys: ``recipe`` (name), ``recipe_path``, ``recipe_fingerprint``, ``run_id``, ``server``
+        (the MAST URL asked), ``source`` (``retrieve.source``: mast, cloud or auto),
+        ``download_url`` (MAST's download endpoint) and ``mastpipe`` (version); :func:`~mastpipe.stages.retrieve.stage.write_manifest` adds ``paths``.
+        """
+        from mastpipe import __version__
+        from mastpipe.stages.retrieve.stage import download_url
+
+        return {"recipe": self.recipe.name, "recipe_path": str(self.recipe_path.resolve()),
+                "recipe_fingerprint": fingerprint(self.recipe.model_dump(mode="json")), "run_id": run_id,
+                "server": self.mast_url, "source": self.recipe.retrieve.source,
+                "download_url": download_url(self.mast_url, ""),
+                "mastpipe": __version__}
 
     def batch_dir(self) -> Path:
         """Where the products stage keeps finished batches for the current query checkpoint."""

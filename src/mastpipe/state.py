@@ -31,8 +31,6 @@ function that turns one back into its table.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -48,6 +46,7 @@ import numpy as np
 
 from mastpipe.atomic import atomic_path, atomic_write_bytes, fsync_dir, sweep
 from mastpipe.errors import LockError, NotWritableError, StateError, literal
+from mastpipe.locking import HAVE_FLOCK, PidLock, flock, unflock
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -563,12 +562,15 @@ class RunLock:
     """An exclusive lock on a state directory, released by the kernel if the holder dies.
 
     ``flock`` is tied to the open file, so a lock left by a killed run (``kill -9``) is released
-    with it: the next run sees a stale lock file, not a held lock, and proceeds.
+    with it: the next run sees a stale lock file, not a held lock, and proceeds. Where there is
+    no ``flock`` (Windows), ``lock.pid`` beside it is a :class:`~mastpipe.locking.PidLock`,
+    taken over when the process it names is gone.
     """
 
     def __init__(self, directory: Path | StateDir) -> None:
         self.path = (directory if isinstance(directory, StateDir) else StateDir(directory)).lock
         self._handle: IO[str] | None = None
+        self._fallback = PidLock(self.path.with_name(self.path.name + ".pid"))
 
     def acquire(self) -> None:
         """Take the lock, creating the state directory if needed.
@@ -592,16 +594,21 @@ class RunLock:
                 parameters=["state_dir"],
             ) from None
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            taken = flock(handle.fileno()) if HAVE_FLOCK else self._fallback.acquire()
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                handle.close()
-                raise StateError(f"cannot lock {self.path}: {exc.strerror}") from None
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
             handle.close()
+            raise StateError(f"cannot lock {literal(self.path)}: {literal(exc.strerror)}") from None
+        if not taken:
+            handle.seek(0)
+            holder = handle.read().strip() or (self._fallback.holder() if not HAVE_FLOCK else "") \
+                or "another process"
+            handle.close()
+            hint = "wait for it to finish, or use another {state_dir}"
+            if not HAVE_FLOCK:
+                hint += (" (without flock, a run on another host is judged alive: once it is over, remove "
+                         f"{literal(self._fallback.path)})")
             raise LockError(f"another run holds the lock on {literal(self.path.parent)} ({literal(holder)})",
-                            hint="wait for it to finish, or use another {state_dir}", parameters=["state_dir"]) from None
+                            hint=hint, parameters=["state_dir"]) from None
         handle.seek(0)
         previous = handle.read().strip()
         if previous:
@@ -626,7 +633,10 @@ class RunLock:
         if self._handle is not None:
             self._handle.seek(0)
             self._handle.truncate()
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            if HAVE_FLOCK:
+                unflock(self._handle.fileno())
+            else:
+                self._fallback.release()
             self._handle.close()
             self._handle = None
 

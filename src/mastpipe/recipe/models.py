@@ -10,8 +10,8 @@ A recipe is one YAML document with these sections, each named after the stage it
     unique:    {key}
     filter:    {contains, endswith, exclude, guide_stars, mrp_only, columns}
     retrieve:  {mode, source, destination, layout, in_flight, s3_in_flight, s3_parts, s3_endpoint, verify,
-                overwrite, executor, script, manifest}
-    state:     {directory, query_max_age}
+                overwrite, executor, script, manifest, manifest_paths}
+    state:     {directory, query_max_age, ledger_journal}
     expect:    {observations, products, files, bytes}   (also per query)
 
 Models are immutable and reject unknown keys. The sections live in :mod:`mastpipe.recipe.sections`,

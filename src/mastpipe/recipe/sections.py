@@ -465,6 +465,9 @@ class Retrieve(_Model):
         "download mode: when a large file is fetched over several connections in ranged segments."))
     script: str | None = Field(None, description="curl mode: where to write the script (default <destination>/mastpipe-download.sh).")
     manifest: str | None = Field(None, description="Where to write the manifest (default <destination>/manifest.ecsv, plus .json).")
+    manifest_paths: Literal["relative", "absolute"] = Field("relative", description=(
+        "How the manifest names files: relative to the manifest's own directory (it stays right when the "
+        "directory is moved or restored elsewhere, e.g. from a CI cache), or absolute."))
 
     @field_validator("s3_endpoint")
     @classmethod
@@ -489,6 +492,10 @@ class State(_Model):
         "State directory (default .mastpipe/<name> beside the recipe); --state-dir overrides it."))
     query_max_age: str | None = Field(None, description=(
         "Re-run the query stage when its results are older than this, e.g. \"1d\" or \"12h\" (scheduled reruns)."))
+    ledger_journal: Literal["auto", "wal", "delete"] = Field("auto", description=(
+        "SQLite journal mode of the download ledger. auto: WAL where the filesystem supports it, else "
+        "delete (rollback journal), which is safe on NFS; wal; delete (choose it for a state directory on "
+        "NFS or another network filesystem, where WAL's shared memory is unsafe)."))
 
     @field_validator("query_max_age")
     @classmethod

@@ -21,10 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; one run per destination is then the user's to ensure
-    fcntl = None  # type: ignore[assignment]
+from mastpipe.locking import HAVE_FLOCK, PidLock, flock
 
 from mastpipe.atomic import atomic_write_bytes, owner_of
 from mastpipe.stages.retrieve.decide import LocalState, PartMeta
@@ -102,13 +99,16 @@ class FetchLock:
     def __init__(self, dest: Path) -> None:
         self.path = lock_path(Path(dest))
         self._fd: int | None = None
-        self._taken = False  # without flock (Windows): taken, nothing held
+        self._fallback = None if HAVE_FLOCK else PidLock(self.path)  # no flock (Windows): a pid file
 
     def acquire(self) -> bool:
         """Take the lock if no other holder has it; True when taken."""
-        if fcntl is None:
-            self._taken = True
-            return True
+        if self._fallback is not None:
+            try:
+                return self._fallback.acquire()
+            except FileNotFoundError:  # the directory went (remove_empty) just before: make it again
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                return self._fallback.acquire()
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
@@ -118,8 +118,10 @@ class FetchLock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # held elsewhere (EWOULDBLOCK)
+                taken = flock(fd)
+            except OSError:
+                taken = False
+            if not taken:  # held elsewhere (EWOULDBLOCK)
                 os.close(fd)
                 return False
             try:
@@ -134,11 +136,13 @@ class FetchLock:
     @property
     def held(self) -> bool:
         """Whether this instance holds the lock now."""
-        return self._fd is not None or (fcntl is None and self._taken)
+        return self._fd is not None or (self._fallback is not None and self._fallback.held)
 
     def release(self) -> None:
         """Remove the lock file and let go of the lock."""
-        self._taken = False
+        if self._fallback is not None:
+            self._fallback.release()
+            return
         if self._fd is None:
             return
         try:
