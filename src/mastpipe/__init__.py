@@ -15,11 +15,14 @@ from typing import Any
 __version__ = "0.1.0"
 _ERRORS = ("MastpipeError", "RecipeError", "Problem", "UsageError", "NotWritableError", "CABundleError", "ArchiveError",
            "TruncatedResultError", "AuthError", "TokenRefusedError", "TokenCheckError", "LockError", "StateError",
-           "LedgerError", "TransferError", "IntegrityError", "UnsafePathError", "Interrupted")
+           "LedgerError", "TransferError", "IntegrityError", "UnsafePathError", "Interrupted", "ExpectationError",
+           "NameNotFoundError")
 _LAZY = {
     "load_recipe": "mastpipe.recipe.models", "Recipe": "mastpipe.recipe.models", "run": "mastpipe.api",
     "RunOutcome": "mastpipe.api", "Pipeline": "mastpipe.runner", "StateDir": "mastpipe.state",
     "DownloadSettings": "mastpipe.stages.retrieve.settings",
+    "plan": "mastpipe.api", "status": "mastpipe.api", "iter_files": "mastpipe.api", "PlanReport": "mastpipe.api",
+    "StatusReport": "mastpipe.api", "RetrievedFile": "mastpipe.api", "read_manifest": "mastpipe.stages.retrieve.stage",
     # every public exception (the tree is drawn in mastpipe.errors), so `except mastpipe.RecipeError` works
     **dict.fromkeys(_ERRORS, "mastpipe.errors"),
 }

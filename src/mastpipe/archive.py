@@ -28,6 +28,8 @@ to a bucket key (:func:`bucket_key`).
 from __future__ import annotations
 
 import logging
+import math
+import re
 import threading
 import time
 import warnings
@@ -36,6 +38,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
+import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -173,20 +176,34 @@ class Archive:
     def _observations(self) -> Any:
         obs = getattr(self._local, "observations", None)
         if obs is None:
-            if self._mast_module is None:  # a mission search never pays for importing astroquery
-                self._mast_module = _astroquery(self.url)
-            obs = self._mast_module.ObservationsClass()
-            portal = obs._portal_api_connection
-            portal.MAST_REQUEST_URL = self.url + "/api/v0/invoke"
-            portal.COLUMNS_CONFIG_URL = self.url + "/portal/Mashup/Mashup.asmx/columnsconfig"
-            portal.MAST_DOWNLOAD_URL = self.url + "/api/v0.1/Download/file"
-            portal.MAST_BUNDLE_URL = self.url + "/api/v0.1/Download/bundle"
-            portal.PAGESIZE = self.page_size
-            portal.TIMEOUT = self.timeout
-            adapter = _TimeoutAdapter(self.timeout, pool_size=2, insecure=self.insecure)
-            portal._session.mount("http://", adapter)
-            portal._session.mount("https://", adapter)
-            self._local.observations = obs
+            obs = self._local.observations = self._pointed(self._astroquery_module().ObservationsClass())
+        return obs
+
+    def _portal_client(self) -> Any:
+        """A ``MastClass`` (astroquery's general Portal client) of this thread, for the services
+        ``Observations`` has no method for: column values, time ranges, name look-ups."""
+        client = getattr(self._local, "portal_client", None)
+        if client is None:
+            client = self._local.portal_client = self._pointed(self._astroquery_module().MastClass())
+        return client
+
+    def _astroquery_module(self) -> Any:
+        if self._mast_module is None:  # a mission search never pays for importing astroquery
+            self._mast_module = _astroquery(self.url)
+        return self._mast_module
+
+    def _pointed(self, obs: Any) -> Any:
+        """``obs`` (an astroquery query object) pointed at this archive's server."""
+        portal = obs._portal_api_connection
+        portal.MAST_REQUEST_URL = self.url + "/api/v0/invoke"
+        portal.COLUMNS_CONFIG_URL = self.url + "/portal/Mashup/Mashup.asmx/columnsconfig"
+        portal.MAST_DOWNLOAD_URL = self.url + "/api/v0.1/Download/file"
+        portal.MAST_BUNDLE_URL = self.url + "/api/v0.1/Download/bundle"
+        portal.PAGESIZE = self.page_size
+        portal.TIMEOUT = self.timeout
+        adapter = _TimeoutAdapter(self.timeout, pool_size=2, insecure=self.insecure)
+        portal._session.mount("http://", adapter)
+        portal._session.mount("https://", adapter)
         return obs
 
     # -- the retry loop ----------------------------------------------------------------------
@@ -258,18 +275,150 @@ class Archive:
         """How many observations match; unlike :meth:`query`, MAST does not cap this."""
         return int(self.call("count", lambda obs: obs.query_criteria_count(**criteria, **_position(position))))
 
+    def _filtered(self, what: str, columns: str, criteria: dict[str, Any], position: Any,
+                  pagesize: int | None = None, page: int | None = None) -> Table:
+        """``Mast.Caom.Filtered[.Position]`` asking for ``columns`` only, filters built by
+        astroquery exactly as ``query_criteria`` builds them."""
+        def request(_obs: Any) -> Table:
+            client = self._portal_client()
+            portal = client._portal_api_connection
+            filters = portal.build_filter_set("Mast.Caom.Cone", "Mast.Caom.Filtered", **criteria)
+            service, params = "Mast.Caom.Filtered", {"columns": columns, "filters": filters}
+            if position is not None:
+                ra, dec, radius = position
+                service, params["position"] = "Mast.Caom.Filtered.Position", f"{ra}, {dec}, {radius}"
+            return client.service_request(service, params, pagesize=pagesize, page=page)
+        return self.call(what, request)
+
+    def values(self, field: str, criteria: dict[str, Any], position: Any = None, limit: int = 2000) -> list[Any]:
+        """The values of ``field`` among (at most ``limit`` of) the observations matching
+        ``criteria``: one page of one column, what an explanation of an empty search shows."""
+        table = self._filtered(f"values of {field}", field, criteria, position, pagesize=limit, page=1)
+        if field not in table.colnames:
+            return []
+        return [value for value in table[field].tolist() if value is not None and value != ""]
+
+    def time_range(self, criteria: dict[str, Any], position: Any = None) -> tuple[float, float] | None:
+        """The first and last ``t_min`` of the observations matching ``criteria`` (MJD), or None
+        when the server cannot say (then callers assume every date MAST could hold)."""
+        try:
+            table = self._filtered("time range", "MIN(t_min),MAX(t_min)", criteria, position)
+        except ArchiveError as error:
+            log.debug("the server gave no time range (%s); splitting the whole span", error.message)
+            return None
+        try:
+            low, high = float(table[0][0]), float(table[0][1])
+        except (IndexError, TypeError, ValueError):
+            return None
+        return (low, high) if math.isfinite(low) and math.isfinite(high) and low <= high else None
+
+    def resolve(self, name: str) -> dict[str, Any] | None:
+        """Where MAST's own name look-up (``Mast.Name.Lookup`` on ``/api/v0/invoke`` of this
+        server, not astroquery's hard-coded resolver host) places ``name``.
+
+        Returns
+        -------
+        dict or None
+            ``{"ra", "dec", "canonical_name", "resolver"}`` (degrees), or None when the look-up
+            answered and knows no such name.
+        """
+        import json
+
+        def request(_obs: Any) -> Any:
+            responses = self._portal_client().service_request_async(
+                "Mast.Name.Lookup", {"input": name, "format": "json"})
+            return json.loads(responses[-1].text)
+        answer = self.call(f"name look-up of {name!r}", request)
+        found = (answer or {}).get("resolvedCoordinate") or [] if isinstance(answer, dict) else []
+        for entry in found:
+            try:
+                return {"ra": float(entry["ra"]), "dec": float(entry["decl"]),
+                        "canonical_name": entry.get("canonicalName") or name, "resolver": entry.get("resolver")}
+            except (KeyError, TypeError, ValueError):
+                continue
+        return None
+
     def products(self, obsids: list[str]) -> Table:
-        """Product list of the given observations (one request, paged by MAST).
+        """Product list of the given observations (one request, paged by MAST), in the form
+        checkpoints store (``as_stored`` of :func:`product_table`'s table).
+
+        astroquery names the service, fetches its column configuration and builds the request;
+        the answer's pages are read here: by :func:`scan_answer` when a page is in the plain
+        form MAST's product lists take, else by :func:`product_table`'s row-by-row reading,
+        which also names what is wrong with a malformed row. astroquery itself parses each page
+        twice with ``json`` and builds its table cell by cell: for a million product rows that
+        was most of a run's time.
 
         A request for several observations that times out raises :class:`TimedOut` without
         retrying: the same request would most likely time out again, and the caller splits it.
         """
         what = f"product list of {len(obsids)} observation(s) {obsids[0]}{'...' if len(obsids) > 1 else ''}"
-        # astroquery fetches the pages; mastpipe reads them, row by row (see product_table)
-        return self.call(what, lambda obs: product_table(obs.get_product_list_async(list(obsids))),
+        # astroquery names the service and builds the request; the pages are read here
+        return self.call(what, lambda obs: self._product_pages(obs, list(obsids)),
                          retry_timeouts=len(obsids) == 1,
                          hint="the request names only observations, so MAST's answer is at fault: "
                               "rerun later, and report it to MAST if it persists")
+
+    def _products_session(self, portal: Any) -> requests.Session:
+        """This thread's session for product lists: astroquery's headers and cookies, without
+        astroquery's response hook, which formats every answer's whole text for a log record
+        at level 5 that nothing shows (seconds for a million product rows)."""
+        session = getattr(self._local, "products_session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update(portal._session.headers)
+            session.cookies = portal._session.cookies
+            adapter = _TimeoutAdapter(self.timeout, pool_size=2, insecure=self.insecure)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.products_session = session
+        return session
+
+    def _product_pages(self, obs: Any, obsids: list[str]) -> Table:
+        """Every page of ``Mast.Caom.Products`` for ``obsids``, as astroquery's
+        ``get_product_list`` asks for them (service, column configuration, paging, polling while
+        MAST answers ``EXECUTING``), parsed by :func:`product_table`."""
+        import json
+
+        from astroquery.exceptions import RemoteServiceError
+        from astroquery.mast.discovery_portal import _prepare_service_request_string
+
+        portal = obs._portal_api_connection
+        service = obs._caom_products
+        session = self._products_session(portal)
+        headers = {"User-Agent": session.headers["User-Agent"], "Accept": "text/plain",
+                   "Content-type": "application/x-www-form-urlencoded"}
+        started = time.monotonic()
+        pages: list[PageColumns] = []
+        page, total = 1, 1
+        while page <= total:
+            request = {"service": service, "params": {"obsid": ",".join(obsids)}, "format": "json",
+                       "pagesize": self.page_size, "page": page}
+            while True:
+                response = session.post(portal.MAST_REQUEST_URL, data=_prepare_service_request_string(request),
+                                        headers=headers)
+                response.raise_for_status()
+                body = response.content
+                del response
+                scanned = scan_answer(body)
+                columns, answer = (scanned[1], scanned[0]) if scanned else (None, json.loads(body) if body else None)
+                del body
+                if not isinstance(answer, dict):
+                    raise RemoteServiceError("There was an error with your request.")
+                if answer.get("status") != "EXECUTING":
+                    break
+                if time.monotonic() - started >= self.timeout:
+                    raise TimeoutError(f"Timeout limit of {self.timeout} exceeded.")
+            if answer.get("status") == "ERROR":
+                raise RemoteServiceError(answer.get("msg", "There was an error with your request."))
+            paging, complete = answer.get("paging"), answer.get("status") == "COMPLETE"
+            pages.append(columns if columns is not None else _stored_columns(_page_table(answer)))
+            del answer
+            if not complete or paging is None:
+                break
+            total = int(paging["pagesFiltered"])
+            page = int(paging["page"]) + 1
+        return _stack_pages(pages)
 
     # -- the mission search API ---------------------------------------------------------------
 
@@ -464,6 +613,254 @@ def _cell(raw: Any, atype: Any) -> tuple[Any, bool]:
         except (TypeError, ValueError):
             return None, False
     return raw, True
+
+
+#: One page of an answer as columns in stored form: name -> (values, mask or None).
+PageColumns = dict[str, tuple["np.ndarray", "np.ndarray | None"]]
+
+_FAST_TYPES = {"str": "S", "int64": "i", "float64": "f"}
+
+
+_SEPARATOR = re.compile(rb"\s*(?:,|\}\s*,\s*\{)\s*")  # between two fields, or two rows
+_COLON = re.compile(rb"\s*:\s*")
+_BARE = re.compile(rb"(\s*:\s*)([^\s,{}\[\]]+)(.*)", re.DOTALL)
+
+
+def scan_answer(body: bytes) -> tuple[dict[str, Any], PageColumns] | None:
+    """A Mashup answer parsed without a Python object per cell: the envelope (``status``,
+    ``msg``, ``fields``, ``paging``) and the columns of ``data`` as :func:`product_table`'s
+    reading gives them once stored; None when the answer is not in the plain form read here,
+    or has a row that reading would call malformed (the caller then reads it row by row).
+
+    The plain form, which MAST's product lists take: no backslash anywhere (so no escaped
+    character inside a string), one or more rows, each a flat object listing the fields of
+    ``fields`` in that order, every row with the same layout (a field quoted in one row is
+    quoted in all) and the same spacing; text fields hold strings (or ``null`` in every row),
+    ``int``/``long`` fields integers or ``null``, ``float``/``double`` fields numbers or
+    ``null``; no null in a field of :data:`REQUIRED`, no negative size. Anything else returns
+    None.
+
+    How: with no escapes, the quotes alone split the answer into strings and the gaps between
+    them. The first row, read in Python, gives the layout (which string of a row is which
+    field's key or value, and which values are bare tokens inside a gap); every other row is
+    then checked against it and cut into columns with array arithmetic on the quotes'
+    positions, each column gathered into one fixed-width array and converted by numpy.
+    """
+    import json
+
+    if not body or b"\\" in body:
+        return None
+    b = np.frombuffer(body, dtype=np.uint8)
+    quotes = np.flatnonzero(b == 34)
+    if len(quotes) % 2:
+        return None
+    opens, closes = quotes[0::2] + 1, quotes[1::2]  # string k is body[opens[k]:closes[k]]
+    del quotes
+    n_strings = len(opens)
+    found = re.search(rb'"data"\s*:\s*\[\s*\{\s*"', body)
+    if found is None:
+        return None
+    k_data = int(np.searchsorted(opens, found.start() + 1))
+    if k_data >= n_strings or opens[k_data] != found.start() + 1:
+        return None  # "data" inside a string
+
+    def gap(k: int) -> bytes:  # the bytes between string k and string k + 1
+        return body[closes[k] + 1:opens[k + 1] - 1] if k + 1 < n_strings else body[closes[k] + 1:]
+
+    # the first row's layout: (key, offset of its key string in a row, quoted?, prefix, separator)
+    layout: list[tuple[bytes, int, bool, bytes, bytes]] = []
+    k = k_data + 1
+    while True:
+        if k >= n_strings:
+            return None
+        key, after_key = body[opens[k]:closes[k]], gap(k)
+        if _COLON.fullmatch(after_key):
+            if k + 1 >= n_strings:
+                return None
+            quoted, prefix, separator = True, after_key, gap(k + 1)
+            step = 2
+        else:
+            bare = _BARE.fullmatch(after_key)
+            if bare is None:
+                return None
+            quoted, prefix, separator = False, bare.group(1), bare.group(3)
+            step = 1
+        layout.append((key, k - k_data - 1, quoted, prefix, separator))
+        k += step
+        if b"}" in separator:
+            break
+        if not _SEPARATOR.fullmatch(separator):
+            return None
+    per_row = k - k_data - 1
+    row_end = layout[-1][4]
+    if not _SEPARATOR.fullmatch(row_end):  # the first row is also the last
+        last_row = 0
+    else:
+        # each row's closing gap (after its last string); the first holding ']' closes data
+        n_max = (n_strings - k_data - 1) // per_row
+        closing = k_data + per_row * np.arange(1, n_max + 1)
+        nxt = closing + 1
+        ends = np.where(nxt < n_strings, opens[np.minimum(nxt, n_strings - 1)] - 1, len(b))
+        starts = closes[closing] + 1
+        widths = ends - starts
+        gaps = _gather(b, starts, widths)
+        if gaps is None:
+            return None
+        has_bracket = np.strings.find(gaps, b"]") >= 0
+        if not has_bracket.any():
+            return None
+        last_row = int(np.argmax(has_bracket))
+    n_rows = last_row + 1
+    last_gap = k_data + per_row * n_rows
+    tail = gap(last_gap)
+    cut = _BARE.fullmatch(tail) if not layout[-1][2] else None
+    close_at = int(closes[last_gap]) + 1 + (cut.end(2) if cut else 0)
+    bracket = body.find(b"]", close_at)
+    if bracket < 0 or body[close_at:bracket].strip(b" \t\r\n}") != b"":
+        return None
+    opening = body.index(b"[", found.start())
+    try:
+        envelope = json.loads(body[:opening] + b"[]" + body[bracket + 1:])
+    except ValueError:
+        return None
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("fields"), list):
+        return None
+    fields = [(f["name"], f["type"]) for f in envelope["fields"]]
+    if [name.encode() for name, _ in fields] != [key for key, *_ in layout]:
+        return None
+    rows = k_data + 1 + per_row * np.arange(n_rows)  # each row's first string
+    from astroquery.mast import utils
+
+    columns: PageColumns = {}
+    # Every row's keys are checked byte for byte, and every gap's length against the first
+    # row's: a row laid out otherwise (a null where the first row has a string) cannot pass.
+    # What the gaps hold is left to the conversions below, which refuse anything but values.
+    for (name, dbtype), (key, offset, quoted, prefix, separator) in zip(fields, layout):
+        k_key = rows + offset
+        if not _all_equal(b, opens[k_key], closes[k_key], key):
+            return None
+        last_field = separator is row_end
+        if quoted:
+            k_value = k_key + 1
+            if not (opens[k_value] - closes[k_key] == len(prefix) + 2).all():
+                return None
+            if not last_field and not (opens[k_value + 1] - closes[k_value] == len(separator) + 2).all():
+                return None
+            starts, ends = opens[k_value], closes[k_value]
+        else:
+            starts = closes[k_key] + 1 + len(prefix)
+            ends = opens[np.minimum(k_key + 1, n_strings - 1)] - 1 - len(separator)
+            if last_field:  # the last row's gap ends with the rest of the answer
+                ends[-1] = close_at
+        if name == "_selected_" or name in columns:
+            continue
+        _, python_type, blank = utils.parse_type(dbtype)
+        kind = _FAST_TYPES.get(getattr(python_type, "__name__", ""))
+        column = _scan_column(b, starts, ends, quoted, kind, blank)
+        if column is None:
+            return None
+        if name in REQUIRED and (not quoted and kind == "S" or column[1] is not None):
+            return None  # a null where a file needs a value: read row by row, which names it
+        if name == "size" and (column[0] < 0).any():
+            return None
+        columns[name] = column
+    return envelope, columns
+
+
+def _all_equal(b: np.ndarray, starts: np.ndarray, ends: np.ndarray, expected: bytes) -> bool:
+    """Whether every range ``b[start:end]`` holds exactly ``expected``."""
+    if not (ends - starts == len(expected)).all():
+        return False
+    if not expected:
+        return True
+    got = _gather(b, starts, ends - starts, len(expected))
+    return got is not None and bool((got == expected).all())
+
+
+def _gather(b: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int | None = None) -> np.ndarray | None:
+    """The byte ranges as one fixed-width bytes array (``width`` wide, else the longest range).
+
+    ``b`` seen as overlapping ``S<width>`` items, one starting at every byte, lets numpy copy
+    each range as one item (a copy per value, not an index per byte).
+    """
+    longest = int(lengths.max()) if len(lengths) else 0
+    width = max(longest, width or 0, 1)
+    if (lengths < 0).any() or width > 1 << 16:
+        return None
+    if len(starts) and int(starts.max()) + width > len(b):
+        b = np.concatenate([b, np.zeros(width, dtype=np.uint8)])
+    items = np.ndarray(shape=(len(b) - width + 1,), dtype=f"S{width}", buffer=b, strides=(1,))
+    out: np.ndarray = items[starts]
+    if (lengths < width).any():
+        out.view(np.uint8).reshape(len(out), width)[...] *= np.arange(width, dtype=np.intp) < lengths[:, None]
+    return out
+
+
+def _scan_column(b: np.ndarray, starts: np.ndarray, ends: np.ndarray, quoted: bool, kind: str | None,
+                 blank: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """One column from its values' byte ranges, nulls as ``blank`` and masked (as the row by
+    row reading masks them; text is stored with masked cells empty); None when it is not in
+    the plain form."""
+    raw = _gather(b, starts, ends - starts)
+    if raw is None:
+        return None
+    if kind == "S":
+        if quoted:
+            return raw, None
+        if not (raw == b"null").all():  # bare text: only null, read as "" (masked)
+            return None
+        return np.zeros(len(raw), dtype="S1"), None
+    if kind not in ("i", "f") or quoted:
+        return None
+    null = raw == b"null"
+    if null.any():
+        raw = np.where(null, b"0", raw)
+    if kind == "i" and not (np.strings.isdigit(np.strings.lstrip(raw, b"-")).all()
+                            and raw.dtype.itemsize <= 18):
+        return None  # "1.0", "1e3", past 64 bits: let the row-by-row reading say how they read
+    try:
+        number = raw.astype(np.int64 if kind == "i" else np.float64)
+    except (ValueError, OverflowError):
+        return None
+    if not null.any():
+        return number, None
+    number[null] = blank
+    return number, null
+
+
+def _stored_columns(table: Table) -> PageColumns:
+    """A page read by :func:`product_table`'s row-by-row reading, as stored columns."""
+    from mastpipe.state import as_stored
+
+    stored = as_stored(table)
+    return {name: (np.asarray(stored[name]),
+                   np.asarray(stored[name].mask) if getattr(stored[name], "mask", None) is not None
+                   and np.any(stored[name].mask) else None)
+            for name in stored.colnames}
+
+
+def _stack_pages(pages: list[PageColumns]) -> Table:
+    """The pages' columns stacked into one table in stored form. A column only some pages have
+    (``malformed``) is empty text in the others."""
+    from astropy.table import MaskedColumn, Table
+
+    pages = [p for p in pages if p]
+    if not pages:
+        return Table()
+    names = list(dict.fromkeys(name for page in pages for name in page))
+    table = Table()
+    for name in names:
+        parts = []
+        for page in pages:
+            n = len(next(iter(page.values()))[0])
+            parts.append(page.get(name, (np.zeros(n, dtype="S1"), None)))
+        values = np.concatenate([v for v, _ in parts]) if len(parts) > 1 else parts[0][0]
+        if any(m is not None for _, m in parts):
+            mask = np.concatenate([np.zeros(len(v), dtype=bool) if m is None else m for v, m in parts])
+            table[name] = MaskedColumn(values, mask=mask, copy=False)
+        else:
+            table[name] = values
+    return table
 
 
 def mission_download_url(mast_url: str, mission: str, uri: str) -> str:

@@ -322,6 +322,8 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
               help="Recompute this stage and the later ones, whatever the checkpoints say.")
 @click.option("--refresh", is_flag=True, help="Ask MAST again for observations and product lists; keeps every file downloaded.")
 @click.option("--verify", is_flag=True, help="Re-hash files already downloaded and repair any that changed.")
+@click.option("--revalidate", is_flag=True,
+              help="Ask the server (HEAD) whether files already downloaded were reprocessed silently; refetch those.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the JSON run report here.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Write a Markdown summary here (appended to $GITHUB_STEP_SUMMARY automatically when set).")
@@ -330,18 +332,22 @@ def _with_pipeline(recipe: str, mast_url: str | None, state_dir: str | None, san
               help="Where downloads run, instead of the recipe's retrieve.executor (dask needs mastpipe[dask]).")
 @click.option("--scheduler", metavar="ADDRESS",
               help="Dask scheduler, e.g. tcp://host:8786, or 'local' for worker processes on this machine.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Also write the run report as a self-contained HTML page with a picture of the selection (needs mastpipe[html]).")
 @_SOURCE
 def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
         verbose: bool, until: str, from_stage: str | None, refresh: bool, verify: bool, report_path: str | None,
         summary_path: str | None, json_events: bool, executor: str | None = None,
-        scheduler: str | None = None, source: str | None = None) -> None:
+        scheduler: str | None = None, html_path: str | None = None, source: str | None = None,
+        revalidate: bool = False) -> None:
     """Run a recipe: query -> products -> unique -> filter -> retrieve.
 
     Each stage's result is checkpointed; a rerun reuses every stage whose recipe section and
     input are unchanged, and fetches only files not yet downloaded and verified. Every run writes
     a JSON report in the state directory and is listed by `mastpipe history`. Exit code 0 on
     success (also when nothing is new), 1 when some files failed (the others complete), 2 for an
-    invalid recipe or usage, 3 when MAST cannot be reached, 4 when another run holds the lock.
+    invalid recipe or usage, 3 when MAST cannot be reached, 4 when another run holds the lock,
+    5 when the recipe's `expect` failed (by default: a search or a filter that keeps nothing).
 
     Example:
 
@@ -371,13 +377,26 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
             files(event)
             progress(event)
 
+        if html_path:
+            _require_html()
+            if until in ("query", "products", "unique"):
+                from mastpipe.errors import UsageError
+
+                raise UsageError(f"--html draws the selection, which --until {until} stops before",
+                                 hint="run up to filter at least (--until filter), or drop --html")
         try:
             outcome = run_pipeline(pipeline, until=until, from_stage=from_stage, verify=verify,
                                    on_event=on_event, report=report_path, summary=summary_path,
-                                   executor=executor, scheduler=scheduler)
+                                   executor=executor, scheduler=scheduler, revalidate=revalidate)
         finally:
             if not json_events:
                 progress.close()
+        if html_path:
+            from mastpipe.picture import run_html, write_page
+
+            written = write_page(html_path, run_html(outcome, pipeline.recipe.name))
+            if not quiet and not json_events:
+                click.echo(f"wrote {written}", err=True)
         if json_events:
             click.echo(json.dumps({"event": "report", "report": outcome.report}))
         elif outcome.report.get("nothing_new") and outcome.exit_code == 0 and until == "retrieve":
@@ -431,33 +450,65 @@ def history(recipe: str, state_dir: str | None, as_json: bool) -> None:
 
 @main.command()
 @_pipeline_options
+@click.option("--refresh", is_flag=True, help="Ask MAST again for observations and product lists (as run --refresh).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object (fields: README, \"plan --json\").")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Also write a self-contained HTML page: sky map, time span, files by product type (needs mastpipe[html]).")
 @_SOURCE
 def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool, insecure: bool, quiet: bool,
-         verbose: bool, source: str | None = None) -> None:
+         verbose: bool, refresh: bool, as_json: bool, html_path: str | None = None,
+         source: str | None = None) -> None:
     """Show what `run` would retrieve, without downloading anything.
 
-    Runs the stages up to filter (reusing checkpoints) and prints the files and bytes `run`
-    would fetch, broken down by collection, instrument and product type; files already
-    downloaded (the ledger and the disk say so, as a run would judge them) are counted apart.
+    Runs the stages up to filter (reusing checkpoints; --refresh asks MAST again) and prints the
+    files and bytes `run` would fetch, broken down by collection, instrument and product type;
+    files already downloaded (the ledger and the disk say so, as a run would judge them) are
+    counted apart. --json prints the same as one JSON object on stdout. --html FILE also writes
+    a picture of the selection: the footprints on the sky, when they were observed, files and
+    bytes by product type, beside the plan's table (one file, viewable offline).
 
     Example:
 
+    \b
         mastpipe plan pipelines/jwst-1073-nircam-uncal.yaml --mast-url http://127.0.0.1:8080
+        mastpipe plan pipelines/jwst-1073-nircam-uncal.yaml --sandbox --html plan.html
     """
     _setup_logging(quiet, verbose)
 
     def action(pipeline):  # type: ignore[no-untyped-def]
+        from mastpipe.api import plan_pipeline
         from mastpipe.report import format_plan
 
-        result = pipeline.run(until="filter")
-        outlook = pipeline.retrieve_outlook(result.tables["filter"])
-        click.echo(format_plan(result.tables["filter"], result.tables["query"], outlook))
-        if pipeline.recipe.retrieve.source != "mast":
+        if html_path:
+            _require_html()
+        found = plan_pipeline(pipeline)
+        click.echo(_json_text(found.to_dict()) if as_json else format_plan(found))
+        if pipeline.recipe.retrieve.source != "mast" and not as_json:
             from mastpipe.report import format_cloud_plan
 
-            click.echo(format_cloud_plan(pipeline, result.tables["filter"], outlook))
+            click.echo(format_cloud_plan(pipeline, found.tables["filter"], found.outlook))
+        if html_path:
+            from mastpipe.picture import write_page
 
-    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, insecure=insecure, quiet=quiet, source=source)
+            written = write_page(html_path, found.to_html())
+            if not quiet:
+                click.echo(f"wrote {written}", err=True)
+
+    _with_pipeline(recipe, mast_url, state_dir, sandbox, action, refresh=refresh, insecure=insecure, quiet=quiet,
+                   json_events=as_json, source=source)
+
+
+def _require_html() -> None:
+    """Fail before any stage runs when --html cannot be honoured (matplotlib missing)."""
+    from mastpipe.picture import _require_matplotlib
+
+    _require_matplotlib()
+
+
+def _json_text(data: object) -> str:
+    import json
+
+    return json.dumps(data, indent=2)
 
 
 @main.command()
@@ -465,34 +516,35 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
 @click.option("--mast-url", help="MAST server the checkpoints should match.")
 @click.option("--sandbox", is_flag=True, help="The checkpoints were made with --sandbox.")
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Where checkpoints live.")
-def status(recipe: str, mast_url: str | None, sandbox: bool, state_dir: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object (fields: README, \"status --json\").")
+def status(recipe: str, mast_url: str | None, sandbox: bool, state_dir: str | None, as_json: bool) -> None:
     """Show each stage's checkpoint: done, stale (and why) or missing. Contacts no server.
 
     The retrieve line counts the files of the filter checkpoint already present and still to
     fetch (from the download ledger and the disk); a last line says when a run holds the lock,
-    or a killed run left it behind. Reads only.
+    or a killed run left it behind. Reads only. --json prints the same as one JSON object.
 
     Example:
 
         mastpipe status pipelines/jwst-1073-nircam-uncal.yaml
     """
+    from mastpipe.api import status as read_status
     from mastpipe.report import format_lock, format_retrieve_status, format_status
-    from mastpipe.runner import Pipeline
-    from mastpipe.state import lock_holder
 
     try:
-        pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir,
+        found = read_status(recipe, mast_url=mast_url, state_dir=state_dir,
                             server_id=SANDBOX_SERVER_ID if sandbox else None)
-        click.echo(f"{pipeline.recipe.name}: state in {pipeline.state_dir}")
-        statuses = pipeline.status()
-        click.echo(format_status(statuses))
-        filter_stale = any(s.stage == "filter" and s.state != "done" for s in statuses)
-        click.echo(format_retrieve_status(pipeline.retrieve_status(), filter_stale))
-        lock = format_lock(lock_holder(pipeline.state_dir))
-        if lock:
-            click.echo(lock)
     except MastpipeError as error:
-        _fail(error)
+        _fail(error, as_json)
+    if as_json:
+        click.echo(_json_text(found.to_dict()))
+        return
+    click.echo(f"{found.recipe}: state in {found.state_dir}")
+    click.echo(format_status(found.stages))
+    click.echo(format_retrieve_status(found.retrieve, found.filter_stale, found.retrieve_state))
+    lock = format_lock(found.lock)
+    if lock:
+        click.echo(lock)
 
 
 @main.command()

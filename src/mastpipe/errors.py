@@ -13,6 +13,8 @@ The hierarchy::
     │       ├── TokenRefusedError          exit 2: MAST refuses the token, or no cookie can carry it
     │       └── TokenCheckError            MAST could not be asked whether the token is valid
     ├── LockError                  exit 4: another run holds the state directory's lock
+    ├── NameNotFoundError          exit 2: MAST's name resolver does not know a position.object
+    ├── ExpectationError           exit 5: the recipe's `expect` did not hold; stopped before retrieve
     ├── StateError                 exit 1: the state directory cannot be read or written
     │   └── LedgerError                exit 2: the download ledger cannot be opened or read
     └── TransferError              exit 1: a file could not be fetched or verified
@@ -35,13 +37,15 @@ EXIT_FILES_FAILED = 1
 EXIT_INVALID = 2
 EXIT_ARCHIVE = 3
 EXIT_LOCKED = 4
+#: The recipe's ``expect`` did not hold (an empty or oversized result): nothing was downloaded.
+EXIT_EXPECTATION = 5
 #: A run stopped by Ctrl-C (SIGINT), as shells report a process killed by that signal (128 + 2).
 EXIT_INTERRUPTED = 130
 
 
 __all__ = [
-    "EXIT_ARCHIVE", "EXIT_FILES_FAILED", "EXIT_INTERRUPTED", "EXIT_INVALID", "EXIT_LOCKED", "EXIT_OK",
-    "ArchiveError", "AuthError", "CABundleError", "IntegrityError", "Interrupted", "LedgerError",
+    "EXIT_ARCHIVE", "EXIT_EXPECTATION", "EXIT_FILES_FAILED", "EXIT_INTERRUPTED", "EXIT_INVALID", "EXIT_LOCKED", "EXIT_OK",
+    "ArchiveError", "AuthError", "CABundleError", "ExpectationError", "NameNotFoundError", "IntegrityError", "Interrupted", "LedgerError",
     "LockError", "MastpipeError", "NotWritableError", "Problem", "RecipeError", "StateError",
     "TokenCheckError", "TokenRefusedError", "TransferError", "TruncatedResultError", "UnsafePathError",
     "UsageError", "interrupt_exit_code", "literal"
@@ -198,6 +202,37 @@ class LockError(MastpipeError):
     """Another run holds the lock on this state directory."""
 
     exit_code = EXIT_LOCKED
+
+
+class NameNotFoundError(MastpipeError):
+    """MAST's name look-up (``Mast.Name.Lookup``) answered, and does not know the name: the
+    recipe's ``position.object`` needs another spelling or coordinates. Not the server's fault."""
+
+    exit_code = EXIT_INVALID
+
+
+class ExpectationError(MastpipeError):
+    """What a run found broke the recipe's ``expect`` (by default: a search that matches nothing,
+    or a filter that keeps nothing). Raised after the stage that showed it, before retrieve.
+
+    Attributes
+    ----------
+    failures : list of dict
+        One entry per failed check: ``where`` (``recipe`` or ``query <name>``), ``what``
+        (observations, products, files, bytes), ``min``, ``max``, ``found``, ``stage``.
+    result : RunResult or None
+        The stages run so far (set by the pipeline), so a report can still be written.
+    explanations : list of dict
+        Why a result is empty, when that could be found out (see :mod:`mastpipe.explain`).
+    """
+
+    exit_code = EXIT_EXPECTATION
+
+    def __init__(self, message: str, failures: list[dict[str, object]], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.failures = failures
+        self.result: object = None
+        self.explanations: list[dict[str, object]] = []
 
 
 class StateError(MastpipeError):

@@ -18,6 +18,7 @@ from mastpipe.state import StateDir, decoded
 if TYPE_CHECKING:
     from astropy.table import Table
 
+    from mastpipe.api import PlanReport
     from mastpipe.runner import RunResult, StageStatus
     from mastpipe.stages.retrieve.outlook import RetrieveOutlook
     from mastpipe.state import LockHolder
@@ -57,41 +58,24 @@ def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str,
     return sorted(((c, i, k, n, b) for (c, i, k), (n, b) in totals.items()), key=lambda r: (-r[4], r[:3]))
 
 
-def format_plan(products: Table, observations: Table, outlook: RetrieveOutlook | None = None) -> str:
-    """What ``retrieve`` would fetch, as a small table of text.
+def format_plan(plan: PlanReport) -> str:
+    """What ``retrieve`` would fetch (a :class:`mastpipe.api.PlanReport`), as a small table of text.
 
-    Parameters
-    ----------
-    products : astropy.table.Table
-        The filter stage's result.
-    observations : astropy.table.Table
-        The query stage's result (for the instrument of each product).
-    outlook : RetrieveOutlook, optional
-        What is already on disk (:meth:`mastpipe.runner.Pipeline.retrieve_outlook`). With it,
-        the files already present are counted apart and the breakdown lists only what a run
-        would download, with the bytes it still lacks; without it, every file counts.
+    In download mode the files already present are counted apart and the breakdown lists only
+    what a run would download, with the bytes it still lacks; in the other modes every file counts.
     """
-    if outlook is None or outlook.mode != "download":
-        rows = plan_breakdown(products, observations)
-        total_files = sum(r[3] for r in rows)
-        total_bytes = sum(r[4] for r in rows)
-        lines = [f"{len(observations)} observations, {total_files} files to retrieve, {human_bytes(total_bytes)} in all"]
+    if plan.mode != "download":
+        lines = [f"{plan.observations} observations, {plan.files} files to retrieve, {human_bytes(plan.bytes)} in all"]
     else:
-        kept = int(np.asarray(products["size"]).astype(np.int64).clip(0).sum()) if len(products) else 0
-        uris = _text(products["dataURI"]) if len(products) else []
-        pending = products[[uri in outlook.remaining for uri in uris]] if len(products) else products
-        if len(pending):
-            pending = pending.copy()
-            pending["size"] = [outlook.remaining[uri] for uri in _text(pending["dataURI"])]
-        rows = plan_breakdown(pending, observations)
-        head = (f"{len(observations)} observations, {outlook.files} files ({human_bytes(kept)}): "
-                f"{outlook.to_fetch} to fetch ({human_bytes(outlook.bytes_to_fetch)}), "
-                f"{outlook.present} already present")
-        notes = _outlook_notes(outlook, "resumed where an earlier run stopped")
+        head = (f"{plan.observations} observations, {plan.files} files ({human_bytes(plan.bytes)}): "
+                f"{plan.to_fetch} to fetch ({human_bytes(plan.bytes_to_fetch)}), "
+                f"{plan.present} already present")
+        notes = _outlook_notes(plan.outlook, "resumed where an earlier run stopped")
         lines = [head + "".join(f"; {note}" for note in notes)]
-    if rows:
+    if plan.breakdown:
         header = ("collection", "instrument", "product", "files", "bytes")
-        cells = [header] + [(c, i, k, str(n), human_bytes(b)) for c, i, k, n, b in rows]
+        cells = [header] + [(g.collection, g.instrument, g.product, str(g.files), human_bytes(g.bytes))
+                            for g in plan.breakdown]
         widths = [max(len(row[col]) for row in cells) for col in range(5)]
         for index, row in enumerate(cells):
             lines.append("  " + "  ".join(cell.rjust(w) if col >= 3 else cell.ljust(w)
@@ -139,9 +123,9 @@ def format_status(statuses: list[StageStatus]) -> str:
     return "\n".join(lines)
 
 
-def format_retrieve_status(outlook: RetrieveOutlook | None, filter_stale: bool) -> str:
+def format_retrieve_status(outlook: RetrieveOutlook | None, filter_stale: bool, state: str) -> str:
     """The retrieve line of ``status``: files present and still to fetch, from the ledger and
-    the disk (``outlook`` from :meth:`mastpipe.runner.Pipeline.retrieve_status`).
+    the disk (``outlook``, ``filter_stale`` and ``state`` from :func:`mastpipe.api.status`).
 
     ``filter_stale`` notes that the filter checkpoint the files come from will be recomputed,
     so the files to retrieve may change.
@@ -152,10 +136,6 @@ def format_retrieve_status(outlook: RetrieveOutlook | None, filter_stale: bool) 
     if outlook.mode != "download":
         return (f"  {'retrieve':<9} {outlook.mode:<8} {f'{outlook.files} files':<12} "
                 f"(mode {outlook.mode}: mastpipe fetches nothing itself, keeps no ledger{stale})")
-    if outlook.to_fetch == 0 and outlook.blocked == 0:
-        state = "done"
-    else:
-        state = "partial" if outlook.present or outlook.partial else "missing"
     counts = [f"{outlook.present} of {outlook.files} files present",
               f"{outlook.to_fetch} to fetch ({human_bytes(outlook.bytes_to_fetch)})",
               *_outlook_notes(outlook, "partly downloaded, to resume")]
@@ -199,7 +179,7 @@ class Snapshot:
     """What a state directory held before a run, to say afterwards what changed."""
 
     obsids: set[str] | None  # None: no previous query checkpoint (first run)
-    products: dict[str, int] | None  # dataURI -> size of the products kept by filter
+    products: dict[str, Any] | None  # dataURI -> size (and prvversion) of the products kept by filter
 
 
 def snapshot(previous: Mapping[str, Table | None]) -> Snapshot:
@@ -210,10 +190,19 @@ def snapshot(previous: Mapping[str, Table | None]) -> Snapshot:
     obsids = set(_text(query["obsid"])) if query is not None and "obsid" in query.colnames else None
     products = None
     if filtered is not None and "dataURI" in filtered.colnames:
-        products = dict(zip(_text(filtered["dataURI"]), (int(s) for s in np.asarray(filtered["size"]))))
+        products = _identities(filtered)
     elif filtered is not None:
         products = {}
     return Snapshot(obsids, products)
+
+
+def _identities(table: Table) -> dict[str, Any]:
+    """dataURI -> what makes a product's version: its size and, where the list has it, prvversion
+    (MAST reprocesses files under the same name, sometimes to the same size)."""
+    sizes = (int(s) for s in np.asarray(table["size"]))
+    if "prvversion" not in table.colnames:
+        return dict(zip(_text(table["dataURI"]), sizes))
+    return dict(zip(_text(table["dataURI"]), zip(sizes, _text(table["prvversion"]))))
 
 
 def _listed(values: set[str] | list[str]) -> dict[str, Any]:
@@ -228,8 +217,7 @@ def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:
     filtered = result.tables.get("filter")
     after_products = None
     if filtered is not None:
-        after_products = dict(zip(_text(filtered["dataURI"]), (int(s) for s in np.asarray(filtered["size"])))) \
-            if "dataURI" in filtered.colnames else {}
+        after_products = _identities(filtered) if "dataURI" in filtered.colnames else {}
     report: dict[str, Any] = {"first_run": before.obsids is None}
     if after_obs is not None:
         previous = before.obsids or set()
@@ -245,6 +233,11 @@ def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:
     retrieved = result.retrieve
     if retrieved is not None and retrieved.mode == "download":
         report["downloaded"] = _listed([r.key for r in retrieved.results if r.status == "fetched"])
+        status = {r.key: r for r in retrieved.results}
+        items = [{"dataURI": key, "why": why, "status": status[key].status if key in status else "not retrieved",
+                  **({"error": status[key].error} if key in status and status[key].error else {})}
+                 for key, why in sorted(retrieved.reprocessed.items())]
+        report["reprocessed"] = {"count": len(items), "items": items[:MAX_LISTED], "truncated": len(items) > MAX_LISTED}
     return report
 
 
@@ -256,11 +249,12 @@ def failure_reason(key: str, error: str | None) -> str:
 
 def nothing_new(change: dict[str, Any]) -> bool:
     """True when a rerun found no new observation, product or file."""
-    if change.get("first_run"):
+    if change.get("first_run") or change.get("not_compared"):
         return False
     counts = [change.get("observations", {}).get(k, {}).get("count", 0) for k in ("new", "withdrawn")]
     counts += [change.get("products", {}).get(k, {}).get("count", 0) for k in ("new", "changed", "dropped")]
     counts.append(change.get("downloaded", {}).get("count", 0))
+    counts.append(change.get("reprocessed", {}).get("count", 0))
     return not any(counts)
 
 
@@ -276,7 +270,14 @@ def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: f
         "stages": [{"stage": s.stage, "action": s.action, "reasons": s.reasons, "rows_in": s.rows_in,
                     "rows_out": s.rows_out, "seconds": round(s.seconds, 3)} for s in result.stages],
         "changes": changes(before, result),
+        "expectations": {"checked": result.expectations,
+                         "failed": [check for check in result.expectations if not check["ok"]]},
+        "empty": result.explanations,
     }
+    if report["expectations"]["failed"]:
+        # the run stopped early: comparing its partial tables with the last run would call
+        # every product dropped
+        report["changes"] = {"first_run": before.obsids is None, "not_compared": "the run stopped at a failed expectation"}
     retrieved = result.retrieve
     if retrieved is not None:
         report["retrieve"] = {
@@ -294,6 +295,7 @@ def build_report(result: RunResult, before: Snapshot, *, run_id: str, started: f
             "manifest": str(retrieved.manifest) if retrieved.manifest else None,
             "script": str(retrieved.script) if retrieved.script else None,
         }
+    report["reprocessed"] = report["changes"].get("reprocessed")
     report["nothing_new"] = nothing_new(report["changes"])
     return report
 
@@ -306,13 +308,23 @@ def iso_time(moment: float) -> str:
 def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
     """A short Markdown summary of a run report, for people and CI step summaries."""
     lines = [f"## mastpipe: {recipe_name}", ""]
-    status = {0: "succeeded", 1: "finished with failed files"}.get(report["exit_code"], f"failed (exit {report['exit_code']})")
+    status = {0: "succeeded", 1: "finished with failed files",
+              5: "stopped before retrieve: an expectation failed (exit 5)"}.get(
+        report["exit_code"], f"failed (exit {report['exit_code']})")
     lines.append(f"Run `{report['run_id']}` against {report['mast_url']} {status} in {report['seconds']:.1f} s.")
     lines.append("")
     if report.get("insecure"):
         lines += ["**Warning:** TLS certificates were not checked (`--insecure`): what was downloaded "
                   "could have been altered in transit.", ""]
-    if report.get("nothing_new"):
+    from mastpipe.expectations import describe
+
+    for check in (report.get("expectations") or {}).get("failed", []):
+        lines.append(f"**Expectation failed:** {describe(check)}.")
+    for entry in report.get("empty") or []:
+        lines.append(f"**Empty:** {entry['message']}")
+    if lines[-1] != "":
+        lines.append("")
+    if report.get("nothing_new") and report["exit_code"] == 0:
         lines += ["Nothing new since the previous run.", ""]
     lines += ["| stage | action | rows | seconds | why |", "|---|---|---:|---:|---|"]
     for stage in report["stages"]:
@@ -326,17 +338,19 @@ def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
         for item in retrieve["failed"]["items"][:20]:
             lines.append(f"- failed `{item['dataURI']}`: {failure_reason(item['dataURI'], item['error'])}")
     change = report["changes"]
-    if not change.get("first_run"):
+    if not change.get("first_run") and not change.get("not_compared"):
         lines += ["", "**Since the previous run:**", ""]
         for label, entry in (("new observations", change.get("observations", {}).get("new")),
                              ("withdrawn observations", change.get("observations", {}).get("withdrawn")),
                              ("new products", change.get("products", {}).get("new")),
                              ("changed products", change.get("products", {}).get("changed")),
                              ("dropped products", change.get("products", {}).get("dropped")),
-                             ("files downloaded", change.get("downloaded"))):
+                             ("files downloaded", change.get("downloaded")),
+                             ("reprocessed by MAST", change.get("reprocessed"))):
             if entry is None:
                 continue
-            shown = ", ".join(f"`{item}`" for item in entry["items"][:10])
+            shown = ", ".join(f"`{item['dataURI']}` ({item['why']}; {item['status']})" if isinstance(item, dict)
+                              else f"`{item}`" for item in entry["items"][:10])
             more = f" and {entry['count'] - 10} more" if entry["count"] > 10 else ""
             lines.append(f"- {label}: {entry['count']}" + (f" ({shown}{more})" if entry["count"] else ""))
     return "\n".join(lines) + "\n"

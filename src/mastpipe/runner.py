@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection
 
-from mastpipe.errors import NotWritableError, UsageError, literal
+from mastpipe.errors import ExpectationError, NotWritableError, UsageError, literal
 from mastpipe.recipe.quantities import parse_duration
 from mastpipe.recipe.models import Recipe, effective_mast_url, load_recipe, recipe_dir
 from mastpipe.state import Checkpoints, RunLock, Sidecar, StateDir, fingerprint, writable_problem
@@ -24,6 +24,7 @@ from mastpipe.stages.retrieve.outlook import RetrieveOutlook
 from mastpipe.stages.retrieve.settings import DownloadSettings
 
 if TYPE_CHECKING:
+    import numpy as np
     from astropy.table import Table
 
     from mastpipe.archive import Archive
@@ -60,6 +61,10 @@ class RunResult:
     #: The checkpoint each stage named in ``Pipeline.run(remember=...)`` held before this run
     #: (None when it had none, or it could not be read).
     previous: dict[str, Table | None] = field(default_factory=dict)
+    #: Every ``expect`` check made (see :func:`mastpipe.expectations.check_stage`).
+    expectations: list[dict[str, Any]] = field(default_factory=list)
+    #: Why a search or a filter rule came out empty (see :mod:`mastpipe.explain`).
+    explanations: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -104,6 +109,13 @@ def _server_label(server_id: Any, url: str | None) -> str:
     if url is None or url == server_id:
         return str(server_id)
     return f"{server_id} at {url}"
+
+
+def new_run_id() -> str:
+    """A run's id: its UTC start time and a random suffix, e.g. ``20260102T030405Z-1a2b3c``."""
+    import uuid
+
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
 def _query_section(recipe: Recipe) -> dict[str, Any]:
@@ -179,6 +191,8 @@ class Pipeline:
 
             warn_insecure(self.mast_url)
         self._archive: Archive | None = None
+        #: Why results of the current run came out empty (see :meth:`_explain`).
+        self.explanations: list[dict[str, Any]] = []
         #: The stage running now (None between runs): what a message about an interrupted run names.
         self.stage: str | None = None
 
@@ -322,7 +336,10 @@ class Pipeline:
         if problems:
             raise RecipeError(problems)
 
-    def _compute(self, stage: str, table: Table | None, fp: str) -> Table:
+    def _compute(self, stage: str, table: Table | None, fp: str) -> tuple[Table, np.ndarray | None]:
+        """The stage's table, and for unique and filter which rows of their input it keeps."""
+        import numpy as np
+
         from mastpipe.stages import filter as filter_stage
         from mastpipe.stages import products, query, unique
 
@@ -330,20 +347,45 @@ class Pipeline:
         if stage == "query":
             if r.mission is not None:
                 self.check_columns()
-            return query.run(r.query, self.archive)
+            return query.run(r.query, self.archive, names=self.names, cap=r.mast.row_cap,
+                             in_flight=r.mast.max_in_flight), None
         assert table is not None
         if stage == "products":
             from mastpipe.state import read_table, write_table
 
             store = products.BatchStore(self.state.keep_parts(fp), write_table, read_table)
             in_flight = r.products.in_flight or r.mast.max_in_flight
-            return products.run(table, self.archive, r.products.batch_size, in_flight, store, mission=r.mission)
+            return products.run(table, self.archive, r.products.batch_size, in_flight, store,
+                                mission=r.mission), None
         if stage == "unique":
-            result, _ = unique.unique_products(table, r.unique.key) if len(table) else (table, [])
-            return result
+            if not len(table):
+                return table, np.zeros(0, dtype=np.intp)
+            result, _, rows = unique.unique_rows(table, r.unique.key)
+            return result, rows
         if stage == "filter":
-            return filter_stage.filter_products(table, r.filter)
+            mask = filter_stage.keep_mask(table, r.filter)
+            return (table.copy(copy_data=False) if mask.all() else table[mask]), np.flatnonzero(mask)
         raise AssertionError(stage)
+
+    def _base(self, tables: dict[str, Table]) -> tuple[Table, str] | None:
+        """The products table of this run with its digest, for the rows checkpoints built on it."""
+        sidecar = self.checkpoints.sidecar("products")
+        return (tables["products"], sidecar.digest) if "products" in tables and sidecar is not None else None
+
+    def _save(self, stage: str, table: Table, rows: np.ndarray | None, tables: dict[str, Table],
+              fp: str, started: float, reasons: tuple[str, ...]) -> Table:
+        """Checkpoint a stage's table: unique's and filter's as rows of the products table (when
+        every row is known to be one), the others whole."""
+        base = tables.get("products")
+        if rows is not None and base is not None and stage in ("unique", "filter"):
+            upstream = "unique" if stage == "filter" else None
+            if upstream is None or upstream in self.checkpoints.rows:
+                base_rows = rows if upstream is None else self.checkpoints.rows[upstream][rows]
+                base_sidecar = self.checkpoints.sidecar("products")
+                if base_sidecar is not None:
+                    return self.checkpoints.save_rows(stage, table, "products", base, base_sidecar.digest, base_rows,
+                                                      fp, started, reasons)
+        return self.checkpoints.save(stage, table, fp, started, reasons)
 
     def run(self, *, until: str = "retrieve", from_stage: str | None = None,
             retrieve: Callable[[Pipeline, Table], Any] | None = None,
@@ -373,10 +415,16 @@ class Pipeline:
         reports: list[StageReport] = []
         tables: dict[str, Table] = {}
         previous: dict[str, Table | None] = {}
+        checks: list[dict[str, Any]] = []
+        self.explanations = []
         with RunLock(self.state):
             self.state.sweep()  # writes a killed run left half done
             if until == "retrieve" and retrieve is not None:
                 self.check_outputs()
+            for stage in remember:  # rows of a products table this run may replace: read them now
+                sidecar = self.checkpoints.sidecar(stage)
+                if sidecar is not None and sidecar.base is not None:
+                    previous[stage] = self.checkpoints.load(stage, sidecar)
             table: Table | None = None
             digest = ""
             for stage in TABLE_STAGES[: STAGES.index(until) + 1]:
@@ -385,7 +433,8 @@ class Pipeline:
                 sidecar = self.checkpoints.sidecar(stage)
                 fp = fingerprint(stage, self.section(stage), digest)
                 reasons = self._reasons(stage, sidecar, fp, self._forced(stage, from_stage, sidecar))
-                loaded = self.checkpoints.load(stage, sidecar) if sidecar is not None and not reasons else None
+                loaded = self.checkpoints.load(stage, sidecar, self._base(tables)) \
+                    if sidecar is not None and not reasons else None
                 if sidecar is not None and not reasons and loaded is None:
                     reasons = ["checkpoint unreadable"]
                 rows_in = None if table is None else len(table)
@@ -398,21 +447,30 @@ class Pipeline:
                     log.info("%s: reused checkpoint (%d rows)", stage, len(table), extra=_event(reports[-1]))
                 else:
                     log.info("%s: running (%s)", stage, "; ".join(reasons))
-                    if stage in remember and sidecar is not None:  # read it before it is replaced
-                        previous[stage] = self.checkpoints.load(stage, sidecar)
+                    if stage in remember and sidecar is not None and stage not in previous:  # before it is replaced
+                        previous[stage] = self.checkpoints.load(stage, sidecar, self._base(tables))
                     if stage == "products" and "--refresh" in reasons:
                         self.state.clear_parts()
-                    table = self.checkpoints.save(stage, self._compute(stage, table, fp), fp, started, tuple(reasons))
+                    computed, rows = self._compute(stage, table, fp)
+                    reports.append(StageReport(stage, "computed", reasons, rows_in, len(computed), time.time() - started))
+                    # Checked before the checkpoint is written: a result that breaks the recipe's
+                    # expect (a typo matching nothing) does not replace the last good one.
+                    tables[stage] = computed
+                    self._expect(stage, computed, tables, reports, previous, checks, saved=False)
+                    table = self._save(stage, computed, rows, tables, fp, started, tuple(reasons))
                     digest = self.checkpoints.sidecar(stage).digest  # type: ignore[union-attr]
                     if stage == "products":
                         self.state.clear_parts()
-                    reports.append(StageReport(stage, "computed", reasons, rows_in, len(table), time.time() - started))
+                    reports[-1].seconds = time.time() - started
                     log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
+                    tables[stage] = table
+                    continue
                 tables[stage] = table
+                self._expect(stage, table, tables, reports, previous, checks)
             self._save_sections([report.stage for report in reports],
                                 [report.stage for report in reports if report.action == "computed"])
             result = RunResult(reports, tables, self.state_dir, self.mast_url, previous=previous,
-                               insecure=self.insecure)
+                               insecure=self.insecure, expectations=checks, explanations=self.explanations)
             if until == "retrieve" and retrieve is not None:
                 self.stage = "retrieve"
                 started = time.time()
@@ -421,12 +479,75 @@ class Pipeline:
         self.stage = None
         return result
 
+    def _expect(self, stage: str, table: Table, tables: dict[str, Table], reports: list[StageReport],
+                previous: dict[str, Table | None], checks: list[dict[str, Any]], saved: bool = True) -> None:
+        """Check the recipe's ``expect`` after ``stage``; explain an empty result; stop the run
+        (before retrieve) when an expectation fails, with what was done so far attached.
+
+        ``saved`` says whether ``stage``'s result is already a checkpoint; one that is not stays
+        unsaved when the run stops, and so does its recipe section."""
+        from mastpipe.expectations import check_stage, describe, failed, hint_for
+
+        found = check_stage(self.recipe, stage, table, tables.get("query"))
+        checks.extend(found)
+        self._explain(stage, table, tables)
+        broken = failed(found)
+        if not broken:
+            return
+        kept = reports if saved else reports[:-1]
+        self._save_sections([report.stage for report in kept],
+                            [report.stage for report in kept if report.action == "computed"])
+        error = ExpectationError("expectation failed: " + "; ".join(describe(check) for check in broken),
+                                 broken, hint=hint_for(broken))
+        error.result = RunResult(reports, dict(tables), self.state_dir, self.mast_url, previous=previous,
+                                 insecure=self.insecure, expectations=checks, explanations=self.explanations)
+        error.explanations = self.explanations
+        raise error
+
+    @property
+    def names(self) -> Any:
+        """Object names resolved so far, cached in the state directory (``names.json``)."""
+        from mastpipe.stages.query import NameCache
+
+        return NameCache(self.state.names)
+
+    def _explain(self, stage: str, table: Table, tables: dict[str, Table]) -> None:
+        """Find out why a search or a filter rule kept nothing (:mod:`mastpipe.explain`); warn
+        (``-q`` shows warnings) and keep the explanation for the report."""
+        from mastpipe.errors import MastpipeError
+        from mastpipe.expectations import query_obsids
+        from mastpipe.explain import explain_filter, explain_query
+
+        found = []
+        if stage == "query":
+            for name, query in self.recipe.query.items():
+                if query_obsids(table, name):
+                    continue
+                if query.mission is not None or not query.criteria:  # a mission search: no CAOM counts to ask
+                    found.append({"where": f"query {name!r}", "stage": "query",
+                                  "message": f"query {name!r} matches no {query.mission or ''} dataset".replace("  ", " ")})
+                    continue
+                try:
+                    found.append(explain_query(name, query, self.archive, self.recipe.mast.max_in_flight, self.names))
+                except MastpipeError as error:  # the search itself worked: explaining must not fail the run
+                    found.append({"where": f"query {name!r}", "stage": "query",
+                                  "message": f"query {name!r} matches no observation (could not find out why: "
+                                             f"{error.message})"})
+        elif stage == "filter" and not len(table) and len(tables.get("unique", [])):
+            entry = explain_filter(tables["unique"], self.recipe.filter)
+            if entry is not None:
+                found.append(entry)
+        for entry in found:
+            log.warning("%s", entry["message"])
+        self.explanations.extend(found)
+
     def retrieve(self, table: Table, download: DownloadSettings | None = None, *, token: str | None = None,
-                 on_event: Callable[[Any], None] | None = None) -> Any:
+                 on_event: Callable[[Any], None] | None = None, run_id: str | None = None) -> Any:
         """The retrieve stage for ``table`` (normally the filter stage's result).
 
         ``download`` is how files are downloaded (default: the recipe's settings alone, see
-        :meth:`DownloadSettings.build`).
+        :meth:`DownloadSettings.build`); ``run_id`` is the run the manifest names (a new one
+        when not given).
         """
         from mastpipe.stages.retrieve import stage as retrieve_stage
         from mastpipe.stages.retrieve.s3 import effective_endpoint
@@ -438,7 +559,26 @@ class Pipeline:
                                   state_dir=self.state_dir, mast_url=self.mast_url, token=token, on_event=on_event,
                                   archive=self.archive if section.source != "mast" else None,
                                   server_id=self.server_id,
-                                  s3_endpoint=effective_endpoint(section.s3_endpoint, self.environ))
+                                  s3_endpoint=effective_endpoint(section.s3_endpoint, self.environ),
+                                  meta=self.manifest_meta(run_id or new_run_id()),
+                                  ledger_journal=self.recipe.state.ledger_journal)
+
+    def manifest_meta(self, run_id: str) -> dict[str, str]:
+        """The provenance a manifest's ECSV header carries, so a manifest found on its own
+        (in a CI artifact, beside restored files) says where it came from.
+
+        Keys: ``recipe`` (name), ``recipe_path``, ``recipe_fingerprint``, ``run_id``, ``server``
+        (the MAST URL asked), ``source`` (``retrieve.source``: mast, cloud or auto),
+        ``download_url`` (MAST's download endpoint) and ``mastpipe`` (version); :func:`~mastpipe.stages.retrieve.stage.write_manifest` adds ``paths``.
+        """
+        from mastpipe import __version__
+        from mastpipe.stages.retrieve.stage import download_url
+
+        return {"recipe": self.recipe.name, "recipe_path": str(self.recipe_path.resolve()),
+                "recipe_fingerprint": fingerprint(self.recipe.model_dump(mode="json")), "run_id": run_id,
+                "server": self.mast_url, "source": self.recipe.retrieve.source,
+                "download_url": download_url(self.mast_url, ""),
+                "mastpipe": __version__}
 
     def batch_dir(self) -> Path:
         """Where the products stage keeps finished batches for the current query checkpoint."""

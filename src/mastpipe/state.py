@@ -7,8 +7,8 @@ name below is chosen by :class:`StateDir` and nowhere else)::
     sections.json                the recipe sections each stage last ran with (and their servers)
     query.fits    query.json     each table stage's checkpoint and its sidecar, for the stages
     products.fits products.json  query, products, unique and filter
-    unique.fits   unique.json
-    filter.fits   filter.json
+    unique.fits   unique.json    unique's and filter's as rows of products.fits (a ``_row`` column
+    filter.fits   filter.json    and the columns the stage adds; see Checkpoints.save_rows)
     products.parts/<fp>/         product-list batches finished so far (resume mid-stage), under
                                  the first 16 digits of the products stage's fingerprint
     ledger.sqlite                the retrieve stage's file ledger (with SQLite's -wal/-shm;
@@ -16,6 +16,7 @@ name below is chosen by :class:`StateDir` and nowhere else)::
     reports/<run id>.json        the JSON report of every run
     last-report.json             a copy of the latest one
     history.jsonl                one line per run, failed runs included
+    names.json                   position.object names MAST's look-up resolved (asked once)
     .<name>.<pid>.<random>.tmp   a file being written (mastpipe.atomic); swept when its
                                  process is gone
 
@@ -23,13 +24,13 @@ A checkpoint is written to a temporary file beside its target, fsynced and renam
 and sidecar last: a sidecar therefore always describes a complete table, and a crash leaves at
 worst a stray temporary that the next run sweeps. Tables are FITS binary tables (dtypes kept,
 read back by astropy); text columns are stored as bytes, which is what makes a checkpoint of a
-million product rows fast to write and read.
+million product rows fast to write and read. The stages after products keep rows of its table
+and add a few columns, so their checkpoints hold only those: :meth:`Checkpoints.load` is the one
+function that turns one back into its table.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -45,6 +46,7 @@ import numpy as np
 
 from mastpipe.atomic import atomic_path, atomic_write_bytes, fsync_dir, sweep
 from mastpipe.errors import LockError, NotWritableError, StateError, literal
+from mastpipe.locking import HAVE_FLOCK, PidLock, flock, unflock
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -149,6 +151,10 @@ class StateDir:
     @property
     def history(self) -> Path:
         return self.path / self.HISTORY
+
+    @property
+    def names(self) -> Path:
+        return self.path / "names.json"
 
     def sweep(self) -> list[Path]:
         """Remove the temporaries of writes whose process died (in the directory and
@@ -341,14 +347,60 @@ class Sidecar:
     finished: float
     schema: int = CHECKPOINT_SCHEMA
     reasons: tuple[str, ...] = ()
+    #: For a checkpoint of rows of another stage's table (see :meth:`Checkpoints.save_rows`):
+    #: that stage, and the digest its table had.
+    base: str | None = None
+    base_digest: str | None = None
+
+
+#: The column of a rows checkpoint naming, for each of its rows, the row of the base table.
+ROW = "_row"
+
+
+def _rows_digest(base_digest: str, stored: Table) -> str:
+    """The digest of a rows checkpoint: its base's content, and which rows and added columns."""
+    return hashlib.sha256(f"rows of {base_digest}:{table_digest(stored)}".encode()).hexdigest()
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """What tells a file rewritten since it was read (size, change time, inode)."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def take_rows(base: Table, rows: np.ndarray, added: Table) -> Table:
+    """``base``'s rows ``rows`` (in that order) with ``added``'s columns after its own.
+
+    What a rows checkpoint stands for; every row kept in order shares ``base``'s data.
+    """
+    if len(rows) == len(base) and (len(rows) == 0 or (rows == np.arange(len(rows))).all()):
+        table = base.copy(copy_data=False)
+    else:
+        table = base[rows]
+    for name in added.colnames:
+        table[name] = added[name]
+    return table
 
 
 class Checkpoints:
-    """Stage checkpoints in a state directory."""
+    """Stage checkpoints in a state directory.
+
+    A stage's checkpoint is either a whole table (``<stage>.fits``), or, for the stages that
+    keep some rows of the products table and add columns (``unique``, ``filter``), only which
+    rows and the added columns (:meth:`save_rows`): for a million product rows that is ~10 MB
+    written instead of ~250 MB at each stage. Both are FITS tables astropy reads; the one
+    function that turns a rows checkpoint back into its table is :meth:`load` (with the base
+    stage's table), i.e. :func:`take_rows` on the ``_row`` column.
+    """
 
     def __init__(self, directory: Path | StateDir) -> None:
         self.state = directory if isinstance(directory, StateDir) else StateDir(directory)
         self.directory = self.state.path
+        #: stage -> rows of its base table, for the rows checkpoints loaded or saved here
+        self.rows: dict[str, np.ndarray] = {}
+        # whole tables read here, by stage: (digest, file stamp, table), so that a base read for
+        # one rows checkpoint is not read again for the next
+        self._loaded: dict[str, tuple[str, tuple[int, int, int], Table]] = {}
 
     def table_path(self, stage: str) -> Path:
         return self.state.table(stage)
@@ -375,9 +427,19 @@ class Checkpoints:
             return None
         return sidecar
 
-    def load(self, stage: str, sidecar: Sidecar) -> Table | None:
-        """The stage's table, or None (with a warning) when it is missing, cut short or altered."""
+    def load(self, stage: str, sidecar: Sidecar, base: tuple[Table, str] | None = None) -> Table | None:
+        """The stage's table, or None (with a warning) when it is missing, cut short or altered.
+
+        A rows checkpoint needs its base stage's table: ``base`` (a table and its digest) when
+        it is the one the checkpoint was made from, else that stage's checkpoint, read here.
+        """
         path = self.table_path(stage)
+        if sidecar.base is not None:
+            return self._load_rows(stage, sidecar, base)
+        self.rows.pop(stage, None)
+        cached = self._loaded.get(stage)
+        if cached is not None and cached[0] == sidecar.digest and cached[1] == _stamp(path):
+            return cached[2].copy(copy_data=False)
         try:
             table = read_table(path)
         except FileNotFoundError:
@@ -390,15 +452,69 @@ class Checkpoints:
             log.warning("checkpoint %s does not match its sidecar (rows or content changed); "
                         "the %s stage will be recomputed", path, stage)
             return None
-        return table
+        self._loaded[stage] = (sidecar.digest, _stamp(path), table)
+        return table.copy(copy_data=False)
 
     def save(self, stage: str, table: Table, fp: str, started: float, reasons: tuple[str, ...] = ()) -> Table:
         """Write the stage's table then its sidecar; returns the table as stored."""
+        self.rows.pop(stage, None)
         stored = as_stored(table)
         write_table(self.table_path(stage), stored)
         sidecar = Sidecar(stage, fp, len(stored), table_digest(stored), started, time.time(), reasons=reasons)
         atomic_write_bytes(self.sidecar_path(stage), json.dumps(asdict(sidecar), indent=2).encode())
         return stored
+
+    def save_rows(self, stage: str, table: Table, base_stage: str, base: Table, base_digest: str,
+                  rows: np.ndarray, fp: str, started: float, reasons: tuple[str, ...] = ()) -> Table:
+        """Checkpoint ``table``, which is ``base``'s rows ``rows`` plus columns of its own, as
+        those rows and columns only; returns the table as :meth:`load` will give it back."""
+        from astropy.table import Table
+
+        added = as_stored(Table([table[name] for name in table.colnames if name not in base.colnames], copy=False))
+        stored = Table({ROW: np.asarray(rows, dtype=np.int64)}, copy=False)
+        for name in added.colnames:
+            stored[name] = added[name]
+        write_table(self.table_path(stage), stored)
+        sidecar = Sidecar(stage, fp, len(stored), _rows_digest(base_digest, stored), started, time.time(),
+                          reasons=reasons, base=base_stage, base_digest=base_digest)
+        atomic_write_bytes(self.sidecar_path(stage), json.dumps(asdict(sidecar), indent=2).encode())
+        self.rows[stage] = np.asarray(stored[ROW])
+        return take_rows(base, self.rows[stage], added)
+
+    def _load_rows(self, stage: str, sidecar: Sidecar, given: tuple[Table, str] | None) -> Table | None:
+        path = self.table_path(stage)
+        assert sidecar.base is not None
+        base = given[0] if given is not None and given[1] == sidecar.base_digest else None
+        if base is None:
+            base_sidecar = self.sidecar(sidecar.base)
+            if base_sidecar is None or base_sidecar.digest != sidecar.base_digest:
+                log.warning("checkpoint %s holds rows of a %s table that has changed; the %s stage will be "
+                            "recomputed", path, sidecar.base, stage)
+                return None
+            base = self.load(sidecar.base, base_sidecar)
+            if base is None:
+                return None
+        try:
+            stored = read_table(path)
+        except FileNotFoundError:
+            log.warning("checkpoint table %s is missing; the %s stage will be recomputed", path, stage)
+            return None
+        except Exception as exc:  # astropy raises many kinds for a truncated or garbled FITS file
+            log.warning("checkpoint %s is corrupt (%s); the %s stage will be recomputed", path, exc, stage)
+            return None
+        if len(stored) != sidecar.rows or ROW not in stored.colnames or \
+                _rows_digest(str(sidecar.base_digest), stored) != sidecar.digest:
+            log.warning("checkpoint %s does not match its sidecar (rows or content changed); "
+                        "the %s stage will be recomputed", path, stage)
+            return None
+        rows = np.asarray(stored[ROW])
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(base)):
+            log.warning("checkpoint %s names rows its %s table does not have; the %s stage will be recomputed",
+                        path, sidecar.base, stage)
+            return None
+        stored.remove_column(ROW)
+        self.rows[stage] = rows
+        return take_rows(base, rows, stored)
 
     def invalidate(self, stage: str) -> None:
         self.sidecar_path(stage).unlink(missing_ok=True)
@@ -446,12 +562,15 @@ class RunLock:
     """An exclusive lock on a state directory, released by the kernel if the holder dies.
 
     ``flock`` is tied to the open file, so a lock left by a killed run (``kill -9``) is released
-    with it: the next run sees a stale lock file, not a held lock, and proceeds.
+    with it: the next run sees a stale lock file, not a held lock, and proceeds. Where there is
+    no ``flock`` (Windows), ``lock.pid`` beside it is a :class:`~mastpipe.locking.PidLock`,
+    taken over when the process it names is gone.
     """
 
     def __init__(self, directory: Path | StateDir) -> None:
         self.path = (directory if isinstance(directory, StateDir) else StateDir(directory)).lock
         self._handle: IO[str] | None = None
+        self._fallback = PidLock(self.path.with_name(self.path.name + ".pid"))
 
     def acquire(self) -> None:
         """Take the lock, creating the state directory if needed.
@@ -475,16 +594,21 @@ class RunLock:
                 parameters=["state_dir"],
             ) from None
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            taken = flock(handle.fileno()) if HAVE_FLOCK else self._fallback.acquire()
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                handle.close()
-                raise StateError(f"cannot lock {self.path}: {exc.strerror}") from None
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
             handle.close()
+            raise StateError(f"cannot lock {literal(self.path)}: {literal(exc.strerror)}") from None
+        if not taken:
+            handle.seek(0)
+            holder = handle.read().strip() or (self._fallback.holder() if not HAVE_FLOCK else "") \
+                or "another process"
+            handle.close()
+            hint = "wait for it to finish, or use another {state_dir}"
+            if not HAVE_FLOCK:
+                hint += (" (without flock, a run on another host is judged alive: once it is over, remove "
+                         f"{literal(self._fallback.path)})")
             raise LockError(f"another run holds the lock on {literal(self.path.parent)} ({literal(holder)})",
-                            hint="wait for it to finish, or use another {state_dir}", parameters=["state_dir"]) from None
+                            hint=hint, parameters=["state_dir"]) from None
         handle.seek(0)
         previous = handle.read().strip()
         if previous:
@@ -509,7 +633,10 @@ class RunLock:
         if self._handle is not None:
             self._handle.seek(0)
             self._handle.truncate()
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            if HAVE_FLOCK:
+                unflock(self._handle.fileno())
+            else:
+                self._fallback.release()
             self._handle.close()
             self._handle = None
 

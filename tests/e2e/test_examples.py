@@ -81,7 +81,7 @@ def github_workflow(path: Path, workdir: Path, variables: dict[str, str], secret
     context["env"] = env
     ((_, job),) = data["jobs"].items()
     env = {**env, **{k: _github_expression(str(v), context, workdir) for k, v in (job.get("env") or {}).items()}}
-    steps, cache_paths, artifacts, keys = [], [], [], []
+    steps, cache_paths, artifacts, keys, restore_keys = [], [], [], [], []
     for step in job["steps"]:
         context["env"] = env
         if "uses" in step:
@@ -90,13 +90,15 @@ def github_workflow(path: Path, workdir: Path, variables: dict[str, str], secret
             if action.startswith("actions/cache"):
                 cache_paths.append(options["path"].split())
                 keys.append(options.get("key", ""))
+                restore_keys += options.get("restore-keys", "").split()
             if action == "actions/upload-artifact":
                 artifacts += options["path"].split()
             continue
         step_env = {**env, **{k: _github_expression(str(v), context, workdir) for k, v in (step.get("env") or {}).items()}}
         steps.append(Step(step.get("name", step["run"]), step["run"], step_env, always="always()" in str(step.get("if", ""))))
     assert cache_paths and all(p == cache_paths[0] for p in cache_paths), "restore and save must cache the same paths"
-    return Workflow(steps, cache_paths[0], artifacts, {"keys": keys, "data": data, "job": job})
+    return Workflow(steps, cache_paths[0], artifacts, {"keys": keys, "restore_keys": restore_keys, "data": data,
+                                                       "job": job})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,6 +218,17 @@ def test_github_actions_example_runs_as_written(tmp_path: Path) -> None:
     recipe_hash = hashlib.sha256((REPO / "pipelines/jwst-1073-nircam-uncal.yaml").read_bytes()).hexdigest()
     assert all(recipe_hash in key for key in workflow.extra["keys"])
     assert len(workflow.extra["keys"]) == 2 and len(set(workflow.extra["keys"])) == 1, "restore and save keys differ"
+    # an edited recipe (another hash) still restores the newest state: GitHub matches restore-keys
+    # as prefixes of the saved keys, newest first
+    saved = workflow.extra["keys"][0]
+    edited = tmp_path / "edited"
+    (edited / "pipelines").mkdir(parents=True)
+    (edited / "pipelines/jwst-1073-nircam-uncal.yaml").write_text(
+        (REPO / "pipelines/jwst-1073-nircam-uncal.yaml").read_text() + "# edited\n")
+    after_edit = github_workflow(GITHUB, edited, variables={}, secrets={"MAST_API_TOKEN": ""})
+    assert after_edit.extra["keys"][0] != saved, "the edit changes the key"
+    assert any(saved.startswith(prefix) for prefix in after_edit.extra["restore_keys"]), \
+        "an edited recipe would start from nothing: every file fetched again, the history lost"
     assert ".mastpipe" in workflow.cache_paths
     # the token comes from the repository's secrets, and only into the step that needs it
     run_step = next(s for s in job["steps"] if "mastpipe run" in s.get("run", ""))
@@ -231,7 +244,8 @@ def test_gitlab_ci_example_runs_as_written(tmp_path: Path) -> None:
     assert any(c.startswith("mastpipe validate ") for c in ran)
     assert any(c.startswith("mastpipe run ") for c in ran)
     cache = workflow.extra["cache"]
-    assert cache["key"]["files"] == ["pipelines/jwst-1073-nircam-uncal.yaml"]
+    # one key whatever the recipe's content: an edit keeps the state (fingerprints decide)
+    assert isinstance(cache["key"], str) and "$" not in cache["key"], cache["key"]
     assert ".mastpipe/" in cache["paths"] and cache.get("when") == "always"
     rules = workflow.extra["job"]["rules"]
     assert any("schedule" in rule["if"] for rule in rules)

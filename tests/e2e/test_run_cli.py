@@ -8,6 +8,7 @@ from pathlib import Path
 
 from astropy.table import Table
 
+import mastpipe
 from mastpipe.sandbox import Sandbox
 from mastpipe.state import RunLock
 
@@ -19,7 +20,7 @@ def test_seed_recipe_runs_against_the_builtin_sandbox_and_reruns_fetch_nothing(w
     first = cli("run", "--sandbox", SEED, cwd=workdir)
     assert first.returncode == 0, first.stderr
     assert "Traceback" not in first.stderr
-    manifest = Table.read(workdir / "pipelines/data/jwst-1073/manifest.ecsv")
+    manifest = mastpipe.read_manifest(workdir / "pipelines/data/jwst-1073/manifest.ecsv")
     assert len(manifest) > 0 and set(manifest["status"]) == {"fetched"}
     with Sandbox(seed=0) as sb:  # the same catalogue: every file must have its exact bytes
         for row in manifest:

@@ -124,3 +124,28 @@ def test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock(wor
         done = cli("status", SEED, "--mast-url", sb.url, cwd=workdir)
     assert "(14 of 14 files present, 0 to fetch (0 B))" in _stage_lines(done.stdout)["retrieve"], done.stdout
     assert " done " in _stage_lines(done.stdout)["retrieve"] and "lock:" not in done.stdout
+
+
+def test_plan_and_status_json_are_the_library_data(workdir: Path, cli) -> None:
+    import json
+
+    plan = cli("plan", "--sandbox", "--json", SEED, cwd=workdir)
+    assert plan.returncode == 0, plan.stderr
+    data = json.loads(plan.stdout)  # stdout holds the JSON object and nothing else
+    assert data["kind"] == "plan" and data["recipe"] == "jwst-1073-nircam-uncal"
+    assert (data["files"], data["to_fetch"], data["present"], data["bytes_to_fetch"]) == (14, 14, 0, 478080)
+    assert [(g["collection"], g["product"]) for g in data["breakdown"]] == [("JWST", "UNCAL")]
+
+    refreshed = cli("plan", "--sandbox", "--json", "--refresh", SEED, cwd=workdir)
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert [s["reasons"] for s in json.loads(refreshed.stdout)["stages"][:2]] == [["--refresh"], ["--refresh"]]
+
+    status = cli("status", "--sandbox", "--json", SEED, cwd=workdir)
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert [(s["stage"], s["state"]) for s in data["stages"]] == [(s, "done") for s in STAGES]
+    assert data["retrieve"]["state"] == "missing" and data["retrieve"]["to_fetch"] == 14
+    assert data["lock"] is None
+
+    broken = cli("status", "--json", "nope.yaml", cwd=workdir)
+    assert broken.returncode == 2 and json.loads(broken.stdout)["event"] == "error"

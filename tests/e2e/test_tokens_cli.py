@@ -11,6 +11,7 @@ from pathlib import Path
 
 from astropy.table import Table
 
+import mastpipe
 from mastpipe.sandbox import Sandbox
 
 TOKEN = "0123456789abcdef0123456789abcdef"  # looks like a real MAST token (32 hex digits)
@@ -29,7 +30,7 @@ retrieve:
 
 
 def _exclusive_in(workdir: Path) -> Table:
-    return Table.read(workdir / "data" / "manifest.ecsv")
+    return mastpipe.read_manifest(workdir / "data" / "manifest.ecsv")
 
 
 def _all_text_under(root: Path) -> bytes:

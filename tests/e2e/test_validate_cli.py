@@ -88,7 +88,7 @@ def test_valid_and_invalid_together_report_only_the_invalid(run: Run, tmp_path: 
     assert_no_traceback(result)
     assert result.returncode == 2
     assert result.stderr == (f"{bad}:7:1: bogus: unknown key 'bogus'\n  hint: allowed keys here: description, "
-                             "filter, mast, name, products, query, retrieve, state, unique, version\n")
+                             "expect, filter, mast, name, products, query, retrieve, state, unique, version\n")
     assert result.stdout.splitlines() == [f"{PIPELINES[0]}: valid (1 query, retrieve mode "
                                           f"{'curl' if 'curl' in PIPELINES[0].name else 'download'})",
                                           f"{good}: valid (1 query, retrieve mode download)"]

@@ -267,6 +267,7 @@ def test_kill_9_during_s3_downloads_then_rerun_resumes(sb, tmp_path: Path) -> No
     assert complete and partial, "the driver should have been killed mid-way"
     kept = {t.key: part_path(t.dest).stat().st_size for t in partial}
     sb.faults = None
+    assert sb.log.wait_quiet(timeout=30)  # the killed driver's requests are logged once the proxy sees them end
     sb.log.clear()
     with Ledger(tmp_path / "state") as ledger:
         results = Transfer(workers=1, s3=S3Client(sb.s3.endpoint), ledger=ledger, policy=FAST).run(tasks)
@@ -381,6 +382,7 @@ def test_kill_9_during_a_multipart_download_then_rerun_fetches_no_complete_part_
     done = json.loads(state_path(task.dest).read_text())["done"]
     assert 4 <= len(done) < size // PART and data_path(task.dest).exists(), done
     sb.faults = None
+    assert sb.log.wait_quiet(timeout=30)  # the killed driver's requests are logged once the proxy sees them end
     sb.log.clear()
     with Ledger(tmp_path / "state") as ledger:
         (result,) = Transfer(workers=1, s3=S3Client(sb.s3.endpoint), s3_parts=3, s3_part_size=PART,

@@ -72,3 +72,46 @@ def test_not_a_database(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="ledger") as caught:
         Ledger(bad, recover=False)  # by default it is set aside: see tests/integration/test_error_attribution.py
     assert caught.value.exit_code == 2 and "move ledger.sqlite aside and rerun" in caught.value.hint
+
+
+# -- the journal mode: WAL where it is safe, a rollback journal on network filesystems ----------
+
+
+def _mode(path) -> str:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return db.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def test_journal_mode_delete_on_request_and_wal_by_default_on_a_local_disk(tmp_path) -> None:
+    from mastpipe.stages.retrieve.ledger import Ledger, filesystem_type
+
+    with Ledger(tmp_path / "a" / "ledger.sqlite", journal="delete") as ledger:
+        ledger.mark_done("mast:X/a.fits", tmp_path / "a.fits", 3, "abc", 1)
+        assert ledger.journal_mode == "delete"
+        assert not (tmp_path / "a" / "ledger.sqlite-wal").exists()
+    assert _mode(tmp_path / "a" / "ledger.sqlite") == "delete"
+    with Ledger(tmp_path / "b" / "ledger.sqlite") as ledger:  # auto
+        assert ledger.journal_mode == ("delete" if filesystem_type(tmp_path) in ("nfs", "nfs4") else "wal")
+    # a ledger moved to delete mode keeps its rows; a reader (journal=None) changes nothing
+    with Ledger(tmp_path / "a" / "ledger.sqlite", journal=None, recover=False) as reader:
+        assert set(reader.rows()) == {"mast:X/a.fits"} and reader.journal_mode is None
+    assert _mode(tmp_path / "a" / "ledger.sqlite") == "delete"
+
+
+def test_auto_chooses_a_rollback_journal_on_network_filesystems(tmp_path) -> None:
+    from mastpipe.stages.retrieve.ledger import filesystem_type, journal_for
+
+    mounts = ("/dev/sda1 / ext4 rw 0 0\n"
+              "server:/export/home /home nfs4 rw,relatime 0 0\n"
+              "/dev/sdb1 /home/local ext4 rw 0 0\n"
+              "//nas/share /mnt/my\\040share cifs rw 0 0\n")
+    assert filesystem_type(Path("/home/alice/.mastpipe/x"), mounts) == "nfs4"
+    assert filesystem_type(Path("/home/local/x"), mounts) == "ext4"  # the longest mount point wins
+    assert filesystem_type(Path("/mnt/my share/x"), mounts) == "cifs"
+    assert journal_for(Path("/home/alice/.mastpipe/x/ledger.sqlite"), mounts) == "delete"
+    assert journal_for(Path("/mnt/my share/ledger.sqlite"), mounts) == "delete"
+    assert journal_for(Path("/home/local/ledger.sqlite"), mounts) == "wal"
+    assert journal_for(Path("/srv/ledger.sqlite"), mounts) == "wal"
+    assert filesystem_type(tmp_path) is not None  # this machine's /proc/mounts names it

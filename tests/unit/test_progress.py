@@ -82,3 +82,37 @@ def test_formatting() -> None:
     assert format_bytes(3 * 1024**4) == "3.0 TiB"
     assert format_duration(None) == "?" and format_duration(75) == "1m15s"
     assert format_duration(3725) == "1h02m" and format_duration(9) == "9s"
+
+
+# -- the tqdm bar of the Python API ----------------------------------------------------------
+
+
+def test_progress_bar_counts_bytes_and_files_and_takes_back_a_restart() -> None:
+    from tqdm.std import tqdm
+
+    from mastpipe.stages.retrieve.progress import ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar(file=out, tqdm_class=tqdm)
+    bar(Event("plan", total=3, nbytes=3000, skipped=1))
+    bar(Event("skipped", "a", total=1000))
+    bar(Event("bytes", "b", nbytes=600))
+    bar(Event("restart", "b"))  # those 600 bytes are thrown away
+    assert bar._bar.n == 0
+    bar(Event("bytes", "b", nbytes=1000))
+    bar(Event("done", "b", total=1000))
+    bar(Event("bytes", "c", nbytes=1000))
+    bar(Event("failed", "c", message="boom"))
+    assert (bar.files_done, bar.files_failed, bar._bar.n) == (2, 1, 2000)
+    bar.close()
+    text = out.getvalue()
+    assert "retrieve" in text and "files 2/3, 1 failed" in text
+
+
+def test_python_progress_bar_on_a_terminal_plain_lines_in_a_log_nothing_when_off() -> None:
+    from mastpipe.stages.retrieve.progress import ProgressBar, python_progress
+
+    assert python_progress(False) is None
+    assert isinstance(python_progress(True, Tty()), ProgressBar)
+    plain = python_progress(True, io.StringIO())
+    assert isinstance(plain, Progress) and plain.mode == "plain" and plain.interval == 30.0

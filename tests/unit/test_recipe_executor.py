@@ -58,7 +58,7 @@ def test_command_line_overrides() -> None:
 
 
 @pytest.mark.parametrize(("kind", "scheduler", "message"), [
-    ("dask", None, "needs --scheduler"),
+    ("dask", None, "needs scheduler"),
     ("threads", "local", "not threads"),
     (None, "h:8786", "not a Dask scheduler address"),
 ])

@@ -207,3 +207,64 @@ def test_unusual_columns_fall_back_to_astropy(tmp_path):
     write_table(tmp_path / "t.fits", table)
     back = read_table(tmp_path / "t.fits")
     assert back["vec"].shape == (3, 2) and list(back["u2"]) == [1, 2, 3]
+
+
+# -- rows checkpoints: unique's and filter's rows of the products table ------------------------------
+
+def _rows_setup(tmp_path, n: int = 8):
+    checkpoints = Checkpoints(tmp_path)
+    products = checkpoints.save("products", _products(n), "fp-p", time.time())
+    base_digest = checkpoints.sidecar("products").digest
+    rows = np.array([6, 1, 3], dtype=np.int64)
+    table = products[rows]
+    table["n_shared"] = np.array([1, 2, 3], dtype=np.int64)
+    table["shared_by"] = np.array([b"a", b"b;c", b"d;e;f"])
+    saved = checkpoints.save_rows("filter", table, "products", products, base_digest, rows, "fp-f", time.time())
+    return checkpoints, products, base_digest, rows, table, saved
+
+
+def test_rows_checkpoint_round_trip_without_the_base_columns(tmp_path):
+    checkpoints, products, base_digest, rows, table, saved = _rows_setup(tmp_path)
+    # what is written: the rows and the added columns only, a FITS table astropy reads
+    on_disk = Table.read(tmp_path / "filter.fits", format="fits", character_as_bytes=True)
+    assert on_disk.colnames == ["_row", "n_shared", "shared_by"]
+    assert on_disk["_row"].tolist() == rows.tolist()
+    sidecar = checkpoints.sidecar("filter")
+    assert (sidecar.base, sidecar.base_digest, sidecar.rows) == ("products", base_digest, 3)
+    for loaded in (checkpoints.load("filter", sidecar, (products, base_digest)),  # base in hand
+                   Checkpoints(tmp_path).load("filter", sidecar)):                # base read from disk
+        assert loaded is not None
+        assert loaded.colnames == table.colnames
+        assert table_digest(loaded) == table_digest(as_stored(table)) == table_digest(saved)
+        assert np.array_equal(np.asarray(loaded["sequence_number"].mask), np.asarray(table["sequence_number"].mask))
+
+
+def test_rows_checkpoint_of_a_changed_base_is_refused(tmp_path, caplog):
+    checkpoints, products, base_digest, rows, table, saved = _rows_setup(tmp_path)
+    sidecar = checkpoints.sidecar("filter")
+    # a base table in hand that is not the one the rows were taken from is not used
+    other = products.copy()
+    other["size"][6] = 1
+    assert table_digest(Checkpoints(tmp_path).load("filter", sidecar, (other, "another digest"))) == \
+        table_digest(saved)
+    # the products checkpoint replaced: the rows mean nothing any more
+    Checkpoints(tmp_path).save("products", other, "fp-p2", time.time())
+    with caplog.at_level(logging.WARNING):
+        assert Checkpoints(tmp_path).load("filter", sidecar) is None
+    assert "has changed" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["rows", "truncate"])
+def test_damaged_rows_checkpoint_is_refused(tmp_path, caplog, damage):
+    checkpoints, products, base_digest, rows, table, saved = _rows_setup(tmp_path)
+    sidecar = checkpoints.sidecar("filter")
+    path = tmp_path / "filter.fits"
+    if damage == "rows":  # another row named: same size, different content
+        changed = read_table(path)
+        changed["_row"][0] = 0
+        write_table(path, changed)
+    else:
+        path.write_bytes(path.read_bytes()[:3000])
+    with caplog.at_level(logging.WARNING):
+        assert Checkpoints(tmp_path).load("filter", sidecar, (products, base_digest)) is None
+    assert "filter" in caplog.text

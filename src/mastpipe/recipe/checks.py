@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from mastpipe.recipe.base import Range
 from mastpipe.recipe.fields import (BOOLEAN_FIELDS, COLUMN_NAME, CONTINUOUS_FIELDS, DATE_FIELDS, MISSION_PRODUCT_COLUMNS,
-                                    OBSERVATION_FIELDS, PRODUCT_COLUMNS, suggest)
+                                    OBSERVATION_FIELDS, PRODUCT_COLUMNS, numeric_problem, suggest)
 from mastpipe.recipe.problems import error_message
 from mastpipe.recipe.quantities import to_mjd
 from mastpipe.stages.retrieve.paths import component_problem
@@ -54,6 +54,14 @@ def check_criterion(name: str, criterion: Any) -> tuple[Any, tuple[str, str, str
                            "ranges work only on " + ", ".join(sorted(CONTINUOUS_FIELDS)))
     elif isinstance(criterion, list) and not criterion:
         return criterion, ("value", f"{name}: an empty list matches nothing", "remove the field or give values")
+    negated = [v for v in (criterion if isinstance(criterion, list) else [criterion])
+               if isinstance(v, str) and v.startswith("!")]
+    if negated:
+        where = "filter.columns" if name in PRODUCT_COLUMNS else "a filter rule on the products"
+        return criterion, ("value", f"{name}: MAST's search has no negation: {negated[0]!r} would be sent as the "
+                                    f"text {negated[0]!r} and match nothing",
+                           f"list the values you want instead, or drop the criterion and exclude in {where}"
+                           + (f' (filter: {{columns: {{{name}: "{negated[0]}"}}}})' if name in PRODUCT_COLUMNS else ""))
     return criterion, _range_problem(criterion)
 
 
@@ -145,6 +153,12 @@ def check_column(name: str, match: Any, mission: bool | None = False) -> tuple[s
                 "ranges work only on numeric columns: size, calib_level")
     if isinstance(match, list) and not match:
         return ("value", f"{name}: an empty list matches nothing", "remove the column or give values")
+    if kinds[name] == "number" and not isinstance(match, (dict, Range)):
+        for index, item in enumerate(match if isinstance(match, list) else [match]):
+            why = numeric_problem(item)
+            if why:
+                return (f"value:{index}" if isinstance(match, list) else "value", f"{name}: {why}",
+                        "astroquery's filter_products syntax; a list keeps any of its values and drops every !value")
     return _range_problem(match)
 
 

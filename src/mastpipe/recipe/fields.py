@@ -9,6 +9,8 @@ decides this from the column configuration's data type, and so do we.
 from __future__ import annotations
 
 import difflib
+import math
+import re
 
 #: Fields filtered by ranges; MAST stores them as double precision numbers.
 CONTINUOUS_FIELDS = frozenset({
@@ -65,6 +67,49 @@ def suggest(name: str, candidates: frozenset[str] | set[str] | dict[str, str] | 
         lowered = {candidate.lower(): candidate for candidate in names}
         close = [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)]
     return f"did you mean {close[0]!r}?" if close else None
+
+
+#: astroquery's ``a..b`` range in ``filter_products`` (``astroquery.mast.utils.parse_numeric_product_filter``).
+_NUMERIC_RANGE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)\.\.[+-]?(\d+(\.\d*)?|\.\d+)")
+_COMPARISONS = (">=", "<=", ">", "<")
+NUMERIC_SYNTAX = ('a number (1000), a comparison (">=1000", "<20000", also > and <=), a range ("100..1000", '
+                  "inclusive), each optionally after ! to exclude it")
+
+
+def numeric_condition(value: object) -> tuple[bool, str, float, float]:
+    """One value of a numeric ``filter.columns`` rule as astroquery's ``filter_products`` reads it.
+
+    Returns ``(negated, op, a, b)``: ``op`` is ``==``, ``>=``, ``<=``, ``>``, ``<`` (against
+    ``a``) or ``..`` (``a <= x <= b``). The rules are astroquery 0.4.11's, exactly: a leading
+    ``!`` negates; a comparison is read from the start of the text; a range must match its
+    pattern whole; anything else must be a number Python's ``float`` reads (``"1e3"``, ``" 5"``).
+
+    Raises
+    ------
+    ValueError
+        Where astroquery would fail (``InvalidQueryError: Could not parse numeric filter``).
+    """
+    negated = isinstance(value, str) and value.startswith("!")
+    rest = value[1:] if negated else value  # type: ignore[index]
+    if isinstance(rest, (int, float)):
+        return negated, "==", float(rest), math.nan
+    text = str(rest)
+    for op in _COMPARISONS:
+        if text.startswith(op):
+            return negated, op, float(text[len(op):]), math.nan
+    if _NUMERIC_RANGE.fullmatch(text):
+        low, high = map(float, text.split(".."))
+        return negated, "..", low, high
+    return negated, "==", float(text), math.nan
+
+
+def numeric_problem(value: object) -> str | None:
+    """Why ``value`` is no numeric ``filter.columns`` value, or None when astroquery reads it."""
+    try:
+        numeric_condition(value)
+    except ValueError:
+        return f"{value!r} is not a numeric filter: write {NUMERIC_SYNTAX}"
+    return None
 
 
 #: Missions whose own search API (astroquery's ``MastMissions``) a recipe's query may use.

@@ -10,8 +10,9 @@ A recipe is one YAML document with these sections, each named after the stage it
     unique:    {key}
     filter:    {contains, endswith, exclude, guide_stars, mrp_only, columns}
     retrieve:  {mode, source, destination, layout, in_flight, s3_in_flight, s3_parts, s3_endpoint, verify,
-                overwrite, executor, script, manifest}
-    state:     {directory, query_max_age}
+                overwrite, executor, script, manifest, manifest_paths}
+    state:     {directory, query_max_age, ledger_journal}
+    expect:    {observations, products, files, bytes}   (also per query)
 
 Models are immutable and reject unknown keys. The sections live in :mod:`mastpipe.recipe.sections`,
 what they share in :mod:`mastpipe.recipe.base`, the value checks in :mod:`mastpipe.recipe.checks`;
@@ -40,12 +41,12 @@ from mastpipe.recipe.checks import (_COLUMN_KINDS, _booleans, _column_kinds, che
 from mastpipe.recipe.fields import BOOLEAN_FIELDS, CONTINUOUS_FIELDS, OBSERVATION_FIELDS
 from mastpipe.recipe.problems import _model_for, boolean_problem, number_problems, problems_from, scan, shown
 from mastpipe.recipe.sections import (DEFAULT_MAST_URL, GUIDE_STAR_MARK, MAST_URL_ENV, ColumnMatch, Criterion, Executor,
-                                      Filter, Mast, Position, Products, Query, Retrieve, Segments, State, Unique,
-                                      _check_url)
+                                      Expect, Filter, Mast, Position, Products, Query, QueryExpect, Retrieve, Segments,
+                                      State, Unique, _check_url)
 from mastpipe.recipe.yamlload import Located, dotted, load_yaml
 
 __all__ = ["DEFAULT_MAST_URL", "GUIDE_STAR_MARK", "MAST_URL_ENV", "SCHEMA_VERSION", "ColumnMatch", "Criterion",
-           "Executor", "Filter", "FrozenDict", "FrozenList", "Mast", "Position", "Products", "Query", "Range",
+           "Executor", "Expect", "Filter", "FrozenDict", "FrozenList", "Mast", "Position", "Products", "Query", "QueryExpect", "Range",
            "Recipe", "Retrieve", "Scalar", "Segments", "State", "Unique", "check_column", "check_criterion",
            "effective_mast_url", "layout_problem", "load_recipe", "parse_recipe", "recipe_dir", "warning_problems"]
 
@@ -72,6 +73,9 @@ class Recipe(_Model):
     filter: Filter = Field(default_factory=Filter, description="Which products are kept.")
     retrieve: Retrieve = Field(default_factory=Retrieve, description="What happens to the products kept.")
     state: State = Field(default_factory=State, description="Checkpoints and scheduled reruns.")
+    expect: Expect = Field(default_factory=Expect, description=(
+        "What a run must find; a run breaking it stops before retrieve with exit code 5 (default: at "
+        "least one observation and one file kept)."))
 
     @field_validator("version", mode="before")
     @classmethod
@@ -230,7 +234,8 @@ def _check_named_entries(data: dict[str, Any], located: Located,
             problem = check(name, value)
             if problem:
                 where, message, hint = problem
-                problems.append(located.problem(path + (name,), message, hint, key=where == "key"))
+                at = (int(where.split(":")[1]),) if where.startswith("value:") else ()
+                problems.append(located.problem(path + (name,) + at, message, hint, key=where == "key"))
                 flagged.append(dotted(path))
     return problems, tuple(flagged)
 

@@ -122,3 +122,27 @@ def parse_duration(text: object) -> float:
     if not match:
         raise ValueError(f"cannot read duration {text!r}; write a number and one of s, m, h, d, w, e.g. \"7d\"")
     return float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+_BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50}
+_BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_bytes(value: object) -> int:
+    """``2000``, ``"500 MB"``, ``"2 TB"``, ``"1.5 GiB"`` -> bytes (KB = 1000, KiB = 1024)."""
+    if isinstance(value, bool):
+        raise ValueError("a size cannot be true/false")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"a size cannot be negative ({value})")
+        return value
+    if isinstance(value, float):
+        if not value >= 0 or math.isinf(value):
+            raise ValueError(f"a size must be a finite number of bytes, not {value}")
+        return int(value)
+    match = _BYTES.match(str(value))
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _BYTE_UNITS and unit != "":
+        raise ValueError(f"cannot read size {value!r}; write bytes or a number and a unit, e.g. \"500 GB\" or \"2 TiB\"")
+    return int(float(match.group(1)) * _BYTE_UNITS.get(unit, 1))

@@ -36,11 +36,13 @@ REGENERATE_REFERENCE = "mastpipe schema --markdown > docs/recipe.md"
 
 #: Sections in the order a recipe is written and the stages run, with the $defs that document them.
 _SECTIONS = (("mast", "Mast"), ("query", "Query"), ("products", "Products"), ("unique", "Unique"),
-             ("filter", "Filter"), ("retrieve", "Retrieve"), ("state", "State"))
+             ("filter", "Filter"), ("retrieve", "Retrieve"), ("state", "State"), ("expect", "Expect"))
 #: How a $ref reads in a "type" cell.
 _REF_WORDS = {"Range": "range `{min, max}`", "Position": "position", "Query": "search", "Mast": "section",
               "Products": "section", "Unique": "section", "Filter": "section", "Retrieve": "section",
-              "State": "section", "Executor": "section", "Segments": "section"}
+              "State": "section", "Executor": "section", "Segments": "section",
+              "Expect": "section", "QueryExpect": "expectations", "Bounds": "bounds `{min, max}`",
+              "ByteBounds": "size bounds `{min, max}`"}
 #: Models nested in a section, documented in subsections of their own: section -> ((field, model), ...).
 _SUBSECTIONS = {"retrieve": (("executor", "Executor"), ("segments", "Segments"))}
 
@@ -124,6 +126,8 @@ def recipe_reference_markdown() -> str:
             out += ["", "### CAOM or mission search: when to use which", "", *_MISSION_SEARCHES]
             out += ["", "### query.NAME.position", "", _paragraphs(defs["Position"]["description"]), ""]
             out += _table(defs["Position"], models["Position"], defs, prefix="query.NAME.position.")
+            out += ["", "### query.NAME.expect", "", _paragraphs(defs["QueryExpect"]["description"]), ""]
+            out += _table(defs["QueryExpect"], models["QueryExpect"], defs, prefix="query.NAME.expect.")
             continue
         out += [_paragraphs(defs[name]["description"]), ""]
         out += _table(defs[name], models[name], defs, prefix=f"{section}.")
@@ -282,6 +286,8 @@ def _default(field: Any) -> str:
         return f"`{str(value).lower()}`"
     if isinstance(value, float) and value.is_integer():
         return f"`{int(value)}`"
+    if hasattr(value, "model_dump"):
+        return "`" + json.dumps(value.model_dump(exclude_none=True), separators=(", ", ": ")) + "`"
     return f"`{json.dumps(value)}`"
 
 

@@ -11,16 +11,17 @@ import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from mastpipe.recipe.base import Range, Scalar, _Model
 from mastpipe.recipe.checks import check_column, check_condition, check_criterion, layout_problem
 from mastpipe.recipe.fields import COLUMN_NAME, MISSION_PRODUCT_COLUMNS, OBSERVATION_FIELDS, PRODUCT_COLUMNS
-from mastpipe.recipe.quantities import parse_coordinates, parse_duration, parse_radius
+from mastpipe.recipe.quantities import parse_bytes, parse_coordinates, parse_duration, parse_radius
 
 __all__ = ["DEFAULT_MAST_URL", "GUIDE_STAR_MARK", "MAST_URL_ENV", "Condition", "Criterion", "ColumnMatch", "Executor",
-           "Filter", "Mast", "Position", "Products", "Query", "Range", "Retrieve", "Segments", "State", "Unique"]
+           "Filter", "Mast", "Position", "Products", "Query", "Range", "Retrieve", "Segments", "State", "Unique",
+           "Bounds", "ByteBounds", "Expect", "QueryExpect"]
 
 DEFAULT_MAST_URL = "https://mast.stsci.edu"
 MAST_URL_ENV = "MASTPIPE_MAST_URL"
@@ -32,13 +33,81 @@ def _names_in(names: Iterable[str]) -> dict[str, Any]:
     return {"propertyNames": {"enum": sorted(names)}}
 
 
+class Bounds(_Model):
+    """How many there must be: ``{min, max}``, either end may be left out (inclusive)."""
+
+    min: int | None = Field(None, ge=0, description="The fewest allowed (inclusive); none: no lower bound.")
+    max: int | None = Field(None, ge=0, description="The most allowed (inclusive); none: no upper bound.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bounds:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max}), so no run can pass")
+        return self
+
+    def broken_by(self, found: int) -> bool:
+        """Whether ``found`` lies outside the bounds."""
+        return (self.min is not None and found < self.min) or (self.max is not None and found > self.max)
+
+
+_ByteBound = Annotated[Union[int, str, None], WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}, {"type": "null"}]})]
+
+
+class ByteBounds(Bounds):
+    """Bounds on a number of bytes: ``{max: 2 TB}``; a number of bytes or a size with a unit
+    (B, KB, MB, GB, TB, PB = powers of 1000; KiB, MiB, GiB, TiB, PiB = powers of 1024)."""
+
+    min: _ByteBound = Field(None, description="Fewest bytes allowed, e.g. 1 GB.")  # type: ignore[assignment]
+    max: _ByteBound = Field(None, description="Most bytes allowed, e.g. 2 TB.")  # type: ignore[assignment]
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return None if value is None else parse_bytes(value)
+
+
+#: The default of every ``expect``: a search that matches nothing fails the run.
+_AT_LEAST_ONE = {"min": 1}
+
+
+class QueryExpect(_Model):
+    """What one named search must find, checked after the stage that counts it."""
+
+    observations: Bounds | None = Field(default_factory=lambda: Bounds(**_AT_LEAST_ONE), description=(
+        "Observations this search matches; default {min: 1}: a search that matches nothing (a typo, a "
+        "withdrawn program) stops the run. Write {min: 0} when an empty result is fine."))
+    products: Bounds | None = Field(None, description="Product-list rows of this search's observations.")
+    files: Bounds | None = Field(None, description="Products of this search's observations kept by filter.")
+    bytes: ByteBounds | None = Field(None, description="Bytes of those files, e.g. {max: 500 GB}.")
+
+
+class Expect(QueryExpect):
+    """What a run must find; checked after each stage, a failed expectation stops the run before
+    retrieve (exit 5) and is named in the report and the summary.
+
+    By default a run must find at least one observation and keep at least one file: an empty
+    result is a failure, not a silent success. Accept one with ``{min: 0}``.
+    """
+
+    observations: Bounds | None = Field(default_factory=lambda: Bounds(**_AT_LEAST_ONE), description=(
+        "Observations found by all searches together (after query); default {min: 1}."))
+    products: Bounds | None = Field(None, description="Product-list rows of those observations (after products).")
+    files: Bounds | None = Field(default_factory=lambda: Bounds(**_AT_LEAST_ONE), description=(
+        "Products kept by filter, i.e. the files retrieve handles (after filter); default {min: 1}: a "
+        "filter that keeps nothing stops the run."))
+    bytes: ByteBounds | None = Field(None, description=(
+        "Total size of those files (after filter), e.g. {max: 2 TB} to stop before filling a disk."))
+
+
 class Position(_Model):
     """Where on the sky: ``coordinates`` or an ``object`` name, and a ``radius`` with a unit."""
 
     coordinates: Union[str, list[float], None] = Field(
         None, description='ICRS position: "83.633 22.0145" (degrees), "05h34m31.9s +22d00m52s" or [ra, dec].')
     object: str | None = Field(
-        None, description="An object name resolved by MAST's name resolver, e.g. \"M1\". Needs real MAST.")
+        None, description=("An object name, e.g. \"M1\", resolved by MAST's name look-up (Mast.Name.Lookup) on the "
+                           "server mastpipe talks to, once: the answer is kept in the state directory."))
     radius: str = Field("0.2 deg", description='Search radius with a unit: "0.2 deg", "5 arcmin", "30 arcsec".')
 
     @field_validator("coordinates", mode="before")
@@ -109,6 +178,8 @@ class Query(_Model):
         "Mission searches only: the columns to keep in the query results (default: MAST's default "
         "set); the dataset column (fileSetName, sci_data_set_name) is always added."))
     position: Position | None = Field(None, description="Restrict the search to a cone on the sky.")
+    expect: QueryExpect = Field(default_factory=QueryExpect, description=(
+        "What this search must find (default: at least one observation)."))
 
     @field_validator("criteria", mode="before")
     @classmethod
@@ -177,6 +248,9 @@ class Mast(_Model):
         "(precedence: command line, environment, recipe, default)."))
     timeout: float = Field(600.0, gt=0, le=3600, description="Seconds to wait for one request before retrying it.")
     page_size: int = Field(50_000, ge=1, le=50_000, description="Rows per page of query results (MAST's maximum is 50000).")
+    row_cap: int = Field(50_000, ge=1, le=500_000, description=(
+        "Most rows MAST returns for one search, silently (50000). A search whose count is larger is split "
+        "on t_min before any table is fetched; a server that cuts lower is noticed and split further."))
     max_in_flight: int = Field(4, ge=1, le=16, description=(
         "Most requests to MAST's search API (queries and product lists) in flight at once. Keep it "
         "small: a parallel client once overloaded MAST and was withdrawn. Downloads have their own "
@@ -391,6 +465,9 @@ class Retrieve(_Model):
         "download mode: when a large file is fetched over several connections in ranged segments."))
     script: str | None = Field(None, description="curl mode: where to write the script (default <destination>/mastpipe-download.sh).")
     manifest: str | None = Field(None, description="Where to write the manifest (default <destination>/manifest.ecsv, plus .json).")
+    manifest_paths: Literal["relative", "absolute"] = Field("relative", description=(
+        "How the manifest names files: relative to the manifest's own directory (it stays right when the "
+        "directory is moved or restored elsewhere, e.g. from a CI cache), or absolute."))
 
     @field_validator("s3_endpoint")
     @classmethod
@@ -415,6 +492,10 @@ class State(_Model):
         "State directory (default .mastpipe/<name> beside the recipe); --state-dir overrides it."))
     query_max_age: str | None = Field(None, description=(
         "Re-run the query stage when its results are older than this, e.g. \"1d\" or \"12h\" (scheduled reruns)."))
+    ledger_journal: Literal["auto", "wal", "delete"] = Field("auto", description=(
+        "SQLite journal mode of the download ledger. auto: WAL where the filesystem supports it, else "
+        "delete (rollback journal), which is safe on NFS; wal; delete (choose it for a state directory on "
+        "NFS or another network filesystem, where WAL's shared memory is unsafe)."))
 
     @field_validator("query_max_age")
     @classmethod

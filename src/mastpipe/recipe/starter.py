@@ -406,6 +406,14 @@ def _render(coll: str, programs: list[str], instruments: list[str], filters: lis
         "# again once the query results are older than a day:",
         "# state:",
         "#   query_max_age: 1d",
+        "",
+        "# expect: what every run must find, checked after each stage. A run that breaks it stops",
+        "# before downloading anything, with exit code 5 and a line in its report, so a scheduled",
+        "# job goes red instead of quietly finding nothing (a typo, a withdrawn program).",
+        "expect:",
+        _line("  observations: {min: 1}", "the default: a search that matches nothing fails"),
+        _line("  files: {min: 1}", "the default: a filter that keeps nothing fails"),
+        _line("  bytes: {max: 1 TB}", "stop before filling a disk; raise it if you mean it"),
     ]
     return "\n".join(lines) + "\n"
 

@@ -106,6 +106,9 @@ class Catalog:
         self._files: dict[str, dict] = {}        # uri -> product row, for list families
         self._lazy: list[_Family] = []           # pattern families, searched by regex
         self._override: dict[str, tuple[int, int]] = {}  # uri -> (size, version) after touch()
+        self._listed: dict[str, int] = {}  # uri -> the version its product row (prvversion) shows
+        self._withdrawn: dict[str, set[str]] = {}  # obsid -> dataURIs MAST no longer lists
+        self._gone: set[str] = set()  # dataURIs withdrawn: no longer served
         self._next_obsid = 90_000_000
         self._build_jwst_1073()
         self._build_exclusive()
@@ -424,13 +427,23 @@ class Catalog:
 
     def product_count(self, obsid: str) -> int:
         """Number of product rows of ``obsid`` (0 if unknown) without generating them."""
-        return sum(f.count for f in self._plans.get(str(obsid).strip(), ()))
+        obsid = str(obsid).strip()
+        return sum(f.count for f in self._plans.get(obsid, ())) - len(self._withdrawn.get(obsid, ()))
 
     def iter_products(self, obsid: str, start: int = 0, stop: int | None = None) -> Iterator[dict]:
         """Yield product rows ``start:stop`` of ``obsid``, generated on demand."""
         obsid = str(obsid).strip()
+        withdrawn = self._withdrawn.get(obsid)
+        if withdrawn:  # the rows after a withdrawn one move up, as in a list MAST made anew
+            visible = [row for row in self._iter_raw(obsid) if row["dataURI"] not in withdrawn]
+            yield from visible[start:stop]
+            return
+        yield from self._iter_raw(obsid, start, stop)
+
+    def _iter_raw(self, obsid: str, start: int = 0, stop: int | None = None) -> Iterator[dict]:
+        obsid = str(obsid).strip()
         plan = self._plans.get(obsid, ())
-        stop = self.product_count(obsid) if stop is None else stop
+        stop = sum(f.count for f in plan) if stop is None else stop
         pos = 0
         for fam in list(plan):
             lo, hi = max(start - pos, 0), min(stop - pos, fam.count)
@@ -439,6 +452,8 @@ class Catalog:
                 over = self._override.get(row["dataURI"])
                 if over:
                     row["size"] = over[0]
+                if self._listed.get(row["dataURI"]):
+                    row["prvversion"] = f"{row.get('prvversion') or '1.0'}+r{self._listed[row['dataURI']]}"
                 row["parent_obsid"] = obsid
                 yield row
             pos += fam.count
@@ -460,6 +475,8 @@ class Catalog:
 
     def file_info(self, uri: str) -> "FileInfo | None":
         """Size, version, rights and location of ``uri``, or None if the catalogue lacks it."""
+        if uri in self._gone:
+            return None
         row = self._row_for(uri)
         if row is None:
             return None
@@ -566,9 +583,66 @@ class Catalog:
             self._override.pop(row["dataURI"], None)
         return dict(row, parent_obsid=obsid)
 
+    # ================================================================== names
+    #: Other names of the catalogue's targets (canonical name, as MAST's look-up spells it).
+    _ALIASES = {"m1": "CRAB", "crab nebula": "CRAB", "ngc 1952": "CRAB", "47 tuc": "NGC-104", "ngc 104": "NGC-104",
+                "47 tucanae": "NGC-104", "andromeda": "M31", "messier 31": "M31", "ngc 224": "M31",
+                "smacs 0723": "SMACS0723", "smacs j0723.3-7327": "SMACS0723"}
+
+    def resolve(self, name: str) -> "dict[str, object] | None":
+        """What ``Mast.Name.Lookup`` answers for ``name``: the catalogue's targets by their
+        ``target_name`` (spaces, hyphens and case ignored), a few common aliases (``M1``,
+        ``47 Tuc`` ...) and ``TIC <id>`` for TESS targets; None for any other name."""
+        def key(text: str) -> str:
+            return re.sub(r"[\s_-]+", "", text).casefold()
+
+        wanted = str(name).strip()
+        canonical = self._ALIASES.get(re.sub(r"\s+", " ", wanted).casefold())
+        if canonical is None and wanted.casefold().startswith("tic "):
+            canonical = wanted[4:].strip()
+        target = key(canonical or wanted)
+        with self._lock:
+            rows = [r for r in self._obs.values() if key(str(r.get("target_name") or "")) == target]
+        if not rows:
+            return None
+        ra = sum(r["s_ra"] for r in rows) / len(rows)
+        dec = sum(r["s_dec"] for r in rows) / len(rows)
+        return {"searchString": wanted.casefold(), "canonicalName": canonical or rows[0]["target_name"],
+                "resolver": "SANDBOX", "ra": ra, "decl": dec, "radius": 0.0, "objectType": "",
+                "cached": False, "resolverTime": 1}
+
     def touch(self, uri: str) -> FileInfo:
-        """Change ``uri``'s content: new version, size + 2880, new ETag and Last-Modified."""
+        """MAST reprocesses ``uri``: new content, size + 2880, new ETag and Last-Modified, and a
+        new ``prvversion`` in its product rows."""
+        return self.reprocess(uri, same_size=False)
+
+    def reprocess(self, uri: str, *, same_size: bool = True, silent: bool = False) -> FileInfo:
+        """MAST reprocesses ``uri`` under the same name: new content, new ETag and Last-Modified.
+
+        Parameters
+        ----------
+        same_size : bool
+            Keep the size (the case a size check cannot see); otherwise it grows by 2880 bytes.
+        silent : bool
+            Leave the product rows as they were (same ``prvversion``): only the server's
+            validators tell, which is what ``mastpipe run --revalidate`` asks.
+        """
         with self._lock:
             info = self._info(uri)
-            self._override[uri] = (info.size + FITS_BLOCK, info.version + 1)
+            self._override[uri] = (info.size if same_size else info.size + FITS_BLOCK, info.version + 1)
+            if not silent:
+                self._listed[uri] = info.version + 1
             return self._info(uri)
+
+    def withdraw_product(self, uri: str) -> None:
+        """MAST stops listing ``uri`` (in every observation) and serves it no more (404)."""
+        with self._lock:
+            for obsid in self._plans:
+                if any(row["dataURI"] == uri for row in self._iter_raw(obsid)):
+                    self._withdrawn.setdefault(obsid, set()).add(uri)
+            self._gone.add(uri)
+
+    def withdraw_observation(self, obsid: str) -> None:
+        """MAST no longer finds observation ``obsid`` (its products stay downloadable)."""
+        with self._lock:
+            self._obs.pop(str(obsid), None)

@@ -55,6 +55,10 @@ class Record:
     bytes_sent: int = 0
     time: float = 0.0
     uris: list[str] = field(default_factory=list)
+    #: For ``invoke``: the ``columns`` asked for (``*``, ``COUNT_BIG(*)``, a list) and the data
+    #: rows answered (what a client may throw away).
+    columns: str | None = None
+    rows: int = 0
 
 
 class RequestLog:

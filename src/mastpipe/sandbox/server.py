@@ -28,7 +28,7 @@ import time
 from email.utils import formatdate
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import parse_qs, urlsplit
 
 from mastpipe.sandbox import columns, missions
@@ -167,6 +167,7 @@ class Handler(BaseHTTPRequestHandler):
         self._sent = 0
         self._committed: Record | None = None
         self._presented = False
+        self._rows = 0
         self._rec = dict(method=self.command, path=path, endpoint="unknown", service=None,
                          obsids=[], uri=None, range=self.headers.get("Range"),
                          if_range=self.headers.get("If-Range"))
@@ -219,7 +220,7 @@ class Handler(BaseHTTPRequestHandler):
                 sb.log.persist(final)
 
     def _record(self, bytes_sent: int) -> Record:
-        return Record(**self._rec, has_token=self._presented, status=self._status,
+        return Record(**self._rec, has_token=self._presented, status=self._status, rows=self._rows,
                       bytes_sent=bytes_sent, time=self._t0)
 
     def _commit(self, bytes_sent: int) -> None:
@@ -475,6 +476,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         service = str(req.get("service", ""))
         self._rec["service"] = service
+        self._rec["columns"] = str((req.get("params") or {}).get("columns")) if isinstance(req.get("params"), dict) else None
         params = req.get("params") or {}
         svc = service.lower()
         is_products = svc == "mast.caom.products"
@@ -516,6 +518,8 @@ class Handler(BaseHTTPRequestHandler):
                                        obsids, ep)
         except QueryError as exc:
             result = {"status": "ERROR", "msg": str(exc)}
+        if isinstance(result.get("data"), list):
+            self._rows = len(result["data"])
         body = json.dumps(result).encode()
         self._send_body(ep, key, attempt, 200, [("Content-Type", "application/json")],
                         len(body), [body])
@@ -556,6 +560,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._envelope(columns.PRODUCT_FIELDS, rows, page, pagesize, total)
         if svc == "mast.caom.all":
             return self._missions(cat)
+        if svc == "mast.name.lookup":
+            # MAST's own name resolver, as the API answers it: no fields/data envelope
+            found = cat.resolve(str(params.get("input", "")))
+            return {"resolvedCoordinate": [found] if found else [], "status": ""}
         if svc in ("mast.caom.filtered", "mast.caom.filtered.position", "mast.caom.cone"):
             if svc == "mast.caom.cone":
                 try:
@@ -582,10 +590,16 @@ class Handler(BaseHTTPRequestHandler):
                 matched.append(row)
             if position:
                 matched.sort(key=lambda r: r["distance"])
-            if str(params.get("columns", "*")).strip().upper().startswith("COUNT_BIG"):
+            wanted = str(params.get("columns", "*")).strip()
+            if wanted.upper().startswith("COUNT_BIG"):
                 # The count is the truth: the row cap does not apply to it.
                 return self._envelope([("Column1", "string")], [{"Column1": len(matched)}],
                                       1, pagesize, 1)
+            if wanted != "*":
+                aggregates = _aggregates(wanted, fields, matched)
+                if aggregates is not None:
+                    return aggregates
+                fields = _select(wanted, fields)
             matched = matched[:cap]
             return self._envelope(fields, matched[lo:hi], page, pagesize, len(matched))
         raise QueryError(f"Unknown service: {svc}")
@@ -752,3 +766,40 @@ class Handler(BaseHTTPRequestHandler):
         script = bundle_script(base, entries, bundle_name()).encode()
         # No Accept-Ranges here: astroquery would try to resume onto an older script.
         self._send_body(ep, key, attempt, 200, [("Content-Type", "text/x-sh")], len(script), [script])
+
+
+_AGGREGATE = re.compile(r"^(MIN|MAX)\(\s*(\w+)\s*\)$", re.IGNORECASE)
+
+
+def _select(wanted: str, fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The fields named by a ``columns`` list (``"obs_id, t_min"``), as MAST's SQL select."""
+    known = {name.lower(): (name, kind) for name, kind in fields}
+    chosen = []
+    for part in (p.strip() for p in wanted.split(",")):
+        if part.lower() not in known:
+            raise QueryError(f"Invalid column name: {part}")
+        chosen.append(known[part.lower()])
+    return chosen
+
+
+def _aggregates(wanted: str, fields: list[tuple[str, str]], matched: list[dict[str, Any]]) -> "dict[str, Any] | None":
+    """``MIN(col),MAX(col)`` over the rows matched (uncapped, as SQL computes it), one row of
+    ``Column1``, ``Column2``...; None when ``wanted`` holds no aggregate."""
+    parts = [p.strip() for p in wanted.split(",")]
+    found = [_AGGREGATE.match(p) for p in parts]
+    if not any(found):
+        return None
+    matches = [m for m in found if m is not None]
+    if len(matches) != len(found):
+        raise QueryError(f"Column list mixes aggregates and columns: {wanted}")
+    known = {name.lower(): name for name, _ in fields}
+    row: dict[str, Any] = {}
+    out_fields: list[tuple[str, str]] = []
+    for i, match in enumerate(matches, 1):
+        func, column = match.group(1).upper(), known.get(match.group(2).lower())
+        if column is None:
+            raise QueryError(f"Invalid column name: {match.group(2)}")
+        values = [r.get(column) for r in matched if isinstance(r.get(column), (int, float))]
+        row[f"Column{i}"] = (min(values) if func == "MIN" else max(values)) if values else None
+        out_fields.append((f"Column{i}", "float"))
+    return Handler._envelope(out_fields, [row], 1, 1, 1)

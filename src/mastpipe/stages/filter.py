@@ -9,9 +9,12 @@ Semantics, rule by rule (every rule given must hold; within a list, any value):
 * ``endswith``: the file name ends with any of the suffixes.
 * ``exclude``: the file name contains none of the substrings.
 * ``mrp_only``: productGroupDescription is "Minimum Recommended Products".
-* ``columns``: per column, the value equals any of the plain values given (text is compared
-  exactly, numbers numerically) and none of the ``!``-prefixed ones; ``{min, max}`` keeps
-  numbers inside the inclusive range. This is astroquery's ``filter_products`` semantics.
+* ``columns``: per column, the value equals any of the plain values given and none of the
+  ``!``-prefixed ones (text is compared exactly, case-sensitive). On numeric columns (size,
+  calib_level) a value may also be a comparison (``">=1000"``, ``"<20000"``, ``>``, ``<=``) or an
+  inclusive range (``"100..1000"``), again ``!`` to exclude, and ``{min, max}`` keeps numbers
+  inside the inclusive range. This is astroquery 0.4.11's ``filter_products``, exactly: the
+  values of a list that are not negated are OR-ed, the negated ones AND-ed with them.
 """
 
 from __future__ import annotations
@@ -128,14 +131,41 @@ def _column_mask(table: Table, name: str, match: Any, rows: np.ndarray | None = 
     plain = [v for v in wanted if not (isinstance(v, str) and v.startswith("!"))]
     negated = [v[1:] for v in wanted if isinstance(v, str) and v.startswith("!")]
     if numeric:
-        as_number = lambda v: float(v) if not isinstance(v, bool) else float(v)  # noqa: E731
-        values = column.astype(float)
-        keep = np.isin(values, [as_number(v) for v in plain]) if plain else np.ones(len(column), dtype=bool)
-        return keep & ~np.isin(values, [as_number(v) for v in negated]) if negated else keep
+        return _numeric_mask(name, column, wanted)
     values = _text_column(table, name)
     encode = lambda v: _like(values, str(v))  # noqa: E731
     keep = np.isin(values, [encode(v) for v in plain]) if plain else np.ones(len(column), dtype=bool)
     return keep & ~np.isin(values, [encode(v) for v in negated]) if negated else keep
+
+
+def _numeric_mask(name: str, column: np.ndarray, wanted: list[Any]) -> np.ndarray:
+    """astroquery's numeric ``filter_products`` rule: positives OR-ed, negations AND-ed."""
+    from mastpipe.recipe.fields import NUMERIC_SYNTAX, numeric_condition
+
+    keep_any = np.zeros(len(column), dtype=bool)
+    keep_all = np.ones(len(column), dtype=bool)
+    positives = False
+    for value in wanted:
+        try:
+            negated, op, low, high = numeric_condition(value)
+        except ValueError:  # validate refuses these; a hand-built Filter may not have been validated
+            raise MastpipeError(f"filter.columns.{name}: {value!r} is not a numeric filter",
+                                hint=f"write {NUMERIC_SYNTAX}") from None
+        hit = _compare(column, op, low, high)
+        if negated:
+            keep_all &= ~hit
+        else:
+            keep_any |= hit
+            positives = True
+    return (keep_any if positives else np.ones(len(column), dtype=bool)) & keep_all
+
+
+def _compare(column: np.ndarray, op: str, low: float, high: float) -> np.ndarray:
+    if op == "..":
+        return (column >= low) & (column <= high)
+    compare = {"==": np.equal, ">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less}[op]
+    hit: np.ndarray = compare(column, low)
+    return hit
 
 
 def filter_products(table: Table, rules: Filter) -> Table:

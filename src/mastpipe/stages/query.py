@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mastpipe.errors import TruncatedResultError
+from mastpipe.errors import NameNotFoundError, TruncatedResultError
 from mastpipe.recipe.models import Query, Range
 
 if TYPE_CHECKING:
@@ -15,7 +17,8 @@ if TYPE_CHECKING:
 
     from mastpipe.archive import Archive
 
-__all__ = ["MIN_SPLIT_DAYS", "astroquery_criteria", "fetch_complete", "run", "unite"]
+__all__ = ["MIN_SPLIT_DAYS", "NameCache", "astroquery_criteria", "fetch_complete", "position_of", "resolve_name", "run",
+           "unite"]
 
 log = logging.getLogger(__name__)
 
@@ -53,46 +56,150 @@ def _wild(value: Any) -> bool:
     return isinstance(value, str) and ("*" in value or "%" in value)
 
 
-def _position(query: Query) -> Any:
+class NameCache:
+    """Object names already resolved, kept in the state directory (``names.json``) so a rerun
+    does not ask again: a name's position does not change between nightly runs."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._names: dict[str, dict[str, Any]] = {}
+        if path is not None and path.is_file():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+                self._names = {str(k): v for k, v in loaded.items() if isinstance(v, dict)}
+            except (OSError, ValueError, AttributeError):
+                log.warning("ignoring unreadable name cache %s; names are looked up again", path)
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self._names.get(name.strip().casefold())
+
+    def put(self, name: str, found: dict[str, Any]) -> None:
+        self._names[name.strip().casefold()] = found
+        if self.path is not None:
+            from mastpipe.atomic import atomic_write_bytes
+
+            atomic_write_bytes(self.path, json.dumps(self._names, indent=1, sort_keys=True).encode())
+
+
+def resolve_name(name: str, archive: Archive, names: NameCache | None = None) -> tuple[float, float]:
+    """(ra, dec) of an object name, from the cache or MAST's ``Mast.Name.Lookup``."""
+    found = names.get(name) if names is not None else None
+    if found is None:
+        found = archive.resolve(name)
+        if found is None:
+            raise NameNotFoundError(
+                f"position.object {name!r}: MAST's name look-up at {archive.url} answered and does not know this name",
+                hint="check the spelling, try another name for the target (a catalogue id such as NGC 1952), "
+                     "or give position.coordinates instead")
+        log.info("resolved %r to %.6f %+.6f (%s)", name, found["ra"], found["dec"],
+                 found.get("canonical_name") or name)
+        if names is not None:
+            names.put(name, found)
+    return float(found["ra"]), float(found["dec"])
+
+
+def position_of(query: Query, archive: Archive, names: NameCache | None = None) -> tuple[float, float, float] | None:
+    """``(ra, dec, radius)`` in degrees of a search's cone, names resolved; None without one."""
     if query.position is None:
         return None
     if query.position.object is not None:
-        return (query.position.object, query.position.radius_deg)
+        ra, dec = resolve_name(query.position.object, archive, names)
+        return (ra, dec, query.position.radius_deg)
     ra, dec = query.position.ra_dec  # type: ignore[misc]
     return (ra, dec, query.position.radius_deg)
 
 
-def fetch_complete(archive: Archive, criteria: dict[str, Any], position: Any, what: str) -> Table:
-    """One search's full result: when MAST returns fewer rows than it counts, split on t_min.
+def fetch_complete(archive: Archive, criteria: dict[str, Any], position: Any, what: str,
+                   cap: int = 50_000, in_flight: int = 4) -> Table:
+    """One search's full result, never silently cut, found cheaply.
 
-    MAST cuts results at 50,000 rows without saying so; comparing with the (uncapped) count
-    request is the only way to notice. A cut search is bisected on ``t_min`` until each part is
-    complete; one that cannot be split further fails loudly rather than returning a cut table.
+    MAST cuts results at ``cap`` rows without saying so; its count request is uncapped. So the
+    count comes first: a search that fits is fetched once. One that does not is split on
+    ``t_min`` over the real time range of its observations (asked of MAST), into intervals
+    counted (cheap, in parallel) and split again until each fits; only then are tables fetched,
+    so no table is fetched to be thrown away (unless the server cuts below ``cap``: then that
+    one table teaches the real cap). A search that cannot be split further fails loudly.
     """
-    from astropy.table import vstack
-
-    table = archive.query(criteria, position)
     expected = archive.count(criteria, position)
-    if len(table) >= expected:
-        return table
-    log.warning("%s: MAST returned %d of %d rows; splitting the search on t_min", what, len(table), expected)
-    low, high = criteria.get("t_min", list(_MJD_SPAN))
-    low, high = max(low, _MJD_SPAN[0]), min(high, _MJD_SPAN[1])
-    if high - low < MIN_SPLIT_DAYS:
-        raise TruncatedResultError(
-            f"{what}: MAST returned {len(table)} of {expected} rows and the search cannot be split further",
-            hint="narrow the query (e.g. by proposal_id or instrument_name) so each search has fewer rows")
-    middle = (low + high) / 2
-    parts = [fetch_complete(archive, {**criteria, "t_min": [low, middle]}, position, what),
-             fetch_complete(archive, {**criteria, "t_min": [np.nextafter(middle, high), high]}, position, what)]
+    if expected == 0:
+        return _empty()
+    if expected <= cap:
+        table = archive.query(criteria, position)
+        if len(table) >= expected:
+            return table
+        log.warning("%s: MAST returned %d of %d rows: it cuts results below %d rows; splitting the search on "
+                    "t_min", what, len(table), expected, cap)
+        cap = max(len(table), 1)
+    else:
+        log.info("%s: %d observations, more than MAST returns at once (%d): splitting the search on t_min",
+                 what, expected, cap)
+    low, high = _span(archive, criteria, position)
+    parts = _split(archive, criteria, position, what, [(low, high, expected)], cap, in_flight)
     found = sum(len(p) for p in parts)
     if found < expected:
-        # observations without a t_min (or outside MJD 0..100000) fall in no part of the split
+        # observations without a t_min (or outside the range) fall in no part of the split
         raise TruncatedResultError(
-            f"{what}: MAST returned {len(table)} of {expected} rows, and splitting the search on t_min "
-            f"found only {found} (the others have no t_min to split on)",
+            f"{what}: MAST counts {expected} rows, and splitting the search on t_min found only {found} "
+            f"(the others have no t_min to split on)",
             hint="narrow the query (e.g. by proposal_id or instrument_name) so each search has fewer rows")
-    return vstack([p for p in parts if len(p)], metadata_conflicts="silent") if found else table[:0]
+    from astropy.table import vstack
+
+    return vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
+
+
+def _span(archive: Archive, criteria: dict[str, Any], position: Any) -> tuple[float, float]:
+    """The t_min interval to split: the real one MAST reports, within what the criteria ask."""
+    low, high = criteria.get("t_min", list(_MJD_SPAN))
+    real = archive.time_range(criteria, position)
+    if real is not None:
+        low, high = max(low, real[0]), min(high, real[1])
+    else:
+        low, high = max(low, _MJD_SPAN[0]), min(high, _MJD_SPAN[1])
+    return low, max(low, high)
+
+
+def _pieces(low: float, high: float, count: int, cap: int) -> list[tuple[float, float]]:
+    """``[low, high]`` cut into equal, disjoint, inclusive intervals, enough for ``count`` rows
+    to fit ``cap`` per interval if they were spread evenly (with room to spare)."""
+    n = int(min(64, max(2, -(-count * 4 // (cap * 3)))))
+    edges = [low + (high - low) * i / n for i in range(n + 1)]
+    return [(edges[i] if i == 0 else float(np.nextafter(edges[i], high)), edges[i + 1] if i < n - 1 else high)
+            for i in range(n)]
+
+
+def _split(archive: Archive, criteria: dict[str, Any], position: Any, what: str,
+           todo: list[tuple[float, float, int]], cap: int, in_flight: int) -> list[Table]:
+    """Tables of every interval in ``todo`` (``(low, high, count)``), split until each fits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def narrowed(low: float, high: float) -> dict[str, Any]:
+        return {**criteria, "t_min": [low, high]}
+
+    tables: list[Table] = []
+    with ThreadPoolExecutor(max(1, in_flight), thread_name_prefix="mastpipe-split") as pool:
+        while todo:
+            fits = [(low, high, n) for low, high, n in todo if n <= cap]
+            big = [(low, high, n) for low, high, n in todo if n > cap]
+            todo = []
+            for low, high, n in big:
+                if high - low < MIN_SPLIT_DAYS:
+                    raise TruncatedResultError(
+                        f"{what}: {n} observations start within {MIN_SPLIT_DAYS * 86400:g} s of MJD {low:.6f} and "
+                        f"MAST returns {cap} of {n} for one search: the search cannot be split further",
+                        hint="narrow the query (e.g. by proposal_id or instrument_name) so each search has fewer rows")
+            pieces = [piece for low, high, n in big for piece in _pieces(low, high, n, cap)]
+            counts = list(pool.map(lambda p: archive.count(narrowed(*p), position), pieces))
+            todo += [(low, high, n) for (low, high), n in zip(pieces, counts) if n > 0]
+            fetched = list(pool.map(lambda f: archive.query(narrowed(f[0], f[1]), position), fits))
+            for (low, high, n), table in zip(fits, fetched):
+                if len(table) >= n:
+                    tables.append(table)
+                else:  # the server cuts lower than thought: learn it, split this one too
+                    log.warning("%s: MAST returned %d of %d rows for t_min %.6f..%.6f; splitting further",
+                                what, len(table), n, low, high)
+                    cap = max(len(table), 1)
+                    todo.append((low, high, n))
+    return [t for t in tables if len(t)]
 
 
 def unite(results: dict[str, Table]) -> Table:
@@ -129,7 +236,7 @@ def unite(results: dict[str, Table]) -> Table:
 MISSION_PAGE = 5_000
 
 
-def fetch_mission(archive: Archive, query: Query, what: str) -> Table:
+def fetch_mission(archive: Archive, query: Query, what: str, names: NameCache | None = None) -> Table:
     """A mission search's full result, paged with ``limit``/``offset`` until MAST's
     ``totalResults`` are in hand; a server that stops serving rows before then (or serves the
     same ones again) fails loudly rather than passing a cut table off as complete."""
@@ -137,7 +244,7 @@ def fetch_mission(archive: Archive, query: Query, what: str) -> Table:
 
     assert query.mission is not None
     limit = min(archive.page_size, MISSION_PAGE)
-    position = _position(query)
+    position = position_of(query, archive, names)
     parts: list[Table] = []
     seen: set[str] = set()
     offset, total = 0, 0
@@ -162,17 +269,19 @@ def fetch_mission(archive: Archive, query: Query, what: str) -> Table:
     return vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
 
 
-def run(queries: dict[str, Query], archive: Archive) -> Table:
+def run(queries: dict[str, Query], archive: Archive, names: NameCache | None = None, cap: int = 50_000,
+        in_flight: int = 4) -> Table:
     """Run every named query against MAST and unite the results."""
     from astropy.table import vstack
 
     results = {}
     for name, query in queries.items():
         if query.mission is not None:
-            results[name] = fetch_mission(archive, query, f"query {name!r}")
+            results[name] = fetch_mission(archive, query, f"query {name!r}", names)
             log.info("query %r: %d %s datasets", name, len(results[name]), query.mission)
             continue
-        parts = [fetch_complete(archive, criteria, _position(query), f"query {name!r}")
+        position = position_of(query, archive, names)
+        parts = [fetch_complete(archive, criteria, position, f"query {name!r}", cap, in_flight)
                  for criteria in astroquery_criteria(query.criteria or {})]
         parts = [p for p in parts if len(p)]
         results[name] = vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else (parts[0] if parts else _empty())

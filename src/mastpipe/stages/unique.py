@@ -94,7 +94,13 @@ def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def unique_products(products: Table, key: str) -> tuple[Table, list[str]]:
-    """Deduplicate ``products`` on ``key``.
+    """Deduplicate ``products`` on ``key``: :func:`unique_rows` without the rows."""
+    table, warnings, _ = unique_rows(products, key)
+    return table, warnings
+
+
+def unique_rows(products: Table, key: str) -> tuple[Table, list[str], np.ndarray]:
+    """Deduplicate ``products`` on ``key``; also say which rows of ``products`` are kept.
 
     Returns
     -------
@@ -105,6 +111,8 @@ def unique_products(products: Table, key: str) -> tuple[Table, list[str]]:
     warnings : list of str
         One message per key that maps to several different ``dataURI`` values (when
         deduplicating on ``productFilename``): those are different files with one name.
+    rows : ndarray
+        The rows of ``products`` the table holds, in its order (what a checkpoint of it stores).
     """
     owner_column = "parent_obsid" if "parent_obsid" in products.colnames else "obsID"
     has_owner = owner_column in products.colnames
@@ -113,7 +121,7 @@ def unique_products(products: Table, key: str) -> tuple[Table, list[str]]:
         if has_owner:
             result["n_shared"] = np.zeros(0, dtype=np.int64)
             result["shared_by"] = np.zeros(0, dtype="S1")
-        return result, []
+        return result, [], np.zeros(0, dtype=np.intp)
     keys = np.asarray(products[key])
     order, starts, group = _groups(keys)
     counts = np.diff(np.append(starts, len(order)))
@@ -169,4 +177,4 @@ def unique_products(products: Table, key: str) -> tuple[Table, list[str]]:
         log.warning("unique: %s", message)
     if len(warnings) > 20:
         log.warning("unique: %d more products with conflicting dataURIs", len(warnings) - 20)
-    return result, warnings
+    return result, warnings, kept_rows

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import http.cookiejar
 import threading
-from typing import Protocol
+import logging
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -18,6 +19,8 @@ import requests
 from mastpipe.auth import redact, require_cookie_safe
 from mastpipe.stages.retrieve.settings import DownloadSettings
 from mastpipe.tls import request_options
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MAX_REDIRECTS", "Http", "RedirectRefused", "host_key"]
 
@@ -95,6 +98,9 @@ class Http:
         requests.RequestException
             As ``requests`` raises it.
         """
+        return self._send("GET", url, headers, counters)
+
+    def _send(self, method: str, url: str, headers: dict[str, str], counters: _CountsRequests) -> requests.Response:
         session = self._session()
         send_token = self._token is not None and host_key(url) in self.token_hosts
         first = send_token  # the token was for this download: a redirect may take it away
@@ -104,9 +110,9 @@ class Http:
                 request_headers["Cookie"] = f"mast_token={self._token}"
             counters.requests += 1
             counters.token_withheld = first and not send_token
-            response = session.get(url, headers=request_headers, stream=True,
-                                   timeout=(self.timeout, self.timeout), allow_redirects=False,
-                                   **self.tls)
+            response = session.request(method, url, headers=request_headers, stream=True,
+                                       timeout=(self.timeout, self.timeout), allow_redirects=False,
+                                       **self.tls)
             location = response.headers.get("Location")
             if response.status_code not in _REDIRECTS or not location:
                 return response
@@ -120,6 +126,32 @@ class Http:
                 raise RedirectRefused(f"redirected to an unsupported URL scheme: {target}")
             url = target
         raise RedirectRefused(f"more than {MAX_REDIRECTS} redirects")
+
+    def changed_since(self, url: str, row: Any) -> str | None:
+        """Ask the server (one HEAD, redirects followed the way :meth:`get` follows them) whether
+        the file a ledger ``row`` records changed: what changed, or None when it did not, or
+        when the server cannot tell (no validator, an error: the file is kept, not refetched)."""
+        class _Count:
+            requests = 0
+            token_withheld = False
+
+        try:
+            response = self._send("HEAD", url, {}, _Count())
+            response.close()
+        except (requests.RequestException, RedirectRefused) as exc:
+            log.warning("--revalidate: could not ask about %s (%s); keeping the file", url, self.clean(str(exc)))
+            return None
+        if response.status_code != 200:
+            return None
+        headers = response.headers
+        etag, modified, length = headers.get("ETag"), headers.get("Last-Modified"), headers.get("Content-Length")
+        if row.etag and etag and etag != row.etag:
+            return f"ETag {row.etag} -> {etag}"
+        if row.last_modified and modified and modified != row.last_modified:
+            return f"Last-Modified {row.last_modified} -> {modified}"
+        if row.size is not None and length and length.isdigit() and int(length) != row.size:
+            return f"length {row.size} -> {length}"
+        return None
 
     def close(self) -> None:
         """Close every thread's session (and its connections) once a run is over."""

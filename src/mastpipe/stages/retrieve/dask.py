@@ -179,9 +179,9 @@ class _LedgerCalls:
     def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
                   etag: str | None = None, last_modified: str | None = None,
                   checksum: str | None = None, stat: os.stat_result | None = None,
-                  source: str | None = None) -> None:
+                  source: str | None = None, version: str | None = None) -> None:
         self.calls.append(("mark_done", (key, str(dest), size, sha256, attempts, etag,
-                                         last_modified, checksum, stat, source)))
+                                         last_modified, checksum, stat, source, version)))
 
     def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:
         self.calls.append(("mark_failed", (key, str(dest), error, attempts)))
@@ -362,6 +362,11 @@ class DaskTransfer:
             finally:
                 close()
         return [done[task.key] for task in tasks]
+
+    @property
+    def reprocessed(self) -> dict[str, str]:
+        """Files the driver's plan found reprocessed (see :attr:`Transfer.reprocessed`)."""
+        return self._planner.reprocessed
 
     # -- cluster --------------------------------------------------------------------------------
 

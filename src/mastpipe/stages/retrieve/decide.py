@@ -117,6 +117,9 @@ class LocalState:
     part_meta: PartMeta | None = None
     verify: bool = False
     overwrite: str = "changed"
+    #: Why the file recorded as done is no longer the product MAST lists (a new version, or a
+    #: server validator that changed under ``--revalidate``), or None.
+    reprocessed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
             local.ledger_status == DONE
             and local.ledger_size == local.final_size
             and (expected is None or expected == local.final_size)
+            and local.reprocessed is None
         ):
             if local.final_changed and not local.verify:
                 return Action(ActionKind.VERIFY_DONE, reason="recorded as done, but modified or replaced "
@@ -170,12 +174,19 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
             return Action(kind, reason="recorded as done and size on disk matches")
         # not written by mastpipe, or rewritten since: overwrite decides whether it may go
         foreign = local.ledger_status != DONE or local.final_changed
-        if foreign and local.overwrite != "always" and expected is not None and local.final_size == expected:
+        if local.reprocessed is not None and local.overwrite == "never":
+            return Action(ActionKind.KEEP_FOREIGN, reason=f"{local.reprocessed}, and overwrite is 'never': "
+                                                          "the old version is kept")
+        if (foreign and local.overwrite != "always" and expected is not None and local.final_size == expected
+                and local.reprocessed is None):  # the same size is not the same version
             return Action(ActionKind.ADOPT, reason="complete file already present, not in the ledger")
         if foreign and local.overwrite == "never":
             return Action(ActionKind.KEEP_FOREIGN, reason=f"a different file ({local.final_size} bytes, expected "
                                                     f"{expected}) is already there and overwrite is 'never'")
     if local.part_size is None:
+        if local.final_size is not None and local.reprocessed is not None:
+            return Action(ActionKind.FETCH, reason=f"{local.reprocessed}: fetching the new version (the old file "
+                                             "stays until the new one is verified)")
         if local.final_size is not None:
             return Action(ActionKind.FETCH, reason=f"file on disk has {local.final_size} bytes, "
                                              f"expected {expected}: replacing it")

@@ -108,6 +108,8 @@ class Transfer:
         self._dirs = Dirs()
         self._fetcher = FileFetcher(self.settings, self._http, ledger, self._emit, self._cancel,
                                     sleep or self._cancel.wait, self._dirs)
+        #: Files :meth:`plan` found reprocessed since they were fetched: key -> why.
+        self.reprocessed: dict[str, str] = {}
 
     @property
     def workers(self) -> int:
@@ -223,10 +225,20 @@ class Transfer:
         done: dict[str, FileResult] = {}
         pending: list[tuple[FileTask, LedgerRow | None, LocalState]] = []
         to_fetch = 0
+        self.reprocessed = {}
+        decided = []
         for task in unique.values():
             row = rows.get(task.key)
             local = self._fetcher.local_state(task, row)
-            action = decide(local, RemoteFacts(task.size))
+            decided.append((task, row, local, decide(local, RemoteFacts(task.size))))
+        self._versions_learnt(decided)
+        if self.settings.revalidate:
+            decided = self._revalidated(decided)
+        for task, row, local, action in decided:
+            if local.reprocessed is not None or (row is not None and row.status == DONE and task.size is not None
+                                                 and row.size is not None and row.size != task.size):
+                self.reprocessed[task.key] = (local.reprocessed
+                                              or f"MAST reprocessed it (size {row.size} -> {task.size})")  # type: ignore[union-attr]
             if action.kind is ActionKind.SKIP_DONE:
                 done[task.key] = FileResult(task.key, task.dest, "skipped",
                                             size=local.final_size, sha256=row.sha256 if row else None,
@@ -246,6 +258,40 @@ class Transfer:
         for result in done.values():
             self._emit(Event("skipped", result.key, total=result.size))
         return Plan(list(unique.values()), done, pending, to_fetch, self._fetcher.budget.left)
+
+    def _versions_learnt(self, decided: list[tuple[FileTask, LedgerRow | None, LocalState, Action]]) -> None:
+        """Record the product-list version of files done before the ledger kept versions, so a
+        later reprocessing is noticed (a file that was skipped is the version listed now)."""
+        if self.ledger is None:
+            return
+        learnt = {task.key: task.version for task, row, _, action in decided
+                  if action.kind is ActionKind.SKIP_DONE and row is not None and row.version is None and task.version}
+        self.ledger.set_versions(learnt)
+
+    def _revalidated(self, decided: list[tuple[FileTask, LedgerRow | None, LocalState, Action]]
+                     ) -> list[tuple[FileTask, LedgerRow | None, LocalState, Action]]:
+        """``--revalidate``: HEAD every file about to be skipped (``in_flight`` at a time); one
+        whose ETag, Last-Modified or length changed since it was fetched is fetched again."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        skipped = [(i, task, row) for i, (task, row, _, action) in enumerate(decided)
+                   if action.kind is ActionKind.SKIP_DONE and row is not None]
+        if not skipped:
+            return decided
+
+        def changed(item: tuple[int, FileTask, LedgerRow]) -> str | None:
+            _, task, row = item
+            return self._fetcher.http.changed_since(task.url, row)
+
+        with ThreadPoolExecutor(self.settings.in_flight, thread_name_prefix="mastpipe-revalidate") as pool:
+            answers = list(pool.map(changed, skipped))
+        decided = list(decided)
+        for (i, task, row), why in zip(skipped, answers):
+            if why is not None:
+                local = dataclasses.replace(decided[i][2], reprocessed=f"the server's copy changed ({why})")
+                decided[i] = (task, row, local, decide(local, RemoteFacts(task.size)))
+        log.info("revalidated %d file(s) with the server: %d changed", len(skipped), sum(a is not None for a in answers))
+        return decided
 
     def decisions(self, tasks: Iterable[FileTask],
                   rows: dict[str, LedgerRow] | None = None) -> list[tuple[FileTask, LedgerRow | None, Action]]:
@@ -357,7 +403,7 @@ class Transfer:
                 continue
             fsync_dir(dest.parent)
             self.ledger.mark_done(task.key, dest, row.size or 0, row.sha256 or "", 0, row.etag, row.last_modified,
-                                  row.checksum, stat_of(dest), source=row.source)
+                                  row.checksum, stat_of(dest), source=row.source, version=row.version)
             rows[task.key] = dataclasses.replace(row, dest=os.fspath(dest))
             moved += 1
         return moved

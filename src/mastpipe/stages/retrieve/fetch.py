@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -165,7 +165,7 @@ class FileFetcher:
 
     def local_state(self, task: FileTask, row: LedgerRow | None, ignore_final: bool = False) -> LocalState:
         return local_state(task.dest, row, verify=self.settings.verify, overwrite=self.settings.overwrite,
-                           ignore_final=ignore_final)
+                           ignore_final=ignore_final, version=task.version)
 
     def fetch(self, task: FileTask, row: LedgerRow | None, local: LocalState) -> FileResult:
         """Bring one file to its final name, or say why not; never raises for a failed file."""
@@ -255,7 +255,11 @@ class FileFetcher:
         dest = Path(task.dest)
         chunk_size = self.settings.chunk_size
         ignore_final = False  # set once the final file failed verification: replace it
+        # Found by the plan alone (--revalidate asked the server): the disk cannot say it again.
+        changed = local.reprocessed
         while True:
+            if changed is not None and local.reprocessed is None:
+                local = replace(local, reprocessed=changed)
             action = decide(local, RemoteFacts(task.size))
             if not lock.held and action.kind in (ActionKind.FINISH_VERIFY, ActionKind.FETCH, ActionKind.RESTART, ActionKind.RESUME):
                 # Temporaries are about to be written: only by the lock's holder. Files that
@@ -277,7 +281,7 @@ class FileFetcher:
                 if damaged is None and (wanted is None or sha == wanted.lower()):
                     if self.ledger is not None:  # (again: with its stat as it is now)
                         self.ledger.mark_done(task.key, dest, size, sha, 0, *_validators(row, action),
-                                              checksum, stat_of(dest))
+                                              checksum, stat_of(dest), version=task.version)
                     self._emit(Event("skipped", task.key, total=size))
                     return FileResult(task.key, dest, "skipped", size=size, sha256=sha,
                                       attempts=counters.attempts, http_requests=counters.requests,
@@ -429,7 +433,7 @@ class FileFetcher:
         if self.ledger is not None:  # only now: renamed, and the rename durable
             self.ledger.mark_done(task.key, dest, size, sha, counters.attempts,
                                   meta.etag if meta else None, meta.last_modified if meta else None,
-                                  checksum, stat_of(dest), source=task.source)
+                                  checksum, stat_of(dest), source=task.source, version=task.version)
         with self._dirs.lock:
             self.to_fetch = max(self.to_fetch - size, 0)
         self._emit(Event("done", task.key, total=size))

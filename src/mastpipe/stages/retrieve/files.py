@@ -39,6 +39,9 @@ class FileTask:
         401/403.
     sha256 : str or None
         Expected sha256 when known (MAST does not publish one; tests and mirrors may).
+    version : str or None
+        What the product list says identifies this version of the file besides its size
+        (``prvversion=1.12.5``; :func:`mastpipe.stages.retrieve.ledger.product_version`), or None.
 
     A ``url`` of the form ``s3://stpubdata/<key>`` is fetched from MAST's cloud copy with an S3
     client (:mod:`mastpipe.stages.retrieve.s3`); :attr:`source` then says ``s3``.
@@ -50,6 +53,7 @@ class FileTask:
     size: int | None = None
     protected: bool = False
     sha256: str | None = None
+    version: str | None = None
 
     @property
     def source(self) -> str:

@@ -1,8 +1,9 @@
 """The download ledger: one SQLite row per file, so a rerun knows what is done without asking MAST.
 
 The ledger lives in the state directory (``<state>/ledger.sqlite``), in WAL mode so a reader never
-blocks the writer. Worker threads write through one connection guarded by a lock: each write is a
-single small statement, far cheaper than the HTTP request it records, so the lock is never
+blocks the writer; on a network filesystem (NFS, where WAL is unsafe) in rollback-journal mode
+instead (``state.ledger_journal``, see :class:`Ledger`). Worker threads write through one
+connection guarded by a lock: each write is a single small statement, far cheaper than the HTTP request it records, so the lock is never
 contended enough to matter and there is no per-thread connection bookkeeping.
 
 A rerun reads every row with one ``SELECT`` (:meth:`Ledger.rows`) and then only stats files: that
@@ -25,6 +26,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mastpipe.errors import LedgerError, StateError
 from mastpipe.state import StateDir
@@ -60,9 +62,20 @@ _ADDED = (
     ("mtime_ns", "INTEGER"),   # the done file's stat when recorded: a rerun finding another
     ("inode", "INTEGER"),      # size, mtime or inode re-hashes the file without a request
     ("source", "TEXT"),        # where the done file came from: mast | s3 (MAST's cloud copy)
+    ("version", "TEXT"),       # the product-list fields naming the file's version (product_version)
 )
 _COLUMNS = ("key", "dest", "status", "size", "sha256", "attempts", "last_error", "etag",
             "last_modified", "started", "finished") + tuple(name for name, _ in _ADDED)
+#: Product-list columns that name a version of a file besides its size: MAST keeps a file's
+#: name when it reprocesses it, and says so in the calibration software version.
+VERSION_COLUMNS = ("prvversion",)
+
+
+def product_version(row: dict[str, Any]) -> str | None:
+    """``prvversion=1.12.5`` from a product-list row (its :data:`VERSION_COLUMNS` that are set),
+    or None when the row names no version: then the size alone tells versions apart."""
+    parts = [f"{name}={row[name]}" for name in VERSION_COLUMNS if row.get(name) not in (None, "")]
+    return ";".join(parts) or None
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,7 @@ class LedgerRow:
     mtime_ns: int | None = None
     inode: int | None = None
     source: str | None = None
+    version: str | None = None
 
 
 class Ledger:
@@ -94,6 +108,11 @@ class Ledger:
     path : path-like
         The database file, or a directory (then ``<dir>/ledger.sqlite``). Parent directories
         are created.
+    journal : {"auto", "wal", "delete"} or None
+        SQLite journal mode (the recipe's ``state.ledger_journal``). ``auto``: WAL, unless the
+        ledger lives on a network filesystem (NFS, SMB, Lustre ...: :func:`journal_for`) or
+        SQLite refuses WAL there, then ``delete`` (a rollback journal, safe on NFS where WAL's
+        shared memory is not). None leaves the database's mode as it is (readers).
     recover : bool
         When SQLite finds the file corrupt, move it aside (``ledger.sqlite.corrupt-<time>``,
         with its ``-wal`` and ``-shm`` files) with a warning and start an empty ledger, instead
@@ -107,12 +126,14 @@ class Ledger:
         and was not (or could not be) set aside.
     """
 
-    def __init__(self, path: Path | str, *, recover: bool = True) -> None:
+    def __init__(self, path: Path | str, *, recover: bool = True, journal: str | None = "auto") -> None:
         path = Path(path)
         if path.is_dir() or not path.suffix:
             path = path / FILENAME
         self.path = path
         self.recover = recover
+        self.journal = journal  # what was asked; journal_mode is what SQLite uses
+        self.journal_mode: str | None = None
         self._lock = threading.Lock()
         try:
             self._db = self._connect()
@@ -127,16 +148,33 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a power cut may lose the last rows but never corrupts the
-            # database; a lost "done" row only means the file is hashed and adopted again.
-            db.execute("PRAGMA synchronous=NORMAL")
+            self.journal_mode = self._set_journal(db)
             db.execute(_SCHEMA)
             _migrate(db)
         except BaseException:
             db.close()
             raise
         return db
+
+    def _set_journal(self, db: sqlite3.Connection) -> str | None:
+        """Put ``db`` in the journal mode asked for (see the class docstring); return the mode."""
+        if self.journal is None:
+            return None
+        wanted = journal_for(self.path) if self.journal == "auto" else self.journal
+        try:
+            got = str(db.execute(f"PRAGMA journal_mode={wanted.upper()}").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:  # e.g. no shared memory for WAL's -shm file
+            if self.journal != "auto" or wanted != "wal":
+                raise
+            log.info("SQLite cannot use WAL for %s (%s); using a rollback journal", self.path, exc)
+            got = ""
+        if got != wanted and self.journal == "auto" and wanted == "wal":
+            got = str(db.execute("PRAGMA journal_mode=DELETE").fetchone()[0]).lower()
+        # WAL + NORMAL: a power cut may lose the last rows but never corrupts the database (a
+        # lost "done" row only means the file is hashed and adopted again). A rollback journal
+        # needs FULL for the same promise.
+        db.execute("PRAGMA synchronous=NORMAL" if got == "wal" else "PRAGMA synchronous=FULL")
+        return got
 
     def _error(self, doing: str, exc: BaseException) -> LedgerError:
         return LedgerError(
@@ -230,28 +268,42 @@ class Ledger:
     def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
                   etag: str | None = None, last_modified: str | None = None,
                   checksum: str | None = None, stat: os.stat_result | None = None,
-                  source: str | None = None) -> None:
+                  source: str | None = None, version: str | None = None) -> None:
         """Record a complete, verified file (``attempts`` is added to the running total).
 
         ``checksum`` says whether its FITS checksums were verified; ``stat`` (of the file under
         its final name, taken after the rename) lets a rerun notice a file changed behind the
         ledger's back. ``source`` says where its bytes came from (``mast`` or ``s3``); None keeps
-        what an earlier row said (a file adopted or moved was not fetched now).
+        what an earlier row said (a file adopted or moved was not fetched now). ``version`` is what the product list named the version it was fetched
+        as (:func:`product_version`), so a rerun notices MAST reprocessed it.
         """
         now = time.time()
         self._write(
             "INSERT INTO files (key, dest, status, size, sha256, attempts, last_error, etag, "
-            "last_modified, started, finished, checksum, mtime_ns, inode, source) "
-            "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "last_modified, started, finished, checksum, mtime_ns, inode, source, version) "
+            "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET dest=excluded.dest, status=excluded.status, "
             "size=excluded.size, sha256=excluded.sha256, attempts=files.attempts + "
             "excluded.attempts, last_error=NULL, etag=excluded.etag, "
             "last_modified=excluded.last_modified, finished=excluded.finished, "
             "checksum=excluded.checksum, mtime_ns=excluded.mtime_ns, inode=excluded.inode, "
-            "source=COALESCE(excluded.source, files.source)",
+            "source=COALESCE(excluded.source, files.source), version=excluded.version",
             (key, str(dest), DONE, size, sha256, attempts, etag, last_modified, now, now, checksum,
-             stat.st_mtime_ns if stat else None, stat.st_ino if stat else None, source),
+             stat.st_mtime_ns if stat else None, stat.st_ino if stat else None, source, version),
         )
+
+    def set_versions(self, versions: dict[str, str]) -> None:
+        """Record the version of files done before the ledger kept versions (one transaction)."""
+        if not versions:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany("UPDATE files SET version = ? WHERE key = ? AND version IS NULL",
+                                     [(v, k) for k, v in versions.items()])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot write the download ledger {self.path}: {exc}") from None
 
     def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:
         """Record that ``key`` failed this run with ``error`` (already free of secrets)."""
@@ -277,6 +329,39 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: Filesystem types (as /proc/mounts names them) where SQLite's WAL is unsafe: its shared-memory
+#: index does not work across machines (https://www.sqlite.org/wal.html, "Disadvantages").
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "lustre", "gpfs",
+                                 "ceph", "glusterfs", "fuse.glusterfs", "fuse.sshfs", "beegfs", "fuse.s3fs",
+                                 "fuse.gcsfuse", "panfs", "orangefs", "fuse.cephfs"})
+
+
+def filesystem_type(path: Path, mounts: str | None = None) -> str | None:
+    """The type of the filesystem holding ``path`` (``ext4``, ``nfs4`` ...), from ``/proc/mounts``
+    (``mounts``: its text, for a test); None where that cannot be told (not Linux)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    target = Path(path).resolve()  # symlinks followed as far as they exist
+    best, kind = -1, None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (str(target) == point or str(target).startswith(point.rstrip("/") + "/")) and len(point) > best:
+            best, kind = len(point), fields[2]
+    return kind
+
+
+def journal_for(path: Path, mounts: str | None = None) -> str:
+    """The journal mode ``auto`` means for a ledger at ``path``: ``delete`` on a network
+    filesystem (:data:`NETWORK_FILESYSTEMS`), ``wal`` elsewhere."""
+    return "delete" if filesystem_type(path.parent, mounts) in NETWORK_FILESYSTEMS else "wal"
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -118,7 +118,7 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
     rows: dict[str, LedgerRow] = {}
     if outlook.ledger:  # Ledger() would create a missing one
         try:
-            with Ledger(path, recover=False) as ledger:  # status and plan only read
+            with Ledger(path, recover=False, journal=None) as ledger:  # status and plan only read
                 rows = ledger.rows()
         except LedgerError as error:
             log.warning("%s; the next run sets it aside and adopts the files on disk by size",

@@ -1,8 +1,11 @@
-"""Download progress for people (a live line on a terminal) and for CI logs (a line every N seconds).
+"""Download progress for people (a live line on a terminal, a bar in Jupyter) and for CI logs (a
+line every N seconds).
 
 :class:`Progress` is an ``on_event`` callback for :class:`mastpipe.stages.retrieve.engine.Transfer`; it is
 thread-safe because events arrive from worker threads, and cheap: it only formats text when a
 line is actually due. Library code: it writes to a stream and knows nothing about click.
+:class:`ProgressBar` is the same callback drawn by tqdm (a widget in Jupyter, a bar on a terminal),
+and :func:`python_progress` picks what the Python API shows.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from mastpipe.stages.retrieve.files import Event
 
-__all__ = ["Progress", "format_bytes", "format_duration"]
+__all__ = ["Progress", "ProgressBar", "format_bytes", "format_duration", "python_progress"]
 
 
 def format_bytes(n: float) -> str:
@@ -158,3 +161,97 @@ class Progress:
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
+
+
+class ProgressBar:
+    """Transfer progress as a tqdm bar: bytes fetched (rate, ETA), files done in its postfix.
+
+    ``tqdm.auto`` draws an HTML widget in Jupyter (with ipywidgets installed) and a text bar
+    elsewhere; tqdm is the maintained choice that astropy-era notebooks already show. An
+    ``on_event`` callback like :class:`Progress`, thread-safe; the bar appears with the ``plan``
+    event, so a run with nothing to retrieve shows none.
+
+    Parameters
+    ----------
+    file : text stream, optional
+        Where a text bar goes (default ``sys.stderr``); unused by the notebook widget.
+    tqdm_class : type, optional
+        The tqdm class (default ``tqdm.auto.tqdm``).
+    """
+
+    def __init__(self, file: TextIO | None = None, tqdm_class: Any = None) -> None:
+        if tqdm_class is None:
+            from tqdm.auto import tqdm as auto_tqdm
+
+            tqdm_class = auto_tqdm
+        self._tqdm: Any = tqdm_class
+        self._file = file
+        self._lock = threading.Lock()
+        self._bar: Any = None
+        self._by_file: dict[str, int] = {}
+        self.files_total = 0
+        self.files_done = 0
+        self.files_failed = 0
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            kind = event.kind
+            if kind == "plan":
+                if self._bar is not None:
+                    self._bar.close()
+                self.files_total = event.total or 0
+                self._bar = self._tqdm(total=event.nbytes or None, unit="B", unit_scale=True, unit_divisor=1024,
+                                       desc="retrieve", file=self._file, leave=True, dynamic_ncols=True)
+                self._postfix()
+                return
+            bar = self._bar
+            if bar is None:
+                return
+            if kind == "bytes":
+                self._by_file[event.key] = self._by_file.get(event.key, 0) + event.nbytes
+                bar.update(event.nbytes)
+            elif kind == "restart":  # those bytes no longer count towards the file
+                taken = self._by_file.pop(event.key, 0)
+                if taken:
+                    bar.n = max(bar.n - taken, 0)
+                    bar.refresh()
+            elif kind in ("done", "skipped", "failed"):
+                self._by_file.pop(event.key, None)
+                if kind == "failed":
+                    self.files_failed += 1
+                else:
+                    self.files_done += 1
+                self._postfix()
+
+    def _postfix(self) -> None:
+        failed = f", {self.files_failed} failed" if self.files_failed else ""
+        self._bar.set_postfix_str(f"files {self.files_done}/{self.files_total}{failed}")
+
+    def close(self) -> None:
+        """Close the bar (it stays on screen with its final counts)."""
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+
+
+def in_notebook() -> bool:
+    """Whether tqdm.auto would draw a Jupyter widget here (an IPython kernel with ipywidgets)."""
+    from tqdm.auto import tqdm
+
+    return any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
+
+
+def python_progress(progress: bool, stream: TextIO | None = None) -> Progress | ProgressBar | None:
+    """What the Python API shows for ``progress=...``: nothing (False); else a tqdm bar in
+    Jupyter and on a terminal, and the plain line every 30 s where output goes to a log (a
+    script under cron or CI), whose stderr is not a terminal."""
+    if not progress:
+        return None
+    stream = stream if stream is not None else sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    if in_notebook():
+        return ProgressBar()
+    if isatty is not None and isatty():
+        return ProgressBar(file=stream)
+    return Progress(stream=stream, mode="plain")

@@ -99,6 +99,9 @@ class DownloadSettings:
     overwrite: Overwrite = "changed"
     chunk_size: int = CHUNK
     insecure: bool = False
+    #: Ask the server (HEAD, ``in_flight`` at a time) whether files whose product-list version
+    #: did not change were reprocessed anyway: a changed ETag or Last-Modified refetches them.
+    revalidate: bool = False
     executor: Executor | None = None
     segments: Segmenting = field(default_factory=Segmenting)
     s3_in_flight: int = 16
@@ -122,7 +125,7 @@ class DownloadSettings:
 
     @classmethod
     def build(cls, recipe: Recipe, mast_url: str, *, verify: bool = False, executor: str | None = None,
-              scheduler: str | None = None, insecure: bool = False) -> DownloadSettings:
+              scheduler: str | None = None, insecure: bool = False, revalidate: bool = False) -> DownloadSettings:
         """The settings of a run: the recipe's ``mast`` and ``retrieve`` sections, with what the
         caller adds.
 
@@ -139,6 +142,8 @@ class DownloadSettings:
             Dask scheduler address or ``local``; implies ``executor="dask"``.
         insecure : bool
             Do not check TLS certificates.
+        revalidate : bool
+            ``--revalidate``: ask the server whether files already done changed (HEAD).
 
         Raises
         ------
@@ -154,6 +159,7 @@ class DownloadSettings:
             verify=verify or retrieve.verify == "sha256",
             overwrite=retrieve.overwrite,
             insecure=insecure,
+            revalidate=revalidate,
             executor=retrieve.executor.override(executor, scheduler),
             segments=Segmenting(retrieve.segments.min_size, retrieve.segments.size),
             s3_in_flight=retrieve.s3_in_flight,

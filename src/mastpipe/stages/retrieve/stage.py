@@ -17,13 +17,14 @@ access products are never looked up: they always come from MAST, with the token.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -34,6 +35,7 @@ from mastpipe.errors import AuthError, UnsafePathError
 from mastpipe.stages.retrieve.paths import check_collisions, product_path
 from mastpipe.recipe.models import Retrieve
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
+from mastpipe.stages.retrieve.ledger import product_version
 from mastpipe.stages.retrieve.settings import DownloadSettings
 from mastpipe.atomic import atomic_path, atomic_write_bytes, sweep
 from mastpipe.state import StateDir, decoded
@@ -66,6 +68,24 @@ def _text(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _rows(table: Table) -> Iterator[dict[str, Any]]:
+    """Each row as a dict of plain values (:func:`_text`'s), read a column at a time: an astropy
+    Row costs microseconds per cell, which at a million products was minutes."""
+    columns = []
+    for name in table.colnames:
+        column = table[name]
+        values = np.asarray(column)
+        plain = (np.strings.decode(values, "utf-8") if values.dtype.kind == "S"
+                 else values).tolist()
+        mask = getattr(column, "mask", None)
+        if mask is not None and np.any(mask):
+            plain = [None if m else v for v, m in zip(plain, np.asarray(mask).tolist())]
+        columns.append(plain)
+    names = table.colnames
+    for cells in zip(*columns):
+        yield dict(zip(names, cells))
 
 
 def _bad_size(size: Any) -> str | None:
@@ -116,8 +136,8 @@ def plan_files(table: Table, destination: Path, layout: str,
         Two products map to the same path.
     """
     tasks, refused = [], []
-    for row in table:
-        values = {name: _text(row[name]) for name in table.colnames}
+    resolved: dict[str, str] = {}  # directory -> where it really is, each resolved once
+    for values in _rows(table):
         uri = values.get("dataURI")
         malformed = values.get(MALFORMED) or _bad_size(values.get("size"))
         if malformed:  # MAST's answer is at fault, not the recipe: this row alone is refused
@@ -137,13 +157,13 @@ def plan_files(table: Table, destination: Path, layout: str,
         mission = values.get("mission")
         url = mission_download_url(mast_url, mission, uri) if mission else download_url(mast_url, uri)
         try:
-            dest = product_path(values, destination, layout)
+            dest = product_path(values, destination, layout, resolved=resolved)
         except UnsafePathError as exc:
             log.error("refused product %s: %s", uri, exc)
             refused.append(Refused(uri, url, size, f"refused: {exc}"))
             continue
         tasks.append(FileTask(key=uri, url=url, dest=dest, size=size,
-                              protected=values.get("dataRights") == EXCLUSIVE))
+                              protected=values.get("dataRights") == EXCLUSIVE, version=product_version(values)))
     check_collisions([(task.key, task.dest) for task in tasks])
     return tasks, refused
 
@@ -157,6 +177,9 @@ class RetrieveResult:
     manifest: Path | None = None
     script: Path | None = None
     auth_error: str | None = None
+    #: Files MAST reprocessed since they were fetched (a new version, or with ``--revalidate`` a
+    #: changed ETag/Last-Modified): key -> why; whether each was fetched again is in ``results``.
+    reprocessed: dict[str, str] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -194,16 +217,29 @@ class CloudChoice:
 
 
 def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileResult] | None,
-                   refused: Sequence[Refused] = (), cloud: CloudChoice | None = None) -> Path:
+                   refused: Sequence[Refused] = (), cloud: CloudChoice | None = None, *,
+                   meta: Mapping[str, Any] | None = None, absolute: bool = False) -> Path:
     """Write the manifest as ECSV (``path``) and JSON (same name, ``.json``), atomically.
 
     Refused rows are listed too (status ``failed``, no path), so nothing the filter kept
     goes unmentioned. ``tasks`` carry MAST's URLs (the ``url`` column); ``cloud`` adds each
     product's cloud copy (``s3_uri``, ``s3_url``) and the ``source`` it came (or would come) from.
+
+    Parameters
+    ----------
+    meta : mapping, optional
+        Provenance for the ECSV header (recipe, run id, server, source, mastpipe version: see
+        :meth:`mastpipe.runner.Pipeline.manifest_meta`); ``paths`` is added, saying how paths
+        are written.
+    absolute : bool
+        Write absolute paths. By default each path is relative to the manifest's directory, so
+        a destination restored elsewhere (a CI cache, a copy to another machine) keeps a
+        manifest that is right; :func:`read_manifest` makes them absolute again.
     """
     from astropy.table import Table
 
     cloud = cloud or CloudChoice()
+    base = path.parent.resolve()
     rows = [{"dataURI": r.key, "path": "", "size": r.size if r.size is not None else -1, "sha256": "",
              "checksum": "", "status": "failed", "message": r.reason, "url": r.url, "source": "", "s3_uri": "",
              "s3_url": ""} for r in refused]
@@ -217,7 +253,7 @@ def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileRes
         else:
             status, message, source = result.status, result.error or "", result.source or ""
         rows.append({
-            "dataURI": task.key, "path": str(task.dest),
+            "dataURI": task.key, "path": str(task.dest) if absolute else os.path.relpath(task.dest, base),
             "size": (result.size if result and result.size is not None else task.size) or -1,
             "sha256": (result.sha256 if result else None) or "",
             # verified: the FITS file's own CHECKSUM/DATASUM matched its bytes; none: it has none
@@ -229,12 +265,34 @@ def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileRes
     dtypes = [str, str, np.int64, str, str, str, str, str, str, str, str]
     table = Table(rows=[[r[c] for c in MANIFEST_COLUMNS] for r in rows], names=MANIFEST_COLUMNS,
                   dtype=dtypes) if rows else Table(names=MANIFEST_COLUMNS, dtype=dtypes)
+    table.meta.update(meta or {})
+    table.meta["paths"] = "absolute" if absolute else "relative to this manifest's directory"
     for stale in sweep(path.parent) + _old_temporaries(path):  # left by a run killed while writing
         log.info("removed %s, a manifest temporary a killed run left", stale)
     with atomic_path(path) as tmp:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
     atomic_write_bytes(json_twin(path), json.dumps(rows, indent=1).encode())
     return path
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Table:
+    """Read a manifest (ECSV) with every ``path`` absolute, wherever the manifest now lives.
+
+    Relative paths (the default) are resolved against the manifest's directory; empty paths
+    (refused products) stay empty. The header's provenance is in ``table.meta``.
+
+    Examples
+    --------
+    >>> manifest = mastpipe.read_manifest("data/jwst-1073/manifest.ecsv")   # doctest: +SKIP
+    >>> manifest.meta["run_id"], manifest["path"][0]                          # doctest: +SKIP
+    """
+    from astropy.table import Table
+
+    path = Path(path)
+    table = Table.read(path, format="ascii.ecsv")
+    base = path.resolve().parent
+    table["path"] = [os.path.normpath(base / p) if p and not os.path.isabs(p) else str(p) for p in table["path"]]
+    return table
 
 
 def _old_temporaries(path: Path) -> list[Path]:
@@ -269,7 +327,8 @@ def json_twin(path: Path) -> Path:
 def run(table: Table, section: Retrieve, download: DownloadSettings, *, base: Path, state_dir: Path,
         mast_url: str, token: str | None = None, on_event: Callable[[Event], None] | None = None,
         archive: Archive | None = None, server_id: str | None = None,
-        s3_endpoint: str | None = None) -> RetrieveResult:
+        s3_endpoint: str | None = None, meta: Mapping[str, Any] | None = None,
+        ledger_journal: str = "auto") -> RetrieveResult:
     """Carry out the recipe's ``retrieve`` section for the products in ``table``.
 
     Parameters
@@ -291,17 +350,23 @@ def run(table: Table, section: Retrieve, download: DownloadSettings, *, base: Pa
         What identifies the MAST server in the cloud checkpoint (default: ``mast_url``).
     s3_endpoint : str, optional
         The S3 endpoint (default: AWS); see :func:`mastpipe.stages.retrieve.s3.effective_endpoint`.
+    meta : mapping, optional
+        Provenance written into the manifest's ECSV header (see :func:`write_manifest`).
+    ledger_journal : {"auto", "wal", "delete"}
+        The ledger's SQLite journal mode (``state.ledger_journal``; see :class:`Ledger`).
     """
     destination = (base / section.destination).resolve()
     tasks, refused = plan_files(table, destination, section.layout, mast_url)
     manifest_path = (base / section.manifest) if section.manifest else destination / "manifest.ecsv"
     result = RetrieveResult(section.mode, results=[r.result() for r in refused])
+    manifest = functools.partial(write_manifest, manifest_path, meta=meta,
+                                 absolute=section.manifest_paths == "absolute")
     cloud = CloudChoice(section.source, endpoint=s3_endpoint)
     locator = _Locator(section, state_dir, archive, server_id or mast_url, s3_endpoint, download.timeout,
                        download.insecure)
     if section.mode == "manifest":
         cloud.copies = locator.locate(tasks)
-        result.manifest = write_manifest(manifest_path, tasks, None, refused, cloud)
+        result.manifest = manifest(tasks, None, refused, cloud)
         return result
     if section.mode == "curl":
         from mastpipe.stages.retrieve.curl import write_curl_script
@@ -311,10 +376,10 @@ def run(table: Table, section: Retrieve, download: DownloadSettings, *, base: Pa
         scripted = [dataclasses.replace(t, url=cloud.https(t.key)) if cloud.copy(t.key) and not t.protected else t
                     for t in tasks if not cloud.skips(t)]
         result.script = write_curl_script(scripted, script)
-        result.manifest = write_manifest(manifest_path, tasks, None, refused, cloud)
+        result.manifest = manifest(tasks, None, refused, cloud)
         return result
-    return _download(tasks, refused, download, state_dir, mast_url, token, on_event, manifest_path, result,
-                     cloud, locator)
+    return _download(tasks, refused, download, state_dir, mast_url, token, on_event, manifest, result,
+                     cloud, locator, ledger_journal)
 
 
 @dataclass
@@ -393,12 +458,12 @@ def engine_for(download: DownloadSettings, *, ledger: Ledger | None = None,
 
 def _download(tasks: list[FileTask], refused_rows: list[Refused], download: DownloadSettings, state_dir: Path,
               mast_url: str, token: str | None, on_event: Callable[[Event], None] | None,
-              manifest_path: Path, result: RetrieveResult, cloud: CloudChoice | None = None,
-              locator: _Locator | None = None) -> RetrieveResult:
+              manifest: Callable[..., Path], result: RetrieveResult, cloud: CloudChoice | None = None,
+              locator: _Locator | None = None, ledger_journal: str = "auto") -> RetrieveResult:
     from mastpipe.stages.retrieve.engine import Transfer
     from mastpipe.stages.retrieve.ledger import Ledger
 
-    with Ledger(StateDir(state_dir).ledger) as ledger:
+    with Ledger(StateDir(state_dir).ledger, journal=ledger_journal) as ledger:
         # Only exclusive-access files still to fetch need the token: files already present are
         # neither refused for the lack of one nor the reason for a /whoami request.
         protected = [t for t in tasks if t.protected]
@@ -420,6 +485,7 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], download: Down
         engine = engine_for(download, ledger=ledger, on_event=on_event,
                             token=token if protected and not locked_out else None)
         results = engine.run(fetchable)
+        result.reprocessed = dict(getattr(engine, "reprocessed", {}) or {})
     by_key = {r.key: r for r in results}
     for task in locked_out:
         by_key[task.key] = FileResult(task.key, task.dest, "failed",
@@ -427,5 +493,5 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], download: Down
     for task in not_in_cloud:
         by_key[task.key] = FileResult(task.key, task.dest, "skipped", error=NOT_IN_CLOUD)
     result.results += [by_key[t.key] for t in tasks]
-    result.manifest = write_manifest(manifest_path, tasks, by_key, refused_rows, cloud)
+    result.manifest = manifest(tasks, by_key, refused_rows, cloud)
     return result

@@ -21,10 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; one run per destination is then the user's to ensure
-    fcntl = None  # type: ignore[assignment]
+from mastpipe.locking import HAVE_FLOCK, PidLock, flock
 
 from mastpipe.atomic import atomic_write_bytes, owner_of
 from mastpipe.stages.retrieve.decide import LocalState, PartMeta
@@ -102,13 +99,16 @@ class FetchLock:
     def __init__(self, dest: Path) -> None:
         self.path = lock_path(Path(dest))
         self._fd: int | None = None
-        self._taken = False  # without flock (Windows): taken, nothing held
+        self._fallback = None if HAVE_FLOCK else PidLock(self.path)  # no flock (Windows): a pid file
 
     def acquire(self) -> bool:
         """Take the lock if no other holder has it; True when taken."""
-        if fcntl is None:
-            self._taken = True
-            return True
+        if self._fallback is not None:
+            try:
+                return self._fallback.acquire()
+            except FileNotFoundError:  # the directory went (remove_empty) just before: make it again
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                return self._fallback.acquire()
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
@@ -118,8 +118,10 @@ class FetchLock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # held elsewhere (EWOULDBLOCK)
+                taken = flock(fd)
+            except OSError:
+                taken = False
+            if not taken:  # held elsewhere (EWOULDBLOCK)
                 os.close(fd)
                 return False
             try:
@@ -134,11 +136,13 @@ class FetchLock:
     @property
     def held(self) -> bool:
         """Whether this instance holds the lock now."""
-        return self._fd is not None or (fcntl is None and self._taken)
+        return self._fd is not None or (self._fallback is not None and self._fallback.held)
 
     def release(self) -> None:
         """Remove the lock file and let go of the lock."""
-        self._taken = False
+        if self._fallback is not None:
+            self._fallback.release()
+            return
         if self._fd is None:
             return
         try:
@@ -189,7 +193,7 @@ def size_of(path: Path | str) -> int | None:
 
 
 def local_state(dest: Path | str, row: LedgerRow | None, *, verify: bool, overwrite: str,
-                ignore_final: bool = False) -> LocalState:
+                ignore_final: bool = False, version: str | None = None) -> LocalState:
     """What the disk and the ledger ``row`` say about the file ``dest``: the input of
     :func:`~mastpipe.stages.retrieve.decide.decide`.
 
@@ -215,7 +219,18 @@ def local_state(dest: Path | str, row: LedgerRow | None, *, verify: bool, overwr
         part_meta=read_meta(Path(dest)) if part is not None else None,
         verify=verify,
         overwrite=overwrite,
+        reprocessed=reprocessed(row, version),
     )
+
+
+def reprocessed(row: LedgerRow | None, version: str | None) -> str | None:
+    """Why the file ``row`` records (done, or failed or interrupted while being replaced) is an
+    older version than the product list's ``version``, or None (no row, no version on either
+    side, or the same one). Failed and running rows keep the version of the last file done, so
+    a new version whose fetch failed is not mistaken for the old file on disk next time."""
+    if row is None or version is None or row.version is None or row.version == version:
+        return None
+    return f"MAST reprocessed it ({row.version} -> {version})"
 
 
 def stat_of(path: Path | str) -> os.stat_result | None:

@@ -1,0 +1,255 @@
+"""The whole job as a user meets it: cold processes, mastpipe beside the tutorial's code, one run.
+
+    python benchmarks/bench_whole_job.py --scale 200x5000 --rounds 3   # 1,000,000 product rows
+    python benchmarks/bench_whole_job.py --scale 40x5000 --rounds 2    # quick check
+    python benchmarks/bench_whole_job.py --scale 2000x5000 --rounds 1 --no-tutorial   # 10M rows
+
+The sandbox serves ``--scale N x M`` (N observations of M products) in a process of its own.
+Each round runs, each in a fresh process, alternating:
+
+1. **the tutorial's code** (the seed notebook): ``Observations.query_criteria``,
+   ``get_product_list`` per observation, ``unique(vstack(...), keys='productFilename')`` and its
+   per-row ``product_filter`` -- unmodified astroquery configured by ``astroquery.cfg``;
+2. **mastpipe** ``mastpipe run recipe.yaml --until filter`` (manifest mode) with an empty state
+   directory.
+
+For each: wall time, client CPU (user + system of that process alone, from ``wait4``) and peak
+RSS (``ru_maxrss`` of that process). Then, on the state directory of the last mastpipe round:
+
+3. **unique + filter in a fresh process on the products stage's own output**: a new process
+   reads the products checkpoint (not timed) and times mastpipe's unique and filter; another
+   new process gets the same rows as astroquery gives them (one masked ``str`` table per
+   observation, not timed) and times the tutorial's ``unique(vstack)`` + ``product_filter``.
+4. **checkpoints**: in that fresh process, writing and reading the products checkpoint (whole)
+   and unique's and filter's (rows of products), per million rows.
+5. **plan and status** from those checkpoints, each a cold ``mastpipe`` process.
+
+Every round is printed; medians are given with min-max. Targets (issue 15): 1 -- CPU >= 8x less,
+wall >= 5x less, peak RSS <= 1 GB at 1M rows; 3 -- >= 50x; 4 -- <= 0.3 s per stage per million
+rows; 7 -- plan and status < 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from mastpipe.sandbox import tutorial  # noqa: E402
+
+RECIPE = """\
+version: 1
+name: whole-job
+mast: {timeout: 600, retries: 2}
+query:
+  scale:
+    criteria: {obs_collection: JWST, proposal_id: "9999"}
+products:
+  batch_size: 5
+filter:
+  contains: [_cal.fits]
+  columns:
+    calib_level: 2
+retrieve:
+  mode: manifest
+  destination: out
+"""
+
+TUTORIAL = textwrap.dedent("""\
+    import json, time
+    import numpy as np
+    from astroquery.mast import Observations
+    from astropy.table import unique, vstack
+    {product_filter}
+    matched_obs = Observations.query_criteria(obs_collection='JWST', proposal_id='9999')
+    t = [Observations.get_product_list(obs) for obs in matched_obs]
+    files = unique(vstack(t), keys='productFilename')
+    mask = product_filter(files, ['_cal.fits'])
+    print(json.dumps({{"rows": sum(len(x) for x in t), "unique": len(files), "kept": int(np.sum(mask))}}))
+    """).format(product_filter=tutorial.PRODUCT_FILTER)
+
+FRESH_MASTPIPE = """\
+import json, sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+from mastpipe.state import Checkpoints, read_table
+from mastpipe.recipe.models import Filter
+from mastpipe.stages.unique import unique_rows
+from mastpipe.stages.filter import keep_mask
+products = read_table(Path(sys.argv[1]) / "products.fits")
+loaded = time.perf_counter() - t0
+rules = Filter(contains=["_cal.fits"], guide_stars="omit")
+t0 = time.perf_counter()
+uniq, _, urows = unique_rows(products, "productFilename")
+t1 = time.perf_counter()
+mask = keep_mask(uniq, rules)
+kept = uniq.copy(copy_data=False) if mask.all() else uniq[mask]
+t2 = time.perf_counter()
+out = {"load": loaded, "unique": t1 - t0, "filter": t2 - t1, "rows": len(products), "unique_rows": len(uniq),
+       "kept": len(kept)}
+# checkpoints: products whole, unique and filter as rows of it, written then read back
+import numpy as np
+cp = Checkpoints(Path(sys.argv[2]))
+t0 = time.perf_counter(); stored = cp.save("products", products, "fp", 0.0); t1 = time.perf_counter()
+digest = cp.sidecar("products").digest
+cp.save_rows("unique", uniq, "products", stored, digest, urows, "fp-u", 0.0); t2 = time.perf_counter()
+cp.save_rows("filter", kept, "products", stored, digest, urows[np.flatnonzero(mask)], "fp-f", 0.0)
+t3 = time.perf_counter()
+fresh = Checkpoints(Path(sys.argv[2]))
+t4 = time.perf_counter(); base = fresh.load("products", fresh.sidecar("products")); t5 = time.perf_counter()
+fresh.load("unique", fresh.sidecar("unique"), (base, digest)); t6 = time.perf_counter()
+fresh.load("filter", fresh.sidecar("filter"), (base, digest)); t7 = time.perf_counter()
+out["checkpoints"] = {"products": [t1 - t0, t5 - t4], "unique": [t2 - t1, t6 - t5], "filter": [t3 - t2, t7 - t6]}
+print(json.dumps(out))
+"""
+
+FRESH_TUTORIAL = """\
+import json, sys, time
+import numpy as np
+from pathlib import Path
+from astropy.table import MaskedColumn, Table, unique, vstack
+{product_filter}
+stored = Table.read(Path(sys.argv[1]) / "products.fits", format="fits", character_as_bytes=True)
+# the same rows as astroquery gives them: str columns, masked, one table per observation
+table = Table(masked=True)
+for name in stored.colnames:
+    column = np.asarray(stored[name])
+    values = column.astype(str) if column.dtype.kind == "S" else column
+    table[name] = MaskedColumn(values, mask=(values == "") if values.dtype.kind == "U" else False)
+owners = np.asarray(table["parent_obsid"])
+bounds = np.flatnonzero(np.append(True, owners[1:] != owners[:-1]))
+per_obs = [table[a:b] for a, b in zip(bounds, np.append(bounds[1:], len(table)))]
+t0 = time.perf_counter()
+files = unique(vstack(per_obs), keys="productFilename")
+t1 = time.perf_counter()
+mask = product_filter(files, ["_cal.fits"])
+t2 = time.perf_counter()
+print(json.dumps({{"vstack+unique": t1 - t0, "product_filter": t2 - t1, "unique": len(files), "kept": int(mask.sum())}}))
+""".format(product_filter=tutorial.PRODUCT_FILTER)
+
+
+def _env(extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy")}
+    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", PYTHONUNBUFFERED="1",
+               PYTHONPATH=str(ROOT / "src"))
+    env.update(extra or {})
+    return env
+
+
+def measured(argv: list[str], env: dict, cwd: Path) -> dict:
+    """Run ``argv``; its wall time, its own CPU (user + system) and peak RSS, and its stdout."""
+    out = cwd / f".out-{time.monotonic_ns()}"
+    with open(out, "w") as handle:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    text = out.read_text()
+    out.unlink()
+    if proc.returncode:
+        raise RuntimeError(f"{argv[:3]} failed ({proc.returncode}):\n{text[-3000:]}")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024, "out": text}
+
+
+def spread(values: list[float], fmt: str = "{:.1f}") -> str:
+    median = statistics.median(values)
+    if len(values) == 1:
+        return fmt.format(median)
+    return f"{fmt.format(median)} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", default="200x5000", help="sandbox scale NxM (default 200x5000: 1M rows)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-tutorial", action="store_true", help="mastpipe only (for sizes the tutorial cannot hold)")
+    args = parser.parse_args()
+    n_obs, per_obs = (int(x) for x in args.scale.split("x"))
+    print(f"whole job to filter, {n_obs * per_obs:,} product rows ({args.scale}); Python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+          flush=True)
+    code = f"from mastpipe.sandbox import serve_forever; serve_forever(scale={args.scale!r})"
+    sandbox = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        url = sandbox.stdout.readline().strip()
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            (root / "recipe.yaml").write_text(RECIPE)
+            (root / "tutorial.py").write_text(TUTORIAL)
+            aq = root / "aq"
+            (aq / "xdg" / "astropy").mkdir(parents=True)
+            (aq / "xdg" / "astropy" / "astroquery.cfg").write_text(f"[mast]\nserver = {url}\n")
+            (aq / "cache" / "astropy").mkdir(parents=True)
+            aq_env = _env({"XDG_CONFIG_HOME": str(aq / "xdg"), "XDG_CACHE_HOME": str(aq / "cache")})
+            runs: dict[str, list[dict]] = {"tutorial": [], "mastpipe": []}
+            state = root / "state"
+            for round_ in range(1, args.rounds + 1):
+                if not args.no_tutorial:
+                    r = measured([sys.executable, str(root / "tutorial.py")], aq_env, root)
+                    runs["tutorial"].append(r)
+                    print(f"  round {round_} tutorial: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, "
+                          f"peak RSS {r['rss_mb']:,.0f} MB; {r['out'].strip().splitlines()[-1]}", flush=True)
+                subprocess.run(["rm", "-rf", str(state), str(root / "out")], check=True)
+                r = measured([sys.executable, "-m", "mastpipe.cli", "run", "recipe.yaml", "--mast-url", url,
+                              "--state-dir", str(state), "--until", "filter", "-q"], _env(), root)
+                runs["mastpipe"].append(r)
+                print(f"  round {round_} mastpipe: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, "
+                      f"peak RSS {r['rss_mb']:,.0f} MB", flush=True)
+            print("\n| whole job to filter | wall s | client CPU s | peak RSS MB |\n|---|---:|---:|---:|")
+            for who, rs in runs.items():
+                if rs:
+                    print(f"| {who} | {spread([r['wall'] for r in rs])} | {spread([r['cpu'] for r in rs])} | "
+                          f"{spread([r['rss_mb'] for r in rs], '{:,.0f}')} |")
+            if runs["tutorial"]:
+                wall = statistics.median(r["wall"] for r in runs["tutorial"]) / statistics.median(r["wall"] for r in runs["mastpipe"])
+                cpu = statistics.median(r["cpu"] for r in runs["tutorial"]) / statistics.median(r["cpu"] for r in runs["mastpipe"])
+                print(f"| ratio | {wall:.1f}x (target >= 5x) | {cpu:.1f}x (target >= 8x) | "
+                      f"target <= 1,024 MB at 1M rows |")
+
+            print("\nunique + filter, fresh processes, on the products stage's own output", flush=True)
+            fresh = [json.loads(measured([sys.executable, "-c", FRESH_MASTPIPE, str(state), str(root / "cp")],
+                                         _env(), root)["out"].strip().splitlines()[-1]) for _ in range(args.rounds)]
+            ours = [f["unique"] + f["filter"] for f in fresh]
+            print(f"  mastpipe unique + filter: {spread(ours, '{:.2f}')} s (unique {spread([f['unique'] for f in fresh], '{:.2f}')}, "
+                  f"filter {spread([f['filter'] for f in fresh], '{:.2f}')}); {fresh[0]['rows']:,} -> {fresh[0]['unique_rows']:,} -> "
+                  f"{fresh[0]['kept']:,} rows")
+            if not args.no_tutorial:
+                seed = [json.loads(measured([sys.executable, "-c", FRESH_TUTORIAL, str(state)], _env(), root)["out"]
+                                   .strip().splitlines()[-1]) for _ in range(args.rounds)]
+                theirs = [s["vstack+unique"] + s["product_filter"] for s in seed]
+                assert seed[0]["kept"] == fresh[0]["kept"], (seed[0], fresh[0])
+                print(f"  tutorial unique(vstack) + product_filter: {spread(theirs, '{:.2f}')} s; same selection")
+                print(f"  ratio {statistics.median(theirs) / statistics.median(ours):.0f}x (target >= 50x)")
+            millions = fresh[0]["rows"] / 1e6
+            print("\ncheckpoints, per million rows (write + read), fresh process")
+            for stage in ("products", "unique", "filter"):
+                totals = [sum(f["checkpoints"][stage]) / millions for f in fresh]
+                print(f"  {stage}: {spread(totals, '{:.2f}')} s/M rows (write {fresh[0]['checkpoints'][stage][0]:.2f} s, "
+                      f"read {fresh[0]['checkpoints'][stage][1]:.2f} s) target <= 0.3")
+
+            print("\nplan and status from the checkpoints, cold processes")
+            for command in ("status", "plan"):
+                rs = [measured([sys.executable, "-m", "mastpipe.cli", command, "recipe.yaml", "--state-dir", str(state),
+                                "--mast-url", url], _env(), root) for _ in range(args.rounds)]
+                print(f"  mastpipe {command}: wall {spread([r['wall'] for r in rs], '{:.2f}')} s, "
+                      f"CPU {spread([r['cpu'] for r in rs], '{:.2f}')} s, peak RSS {spread([r['rss_mb'] for r in rs], '{:,.0f}')} MB "
+                      f"(target < 2 s)")
+    finally:
+        sandbox.terminate()
+        sandbox.wait(10)
+
+
+if __name__ == "__main__":
+    main()
