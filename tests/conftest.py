@@ -39,8 +39,11 @@ SLOW = frozenset({
     "e2e/test_mission_columns_cli.py", "integration/test_pipeline_missions.py", "integration/test_sandbox_missions.py",
     "e2e/test_cloud_cli.py", "integration/test_cloud_retrieve.py", "integration/test_sandbox_s3.py",
     "integration/test_sandbox_astroquery.py", "integration/test_malformed_rows.py",
-    # one test of a module that is otherwise quick: every combination of `mastpipe init`'s options
+    "e2e/test_html_browser.py", "e2e/test_scheduled_story.py",
+    # single tests of modules that are otherwise quick: every combination of `mastpipe init`'s
+    # options; a whole `mastpipe run --sandbox` in a subprocess
     "unit/test_init.py::test_every_option_combination_gives_a_valid_recipe_that_says_what_was_asked",
+    "integration/test_empty_explained.py::test_the_cli_explains_on_stderr_even_with_quiet",
 })
 TESTS = Path(__file__).resolve().parent
 
