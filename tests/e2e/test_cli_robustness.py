@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _examples import edit
 
 from mastpipe.sandbox import Sandbox
 
@@ -184,9 +185,7 @@ def test_quiet_sandbox_run_prints_no_sandbox_banner(workdir: Path, cli) -> None:
 def test_missing_dask_fails_before_any_request(workdir: Path, how: list[str]) -> None:
     recipe = workdir / SEED
     if not how:
-        recipe.write_text(recipe.read_text().replace(
-            "  destination: data/jwst-1073", "  destination: data/jwst-1073\n  executor: {kind: dask, scheduler: local}"))
-        assert "kind: dask" in recipe.read_text()
+        recipe.write_text(edit(recipe.read_text(), retrieve={"executor": {"kind": "dask", "scheduler": "local"}}))
     # Dask is installed here; a None entry in sys.modules is how Python marks a module that
     # cannot be imported, so `import distributed` fails in this process as if it were absent.
     hide = "import sys; sys.modules['distributed'] = None; from mastpipe.cli import main; main()"
