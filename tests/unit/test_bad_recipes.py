@@ -349,7 +349,7 @@ CORPUS: list[Bad] = [
     _bad("unknown-retrieve", BASE + "retrieve:\n  destinaton: data\n",
          "{f}:8:3: retrieve.destinaton: unknown key 'destinaton'", "  hint: did you mean 'destination'?"),
     _bad("unknown-state", BASE + "state:\n  dir: .state\n",
-         "{f}:8:3: state.dir: unknown key 'dir'", "  hint: allowed keys here: directory, query_max_age"),
+         "{f}:8:3: state.dir: unknown key 'dir'", "  hint: allowed keys here: directory, ledger_journal, query_max_age"),
     # ---- criteria -----------------------------------------------------------------------------
     _bad("range-on-discrete-field", BASE + "      obs_id: {min: 1, max: 2}\n",
          "{f}:7:15: query.q.criteria.obs_id: obs_id is not a continuous field, so it takes a value or a list, "
