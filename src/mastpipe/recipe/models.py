@@ -38,12 +38,13 @@ from mastpipe.recipe.checks import _COLUMN_KINDS, _booleans, check_column, check
 from mastpipe.recipe.fields import BOOLEAN_FIELDS, CONTINUOUS_FIELDS, OBSERVATION_FIELDS, PRODUCT_COLUMNS
 from mastpipe.recipe.problems import _model_for, boolean_problem, number_problems, problems_from, scan, shown
 from mastpipe.recipe.sections import (DEFAULT_MAST_URL, GUIDE_STAR_MARK, MAST_URL_ENV, ColumnMatch, Criterion, Executor,
-                                      Filter, Mast, Position, Products, Query, Retrieve, State, Unique, _check_url)
+                                      Filter, Mast, Position, Products, Query, Retrieve, Segments, State, Unique,
+                                      _check_url)
 from mastpipe.recipe.yamlload import Located, dotted, load_yaml
 
 __all__ = ["DEFAULT_MAST_URL", "GUIDE_STAR_MARK", "MAST_URL_ENV", "SCHEMA_VERSION", "ColumnMatch", "Criterion",
            "Executor", "Filter", "FrozenDict", "FrozenList", "Mast", "Position", "Products", "Query", "Range",
-           "Recipe", "Retrieve", "Scalar", "State", "Unique", "check_column", "check_criterion",
+           "Recipe", "Retrieve", "Scalar", "Segments", "State", "Unique", "check_column", "check_criterion",
            "effective_mast_url", "layout_problem", "load_recipe", "parse_recipe", "recipe_dir", "warning_problems"]
 
 log = logging.getLogger(__name__)

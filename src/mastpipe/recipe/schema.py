@@ -40,9 +40,9 @@ _SECTIONS = (("mast", "Mast"), ("query", "Query"), ("products", "Products"), ("u
 #: How a $ref reads in a "type" cell.
 _REF_WORDS = {"Range": "range `{min, max}`", "Position": "position", "Query": "search", "Mast": "section",
               "Products": "section", "Unique": "section", "Filter": "section", "Retrieve": "section",
-              "State": "section", "Executor": "section"}
-#: Models nested in a section, documented in a subsection of their own: section -> (field, model).
-_SUBSECTIONS = {"retrieve": ("executor", "Executor")}
+              "State": "section", "Executor": "section", "Segments": "section"}
+#: Models nested in a section, documented in subsections of their own: section -> ((field, model), ...).
+_SUBSECTIONS = {"retrieve": (("executor", "Executor"), ("segments", "Segments"))}
 
 
 def recipe_reference_markdown() -> str:
@@ -124,8 +124,7 @@ def recipe_reference_markdown() -> str:
             continue
         out += [_paragraphs(defs[name]["description"]), ""]
         out += _table(defs[name], models[name], defs, prefix=f"{section}.")
-        if section in _SUBSECTIONS:
-            key, sub = _SUBSECTIONS[section]
+        for key, sub in _SUBSECTIONS.get(section, ()):
             out += ["", f"### {section}.{key}", "", _paragraphs(defs[sub]["description"]), ""]
             out += _table(defs[sub], models[sub], defs, prefix=f"{section}.{key}.")
         if section == "filter":

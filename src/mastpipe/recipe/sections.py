@@ -20,7 +20,7 @@ from mastpipe.recipe.fields import OBSERVATION_FIELDS, PRODUCT_COLUMNS
 from mastpipe.recipe.quantities import parse_coordinates, parse_duration, parse_radius
 
 __all__ = ["DEFAULT_MAST_URL", "GUIDE_STAR_MARK", "MAST_URL_ENV", "Criterion", "ColumnMatch", "Executor", "Filter",
-           "Mast", "Position", "Products", "Query", "Range", "Retrieve", "State", "Unique"]
+           "Mast", "Position", "Products", "Query", "Range", "Retrieve", "Segments", "State", "Unique"]
 
 DEFAULT_MAST_URL = "https://mast.stsci.edu"
 MAST_URL_ENV = "MASTPIPE_MAST_URL"
@@ -261,6 +261,28 @@ class Executor(_Model):
                              parameters=["scheduler"]) from None
 
 
+class Segments(_Model):
+    """Large files fetched over several connections at once, in ranged segments.
+
+    A link that caps each connection leaves one download at a fraction of what the machine can
+    take (MAST over a long path, a shaping proxy). A file of at least ``min_size`` bytes is
+    then fetched as segments of ``size`` bytes into one preallocated temporary, like aria2c
+    ``-x`` or rclone's multi-thread streams: the first connection alone at first, then the
+    ``in_flight`` slots no other file is waiting for, kept only if they measurably raise the
+    throughput. Extra connections count in ``in_flight``. A server that ignores ``Range`` gets
+    one stream. The temporary's ``.part.json`` records the segments complete, so an
+    interrupted run fetches only the others; the whole file is size- and sha256-verified as
+    any other. Not used with the Dask executor (each worker fetches one file on one connection).
+    """
+
+    min_size: int | None = Field(256_000_000, ge=1, description=(
+        "Files of at least this many bytes are fetched in segments (default 256 MB); null: never."))
+    size: int = Field(32 << 20, ge=1 << 16, description=(
+        "Bytes per segment at most (default 32 MiB): the most a connection refetches after an interruption. "
+        "Smaller for a file that would get fewer than 8 segments per connection, so the last ones do not "
+        "finish alone for long."))
+
+
 class Retrieve(_Model):
     """What to do with the products kept, and where files go."""
 
@@ -272,7 +294,8 @@ class Retrieve(_Model):
         "astroquery: mastDownload/<obs_collection>/<obs_id>/<file>, as astroquery writes it (so earlier "
         "manual downloads are adopted); flat: <file>; or a template of product columns such as "
         "\"{obs_collection}/{proposal_id}/{productFilename}\"."))
-    in_flight: int = Field(4, ge=1, le=16, description="Downloads in flight at once.")
+    in_flight: int = Field(4, ge=1, le=16, description=(
+        "Downloads in flight at once (requests: the extra connections of a file fetched in segments count)."))
     verify: Literal["size", "sha256"] = Field("size", description=(
         "How a rerun checks files it already has: size (fast, no reading) or sha256 (re-hash every file "
         "and repair mismatches). New downloads are always size-checked and hashed."))
@@ -281,6 +304,8 @@ class Retrieve(_Model):
         "file), changed (keep when the size matches, refetch otherwise), always (refetch)."))
     executor: Executor = Field(default_factory=Executor, description=(
         "download mode: where the downloads run, local threads (default) or a Dask cluster."))
+    segments: Segments = Field(default_factory=Segments, description=(
+        "download mode: when a large file is fetched over several connections in ranged segments."))
     script: str | None = Field(None, description="curl mode: where to write the script (default <destination>/mastpipe-download.sh).")
     manifest: str | None = Field(None, description="Where to write the manifest (default <destination>/manifest.ecsv, plus .json).")
 

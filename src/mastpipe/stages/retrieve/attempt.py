@@ -4,14 +4,21 @@ into the temporary while hashing it, fsync.
 :class:`Attempt` is what :class:`~mastpipe.stages.retrieve.fetch.FileFetcher` calls for each try;
 it raises :class:`_Retry` (worth another try, maybe keeping the bytes), :class:`_Fail` (another
 try will not help), :class:`_DiskFull` or :class:`~mastpipe.errors.IntegrityError`, and the
-fetcher decides what comes next. Hashing (sha256, and the FITS checksums) runs on a thread of its
-own a few blocks behind the write, so it overlaps the network and the disk.
+fetcher decides what comes next. The body is received into preallocated buffers (no allocation,
+no copy per block), each written whole, then checked (sha256, and the FITS checksums) from the same
+buffer on threads of their own a few blocks behind the write, so checking overlaps the network and
+the disk. A file of ``settings.segments.min_size`` bytes or more is asked in ranged segments over
+the connections the in-flight bound (:attr:`Attempt.slots`) can spare
+(:mod:`mastpipe.stages.retrieve.segments`); a server that answers the first segment with 200 gets
+one stream.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
+import http.client
 import logging
 import os
 import queue
@@ -29,10 +36,14 @@ from mastpipe.errors import IntegrityError
 from mastpipe.retry import is_transient_status
 from mastpipe.stages.retrieve.checksum import FitsChecksum, is_fits_name
 from mastpipe.stages.retrieve.client import Http, RedirectRefused
-from mastpipe.stages.retrieve.decide import Action, ActionKind, PartMeta, ResponseFacts, Verdict, judge
+from mastpipe.stages.retrieve.decide import (Action, ActionKind, PartMeta, ResponseFacts, Verdict, judge,
+                                             parse_content_range)
 from mastpipe.stages.retrieve.files import Event, FileTask
+from mastpipe.stages.retrieve.segments import (Segment, SegmentedTemporary, SegmentMap, SegmentSink, Slots,
+                                               fetch_segments)
 from mastpipe.stages.retrieve.settings import DownloadSettings
-from mastpipe.stages.retrieve.temporaries import DISK_ERRORS, hash_file, part_path, write_all, write_meta
+from mastpipe.stages.retrieve.temporaries import (DISK_ERRORS, hash_file, part_path, read_meta, size_of, write_all,
+                                                  write_meta)
 from mastpipe.tls import FIX, certificate_error, describe
 
 __all__ = ["HASH_QUEUE", "SYNC_EVERY", "Attempt"]
@@ -44,30 +55,118 @@ SYNC_EVERY = 64 << 20  # flush large files as they grow (see FileFetcher._stream
 
 
 class _Sink(Protocol):
-    def update(self, block: bytes, /) -> None: ...
+    def update(self, block: bytes | memoryview, /) -> None: ...
 
 
-class _BackgroundHasher:
-    """Feed a digest (or any ``update``-able check) from a thread of its own, at most
-    HASH_QUEUE blocks behind the caller."""
+class _BufferRing:
+    """Preallocated buffers that a body is received into, then checked on threads of their own.
 
-    def __init__(self, digest: _Sink) -> None:
-        self._queue: queue.Queue[bytes | None] = queue.Queue(HASH_QUEUE)
-        self._thread = threading.Thread(target=self._run, args=(digest,), daemon=True,
-                                        name="mastpipe-sha256")
-        self._thread.start()
+    The stream receives into a free buffer (no allocation, no copy), writes it whole, and hands
+    it to every check (the sha256, and the FITS checksum of a FITS file), each on its own thread
+    at most HASH_QUEUE blocks behind; the buffer is free again once every check has read it.
+    Each byte is checked from the very buffer it was written from. sha256, numpy's sum and
+    write() all release the GIL, so on a large file they overlap instead of adding up.
+    """
 
-    def _run(self, digest: _Sink) -> None:
-        while (block := self._queue.get()) is not None:
-            digest.update(block)
+    def __init__(self, checks: list[_Sink], chunk: int) -> None:
+        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        for _ in range(HASH_QUEUE + 1):
+            self._free.put(memoryview(bytearray(chunk)))
+        self._readers: dict[int, int] = {}  # id(buffer) -> checks still to read it
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._queues: list[queue.SimpleQueue[tuple[memoryview, int] | None]] = []
+        self._threads = []
+        for check in checks:
+            work: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
+            thread = threading.Thread(target=self._run, args=(check, work), daemon=True, name="mastpipe-sha256")
+            thread.start()
+            self._queues.append(work)
+            self._threads.append(thread)
 
-    def update(self, block: bytes) -> None:
-        self._queue.put(block)
+    def _run(self, check: _Sink, work: queue.SimpleQueue[tuple[memoryview, int] | None]) -> None:
+        while (item := work.get()) is not None:
+            buffer, count = item
+            if self._error is None:
+                try:
+                    check.update(buffer[:count])
+                except BaseException as exc:  # noqa: BLE001 - raised by close(); buffers keep flowing
+                    self._error = exc
+            with self._lock:
+                left = self._readers[id(buffer)] - 1
+                if left:
+                    self._readers[id(buffer)] = left
+                    continue
+                del self._readers[id(buffer)]
+            self._free.put(buffer)
+
+    def take(self) -> memoryview:
+        """A free buffer (waits while every buffer is still being checked)."""
+        return self._free.get()
+
+    def give_back(self, buffer: memoryview) -> None:
+        """Return a buffer that was not written."""
+        self._free.put(buffer)
+
+    def check(self, buffer: memoryview, count: int) -> None:
+        """Check the first ``count`` bytes of a taken ``buffer`` (those written), then free it."""
+        with self._lock:
+            self._readers[id(buffer)] = len(self._queues)
+        for work in self._queues:
+            work.put((buffer, count))
 
     def close(self) -> None:
-        """Wait until every block has been hashed."""
-        self._queue.put(None)
-        self._thread.join()
+        """Wait until every block has been checked."""
+        for work in self._queues:
+            work.put(None)
+        for thread in self._threads:
+            thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _body_reader(response: requests.Response) -> Callable[[memoryview], int]:
+    """``readinto(buffer) -> bytes read`` for a streamed response body, exactly as sent.
+
+    For a body with a Content-Length, each call is one receive straight into the caller's
+    buffer (``readinto1`` on the ``http.client`` response's socket file, under urllib3): no
+    allocation and no copy, where urllib3's own reads allocate and copy every block. One
+    receive, not a full buffer: on a slow link the bytes that arrived are written (and kept
+    if the connection is lost) without waiting for a whole block. Returns 0 at the end of
+    the body, or early when the connection closes; callers compare what arrived with what was
+    announced. Other bodies (chunked, or ending at the connection's close) are read through
+    urllib3 with ``decode_content=False``: stored exactly as sent either way.
+    """
+    raw = response.raw
+    inner = getattr(raw, "_fp", None)
+    socket_file = getattr(inner, "fp", None)
+    if (isinstance(inner, http.client.HTTPResponse) and not inner.chunked and inner.length is not None
+            and socket_file is not None and hasattr(socket_file, "readinto1")):
+        def receive(buffer: memoryview) -> int:
+            left = inner.length or 0
+            got = socket_file.readinto1(buffer[:left]) if left else 0
+            inner.length = left - got
+            if not inner.length:
+                inner.read()  # the whole body has arrived: http.client releases the connection
+            return got
+        return receive
+
+    def read(buffer: memoryview) -> int:
+        block = raw.read1(len(buffer), decode_content=False)
+        buffer[:len(block)] = block
+        return len(block)
+    return read
+
+
+def _release(response: requests.Response) -> None:
+    """Give a fully read response's connection back to its pool, for the next segment."""
+    inner = getattr(response.raw, "_fp", None)
+    if isinstance(inner, http.client.HTTPResponse) and inner.isclosed():
+        response.raw.release_conn()
+
+
+_READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
+                OSError, ValueError)
 
 
 class _Retry(Exception):
@@ -105,6 +204,26 @@ def _fits_check(dest: Path) -> FitsChecksum | None:
     return FitsChecksum() if is_fits_name(dest.name) else None
 
 
+def _judged(task: FileTask, offset: int, meta: PartMeta | None,
+            facts: ResponseFacts) -> tuple[Verdict, int | None, str]:
+    """:func:`judge` a 200/206 response; raise for a body that must not be written."""
+    verdict, total, why = judge(offset, meta, task.size, facts)
+    if verdict is Verdict.REJECT:
+        raise _Retry(why, discard=True)
+    if verdict is Verdict.MISMATCH:
+        raise IntegrityError(f"product {task.key}: size mismatch: expected {task.size} "
+                             f"bytes, server announces {total}")
+    return verdict, total, why
+
+
+def _kept(dest: Path) -> int:
+    """Bytes of a temporary that a resume keeps: its length, or its complete segments."""
+    meta = read_meta(dest)
+    if meta is not None and meta.segments is not None and meta.size is not None:
+        return meta.segments.done_bytes(meta.size)
+    return size_of(part_path(dest)) or 0
+
+
 @dataclass
 class _Counters:
     attempts: int = 0
@@ -134,19 +253,13 @@ class Attempt:
         self._emit = emit
         self._cancel = cancel
         self.helpers: ThreadPoolExecutor | None = None  # flushes large files; set during a run
+        # requests in flight: one per file, plus the extra connections of segmented files (the
+        # engine sets it for each run; the fetcher takes a file's own slot)
+        self.slots = Slots(settings.in_flight)
 
-    def run(self, task: FileTask, action: Action, meta: PartMeta | None,
-                 counters: _Counters) -> tuple[PartMeta, str, int, FitsChecksum | None]:
-        """One GET into the temporary; returns (its metadata, sha256, size, FITS checksum
-        check) or raises _Retry / _Fail / _DiskFull / IntegrityError."""
-        dest = Path(task.dest)
-        offset = action.offset if action.kind is ActionKind.RESUME else 0
-        # identity: a gzipped body would not match Content-Length or the product size
-        headers = {"Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-            if meta is not None and meta.validator:
-                headers["If-Range"] = meta.validator
+    def _open(self, task: FileTask, headers: dict[str, str], counters: _Counters,
+              offset: int) -> requests.Response:
+        """GET with ``headers``; return a 200 or 206 response, else raise _Retry / _Fail."""
         try:
             response = self.http.get(task.url, headers, counters)
         except RedirectRefused as exc:
@@ -159,26 +272,51 @@ class Attempt:
             if bad_certificate is not None:  # asking again cannot help
                 raise _Fail(f"{describe(task.url, bad_certificate)}; {FIX}") from None
             raise _Retry(f"{type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        if status in (200, 206):
+            return response
         with response:
-            status = response.status_code
-            if status not in (200, 206):
-                reason = f"HTTP {status} {response.reason or ''}".strip()
-                if status == 416 and offset:
-                    raise _Retry(f"{reason} for Range from byte {offset}", discard=True)
-                if is_transient_status(status):
-                    raise _Retry(reason, retry_after=response.headers.get("Retry-After"))
-                if status in (401, 403):
-                    reason += (": the MAST token does not grant access to this product"
-                               if self.http.has_token else
-                               ": exclusive-access product, and no MAST token was given")
-                raise _Fail(reason)
+            reason = f"HTTP {status} {response.reason or ''}".strip()
+            if status == 416 and offset:
+                raise _Retry(f"{reason} for Range from byte {offset}", discard=True)
+            if is_transient_status(status):
+                raise _Retry(reason, retry_after=response.headers.get("Retry-After"))
+            if status in (401, 403):
+                reason += (": the MAST token does not grant access to this product"
+                           if self.http.has_token else
+                           ": exclusive-access product, and no MAST token was given")
+            raise _Fail(reason)
+
+    def run(self, task: FileTask, action: Action, meta: PartMeta | None,
+            counters: _Counters) -> tuple[PartMeta, str, int, FitsChecksum | None]:
+        """One GET into the temporary; returns (its metadata, sha256, size, FITS checksum
+        check) or raises _Retry / _Fail / _DiskFull / IntegrityError."""
+        dest = Path(task.dest)
+        offset = action.offset if action.kind is ActionKind.RESUME else 0
+        if meta is not None and meta.segments is not None and action.kind is ActionKind.RESUME:
+            return self._segmented(task, meta, counters)
+        # identity: a gzipped body would not match Content-Length or the product size
+        headers = {"Accept-Encoding": "identity"}
+        probing = not offset and self.settings.segments.applies(task.size, self.slots.limit)
+        segment_size = self.settings.segments.segment_size(task.size or 0, self.slots.limit)
+        if probing:  # the first segment: a 206 says the server honours Range, a 200 it does not
+            headers["Range"] = f"bytes=0-{segment_size - 1}"
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if meta is not None and meta.validator:
+                headers["If-Range"] = meta.validator
+        response = self._open(task, headers, counters, offset)
+        with response:
             facts = ResponseFacts.from_response(response)
-            verdict, total, why = judge(offset, meta, task.size, facts)
-            if verdict is Verdict.REJECT:
-                raise _Retry(why, discard=True)
-            if verdict is Verdict.MISMATCH:
-                raise IntegrityError(f"product {task.key}: size mismatch: expected {task.size} "
-                                     f"bytes, server announces {total}")
+            verdict, total, why = _judged(task, offset, meta, facts)
+            if probing and facts.status == 206:
+                parsed = parse_content_range(facts.content_range)
+                if parsed is None or parsed[2] != task.size:
+                    raise _Retry(f"206 with unusable Content-Range {facts.content_range!r} "
+                                 "for the first segment", discard=True)
+                segmented = PartMeta(size=task.size, etag=facts.etag, last_modified=facts.last_modified,
+                                     segments=SegmentMap(segment_size))
+                return self._segmented(task, segmented, counters, first=response)
             start = offset if verdict is Verdict.APPEND else 0
             if start == 0 and offset:
                 log.info("%s: %s", task.key, why)
@@ -207,14 +345,12 @@ class Attempt:
         flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)  # no symlinked temporary
         fd = os.open(part, flags | (0 if start else os.O_TRUNC), 0o644)
         received = 0
-        chunk_size = self.settings.chunk_size
-        # Hashing runs on its own thread, a few blocks behind the write: sha256 and write() both
-        # release the GIL, so on a large file they overlap instead of adding up (the FITS
-        # checksum too, on a thread of its own: numpy's sum releases the GIL as well). A helper
+        # Each block is received into a buffer of the ring, written whole from it, and checked
+        # (sha256, FITS checksum) from it on the ring's threads, a few blocks behind. A helper
         # flushes every SYNC_EVERY bytes, so dirty pages never pile up (the kernel throttles
         # writers that let them) and the final fsync has little left to do.
-        hasher = _BackgroundHasher(digest)
-        summer = _BackgroundHasher(fits) if fits is not None else None
+        ring = _BufferRing([digest] if fits is None else [digest, fits], self.settings.chunk_size)
+        readinto = _body_reader(response)
         syncing: Future[None] | None = None
         unsynced = 0
         syncing_now = False  # an error while syncing leaves no byte of the temporary trusted
@@ -222,37 +358,35 @@ class Attempt:
             try:
                 os.ftruncate(fd, start)  # drop any bytes past the splice point: never overlap
                 os.lseek(fd, start, os.SEEK_SET)
-                # read1 returns whatever has arrived (up to a chunk): with read(), a connection
-                # lost mid-chunk would throw away the bytes of that chunk instead of keeping
-                # them for the resume. decode_content=False: the body is stored exactly as sent.
-                read = response.raw.read1
                 while True:
+                    buffer = ring.take()
                     try:
-                        block = read(chunk_size, decode_content=False)
-                    except (requests.RequestException, urllib3.exceptions.HTTPError,
-                            OSError) as exc:
+                        count = readinto(buffer)
+                    except _READ_ERRORS as exc:
+                        ring.give_back(buffer)
                         raise _Retry(f"body cut short after {start + received} bytes "
                                      f"({type(exc).__name__})") from None
-                    if not block:
+                    if not count or self._cancel.is_set():
+                        ring.give_back(buffer)
+                        if count:
+                            raise _Fail(f"interrupted after {start + received} bytes")
                         break
-                    if self._cancel.is_set():
-                        raise _Fail(f"interrupted after {start + received} bytes")
-                    # Written whole (or raising) before it is hashed or counted: the hash and
+                    # Written whole (or raising) before it is checked or counted: the hash and
                     # the size describe exactly the bytes on disk.
-                    write_all(fd, block)
-                    hasher.update(block)
-                    if summer is not None:
-                        summer.update(block)
-                    received += len(block)
-                    unsynced += len(block)
+                    try:
+                        write_all(fd, buffer[:count])
+                    except BaseException:
+                        ring.give_back(buffer)
+                        raise
+                    ring.check(buffer, count)
+                    received += count
+                    unsynced += count
                     if (unsynced >= SYNC_EVERY and self.helpers is not None
                             and (syncing is None or syncing.done())):
                         syncing, unsynced = self.helpers.submit(os.fdatasync, fd), 0
-                    self._emit(Event("bytes", task.key, nbytes=len(block)))
+                    self._emit(Event("bytes", task.key, nbytes=count))
             finally:
-                hasher.close()
-                if summer is not None:
-                    summer.close()
+                ring.close()
                 syncing_now = True
                 if syncing is not None:
                     syncing.result()
@@ -274,3 +408,89 @@ class Attempt:
             raise IntegrityError(f"product {task.key}: the temporary holds {on_disk} bytes on "
                                  f"disk, {start + received} were written")
         return received
+
+    # -- segments ---------------------------------------------------------------------------------
+
+    def _segmented(self, task: FileTask, meta: PartMeta, counters: _Counters,
+                   first: requests.Response | None = None) -> tuple[PartMeta, str, int, FitsChecksum | None]:
+        """Fetch the segments of ``task`` not yet complete over one or more connections (see
+        :mod:`mastpipe.stages.retrieve.segments`); ``first`` is the open response to the first
+        segment. Returns (metadata, sha256 of the whole file, size, FITS checksum check), both
+        checks computed in order from the temporary as its segments complete."""
+        dest = Path(task.dest)
+        assert meta.segments is not None and meta.size is not None
+        if first is not None:  # the map goes to disk before the preallocated temporary
+            write_meta(dest, meta)
+        if self._cancel.is_set():
+            raise _Fail("interrupted")
+
+        def persist(segments: SegmentMap) -> None:
+            write_meta(dest, dataclasses.replace(meta, segments=segments))
+
+        fits = _fits_check(dest)
+        temporary = SegmentedTemporary(part_path(dest), meta.size, meta.segments, persist, self.settings.chunk_size,
+                                       also=[fits] if fits is not None else [])
+        try:
+            leading = ([(temporary.segments[0], lambda sink: self._read_into(first, sink, task))]
+                       if first is not None else [])
+            try:
+                fetch_segments(
+                    temporary, lambda segment, sink: self._fetch_range(task, meta, segment, sink, counters),
+                    self.slots, first=leading, cancelled=self._cancel.is_set, connection=self.http.drop_session,
+                    on_bytes=lambda n: self._emit(Event("bytes", task.key, nbytes=n)))
+            except InterruptedError:
+                raise _Fail("interrupted") from None
+            except (ConnectionError, TimeoutError) as exc:
+                raise _Retry(f"segment cut short ({exc})") from None
+            sha = temporary.sha256()
+            os.fsync(temporary.fd)
+            on_disk = os.fstat(temporary.fd).st_size
+        finally:
+            temporary.close()
+        if on_disk != meta.size:
+            raise IntegrityError(f"product {task.key}: the temporary holds {on_disk} bytes on "
+                                 f"disk, {meta.size} were written")
+        return dataclasses.replace(meta, segments=temporary.map), sha, meta.size, fits
+
+    def _fetch_range(self, task: FileTask, meta: PartMeta, segment: Segment, sink: SegmentSink,
+                     counters: _Counters) -> None:
+        """One ranged GET for the rest of ``segment``, written through ``sink`` (the HTTP source
+        of :func:`~mastpipe.stages.retrieve.segments.fetch_segments`)."""
+        position = sink.position
+        headers = {"Accept-Encoding": "identity", "Range": f"bytes={position}-{segment.end - 1}"}
+        if meta.validator:
+            headers["If-Range"] = meta.validator
+        response = self._open(task, headers, counters, position)
+        with response:
+            facts = ResponseFacts.from_response(response)
+            if facts.status != 206:
+                changed = (meta.etag and facts.etag and facts.etag != meta.etag) or (
+                    not (meta.etag and facts.etag) and meta.last_modified and facts.last_modified
+                    and facts.last_modified != meta.last_modified)
+                if changed:
+                    raise _Retry("remote file changed (validator differs): restarting it", discard=True)
+                raise _Retry(f"HTTP {facts.status} instead of 206 for segment {segment.index}")
+            _judged(task, position, meta, facts)
+            self._read_into(response, sink, task)
+
+    _buffers = threading.local()
+
+    def _read_into(self, response: requests.Response, sink: SegmentSink, task: FileTask) -> None:
+        """Receive a 206 body into this thread's buffer and write it through ``sink``, stopping
+        at the segment's end; a cut connection keeps what arrived."""
+        buffer = getattr(self._buffers, "buffer", None)
+        if buffer is None or len(buffer) != self.settings.chunk_size:
+            buffer = self._buffers.buffer = memoryview(bytearray(self.settings.chunk_size))
+        readinto = _body_reader(response)
+        while (remaining := sink.remaining) > 0:
+            if self._cancel.is_set():
+                raise _Fail("interrupted")
+            try:
+                count = readinto(buffer[:min(remaining, len(buffer))])
+            except _READ_ERRORS as exc:
+                raise _Retry(f"segment {sink.segment.index} cut short at byte {sink.position} "
+                             f"({type(exc).__name__})") from None
+            if not count:
+                return  # fetch_segments asks again from sink.position
+            sink.write(buffer[:count])
+        _release(response)

@@ -124,6 +124,16 @@ class Http:
             self._sessions.clear()
         self._local = threading.local()
 
+    def drop_session(self) -> None:
+        """Close this thread's session (a segment connection's thread is about to end)."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            with self._sessions_lock:
+                if session in self._sessions:
+                    self._sessions.remove(session)
+            del self._local.session
+
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:

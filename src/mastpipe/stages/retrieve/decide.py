@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mastpipe.stages.retrieve.ledger import DONE
+from mastpipe.stages.retrieve.segments import SegmentMap
 
 if TYPE_CHECKING:
     import requests
@@ -62,11 +63,16 @@ class PartMeta:
         Full size of the remote file as the server stated it, or as the product list expected.
     etag, last_modified : str or None
         The server's validators, sent back as ``If-Range`` on resume.
+    segments : SegmentMap or None
+        For a file fetched in ranged segments (:mod:`mastpipe.stages.retrieve.segments`): the segment size and
+        which segments are complete. Such a temporary is preallocated to its full size, so
+        its length says nothing; None for a temporary written from its start.
     """
 
     size: int | None = None
     etag: str | None = None
     last_modified: str | None = None
+    segments: SegmentMap | None = None
 
     @property
     def validator(self) -> str | None:
@@ -145,7 +151,10 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
            temporary decides: none -> ``FETCH``; no metadata, a different expected size (the
            remote changed), longer than the remote, or empty -> ``RESTART``; exactly as long as
            the remote -> ``FINISH_VERIFY``; shorter -> ``RESUME`` at its length, provided the
-           remote size or a validator is known to guard the splice (else ``RESTART``).
+           remote size or a validator is known to guard the splice (else ``RESTART``);
+        4. a temporary fetched in segments is judged by its map, not its length: every segment
+           done -> ``FINISH_VERIFY``; some -> ``RESUME`` (offset: the bytes of the segments
+           done); a map that does not fit the file -> ``RESTART``.
     """
     expected = remote.size
     if local.final_size is not None:
@@ -178,6 +187,14 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
     if expected is not None and meta.size is not None and meta.size != expected:
         return Action(ActionKind.RESTART, reason=f"remote size changed ({meta.size} -> {expected})")
     total = expected if expected is not None else meta.size
+    if meta.segments is not None:
+        segments = meta.segments
+        if total is None or part > total or not segments.consistent(total) or (part < total and segments.done):
+            return Action(ActionKind.RESTART, reason="segmented temporary does not match its segment map")
+        if segments.complete(total):
+            return Action(ActionKind.FINISH_VERIFY, reason="every segment of the temporary is complete")
+        return Action(ActionKind.RESUME, offset=segments.done_bytes(total),
+                      reason=f"resuming: {len(segments.done)} segment(s) of {segments.segment_size} bytes kept")
     if total is not None and part > total:
         return Action(ActionKind.RESTART, reason=f"temporary has {part} bytes, remote only {total}")
     if total is not None and part == total:

@@ -34,6 +34,7 @@ from mastpipe.stages.retrieve.fetch import HASH_QUEUE, PROGRESS_CEILING, SYNC_EV
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask, Plan
 from mastpipe.stages.retrieve.ledger import DONE, Ledger, LedgerRow
 from mastpipe.stages.retrieve.paths import check_collisions, check_free_space
+from mastpipe.stages.retrieve.segments import Segmenting, Slots
 from mastpipe.stages.retrieve.settings import CHUNK, DownloadSettings, settings_from
 from mastpipe.stages.retrieve.temporaries import (meta_path, part_path, remove_stale_temporaries,
                                                   size_of, stale_temporaries, stat_of)
@@ -61,6 +62,7 @@ __all__ = [
     "Plan",
     "RemoteFacts",
     "ResponseFacts",
+    "Segmenting",
     "Transfer",
     "Verdict",
     "decide",
@@ -155,6 +157,7 @@ class Transfer:
                         ThreadPoolExecutor(in_flight, thread_name_prefix="mastpipe-sync") as helpers:
                     # one helper per worker: each stream has at most one flush pending
                     self._fetcher.helpers = helpers
+                    self._fetcher.slots = Slots(in_flight)
                     futures = [pool.submit(self._fetcher.fetch, *p) for p in pending]
                     try:
                         for future in futures:
@@ -298,6 +301,7 @@ class Transfer:
         """
         budget = self.settings.run_retry_budget
         self._fetcher.budget = Budget(budget if budget is not None else self.settings.policy.max_attempts)
+        self._fetcher.slots = Slots(1)  # the caller places one file per call: no slot to spare
         self._cancel.clear()
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="mastpipe-sync") as helpers:

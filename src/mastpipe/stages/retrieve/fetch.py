@@ -32,7 +32,8 @@ from mastpipe.errors import IntegrityError, TransferError
 from mastpipe.retry import RetryAfterTooLong
 from mastpipe.stages.retrieve.checksum import FitsChecksum
 from mastpipe.stages.retrieve.attempt import (HASH_QUEUE, SYNC_EVERY, Attempt, _Counters, _DiskFull, _Fail, _fits_check,
-                                              _Retry)
+                                              _kept, _Retry)
+from mastpipe.stages.retrieve.segments import Slots
 from mastpipe.stages.retrieve.client import Http
 from mastpipe.stages.retrieve.decide import (Action, ActionKind, LocalState, PartMeta, RemoteFacts, decide)
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
@@ -137,6 +138,17 @@ class FileFetcher:
     def helpers(self, pool: ThreadPoolExecutor | None) -> None:
         self.attempt.helpers = pool
 
+    @property
+    def slots(self) -> Slots:
+        """The run's bound on requests in flight: each file holds one slot while it is worked on,
+        and a file fetched in segments takes spare ones for its extra connections; set by the
+        engine for a run."""
+        return self.attempt.slots
+
+    @slots.setter
+    def slots(self, slots: Slots) -> None:
+        self.attempt.slots = slots
+
     def local_state(self, task: FileTask, row: LedgerRow | None, ignore_final: bool = False) -> LocalState:
         return local_state(task.dest, row, verify=self.settings.verify, overwrite=self.settings.overwrite,
                            ignore_final=ignore_final)
@@ -149,6 +161,8 @@ class FileFetcher:
             return FileResult(task.key, dest, "failed", error=f"{task.key}: interrupted")
         lock = FetchLock(dest)
         result: FileResult | None = None
+        slots = self.slots
+        slots.acquire()  # free at once unless extra segment connections hold them all
         try:
             result = self._until_settled(task, row, local, counters, lock)
             return result
@@ -164,6 +178,7 @@ class FileFetcher:
             return FileResult(task.key, dest, "failed", attempts=counters.attempts,
                               http_requests=counters.requests, error=message)
         finally:
+            slots.release()
             with self._dirs.lock:
                 lock.release()
                 if result is None:  # a failed file leaves no directory made for it behind
@@ -291,7 +306,7 @@ class FileFetcher:
                         self._discard(task)
                     # A resume that kept new bytes is progress, not a failure: on a link that
                     # drops every few minutes a large file still gets there.
-                    progressed = not exc.discard and (size_of(part_path(dest)) or 0) > kept
+                    progressed = not exc.discard and _kept(dest) > kept
                     counters.stalled = 0 if progressed else counters.stalled + 1
                     self._wait_before_retry(task, counters, exc)
                 except IntegrityError as exc:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from mastpipe.errors import UsageError
 from mastpipe.retry import RetryPolicy
+from mastpipe.stages.retrieve.segments import Segmenting
 from mastpipe.typing import Overwrite
 
 if TYPE_CHECKING:
@@ -72,6 +73,10 @@ class DownloadSettings:
     executor : Executor or None
         Where downloads run (the recipe's ``retrieve.executor`` with ``--executor`` /
         ``--scheduler`` applied); None means threads of this process.
+    segments : Segmenting
+        When a large file is fetched in ranged segments over several connections
+        (``retrieve.segments``; default: from 256 MB). Its extra connections count in
+        ``in_flight`` and only take slots no other file is waiting for.
     """
 
     in_flight: int = 4
@@ -85,6 +90,7 @@ class DownloadSettings:
     chunk_size: int = CHUNK
     insecure: bool = False
     executor: Executor | None = None
+    segments: Segmenting = field(default_factory=Segmenting)
 
     def __post_init__(self) -> None:
         if self.in_flight < 1:
@@ -135,6 +141,7 @@ class DownloadSettings:
             overwrite=retrieve.overwrite,
             insecure=insecure,
             executor=retrieve.executor.override(executor, scheduler),
+            segments=Segmenting(retrieve.segments.min_size, retrieve.segments.size),
         )
 
 

@@ -28,6 +28,7 @@ except ImportError:  # Windows: no flock; one run per destination is then the us
 
 from mastpipe.atomic import atomic_write_bytes, owner_of
 from mastpipe.stages.retrieve.decide import LocalState, PartMeta
+from mastpipe.stages.retrieve.segments import SegmentMap
 
 if TYPE_CHECKING:
     from mastpipe.stages.retrieve.ledger import LedgerRow
@@ -230,8 +231,12 @@ def read_meta(dest: Path) -> PartMeta | None:
     """The metadata of the temporary of ``dest``, or None when absent or unreadable."""
     try:
         data = json.loads(meta_path(dest).read_text())
+        segments = data.get("segments")
+        parsed = SegmentMap.from_json(segments) if segments is not None else None
+        if segments is not None and parsed is None:
+            return None  # a map that cannot be read: nothing in the temporary can be trusted
         return PartMeta(size=data.get("size"), etag=data.get("etag"),
-                        last_modified=data.get("last_modified"))
+                        last_modified=data.get("last_modified"), segments=parsed)
     except (OSError, ValueError, AttributeError):
         return None  # absent or torn by a kill: the temporary is then restarted
 
@@ -241,7 +246,10 @@ def write_meta(dest: Path, meta: PartMeta) -> None:
     # Written (atomically) before the first body byte, so a kill never leaves bytes without it.
     # Not durable (no fsync): it is written on every attempt of every file, and losing it in a
     # power cut only costs a restart of the temporary; the final rename is what is made durable.
-    data = json.dumps({"size": meta.size, "etag": meta.etag, "last_modified": meta.last_modified})
+    fields: dict[str, object] = {"size": meta.size, "etag": meta.etag, "last_modified": meta.last_modified}
+    if meta.segments is not None:
+        fields["segments"] = meta.segments.to_json()
+    data = json.dumps(fields)
     atomic_write_bytes(meta_path(dest), data.encode(), durable=False)
 
 
