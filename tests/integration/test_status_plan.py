@@ -5,31 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from _examples import example_recipe
+
 from mastpipe.runner import Pipeline
 
-RECIPE = """\
-version: 1
-name: status-plan
-mast: {timeout: 5, retries: 1}
-query:
-  nircam:
-    criteria:
-      obs_collection: JWST
-      proposal_id: "1073"
-      instrument_name: "NIRCAM*"
-      filters: F277W
-products:
-  batch_size: 5
-unique:
-  key: productFilename
-filter:
-  guide_stars: omit
-  columns:
-    productSubGroupDescription: UNCAL
-retrieve:
-  mode: download
-  destination: data
-"""
+# The example of pipelines/, with a quick server timeout, guide stars left out and files under data/.
+RECIPE = example_recipe(name="status-plan", description=None, mast={"timeout": 5, "retries": 1},
+                        filter={"guide_stars": "omit"}, retrieve={"destination": "data"})
 
 SANDBOX_ID = "mastpipe-sandbox:seed=0"  # what the CLI's --sandbox passes as server_id
 TABLE_STAGES = ("query", "products", "unique", "filter")
