@@ -61,15 +61,8 @@ def test_serve_forever_rejects_bad_arguments_before_binding(tmp_path):
     assert "unknown fault knob 'nope'" in err and "valid knobs" in err
 
 
-def _cli(*args):
-    import shutil
-
-    exe = shutil.which("mastpipe")
-    return [exe] if exe else [sys.executable, "-m", "mastpipe.cli"]
-
-
-def test_cli_sandbox_serve_as_a_user_starts_it(tmp_path):
-    proc = subprocess.Popen([*_cli(), "sandbox", "serve", "--port", "0", "--seed", "0",
+def test_cli_sandbox_serve_as_a_user_starts_it(tmp_path, mastpipe_argv):
+    proc = subprocess.Popen([*mastpipe_argv, "sandbox", "serve", "--port", "0", "--seed", "0",
                              "--faults", "download.fail_first=1", "--token", "tok=A. User"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
@@ -83,15 +76,15 @@ def test_cli_sandbox_serve_as_a_user_starts_it(tmp_path):
     assert proc.returncode == 0 and err == ""
 
 
-def test_cli_sandbox_serve_bad_faults_is_a_clear_error(tmp_path):
-    proc = subprocess.run([*_cli(), "sandbox", "serve", "--faults", "download.latncy=1"],
+def test_cli_sandbox_serve_bad_faults_is_a_clear_error(tmp_path, mastpipe_argv):
+    proc = subprocess.run([*mastpipe_argv, "sandbox", "serve", "--faults", "download.latncy=1"],
                           capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert proc.returncode != 0
     assert "latncy" in proc.stderr and "valid knobs" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_cli_sandbox_serve_https_with_a_certificate_and_its_key(tmp_path):
+def test_cli_sandbox_serve_https_with_a_certificate_and_its_key(tmp_path, mastpipe_argv):
     import trustme
 
     authority = trustme.CA()
@@ -100,7 +93,7 @@ def test_cli_sandbox_serve_https_with_a_certificate_and_its_key(tmp_path):
     issued.cert_chain_pems[0].write_to_path(str(cert))
     issued.private_key_pem.write_to_path(str(key))
     authority.cert_pem.write_to_path(str(bundle))
-    proc = subprocess.Popen([*_cli(), "sandbox", "serve", "--port", "0", "--tls-cert", str(cert), "--tls-key", str(key)],
+    proc = subprocess.Popen([*mastpipe_argv, "sandbox", "serve", "--port", "0", "--tls-cert", str(cert), "--tls-key", str(key)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         url = proc.stdout.readline().strip()
@@ -119,10 +112,10 @@ def test_cli_sandbox_serve_https_with_a_certificate_and_its_key(tmp_path):
     (("--tls-cert", "missing.pem", "--tls-key", "missing.pem"), "'missing.pem' does not exist"),
     (("--tls-cert", "junk.pem", "--tls-key", "junk.pem"), "are not a PEM certificate and its private key"),
 ])
-def test_cli_sandbox_serve_bad_tls_files_are_clear_errors(tmp_path, given, expected):
+def test_cli_sandbox_serve_bad_tls_files_are_clear_errors(tmp_path, given, expected, mastpipe_argv):
     (tmp_path / "cert.pem").write_text("x")
     (tmp_path / "junk.pem").write_text("not a certificate\n")
-    proc = subprocess.run([*_cli(), "sandbox", "serve", "--port", "0", *given],
+    proc = subprocess.run([*mastpipe_argv, "sandbox", "serve", "--port", "0", *given],
                           capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     assert expected in proc.stderr and "Traceback" not in proc.stderr
