@@ -121,9 +121,11 @@ def new_run_id() -> str:
 def _query_section(recipe: Recipe) -> dict[str, Any]:
     """The recipe's queries as fingerprints see them. The keys of mission searches are left out
     of CAOM searches, which do not use them, so checkpoints made before mission searches existed
-    stay current."""
+    stay current. A query's ``expect`` is left out too: it judges the result, it does not change
+    it, so tightening a bound must not send the search to MAST again."""
     queries: dict[str, Any] = recipe.model_dump(mode="json")["query"]
     for query in queries.values():
+        query.pop("expect", None)
         if query.get("mission") is None:
             for key in ("mission", "conditions", "select_cols"):
                 query.pop(key, None)
