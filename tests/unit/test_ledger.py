@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -55,14 +54,17 @@ def test_concurrent_writers(tmp_path: Path) -> None:
     ledger.close()
 
 
-def test_reading_ten_thousand_rows_is_fast(tmp_path: Path) -> None:
+def test_ten_thousand_rows_read_back_whole_and_by_key(tmp_path: Path) -> None:
+    # How fast: benchmarks/bench_transfer.py's 10,000-file rerun, side by side, not a timing
+    # assert here (one failed whenever other jobs shared the cores).
     ledger = Ledger(tmp_path)
     for i in range(10_000):
         ledger.mark_done(f"mast:{i}", f"/d/{i}", i, "00" * 32, attempts=1)
-    start = time.perf_counter()
     rows = ledger.rows()
     assert len(rows) == 10_000
-    assert time.perf_counter() - start < 0.5
+    assert all(rows[f"mast:{i}"].dest == f"/d/{i}" and rows[f"mast:{i}"].size == i for i in range(10_000))
+    some = ledger.rows([f"mast:{i}" for i in range(0, 10_000, 1000)] + ["mast:absent"])
+    assert sorted(some) == sorted(f"mast:{i}" for i in range(0, 10_000, 1000))
     ledger.close()
 
 
