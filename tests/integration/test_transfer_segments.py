@@ -201,7 +201,6 @@ retrieve:
 
 
 def test_recipe_setting_reaches_the_engine(sandbox, tmp_path: Path) -> None:
-    from astropy.table import Table
 
     import mastpipe
 
@@ -210,7 +209,7 @@ def test_recipe_setting_reaches_the_engine(sandbox, tmp_path: Path) -> None:
         recipe.write_text(RECIPE.format(segments=segments, name=name))
         sandbox.log.clear()
         mastpipe.run(recipe, mast_url=sandbox.url)
-        manifest = Table.read(tmp_path / name / "manifest.ecsv")
+        manifest = mastpipe.read_manifest(tmp_path / name / "manifest.ecsv")  # paths made absolute
         assert len(manifest) and set(manifest["status"]) == {"fetched"}
         for row in manifest:
             assert Path(row["path"]).read_bytes() == sandbox.catalog.body(row["dataURI"])
