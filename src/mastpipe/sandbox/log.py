@@ -75,6 +75,7 @@ class RequestLog:
         self._lock = threading.Lock()
         self._quiet = threading.Condition(self._lock)
         self._open = 0
+        self._answering = 0  # requests whose last byte has not yet been handed to the socket
         self._peak_open = 0
         self._path = Path(path) if path else None
         self._file = open(self._path, "a", encoding="utf-8") if self._path else None
@@ -110,12 +111,25 @@ class RequestLog:
         """Note that a request is being answered; its JSONL line is written when it closes."""
         with self._lock:
             self._open += 1
-            self._peak_open = max(self._peak_open, self._open)
+            self._answering += 1
+            self._peak_open = max(self._peak_open, self._answering)
 
-    def close_request(self) -> None:
-        """Note that a request's answer and its JSONL line are complete."""
+    def answered(self) -> None:
+        """Note that a request's last byte is about to go out (called once, before that write).
+
+        From then on its client may hold the whole answer and start another request while this
+        handler still writes its log line; counting the two as overlapping would charge the
+        client's in-flight bound with the server's bookkeeping."""
+        with self._lock:
+            self._answering -= 1
+
+    def close_request(self, answered: bool = False) -> None:
+        """Note that a request's answer and its JSONL line are complete (``answered``: whether
+        :meth:`answered` was already called for it)."""
         with self._lock:
             self._open -= 1
+            if not answered:
+                self._answering -= 1
             self._quiet.notify_all()
 
     def wait_quiet(self, timeout: float = 5.0) -> bool:
@@ -146,7 +160,7 @@ class RequestLog:
         """Forget the in-memory records and the peak (the JSONL file is kept)."""
         with self._lock:
             self._records.clear()
-            self._peak_open = self._open
+            self._peak_open = self._answering
 
     def close(self) -> None:
         """Close the JSONL file, if any."""

@@ -281,11 +281,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         log = self.server.side.sandbox.log
+        self._answered = False
         log.open_request()
         try:
             self._answer()
         finally:
-            log.close_request()
+            log.close_request(self._answered)
+
+    def _last_byte_next(self) -> None:
+        """The next write completes the answer: tell the log before it goes out (see
+        :meth:`RequestLog.answered`)."""
+        if not self._answered:
+            self._answered = True
+            self.server.side.sandbox.log.answered()
 
     do_HEAD = do_PUT = do_POST = do_DELETE = do_GET
 
@@ -353,6 +361,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in headers:
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
+        self._last_byte_next()
         self.end_headers()
         if self.command != "HEAD" and payload:
             self.wfile.write(payload)
@@ -421,6 +430,8 @@ class _Handler(BaseHTTPRequestHandler):
                 conn.close()
                 self._upstream = None
                 raise _Drop()
+            if size is not None and self._sent + len(block) >= size:
+                self._last_byte_next()
             self.wfile.write(block)
             self._sent += len(block)
             if bandwidth:
