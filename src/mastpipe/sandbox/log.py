@@ -7,7 +7,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["Record", "RequestLog"]
+__all__ = ["OpenRequest", "Record", "RequestLog"]
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,13 @@ class RequestLog:
             self._file.write(json.dumps(asdict(record)) + "\n")
             self._file.flush()
 
-    def open_request(self) -> None:
+    def open_request(self) -> OpenRequest:
         """Note that a request is being answered; its JSONL line is written when it closes."""
         with self._lock:
             self._open += 1
             self._answering += 1
             self._peak_open = max(self._peak_open, self._answering)
+        return OpenRequest(self)
 
     def answered(self) -> None:
         """Note that a request's last byte is about to go out (called once, before that write).
@@ -172,3 +173,22 @@ class RequestLog:
     def __len__(self) -> int:
         with self._lock:
             return len(self._records)
+
+
+class OpenRequest:
+    """One request being answered, as both of the sandbox's servers (MAST's and the S3 proxy)
+    report it to their :class:`RequestLog`."""
+
+    def __init__(self, log: RequestLog) -> None:
+        self._log = log
+        self._answered = False
+
+    def last_byte_next(self) -> None:
+        """The next write completes the answer: tell the log before it goes out (see
+        :meth:`RequestLog.answered`). Only the first call counts."""
+        if not self._answered:
+            self._answered = True
+            self._log.answered()
+
+    def close(self) -> None:
+        self._log.close_request(self._answered)

@@ -280,20 +280,11 @@ class _Handler(BaseHTTPRequestHandler):
         """Silent: the RequestLog has every request."""
 
     def do_GET(self) -> None:
-        log = self.server.side.sandbox.log
-        self._answered = False
-        log.open_request()
+        self._request = self.server.side.sandbox.log.open_request()
         try:
             self._answer()
         finally:
-            log.close_request(self._answered)
-
-    def _last_byte_next(self) -> None:
-        """The next write completes the answer: tell the log before it goes out (see
-        :meth:`RequestLog.answered`)."""
-        if not self._answered:
-            self._answered = True
-            self.server.side.sandbox.log.answered()
+            self._request.close()
 
     do_HEAD = do_PUT = do_POST = do_DELETE = do_GET
 
@@ -361,7 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in headers:
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
-        self._last_byte_next()
+        self._request.last_byte_next()
         self.end_headers()
         if self.command != "HEAD" and payload:
             self.wfile.write(payload)
@@ -431,7 +422,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._upstream = None
                 raise _Drop()
             if size is not None and self._sent + len(block) >= size:
-                self._last_byte_next()
+                self._request.last_byte_next()
             self.wfile.write(block)
             self._sent += len(block)
             if bandwidth:

@@ -149,21 +149,12 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
 
     def _dispatch(self) -> None:
-        log = self.server.sandbox.log
         self._planned = 0
-        self._answered = False
-        log.open_request()
+        self._request = self.server.sandbox.log.open_request()
         try:
             self._answer()
         finally:
-            log.close_request(self._answered)
-
-    def _last_byte_next(self) -> None:
-        """The next write completes the answer: tell the log before it goes out (see
-        :meth:`RequestLog.answered`)."""
-        if not self._answered:
-            self._answered = True
-            self.server.sandbox.log.answered()
+            self._request.close()
 
     def _answer(self) -> None:
         sb = self.server.sandbox
@@ -297,7 +288,7 @@ class Handler(BaseHTTPRequestHandler):
         self._commit(0 if self.command == "HEAD" else body_len)
         self._planned = 0 if self.command == "HEAD" else body_len
         if self._planned == 0:
-            self._last_byte_next()
+            self._request.last_byte_next()
         self.end_headers()
 
     def _send_simple(self, status: int, body: bytes, ctype: str = "application/json",
@@ -312,7 +303,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _write(self, data) -> None:
         if self._planned and self._sent + len(data) >= self._planned:
-            self._last_byte_next()
+            self._request.last_byte_next()
         self.wfile.write(data)
         self._sent += len(data)
 
