@@ -492,8 +492,10 @@ def status(recipe: str | os.PathLike[str], *, mast_url: str | None = None,
            server_id: str | None = None) -> StatusReport:
     """Where a recipe's state stands: each checkpoint, the files present, the lock.
 
-    Reads only: contacts no server, writes nothing, takes no lock (a run in progress is
-    reported, not disturbed).
+    Reads only: contacts no server, takes no lock (a run in progress is reported, not
+    disturbed), and writes nothing but ``outlook.json`` in the state directory, the files'
+    outlook remembered in the modes that keep no ledger (see
+    :func:`mastpipe.stages.retrieve.outlook.status_outlook`).
 
     Parameters
     ----------
