@@ -69,7 +69,8 @@ def plan(size: int, segment_size: int) -> list[Segment]:
 
 @dataclass(frozen=True)
 class SegmentMap:
-    """Which segments of a temporary are complete: what its ``.part.json`` remembers."""
+    """Which segments of a temporary are complete: what its ``.part.json`` (S3's parts:
+    ``.parts.json``) remembers."""
 
     segment_size: int
     done: frozenset[int] = frozenset()
@@ -113,7 +114,8 @@ class SegmentedTemporary:
     Parameters
     ----------
     path : path-like
-        The temporary (``.<name>.part``); created if absent, never followed if a symlink.
+        The temporary (``.<name>.part``; ``.<name>.parts`` for S3); created if absent, never
+        followed if a symlink.
     size : int
         The file's size.
     segments : SegmentMap
