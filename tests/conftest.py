@@ -3,7 +3,10 @@
 * ``cli``: ``cli(*args, cwd=..., env=..., input=..., timeout=..., drop=(...), text=...)`` runs the installed
   ``mastpipe`` command in a subprocess, as a user would, with MAST_API_TOKEN, MASTPIPE_MAST_URL and
   the variables named in ``drop`` unset unless ``env`` sets them.
-* ``mastpipe_argv``: the argv prefix that starts that command (for ``Popen``).
+* ``cli_process``: ``cli_process(*args, cwd=..., env=..., drop=(...), **popen)`` starts the same command
+  with the same environment and returns the ``Popen`` without waiting: for the tests that need a
+  separate process on purpose (signal or kill it, race it, read a server's address from it).
+* ``mastpipe_argv``: the argv prefix that starts that command (for a shell line).
 * ``login``: ``login(url, stdin, backend=..., **variables)`` runs ``mastpipe login --mast-url URL``
   with the token on stdin and a keyring in the test's temporary directory, never the real one.
 
@@ -91,10 +94,26 @@ def mastpipe(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: 
                           timeout=timeout, input=input)
 
 
+def spawn(*args: str, cwd: Path, env: dict[str, str] | None = None, drop: tuple[str, ...] = (),
+          **popen: Any) -> subprocess.Popen[Any]:
+    """Start the command line as :func:`mastpipe` does, without waiting for it.
+
+    ``popen`` goes to :class:`subprocess.Popen` as it is (``stdout=subprocess.PIPE``, ``text=True``,
+    ``preexec_fn`` ...); the caller waits for, signals or kills the process.
+    """
+    return subprocess.Popen([*_argv(), *args], cwd=cwd, env=_environment(env, drop), **popen)
+
+
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """:func:`mastpipe`, as a fixture (test modules here are not a package)."""
     return mastpipe
+
+
+@pytest.fixture
+def cli_process() -> Callable[..., subprocess.Popen[Any]]:
+    """:func:`spawn`, as a fixture."""
+    return spawn
 
 
 @pytest.fixture

@@ -94,15 +94,13 @@ def _files_done(data: Path) -> list[Path]:
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
                          ids=["SIGINT", "SIGTERM"])
-def test_interrupted_run_says_how_far_it_got_and_a_rerun_resumes(workdir: Path, cli, signum: int,
+def test_interrupted_run_says_how_far_it_got_and_a_rerun_resumes(workdir: Path, cli, cli_process, signum: int,
                                                                  code: int) -> None:
     data = workdir / "pipelines/data/jwst-1073"
     # ~14 files of ~33 KiB at 20 kB/s per connection, 4 at a time: retrieve takes several seconds
     with Sandbox(seed=0, faults="download.bandwidth=20000") as sb:
-        env = {k: v for k, v in os.environ.items() if k not in ("MASTPIPE_MAST_URL", "MAST_API_TOKEN")}
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from mastpipe.cli import main; main()", "run", SEED, "--mast-url", sb.url],
-            cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        process = cli_process(
+            "run", SEED, "--mast-url", sb.url, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             # as in a terminal: whatever this test runner inherited, the child gets SIGINT's default
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from astropy.table import Table
@@ -38,9 +37,9 @@ def test_seed_recipe_runs_against_the_builtin_sandbox_and_reruns_fetch_nothing(w
         assert f"{stage}: reused checkpoint" in second.stderr, second.stderr
 
 
-def test_plan_and_status_against_a_served_sandbox(workdir: Path, cli) -> None:
-    server = subprocess.Popen([sys.executable, "-c", "from mastpipe.cli import main; main()", "sandbox", "serve",
-                               "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_plan_and_status_against_a_served_sandbox(workdir: Path, cli, cli_process) -> None:
+    server = cli_process("sandbox", "serve", "--port", "0", cwd=workdir, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().strip()  # type: ignore[union-attr]
         assert url.startswith("http://127.0.0.1:")

@@ -68,25 +68,21 @@ def test_plan_after_a_complete_run_has_nothing_to_fetch(workdir: Path, cli) -> N
     assert f"1 fetched ({format_bytes(size)}), 13 already present" in run.stdout, run.stdout
 
 
-def test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock(workdir: Path, cli) -> None:
+def test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock(workdir: Path, cli,
+                                                                            cli_process) -> None:
     import os
-    import shutil
     import signal
     import subprocess
-    import sys
     import time
 
     from mastpipe.sandbox import Faults, Sandbox
 
     data = workdir / "pipelines/data/jwst-1073/mastDownload"
-    command = shutil.which("mastpipe")
     with Sandbox(seed=0) as sb:
         # ~3.4 s per file of ~33 KiB: the run is surely still going after `status` has answered
         sb.faults = Faults.parse("download.bandwidth=10000")
-        argv = [command] if command else [sys.executable, "-c", "from mastpipe.cli import main; main()"]
-        env = {k: v for k, v in os.environ.items() if k not in ("MASTPIPE_MAST_URL", "MAST_API_TOKEN")}
-        proc = subprocess.Popen([*argv, "run", "-q", SEED, "--mast-url", sb.url], cwd=workdir, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = cli_process("run", "-q", SEED, "--mast-url", sb.url, cwd=workdir,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
