@@ -433,7 +433,7 @@ class FileFetcher:
                                   checksum, stat_of(dest), source=task.source, version=task.version)
         with self._dirs.lock:
             self.to_fetch = max(self.to_fetch - size, 0)
-        self._emit(Event("done", task.key, total=size))
+        self._emit(Event("fetched", task.key, total=size))
         return FileResult(task.key, dest, "fetched", size=size, sha256=sha,
                           attempts=counters.attempts, http_requests=counters.requests,
                           checksum=checksum, source=task.source)
