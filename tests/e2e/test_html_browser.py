@@ -36,7 +36,7 @@ def _browse(page: Path, tmp_path: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def _plot_area(image: np.ndarray) -> np.ndarray:
-    """Where the page puts the sky map: the left column under the title (see picture._STYLE)."""
+    """Where the page puts the sky map: the left column under the title (see picture.page._STYLE)."""
     return image[80:560, 20:730, :3]
 
 
