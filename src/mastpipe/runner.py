@@ -366,21 +366,11 @@ class Pipeline:
                                   ledger_journal=self.recipe.state.ledger_journal)
 
     def manifest_meta(self, run_id: str) -> dict[str, str]:
-        """The provenance a manifest's ECSV header carries, so a manifest found on its own
-        (in a CI artifact, beside restored files) says where it came from.
+        """The provenance a manifest's ECSV header carries
+        (:func:`mastpipe.stages.retrieve.manifest.manifest_meta`)."""
+        from mastpipe.stages.retrieve.manifest import manifest_meta
 
-        Keys: ``recipe`` (name), ``recipe_path``, ``recipe_fingerprint``, ``run_id``, ``server``
-        (the MAST URL asked), ``source`` (``retrieve.source``: mast, cloud or auto),
-        ``download_url`` (MAST's download endpoint) and ``mastpipe`` (version); :func:`~mastpipe.stages.retrieve.stage.write_manifest` adds ``paths``.
-        """
-        from mastpipe import __version__
-        from mastpipe.stages.retrieve.stage import download_url
-
-        return {"recipe": self.recipe.name, "recipe_path": str(self.recipe_path.resolve()),
-                "recipe_fingerprint": fingerprint(self.recipe.model_dump(mode="json")), "run_id": run_id,
-                "server": self.mast_url, "source": self.recipe.retrieve.source,
-                "download_url": download_url(self.mast_url, ""),
-                "mastpipe": __version__}
+        return manifest_meta(self.recipe, self.recipe_path, self.mast_url, run_id)
 
     def batch_dir(self) -> Path:
         """Where the products stage keeps finished batches for the current query checkpoint."""
@@ -414,5 +404,5 @@ class Pipeline:
                               mast_url=self.mast_url, checkpoint=(sidecar.digest, files))
 
     def status(self) -> list[StageStatus]:
-        """Each table stage's checkpoint: done, stale (and why) or missing. Contacts no server."""
+        """Each table stage's checkpoint: current, stale (and why) or missing. Contacts no server."""
         return self.staleness.status(self.checkpoints)

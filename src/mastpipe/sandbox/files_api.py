@@ -8,6 +8,7 @@ import json
 import re
 from email.utils import formatdate
 
+from mastpipe.sandbox.bucket import mast_path
 from mastpipe.sandbox.bundle import bundle_name, bundle_script
 from mastpipe.sandbox.respond import CHUNK, Responder
 
@@ -104,8 +105,6 @@ class FilesApi(Responder):
 
     # ------------------------------------------------------------------ path_lookup
     def _path_lookup(self) -> None:
-        from .s3 import mast_path
-
         ep = "path_lookup"
         uris = self._query.get("uri") or self._form().get("uri") or []
         self._rec["uris"] = list(uris)
