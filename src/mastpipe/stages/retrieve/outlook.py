@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,6 +163,12 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
     return outlook
 
 
+def _folded(name: str) -> str:
+    """A file name as a case-insensitive, normalising filesystem (macOS, Windows) may match it:
+    a file listed under another case or form is still judged by its exact path."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def _nothing_there(dests: list[str], last: dict[str, int],
                    rows: dict[str, LedgerRow]) -> tuple[list[int], list[int]]:
     """Split the files (``last``: key -> its index) into those with no ledger row and nothing on
@@ -186,13 +193,13 @@ def _nothing_there(dests: list[str], last: dict[str, int],
         if directory not in listings:
             try:
                 with os.scandir(directory) as entries:
-                    listings[directory] = {entry.name for entry in entries}
+                    listings[directory] = {_folded(entry.name) for entry in entries}
             except (FileNotFoundError, NotADirectoryError):
                 listings[directory] = set()
             except OSError:
                 listings[directory] = None  # unreadable: let the one-by-one path find out
         names = listings[directory]
-        if names is not None and name not in names and f".{name}.part" not in names:
+        if names is not None and _folded(name) not in names and _folded(f".{name}.part") not in names:
             absent.append(i)
         else:
             judged.append(i)

@@ -414,5 +414,5 @@ def _outside_or_linked(root: str, parents: np.ndarray, names: np.ndarray, eligib
         except OSError:
             eligible &= parents != parent
             continue
-        if links:
-            eligible &= ~((parents == parent) & np.isin(names, links))
+        if links:  # compared without case: a case-insensitive filesystem finds either
+            eligible &= ~((parents == parent) & np.isin(np.strings.lower(names), [link.lower() for link in links]))
