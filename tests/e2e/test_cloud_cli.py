@@ -17,6 +17,13 @@ TUTORIAL = "jwst-1073-nircam-uncal.yaml"
 DROP = ("MASTPIPE_S3_ENDPOINT",)  # the runs start their own bucket
 
 
+@pytest.fixture
+def cli(cli_in_process):  # type: ignore[no-untyped-def]
+    """What the commands print and leave on disk is the point here, not their process: run them in
+    this one (the console script itself is tested in test_run_cli.py and test_cli_robustness.py)."""
+    return cli_in_process
+
+
 def test_run_sandbox_source_auto_then_a_rerun_that_asks_nothing(cli, tmp_path: Path) -> None:
     shutil.copy(REPO / "pipelines" / TUTORIAL, tmp_path / TUTORIAL)
     before = cli("plan", "--sandbox", "--source", "auto", TUTORIAL, cwd=tmp_path, drop=DROP, timeout=600)

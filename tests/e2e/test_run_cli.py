@@ -37,8 +37,8 @@ def test_seed_recipe_runs_against_the_builtin_sandbox_and_reruns_fetch_nothing(w
         assert f"{stage}: reused checkpoint" in second.stderr, second.stderr
 
 
-def test_plan_and_status_against_a_served_sandbox(workdir: Path, cli, cli_process) -> None:
-    server = cli_process("sandbox", "serve", "--port", "0", cwd=workdir, stdout=subprocess.PIPE,
+def test_plan_and_status_against_a_served_sandbox(workdir: Path, cli, cli_spawn) -> None:
+    server = cli_spawn("sandbox", "serve", "--port", "0", cwd=workdir, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().strip()  # type: ignore[union-attr]

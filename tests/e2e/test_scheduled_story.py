@@ -36,7 +36,8 @@ def _gets(sandbox: Sandbox) -> list[str]:
     return sorted(r.uri for r in sandbox.log.records() if r.endpoint == "download" and r.method == "GET")
 
 
-def test_three_scheduled_reruns(cli: Cli, tmp_path: Path) -> None:
+def test_three_scheduled_reruns(cli_in_process: Cli, tmp_path: Path) -> None:
+    cli = cli_in_process  # the story is in the files each run leaves, not in its process
     recipe = example_recipe(tmp_path, filename=JWST_1073)
     data = tmp_path / "data" / "jwst-1073"
     with Sandbox(seed=0) as sb:

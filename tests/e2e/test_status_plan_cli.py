@@ -5,10 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from mastpipe.stages.retrieve.progress import format_bytes
 
 SEED = "pipelines/jwst-1073-nircam-uncal.yaml"
 STAGES = ("query", "products", "unique", "filter")
+
+
+@pytest.fixture
+def cli(cli_in_process):  # type: ignore[no-untyped-def]
+    """What the commands print and leave on disk is the point here, not their process: run them in
+    this one (the console script itself is tested in test_run_cli.py and test_cli_robustness.py)."""
+    return cli_in_process
 
 
 def _stage_lines(stdout: str) -> dict[str, str]:
@@ -69,7 +78,7 @@ def test_plan_after_a_complete_run_has_nothing_to_fetch(workdir: Path, cli) -> N
 
 
 def test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock(workdir: Path, cli,
-                                                                            cli_process) -> None:
+                                                                            cli_spawn) -> None:
     import os
     import signal
     import subprocess
@@ -81,7 +90,7 @@ def test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock(wor
     with Sandbox(seed=0) as sb:
         # ~3.4 s per file of ~33 KiB: the run is surely still going after `status` has answered
         sb.faults = Faults.parse("download.bandwidth=10000")
-        proc = cli_process("run", "-q", SEED, "--mast-url", sb.url, cwd=workdir,
+        proc = cli_spawn("run", "-q", SEED, "--mast-url", sb.url, cwd=workdir,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60

@@ -118,8 +118,8 @@ def test_s3_faults_slowdown_drop_and_latency(sb) -> None:
     assert statuses[0] == 503 and 200 in statuses
 
 
-def test_serve_s3_prints_the_endpoint_second(tmp_path, cli_process) -> None:
-    proc = cli_process("sandbox", "serve", "--s3", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def test_serve_s3_prints_the_endpoint_second(tmp_path, cli_spawn) -> None:
+    proc = cli_spawn("sandbox", "serve", "--s3", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True)
     try:
         assert proc.stdout is not None

@@ -315,10 +315,7 @@ class FileFetcher:
                                                                     self.settings.s3_parts):
                     counters.attempts += 1  # a large cloud copy: parallel ranged parts (parts.py)
                     try:
-                        meta = parts.fetch_parts(self, task, counters, _Retry, _Fail)
-                        fits = _fits_check(dest)
-                        digest, size = hash_file(part_path(dest), chunk_size, also=fits)
-                        return self._finish(task, counters, meta, digest.hexdigest(), size, fits)
+                        return self._finish(task, counters, *parts.fetch_parts(self, task, counters, _Retry, _Fail))
                     except _Retry as exc:
                         counters.stalled += 1
                         self._wait_before_retry(task, counters, exc)
