@@ -51,7 +51,8 @@ __all__ = ["HASH_QUEUE", "SYNC_EVERY", "Attempt"]
 
 log = logging.getLogger("mastpipe.stages.retrieve.fetch")  # one logger for a file's whole story
 
-HASH_QUEUE = 4  # blocks a stream may read ahead of its hash
+HASH_QUEUE = 4  # blocks a stream may read ahead of its checks, at least
+RING_BYTES = 16 << 20  # bytes a stream may read ahead of its checks, at most (see _BufferRing)
 SYNC_EVERY = 64 << 20  # flush large files as they grow (see FileFetcher._stream)
 
 
@@ -60,50 +61,51 @@ class _Sink(Protocol):
 
 
 class _BufferRing:
-    """Preallocated buffers that a body is received into, then checked on threads of their own.
+    """Preallocated buffers that a body is received into, then checked on a thread of its own.
 
     The stream receives into a free buffer (no allocation, no copy), writes it whole, and hands
-    it to every check (the sha256, and the FITS checksum of a FITS file), each on its own thread
-    at most HASH_QUEUE blocks behind; the buffer is free again once every check has read it.
-    Each byte is checked from the very buffer it was written from. sha256, numpy's sum and
-    write() all release the GIL, so on a large file they overlap instead of adding up.
+    it to the ring's thread, which runs every check over it in turn (the sha256, then the FITS
+    checksum of a FITS file) while the buffer is still in the CPU's cache, and frees it. Each
+    byte is checked from the very buffer it was written from. sha256, numpy's sum and write()
+    all release the GIL, so on a large file checking overlaps receiving and writing instead of
+    adding to them.
+
+    Buffers are made as the stream needs them, up to RING_BYTES (at least HASH_QUEUE + 1): a
+    small file uses one or two, a large one may run up to RING_BYTES ahead of its checks, so a
+    check thread that the scheduler sets aside for a few milliseconds does not stop the stream.
+    One thread for all checks, not one each: a block wakes one thread, not two, and both checks
+    together still take less CPU than receiving and writing (measured in benchmarks/README.md).
     """
 
     def __init__(self, checks: list[_Sink], chunk: int) -> None:
         self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
-        for _ in range(HASH_QUEUE + 1):
-            self._free.put(memoryview(bytearray(chunk)))
-        self._readers: dict[int, int] = {}  # id(buffer) -> checks still to read it
-        self._lock = threading.Lock()
+        self._chunk = chunk
+        self._room = max(RING_BYTES // chunk, HASH_QUEUE + 1)  # buffers still to make
         self._error: BaseException | None = None
-        self._queues: list[queue.SimpleQueue[tuple[memoryview, int] | None]] = []
-        self._threads = []
-        for check in checks:
-            work: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
-            thread = threading.Thread(target=self._run, args=(check, work), daemon=True, name="mastpipe-sha256")
-            thread.start()
-            self._queues.append(work)
-            self._threads.append(thread)
+        self._work: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, args=(checks,), daemon=True, name="mastpipe-check")
+        self._thread.start()
 
-    def _run(self, check: _Sink, work: queue.SimpleQueue[tuple[memoryview, int] | None]) -> None:
-        while (item := work.get()) is not None:
+    def _run(self, checks: list[_Sink]) -> None:
+        while (item := self._work.get()) is not None:
             buffer, count = item
             if self._error is None:
                 try:
-                    check.update(buffer[:count])
+                    for check in checks:
+                        check.update(buffer[:count])
                 except BaseException as exc:  # noqa: BLE001 - raised by close(); buffers keep flowing
                     self._error = exc
-            with self._lock:
-                left = self._readers[id(buffer)] - 1
-                if left:
-                    self._readers[id(buffer)] = left
-                    continue
-                del self._readers[id(buffer)]
             self._free.put(buffer)
 
     def take(self) -> memoryview:
-        """A free buffer (waits while every buffer is still being checked)."""
-        return self._free.get()
+        """A free buffer (a new one while there is room; else waits until one is checked)."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            if self._room:
+                self._room -= 1
+                return memoryview(bytearray(self._chunk))
+            return self._free.get()
 
     def give_back(self, buffer: memoryview) -> None:
         """Return a buffer that was not written."""
@@ -111,17 +113,12 @@ class _BufferRing:
 
     def check(self, buffer: memoryview, count: int) -> None:
         """Check the first ``count`` bytes of a taken ``buffer`` (those written), then free it."""
-        with self._lock:
-            self._readers[id(buffer)] = len(self._queues)
-        for work in self._queues:
-            work.put((buffer, count))
+        self._work.put((buffer, count))
 
     def close(self) -> None:
         """Wait until every block has been checked."""
-        for work in self._queues:
-            work.put(None)
-        for thread in self._threads:
-            thread.join()
+        self._work.put(None)
+        self._thread.join()
         if self._error is not None:
             raise self._error
 
