@@ -11,6 +11,7 @@ section (recursively); ``None`` removes a key; anything else replaces the value:
 
     example_recipe(tmp_path, name="ckpt", products={"batch_size": 2}, retrieve=None)
     example_text(filter={"guide_stars": "omit", "columns": None})
+    example_recipe(tmp_path, **TYPO)
     edit(text, query={"nircam": {"criteria": {"filters": ["F277W", "F090W"]}}})
 
 To replace a whole mapping rather than merge into it, change the data from :func:`example_data`
@@ -28,12 +29,17 @@ from typing import Any
 
 import yaml
 
-__all__ = ["EXAMPLES", "JWST_1073", "dump", "edit", "example_data", "example_recipe", "example_text", "merge"]
+__all__ = ["EXAMPLES", "JWST_1073", "TYPO", "WRONG_CASE", "dump", "edit", "example_data", "example_recipe",
+           "example_text", "merge"]
 
 #: The directory of the example recipes.
 EXAMPLES = Path(__file__).resolve().parents[1] / "pipelines"
 #: The MAST tutorial's example: JWST program 1073, NIRCam through F277W, raw (UNCAL) products.
 JWST_1073 = "jwst-1073-nircam-uncal.yaml"
+#: Changes that make :data:`JWST_1073` find no observation: a typo in one criterion (NIRCAN for NIRCAM).
+TYPO: dict[str, Any] = {"query": {"nircam": {"criteria": {"instrument_name": "NIRCAN*"}}}}
+#: Changes that make :data:`JWST_1073`'s filter keep no product: its value in the wrong case.
+WRONG_CASE: dict[str, Any] = {"filter": {"columns": {"productSubGroupDescription": "uncal"}}}
 
 
 def merge(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,15 @@
 * ``cli``: ``cli(*args, cwd=..., env=..., input=..., timeout=..., drop=(...), text=...)`` runs the installed
   ``mastpipe`` command in a subprocess, as a user would, with MAST_API_TOKEN, MASTPIPE_MAST_URL and
   the variables named in ``drop`` unset unless ``env`` sets them.
-* ``mastpipe_argv``: the argv prefix that starts that command (for ``Popen``).
+* ``cli_in_process``: the same call as ``cli``, run by click's ``CliRunner`` inside the test's
+  process: same arguments, environment, working directory, exit code, stdout and stderr (an
+  uncaught exception's traceback included), without the seconds a new interpreter spends importing
+  astropy and astroquery. For tests of what a command does and says; tests of the process itself
+  (the console script, signals, kill -9, two runs racing) keep ``cli`` or ``cli_spawn``.
+* ``cli_spawn``: ``cli_spawn(*args, cwd=..., env=..., drop=(...), **popen)`` starts the same command
+  with the same environment and returns the ``Popen`` without waiting: for the tests that need a
+  separate process on purpose (signal or kill it, race it, read a server's address from it).
+* ``mastpipe_argv``: the argv prefix that starts that command (for a shell line).
 * ``login``: ``login(url, stdin, backend=..., **variables)`` runs ``mastpipe login --mast-url URL``
   with the token on stdin and a keyring in the test's temporary directory, never the real one.
 
@@ -31,7 +39,7 @@ import pytest
 SLOW = frozenset({
     "e2e/test_cli_robustness.py", "e2e/test_error_attribution_cli.py", "e2e/test_examples.py",
     "e2e/test_init_cli.py", "e2e/test_pre_commit_hook.py", "e2e/test_readme.py", "e2e/test_run_cli.py",
-    "e2e/test_status_plan_cli.py", "e2e/test_tokens_cli.py", "e2e/test_validate_cli.py",
+    "e2e/test_tokens_cli.py", "e2e/test_validate_cli.py",
     "integration/test_dask_retrieve.py", "integration/test_full_disk.py", "integration/test_pipeline_faults.py",
     "integration/test_pipeline_recipes.py", "integration/test_pipeline_resume.py", "integration/test_reruns.py",
     "integration/test_sandbox_serve.py", "integration/test_sandbox_tutorial.py", "integration/test_transfer_kill.py",
@@ -41,9 +49,10 @@ SLOW = frozenset({
     "integration/test_sandbox_astroquery.py", "integration/test_malformed_rows.py",
     "e2e/test_html_browser.py", "e2e/test_scheduled_story.py",
     # single tests of modules that are otherwise quick: every combination of `mastpipe init`'s
-    # options; a whole `mastpipe run --sandbox` in a subprocess
+    # options; a whole `mastpipe run --sandbox` in a subprocess; status beside a run it kills -9
     "unit/test_init.py::test_every_option_combination_gives_a_valid_recipe_that_says_what_was_asked",
     "integration/test_empty_explained.py::test_the_cli_explains_on_stderr_even_with_quiet",
+    "e2e/test_status_plan_cli.py::test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock",
 })
 TESTS = Path(__file__).resolve().parent
 
@@ -91,10 +100,60 @@ def mastpipe(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: 
                           timeout=timeout, input=input)
 
 
+def mastpipe_in_process(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120,
+                        input: str | None = None, drop: tuple[str, ...] = (),
+                        text: bool = True) -> subprocess.CompletedProcess[Any]:
+    """:func:`mastpipe`, run in this process; ``timeout`` is accepted for the same call and unused."""
+    import traceback
+
+    from click.testing import CliRunner
+
+    from mastpipe.cli import main
+
+    changes: dict[str, str | None] = {name: None for name in ("MASTPIPE_MAST_URL", "MAST_API_TOKEN", *drop)}
+    changes.update(env or {})
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(main, list(args), input=input, env=changes, prog_name="mastpipe")
+    finally:
+        os.chdir(here)
+    stdout, stderr, code = result.stdout_bytes, result.stderr_bytes, result.exit_code
+    if result.exc_info is not None and not isinstance(result.exc_info[1], SystemExit):
+        # what the interpreter prints and returns for an uncaught exception
+        stderr += "".join(traceback.format_exception(*result.exc_info)).encode()
+        code = 1
+    if text:
+        return subprocess.CompletedProcess([*_argv(), *args], code, stdout.decode(), stderr.decode())
+    return subprocess.CompletedProcess([*_argv(), *args], code, stdout, stderr)
+
+
+def spawn(*args: str, cwd: Path, env: dict[str, str] | None = None, drop: tuple[str, ...] = (),
+          **popen: Any) -> subprocess.Popen[Any]:
+    """Start the command line as :func:`mastpipe` does, without waiting for it.
+
+    ``popen`` goes to :class:`subprocess.Popen` as it is (``stdout=subprocess.PIPE``, ``text=True``,
+    ``preexec_fn`` ...); the caller waits for, signals or kills the process.
+    """
+    return subprocess.Popen([*_argv(), *args], cwd=cwd, env=_environment(env, drop), **popen)
+
+
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """:func:`mastpipe`, as a fixture (test modules here are not a package)."""
     return mastpipe
+
+
+@pytest.fixture
+def cli_in_process() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """:func:`mastpipe_in_process`, as a fixture."""
+    return mastpipe_in_process
+
+
+@pytest.fixture
+def cli_spawn() -> Callable[..., subprocess.Popen[Any]]:
+    """:func:`spawn`, as a fixture."""
+    return spawn
 
 
 @pytest.fixture

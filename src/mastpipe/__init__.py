@@ -22,7 +22,7 @@ _LAZY = {
     "RunOutcome": "mastpipe.api", "Pipeline": "mastpipe.runner", "StateDir": "mastpipe.state",
     "DownloadSettings": "mastpipe.stages.retrieve.settings",
     "plan": "mastpipe.api", "status": "mastpipe.api", "iter_files": "mastpipe.api", "PlanReport": "mastpipe.api",
-    "StatusReport": "mastpipe.api", "RetrievedFile": "mastpipe.api", "read_manifest": "mastpipe.stages.retrieve.stage",
+    "StatusReport": "mastpipe.api", "RetrievedFile": "mastpipe.api", "read_manifest": "mastpipe.stages.retrieve.manifest",
     # every public exception (the tree is drawn in mastpipe.errors), so `except mastpipe.RecipeError` works
     **dict.fromkeys(_ERRORS, "mastpipe.errors"),
 }

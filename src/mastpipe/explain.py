@@ -17,7 +17,7 @@ import difflib
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -27,9 +27,10 @@ if TYPE_CHECKING:
     from astropy.table import Table
 
     from mastpipe.archive import Archive
-    from mastpipe.recipe.models import Filter, Query
+    from mastpipe.recipe.models import Filter, Query, Recipe
+    from mastpipe.stages.query import NameCache
 
-__all__ = ["explain_filter", "explain_query", "nearest"]
+__all__ = ["explain_filter", "explain_query", "explain_stage", "nearest"]
 
 log = logging.getLogger(__name__)
 #: Values shown for a field or column.
@@ -183,3 +184,36 @@ def explain_filter(table: Table, rules: Filter) -> dict[str, Any] | None:
         entry["message"] = f"{where} keeps 0 of the {before} products left by the rules before it{present}"
         return entry
     return None
+
+
+def explain_stage(recipe: Recipe, stage: str, table: Table, tables: dict[str, Table], *,
+                  archive: Callable[[], Archive], names: Callable[[], NameCache]) -> list[dict[str, Any]]:
+    """Why ``stage``'s result ``table`` is empty, if it is: each search of the query stage that
+    matched nothing (:func:`explain_query`), or the filter rule that kept nothing
+    (:func:`explain_filter`, given the unique stage's table in ``tables``). Each explanation is
+    logged as a warning (``-q`` shows warnings) and returned for the report."""
+    from mastpipe.errors import MastpipeError
+    from mastpipe.expectations import query_obsids
+
+    found = []
+    if stage == "query":
+        for name, query in recipe.query.items():
+            if query_obsids(table, name):
+                continue
+            if query.mission is not None or not query.criteria:  # a mission search: no CAOM counts to ask
+                found.append({"where": f"query {name!r}", "stage": "query",
+                              "message": f"query {name!r} matches no {query.mission or ''} dataset".replace("  ", " ")})
+                continue
+            try:
+                found.append(explain_query(name, query, archive(), recipe.mast.max_in_flight, names()))
+            except MastpipeError as error:  # the search itself worked: explaining must not fail the run
+                found.append({"where": f"query {name!r}", "stage": "query",
+                              "message": f"query {name!r} matches no observation (could not find out why: "
+                                         f"{error.message})"})
+    elif stage == "filter" and not len(table) and len(tables.get("unique", [])):
+        entry = explain_filter(tables["unique"], recipe.filter)
+        if entry is not None:
+            found.append(entry)
+    for entry in found:
+        log.warning("%s", entry["message"])
+    return found

@@ -3,7 +3,8 @@
 A stage's fingerprint hashes its normalised recipe section (key order and comments never
 matter) with the digest of its input table. A checkpoint is reused when its fingerprint matches;
 otherwise the stage runs and every reason is logged and recorded, dvc-style ("recipe section
-`filter` changed", "input changed", "--refresh", ...).
+`filter` changed", "input changed", "--refresh", ...): :mod:`mastpipe.staleness` judges,
+:mod:`mastpipe.stages.steps` runs a stage, :mod:`mastpipe.explain` says why a result is empty.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection
 
-from mastpipe.errors import ExpectationError, NotWritableError, UsageError, literal
-from mastpipe.recipe.quantities import parse_duration
+from mastpipe.errors import ExpectationError, UsageError, literal
 from mastpipe.recipe.models import Recipe, effective_mast_url, load_recipe, recipe_dir
-from mastpipe.state import Checkpoints, RunLock, Sidecar, StateDir, fingerprint, writable_problem
+from mastpipe.staleness import TABLE_STAGES, StageStatus, Staleness
+from mastpipe.state import Checkpoints, RunLock, StateDir, fingerprint
 from mastpipe.stages import STAGES
 from mastpipe.stages.retrieve.outlook import RetrieveOutlook
 from mastpipe.stages.retrieve.settings import DownloadSettings
@@ -30,10 +31,10 @@ if TYPE_CHECKING:
     from mastpipe.archive import Archive
 
 log = logging.getLogger(__name__)
-TABLE_STAGES = STAGES[:-1]  # retrieve's state is the ledger, not a table
 
 
-__all__ = ["TABLE_STAGES", "Pipeline", "RetrieveOutlook", "RunResult", "StageReport", "StageStatus", "default_state_dir"]
+__all__ = ["TABLE_STAGES", "Pipeline", "RetrieveOutlook", "RunResult", "StageReport", "StageStatus", "default_state_dir",
+           "new_run_id"]
 
 
 @dataclass
@@ -67,15 +68,6 @@ class RunResult:
     explanations: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass
-class StageStatus:
-    stage: str
-    state: str  # "done" | "stale" | "missing"
-    reasons: list[str]
-    rows: int | None
-    finished: float | None
-
-
 def _event(report: StageReport) -> dict[str, Any]:
     """``extra`` for a log record that also carries the stage report (``--json`` prints it)."""
     from dataclasses import asdict
@@ -83,55 +75,11 @@ def _event(report: StageReport) -> dict[str, Any]:
     return {"mastpipe_event": {"event": "stage", **asdict(report)}}
 
 
-#: Key of ``sections.json`` holding the URL each stage last ran against (not a stage name).
-_URLS_KEY = "mast_urls"
-
-
-def _server_label(server_id: Any, url: str | None) -> str:
-    """A server as a stale reason names it: its URL, and its identity when that is not the URL.
-
-    Parameters
-    ----------
-    server_id : str or None
-        What fingerprints hold (:attr:`Pipeline.server_id`); None for state written before
-        sections recorded a server.
-    url : str or None
-        The URL it was reached at, when known.
-
-    Returns
-    -------
-    str
-        ``https://mast.stsci.edu``, or ``mastpipe-sandbox:seed=0 at http://127.0.0.1:8080`` for
-        the sandbox, whose URL changes every run while its identity does not.
-    """
-    if server_id is None:
-        return url or "an unrecorded server"
-    if url is None or url == server_id:
-        return str(server_id)
-    return f"{server_id} at {url}"
-
-
 def new_run_id() -> str:
     """A run's id: its UTC start time and a random suffix, e.g. ``20260102T030405Z-1a2b3c``."""
     import uuid
 
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-
-
-def _query_section(recipe: Recipe) -> dict[str, Any]:
-    """The recipe's queries as fingerprints see them. The keys of mission searches are left out
-    of CAOM searches, which do not use them, so checkpoints made before mission searches existed
-    stay current. A query's ``expect`` is left out too: it judges the result, it does not change
-    it, so tightening a bound must not send the search to MAST again."""
-    queries: dict[str, Any] = recipe.model_dump(mode="json")["query"]
-    for query in queries.values():
-        query.pop("expect", None)
-        if query.get("mission") is None:
-            for key in ("mission", "conditions", "select_cols"):
-                query.pop(key, None)
-        elif query.get("criteria") is None:
-            query.pop("criteria", None)
-    return queries
 
 
 def default_state_dir(recipe: Recipe, recipe_path: Path) -> Path:
@@ -198,115 +146,16 @@ class Pipeline:
         #: The stage running now (None between runs): what a message about an interrupted run names.
         self.stage: str | None = None
 
-    # -- fingerprints ------------------------------------------------------------------------
+    @property
+    def staleness(self) -> Staleness:
+        """The judge of this pipeline's checkpoints (:class:`mastpipe.staleness.Staleness`)."""
+        return Staleness(self.recipe, self.state, self.server_id, self.mast_url, self.refresh)
 
     def section(self, stage: str) -> dict[str, Any]:
         """The recipe settings a stage's result depends on (execution knobs excluded)."""
-        r = self.recipe
-        sections: dict[str, dict[str, Any]] = {
-            "query": {"query": _query_section(r), "mast": self.server_id},
-            "products": {"mast": self.server_id},
-            "unique": r.unique.model_dump(mode="json"),
-            "filter": r.filter.model_dump(mode="json"),
-            "retrieve": r.retrieve.model_dump(mode="json"),
-        }
-        return sections[stage]
-
-    def _reasons(self, stage: str, sidecar: Sidecar | None, fp: str, forced: list[str]) -> list[str]:
-        if sidecar is None:
-            return ["no checkpoint"] + forced
-        reasons = list(forced)
-        if sidecar.fingerprint != fp:
-            recorded = self._previous_sections()
-            previous = recorded.get(stage)
-            current = self.section(stage)
-            if previous is None or previous == current:
-                reasons.append("input changed")
-                return reasons
-            # The server is part of the query and products sections (see section()), but it is
-            # not the recipe's doing: name it apart, or `status` blames a recipe nobody edited.
-            if isinstance(previous, dict) and "mast" in current and previous.get("mast") != current["mast"]:
-                before = _server_label(previous.get("mast"), recorded.get(_URLS_KEY, {}).get(stage))
-                # This side by its identity alone: `status --sandbox` starts no server, so its
-                # URL would only be the recipe's default.
-                reasons.append(f"MAST server changed ({before} → {_server_label(current['mast'], None)})")
-                previous = {key: value for key, value in previous.items() if key != "mast"}
-                current = {key: value for key, value in current.items() if key != "mast"}
-            if previous != current:
-                reasons.append(f"recipe section `{stage}` changed")
-        return reasons
-
-    def _previous_sections(self) -> dict[str, Any]:
-        import json
-
-        path = self.state.sections
-        try:
-            sections: dict[str, Any] = json.loads(path.read_text())
-            return sections
-        except (OSError, ValueError):
-            return {}
-
-    def _save_sections(self, ran: list[str], computed: Collection[str]) -> None:
-        """Remember the sections of the stages that ran, so a later run can tell a changed
-        section from a changed input; stages not run keep the section they last ran with.
-
-        The URL each stage in ``computed`` was run against is kept beside them (``mast_urls``):
-        the sections name the server by :attr:`server_id`, which for the sandbox is no URL at
-        all, and a reason saying the server changed should say from where. A reused checkpoint
-        keeps the URL it was made with."""
-        import json
-
-        from mastpipe.atomic import atomic_write_bytes
-
-        previous = self._previous_sections()
-        urls = {**previous.get(_URLS_KEY, {}), **dict.fromkeys(computed, self.mast_url)}
-        sections = {**previous, **{stage: self.section(stage) for stage in ran}, _URLS_KEY: urls}
-        atomic_write_bytes(self.state.sections, json.dumps(sections, sort_keys=True, indent=1).encode())
-
-    def _forced(self, stage: str, from_stage: str | None, sidecar: Sidecar | None) -> list[str]:
-        forced = []
-        if from_stage is not None and STAGES.index(stage) >= STAGES.index(from_stage):
-            forced.append(f"--from {from_stage}")
-        if self.refresh and stage in ("query", "products"):
-            forced.append("--refresh")
-        age = self.recipe.state.query_max_age
-        if stage == "query" and age and sidecar is not None and time.time() - sidecar.finished > parse_duration(age):
-            forced.append(f"query results older than state.query_max_age ({age})")
-        return forced
+        return self.staleness.section(stage)
 
     # -- running -------------------------------------------------------------------------------
-
-    def output_dirs(self) -> list[tuple[str, Path]]:
-        """The directories retrieve writes to in the recipe's mode, each with the recipe field
-        that names it: the destination (download), the curl script's, the manifest's."""
-        settings = self.recipe.retrieve
-        base = self.recipe_path.resolve().parent  # as Pipeline.retrieve resolves them
-        destination = (base / settings.destination).resolve()
-        manifest = (base / settings.manifest) if settings.manifest else destination / "manifest.ecsv"
-        dirs = [("retrieve.destination", destination)] if settings.mode == "download" else []
-        if settings.mode == "curl":
-            script = (base / settings.script) if settings.script else destination / "mastpipe-download.sh"
-            dirs.append(("retrieve.script" if settings.script else "retrieve.destination", script.resolve().parent))
-        dirs.append(("retrieve.manifest" if settings.manifest else "retrieve.destination", manifest.resolve().parent))
-        return dirs
-
-    def check_outputs(self) -> None:
-        """Fail now, before MAST is asked anything, when retrieve could not write its outputs.
-
-        Otherwise every download would fail one by one and the manifest could not be written.
-
-        Raises
-        ------
-        NotWritableError
-            A directory of :meth:`output_dirs` cannot be created or written.
-        """
-        for field_name, directory in self.output_dirs():
-            problem = writable_problem(directory)
-            if problem is not None:
-                raise NotWritableError(
-                    f"cannot write to {directory}: {problem}",
-                    hint=f"{field_name} in {self.recipe_path} leads there (relative paths are relative to the "
-                         "recipe's directory); choose a directory you can write to, or fix its permissions")
 
     @property
     def archive(self) -> Archive:
@@ -340,34 +189,10 @@ class Pipeline:
 
     def _compute(self, stage: str, table: Table | None, fp: str) -> tuple[Table, np.ndarray | None]:
         """The stage's table, and for unique and filter which rows of their input it keeps."""
-        import numpy as np
+        from mastpipe.stages.steps import compute
 
-        from mastpipe.stages import filter as filter_stage
-        from mastpipe.stages import products, query, unique
-
-        r = self.recipe
-        if stage == "query":
-            if r.mission is not None:
-                self.check_columns()
-            return query.run(r.query, self.archive, names=self.names, cap=r.mast.row_cap,
-                             in_flight=r.mast.max_in_flight), None
-        assert table is not None
-        if stage == "products":
-            from mastpipe.state import read_table, write_table
-
-            store = products.BatchStore(self.state.keep_parts(fp), write_table, read_table)
-            in_flight = r.products.in_flight or r.mast.max_in_flight
-            return products.run(table, self.archive, r.products.batch_size, in_flight, store,
-                                mission=r.mission), None
-        if stage == "unique":
-            if not len(table):
-                return table, np.zeros(0, dtype=np.intp)
-            result, _, rows = unique.unique_rows(table, r.unique.key)
-            return result, rows
-        if stage == "filter":
-            mask = filter_stage.keep_mask(table, r.filter)
-            return (table.copy(copy_data=False) if mask.all() else table[mask]), np.flatnonzero(mask)
-        raise AssertionError(stage)
+        return compute(stage, table, self.recipe, archive=lambda: self.archive, names=lambda: self.names,
+                       parts=lambda: self.state.keep_parts(fp), check_columns=self.check_columns)
 
     def _base(self, tables: dict[str, Table]) -> tuple[Table, str] | None:
         """The products table of this run with its digest, for the rows checkpoints built on it."""
@@ -422,19 +247,22 @@ class Pipeline:
         with RunLock(self.state):
             self.state.sweep()  # writes a killed run left half done
             if until == "retrieve" and retrieve is not None:
-                self.check_outputs()
+                from mastpipe.stages.retrieve.paths import check_outputs
+
+                check_outputs(self.recipe.retrieve, self.recipe_path)
             for stage in remember:  # rows of a products table this run may replace: read them now
                 sidecar = self.checkpoints.sidecar(stage)
                 if sidecar is not None and sidecar.base is not None:
                     previous[stage] = self.checkpoints.load(stage, sidecar)
             table: Table | None = None
             digest = ""
+            staleness = self.staleness
             for stage in TABLE_STAGES[: STAGES.index(until) + 1]:
                 self.stage = stage
                 started = time.time()
                 sidecar = self.checkpoints.sidecar(stage)
-                fp = fingerprint(stage, self.section(stage), digest)
-                reasons = self._reasons(stage, sidecar, fp, self._forced(stage, from_stage, sidecar))
+                fp = fingerprint(stage, staleness.section(stage), digest)
+                reasons = staleness.reasons(stage, sidecar, fp, staleness.forced(stage, from_stage, sidecar))
                 loaded = self.checkpoints.load(stage, sidecar, self._base(tables)) \
                     if sidecar is not None and not reasons else None
                 if sidecar is not None and not reasons and loaded is None:
@@ -469,8 +297,8 @@ class Pipeline:
                     continue
                 tables[stage] = table
                 self._expect(stage, table, tables, reports, previous, checks)
-            self._save_sections([report.stage for report in reports],
-                                [report.stage for report in reports if report.action == "computed"])
+            staleness.save_sections([report.stage for report in reports],
+                                    [report.stage for report in reports if report.action == "computed"])
             result = RunResult(reports, tables, self.state_dir, self.mast_url, previous=previous,
                                insecure=self.insecure, expectations=checks, explanations=self.explanations)
             if until == "retrieve" and retrieve is not None:
@@ -489,16 +317,18 @@ class Pipeline:
         ``saved`` says whether ``stage``'s result is already a checkpoint; one that is not stays
         unsaved when the run stops, and so does its recipe section."""
         from mastpipe.expectations import check_stage, describe, failed, hint_for
+        from mastpipe.explain import explain_stage
 
         found = check_stage(self.recipe, stage, table, tables.get("query"))
         checks.extend(found)
-        self._explain(stage, table, tables)
+        self.explanations.extend(explain_stage(self.recipe, stage, table, tables, archive=lambda: self.archive,
+                                               names=lambda: self.names))
         broken = failed(found)
         if not broken:
             return
         kept = reports if saved else reports[:-1]
-        self._save_sections([report.stage for report in kept],
-                            [report.stage for report in kept if report.action == "computed"])
+        self.staleness.save_sections([report.stage for report in kept],
+                                     [report.stage for report in kept if report.action == "computed"])
         error = ExpectationError("expectation failed: " + "; ".join(describe(check) for check in broken),
                                  broken, hint=hint_for(broken))
         error.result = RunResult(reports, dict(tables), self.state_dir, self.mast_url, previous=previous,
@@ -512,36 +342,6 @@ class Pipeline:
         from mastpipe.stages.query import NameCache
 
         return NameCache(self.state.names)
-
-    def _explain(self, stage: str, table: Table, tables: dict[str, Table]) -> None:
-        """Find out why a search or a filter rule kept nothing (:mod:`mastpipe.explain`); warn
-        (``-q`` shows warnings) and keep the explanation for the report."""
-        from mastpipe.errors import MastpipeError
-        from mastpipe.expectations import query_obsids
-        from mastpipe.explain import explain_filter, explain_query
-
-        found = []
-        if stage == "query":
-            for name, query in self.recipe.query.items():
-                if query_obsids(table, name):
-                    continue
-                if query.mission is not None or not query.criteria:  # a mission search: no CAOM counts to ask
-                    found.append({"where": f"query {name!r}", "stage": "query",
-                                  "message": f"query {name!r} matches no {query.mission or ''} dataset".replace("  ", " ")})
-                    continue
-                try:
-                    found.append(explain_query(name, query, self.archive, self.recipe.mast.max_in_flight, self.names))
-                except MastpipeError as error:  # the search itself worked: explaining must not fail the run
-                    found.append({"where": f"query {name!r}", "stage": "query",
-                                  "message": f"query {name!r} matches no observation (could not find out why: "
-                                             f"{error.message})"})
-        elif stage == "filter" and not len(table) and len(tables.get("unique", [])):
-            entry = explain_filter(tables["unique"], self.recipe.filter)
-            if entry is not None:
-                found.append(entry)
-        for entry in found:
-            log.warning("%s", entry["message"])
-        self.explanations.extend(found)
 
     def retrieve(self, table: Table, download: DownloadSettings | None = None, *, token: str | None = None,
                  on_event: Callable[[Any], None] | None = None, run_id: str | None = None) -> Any:
@@ -566,21 +366,11 @@ class Pipeline:
                                   ledger_journal=self.recipe.state.ledger_journal)
 
     def manifest_meta(self, run_id: str) -> dict[str, str]:
-        """The provenance a manifest's ECSV header carries, so a manifest found on its own
-        (in a CI artifact, beside restored files) says where it came from.
+        """The provenance a manifest's ECSV header carries
+        (:func:`mastpipe.stages.retrieve.manifest.manifest_meta`)."""
+        from mastpipe.stages.retrieve.manifest import manifest_meta
 
-        Keys: ``recipe`` (name), ``recipe_path``, ``recipe_fingerprint``, ``run_id``, ``server``
-        (the MAST URL asked), ``source`` (``retrieve.source``: mast, cloud or auto),
-        ``download_url`` (MAST's download endpoint) and ``mastpipe`` (version); :func:`~mastpipe.stages.retrieve.stage.write_manifest` adds ``paths``.
-        """
-        from mastpipe import __version__
-        from mastpipe.stages.retrieve.stage import download_url
-
-        return {"recipe": self.recipe.name, "recipe_path": str(self.recipe_path.resolve()),
-                "recipe_fingerprint": fingerprint(self.recipe.model_dump(mode="json")), "run_id": run_id,
-                "server": self.mast_url, "source": self.recipe.retrieve.source,
-                "download_url": download_url(self.mast_url, ""),
-                "mastpipe": __version__}
+        return manifest_meta(self.recipe, self.recipe_path, self.mast_url, run_id)
 
     def batch_dir(self) -> Path:
         """Where the products stage keeps finished batches for the current query checkpoint."""
@@ -608,21 +398,5 @@ class Pipeline:
         return None if table is None else self.retrieve_outlook(table)
 
     def status(self) -> list[StageStatus]:
-        """Each table stage's checkpoint: done, stale (and why) or missing. Contacts no server."""
-        statuses = []
-        digest = ""
-        stale_upstream = False
-        for stage in TABLE_STAGES:
-            sidecar = self.checkpoints.sidecar(stage)
-            fp = fingerprint(stage, self.section(stage), digest)
-            if sidecar is None:
-                statuses.append(StageStatus(stage, "missing", ["no checkpoint"], None, None))
-                stale_upstream = True
-                continue
-            reasons = self._reasons(stage, sidecar, fp, self._forced(stage, None, sidecar))
-            if stale_upstream and not reasons:
-                reasons = ["an earlier stage will rerun"]
-            statuses.append(StageStatus(stage, "stale" if reasons else "done", reasons, sidecar.rows, sidecar.finished))
-            stale_upstream = stale_upstream or bool(reasons)
-            digest = sidecar.digest
-        return statuses
+        """Each table stage's checkpoint: current, stale (and why) or missing. Contacts no server."""
+        return self.staleness.status(self.checkpoints)

@@ -20,6 +20,12 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium 
 WIDTH, HEIGHT = 1400, 1500
 
 
+@pytest.fixture
+def cli(cli_in_process):  # type: ignore[no-untyped-def]
+    """The pages in a real browser are the point here, not the command's process: run it in this one."""
+    return cli_in_process
+
+
 def _browse(page: Path, tmp_path: Path) -> tuple[np.ndarray, list[str]]:
     """Load ``page`` in headless Chromium: (screenshot as an RGB(A) array, console lines)."""
     from matplotlib.image import imread
@@ -36,7 +42,7 @@ def _browse(page: Path, tmp_path: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def _plot_area(image: np.ndarray) -> np.ndarray:
-    """Where the page puts the sky map: the left column under the title (see picture._STYLE)."""
+    """Where the page puts the sky map: the left column under the title (see picture.page._STYLE)."""
     return image[80:560, 20:730, :3]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from astropy.table import Table
@@ -38,9 +37,9 @@ def test_seed_recipe_runs_against_the_builtin_sandbox_and_reruns_fetch_nothing(w
         assert f"{stage}: reused checkpoint" in second.stderr, second.stderr
 
 
-def test_plan_and_status_against_a_served_sandbox(workdir: Path, cli) -> None:
-    server = subprocess.Popen([sys.executable, "-c", "from mastpipe.cli import main; main()", "sandbox", "serve",
-                               "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_plan_and_status_against_a_served_sandbox(workdir: Path, cli, cli_spawn) -> None:
+    server = cli_spawn("sandbox", "serve", "--port", "0", cwd=workdir, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().strip()  # type: ignore[union-attr]
         assert url.startswith("http://127.0.0.1:")
@@ -50,10 +49,10 @@ def test_plan_and_status_against_a_served_sandbox(workdir: Path, cli) -> None:
         assert not (workdir / "pipelines/data/jwst-1073/mastDownload").exists()  # plan downloads nothing
         status = cli("status", SEED, "--mast-url", url, cwd=workdir)
         assert status.returncode == 0
-        assert [line.split()[1] for line in status.stdout.splitlines()[1:]] == ["done"] * 4 + ["missing"]
+        assert [line.split()[1] for line in status.stdout.splitlines()[1:]] == ["current"] * 4 + ["missing"]
         assert "(0 of 14 files present, 14 to fetch (" in status.stdout  # the retrieve line
         env_status = cli("status", SEED, cwd=workdir, env={"MASTPIPE_MAST_URL": url})
-        assert [line.split()[1] for line in env_status.stdout.splitlines()[1:]] == ["done"] * 4 + ["missing"]
+        assert [line.split()[1] for line in env_status.stdout.splitlines()[1:]] == ["current"] * 4 + ["missing"]
     finally:
         server.terminate()
         server.wait(timeout=10)

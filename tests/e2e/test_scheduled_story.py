@@ -11,28 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from _examples import JWST_1073, TYPO, example_recipe
 
 from mastpipe.sandbox import Sandbox
 
-REPO = Path(__file__).resolve().parents[2]
-SEED = "jwst-1073-nircam-uncal.yaml"
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _run(recipe: Path, url: str, n: int) -> tuple[subprocess.CompletedProcess[str], dict, str]:
+def _run(cli: Cli, recipe: Path, url: str, n: int) -> tuple[subprocess.CompletedProcess[str], dict, str]:
     reports = recipe.parent / "reports"
     reports.mkdir(exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    for name in ("MASTPIPE_MAST_URL", "MAST_API_TOKEN", "GITHUB_STEP_SUMMARY"):
-        env.pop(name, None)
-    done = subprocess.run([sys.executable, "-m", "mastpipe.cli", "run", str(recipe), "--refresh", "-q",
-                           "--mast-url", url, "--report", str(reports / f"{n}.json"),
-                           "--summary", str(reports / f"{n}.md")],
-                          capture_output=True, text=True, check=False, env=env, timeout=600)
+    done = cli("run", str(recipe), "--refresh", "-q", "--mast-url", url, "--report", str(reports / f"{n}.json"),
+               "--summary", str(reports / f"{n}.md"), cwd=recipe.parent, drop=("GITHUB_STEP_SUMMARY",), timeout=600)
     assert "Traceback" not in done.stderr, done.stderr
     return done, json.loads((reports / f"{n}.json").read_text()), (reports / f"{n}.md").read_text()
 
@@ -41,14 +36,14 @@ def _gets(sandbox: Sandbox) -> list[str]:
     return sorted(r.uri for r in sandbox.log.records() if r.endpoint == "download" and r.method == "GET")
 
 
-def test_three_scheduled_reruns(tmp_path: Path) -> None:
-    recipe = tmp_path / SEED
-    shutil.copy(REPO / "pipelines" / SEED, recipe)
+def test_three_scheduled_reruns(cli_in_process: Cli, tmp_path: Path) -> None:
+    cli = cli_in_process  # the story is in the files each run leaves, not in its process
+    recipe = example_recipe(tmp_path, filename=JWST_1073)
     data = tmp_path / "data" / "jwst-1073"
     with Sandbox(seed=0) as sb:
         cat = sb.catalog
         # run 1: everything is new
-        first, report, summary = _run(recipe, sb.url, 1)
+        first, report, summary = _run(cli, recipe, sb.url, 1)
         assert first.returncode == 0, first.stderr
         assert report["changes"]["first_run"] and report["exit_code"] == 0
         fetched = report["retrieve"]["fetched"]["files"]
@@ -64,7 +59,7 @@ def test_three_scheduled_reruns(tmp_path: Path) -> None:
         sb.log.clear()
 
         # run 2: exactly those changes, and only the new and reprocessed files fetched
-        second, report, summary = _run(recipe, sb.url, 2)
+        second, report, summary = _run(cli, recipe, sb.url, 2)
         assert second.returncode == 0, second.stderr
         changes = report["changes"]
         assert changes["observations"]["new"]["items"] == [str(new_obs["obsid"])]
@@ -81,9 +76,9 @@ def test_three_scheduled_reruns(tmp_path: Path) -> None:
         assert any(p.name == reprocessed.rsplit("/", 1)[-1] and d == cat.sha256(reprocessed) for p, d in on_disk.items())
 
         # someone commits a typo: the nightly job goes red and says why, nothing is touched
-        recipe.write_text(recipe.read_text().replace('"NIRCAM*"', '"NIRCAN*"'))
+        example_recipe(tmp_path, filename=JWST_1073, **TYPO)
         sb.log.clear()
-        third, report, summary = _run(recipe, sb.url, 3)
+        third, report, summary = _run(cli, recipe, sb.url, 3)
         assert third.returncode == 5, third.stderr
         assert "instrument_name: 'NIRCAN*' matches nothing" in third.stderr and "NIRCAM/IMAGE" in third.stderr
         assert report["exit_code"] == 5 and report["expectations"]["failed"]
@@ -95,10 +90,9 @@ def test_three_scheduled_reruns(tmp_path: Path) -> None:
         assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in data.rglob("*.fits")} == on_disk
         # the typo is fixed: the job is green again, and nothing is new since the last good run
         # (the failed run replaced no checkpoint)
-        recipe.write_text(recipe.read_text().replace('"NIRCAN*"', '"NIRCAM*"'))
-        fourth, report, summary = _run(recipe, sb.url, 4)
+        example_recipe(tmp_path, filename=JWST_1073)
+        fourth, report, summary = _run(cli, recipe, sb.url, 4)
         assert fourth.returncode == 0, fourth.stderr
         assert report["nothing_new"] and _gets(sb) == [] and "Nothing new since the previous run." in summary
-        history = subprocess.run([sys.executable, "-m", "mastpipe.cli", "history", str(recipe), "--json"],
-                                 capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        history = cli("history", str(recipe), "--json", cwd=tmp_path)
         assert [entry["exit_code"] for entry in json.loads(history.stdout)] == [0, 0, 5, 0]

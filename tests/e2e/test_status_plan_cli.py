@@ -5,10 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from mastpipe.stages.retrieve.progress import format_bytes
 
 SEED = "pipelines/jwst-1073-nircam-uncal.yaml"
 STAGES = ("query", "products", "unique", "filter")
+
+
+@pytest.fixture
+def cli(cli_in_process):  # type: ignore[no-untyped-def]
+    """What the commands print and leave on disk is the point here, not their process: run them in
+    this one (the console script itself is tested in test_run_cli.py and test_cli_robustness.py)."""
+    return cli_in_process
 
 
 def _stage_lines(stdout: str) -> dict[str, str]:
@@ -31,7 +40,7 @@ def test_status_without_sandbox_names_the_server_not_the_recipe(workdir: Path, c
 
     # with --sandbox they match, although the next sandbox listens on another port
     status = cli("status", "--sandbox", SEED, cwd=workdir)
-    assert all(" done " in _stage_lines(status.stdout)[stage] for stage in STAGES), status.stdout
+    assert all(" current " in _stage_lines(status.stdout)[stage] for stage in STAGES), status.stdout
     again = cli("run", "--sandbox", SEED, cwd=workdir)
     assert again.returncode == 0, again.stderr
     assert all(f"{stage}: reused checkpoint" in again.stderr for stage in STAGES), again.stderr
@@ -68,25 +77,21 @@ def test_plan_after_a_complete_run_has_nothing_to_fetch(workdir: Path, cli) -> N
     assert f"1 fetched ({format_bytes(size)}), 13 already present" in run.stdout, run.stdout
 
 
-def test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock(workdir: Path, cli) -> None:
+def test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock(workdir: Path, cli,
+                                                                            cli_spawn) -> None:
     import os
-    import shutil
     import signal
     import subprocess
-    import sys
     import time
 
     from mastpipe.sandbox import Faults, Sandbox
 
     data = workdir / "pipelines/data/jwst-1073/mastDownload"
-    command = shutil.which("mastpipe")
     with Sandbox(seed=0) as sb:
         # ~3.4 s per file of ~33 KiB: the run is surely still going after `status` has answered
         sb.faults = Faults.parse("download.bandwidth=10000")
-        argv = [command] if command else [sys.executable, "-c", "from mastpipe.cli import main; main()"]
-        env = {k: v for k, v in os.environ.items() if k not in ("MASTPIPE_MAST_URL", "MAST_API_TOKEN")}
-        proc = subprocess.Popen([*argv, "run", "-q", SEED, "--mast-url", sb.url], cwd=workdir, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = cli_spawn("run", "-q", SEED, "--mast-url", sb.url, cwd=workdir,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -110,7 +115,7 @@ def test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock(wor
         status = cli("status", SEED, "--mast-url", sb.url, cwd=workdir)
         assert status.returncode == 0, status.stderr
         lines = _stage_lines(status.stdout)
-        assert all(" done " in lines[stage] for stage in STAGES), status.stdout
+        assert all(" current " in lines[stage] for stage in STAGES), status.stdout
         retrieve = lines["retrieve"]
         assert " partial " in retrieve and " 14 files " in retrieve, status.stdout
         assert f"{present} of 14 files present, {14 - present} to fetch (" in retrieve, status.stdout
@@ -143,7 +148,7 @@ def test_plan_and_status_json_are_the_library_data(workdir: Path, cli) -> None:
     status = cli("status", "--sandbox", "--json", SEED, cwd=workdir)
     assert status.returncode == 0, status.stderr
     data = json.loads(status.stdout)
-    assert [(s["stage"], s["state"]) for s in data["stages"]] == [(s, "done") for s in STAGES]
+    assert [(s["stage"], s["state"]) for s in data["stages"]] == [(s, "current") for s in STAGES]
     assert data["retrieve"]["state"] == "missing" and data["retrieve"]["to_fetch"] == 14
     assert data["lock"] is None
 

@@ -20,6 +20,7 @@ import pytest
 pytest.importorskip("moto", reason="the sandbox's S3 bucket needs moto (pip install 'mastpipe[test]')")
 pytest.importorskip("boto3", reason="source cloud/auto needs boto3 (pip install 'mastpipe[cloud]')")
 
+from _examples import JWST_1073, example_recipe
 from _transfer_support import FAST, JWST_1073_OBSID
 
 import mastpipe
@@ -28,8 +29,6 @@ from mastpipe.stages.retrieve.engine import FileTask, Transfer, part_path
 from mastpipe.stages.retrieve.ledger import Ledger
 from mastpipe.stages.retrieve.s3 import S3_ENDPOINT_ENV, S3Client
 
-REPO = Path(__file__).resolve().parents[2]
-TUTORIAL = "jwst-1073-nircam-uncal.yaml"
 TOKEN = "good-token"
 
 
@@ -52,14 +51,11 @@ def _env(sb) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return env
 
 
-def _recipe(tmp_path: Path, name: str = TUTORIAL, **retrieve: object) -> Path:
+def _recipe(tmp_path: Path, name: str = JWST_1073, query: dict | None = None, **retrieve: object) -> Path:
+    """The tutorial's example with ``retrieve`` changed, in a folder of its own under ``tmp_path``."""
     folder = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
     folder.mkdir()
-    text = (REPO / "pipelines" / TUTORIAL).read_text()
-    for key, value in retrieve.items():
-        text += f"  {key}: {value}\n"
-    (folder / name).write_text(text)
-    return folder / name
+    return example_recipe(folder, filename=name, query=query or {}, retrieve=retrieve)
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -111,10 +107,8 @@ def test_tutorial_with_source_auto_fetches_the_same_bytes_as_mast(sb, tmp_path: 
 
 
 def test_exclusive_access_files_come_from_mast_with_the_token_and_s3_never_sees_it(sb, tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path, source="auto")
-    text = recipe.read_text().replace('proposal_id: "1073"', 'proposal_id: ["1073", "4242"]')
-    text = text.replace("filters: F277W", "filters: [F277W, F200W;CLEAR]")
-    recipe.write_text(text)
+    recipe = _recipe(tmp_path, source="auto", query={"nircam": {"criteria": {"proposal_id": ["1073", "4242"],
+                                                                        "filters": ["F277W", "F200W;CLEAR"]}}})
     outcome = mastpipe.run(recipe, mast_url=sb.url, environ=_env(sb), token=TOKEN)
     assert outcome.exit_code == 0
     rights = {str(k): str(r) for k, r in zip(outcome.tables["filter"]["dataURI"], outcome.tables["filter"]["dataRights"])}
@@ -148,15 +142,13 @@ def test_source_cloud_lists_files_without_a_copy_as_skipped_and_asks_mast_for_no
 
 
 def test_manifest_and_curl_modes_name_the_cloud_copies(sb, tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path, name="m.yaml", source="auto")
-    recipe.write_text(recipe.read_text().replace("mode: download", "mode: manifest"))
+    recipe = _recipe(tmp_path, name="m.yaml", source="auto", mode="manifest")
     assert mastpipe.run(recipe, mast_url=sb.url, environ=_env(sb)).exit_code == 0
     rows = json.loads((recipe.parent / "data/jwst-1073/manifest.json").read_text())
     assert {r["source"] for r in rows} == {"s3", "mast"}
     assert all(bool(r["s3_uri"]) == (r["source"] == "s3") and r["url"] for r in rows)
 
-    curl = _recipe(tmp_path, name="c.yaml", source="auto")
-    curl.write_text(curl.read_text().replace("mode: download", "mode: curl"))
+    curl = _recipe(tmp_path, name="c.yaml", source="auto", mode="curl")
     outcome = mastpipe.run(curl, mast_url=sb.url, environ=_env(sb))
     assert outcome.exit_code == 0
     script = (curl.parent / "data/jwst-1073/mastpipe-download.sh").read_text()
@@ -402,4 +394,27 @@ def test_kill_9_during_a_multipart_download_then_rerun_fetches_no_complete_part_
     complete = {f"bytes={n * PART}-{min((n + 1) * PART, size) - 1}" for n in done}
     assert not again & complete  # no complete part fetched twice
     assert again | complete == {f"bytes={a}-{min(a + PART, size) - 1}" for a in range(0, size, PART)}
+    assert not state_path(task.dest).exists() and not data_path(task.dest).exists()
+
+
+def test_an_object_changed_between_its_parts_starts_again_instead_of_splicing(sb, tmp_path: Path) -> None:
+    from mastpipe.stages.retrieve.parts import data_path, state_path
+
+    (task,) = _s3_tasks(sb, tmp_path / "out", 1, 1_050_000, "changedparts")[:1]
+    sb.faults = Faults.parse("s3.drop_rate=1,s3.drop_at=0.5")
+    client = S3Client(sb.s3.endpoint)
+    (failed,) = Transfer(workers=1, s3=client, s3_parts=3, s3_part_size=PART,
+                         policy=FAST.__class__(max_attempts=1)).run([task])
+    assert failed.status == "failed" and data_path(task.dest).exists() and state_path(task.dest).exists()
+    assert json.loads(state_path(task.dest).read_text())["etag"]  # what every part must match
+    sb.faults = None
+    sb.catalog.reprocess(task.key)  # same size, new bytes and ETag under the parts
+    sb.log.clear()
+    events: list[str] = []
+    (result,) = Transfer(workers=1, s3=client, s3_parts=3, s3_part_size=PART, policy=FAST,
+                         on_event=lambda e: events.append(e.kind)).run([task])
+    assert result.status == "fetched", result.error
+    assert task.dest.read_bytes() == sb.catalog.body(task.key)
+    statuses = [r.status for r in sb.log.records() if r.endpoint == "s3" and r.method == "GET"]
+    assert 412 in statuses and "restart" in events  # IfMatch refused the parts' old ETag
     assert not state_path(task.dest).exists() and not data_path(task.dest).exists()

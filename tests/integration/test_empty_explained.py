@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _examples import JWST_1073, TYPO, WRONG_CASE, example_recipe
 
 import mastpipe
 from mastpipe.errors import ExpectationError, NameNotFoundError
 
-REPO = Path(__file__).resolve().parents[2]
-SEED = "jwst-1073-nircam-uncal.yaml"
 
-
-def _recipe(tmp_path: Path, old: str, new: str) -> Path:
-    text = (REPO / "pipelines" / SEED).read_text()
-    assert old in text
-    path = tmp_path / SEED
-    path.write_text(text.replace(old, new))
-    return path
+def _recipe(tmp_path: Path, **changes: object) -> Path:
+    return example_recipe(tmp_path, filename=JWST_1073, **changes)
 
 
 def _services(sandbox) -> list[str]:  # type: ignore[no-untyped-def]
@@ -30,7 +21,7 @@ def _services(sandbox) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_a_typo_in_criteria_is_found_and_shown_with_near_values(sandbox, tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path, '"NIRCAM*"', '"NIRCAN*"')
+    recipe = _recipe(tmp_path, **TYPO)
     with pytest.raises(ExpectationError) as caught:
         mastpipe.run(recipe, mast_url=sandbox.url, environ={})
     (entry,) = caught.value.explanations
@@ -50,7 +41,7 @@ def test_a_typo_in_criteria_is_found_and_shown_with_near_values(sandbox, tmp_pat
 
 
 def test_a_filter_rule_that_keeps_nothing_shows_the_values_present(sandbox, tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path, "productSubGroupDescription: UNCAL", "productSubGroupDescription: uncal")
+    recipe = _recipe(tmp_path, **WRONG_CASE)
     with pytest.raises(ExpectationError) as caught:
         mastpipe.run(recipe, mast_url=sandbox.url, environ={})
     (entry,) = caught.value.explanations
@@ -59,12 +50,9 @@ def test_a_filter_rule_that_keeps_nothing_shows_the_values_present(sandbox, tmp_
     assert entry["message"].startswith("filter.columns.productSubGroupDescription keeps 0 of the ")
 
 
-def test_the_cli_explains_on_stderr_even_with_quiet(tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path, '"NIRCAM*"', '"NIRCAN*"')
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    env.pop("MASTPIPE_MAST_URL", None)
-    result = subprocess.run([sys.executable, "-m", "mastpipe.cli", "run", str(recipe), "--sandbox", "-q"],
-                            capture_output=True, text=True, check=False, env=env, timeout=300)
+def test_the_cli_explains_on_stderr_even_with_quiet(cli, tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, **TYPO)
+    result = cli("run", str(recipe), "--sandbox", "-q", cwd=tmp_path, timeout=300)
     assert result.returncode == 5, result.stderr
     assert "Traceback" not in result.stderr
     assert "query 'nircam' matches no observation: instrument_name: 'NIRCAN*' matches nothing" in result.stderr

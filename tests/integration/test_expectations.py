@@ -7,22 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from _examples import JWST_1073, TYPO, WRONG_CASE, example_recipe
 
 import mastpipe
 from mastpipe.errors import EXIT_EXPECTATION, ExpectationError
 
-REPO = Path(__file__).resolve().parents[2]
-SEED = "jwst-1073-nircam-uncal.yaml"
 
-
-def _recipe(tmp_path: Path, *replacements: tuple[str, str], extra: str = "") -> Path:
-    text = (REPO / "pipelines" / SEED).read_text()
-    for old, new in replacements:
-        assert old in text
-        text = text.replace(old, new)
-    path = tmp_path / SEED
-    path.write_text(text + extra)
-    return path
+def _recipe(tmp_path: Path, **changes: object) -> Path:
+    return example_recipe(tmp_path, filename=JWST_1073, **changes)
 
 
 def _downloads(sandbox) -> list[str]:  # type: ignore[no-untyped-def]
@@ -30,7 +22,7 @@ def _downloads(sandbox) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_an_empty_search_fails_by_default_and_is_reported(sandbox, tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path, ('"NIRCAM*"', '"NIRCAN*"'))
+    recipe = _recipe(tmp_path, **TYPO)
     summary = tmp_path / "summary.md"
     with pytest.raises(ExpectationError) as caught:
         mastpipe.run(recipe, mast_url=sandbox.url, summary=summary, environ={})
@@ -53,21 +45,20 @@ def test_an_empty_search_fails_by_default_and_is_reported(sandbox, tmp_path: Pat
 
 
 def test_a_filter_that_keeps_nothing_fails_and_min_zero_accepts_it(sandbox, tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path, ("productSubGroupDescription: UNCAL", "productSubGroupDescription: uncal"))
+    recipe = _recipe(tmp_path, **WRONG_CASE)
     with pytest.raises(ExpectationError) as caught:
         mastpipe.run(recipe, mast_url=sandbox.url, environ={})
     assert caught.value.failures[0]["what"] == "files" and caught.value.failures[0]["stage"] == "filter"
     assert _downloads(sandbox) == []
 
-    accepting = _recipe(tmp_path, ("productSubGroupDescription: UNCAL", "productSubGroupDescription: uncal"),
-                        extra="expect:\n  files: {min: 0}\n")
+    accepting = _recipe(tmp_path, **WRONG_CASE, expect={"files": {"min": 0}})
     outcome = mastpipe.run(accepting, mast_url=sandbox.url, environ={})
     assert outcome.exit_code == 0 and len(outcome.tables["filter"]) == 0
     assert outcome.report["expectations"]["failed"] == []
 
 
 def test_bytes_and_per_query_bounds(sandbox, tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path, extra="expect:\n  bytes: {max: 10 KB}\n")
+    recipe = _recipe(tmp_path, expect={"bytes": {"max": "10 KB"}})
     with pytest.raises(ExpectationError) as caught:
         mastpipe.run(recipe, mast_url=sandbox.url, environ={})
     (failure,) = caught.value.failures
@@ -75,8 +66,7 @@ def test_bytes_and_per_query_bounds(sandbox, tmp_path: Path) -> None:
     assert "the recipe kept " in caught.value.message and "expected at most 10000 bytes (9.8 KiB) (expect.bytes)" in caught.value.message
     assert _downloads(sandbox) == []
 
-    per_query = _recipe(tmp_path, ("      filters: F277W                # matches observations whose filters include F277W\n",
-                                   "      filters: F277W\n    expect:\n      observations: {max: 2}\n      files: {min: 1}\n"))
+    per_query = _recipe(tmp_path, query={"nircam": {"expect": {"observations": {"max": 2}, "files": {"min": 1}}}})
     with pytest.raises(ExpectationError) as caught:
         mastpipe.run(per_query, mast_url=sandbox.url, environ={})
     (failure,) = caught.value.failures
@@ -84,7 +74,7 @@ def test_bytes_and_per_query_bounds(sandbox, tmp_path: Path) -> None:
 
 
 def test_a_run_within_its_expectations_records_the_checks(sandbox, tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path, extra="expect:\n  observations: {min: 1, max: 1000}\n  bytes: {max: 2 TB}\n")
+    recipe = _recipe(tmp_path, expect={"observations": {"min": 1, "max": 1000}, "bytes": {"max": "2 TB"}})
     outcome = mastpipe.run(recipe, mast_url=sandbox.url, environ={})
     assert outcome.exit_code == 0
     checked = {(c["where"], c["what"]): c for c in outcome.report["expectations"]["checked"]}

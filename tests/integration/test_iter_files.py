@@ -10,31 +10,16 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from _examples import example_recipe
 
 import mastpipe
 from mastpipe.sandbox import Faults
 from mastpipe.state import lock_holder
 
-RECIPE = """\
-version: 1
-name: iter-files
-mast: {timeout: 10, retries: 1}
-query:
-  nircam:
-    criteria: {obs_collection: JWST, proposal_id: "1073", instrument_name: "NIRCAM*", filters: F277W}
-filter:
-  guide_stars: keep
-  columns: {productSubGroupDescription: UNCAL}
-retrieve:
-  destination: data
-  in_flight: 3
-"""
 
-
-def _recipe(tmp_path: Path, text: str = RECIPE) -> Path:
-    path = tmp_path / "recipe.yaml"
-    path.write_text(text)
-    return path
+def _recipe(tmp_path: Path, **retrieve: object) -> Path:
+    return example_recipe(tmp_path, name="iter-files", mast={"timeout": 10, "retries": 1},
+                          retrieve={"destination": "data", "in_flight": 3, **retrieve})
 
 
 def _leftovers(root: Path) -> list[Path]:
@@ -105,6 +90,6 @@ def test_files_already_present_come_first_and_a_full_iteration_reports_like_run(
 
 
 def test_a_mode_other_than_download_is_refused(sandbox, tmp_path):
-    recipe = _recipe(tmp_path, RECIPE.replace("  destination: data\n", "  mode: manifest\n  destination: data\n"))
+    recipe = _recipe(tmp_path, mode="manifest")
     with pytest.raises(mastpipe.MastpipeError, match="iter_files needs retrieve.mode download"):
         next(mastpipe.iter_files(recipe, mast_url=sandbox.url, environ={}))

@@ -6,29 +6,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from _examples import example_recipe
 from astropy.table import Table
 
 import mastpipe
 
-RECIPE = """\
-version: 1
-name: manifest-travels
-mast: {timeout: 5, retries: 1}
-query:
-  nircam:
-    criteria: {obs_collection: JWST, proposal_id: "1073", instrument_name: "NIRCAM*", filters: F277W}
-filter:
-  guide_stars: omit
-  columns: {productSubGroupDescription: UNCAL}
-retrieve:
-  destination: data
-"""
+
+def _recipe(folder: Path, **retrieve: str) -> Path:
+    """The tutorial's example without the guide-star files, into ``folder/data``."""
+    return example_recipe(folder, name="manifest-travels", mast={"timeout": 5, "retries": 1},
+                          filter={"guide_stars": "omit"}, retrieve={"destination": "data", **retrieve})
 
 
 def test_a_manifest_restored_elsewhere_still_names_its_files(sandbox, tmp_path):
-    recipe = tmp_path / "here" / "recipe.yaml"
-    recipe.parent.mkdir()
-    recipe.write_text(RECIPE)
+    (tmp_path / "here").mkdir()
+    recipe = _recipe(tmp_path / "here")
     outcome = mastpipe.run(recipe, mast_url=sandbox.url, environ={}, progress=False)
     manifest_path = tmp_path / "here" / "data" / "manifest.ecsv"
     raw = Table.read(manifest_path, format="ascii.ecsv")
@@ -54,8 +46,7 @@ def test_a_manifest_restored_elsewhere_still_names_its_files(sandbox, tmp_path):
 
 
 def test_absolute_paths_on_request(sandbox, tmp_path):
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE + "  manifest_paths: absolute\n")
+    recipe = _recipe(tmp_path, manifest_paths="absolute")
     mastpipe.run(recipe, mast_url=sandbox.url, environ={}, progress=False)
     raw = Table.read(tmp_path / "data" / "manifest.ecsv", format="ascii.ecsv")
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in raw["path"])
@@ -64,9 +55,7 @@ def test_absolute_paths_on_request(sandbox, tmp_path):
 
 
 def test_manifest_mode_writes_relative_paths_and_provenance(sandbox, tmp_path):
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.replace("  destination: data\n", "  mode: manifest\n  destination: data\n"
-                                     "  manifest: lists/files.ecsv\n"))
+    recipe = _recipe(tmp_path, mode="manifest", manifest="lists/files.ecsv")
     mastpipe.run(recipe, mast_url=sandbox.url, environ={}, progress=False)
     raw = Table.read(tmp_path / "lists" / "files.ecsv", format="ascii.ecsv")
     assert all(p.startswith("../data/mastDownload/") for p in raw["path"])

@@ -6,27 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mastpipe
+from _examples import example_recipe
 
-RECIPE = """\
-version: 1
-name: plan-status-api
-mast: {timeout: 5, retries: 1}
-query:
-  nircam:
-    criteria: {obs_collection: JWST, proposal_id: "1073", instrument_name: "NIRCAM*", filters: F277W}
-filter:
-  guide_stars: omit
-  columns: {productSubGroupDescription: UNCAL}
-retrieve:
-  destination: data
-"""
+import mastpipe
 
 
 def _recipe(tmp_path: Path) -> Path:
-    path = tmp_path / "recipe.yaml"
-    path.write_text(RECIPE)
-    return path
+    return example_recipe(tmp_path, name="plan-status-api", mast={"timeout": 5, "retries": 1},
+                          filter={"guide_stars": "omit"}, retrieve={"destination": "data"})
 
 
 def test_plan_returns_what_the_run_then_fetches(sandbox, tmp_path):
@@ -82,7 +69,7 @@ def test_status_reports_stages_retrieve_and_lock_as_data(sandbox, tmp_path):
     found = mastpipe.status(recipe, mast_url=sandbox.url, environ={})
     data = found.to_dict()
     json.dumps(data)
-    assert data["kind"] == "status" and [s["state"] for s in data["stages"]] == ["done"] * 4
+    assert data["kind"] == "status" and [s["state"] for s in data["stages"]] == ["current"] * 4
     assert all(s["finished"].endswith("Z") for s in data["stages"])
     assert data["retrieve"] == {"state": "partial", "mode": "download", "files": files, "present": files - 1,
                                 "to_fetch": 1, "bytes_to_fetch": sandbox.catalog.file_size(

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mastpipe.archive import Archive, _page_table, _stored_columns, scan_answer
+from mastpipe.archive import Archive, scan_answer
+from mastpipe.archive.rows import page_table, stored_columns
 from mastpipe.state import as_stored
 
 
@@ -99,7 +100,7 @@ def test_the_fast_reader_reads_the_sandbox_answers(sandbox_factory):
 
 def page_columns(answer):
     """The row-by-row reading of one page (what mastpipe falls back to), as stored columns."""
-    return _stored_columns(_page_table(answer))
+    return stored_columns(page_table(answer))
 
 
 def assert_columns_equal(got, expected) -> None:

@@ -5,23 +5,19 @@ fetches the new version while the old one stays until the new one is verified.""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
+from _examples import JWST_1073, example_recipe
 
 import mastpipe
 from mastpipe.stages.retrieve.ledger import Ledger
 
-REPO = Path(__file__).resolve().parents[2]
-SEED = "jwst-1073-nircam-uncal.yaml"
-
 
 @pytest.fixture
 def recipe(tmp_path: Path) -> Path:
-    shutil.copy(REPO / "pipelines" / SEED, tmp_path / SEED)
-    return tmp_path / SEED
+    return example_recipe(tmp_path, filename=JWST_1073)
 
 
 def _gets(sandbox) -> list[str]:  # type: ignore[no-untyped-def]
@@ -72,7 +68,7 @@ def test_the_old_version_stays_until_the_new_one_is_verified(sandbox, recipe: Pa
     old = _path(first, uri).read_bytes()
     sandbox.catalog.reprocess(uri, same_size=True)
     sandbox.faults = Faults.parse("download.corrupt_rate=1")  # every body arrives damaged
-    recipe.write_text(recipe.read_text().replace("products:\n", "mast: {retries: 0}\nproducts:\n"))
+    example_recipe(recipe.parent, filename=recipe.name, mast={"retries": 0})
     failed = mastpipe.run(recipe, mast_url=sandbox.url, refresh=True, environ={})
     assert failed.exit_code == 1 and failed.report["reprocessed"]["items"][0]["status"] == "failed"
     assert _path(first, uri).read_bytes() == old, "the old version is kept while the new one cannot be verified"
@@ -83,7 +79,7 @@ def test_the_old_version_stays_until_the_new_one_is_verified(sandbox, recipe: Pa
 
 
 def test_overwrite_never_keeps_the_old_version_and_says_so(sandbox, recipe: Path) -> None:
-    recipe.write_text(recipe.read_text().replace("  layout: astroquery", "  layout: astroquery\n  overwrite: never"))
+    example_recipe(recipe.parent, filename=recipe.name, retrieve={"overwrite": "never"})
     first = mastpipe.run(recipe, mast_url=sandbox.url, environ={})
     uri = min(r.key for r in first.result.retrieve.results)
     old = _path(first, uri).read_bytes()

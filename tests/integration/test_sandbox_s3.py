@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import ssl
 import subprocess
-import sys
 import time
 
 import pytest
@@ -120,10 +118,9 @@ def test_s3_faults_slowdown_drop_and_latency(sb) -> None:
     assert statuses[0] == 503 and 200 in statuses
 
 
-def test_serve_s3_prints_the_endpoint_second(tmp_path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "mastpipe.cli", "sandbox", "serve", "--s3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+def test_serve_s3_prints_the_endpoint_second(tmp_path, cli_spawn) -> None:
+    proc = cli_spawn("sandbox", "serve", "--s3", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()

@@ -21,6 +21,6 @@ def test_every_module_of_the_library_is_named() -> None:
 
 
 def test_every_path_it_names_exists() -> None:
-    for path in re.findall(r"`((?:stages|recipe)/[\w/]+\.py|\w+\.py)`", DOC):
+    for path in re.findall(r"`((?:stages|recipe|archive|picture)/[\w/]+\.py|\w+\.py)`", DOC):
         candidates = [PACKAGE / path] + [p for p in _modules() if p.name == path]
         assert any(c.exists() for c in candidates), f"docs/architecture.md names {path}, which is not in the tree"

@@ -77,10 +77,10 @@ def test_a_page_of_ten_thousand_observations_is_self_contained_and_drawn() -> No
 
 
 def test_one_instrument_and_several_queries_colours_by_query() -> None:
-    from mastpipe.picture import _groups
+    from mastpipe.picture.figures import groups_of
 
     observations, _ = _selection(30)
     observations["instrument_name"] = "ACS/WFC"
-    assert _groups(observations)[0] == "query"
+    assert groups_of(observations)[0] == "query"
     observations["queries"] = "q0"
-    assert _groups(observations)[0] == "instrument"
+    assert groups_of(observations)[0] == "instrument"

@@ -1,7 +1,8 @@
 """Retrieve on a Dask cluster: the driver decides and records, workers fetch one file each.
 
-The only module that imports ``dask``/``distributed`` (the optional extra ``mastpipe[dask]``); the
-retrieve stage imports it only when ``retrieve.executor.kind`` is ``dask``.
+With :mod:`~mastpipe.stages.retrieve.dask_worker` (what a worker runs), the only modules that
+import ``dask``/``distributed`` (the optional extra ``mastpipe[dask]``); the retrieve stage imports
+them only when ``retrieve.executor.kind`` is ``dask``.
 
 Division of labour
 ------------------
@@ -10,7 +11,7 @@ Division of labour
   (:meth:`mastpipe.stages.retrieve.engine.Transfer.plan`: ledger + disk, so files already done are skipped
   with no request at all), then submits one Dask task per remaining file and records each
   result in the ledger as it completes.
-* A **worker** runs :func:`fetch_on_worker`: one :meth:`Transfer.fetch_one` call, i.e. the very
+* A **worker** runs :func:`~mastpipe.stages.retrieve.dask_worker.fetch_on_worker`: one :meth:`Transfer.fetch_one` call, i.e. the very
   code path of a local run (temporary beside the target, ``Range`` resume, sha256 while
   streaming, fsync, atomic rename, retries, token only to its hosts). It writes no ledger: the
   ledger calls that ``Transfer`` would have made are captured and returned as facts with the
@@ -34,13 +35,8 @@ worker (Dask's own recovery); if Dask gives up on it (``KilledWorker``) or the f
 otherwise, the driver resubmits it under a new key. Either way the next attempt decides from the
 disk again and resumes with ``Range``.
 
-The token
----------
-It travels in memory only, as an argument wrapped in :class:`Secret`, whose ``repr`` and ``str``
-show ``***``: Dask prints task arguments in its "Compute Failed" log lines and dashboards show
-task keys, so neither the key (built from the file name and a run id) nor any printed argument
-contains it. It is never written to a file, a log or an event. Across untrusted networks use a
-``tls://`` scheduler, since task arguments cross the wire like any other data.
+The token travels to the workers in memory only, wrapped in a :class:`Secret`
+(:mod:`mastpipe.stages.retrieve.dask_worker`, the worker side, says how it stays hidden).
 """
 
 from __future__ import annotations
@@ -50,15 +46,14 @@ import logging
 import os
 import re
 import threading
-import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from mastpipe.errors import TransferError, UsageError
+from mastpipe.stages.retrieve.dask_worker import FileFacts, Secret, WorkerConfig, fetch_on_worker
 from mastpipe.stages.retrieve.engine import Transfer
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.settings import DownloadSettings, settings_from
@@ -74,201 +69,9 @@ __all__ = ["DaskTransfer", "FileFacts", "Secret", "WorkerConfig", "fetch_on_work
 
 log = logging.getLogger(__name__)
 
-#: Forward byte counts from a worker at most this often (seconds): progress stays live without
-#: one scheduler message per 256 KiB block.
-FORWARD_EVERY = 0.25
 #: Driver-side resubmissions of one file after Dask itself gave up on it (KilledWorker ...).
 RESUBMITS = 3
 _LEDGER_METHODS = frozenset({"mark_running", "mark_done", "mark_failed"})
-
-
-class Secret:
-    """A string that never shows itself: ``repr``/``str`` give ``Secret('***')``.
-
-    Pickles (in memory, to the workers) with its value; :meth:`reveal` returns it.
-
-    Parameters
-    ----------
-    value : str
-        The secret.
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret itself, for the one place that needs it."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Secret, (self._value,))
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """What a worker needs to build its one-file :class:`Transfer` (the same for every file).
-
-    Attributes
-    ----------
-    settings : DownloadSettings
-        The run's settings, as the driver's engine has them.
-    token : Secret or None
-        MAST token, only ever sent to ``settings.token_hosts``.
-    topic : str or None
-        Dask event topic the worker forwards progress to (None: no forwarding).
-    """
-
-    settings: DownloadSettings = field(default_factory=DownloadSettings)
-    token: Secret | None = None
-    topic: str | None = None
-
-
-@dataclass(frozen=True)
-class FileFacts:
-    """What a worker reports about one file; the driver turns it into ledger rows and events.
-
-    Attributes
-    ----------
-    result : FileResult
-        The outcome, exactly as a local run would have produced it.
-    ledger_calls : tuple
-        ``(method, args)`` pairs: the ledger writes the local engine would have made, in order.
-    execution : str
-        Identifies this execution of the task (a task rescheduled after a worker died runs again
-        under the same Dask key, with a new execution id).
-    bytes_written : int
-        Body bytes this execution wrote; the driver forwards whatever the live events did not.
-    notices : tuple
-        ``(kind, total, message)`` of every ``start`` and ``retry`` event of this execution, in
-        order; the driver emits those its live feed has not delivered yet.
-    worker : str
-        Address of the worker that ran it (for logs and tests).
-    """
-
-    result: FileResult
-    ledger_calls: tuple[tuple[str, tuple[Any, ...]], ...]
-    execution: str
-    bytes_written: int
-    notices: tuple[tuple[str, int | None, str | None], ...] = ()
-    worker: str = ""
-
-
-class _LedgerCalls:
-    """Stands in for the ledger on a worker: records the writes so the driver can replay them.
-
-    The worker has no ledger (SQLite stays in the driver, where the lock is); capturing the calls
-    instead of re-deriving them from the result keeps one source of truth for what gets recorded.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
-
-    def rows(self, keys: Iterable[str] | None = None) -> dict[str, LedgerRow]:
-        return {}
-
-    def mark_running(self, key: str, dest: Path | str, size: int | None) -> None:
-        self.calls.append(("mark_running", (key, str(dest), size)))
-
-    def mark_done(self, key: str, dest: Path | str, size: int, sha256: str, attempts: int,
-                  etag: str | None = None, last_modified: str | None = None,
-                  checksum: str | None = None, stat: os.stat_result | None = None,
-                  source: str | None = None, version: str | None = None) -> None:
-        self.calls.append(("mark_done", (key, str(dest), size, sha256, attempts, etag,
-                                         last_modified, checksum, stat, source, version)))
-
-    def mark_failed(self, key: str, dest: Path | str, error: str, attempts: int) -> None:
-        self.calls.append(("mark_failed", (key, str(dest), error, attempts)))
-
-
-class _Forwarder:
-    """The worker-side ``on_event``: sends start/retry/restart at once and byte counts in batches."""
-
-    def __init__(self, send: Callable[[dict[str, Any]], None] | None, execution: str,
-                 key: str) -> None:
-        self._send = send
-        self.execution = execution
-        self.key = key
-        self.sent = 0  # bytes already forwarded
-        self.pending = 0  # bytes written but not forwarded yet
-        self.notices: list[tuple[str, int | None, str | None]] = []  # start/retry, in order
-        self._last = time.monotonic()
-
-    def __call__(self, event: Event) -> None:
-        if event.kind == "bytes":
-            self.pending += event.nbytes
-            if time.monotonic() - self._last >= FORWARD_EVERY:
-                self.flush()
-        elif event.kind in ("start", "retry", "restart"):
-            self.flush()
-            self.notices.append((event.kind, event.total, event.message))
-            self._post(event.kind, event.key, 0, event.total, event.message)
-        # done / skipped / failed: the driver emits those from the returned facts
-
-    def flush(self) -> None:
-        if self.pending and self._send is not None:
-            self._post("bytes", self.key, self.pending, None, None)
-            self.sent += self.pending
-            self.pending = 0
-        self._last = time.monotonic()
-
-    def _post(self, kind: str, key: str, nbytes: int, total: int | None,
-              message: str | None) -> None:
-        if self._send is not None:
-            self._send({"x": self.execution, "kind": kind, "key": key, "n": nbytes, "t": total,
-                        "m": message})
-
-
-def fetch_on_worker(task: FileTask, row: LedgerRow | None, config: WorkerConfig,
-                    retry_budget: int) -> FileFacts:
-    """Fetch one file on a Dask worker (or anywhere): the task every submission runs.
-
-    Parameters
-    ----------
-    task : FileTask
-        The file; its ``dest`` must be on a filesystem the driver and every worker share.
-    row : LedgerRow or None
-        The driver's ledger row for the file.
-    config : WorkerConfig
-        Engine settings and the token (hidden in a :class:`Secret`).
-    retry_budget : int
-        Retries this file may spend (the driver's share of the run's budget).
-
-    Returns
-    -------
-    FileFacts
-        Never raises for a failed download (the result says ``failed``); the task only fails
-        when its worker dies.
-    """
-    execution = uuid.uuid4().hex
-    send = None
-    address = ""
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-        address = worker.address
-        topic = config.topic
-        if topic is not None:
-            def send(message: dict[str, Any]) -> None:
-                worker.log_event(topic, message)
-    except (ImportError, ValueError):  # not on a worker (a direct call): no forwarding
-        pass
-    forward = _Forwarder(send, execution, task.key)
-    ledger = _LedgerCalls()
-    settings = config.settings.replace(in_flight=1, run_retry_budget=retry_budget, check_space=False)
-    engine = Transfer(settings, token=config.token.reveal() if config.token is not None else None,
-                      # duck-typed: the engine only calls mark_* on it (see _LedgerCalls)
-                      ledger=cast("Ledger", ledger), on_event=forward)
-    result = engine.fetch_one(task, row)
-    return FileFacts(result, tuple(ledger.calls), execution, forward.sent + forward.pending,
-                     tuple(forward.notices), address)
 
 
 class DaskTransfer:
@@ -508,7 +311,7 @@ class DaskTransfer:
         if rest > 0:
             self._emit(Event("bytes", result.key, nbytes=rest))
         if result.status == "fetched":
-            self._emit(Event("done", result.key, total=result.size))
+            self._emit(Event("fetched", result.key, total=result.size))
         elif result.status == "skipped":
             self._emit(Event("skipped", result.key, total=result.size))
         else:

@@ -34,12 +34,11 @@ from mastpipe.stages.retrieve.fetch import HASH_QUEUE, PROGRESS_CEILING, SYNC_EV
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask, Plan
 from mastpipe.stages.retrieve.ledger import DONE, Ledger, LedgerRow
 from mastpipe.stages.retrieve.paths import check_collisions, check_free_space
+from mastpipe.stages.retrieve.relocate import movable, relocate
 from mastpipe.stages.retrieve.segments import Segmenting, Slots
 from mastpipe.stages.retrieve.settings import CHUNK, DownloadSettings, settings_from
-from mastpipe.stages.retrieve.temporaries import (meta_path, part_path, remove_stale_temporaries,
-                                                  size_of, stale_temporaries, stat_of)
+from mastpipe.stages.retrieve.temporaries import meta_path, part_path, remove_stale_temporaries, stale_temporaries
 from mastpipe.errors import UsageError
-from mastpipe.atomic import fsync_dir
 from mastpipe.tls import check_ca_bundle
 
 # The vocabulary is re-exported for callers that import it from here (files, decide and
@@ -218,7 +217,7 @@ class Transfer:
         budget = self.settings.run_retry_budget
         self._fetcher.budget = Budget(budget if budget is not None else 10 + 2 * len(unique))
         rows = self.ledger.rows() if self.ledger else {}
-        moved = self._relocate(unique.values(), rows)
+        moved = relocate(unique.values(), rows, self.ledger, self._dirs)
         if moved:
             log.info("moved %d file(s) already downloaded to their new paths (the layout or "
                      "destination changed)", moved)
@@ -312,11 +311,11 @@ class Transfer:
         if rows is None:
             rows = self.ledger.rows() if self.ledger else {}
         tasks = list(tasks)
-        movable = {task.key for task, _ in self._movable(tasks, rows)}
+        moves = {task.key for task, _ in movable(tasks, rows)}
         decided: list[tuple[FileTask, LedgerRow | None, Action]] = []
         for task in tasks:
             row = rows.get(task.key)
-            if row is not None and task.key in movable:  # plan moves it, no request: as good as done
+            if row is not None and task.key in moves:  # plan moves it, no request: as good as done
                 decided.append((task, row, Action(ActionKind.SKIP_DONE, reason="moved from " + row.dest)))
                 continue
             decided.append((task, row, decide(self._fetcher.local_state(task, row), RemoteFacts(task.size))))
@@ -369,44 +368,6 @@ class Transfer:
             self._http.close()
 
     # -- planning helpers -----------------------------------------------------------------------
-
-    @staticmethod
-    def _movable(tasks: Iterable[FileTask], rows: dict[str, LedgerRow]) -> list[tuple[FileTask, LedgerRow]]:
-        """Files the ledger records as done at another path, still there with their recorded
-        size, whose new path is free and whose old path no file of this run wants."""
-        tasks = list(tasks)
-        elsewhere = [(task, row) for task in tasks
-                     if (row := rows.get(task.key)) is not None and row.status == DONE
-                     and row.dest != os.fspath(task.dest)]
-        if not elsewhere:  # the usual rerun: no set of every path to build
-            return []
-        wanted = {os.fspath(t.dest) for t in tasks}
-        return [(task, row) for task, row in elsewhere
-                if row.dest not in wanted and size_of(task.dest) is None and row.size is not None
-                and size_of(row.dest) == row.size and not os.path.islink(row.dest)]
-
-    def _relocate(self, tasks: Iterable[FileTask], rows: dict[str, LedgerRow]) -> int:
-        """Move files done under an earlier layout or destination to their new paths, so a
-        changed ``retrieve.layout`` costs renames, not downloads. Updates the ledger and
-        ``rows`` alike; returns how many moved."""
-        if self.ledger is None:
-            return 0
-        moved = 0
-        for task, row in self._movable(tasks, rows):
-            dest = Path(task.dest)
-            try:
-                self._dirs.make_parents(dest)
-                os.rename(row.dest, dest)  # same filesystem only: never a copy that could tear
-            except OSError as exc:
-                log.info("%s: could not move %s to %s (%s): fetching it again", task.key, row.dest, dest,
-                         exc.strerror or exc)
-                continue
-            fsync_dir(dest.parent)
-            self.ledger.mark_done(task.key, dest, row.size or 0, row.sha256 or "", 0, row.etag, row.last_modified,
-                                  row.checksum, stat_of(dest), source=row.source, version=row.version)
-            rows[task.key] = dataclasses.replace(row, dest=os.fspath(dest))
-            moved += 1
-        return moved
 
     def _remove_stale(self, tasks: Iterable[FileTask], keep: Iterable[FileTask]) -> None:
         directories = {os.path.dirname(os.fspath(t.dest)) for t in tasks}

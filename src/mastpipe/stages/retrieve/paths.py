@@ -28,19 +28,24 @@ import shutil
 import string
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mastpipe.atomic import NAME_OVERHEAD
-from mastpipe.errors import TransferError, UnsafePathError, UsageError
+from mastpipe.errors import NotWritableError, TransferError, UnsafePathError, UsageError
+
+if TYPE_CHECKING:
+    from mastpipe.recipe.models import Retrieve
 
 __all__ = [
     "ASTROQUERY_TEMPLATE",
     "FLAT_TEMPLATE",
     "check_collisions",
     "check_component",
+    "check_outputs",
     "check_free_space",
     "describe_filesystem",
     "free_bytes",
+    "output_dirs",
     "product_path",
     "relative_product_path",
 ]
@@ -379,3 +384,38 @@ def check_free_space(dest: Path | str, bytes_needed: int, *, margin: int = 64 * 
                  "filesystem from filling up completely)",
         )
     return free
+
+
+def output_dirs(settings: Retrieve, base: Path) -> list[tuple[str, Path]]:
+    """The directories retrieve writes to in the recipe's mode, each with the recipe field
+    that names it: the destination (download), the curl script's, the manifest's. ``base`` is
+    the recipe's directory, against which relative paths are resolved."""
+    destination = (base / settings.destination).resolve()
+    manifest = (base / settings.manifest) if settings.manifest else destination / "manifest.ecsv"
+    dirs = [("retrieve.destination", destination)] if settings.mode == "download" else []
+    if settings.mode == "curl":
+        script = (base / settings.script) if settings.script else destination / "mastpipe-download.sh"
+        dirs.append(("retrieve.script" if settings.script else "retrieve.destination", script.resolve().parent))
+    dirs.append(("retrieve.manifest" if settings.manifest else "retrieve.destination", manifest.resolve().parent))
+    return dirs
+
+
+def check_outputs(settings: Retrieve, recipe_path: Path) -> None:
+    """Fail now, before MAST is asked anything, when retrieve could not write its outputs.
+
+    Otherwise every download would fail one by one and the manifest could not be written.
+
+    Raises
+    ------
+    NotWritableError
+        A directory of :func:`output_dirs` cannot be created or written.
+    """
+    from mastpipe.state import writable_problem
+
+    for field_name, directory in output_dirs(settings, recipe_path.resolve().parent):
+        problem = writable_problem(directory)
+        if problem is not None:
+            raise NotWritableError(
+                f"cannot write to {directory}: {problem}",
+                hint=f"{field_name} in {recipe_path} leads there (relative paths are relative to the "
+                     "recipe's directory); choose a directory you can write to, or fix its permissions")

@@ -3,7 +3,7 @@
 The pure part, :func:`plan_files`, maps each product row to a URL and a checked destination path
 (refusing unsafe names and collisions before anything is fetched). The I/O part hands the files
 to :class:`mastpipe.stages.retrieve.engine.Transfer` (download mode) or writes a script (curl mode), and always
-writes a manifest: one row per product with ``dataURI``, local path, size, sha256, status,
+writes a manifest (:mod:`mastpipe.stages.retrieve.manifest`): one row per product with ``dataURI``, local path, size, sha256, status,
 message, MAST's URL and, with ``retrieve.source`` cloud or auto, where the file came from
 (``source``: mast or s3) and its cloud copy (``s3_uri``, ``s3_url``), as ECSV (astropy reads it)
 and JSON.
@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import glob
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -36,8 +33,9 @@ from mastpipe.stages.retrieve.paths import check_collisions, product_path
 from mastpipe.recipe.models import Retrieve
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import product_version
+from mastpipe.stages.retrieve.manifest import (MANIFEST_COLUMNS, NOT_IN_CLOUD, CloudChoice, json_twin, read_manifest,
+                                               write_manifest)
 from mastpipe.stages.retrieve.settings import DownloadSettings
-from mastpipe.atomic import atomic_path, atomic_write_bytes, sweep
 from mastpipe.state import StateDir, decoded
 from mastpipe.typing import Engine
 
@@ -48,14 +46,11 @@ if TYPE_CHECKING:
     from mastpipe.stages.retrieve.ledger import Ledger
     from mastpipe.stages.retrieve.s3 import CloudCopy
 
-__all__ = ["EXCLUSIVE", "MANIFEST_COLUMNS", "Engine", "Refused", "RetrieveResult", "download_url", "engine_for",
-           "json_twin", "plan_files", "run", "write_manifest"]
+__all__ = ["EXCLUSIVE", "MANIFEST_COLUMNS", "CloudChoice", "Engine", "Refused", "RetrieveResult", "download_url",
+           "engine_for", "json_twin", "plan_files", "read_manifest", "run", "write_manifest"]
 
 log = logging.getLogger(__name__)
 EXCLUSIVE = "EXCLUSIVE_ACCESS"
-MANIFEST_COLUMNS = ("dataURI", "path", "size", "sha256", "checksum", "status", "message", "url", "source",
-                    "s3_uri", "s3_url")
-NOT_IN_CLOUD = "no copy in the cloud bucket (retrieve.source: cloud skips it; auto would fetch it from MAST)"
 
 
 def _text(value: Any) -> Any:
@@ -191,137 +186,6 @@ class RetrieveResult:
     @property
     def bytes_fetched(self) -> int:
         return sum(r.size or 0 for r in self.results if r.status == "fetched")
-
-
-@dataclass
-class CloudChoice:
-    """Where each product comes from under ``retrieve.source``: its cloud copy (when located) and
-    the endpoint, for the manifest and curl URLs."""
-
-    source: str = "mast"
-    copies: dict[str, CloudCopy | None] = field(default_factory=dict)
-    endpoint: str | None = None
-
-    def copy(self, key: str) -> CloudCopy | None:
-        return self.copies.get(key) if self.source != "mast" else None
-
-    def skips(self, task: FileTask) -> bool:
-        """``source: cloud`` and no copy: listed as skipped (exclusive-access files excepted)."""
-        return self.source == "cloud" and not task.protected and self.copies.get(task.key) is None
-
-    def https(self, key: str) -> str:
-        from mastpipe.stages.retrieve.s3 import https_url
-
-        copy = self.copies.get(key)
-        return https_url(copy.key, self.endpoint) if copy else ""
-
-
-def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileResult] | None,
-                   refused: Sequence[Refused] = (), cloud: CloudChoice | None = None, *,
-                   meta: Mapping[str, Any] | None = None, absolute: bool = False) -> Path:
-    """Write the manifest as ECSV (``path``) and JSON (same name, ``.json``), atomically.
-
-    Refused rows are listed too (status ``failed``, no path), so nothing the filter kept
-    goes unmentioned. ``tasks`` carry MAST's URLs (the ``url`` column); ``cloud`` adds each
-    product's cloud copy (``s3_uri``, ``s3_url``) and the ``source`` it came (or would come) from.
-
-    Parameters
-    ----------
-    meta : mapping, optional
-        Provenance for the ECSV header (recipe, run id, server, source, mastpipe version: see
-        :meth:`mastpipe.runner.Pipeline.manifest_meta`); ``paths`` is added, saying how paths
-        are written.
-    absolute : bool
-        Write absolute paths. By default each path is relative to the manifest's directory, so
-        a destination restored elsewhere (a CI cache, a copy to another machine) keeps a
-        manifest that is right; :func:`read_manifest` makes them absolute again.
-    """
-    from astropy.table import Table
-
-    cloud = cloud or CloudChoice()
-    base = path.parent.resolve()
-    rows = [{"dataURI": r.key, "path": "", "size": r.size if r.size is not None else -1, "sha256": "",
-             "checksum": "", "status": "failed", "message": r.reason, "url": r.url, "source": "", "s3_uri": "",
-             "s3_url": ""} for r in refused]
-    for task in tasks:
-        result = (results or {}).get(task.key)
-        copy = cloud.copies.get(task.key)
-        if result is None:  # manifest and curl modes: what a download would do
-            skip = cloud.skips(task)
-            status, message = ("skipped", NOT_IN_CLOUD) if skip else ("listed", "")
-            source = "" if skip else "s3" if cloud.copy(task.key) is not None and not task.protected else "mast"
-        else:
-            status, message, source = result.status, result.error or "", result.source or ""
-        rows.append({
-            "dataURI": task.key, "path": str(task.dest) if absolute else os.path.relpath(task.dest, base),
-            "size": (result.size if result and result.size is not None else task.size) or -1,
-            "sha256": (result.sha256 if result else None) or "",
-            # verified: the FITS file's own CHECKSUM/DATASUM matched its bytes; none: it has none
-            "checksum": (result.checksum if result else None) or "",
-            "status": status, "message": message, "url": task.url, "source": source,
-            "s3_uri": copy.s3_uri if copy else "",
-            "s3_url": cloud.https(task.key),
-        })
-    dtypes = [str, str, np.int64, str, str, str, str, str, str, str, str]
-    table = Table(rows=[[r[c] for c in MANIFEST_COLUMNS] for r in rows], names=MANIFEST_COLUMNS,
-                  dtype=dtypes) if rows else Table(names=MANIFEST_COLUMNS, dtype=dtypes)
-    table.meta.update(meta or {})
-    table.meta["paths"] = "absolute" if absolute else "relative to this manifest's directory"
-    for stale in sweep(path.parent) + _old_temporaries(path):  # left by a run killed while writing
-        log.info("removed %s, a manifest temporary a killed run left", stale)
-    with atomic_path(path) as tmp:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
-    atomic_write_bytes(json_twin(path), json.dumps(rows, indent=1).encode())
-    return path
-
-
-def read_manifest(path: str | os.PathLike[str]) -> Table:
-    """Read a manifest (ECSV) with every ``path`` absolute, wherever the manifest now lives.
-
-    Relative paths (the default) are resolved against the manifest's directory; empty paths
-    (refused products) stay empty. The header's provenance is in ``table.meta``.
-
-    Examples
-    --------
-    >>> manifest = mastpipe.read_manifest("data/jwst-1073/manifest.ecsv")   # doctest: +SKIP
-    >>> manifest.meta["run_id"], manifest["path"][0]                          # doctest: +SKIP
-    """
-    from astropy.table import Table
-
-    path = Path(path)
-    table = Table.read(path, format="ascii.ecsv")
-    base = path.resolve().parent
-    table["path"] = [os.path.normpath(base / p) if p and not os.path.isabs(p) else str(p) for p in table["path"]]
-    return table
-
-
-def _old_temporaries(path: Path) -> list[Path]:
-    """Remove ``.<manifest>.<pid>.tmp`` files (the name earlier versions wrote the manifest
-    under) whose process is gone; return them."""
-    removed = []
-    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = candidate.name[len(path.name) + 2:-len(".tmp")]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # that process still runs: perhaps writing it now
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OverflowError):
-            continue
-        try:
-            candidate.unlink()
-            removed.append(candidate)
-        except OSError:
-            pass
-    return removed
-
-
-def json_twin(path: Path) -> Path:
-    """Where the JSON copy of the manifest ``path`` goes: ``.json`` in place of its suffix, or
-    ``.json`` added when the manifest's own name already ends so (never the same file)."""
-    return path.with_name(path.name + ".json") if path.suffix == ".json" else path.with_suffix(".json")
 
 
 def run(table: Table, section: Retrieve, download: DownloadSettings, *, base: Path, state_dir: Path,

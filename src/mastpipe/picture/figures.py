@@ -1,48 +1,36 @@
-"""A picture of what a recipe selects: one self-contained HTML page (``plan --html``, ``run --html``).
+"""The figures of the picture (:mod:`mastpipe.picture`), each a base64 PNG: the footprints on the
+sky (:func:`sky_map`), when the observations were taken (:func:`time_span`), files and bytes by
+product type (:func:`product_bars`), and the footprints read from ``s_region``
+(:func:`footprints`).
 
-Astronomers judge a selection by looking at it, as MAST's Portal draws footprints on the sky. The
-page shows the selected observations' footprints (``s_region``) on a sky map coloured by
-instrument (or by query, when one instrument is all there is), when they were taken, files and
-bytes by product type, and beside them the plan's table. Everything is inline (PNG images as
-``data:`` URIs, CSS in the page, no script), so the page opens with no network, in a CI artifact
-or an e-mail.
-
-The figures are drawn by matplotlib, an optional extra (``pip install 'mastpipe[html]'``): the
-astronomer's default plotting library, imported only here and only when a page is asked for. It
-is used through :class:`matplotlib.figure.Figure` and the Agg canvas directly, never ``pyplot``,
-so drawing a page changes no global state (a notebook's backend stays as it was).
-
-Ten thousand observations stay readable: footprints are drawn as one translucent collection,
-small ones get a dot at their centre, the legend keeps the ten largest groups (the rest is
-"other"), and the time panel is a stacked histogram rather than one bar per observation.
+They are drawn by matplotlib through :class:`matplotlib.figure.Figure` and the Agg canvas
+directly, never ``pyplot``, so drawing changes no global state (a notebook's backend stays as it
+was). Ten thousand observations stay readable: footprints are drawn as one translucent
+collection, projected here in one vectorised pass (:func:`_mollweide`), small ones get a dot at
+their centre, the legend keeps the :data:`MAX_GROUPS` largest groups (the rest is "other"), and
+the time panel is a stacked histogram rather than one bar per observation.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
-import html
 import io
 import math
 import re
-import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mastpipe.errors import UsageError
 from mastpipe.stages.retrieve.progress import format_bytes
 from mastpipe.state import decoded
 
 if TYPE_CHECKING:
     from astropy.table import Table
 
-    from mastpipe.api import PlanReport, RunOutcome
-
-__all__ = ["footprints", "plan_html", "run_html", "write_page"]
+__all__ = ["MAX_GROUPS", "footprints", "groups_of", "product_bars", "sky_map", "texts", "time_span"]
 
 #: Groups named in the legend; the others are drawn in grey as "other".
 MAX_GROUPS = 10
@@ -89,27 +77,16 @@ def footprints(s_region: str) -> list[np.ndarray]:
     return [shape for shape in shapes if np.all(np.isfinite(shape))]
 
 
-def _text(column: Any) -> list[str]:
+def texts(column: Any) -> list[str]:
+    """A column's values as text (bytes decoded)."""
     return [decoded(value) for value in np.asarray(column)]
 
 
-def _selected_observations(products: Table, observations: Table) -> Table:
-    """The observations that list a product the filter kept (all of them when none does)."""
-    if len(products) == 0 or "obsid" not in observations.colnames:
-        return observations
-    owner = "parent_obsid" if "parent_obsid" in products.colnames else "obsID"
-    if owner not in products.colnames:
-        return observations
-    kept = set(_text(products[owner]))
-    mask = np.array([obsid in kept for obsid in _text(observations["obsid"])], dtype=bool)
-    return observations[mask] if mask.any() else observations
-
-
-def _groups(observations: Table) -> tuple[str, list[str]]:
+def groups_of(observations: Table) -> tuple[str, list[str]]:
     """What colours the map: (label, one value per observation): the instrument, or the query
     when the selection has one instrument and several queries."""
-    instruments = _text(observations["instrument_name"]) if "instrument_name" in observations.colnames else []
-    queries = _text(observations["queries"]) if "queries" in observations.colnames else []
+    instruments = texts(observations["instrument_name"]) if "instrument_name" in observations.colnames else []
+    queries = texts(observations["queries"]) if "queries" in observations.colnames else []
     if instruments and (len(set(instruments)) > 1 or len(set(queries)) <= 1):
         return "instrument", instruments
     if queries:
@@ -196,7 +173,7 @@ def sky_map(observations: Table, label: str, groups: Sequence[str]) -> str:
     named, colours = _palette(groups)
     shapes: list[np.ndarray] = []
     owners: list[str] = []
-    regions = _text(observations["s_region"]) if "s_region" in observations.colnames else [""] * len(observations)
+    regions = texts(observations["s_region"]) if "s_region" in observations.colnames else [""] * len(observations)
     ras = np.asarray(observations["s_ra"], dtype=float) if "s_ra" in observations.colnames else None
     decs = np.asarray(observations["s_dec"], dtype=float) if "s_dec" in observations.colnames else None
     for index, (region, group) in enumerate(zip(regions, groups)):
@@ -330,126 +307,3 @@ def product_bars(breakdown: Sequence[Any]) -> str | None:
     axes.set_title("files and bytes by product type", fontsize=10)
     _tight(figure)
     return _png(figure)
-
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 16px; color: #222; background: #fff; }
-h1 { font-size: 20px; margin: 0 0 4px 0; }
-p.meta { color: #555; font-size: 12px; margin: 0 0 12px 0; }
-div.page { display: flex; gap: 24px; align-items: flex-start; }
-div.figures { flex: 0 0 720px; }
-div.figures img { display: block; width: 720px; margin-bottom: 12px; border: 1px solid #ddd; }
-div.tables { flex: 1 1 auto; min-width: 320px; }
-table { border-collapse: collapse; font-size: 12px; margin-bottom: 16px; }
-th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: left; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
-h2 { font-size: 15px; margin: 8px 0; }
-"""
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Iterable[int] = ()) -> str:
-    numbers = set(numeric)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td class=\"n\">{html.escape(str(v))}</td>" if i in numbers else
-                                    f"<td>{html.escape(str(v))}</td>" for i, v in enumerate(row)) + "</tr>"
-                   for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _require_matplotlib() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("matplotlib") is None:
-        raise UsageError("an HTML picture needs matplotlib, which is not installed",
-                         hint="pip install 'mastpipe[html]'")
-
-
-def _page(title: str, meta: str, products: Table, observations: Table, breakdown: Sequence[Any],
-          tables_html: str) -> str:
-    _require_matplotlib()
-    selected = _selected_observations(products, observations)
-    label, groups = _groups(selected)
-    images = [sky_map(selected, label, groups)]
-    timeline, span = time_span(selected, label, groups)
-    if timeline:
-        images.append(timeline)
-    bars = product_bars(breakdown)
-    if bars:
-        images.append(bars)
-    alts = ["sky map of the selected observations' footprints", "when the observations were taken",
-            "files and bytes by product type"]
-    figures = "".join(f'<img alt="{alt}" src="data:image/png;base64,{data}">' for alt, data in zip(alts, images))
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<p class=\"meta\">{html.escape(meta)}; observations {html.escape(span)}</p>"
-            f"<div class=\"page\"><div class=\"figures\">{figures}</div><div class=\"tables\">{tables_html}</div>"
-            "</div></body></html>\n")
-
-
-def _breakdown_table(breakdown: Sequence[Any]) -> str:
-    return _table(("collection", "instrument", "product", "files", "bytes"),
-                  ((g.collection, g.instrument, g.product, g.files, format_bytes(g.bytes)) for g in breakdown),
-                  numeric=(3, 4))
-
-
-def _generated() -> str:
-    from mastpipe import __version__
-
-    return f"mastpipe {__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
-
-
-def plan_html(plan: PlanReport) -> str:
-    """The page for ``mastpipe plan --html``: the selection, and what a run would fetch."""
-    from mastpipe.api import PlanGroup
-    from mastpipe.report import plan_breakdown
-
-    products, observations = plan.tables["filter"], plan.tables["query"]
-    every = [PlanGroup(*g) for g in plan_breakdown(products, observations)]
-    summary = _table(("", ""), [
-        ("observations", plan.observations), ("files selected", f"{plan.files} ({format_bytes(plan.bytes)})"),
-        ("to fetch", f"{plan.to_fetch} ({format_bytes(plan.bytes_to_fetch)})" if plan.mode == "download"
-         else f"mode {plan.mode}: mastpipe fetches nothing itself"),
-        ("already present", plan.present), ("retrieve mode", plan.mode)])
-    to_fetch = "<h2>to fetch</h2>" + _breakdown_table(plan.breakdown) if plan.mode == "download" else ""
-    tables = f"<h2>plan</h2>{summary}{to_fetch}<h2>selected</h2>{_breakdown_table(every)}"
-    return _page(f"mastpipe plan: {plan.recipe}", f"{plan.recipe_path} against {plan.mast_url}; {_generated()}",
-                 products, observations, every, tables)
-
-
-def run_html(outcome: RunOutcome, recipe: str) -> str:
-    """The page for ``mastpipe run --html``: the run's stages, what it fetched, the selection."""
-    from mastpipe.api import PlanGroup
-    from mastpipe.report import plan_breakdown
-
-    report = outcome.report
-    tables = outcome.tables
-    if "filter" not in tables or "query" not in tables:
-        raise UsageError("an HTML run report needs the stages up to filter", hint="drop --until, or use it with filter")
-    products, observations = tables["filter"], tables["query"]
-    every = [PlanGroup(*g) for g in plan_breakdown(products, observations)]
-    stages = _table(("stage", "action", "rows", "seconds", "why"),
-                    ((s["stage"], s["action"], "" if s["rows_out"] is None else s["rows_out"], f"{s['seconds']:.1f}",
-                      "; ".join(s["reasons"])) for s in report["stages"]), numeric=(2, 3))
-    retrieve = report.get("retrieve") or {}
-    counts = _table(("", ""), [
-        ("exit code", report["exit_code"]),
-        ("fetched", (f"{retrieve.get('fetched', {}).get('files', 0)} "
-                     f"({format_bytes(retrieve.get('fetched', {}).get('bytes', 0))})")),
-        ("already present", retrieve.get("skipped", {}).get("files", 0)),
-        ("failed", retrieve.get("failed", {}).get("files", 0))]) if retrieve else ""
-    failed = retrieve.get("failed", {}).get("items", []) if retrieve else []
-    failures = "<h2>failed</h2>" + _table(("dataURI", "error"), ((i["dataURI"], i["error"]) for i in failed[:200])) \
-        if failed else ""
-    body = f"<h2>run {html.escape(report['run_id'])}</h2>{counts}{stages}{failures}<h2>selected</h2>" \
-           f"{_breakdown_table(every)}"
-    return _page(f"mastpipe run: {recipe}", f"{report['recipe']['path']} against {report['mast_url']}; "
-                 f"{report['seconds']:.1f} s; {_generated()}", products, observations, every, body)
-
-
-def write_page(path: str | Path, text: str) -> Path:
-    """Write a page atomically (a reader never sees half of it)."""
-    from mastpipe.atomic import atomic_write_bytes
-
-    target = Path(path)
-    atomic_write_bytes(target, text.encode("utf-8"))
-    return target

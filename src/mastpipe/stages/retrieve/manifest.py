@@ -1,0 +1,185 @@
+"""The manifest: one row per product the retrieve stage considered, as ECSV (astropy reads it)
+and JSON, written atomically; paths relative to its directory unless asked otherwise, its
+provenance (recipe, run, server, mastpipe version) in the ECSV header."""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mastpipe.atomic import atomic_path, atomic_write_bytes, sweep
+from mastpipe.stages.retrieve.files import FileResult, FileTask
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+    from mastpipe.recipe.models import Recipe
+    from mastpipe.stages.retrieve.s3 import CloudCopy
+    from mastpipe.stages.retrieve.stage import Refused
+
+__all__ = ["MANIFEST_COLUMNS", "NOT_IN_CLOUD", "CloudChoice", "json_twin", "manifest_meta", "read_manifest",
+           "write_manifest"]
+
+log = logging.getLogger(__name__)
+MANIFEST_COLUMNS = ("dataURI", "path", "size", "sha256", "checksum", "status", "message", "url", "source",
+                    "s3_uri", "s3_url")
+NOT_IN_CLOUD = "no copy in the cloud bucket (retrieve.source: cloud skips it; auto would fetch it from MAST)"
+
+
+@dataclass
+class CloudChoice:
+    """Where each product comes from under ``retrieve.source``: its cloud copy (when located) and
+    the endpoint, for the manifest and curl URLs."""
+
+    source: str = "mast"
+    copies: dict[str, CloudCopy | None] = field(default_factory=dict)
+    endpoint: str | None = None
+
+    def copy(self, key: str) -> CloudCopy | None:
+        return self.copies.get(key) if self.source != "mast" else None
+
+    def skips(self, task: FileTask) -> bool:
+        """``source: cloud`` and no copy: listed as skipped (exclusive-access files excepted)."""
+        return self.source == "cloud" and not task.protected and self.copies.get(task.key) is None
+
+    def https(self, key: str) -> str:
+        from mastpipe.stages.retrieve.s3 import https_url
+
+        copy = self.copies.get(key)
+        return https_url(copy.key, self.endpoint) if copy else ""
+
+
+def write_manifest(path: Path, tasks: list[FileTask], results: dict[str, FileResult] | None,
+                   refused: Sequence[Refused] = (), cloud: CloudChoice | None = None, *,
+                   meta: Mapping[str, Any] | None = None, absolute: bool = False) -> Path:
+    """Write the manifest as ECSV (``path``) and JSON (same name, ``.json``), atomically.
+
+    Refused rows are listed too (status ``failed``, no path), so nothing the filter kept
+    goes unmentioned. ``tasks`` carry MAST's URLs (the ``url`` column); ``cloud`` adds each
+    product's cloud copy (``s3_uri``, ``s3_url``) and the ``source`` it came (or would come) from.
+
+    Parameters
+    ----------
+    meta : mapping, optional
+        Provenance for the ECSV header (recipe, run id, server, source, mastpipe version: see
+        :func:`manifest_meta`); ``paths`` is added, saying how paths
+        are written.
+    absolute : bool
+        Write absolute paths. By default each path is relative to the manifest's directory, so
+        a destination restored elsewhere (a CI cache, a copy to another machine) keeps a
+        manifest that is right; :func:`read_manifest` makes them absolute again.
+    """
+    from astropy.table import Table
+
+    cloud = cloud or CloudChoice()
+    base = path.parent.resolve()
+    rows = [{"dataURI": r.key, "path": "", "size": r.size if r.size is not None else -1, "sha256": "",
+             "checksum": "", "status": "failed", "message": r.reason, "url": r.url, "source": "", "s3_uri": "",
+             "s3_url": ""} for r in refused]
+    for task in tasks:
+        result = (results or {}).get(task.key)
+        copy = cloud.copies.get(task.key)
+        if result is None:  # manifest and curl modes: what a download would do
+            skip = cloud.skips(task)
+            status, message = ("skipped", NOT_IN_CLOUD) if skip else ("listed", "")
+            source = "" if skip else "s3" if cloud.copy(task.key) is not None and not task.protected else "mast"
+        else:
+            status, message, source = result.status, result.error or "", result.source or ""
+        rows.append({
+            "dataURI": task.key, "path": str(task.dest) if absolute else os.path.relpath(task.dest, base),
+            "size": (result.size if result and result.size is not None else task.size) or -1,
+            "sha256": (result.sha256 if result else None) or "",
+            # verified: the FITS file's own CHECKSUM/DATASUM matched its bytes; none: it has none
+            "checksum": (result.checksum if result else None) or "",
+            "status": status, "message": message, "url": task.url, "source": source,
+            "s3_uri": copy.s3_uri if copy else "",
+            "s3_url": cloud.https(task.key),
+        })
+    dtypes = [str, str, np.int64, str, str, str, str, str, str, str, str]
+    table = Table(rows=[[r[c] for c in MANIFEST_COLUMNS] for r in rows], names=MANIFEST_COLUMNS,
+                  dtype=dtypes) if rows else Table(names=MANIFEST_COLUMNS, dtype=dtypes)
+    table.meta.update(meta or {})
+    table.meta["paths"] = "absolute" if absolute else "relative to this manifest's directory"
+    for stale in sweep(path.parent) + _old_temporaries(path):  # left by a run killed while writing
+        log.info("removed %s, a manifest temporary a killed run left", stale)
+    with atomic_path(path) as tmp:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    atomic_write_bytes(json_twin(path), json.dumps(rows, indent=1).encode())
+    return path
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Table:
+    """Read a manifest (ECSV) with every ``path`` absolute, wherever the manifest now lives.
+
+    Relative paths (the default) are resolved against the manifest's directory; empty paths
+    (refused products) stay empty. The header's provenance is in ``table.meta``.
+
+    Examples
+    --------
+    >>> manifest = mastpipe.read_manifest("data/jwst-1073/manifest.ecsv")   # doctest: +SKIP
+    >>> manifest.meta["run_id"], manifest["path"][0]                          # doctest: +SKIP
+    """
+    from astropy.table import Table
+
+    path = Path(path)
+    table = Table.read(path, format="ascii.ecsv")
+    base = path.resolve().parent
+    table["path"] = [os.path.normpath(base / p) if p and not os.path.isabs(p) else str(p) for p in table["path"]]
+    return table
+
+
+def _old_temporaries(path: Path) -> list[Path]:
+    """Remove ``.<manifest>.<pid>.tmp`` files (the name earlier versions wrote the manifest
+    under) whose process is gone; return them."""
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = candidate.name[len(path.name) + 2:-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that process still runs: perhaps writing it now
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        try:
+            candidate.unlink()
+            removed.append(candidate)
+        except OSError:
+            pass
+    return removed
+
+
+def json_twin(path: Path) -> Path:
+    """Where the JSON copy of the manifest ``path`` goes: ``.json`` in place of its suffix, or
+    ``.json`` added when the manifest's own name already ends so (never the same file)."""
+    return path.with_name(path.name + ".json") if path.suffix == ".json" else path.with_suffix(".json")
+
+
+def manifest_meta(recipe: Recipe, recipe_path: Path, mast_url: str, run_id: str) -> dict[str, str]:
+    """The provenance a manifest's ECSV header carries, so a manifest found on its own
+    (in a CI artifact, beside restored files) says where it came from.
+
+    Keys: ``recipe`` (name), ``recipe_path``, ``recipe_fingerprint``, ``run_id``, ``server``
+    (the MAST URL asked), ``source`` (``retrieve.source``: mast, cloud or auto),
+    ``download_url`` (MAST's download endpoint) and ``mastpipe`` (version); :func:`write_manifest`
+    adds ``paths``.
+    """
+    from mastpipe import __version__
+    from mastpipe.stages.retrieve.stage import download_url
+    from mastpipe.state import fingerprint
+
+    return {"recipe": recipe.name, "recipe_path": str(recipe_path.resolve()),
+            "recipe_fingerprint": fingerprint(recipe.model_dump(mode="json")), "run_id": run_id,
+            "server": mast_url, "source": recipe.retrieve.source,
+            "download_url": download_url(mast_url, ""),
+            "mastpipe": __version__}
