@@ -105,6 +105,7 @@ def mastpipe_in_process(*args: str, cwd: Path, env: dict[str, str] | None = None
                         text: bool = True) -> subprocess.CompletedProcess[Any]:
     """:func:`mastpipe`, run in this process; ``timeout`` is accepted for the same call and unused."""
     import traceback
+    import warnings
 
     from click.testing import CliRunner
 
@@ -115,10 +116,20 @@ def mastpipe_in_process(*args: str, cwd: Path, env: dict[str, str] | None = None
     here = os.getcwd()
     os.chdir(cwd)
     try:
-        result = CliRunner().invoke(main, list(args), input=input, env=changes, prog_name="mastpipe")
+        with warnings.catch_warnings(record=True) as shown:
+            # the interpreter's default filters, not pytest's: a warning a user would see on stderr
+            # is on stderr here too (one raised while importing a module this process has already
+            # imported is not: the difference that remains)
+            warnings.resetwarnings()
+            warnings.simplefilter("default")
+            for quiet in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", quiet)
+            result = CliRunner().invoke(main, list(args), input=input, env=changes, prog_name="mastpipe")
     finally:
         os.chdir(here)
     stdout, stderr, code = result.stdout_bytes, result.stderr_bytes, result.exit_code
+    stderr += "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line)
+                      for w in shown).encode()
     if result.exc_info is not None and not isinstance(result.exc_info[1], SystemExit):
         # what the interpreter prints and returns for an uncaught exception
         stderr += "".join(traceback.format_exception(*result.exc_info)).encode()
