@@ -118,7 +118,7 @@ def format_status(statuses: list[StageStatus]) -> str:
     for status in statuses:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status.finished)) if status.finished else ""
         rows = "" if status.rows is None else f"{status.rows} rows"
-        why = f"  ({'; '.join(status.reasons)})" if status.reasons and status.state != "done" else ""
+        why = f"  ({'; '.join(status.reasons)})" if status.reasons and status.state != "current" else ""
         lines.append(f"  {status.stage:<9} {status.state:<8} {rows:<12} {when}{why}")
     return "\n".join(lines)
 
@@ -211,7 +211,11 @@ def _listed(values: set[str] | list[str]) -> dict[str, Any]:
 
 
 def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:
-    """New or withdrawn observations, new, changed or dropped products, files downloaded."""
+    """New or withdrawn observations, new, changed or dropped products, files fetched.
+
+    ``downloaded`` is a deprecated copy of ``fetched`` (the word the rest of the report uses),
+    kept for one release so that scripts reading it keep working.
+    """
     after_obs = set(_text(result.tables["query"]["obsid"])) if "query" in result.tables and \
         "obsid" in result.tables["query"].colnames else None
     filtered = result.tables.get("filter")
@@ -232,7 +236,8 @@ def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:
         }
     retrieved = result.retrieve
     if retrieved is not None and retrieved.mode == "download":
-        report["downloaded"] = _listed([r.key for r in retrieved.results if r.status == "fetched"])
+        report["fetched"] = _listed([r.key for r in retrieved.results if r.status == "fetched"])
+        report["downloaded"] = report["fetched"]  # deprecated: remove in the release after next
         status = {r.key: r for r in retrieved.results}
         items = [{"dataURI": key, "why": why, "status": status[key].status if key in status else "not retrieved",
                   **({"error": status[key].error} if key in status and status[key].error else {})}
@@ -253,7 +258,7 @@ def nothing_new(change: dict[str, Any]) -> bool:
         return False
     counts = [change.get("observations", {}).get(k, {}).get("count", 0) for k in ("new", "withdrawn")]
     counts += [change.get("products", {}).get(k, {}).get("count", 0) for k in ("new", "changed", "dropped")]
-    counts.append(change.get("downloaded", {}).get("count", 0))
+    counts.append(change.get("fetched", change.get("downloaded", {})).get("count", 0))
     counts.append(change.get("reprocessed", {}).get("count", 0))
     return not any(counts)
 
@@ -345,7 +350,7 @@ def render_markdown(report: dict[str, Any], recipe_name: str) -> str:
                              ("new products", change.get("products", {}).get("new")),
                              ("changed products", change.get("products", {}).get("changed")),
                              ("dropped products", change.get("products", {}).get("dropped")),
-                             ("files downloaded", change.get("downloaded")),
+                             ("files fetched", change.get("fetched")),
                              ("reprocessed by MAST", change.get("reprocessed"))):
             if entry is None:
                 continue

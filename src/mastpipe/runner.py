@@ -398,5 +398,5 @@ class Pipeline:
         return None if table is None else self.retrieve_outlook(table)
 
     def status(self) -> list[StageStatus]:
-        """Each table stage's checkpoint: done, stale (and why) or missing. Contacts no server."""
+        """Each table stage's checkpoint: current, stale (and why) or missing. Contacts no server."""
         return self.staleness.status(self.checkpoints)

@@ -31,7 +31,7 @@ URLS_KEY = "mast_urls"
 @dataclass
 class StageStatus:
     stage: str
-    state: str  # "done" | "stale" | "missing"
+    state: str  # "current" | "stale" | "missing" (mastpipe.typing.StageState)
     reasons: list[str]
     rows: int | None
     finished: float | None
@@ -176,7 +176,7 @@ class Staleness:
         atomic_write_bytes(self.state.sections, json.dumps(sections, sort_keys=True, indent=1).encode())
 
     def status(self, checkpoints: Checkpoints) -> list[StageStatus]:
-        """Each table stage's checkpoint: done, stale (and why) or missing. Contacts no server."""
+        """Each table stage's checkpoint: current, stale (and why) or missing. Contacts no server."""
         statuses = []
         digest = ""
         stale_upstream = False
@@ -190,7 +190,7 @@ class Staleness:
             reasons = self.reasons(stage, sidecar, fp, self.forced(stage, None, sidecar))
             if stale_upstream and not reasons:
                 reasons = ["an earlier stage will rerun"]
-            statuses.append(StageStatus(stage, "stale" if reasons else "done", reasons, sidecar.rows, sidecar.finished))
+            statuses.append(StageStatus(stage, "stale" if reasons else "current", reasons, sidecar.rows, sidecar.finished))
             stale_upstream = stale_upstream or bool(reasons)
             digest = sidecar.digest
         return statuses

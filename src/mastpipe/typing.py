@@ -5,8 +5,8 @@ checker catches ``until="filtre"``) and the roles other code may fill as ``Proto
 an engine or a progress display need not inherit from anything).
 
 >>> from mastpipe.typing import EventKind, EventHandler
->>> def count_done(event) -> None: ...                    # doctest: +SKIP
->>> handler: EventHandler = count_done                    # doctest: +SKIP
+>>> def count_fetched(event) -> None: ...                    # doctest: +SKIP
+>>> handler: EventHandler = count_fetched                   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ Overwrite = Literal["changed", "never", "always"]
 ExecutorKind = Literal["threads", "dask"]
 #: What became of one file (:attr:`mastpipe.stages.retrieve.files.FileResult.status`).
 FileStatus = Literal["fetched", "skipped", "failed"]
-#: A checkpoint's state as ``status`` reports it.
-StageState = Literal["done", "stale", "missing"]
+#: A checkpoint's state as ``status`` reports it: ``current`` (a run would reuse it), ``stale``
+#: (a run would recompute it; the reasons say why) or ``missing``.
+StageState = Literal["current", "stale", "missing"]
 #: :attr:`mastpipe.stages.retrieve.files.Event.kind`: ``plan`` once per run, then per file
-#: ``start``, ``bytes``, ``retry``, ``restart`` and one of ``done``, ``skipped``, ``failed``.
-EventKind = Literal["plan", "start", "bytes", "retry", "restart", "done", "skipped", "failed"]
+#: ``start``, ``bytes``, ``retry``, ``restart`` and one of ``fetched`` (just fetched and
+#: verified), ``skipped``, ``failed``: the file statuses of :data:`FileStatus`.
+EventKind = Literal["plan", "start", "bytes", "retry", "restart", "fetched", "skipped", "failed"]
 
 
 class EventHandler(Protocol):

@@ -155,9 +155,9 @@ def test_json_events_carry_the_plan_counts_and_fatal_errors(workdir: Path, cli) 
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     [plan] = [e for e in events if e.get("kind") == "plan"]
-    done = [e for e in events if e.get("kind") == "done"]
-    assert plan["files"] == 14 == len(done) and plan["skipped"] == 0
-    assert plan["bytes"] == sum(e["bytes"] for e in done) > 14  # bytes, not the file count
+    fetched = [e for e in events if e.get("kind") == "fetched"]
+    assert plan["files"] == 14 == len(fetched) and plan["skipped"] == 0
+    assert plan["bytes"] == sum(e["bytes"] for e in fetched) > 14  # bytes, not the file count
 
     (workdir / "a-file").write_text("")
     failed = cli("run", SEED, "--mast-url", "http://127.0.0.1:9", "--json", "--state-dir", "a-file/state",

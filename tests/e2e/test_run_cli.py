@@ -49,10 +49,10 @@ def test_plan_and_status_against_a_served_sandbox(workdir: Path, cli, cli_spawn)
         assert not (workdir / "pipelines/data/jwst-1073/mastDownload").exists()  # plan downloads nothing
         status = cli("status", SEED, "--mast-url", url, cwd=workdir)
         assert status.returncode == 0
-        assert [line.split()[1] for line in status.stdout.splitlines()[1:]] == ["done"] * 4 + ["missing"]
+        assert [line.split()[1] for line in status.stdout.splitlines()[1:]] == ["current"] * 4 + ["missing"]
         assert "(0 of 14 files present, 14 to fetch (" in status.stdout  # the retrieve line
         env_status = cli("status", SEED, cwd=workdir, env={"MASTPIPE_MAST_URL": url})
-        assert [line.split()[1] for line in env_status.stdout.splitlines()[1:]] == ["done"] * 4 + ["missing"]
+        assert [line.split()[1] for line in env_status.stdout.splitlines()[1:]] == ["current"] * 4 + ["missing"]
     finally:
         server.terminate()
         server.wait(timeout=10)

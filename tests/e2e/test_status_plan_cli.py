@@ -40,7 +40,7 @@ def test_status_without_sandbox_names_the_server_not_the_recipe(workdir: Path, c
 
     # with --sandbox they match, although the next sandbox listens on another port
     status = cli("status", "--sandbox", SEED, cwd=workdir)
-    assert all(" done " in _stage_lines(status.stdout)[stage] for stage in STAGES), status.stdout
+    assert all(" current " in _stage_lines(status.stdout)[stage] for stage in STAGES), status.stdout
     again = cli("run", "--sandbox", SEED, cwd=workdir)
     assert again.returncode == 0, again.stderr
     assert all(f"{stage}: reused checkpoint" in again.stderr for stage in STAGES), again.stderr
@@ -115,7 +115,7 @@ def test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock(wor
         status = cli("status", SEED, "--mast-url", sb.url, cwd=workdir)
         assert status.returncode == 0, status.stderr
         lines = _stage_lines(status.stdout)
-        assert all(" done " in lines[stage] for stage in STAGES), status.stdout
+        assert all(" current " in lines[stage] for stage in STAGES), status.stdout
         retrieve = lines["retrieve"]
         assert " partial " in retrieve and " 14 files " in retrieve, status.stdout
         assert f"{present} of 14 files present, {14 - present} to fetch (" in retrieve, status.stdout
@@ -148,7 +148,7 @@ def test_plan_and_status_json_are_the_library_data(workdir: Path, cli) -> None:
     status = cli("status", "--sandbox", "--json", SEED, cwd=workdir)
     assert status.returncode == 0, status.stderr
     data = json.loads(status.stdout)
-    assert [(s["stage"], s["state"]) for s in data["stages"]] == [(s, "done") for s in STAGES]
+    assert [(s["stage"], s["state"]) for s in data["stages"]] == [(s, "current") for s in STAGES]
     assert data["retrieve"]["state"] == "missing" and data["retrieve"]["to_fetch"] == 14
     assert data["lock"] is None
 

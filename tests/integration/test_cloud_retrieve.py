@@ -395,3 +395,26 @@ def test_kill_9_during_a_multipart_download_then_rerun_fetches_no_complete_part_
     assert not again & complete  # no complete part fetched twice
     assert again | complete == {f"bytes={a}-{min(a + PART, size) - 1}" for a in range(0, size, PART)}
     assert not state_path(task.dest).exists() and not data_path(task.dest).exists()
+
+
+def test_an_object_changed_between_its_parts_starts_again_instead_of_splicing(sb, tmp_path: Path) -> None:
+    from mastpipe.stages.retrieve.parts import data_path, state_path
+
+    (task,) = _s3_tasks(sb, tmp_path / "out", 1, 1_050_000, "changedparts")[:1]
+    sb.faults = Faults.parse("s3.drop_rate=1,s3.drop_at=0.5")
+    client = S3Client(sb.s3.endpoint)
+    (failed,) = Transfer(workers=1, s3=client, s3_parts=3, s3_part_size=PART,
+                         policy=FAST.__class__(max_attempts=1)).run([task])
+    assert failed.status == "failed" and data_path(task.dest).exists() and state_path(task.dest).exists()
+    assert json.loads(state_path(task.dest).read_text())["etag"]  # what every part must match
+    sb.faults = None
+    sb.catalog.reprocess(task.key)  # same size, new bytes and ETag under the parts
+    sb.log.clear()
+    events: list[str] = []
+    (result,) = Transfer(workers=1, s3=client, s3_parts=3, s3_part_size=PART, policy=FAST,
+                         on_event=lambda e: events.append(e.kind)).run([task])
+    assert result.status == "fetched", result.error
+    assert task.dest.read_bytes() == sb.catalog.body(task.key)
+    statuses = [r.status for r in sb.log.records() if r.endpoint == "s3" and r.method == "GET"]
+    assert 412 in statuses and "restart" in events  # IfMatch refused the parts' old ETag
+    assert not state_path(task.dest).exists() and not data_path(task.dest).exists()

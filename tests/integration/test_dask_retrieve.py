@@ -90,7 +90,7 @@ def test_full_retrieve_equals_the_threads_engine(sandbox, client, tmp_path: Path
     assert not any(r.range for r in downloads(sandbox))
     # the same progress events as a local run, from the driver
     kinds = Counter(e.kind for e in events)
-    assert kinds["plan"] == 1 and kinds["start"] == 12 and kinds["done"] == 12
+    assert kinds["plan"] == 1 and kinds["start"] == 12 and kinds["fetched"] == 12
     assert sum(e.nbytes for e in events if e.kind == "bytes") == sum(t.size for t in spread)
 
     # a rerun decides in the driver: everything skipped, no request, no task

@@ -96,7 +96,7 @@ def check_nothing_wrong_published(sb: Sandbox, tasks: list[FileTask], state: Pat
 MOMENTS = [
     ("plan", 0, 100_000, 1),
     ("bytes", 300_000, 0, 1),
-    ("done", 1, 50_000, 1),
+    ("fetched", 1, 50_000, 1),
     ("bytes", 2 * 600_000 - 100_000, 37_000, 1),
     ("bytes", 900_000, 12_345, 1),
     ("bytes", 700_000, 0, 4),
@@ -110,7 +110,7 @@ def test_a_disk_filling_during_a_download_never_publishes_a_wrong_file(
     fs = small_fs("4m")
     tasks = [task_for(sandbox, row, fs) for row in products(sandbox, 4, 600_000)]
     state = tmp_path / "state"
-    seen = {"bytes": 0, "done": 0}
+    seen = {"bytes": 0, "fetched": 0}
     filled: list[Path] = []
 
     lock = threading.Lock()  # events come from every worker thread
@@ -159,7 +159,7 @@ def test_files_done_before_the_disk_filled_stay_done(sandbox: Sandbox, small_fs,
     filled: list[Path] = []
 
     def on_event(event: Event) -> None:
-        if event.kind == "done" and not filled:
+        if event.kind == "fetched" and not filled:
             filled.append(fill(fs, 10_000))
 
     with Ledger(state) as ledger:

@@ -89,12 +89,12 @@ def test_rerun_reuses_every_checkpoint_without_requests(sandbox, first_run):
     assert _actions(again) == dict.fromkeys(STAGES, "reused")
     assert _invokes(sandbox) == []
     assert _names(again.tables["filter"]) == _names(first.tables["filter"])
-    assert [s.state for s in pipeline().status()] == ["done"] * 4
+    assert [s.state for s in pipeline().status()] == ["current"] * 4
 
 
 def test_reordered_keys_and_comments_rerun_nothing(sandbox, first_run):
     pipeline, _ = first_run
-    assert [s.state for s in pipeline(REORDERED).status()] == ["done"] * 4
+    assert [s.state for s in pipeline(REORDERED).status()] == ["current"] * 4
     again = pipeline(REORDERED).run(until="filter")
     assert _actions(again) == dict.fromkeys(STAGES, "reused")
     assert _invokes(sandbox) == []
@@ -114,7 +114,7 @@ def test_changing_filter_reruns_filter_only(sandbox, first_run):
                                "columns": {"productSubGroupDescription": ["UNCAL", "CAL"]}})
     (status,) = [s for s in pipeline(text).status() if s.stage == "filter"]
     assert status.state == "stale" and status.reasons == ["recipe section `filter` changed"]
-    assert [s.state for s in pipeline(text).status()][:3] == ["done"] * 3
+    assert [s.state for s in pipeline(text).status()][:3] == ["current"] * 3
     again = pipeline(text).run(until="filter")
     assert _actions(again) == {"query": "reused", "products": "reused", "unique": "reused", "filter": "computed"}
     assert _reasons(again)["filter"] == ["recipe section `filter` changed"]

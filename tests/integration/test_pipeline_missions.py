@@ -167,7 +167,7 @@ def test_a_rerun_reports_the_new_dataset_and_fetches_only_its_files(sandbox, tmp
     assert changes["observations"]["new"]["items"] == [new["obs_id"]]
     uri = f"{new['obs_id']}/{new['obs_id'].lower()}_uncal.fits"
     assert changes["products"]["new"]["items"] == [uri]  # of the products the filter keeps
-    assert changes["downloaded"]["items"] == [uri]
+    assert changes["fetched"]["items"] == [uri]
     gets = [r for r in sandbox.log.records() if r.endpoint == "download" and r.method == "GET"]
     assert len(gets) == 1
     third = mastpipe.run(path, mast_url=sandbox.url, environ={}, refresh=True)

@@ -69,7 +69,7 @@ def test_status_reports_stages_retrieve_and_lock_as_data(sandbox, tmp_path):
     found = mastpipe.status(recipe, mast_url=sandbox.url, environ={})
     data = found.to_dict()
     json.dumps(data)
-    assert data["kind"] == "status" and [s["state"] for s in data["stages"]] == ["done"] * 4
+    assert data["kind"] == "status" and [s["state"] for s in data["stages"]] == ["current"] * 4
     assert all(s["finished"].endswith("Z") for s in data["stages"])
     assert data["retrieve"] == {"state": "partial", "mode": "download", "files": files, "present": files - 1,
                                 "to_fetch": 1, "bytes_to_fetch": sandbox.catalog.file_size(

@@ -57,7 +57,8 @@ def test_three_runs_report_exactly_what_changed(sandbox, recipe: Path, tmp_path:
     expected_new = sorted(new_obs_uncal + [new_product["dataURI"]])
     assert changes["products"]["new"]["items"] == expected_new
     assert changes["products"]["changed"]["count"] == 0 and changes["products"]["dropped"]["count"] == 0
-    assert changes["downloaded"]["items"] == expected_new
+    assert changes["fetched"]["items"] == expected_new
+    assert changes["downloaded"] == changes["fetched"]  # the deprecated name, kept for one release
     assert sorted(_downloads(sandbox)) == expected_new, "the second run downloads only the new files"
     reasons = {s["stage"]: s["reasons"] for s in second.report["stages"]}
     assert "--refresh" in reasons["query"] and "input changed" in reasons["unique"]

@@ -49,7 +49,7 @@ def test_status_names_a_changed_server_not_the_recipe(sandbox, tmp_path):
         "filter": ("stale", ["an earlier stage will rerun"]),
     }
     # the same server again: nothing stale
-    assert {state for state, _ in _statuses(_pipeline(tmp_path, sandbox.url)).values()} == {"done"}
+    assert {state for state, _ in _statuses(_pipeline(tmp_path, sandbox.url)).values()} == {"current"}
 
 
 def test_a_run_against_another_server_gives_the_server_as_its_reason(sandbox_factory, tmp_path):
@@ -65,7 +65,7 @@ def test_a_run_against_another_server_gives_the_server_as_its_reason(sandbox_fac
         "filter": ("reused", []),
     }
     # and now the checkpoints belong to the second server
-    assert {state for state, _ in _statuses(_pipeline(tmp_path, second.url)).values()} == {"done"}
+    assert {state for state, _ in _statuses(_pipeline(tmp_path, second.url)).values()} == {"current"}
     back = _statuses(_pipeline(tmp_path, first.url))
     assert back["query"] == ("stale", [f"MAST server changed ({second.url} → {first.url})"])
 
@@ -94,7 +94,7 @@ def test_sandbox_checkpoints_survive_the_sandbox_port_changing(sandbox_factory, 
                                            "https://mast.stsci.edu)"])
     # `status --sandbox`: no server runs, the default URL is not what the checkpoints match
     assert {state for state, _ in _statuses(Pipeline(_recipe(tmp_path), state_dir=tmp_path / "state", environ={},
-                                                     server_id=SANDBOX_ID)).values()} == {"done"}
+                                                     server_id=SANDBOX_ID)).values()} == {"current"}
 
 
 # -- M2: plan counts what a run would fetch, not what the recipe selects -------------------------

@@ -446,7 +446,7 @@ def test_bounded_parallelism(sandbox_factory, tmp_path: Path) -> None:
         if event.kind == "start":
             in_flight[0] += 1
             peak[0] = max(peak[0], in_flight[0])
-        elif event.kind in ("done", "failed"):
+        elif event.kind in ("fetched", "failed"):
             in_flight[0] -= 1
 
     results = Transfer(workers=4, on_event=count).run([task_for(sb, r, tmp_path) for r in rows])

@@ -31,7 +31,7 @@ def feed(progress: Progress, clock: Clock) -> None:
         if i == 2:
             progress(Event("failed", f"k{i}", message="HTTP 404"))
         else:
-            progress(Event("done", f"k{i}"))
+            progress(Event("fetched", f"k{i}"))
 
 
 def test_plain_mode_prints_every_interval_and_at_the_end() -> None:
@@ -100,7 +100,7 @@ def test_progress_bar_counts_bytes_and_files_and_takes_back_a_restart() -> None:
     bar(Event("restart", "b"))  # those 600 bytes are thrown away
     assert bar._bar.n == 0
     bar(Event("bytes", "b", nbytes=1000))
-    bar(Event("done", "b", total=1000))
+    bar(Event("fetched", "b", total=1000))
     bar(Event("bytes", "c", nbytes=1000))
     bar(Event("failed", "c", message="boom"))
     assert (bar.files_done, bar.files_failed, bar._bar.n) == (2, 1, 2000)

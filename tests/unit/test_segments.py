@@ -140,6 +140,37 @@ def test_fetch_segments_resumes_kept_segments_and_reraises(tmp_path: Path) -> No
         temp.close()
 
 
+def test_a_fixed_ramp_runs_every_slot_from_the_start_and_keeps_them(tmp_path: Path) -> None:
+    data = os.urandom(8 * 1000)
+    lock = threading.Lock()
+    running, peak, threads = [0], [0], set()
+    three = threading.Barrier(3, timeout=10)  # only passable when three connections run at once
+
+    def fetch(segment, sink) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            threads.add(threading.get_ident())
+        try:
+            if segment.index < 3:
+                three.wait()
+            sink.write(memoryview(data[sink.position:segment.end]))
+        finally:
+            with lock:
+                running[0] -= 1
+
+    slots = Slots(3)
+    slots.acquire()  # the caller's own connection
+    temp = SegmentedTemporary(tmp_path / ".f.parts", len(data), SegmentMap(1000), lambda m: None)
+    try:
+        fetch_segments(temp, fetch, slots, ramp=Ramp.fixed())
+        assert temp.sha256() == hashlib.sha256(data).hexdigest()
+    finally:
+        temp.close()
+        slots.release()
+    assert peak[0] == 3 and len(threads) == 3  # no probe alone, never more than the slots
+
+
 def test_slots_keep_spare_ones_for_waiting_files() -> None:
     slots = Slots(2)
     slots.acquire()

@@ -114,7 +114,7 @@ def iter_files(recipe: str | os.PathLike[str], *, mast_url: str | None = None,
             raise ConsumerStopped()
         if shown is not None:
             shown(event)
-        if event.kind in ("done", "skipped") and event.key:
+        if event.kind in ("fetched", "skipped") and event.key:
             landed.put(("file", event.key))
 
     def work() -> None:

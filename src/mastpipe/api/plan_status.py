@@ -120,12 +120,13 @@ class StatusReport:
     recipe, recipe_path, state_dir, mast_url : str
         The recipe's name and file, its state directory, the server the checkpoints should match.
     stages : list of StageStatus
-        ``query`` ... ``filter``: ``done``, ``stale`` (with reasons) or ``missing``.
+        ``query`` ... ``filter``: ``current``, ``stale`` (with reasons) or ``missing``
+        (:data:`mastpipe.typing.StageState`).
     retrieve : RetrieveOutlook or None
         The files of the filter checkpoint, present and still to fetch; None without one.
     retrieve_state : str
-        ``done``, ``partial`` or ``missing`` in download mode, else the mode (``curl``,
-        ``manifest``); ``missing`` as well when there is no filter checkpoint.
+        ``done`` (every file done), ``partial`` or ``missing`` in download mode, else the
+        mode (``curl``, ``manifest``); ``missing`` as well when there is no filter checkpoint.
     filter_stale : bool
         The filter checkpoint will be recomputed, so the files to retrieve may change.
     lock : LockHolder or None
@@ -247,7 +248,7 @@ def status(recipe: str | os.PathLike[str], *, mast_url: str | None = None,
     --------
     >>> s = mastpipe.status("pipelines/jwst-1073-nircam-uncal.yaml")   # doctest: +SKIP
     >>> [(stage.stage, stage.state) for stage in s.stages]              # doctest: +SKIP
-    [('query', 'done'), ('products', 'done'), ('unique', 'done'), ('filter', 'done')]
+    [('query', 'current'), ('products', 'current'), ('unique', 'current'), ('filter', 'current')]
     """
     pipeline = Pipeline(recipe, mast_url=mast_url, state_dir=state_dir, environ=environ, server_id=server_id)
     return status_pipeline(pipeline)
@@ -270,5 +271,5 @@ def status_pipeline(pipeline: Pipeline) -> StatusReport:
     return StatusReport(
         recipe=pipeline.recipe.name, recipe_path=str(pipeline.recipe_path), state_dir=str(pipeline.state_dir),
         mast_url=pipeline.mast_url, stages=stages, retrieve=outlook, retrieve_state=state,
-        filter_stale=any(s.stage == "filter" and s.state != "done" for s in stages),
+        filter_stale=any(s.stage == "filter" and s.state != "current" for s in stages),
         lock=lock_holder(pipeline.state_dir))

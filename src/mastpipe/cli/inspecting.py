@@ -72,7 +72,7 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Where checkpoints live.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object (fields: README, \"status --json\").")
 def status(recipe: str, mast_url: str | None, sandbox: bool, state_dir: str | None, as_json: bool) -> None:
-    """Show each stage's checkpoint: done, stale (and why) or missing. Contacts no server.
+    """Show each stage's checkpoint: current, stale (and why) or missing. Contacts no server.
 
     The retrieve line counts the files of the filter checkpoint already present and still to
     fetch (from the download ledger and the disk); a last line says when a run holds the lock,

@@ -57,7 +57,7 @@ class FileCount:
     def __call__(self, event) -> None:  # type: ignore[no-untyped-def]
         if event.kind == "plan":
             self.total = event.total
-        elif event.kind in ("done", "skipped"):
+        elif event.kind in ("fetched", "skipped"):
             with self._lock:
                 self.done += 1
 

@@ -67,7 +67,7 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
                 if event.kind == "plan":  # files to consider, bytes still to fetch, files already done
                     click.echo(json.dumps({"event": "file", "kind": "plan", "files": event.total,
                                            "bytes": event.nbytes, "skipped": event.skipped}))
-                elif event.kind in ("done", "failed", "retry"):
+                elif event.kind in ("fetched", "failed", "retry"):
                     click.echo(json.dumps({"event": "file", "kind": event.kind, "dataURI": event.key or None,
                                            "bytes": event.total, "message": event.message}))
         else:

@@ -21,7 +21,7 @@ from mastpipe.recipe.problems import error_message
 from mastpipe.recipe.quantities import to_mjd
 from mastpipe.stages.retrieve.paths import component_problem
 
-__all__ = ["check_column", "check_condition", "check_criterion", "layout_problem"]
+__all__ = ["check_column", "check_condition", "check_criterion", "check_url", "layout_problem"]
 
 
 def check_criterion(name: str, criterion: Any) -> tuple[Any, tuple[str, str, str | None] | None]:
@@ -244,3 +244,10 @@ def _brace_problem(template: str) -> str:
             i = end
         i += 1
     return "the braces in the layout do not balance"  # pragma: no cover - parse refused it for a reason
+
+
+def check_url(value: str) -> str:
+    """``value`` without its trailing ``/``; a ValueError unless it is an http(s) URL."""
+    if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", value):
+        raise ValueError(f"{value!r} is not an http(s) URL like https://mast.stsci.edu")
+    return value.rstrip("/")

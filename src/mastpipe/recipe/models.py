@@ -37,12 +37,12 @@ from pydantic_core import PydanticCustomError
 from mastpipe.errors import Problem, RecipeError
 from mastpipe.recipe.base import FrozenDict, FrozenList, Range, Scalar, _Model, _types
 from mastpipe.recipe.checks import (_COLUMN_KINDS, _booleans, _column_kinds, check_column, check_condition, check_criterion,
-                                    layout_problem)
+                                    check_url, layout_problem)
 from mastpipe.recipe.fields import BOOLEAN_FIELDS, CONTINUOUS_FIELDS, OBSERVATION_FIELDS
 from mastpipe.recipe.problems import _model_for, boolean_problem, number_problems, problems_from, scan, shown
 from mastpipe.recipe.sections import (DEFAULT_MAST_URL, GUIDE_STAR_MARK, MAST_URL_ENV, ColumnMatch, Criterion, Executor,
                                       Expect, Filter, Mast, Position, Products, Query, QueryExpect, Retrieve, Segments,
-                                      State, Unique, _check_url)
+                                      State, Unique)
 from mastpipe.recipe.yamlload import Located, dotted, load_yaml
 
 __all__ = ["DEFAULT_MAST_URL", "GUIDE_STAR_MARK", "MAST_URL_ENV", "SCHEMA_VERSION", "ColumnMatch", "Criterion",
@@ -327,7 +327,7 @@ def effective_mast_url(recipe: Recipe, cli_url: str | None = None, environ: dict
     for candidate, origin in ((cli_url, "{mast_url}"), (env.get(MAST_URL_ENV), MAST_URL_ENV)):
         if candidate:
             try:
-                return _check_url(candidate)
+                return check_url(candidate)
             except ValueError as exc:
                 from mastpipe.errors import UsageError, literal
                 fix = f"unset {MAST_URL_ENV} or set it" if origin == MAST_URL_ENV else "give"

@@ -2,7 +2,7 @@
 
 :func:`starting_recipe` is a pure function: options in, YAML text out. The text is a complete
 recipe that ``mastpipe validate`` accepts, annotated so that a newcomer can read what each
-section does and edit it. Options are checked first and a bad one raises
+section does and edit it (the text is written by :mod:`mastpipe.recipe.starter_text`). Options are checked first and a bad one raises
 :class:`~mastpipe.errors.UsageError` (exit code 2) saying which option and how to fix it.
 
 Product kinds (``uncal``, ``cal``, ``i2d``, ``flt``, ``lc`` ...) are the last part of MAST's file
@@ -21,7 +21,6 @@ True
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 from collections.abc import Iterable
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mastpipe.errors import RecipeError, UsageError, literal
+from mastpipe.recipe.starter_text import MISSION_COLUMNS, render, render_mission, slug
 
 __all__ = ["PRODUCT_KINDS", "MODES", "DEFAULT_SCHEMA_PATH", "Kind", "ProductKind", "starting_recipe", "default_name",
            "schema_path_for", "write_new_recipe"]
@@ -158,43 +158,13 @@ def _kind(collection: str, value: str) -> ProductKind:
     return known[kind]
 
 
-def _plain_ok(value: str) -> bool:
-    """True when ``value`` reads back as the same string, unquoted, in block and flow context."""
-    import yaml
-
-    if not value or value != value.strip():
-        return False
-    try:
-        return bool(yaml.safe_load(f"k: {value}") == {"k": value} and yaml.safe_load(f"[{value}]") == [value])
-    except yaml.YAMLError:
-        return False
-
-
-def _scalar(value: str, *, quote: bool = False) -> str:
-    """A YAML scalar for ``value``: plain when that reads back unchanged, else double-quoted."""
-    return value if not quote and _plain_ok(value) else json.dumps(value)
-
-
-def _one_or_list(values: list[str], *, quote: bool = False) -> str:
-    if len(values) == 1:
-        return _scalar(values[0], quote=quote)
-    return "[" + ", ".join(_scalar(v, quote=quote) for v in values) + "]"
-
-
-def _slug(parts: Iterable[str]) -> str:
-    text = "-".join(p for p in parts if p).lower()
-    text = re.sub(r"[^a-z0-9._-]+", "-", text)
-    text = re.sub(r"-{2,}", "-", text).strip("-._")
-    return text[:100].rstrip("-._")
-
-
 def default_name(collection: str, programs: Iterable[str] = (), instruments: Iterable[str] = (),
                  filters: Iterable[str] = (), products: Iterable[str] = ()) -> str:
     """A recipe name from the choices, e.g. ``jwst-1073-nircam-f277w-uncal``."""
     coll = _collection(collection)
     instruments_ = [i.split("/")[0].replace("*", "") for i in _split(instruments)]
     products_ = [p.lower().lstrip("_").split(".")[0] for p in _split(products)]
-    return _slug([coll, *_split(programs), *instruments_, *_split(filters), *products_]) or "recipe"
+    return slug([coll, *_split(programs), *instruments_, *_split(filters), *products_]) or "recipe"
 
 
 def starting_recipe(*, collection: str | None = None, programs: Iterable[str] = (), instruments: Iterable[str] = (),
@@ -241,9 +211,9 @@ def starting_recipe(*, collection: str | None = None, programs: Iterable[str] = 
     """
     if mission is not None:
         mission = mission.lower()
-        if mission not in _MISSION_COLUMNS:
+        if mission not in MISSION_COLUMNS:
             raise UsageError(f"{{mission}}: {literal(repr(mission))} is not a mission mastpipe searches",
-                             hint="give " + " or ".join(_MISSION_COLUMNS), parameters=["mission"])
+                             hint="give " + " or ".join(MISSION_COLUMNS), parameters=["mission"])
         if collection is not None and collection.upper() != mission.upper():
             raise UsageError(f"{{collection}} {literal(collection)} and {{mission}} {literal(mission)} disagree",
                              hint="give only {mission}", parameters=["collection", "mission"])
@@ -274,235 +244,12 @@ def starting_recipe(*, collection: str | None = None, programs: Iterable[str] = 
 
     if mission is not None:
         instruments_ = [i.split("/")[0].rstrip("*").upper() for i in instruments_]
-        text = _render_mission(mission, programs_, list(dict.fromkeys(instruments_)), filters_, kinds, mode, name,
+        text = render_mission(mission, programs_, list(dict.fromkeys(instruments_)), filters_, kinds, mode, name,
                                schema_path)
     else:
-        text = _render(coll, programs_, instruments_, filters_, kinds, mode, name, schema_path)
+        text = render(coll, programs_, instruments_, filters_, kinds, mode, name, schema_path)
     _self_check(text)
     return text
-
-
-def _describe(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[ProductKind]) -> str:
-    what = ", ".join(k.what for k in kinds) if kinds else "all products"
-    words = [f"{what[:1].upper()}{what[1:]} of {coll} observations"]
-    if programs:
-        words.append(("in program " if len(programs) == 1 else "in programs ") + " or ".join(programs))
-    if instruments:
-        words.append("with " + " or ".join(instruments))
-    if filters:
-        words.append("through " + " or ".join(filters))
-    return " ".join(words) + "."
-
-
-def _command(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[ProductKind],
-             mode: str, name: str) -> str:
-    import shlex
-
-    parts = ["mastpipe init", f"--name {shlex.quote(name)}", f"--collection {shlex.quote(coll)}"]
-    parts += [f"--program {shlex.quote(p)}" for p in programs]
-    parts += [f"--instrument {shlex.quote(i)}" for i in instruments]
-    parts += [f"--filters {shlex.quote(f)}" for f in filters]
-    parts += [f"--product {k.suffix[1:].rsplit('.', 1)[0]}" for k in kinds]
-    if mode != "download":
-        parts.append(f"--mode {mode}")
-    return " ".join(parts)
-
-
-def _line(code: str, comment: str = "") -> str:
-    """``code`` with ``# comment`` aligned at a fixed column, as in the example recipes."""
-    if not comment:
-        return code
-    return f"{code.ljust(_COMMENT_COLUMN - 1)} # {comment}" if len(code) < _COMMENT_COLUMN - 1 else f"{code}  # {comment}"
-
-
-_COMMENT_COLUMN = 36
-
-
-def _render(coll: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[ProductKind],
-            mode: str, name: str, schema_path: str) -> str:
-    import textwrap
-
-    search = _slug([coll]).replace(".", "-") or "main"
-    description = _describe(coll, programs, instruments, filters, kinds)
-    command = _command(coll, programs, instruments, filters, kinds, mode, name)
-    lines = [f"# yaml-language-server: $schema={schema_path}", "#"]
-    lines += ["# " + line for line in textwrap.wrap(description, 96)]
-    lines += [
-        "#",
-        "# A starting recipe, written by",
-        f"#   {command}",
-        "# Edit it freely. Check it with `mastpipe validate FILE`, try it offline with",
-        "# `mastpipe run FILE --sandbox`, and run it against MAST with `mastpipe run FILE`",
-        "# (MASTPIPE_MAST_URL or --mast-url choose another server; MAST_API_TOKEN in the environment",
-        "# gives exclusive-access data). Every field is described in docs/recipe.md.",
-        "version: 1",
-        _line(f"name: {_scalar(name)}", "names the state directory .mastpipe/<name>/"),
-        f"description: {_scalar(description)}",
-        "",
-        "# query: named searches for observations. Criteria are ANDed, a list means \"any of\" and",
-        "# * is a wildcard; the names are MAST's observation fields (obs_collection, proposal_id ...).",
-        "query:",
-        f"  {search}:",
-        "    criteria:",
-        _line(f"      obs_collection: {_scalar(coll)}", "naming the mission makes MAST's search much faster"),
-    ]
-    if programs:
-        lines.append(_line(f"      proposal_id: {_one_or_list(programs, quote=True)}", "quoted: program ids are text in MAST"))
-    if instruments:
-        note = "* is a wildcard: every mode of the instrument" if any("*" in i for i in instruments) else ""
-        lines.append(_line(f"      instrument_name: {_one_or_list(instruments)}", note))
-    if filters:
-        lines.append(_line(f"      filters: {_one_or_list(filters)}", "observations whose filters include this"))
-    if not (programs or instruments or filters):
-        lines.append(_line("      # proposal_id: \"1073\"", "narrow the search: a whole collection is a lot"))
-    lines += [
-        _line("    # position:", "optionally, only a cone on the sky"),
-        _line("    #   object: M1", "or coordinates: \"83.633 22.0145\""),
-        "    #   radius: 5 arcmin",
-        "",
-        "# products: product lists are asked for a few observations at a time (MAST times out otherwise).",
-        "products:",
-        "  batch_size: 5",
-        "",
-        "# unique: the same file is often listed under several observations; it is fetched once.",
-        "unique:",
-        "  key: productFilename",
-        "",
-        "# filter: which products to keep. Every rule given must hold; within a list, any value.",
-        "filter:",
-    ]
-    if kinds:
-        lines.append(_line("  endswith:", "the file name ends with one of these"))
-        lines += [_line(f"    - {_scalar(k.suffix)}", k.what) for k in kinds]
-    else:
-        lines.append(_line("  # endswith: [_cal.fits]", "only some kinds (mastpipe init --product cal)"))
-    lines.append(_line("  guide_stars: omit", "drop guide-star files (*_gs-*)"))
-    if kinds:
-        lines += [
-            "  columns:",
-            _line(f"    productSubGroupDescription: {_one_or_list([k.subgroup for k in kinds])}",
-                  "and MAST's own name for the kind"),
-        ]
-    else:
-        lines.append("  # columns: {productType: SCIENCE, calib_level: [2, 3]}")
-    mode_note = {
-        "download": "mastpipe fetches, verifies and resumes the files",
-        "curl": "a bash script of curl commands, to run later",
-        "manifest": "only list the files: URL, path and size",
-    }[mode]
-    lines += [
-        "",
-        "# retrieve: what happens to the products kept.",
-        "retrieve:",
-        _line(f"  mode: {mode}", mode_note),
-        _line(f"  destination: {_scalar('data/' + name)}", "relative to this file"),
-        _line("  layout: astroquery", "mastDownload/<collection>/<obs_id>/<file>"),
-    ]
-    if mode == "curl":
-        lines.append(_line("  # script: download.sh", "default: <destination>/mastpipe-download.sh"))
-    lines += [
-        "",
-        "# state: checkpoints live in .mastpipe/<name>/ beside this file. On a schedule, ask MAST",
-        "# again once the query results are older than a day:",
-        "# state:",
-        "#   query_max_age: 1d",
-        "",
-        "# expect: what every run must find, checked after each stage. A run that breaks it stops",
-        "# before downloading anything, with exit code 5 and a line in its report, so a scheduled",
-        "# job goes red instead of quietly finding nothing (a typo, a withdrawn program).",
-        "expect:",
-        _line("  observations: {min: 1}", "the default: a search that matches nothing fails"),
-        _line("  files: {min: 1}", "the default: a filter that keeps nothing fails"),
-        _line("  bytes: {max: 1 TB}", "stop before filling a disk; raise it if you mean it"),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-#: The columns ``init --mission`` writes conditions on: program, instrument, optical element.
-_MISSION_COLUMNS = {"jwst": ("program", "instrume", "filter"), "hst": ("sci_pep_id", "sci_instrume", "sci_spec_1234")}
-
-
-def _render_mission(mission: str, programs: list[str], instruments: list[str], filters: list[str], kinds: list[Kind],
-                    mode: str, name: str, schema_path: str) -> str:
-    """The text of a starting mission-search recipe (see :func:`starting_recipe`)."""
-    import textwrap
-
-    program_col, instrument_col, filter_col = _MISSION_COLUMNS[mission]
-    coll = mission.upper()
-    description = _describe(coll, programs, instruments, filters, kinds).replace(" observations", " datasets", 1)
-    command = _command(coll, programs, instruments, filters, kinds, mode, name).replace(
-        f"--collection {coll}", f"--mission {mission}")
-    numbers = [p for p in programs if p.isdigit()]
-    lines = [f"# yaml-language-server: $schema={schema_path}", "#"]
-    lines += ["# " + line for line in textwrap.wrap(description, 96)]
-    lines += [
-        "#",
-        "# A starting recipe, written by",
-        f"#   {command}",
-        f"# It searches MAST's {coll} mission catalogue (astroquery's MastMissions) rather than CAOM: the",
-        f"# columns of {coll}'s own headers, product lists with file_suffix and category, and the",
-        "# mission's download service. Check it with `mastpipe validate --online FILE` (which also checks",
-        "# the column names against MAST's), try it with `mastpipe run FILE --sandbox`. Every field is",
-        "# described in docs/recipe.md.",
-        "version: 1",
-        _line(f"name: {_scalar(name)}", "names the state directory .mastpipe/<name>/"),
-        f"description: {_scalar(description)}",
-        "",
-        f"# query: named searches of {coll}'s datasets. Conditions are ANDed, a list means \"any of\" and",
-        "# * is a wildcard; the names are the mission's columns (`mastpipe validate --online` knows them).",
-        "query:",
-        f"  {mission}:",
-        _line(f"    mission: {mission}", "MAST's mission search API, not CAOM"),
-        "    conditions:",
-    ]
-    if programs:
-        value = (numbers[0] if len(numbers) == 1 == len(programs) else "[" + ", ".join(numbers) + "]") \
-            if len(numbers) == len(programs) else _one_or_list(programs, quote=True)
-        lines.append(_line(f"      {program_col}: {value}", "the program (proposal) number"))
-    if instruments:
-        lines.append(_line(f"      {instrument_col}: {_one_or_list(instruments)}", "the instrument"))
-    if filters:
-        lines.append(_line(f"      {filter_col}: {_one_or_list(filters)}", "the optical element"))
-    if mission == "jwst":
-        lines.append(_line("      # exp_type: NRC_IMAGE", "JWST's exposure type, e.g. MIR_LRS-FIXEDSLIT"))
-    else:
-        lines.append(_line("      # sci_aec: S", "science exposures only (C: calibration)"))
-    if not (programs or instruments or filters):
-        lines.append(_line(f"      {program_col}: {'1073' if mission == 'jwst' else '12345'}",
-                           "narrow the search: a whole mission is a lot"))
-    suffixes = [k.suffix.split(".")[0] if mission == "jwst" else k.subgroup for k in kinds]
-    lines += [
-        _line("    # position:", "optionally, only a cone on the sky (coordinates, not a name)"),
-        "    #   coordinates: \"83.633 22.0145\"",
-        "    #   radius: 5 arcmin",
-        "",
-        "# products: product lists of many datasets per request (they are cheap in the mission API).",
-        "products:",
-        "  batch_size: 50",
-        "",
-        "# filter: which products to keep. Every rule given must hold; within a list, any value.",
-        "filter:",
-        _line("  guide_stars: omit", "drop guide-star files (*_gs-*)"),
-        "  columns:",
-    ]
-    if kinds:
-        lines.append(_line(f"    file_suffix: {_one_or_list(suffixes)}", ", ".join(k.what for k in kinds)))
-    else:
-        lines.append(_line("    category: CALIBRATED", "or file_suffix: " + ("_cal" if mission == "jwst" else "FLT")))
-    mode_note = {
-        "download": "mastpipe fetches, verifies and resumes the files",
-        "curl": "a bash script of curl commands, to run later",
-        "manifest": "only list the files: URL, path and size",
-    }[mode]
-    lines += [
-        "",
-        "# retrieve: what happens to the products kept.",
-        "retrieve:",
-        _line(f"  mode: {mode}", mode_note),
-        _line(f"  destination: {_scalar('data/' + name)}", "relative to this file"),
-        _line("  layout: astroquery", f"mastDownload/{mission}/<dataset>/<file>, as MastMissions writes it"),
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def _self_check(text: str) -> None:

@@ -311,7 +311,7 @@ class DaskTransfer:
         if rest > 0:
             self._emit(Event("bytes", result.key, nbytes=rest))
         if result.status == "fetched":
-            self._emit(Event("done", result.key, total=result.size))
+            self._emit(Event("fetched", result.key, total=result.size))
         elif result.status == "skipped":
             self._emit(Event("skipped", result.key, total=result.size))
         else:

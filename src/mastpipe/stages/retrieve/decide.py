@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mastpipe.stages.retrieve.ledger import DONE
-from mastpipe.stages.retrieve.segments import SegmentMap
+from mastpipe.stages.retrieve.segmented import SegmentMap
 
 if TYPE_CHECKING:
     import requests

@@ -315,10 +315,7 @@ class FileFetcher:
                                                                     self.settings.s3_parts):
                     counters.attempts += 1  # a large cloud copy: parallel ranged parts (parts.py)
                     try:
-                        meta = parts.fetch_parts(self, task, counters, _Retry, _Fail)
-                        fits = _fits_check(dest)
-                        digest, size = hash_file(part_path(dest), chunk_size, also=fits)
-                        return self._finish(task, counters, meta, digest.hexdigest(), size, fits)
+                        return self._finish(task, counters, *parts.fetch_parts(self, task, counters, _Retry, _Fail))
                     except _Retry as exc:
                         counters.stalled += 1
                         self._wait_before_retry(task, counters, exc)
@@ -436,7 +433,7 @@ class FileFetcher:
                                   checksum, stat_of(dest), source=task.source, version=task.version)
         with self._dirs.lock:
             self.to_fetch = max(self.to_fetch - size, 0)
-        self._emit(Event("done", task.key, total=size))
+        self._emit(Event("fetched", task.key, total=size))
         return FileResult(task.key, dest, "fetched", size=size, sha256=sha,
                           attempts=counters.attempts, http_requests=counters.requests,
                           checksum=checksum, source=task.source)

@@ -137,7 +137,7 @@ class Event:
     ``kind`` is one of ``"plan"`` (once per run: ``total`` = files, ``nbytes`` = bytes still to
     fetch when known, ``skipped`` = files needing nothing), ``"start"``, ``"bytes"`` (``nbytes``
     just written), ``"retry"``, ``"restart"`` (the bytes this run wrote for ``key`` were thrown
-    away: the file starts again from zero), ``"done"``, ``"skipped"``, ``"failed"`` (``message``
+    away: the file starts again from zero), ``"fetched"``, ``"skipped"``, ``"failed"`` (``message``
     says why).
     """
 

@@ -100,7 +100,7 @@ class Progress:
             elif kind == "restart":  # those bytes no longer count towards the file
                 self.bytes_done -= self._by_file.pop(event.key, 0)
                 return
-            elif kind in ("done", "skipped"):
+            elif kind in ("fetched", "skipped"):
                 self._by_file.pop(event.key, None)
                 self.files_done += 1
             elif kind == "failed":
@@ -215,7 +215,7 @@ class ProgressBar:
                 if taken:
                     bar.n = max(bar.n - taken, 0)
                     bar.refresh()
-            elif kind in ("done", "skipped", "failed"):
+            elif kind in ("fetched", "skipped", "failed"):
                 self._by_file.pop(event.key, None)
                 if kind == "failed":
                     self.files_failed += 1

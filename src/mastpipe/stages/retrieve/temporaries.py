@@ -25,7 +25,7 @@ from mastpipe.locking import HAVE_FLOCK, PidLock, flock
 
 from mastpipe.atomic import atomic_write_bytes, owner_of
 from mastpipe.stages.retrieve.decide import LocalState, PartMeta
-from mastpipe.stages.retrieve.segments import SegmentMap
+from mastpipe.stages.retrieve.segmented import SegmentMap
 
 if TYPE_CHECKING:
     from mastpipe.stages.retrieve.ledger import LedgerRow
