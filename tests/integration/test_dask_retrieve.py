@@ -156,14 +156,16 @@ def test_a_worker_killed_mid_file_resumes_elsewhere(sandbox, fresh_client, tmp_p
         assert r.sha256 == sandbox.catalog.sha256(t.key)
         assert outcome["rows"][t.key].status == DONE
     assert leftovers(tmp_path) == []
-    # the victim: a first GET cut short by the kill, then a Range request from where it stopped
+    # the victim: a first GET cut short by the kill, then a Range request from where it stopped.
+    # (The server may count the first GET as whole: it can finish writing into the socket's
+    # buffers after the worker died, so what was *received* is judged by the requests after it.)
     gets = downloads(sandbox, task.key)
-    assert gets[0].range is None and gets[0].bytes_sent < size
+    assert gets[0].range is None
     resumed = [r for r in gets[1:] if r.range]
     assert resumed, [(r.range, r.status, r.bytes_sent) for r in gets]
     offset = int(re.match(r"bytes=(\d+)-", resumed[0].range).group(1))
     assert offset >= kept > 0 and resumed[0].status == 206
-    assert sum(r.bytes_sent for r in gets) < size + size // 2  # resumed, not refetched
+    assert sum(r.bytes_sent for r in gets[1:]) <= size - kept  # resumed, not refetched
     # every other file: exactly one complete GET
     for other in tasks:
         if other is not task:
