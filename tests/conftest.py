@@ -49,9 +49,8 @@ SLOW = frozenset({
     "integration/test_sandbox_astroquery.py", "integration/test_malformed_rows.py",
     "e2e/test_html_browser.py", "e2e/test_scheduled_story.py",
     # single tests of modules that are otherwise quick: every combination of `mastpipe init`'s
-    # options; a whole `mastpipe run --sandbox` in a subprocess; status beside a run it kills -9
+    # options; status beside a run it kills -9
     "unit/test_init.py::test_every_option_combination_gives_a_valid_recipe_that_says_what_was_asked",
-    "integration/test_empty_explained.py::test_the_cli_explains_on_stderr_even_with_quiet",
     "e2e/test_status_plan_cli.py::test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock",
 })
 TESTS = Path(__file__).resolve().parent
