@@ -44,7 +44,7 @@ SLOW = frozenset({
     "integration/test_pipeline_recipes.py", "integration/test_pipeline_resume.py", "integration/test_reruns.py",
     "integration/test_sandbox_serve.py", "integration/test_sandbox_tutorial.py", "integration/test_transfer_kill.py",
     "integration/test_init_sandbox.py", "unit/test_import_cost.py",
-    "e2e/test_mission_columns_cli.py", "integration/test_pipeline_missions.py", "integration/test_sandbox_missions.py",
+    "integration/test_pipeline_missions.py", "integration/test_sandbox_missions.py",
     "e2e/test_cloud_cli.py", "integration/test_cloud_retrieve.py", "integration/test_sandbox_s3.py",
     "integration/test_sandbox_astroquery.py", "integration/test_malformed_rows.py",
     "e2e/test_html_browser.py", "e2e/test_scheduled_story.py",
