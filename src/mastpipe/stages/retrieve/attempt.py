@@ -4,10 +4,10 @@ into the temporary while hashing it, fsync.
 :class:`Attempt` is what :class:`~mastpipe.stages.retrieve.fetch.FileFetcher` calls for each try;
 it raises :class:`_Retry` (worth another try, maybe keeping the bytes), :class:`_Fail` (another
 try will not help), :class:`_DiskFull` or :class:`~mastpipe.errors.IntegrityError`, and the
-fetcher decides what comes next. The body is received into preallocated buffers (no allocation,
-no copy per block), each written whole, then checked (sha256, and the FITS checksums) from the same
-buffer on threads of their own a few blocks behind the write, so checking overlaps the network and
-the disk. A file of ``settings.segments.min_size`` bytes or more is asked in ranged segments over
+fetcher decides what comes next (:mod:`~mastpipe.stages.retrieve.outcomes`). The body is received
+into reused buffers (no allocation, no copy per block), each written whole, then checked (sha256,
+and the FITS checksums) from the same buffer on a thread of its own a few blocks behind the write,
+so checking overlaps the network and the disk (:mod:`~mastpipe.stages.retrieve.body`). A file of ``settings.segments.min_size`` bytes or more is asked in ranged segments over
 the connections the in-flight bound (:attr:`Attempt.slots`) can spare
 (:mod:`mastpipe.stages.retrieve.segments`); a server that answers the first segment with 200 gets
 one stream.
@@ -18,16 +18,13 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
-import http.client
 import logging
 import os
-import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -35,11 +32,13 @@ import urllib3
 
 from mastpipe.errors import IntegrityError
 from mastpipe.retry import is_transient_status
+from mastpipe.stages.retrieve.body import HASH_QUEUE, READ_ERRORS, BufferRing, body_reader, release
 from mastpipe.stages.retrieve.checksum import FitsChecksum, is_fits_name
 from mastpipe.stages.retrieve.client import Http, RedirectRefused
 from mastpipe.stages.retrieve.decide import (Action, ActionKind, PartMeta, ResponseFacts, Verdict, judge,
                                              parse_content_range)
 from mastpipe.stages.retrieve.files import Event, FileTask
+from mastpipe.stages.retrieve.outcomes import _Counters, _DiskFull, _Fail, _Retry
 from mastpipe.stages.retrieve.segments import (Segment, SegmentedTemporary, SegmentMap, SegmentSink, Slots,
                                                fetch_segments)
 from mastpipe.stages.retrieve.settings import DownloadSettings
@@ -47,148 +46,12 @@ from mastpipe.stages.retrieve.temporaries import (DISK_ERRORS, hash_file, part_p
                                                   write_meta)
 from mastpipe.tls import FIX, certificate_error, describe
 
-__all__ = ["HASH_QUEUE", "SYNC_EVERY", "Attempt"]
+# _Retry, _Fail, _DiskFull, _Counters: re-exported from outcomes for the modules that import them here
+__all__ = ["HASH_QUEUE", "SYNC_EVERY", "Attempt", "_Counters", "_DiskFull", "_Fail", "_Retry"]
 
 log = logging.getLogger("mastpipe.stages.retrieve.fetch")  # one logger for a file's whole story
 
-HASH_QUEUE = 4  # blocks a stream may read ahead of its hash
-SYNC_EVERY = 64 << 20  # flush large files as they grow (see FileFetcher._stream)
-
-
-class _Sink(Protocol):
-    def update(self, block: bytes | memoryview, /) -> None: ...
-
-
-class _BufferRing:
-    """Preallocated buffers that a body is received into, then checked on threads of their own.
-
-    The stream receives into a free buffer (no allocation, no copy), writes it whole, and hands
-    it to every check (the sha256, and the FITS checksum of a FITS file), each on its own thread
-    at most HASH_QUEUE blocks behind; the buffer is free again once every check has read it.
-    Each byte is checked from the very buffer it was written from. sha256, numpy's sum and
-    write() all release the GIL, so on a large file they overlap instead of adding up.
-    """
-
-    def __init__(self, checks: list[_Sink], chunk: int) -> None:
-        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
-        for _ in range(HASH_QUEUE + 1):
-            self._free.put(memoryview(bytearray(chunk)))
-        self._readers: dict[int, int] = {}  # id(buffer) -> checks still to read it
-        self._lock = threading.Lock()
-        self._error: BaseException | None = None
-        self._queues: list[queue.SimpleQueue[tuple[memoryview, int] | None]] = []
-        self._threads = []
-        for check in checks:
-            work: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
-            thread = threading.Thread(target=self._run, args=(check, work), daemon=True, name="mastpipe-sha256")
-            thread.start()
-            self._queues.append(work)
-            self._threads.append(thread)
-
-    def _run(self, check: _Sink, work: queue.SimpleQueue[tuple[memoryview, int] | None]) -> None:
-        while (item := work.get()) is not None:
-            buffer, count = item
-            if self._error is None:
-                try:
-                    check.update(buffer[:count])
-                except BaseException as exc:  # noqa: BLE001 - raised by close(); buffers keep flowing
-                    self._error = exc
-            with self._lock:
-                left = self._readers[id(buffer)] - 1
-                if left:
-                    self._readers[id(buffer)] = left
-                    continue
-                del self._readers[id(buffer)]
-            self._free.put(buffer)
-
-    def take(self) -> memoryview:
-        """A free buffer (waits while every buffer is still being checked)."""
-        return self._free.get()
-
-    def give_back(self, buffer: memoryview) -> None:
-        """Return a buffer that was not written."""
-        self._free.put(buffer)
-
-    def check(self, buffer: memoryview, count: int) -> None:
-        """Check the first ``count`` bytes of a taken ``buffer`` (those written), then free it."""
-        with self._lock:
-            self._readers[id(buffer)] = len(self._queues)
-        for work in self._queues:
-            work.put((buffer, count))
-
-    def close(self) -> None:
-        """Wait until every block has been checked."""
-        for work in self._queues:
-            work.put(None)
-        for thread in self._threads:
-            thread.join()
-        if self._error is not None:
-            raise self._error
-
-
-def _body_reader(response: requests.Response) -> Callable[[memoryview], int]:
-    """``readinto(buffer) -> bytes read`` for a streamed response body, exactly as sent.
-
-    For a body with a Content-Length, each call is one receive straight into the caller's
-    buffer (``readinto1`` on the ``http.client`` response's socket file, under urllib3): no
-    allocation and no copy, where urllib3's own reads allocate and copy every block. One
-    receive, not a full buffer: on a slow link the bytes that arrived are written (and kept
-    if the connection is lost) without waiting for a whole block. Returns 0 at the end of
-    the body, or early when the connection closes; callers compare what arrived with what was
-    announced. Other bodies (chunked, or ending at the connection's close) are read through
-    urllib3 with ``decode_content=False``: stored exactly as sent either way.
-    """
-    raw = response.raw
-    inner = getattr(raw, "_fp", None)
-    socket_file = getattr(inner, "fp", None)
-    if (isinstance(inner, http.client.HTTPResponse) and not inner.chunked and inner.length is not None
-            and socket_file is not None and hasattr(socket_file, "readinto1")):
-        def receive(buffer: memoryview) -> int:
-            left = inner.length or 0
-            got = socket_file.readinto1(buffer[:left]) if left else 0
-            inner.length = left - got
-            if not inner.length:
-                inner.read()  # the whole body has arrived: http.client releases the connection
-            return got
-        return receive
-
-    def read(buffer: memoryview) -> int:
-        block = raw.read1(len(buffer), decode_content=False)
-        buffer[:len(block)] = block
-        return len(block)
-    return read
-
-
-def _release(response: requests.Response) -> None:
-    """Give a fully read response's connection back to its pool, for the next segment."""
-    inner = getattr(response.raw, "_fp", None)
-    if isinstance(inner, http.client.HTTPResponse) and inner.isclosed():
-        response.raw.release_conn()
-
-
-_READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
-                OSError, ValueError)
-
-
-class _Retry(Exception):
-    """A failed attempt worth repeating (transient status, network error, rejected body)."""
-
-    def __init__(self, reason: str, retry_after: str | None = None, discard: bool = False):
-        super().__init__(reason)
-        self.reason, self.retry_after, self.discard = reason, retry_after, discard
-
-
-class _Fail(Exception):
-    """A failure that another attempt will not fix."""
-
-
-class _DiskFull(Exception):
-    """The disk refused bytes of the temporary (ENOSPC, EDQUOT, EIO): fail the file, keeping
-    its temporary (``keep``: an exact prefix, on disk) or not."""
-
-    def __init__(self, error: OSError, keep: bool, have: int | None = None) -> None:
-        super().__init__(error.strerror or str(error))
-        self.error, self.keep, self.have = error, keep, have
+SYNC_EVERY = 64 << 20  # flush large files as they grow (see Attempt._stream)
 
 
 def _sync_quietly(fd: int) -> bool:
@@ -223,14 +86,6 @@ def _kept(dest: Path) -> int:
     if meta is not None and meta.segments is not None and meta.size is not None:
         return meta.segments.done_bytes(meta.size)
     return size_of(part_path(dest)) or 0
-
-
-@dataclass
-class _Counters:
-    attempts: int = 0
-    requests: int = 0
-    token_withheld: bool = False  # the last request went without the token (see Http.get)
-    stalled: int = 0  # failed attempts in a row that kept no new byte (what the policy limits)
 
 
 class Attempt:
@@ -374,8 +229,8 @@ class Attempt:
         # (sha256, FITS checksum) from it on the ring's threads, a few blocks behind. A helper
         # flushes every SYNC_EVERY bytes, so dirty pages never pile up (the kernel throttles
         # writers that let them) and the final fsync has little left to do.
-        ring = _BufferRing([digest] if fits is None else [digest, fits], self.settings.chunk_size)
-        readinto = _body_reader(response)
+        ring = BufferRing([digest] if fits is None else [digest, fits], self.settings.chunk_size)
+        readinto = body_reader(response)
         syncing: Future[None] | None = None
         unsynced = 0
         syncing_now = False  # an error while syncing leaves no byte of the temporary trusted
@@ -387,7 +242,7 @@ class Attempt:
                     buffer = ring.take()
                     try:
                         count = readinto(buffer)
-                    except _READ_ERRORS as exc:
+                    except READ_ERRORS as exc:
                         ring.give_back(buffer)
                         raise _Retry(f"body cut short after {start + received} bytes "
                                      f"({type(exc).__name__})") from None
@@ -506,16 +361,16 @@ class Attempt:
         buffer = getattr(self._buffers, "buffer", None)
         if buffer is None or len(buffer) != self.settings.chunk_size:
             buffer = self._buffers.buffer = memoryview(bytearray(self.settings.chunk_size))
-        readinto = _body_reader(response)
+        readinto = body_reader(response)
         while (remaining := sink.remaining) > 0:
             if self._cancel.is_set():
                 raise _Fail("interrupted")
             try:
                 count = readinto(buffer[:min(remaining, len(buffer))])
-            except _READ_ERRORS as exc:
+            except READ_ERRORS as exc:
                 raise _Retry(f"segment {sink.segment.index} cut short at byte {sink.position} "
                              f"({type(exc).__name__})") from None
             if not count:
                 return  # fetch_segments asks again from sink.position
             sink.write(buffer[:count])
-        _release(response)
+        release(response)

@@ -17,7 +17,6 @@ atomically.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import threading
@@ -31,8 +30,9 @@ from pathlib import Path
 from mastpipe.errors import IntegrityError, TransferError
 from mastpipe.retry import RetryAfterTooLong
 from mastpipe.stages.retrieve.checksum import FitsChecksum
-from mastpipe.stages.retrieve.attempt import (HASH_QUEUE, SYNC_EVERY, Attempt, _Counters, _DiskFull, _Fail, _fits_check,
-                                              _kept, _Retry)
+from mastpipe.stages.retrieve.attempt import HASH_QUEUE, SYNC_EVERY, Attempt, _fits_check, _kept
+from mastpipe.stages.retrieve.outcomes import (PROGRESS_CEILING, _Counters, _DiskFull, _Fail, _Retry, disk_message,
+                                               gave_up)
 from mastpipe.stages.retrieve.segments import Slots
 from mastpipe.stages.retrieve.client import Http
 from mastpipe.stages.retrieve.decide import (Action, ActionKind, LocalState, PartMeta, RemoteFacts, decide)
@@ -40,7 +40,6 @@ from mastpipe.stages.retrieve import parts
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import Ledger, LedgerRow
 from mastpipe.stages.retrieve.settings import DownloadSettings
-from mastpipe.stages.retrieve.paths import describe_filesystem, free_bytes
 from mastpipe.stages.retrieve.temporaries import (DISK_ERRORS, FetchLock, discard, hash_file, local_state,
                                                   make_parents, meta_path, part_path, remove_empty, size_of,
                                                   stat_of)
@@ -50,25 +49,8 @@ __all__ = ["Budget", "Dirs", "FileFetcher", "HASH_QUEUE", "PROGRESS_CEILING", "S
 
 log = logging.getLogger(__name__)
 
-# Attempts that keep new bytes do not count against the policy's max_attempts, but a file
-# gets at most this many times max_attempts in all (and the run's budget still applies).
-# A policy of one attempt (retries: 0) stays one attempt.
-PROGRESS_CEILING = 10
 LOCK_POLL = 0.2  # seconds between looks at a file another process is fetching
 LOCK_NOTICE = 10.0  # seconds between "still waiting" lines
-
-
-def _gave_up(counters: _Counters, allowed: int, ceiling: int) -> str:
-    """"gave up after N attempts", with why N differs from what ``retries`` allows, if it does."""
-    n = counters.attempts
-    text = f"gave up after {n} attempt{'s' if n != 1 else ''}"
-    if n >= ceiling and n > allowed:
-        return (f"{text}: the most one file gets, {PROGRESS_CEILING} x (retries + 1), since attempts "
-                f"that keep new bytes do not count against retries: {allowed - 1}")
-    if n > allowed:
-        return (f"{text}: retries: {allowed - 1} allows {allowed} attempts in a row that keep no new "
-                f"byte; the {n - counters.stalled} before them kept new bytes, so did not count")
-    return text
 
 
 def _validators(row: LedgerRow | None, action: Action) -> tuple[str | None, str | None]:
@@ -184,7 +166,7 @@ class FileFetcher:
             return result
         except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
             if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:  # making its directory, its lock
-                exc = _Fail(self._disk_message(task, _DiskFull(exc, keep=True)))
+                exc = _Fail(disk_message(task, _DiskFull(exc, keep=True), self.to_fetch))
             message = self.http.clean(f"{task.key}: {exc}")
             if not isinstance(exc, (_Fail, TransferError)):
                 # not an HTTP outcome (a full disk, a bug): keep the traceback for debugging;
@@ -333,11 +315,11 @@ class FileFetcher:
                 except _DiskFull as exc:
                     if not exc.keep:
                         self._discard(task)
-                    raise _Fail(self._disk_message(task, exc)) from None
+                    raise _Fail(disk_message(task, exc, self.to_fetch)) from None
                 except OSError as exc:  # writing the metadata, renaming: nothing half-written
                     if exc.errno not in DISK_ERRORS:
                         raise
-                    raise _Fail(self._disk_message(task, _DiskFull(exc, keep=True))) from None
+                    raise _Fail(disk_message(task, _DiskFull(exc, keep=True), self.to_fetch)) from None
                 except _Retry as exc:
                     if exc.discard:
                         self._discard(task)
@@ -352,30 +334,6 @@ class FileFetcher:
                     self._wait_before_retry(task, counters, _Retry(str(exc)))
             local = self.local_state(task, row, ignore_final=ignore_final)
 
-    def _disk_message(self, task: FileTask, full: _DiskFull) -> str:
-        """Why a file failed on a disk error: the filesystem, what is free, what the rest needs,
-        and what became of its temporary."""
-        from mastpipe.stages.retrieve.progress import format_bytes  # progress imports the engine
-
-        dest = Path(task.dest)
-        code = full.error.errno
-        what = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded"}.get(
-            code or 0, full.error.strerror or "I/O error")
-        try:
-            free = f"{format_bytes(free_bytes(dest.parent))} free"
-        except OSError:
-            free = "free space unknown"
-        needs = []
-        if task.size is not None:
-            needs.append(f"this file needs {format_bytes(task.size - (full.have or 0))} more")
-        if self.to_fetch:
-            needs.append(f"the files of this run still to fetch need about "
-                         f"{format_bytes(self.to_fetch)} in all")
-        kept = ("its temporary is kept: free some space and rerun to resume" if full.keep else
-                "its temporary was removed (after this error its bytes cannot be trusted)")
-        return (f"{what} on the filesystem {describe_filesystem(dest.parent)} while writing "
-                f"{dest}: {free}; {'; '.join(needs + [kept])}")
-
     def _discard(self, task: FileTask) -> None:
         """Delete the temporary of ``task``; a ``restart`` event tells progress its bytes are gone."""
         discard(Path(task.dest))
@@ -388,7 +346,7 @@ class FileFetcher:
         policy = self.settings.policy
         ceiling = policy.max_attempts * (PROGRESS_CEILING if policy.max_attempts > 1 else 1)
         if not policy.should_retry(counters.stalled) or counters.attempts >= ceiling:
-            raise _Fail(f"{exc.reason} ({_gave_up(counters, policy.max_attempts, ceiling)})")
+            raise _Fail(f"{exc.reason} ({gave_up(counters, policy.max_attempts, ceiling)})")
         if not self.budget.take():
             raise _Fail(f"{exc.reason} (the run's retry budget is spent)")
         try:

@@ -29,10 +29,12 @@ if TYPE_CHECKING:
 
 __all__ = ["CHUNK", "DownloadSettings", "Overwrite", "settings_from"]
 
-# 256 KiB reads: measured on the 1 GB benchmark, 256-512 KiB beat 1 MiB by ~30% (1.28 s vs 1.8 s
-# median; curl 1.14 s): a buffer that stays in the CPU cache is received, hashed and written
-# without three trips to main memory, and syscalls per byte are already negligible.
-CHUNK = 256 << 10
+# 1 MiB blocks. Each is received into a reused buffer (no allocation per block), so a larger
+# block costs no page faults; it wakes the check thread (sha256, FITS sum) and the writer a
+# quarter as often as 256 KiB: on the 1 GB benchmark 12% less CPU and a third of the context
+# switches (benchmarks/README.md). (In 2026-11, when each block was a freshly allocated
+# ``bytes``, 256 KiB beat 1 MiB: every 1 MiB block was a new mmap, faulted in page by page.)
+CHUNK = 1 << 20
 
 
 #: A transfer's timeout is capped: MAST's query timeout may be long (a slow search), but a
@@ -66,7 +68,7 @@ class DownloadSettings:
         Files found under their final name without a ledger record
         (see :class:`~mastpipe.stages.retrieve.decide.LocalState`).
     chunk_size : int
-        Largest read/write/hash step (default 256 KiB, see ``CHUNK``).
+        Largest read/write/hash step (default 1 MiB, see ``CHUNK``).
     insecure : bool
         Do not check servers' TLS certificates (``--insecure``; the caller warns, see
         :mod:`mastpipe.tls`).
