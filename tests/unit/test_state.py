@@ -201,6 +201,19 @@ def test_fast_writer_writes_what_astropy_writes(tmp_path, n):
     assert table_digest(back) == table_digest(read_table(tmp_path / "astropy.fits"))
 
 
+@pytest.mark.parametrize("chunk", [1, 500, 4096])
+def test_rows_written_a_slice_at_a_time_are_the_same_bytes(tmp_path, monkeypatch, chunk):
+    """A million rows are packed a slice at a time (state.tables._WRITE_CHUNK bytes); the slices'
+    bounds must not show in the file."""
+    from mastpipe.state import tables
+
+    monkeypatch.setattr(tables, "_WRITE_CHUNK", chunk)
+    table = _variety(1000)
+    write_table(tmp_path / "fast.fits", table)
+    as_stored(table).write(tmp_path / "astropy.fits", format="fits")
+    assert (tmp_path / "fast.fits").read_bytes() == (tmp_path / "astropy.fits").read_bytes()
+
+
 def test_unusual_columns_fall_back_to_astropy(tmp_path):
     table = Table({"vec": np.zeros((3, 2)), "u2": np.array([1, 2, 3], dtype=np.uint16),
                    "m_flag": MaskedColumn([True, False, True], mask=[0, 1, 0])})
