@@ -393,9 +393,15 @@ class Pipeline:
         What ``status`` shows for the retrieve stage, whose state is the ledger and the disk
         rather than a checkpoint. Reads only; contacts no server.
         """
+        from mastpipe.stages.retrieve.outlook import status_outlook
+
         sidecar = self.checkpoints.sidecar("filter")
-        table = self.checkpoints.load("filter", sidecar) if sidecar is not None else None
-        return None if table is None else self.retrieve_outlook(table)
+        if sidecar is None:
+            return None
+        files = [self.checkpoints.table_path(stage) for stage in ("filter", sidecar.base) if stage]
+        return status_outlook(lambda: self.checkpoints.load("filter", sidecar), self.recipe.retrieve,
+                              base=self.recipe_path.resolve().parent, state_dir=self.state_dir,
+                              mast_url=self.mast_url, checkpoint=(sidecar.digest, files))
 
     def status(self) -> list[StageStatus]:
         """Each table stage's checkpoint: current, stale (and why) or missing. Contacts no server."""

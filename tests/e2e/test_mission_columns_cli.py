@@ -22,7 +22,8 @@ def _lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if not line.startswith(" ")]
 
 
-def test_online_validation_catches_typos_and_caches_the_columns(cli, workdir: Path, tmp_path: Path) -> None:
+def test_online_validation_catches_typos_and_caches_the_columns(cli_in_process, workdir: Path, tmp_path: Path) -> None:
+    cli = cli_in_process  # what validate says, and the cache it leaves on disk, are the point; not its process
     cache = tmp_path / "cache"
     env = {"MASTPIPE_CACHE_DIR": str(cache)}
     recipe = workdir / "typos.yaml"

@@ -37,7 +37,8 @@ def test_seed_recipe_runs_against_the_builtin_sandbox_and_reruns_fetch_nothing(w
         assert f"{stage}: reused checkpoint" in second.stderr, second.stderr
 
 
-def test_plan_and_status_against_a_served_sandbox(workdir: Path, cli, cli_spawn) -> None:
+def test_plan_and_status_against_a_served_sandbox(workdir: Path, cli_in_process, cli_spawn) -> None:
+    cli = cli_in_process  # the server is the separate process here
     server = cli_spawn("sandbox", "serve", "--port", "0", cwd=workdir, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
@@ -108,7 +109,8 @@ def test_certificates_over_https_checked_unless_insecure_and_then_loudly(workdir
         assert "InsecureRequestWarning" not in done.stderr
 
 
-def test_a_hostile_product_is_refused_alone_and_the_others_land(workdir: Path, cli) -> None:
+def test_a_hostile_product_is_refused_alone_and_the_others_land(workdir: Path, cli_in_process) -> None:
+    cli = cli_in_process  # what the run refuses, fetches and prints is the point, not its process
     hostile = {  # what a compromised or buggy server could send, each as one product row
         "mast:JWST/product/escape_uncal.fits": {"productFilename": "../../../escape_uncal.fits"},
         "mast:JWST/product/obsid_uncal.fits": {"productFilename": "obsid_uncal.fits", "obs_id": "../../.."},
@@ -132,7 +134,8 @@ def test_a_hostile_product_is_refused_alone_and_the_others_land(workdir: Path, c
     assert not list(workdir.parent.rglob("escape_uncal.fits")) and not list(workdir.rglob("obsid_uncal.fits"))
 
 
-def test_a_curl_mode_rerun_does_not_claim_files_are_present(workdir: Path, cli) -> None:
+def test_a_curl_mode_rerun_does_not_claim_files_are_present(workdir: Path, cli_in_process) -> None:
+    cli = cli_in_process  # what the rerun says is the point, not its process
     recipe = "pipelines/jwst-1073-nircam-uncal-curl.yaml"
     with Sandbox(seed=0) as sb:
         first = cli("run", recipe, "--mast-url", sb.url, cwd=workdir)

@@ -41,13 +41,25 @@ from mastpipe.stages.retrieve.engine import Transfer, part_path  # noqa: E402
 TOKEN = "tok-" + secrets.token_hex(16)
 
 
-@pytest.fixture
-def client():
+def _cluster_client():  # type: ignore[no-untyped-def]
     """A client of a fresh local cluster: 3 worker processes, one thread each, no dashboard."""
     with distributed.LocalCluster(n_workers=3, processes=True, threads_per_worker=1,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
         yield client
+
+
+# Starting a cluster costs seconds; the tests that only submit work share one (each run's task keys
+# carry its run id, and what one test leaves in the workers' logs and directories only makes the
+# token test's search wider). The test that kills a worker gets a cluster of its own.
+@pytest.fixture(scope="module")
+def client():  # type: ignore[no-untyped-def]
+    yield from _cluster_client()
+
+
+@pytest.fixture
+def fresh_client():  # type: ignore[no-untyped-def]
+    yield from _cluster_client()
 
 
 def host_of(url: str) -> str:
@@ -101,7 +113,8 @@ def test_full_retrieve_equals_the_threads_engine(sandbox, client, tmp_path: Path
     assert downloads(sandbox) == []
 
 
-def test_a_worker_killed_mid_file_resumes_elsewhere(sandbox, client, tmp_path: Path) -> None:
+def test_a_worker_killed_mid_file_resumes_elsewhere(sandbox, fresh_client, tmp_path: Path) -> None:
+    client = fresh_client
     size, rate = 400_000, 400_000  # each file takes ~1 s per connection
     rows = [sandbox.catalog.add_product(JWST_1073_OBSID, productFilename=f"dask_kill_{i}_cal.fits",
                                         size=size) for i in range(6)]

@@ -50,9 +50,9 @@ def test_a_filter_rule_that_keeps_nothing_shows_the_values_present(sandbox, tmp_
     assert entry["message"].startswith("filter.columns.productSubGroupDescription keeps 0 of the ")
 
 
-def test_the_cli_explains_on_stderr_even_with_quiet(cli, tmp_path: Path) -> None:
+def test_the_cli_explains_on_stderr_even_with_quiet(cli_in_process, tmp_path: Path) -> None:
     recipe = _recipe(tmp_path, **TYPO)
-    result = cli("run", str(recipe), "--sandbox", "-q", cwd=tmp_path, timeout=300)
+    result = cli_in_process("run", str(recipe), "--sandbox", "-q", cwd=tmp_path)
     assert result.returncode == 5, result.stderr
     assert "Traceback" not in result.stderr
     assert "query 'nircam' matches no observation: instrument_name: 'NIRCAN*' matches nothing" in result.stderr

@@ -156,3 +156,59 @@ def test_outlook_on_a_fresh_state_creates_no_ledger(sandbox, tmp_path):
     assert (outlook.present, outlook.to_fetch) == (0, len(table))
     assert outlook.bytes_to_fetch == sum(int(s) for s in table["size"])
     assert not (tmp_path / "data").exists() and _downloads(sandbox) == []
+
+
+def test_plan_without_a_ledger_counts_what_the_first_run_then_does(sandbox, tmp_path):
+    """Files with no ledger row and nothing on disk are counted from one listing per directory
+    (tableplan, outlook); the rest one by one. Both must agree with the run that follows."""
+    import shutil
+
+    import mastpipe
+
+    mastpipe.run(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "first")
+    shutil.rmtree(tmp_path / "first")  # no ledger: every file is judged from the disk alone
+    paths = sorted((tmp_path / "data").rglob("*_uncal.fits"))
+    assert len(paths) >= 4
+    paths[0].unlink()  # nothing there: fetched
+    cut = paths[1].with_name(f".{paths[1].name}.part")
+    cut.write_bytes(paths[1].read_bytes()[:50])  # a temporary without its metadata: restarted
+    paths[1].unlink()
+    paths[2].write_bytes(b"not the product")  # another file under its name: replaced (overwrite: changed)
+    plan = mastpipe.plan(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    assert (plan.to_fetch, plan.present, plan.blocked) == (3, plan.files - 3, 0)
+    sandbox.log.clear()
+    outcome = mastpipe.run(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    fetched = {r.key: r.size for r in outcome.result.retrieve.results if r.status == "fetched"}
+    skipped = [r for r in outcome.result.retrieve.results if r.status == "skipped"]
+    assert fetched == plan.outlook.remaining and plan.bytes_to_fetch == sum(fetched.values())
+    assert len(skipped) == plan.present and {r.uri for r in _downloads(sandbox)} == set(fetched)
+
+
+def test_status_remembers_the_files_of_a_manifest_until_the_disk_says_otherwise(sandbox, tmp_path):
+    """In the modes that keep no ledger, status keeps its outlook (outlook.json) and reuses it
+    only while the checkpoint and where every directory resolves are as they were."""
+    import os
+
+    import mastpipe
+
+    text = edit(RECIPE, retrieve={"mode": "manifest"})
+    mastpipe.run(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state", until="filter")
+    first = mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state").retrieve
+    assert (tmp_path / "state" / "outlook.json").is_file()
+    assert first.files > 0 and first.blocked == 0
+    again = mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state").retrieve
+    assert (again.mode, again.files, again.blocked) == (first.mode, first.files, 0)
+    # a symlink planted under one product's name leads out of the destination: refused now
+    from mastpipe.stages.retrieve.stage import plan_files
+
+    pipeline = _pipeline(tmp_path, sandbox.url, text)
+    table = pipeline.run(until="filter").tables["filter"]
+    dest = plan_files(table, tmp_path / "data", pipeline.recipe.retrieve.layout, sandbox.url)[0][0].dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(tmp_path / "elsewhere", dest)
+    planted = mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state").retrieve
+    assert (planted.files, planted.blocked) == (first.files, 1)
+    # the filter checkpoint rewritten behind mastpipe's back: not trusted, as a run would not
+    os.unlink(dest)
+    (tmp_path / "state" / "filter.fits").write_bytes(b"garbled")
+    assert mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state").retrieve is None

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mastpipe.report import iso_time
 from mastpipe.runner import Pipeline
 
@@ -205,7 +207,7 @@ def plan_pipeline(pipeline: Pipeline) -> PlanReport:
     result = pipeline.run(until="filter")
     products, observations = result.tables["filter"], result.tables["query"]
     outlook = pipeline.retrieve_outlook(products)
-    sizes = [max(int(s), 0) for s in products["size"]] if len(products) else []
+    total = int(np.maximum(np.ma.filled(products["size"], 0).astype(np.int64), 0).sum()) if len(products) else 0
     if outlook.mode == "download" and len(products):
         from mastpipe.state import decoded
 
@@ -219,7 +221,7 @@ def plan_pipeline(pipeline: Pipeline) -> PlanReport:
     return PlanReport(
         recipe=pipeline.recipe.name, recipe_path=str(pipeline.recipe_path), state_dir=str(pipeline.state_dir),
         mast_url=pipeline.mast_url, mode=outlook.mode, observations=len(observations), files=outlook.files,
-        bytes=sum(sizes), to_fetch=outlook.to_fetch, bytes_to_fetch=outlook.bytes_to_fetch,
+        bytes=total, to_fetch=outlook.to_fetch, bytes_to_fetch=outlook.bytes_to_fetch,
         present=outlook.present, partial=outlook.partial, failed=outlook.failed, blocked=outlook.blocked,
         breakdown=[PlanGroup(*group) for group in groups], stages=list(result.stages),
         tables=dict(result.tables), outlook=outlook)
@@ -230,8 +232,10 @@ def status(recipe: str | os.PathLike[str], *, mast_url: str | None = None,
            server_id: str | None = None) -> StatusReport:
     """Where a recipe's state stands: each checkpoint, the files present, the lock.
 
-    Reads only: contacts no server, writes nothing, takes no lock (a run in progress is
-    reported, not disturbed).
+    Reads only: contacts no server, takes no lock (a run in progress is reported, not
+    disturbed), and writes nothing but ``outlook.json`` in the state directory, the files'
+    outlook remembered in the modes that keep no ledger (see
+    :func:`mastpipe.stages.retrieve.outlook.status_outlook`).
 
     Parameters
     ----------

@@ -6,17 +6,27 @@ ledger and the disk rather than a checkpoint. Reads only; contacts no server.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from mastpipe.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from astropy.table import Table
 
     from mastpipe.recipe.models import Retrieve
+    from mastpipe.stages.retrieve.ledger import LedgerRow
 
-__all__ = ["RetrieveOutlook", "retrieve_outlook"]
+__all__ = ["OUTLOOK_CACHE", "RetrieveOutlook", "retrieve_outlook", "status_outlook"]
+
+#: Where ``status`` keeps the outlook of the filter checkpoint in the modes that keep no ledger.
+OUTLOOK_CACHE = "outlook.json"
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +77,7 @@ class RetrieveOutlook:
 
 
 def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: Path,
-                     mast_url: str) -> RetrieveOutlook:
+                     mast_url: str, resolved: dict[str, str] | None = None) -> RetrieveOutlook:
     """What the retrieve stage would do with ``table`` (a filter result), without doing it.
 
     Each file is judged by :func:`mastpipe.stages.retrieve.decide.decide` from the ledger row and the disk,
@@ -87,6 +97,8 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
         The state directory whose ledger is read.
     mast_url : str
         The server the download URLs point at.
+    resolved : dict, optional
+        Filled with each directory the files' paths went through and where it resolved.
 
     Returns
     -------
@@ -100,17 +112,19 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
         When the ledger cannot be read.
     """
     from mastpipe.errors import LedgerError
-    from mastpipe.stages.retrieve.ledger import FAILED, Ledger, LedgerRow
-    from mastpipe.state import StateDir
     from mastpipe.stages.retrieve.decide import ActionKind
-    from mastpipe.stages.retrieve.stage import plan_files
     from mastpipe.stages.retrieve.engine import Transfer
+    from mastpipe.stages.retrieve.ledger import FAILED, Ledger
     from mastpipe.stages.retrieve.settings import DownloadSettings
+    from mastpipe.stages.retrieve.tableplan import plan_table
+    from mastpipe.state import StateDir
 
     destination = (base / section.destination).resolve()
-    planned, refused = plan_files(table, destination, section.layout, mast_url)
-    tasks = list({task.key: task for task in planned}.values())
-    outlook = RetrieveOutlook(section.mode, len(tasks) + len(refused), blocked=len(refused))
+    plan = plan_table(table, destination, section.layout, mast_url)
+    if resolved is not None:
+        resolved.update(plan.resolved)
+    last = dict(zip(plan.keys, range(len(plan.keys))))  # a key listed twice: its last file, as a run keeps it
+    outlook = RetrieveOutlook(section.mode, len(last) + len(plan.refused), blocked=len(plan.refused))
     if section.mode != "download":
         return outlook
     path = StateDir(state_dir).ledger
@@ -123,10 +137,17 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
         except LedgerError as error:
             log.warning("%s; the next run sets it aside and adopts the files on disk by size",
                         error.message)
+    absent, judged = _nothing_there(plan.dests, last, rows)
+    sizes = plan.sizes.tolist()
+    for i in absent:  # what decide() says of a file with no ledger row and nothing on disk: FETCH
+        remaining = max(sizes[i], 0)
+        outlook.to_fetch += 1
+        outlook.remaining[plan.keys[i]] = remaining
+        outlook.bytes_to_fetch += remaining
     # The settings a run's Transfer gets from the recipe (run --verify is not known here).
     transfer = Transfer(DownloadSettings(verify=section.verify == "sha256", overwrite=section.overwrite,
                                          check_space=False))
-    for task, row, action in transfer.decisions(tasks, rows):
+    for task, row, action in transfer.decisions(plan.tasks(table, mast_url, judged), rows):
         if action.kind is ActionKind.KEEP_FOREIGN:
             outlook.blocked += 1
         elif action.kind in (ActionKind.FETCH, ActionKind.RESTART, ActionKind.RESUME):
@@ -139,3 +160,109 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
         else:  # SKIP_DONE, VERIFY_DONE, ADOPT, FINISH_VERIFY: on disk, no request
             outlook.present += 1
     return outlook
+
+
+def _nothing_there(dests: list[str], last: dict[str, int],
+                   rows: dict[str, LedgerRow]) -> tuple[list[int], list[int]]:
+    """Split the files (``last``: key -> its index) into those with no ledger row and nothing on
+    disk under their name or their temporary's, found by listing each directory once, and the
+    others, which :meth:`Transfer.decisions` judges one by one.
+
+    A file done under another path (a layout changed) may be moved there rather than fetched,
+    and whether it may depends on every file's path: then every file is judged one by one.
+    """
+    from mastpipe.stages.retrieve.ledger import DONE
+
+    if any(row.status == DONE and row.dest != dests[i] for key, i in last.items()
+           if (row := rows.get(key)) is not None):
+        return [], sorted(last.values())
+    listings: dict[str, set[str] | None] = {}
+    absent, judged = [], []
+    for key, i in last.items():
+        if key in rows:
+            judged.append(i)
+            continue
+        directory, name = os.path.split(dests[i])
+        if directory not in listings:
+            try:
+                with os.scandir(directory) as entries:
+                    listings[directory] = {entry.name for entry in entries}
+            except (FileNotFoundError, NotADirectoryError):
+                listings[directory] = set()
+            except OSError:
+                listings[directory] = None  # unreadable: let the one-by-one path find out
+        names = listings[directory]
+        if names is not None and name not in names and f".{name}.part" not in names:
+            absent.append(i)
+        else:
+            judged.append(i)
+    return absent, sorted(judged)
+
+
+def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base: Path, state_dir: Path,
+                   mast_url: str, checkpoint: tuple[str, list[Path]]) -> RetrieveOutlook | None:
+    """:func:`retrieve_outlook` of the filter checkpoint (``load`` reads it; None: there is
+    none usable), remembered in the state directory for the modes that keep no ledger.
+
+    In those modes the outlook depends only on the checkpoint's table, the recipe's
+    ``retrieve`` section, the server, and where the files' directories resolve (a symlink
+    could lead a path out of the destination). ``checkpoint`` is the checkpoint's digest and
+    the files it is read from (known by size, change time and inode); the answer is reused
+    while they, the section and every directory's resolution are unchanged and no directory
+    holds a symlink, so at a million products ``status`` need not read the table again.
+    ``download`` depends on every file on disk and is judged afresh each time.
+    """
+    import mastpipe
+
+    digest, files = checkpoint
+    try:
+        stamps = [[st.st_size, st.st_mtime_ns, st.st_ino] for st in map(os.stat, files)]
+    except OSError:  # load() says what is missing
+        stamps = None
+    key = {"version": mastpipe.__version__, "checkpoint": [digest, stamps], "mast_url": mast_url,
+           "base": os.fspath(base), "retrieve": [section.mode, os.fspath(section.destination), section.layout]}
+    path = Path(state_dir) / OUTLOOK_CACHE
+    if section.mode != "download" and stamps is not None:
+        known = _remembered(path, key)
+        if known is not None:
+            return known
+    table = load()
+    if table is None:
+        return None
+    resolved: dict[str, str] = {}
+    outlook = retrieve_outlook(table, section, base=base, state_dir=state_dir, mast_url=mast_url, resolved=resolved)
+    if section.mode != "download" and stamps is not None and not _changed(resolved):
+        try:
+            atomic_write_bytes(path, json.dumps({"key": key, "directories": resolved, "outlook": {
+                "mode": outlook.mode, "files": outlook.files, "blocked": outlook.blocked}}).encode())
+        except OSError as exc:  # a read-only state directory: status still answers
+            log.debug("could not remember the outlook in %s: %s", path, exc)
+    return outlook
+
+
+def _remembered(path: Path, key: dict[str, Any]) -> RetrieveOutlook | None:
+    try:
+        data = json.loads(path.read_text())
+        if data["key"] != key or _changed(data["directories"]):
+            return None
+        counts = data["outlook"]
+        return RetrieveOutlook(str(counts["mode"]), int(counts["files"]), blocked=int(counts["blocked"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _changed(resolved: dict[str, str]) -> bool:
+    """Whether a directory no longer resolves where it did, or holds a symlink (then a
+    product's file name may lead elsewhere: the outlook is not to be remembered or reused)."""
+    for directory, real in resolved.items():
+        if os.path.realpath(directory) != real:
+            return True
+        try:
+            with os.scandir(directory) as entries:
+                if any(entry.is_symlink() for entry in entries):
+                    return True
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            return True
+    return False

@@ -21,22 +21,17 @@ import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
-import numpy as np
-
-from mastpipe.archive import MALFORMED, mission_download_url
-from mastpipe.errors import AuthError, UnsafePathError
-from mastpipe.stages.retrieve.paths import check_collisions, product_path
+from mastpipe.errors import AuthError
 from mastpipe.recipe.models import Retrieve
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
-from mastpipe.stages.retrieve.ledger import product_version
 from mastpipe.stages.retrieve.manifest import (MANIFEST_COLUMNS, NOT_IN_CLOUD, CloudChoice, json_twin, read_manifest,
                                                write_manifest)
 from mastpipe.stages.retrieve.settings import DownloadSettings
-from mastpipe.state import StateDir, decoded
+from mastpipe.stages.retrieve.tableplan import EXCLUSIVE, Refused, download_url, plan_table
+from mastpipe.state import StateDir
 from mastpipe.typing import Engine
 
 if TYPE_CHECKING:
@@ -50,67 +45,6 @@ __all__ = ["EXCLUSIVE", "MANIFEST_COLUMNS", "CloudChoice", "Engine", "Refused", 
            "engine_for", "json_twin", "plan_files", "read_manifest", "run", "write_manifest"]
 
 log = logging.getLogger(__name__)
-EXCLUSIVE = "EXCLUSIVE_ACCESS"
-
-
-def _text(value: Any) -> Any:
-    """A cell as a plain Python value: text decoded (see :func:`mastpipe.state.decoded`), a
-    masked (missing) cell as None."""
-    if value is np.ma.masked:
-        return None
-    if isinstance(value, bytes):
-        return decoded(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _rows(table: Table) -> Iterator[dict[str, Any]]:
-    """Each row as a dict of plain values (:func:`_text`'s), read a column at a time: an astropy
-    Row costs microseconds per cell, which at a million products was minutes."""
-    columns = []
-    for name in table.colnames:
-        column = table[name]
-        values = np.asarray(column)
-        plain = (np.strings.decode(values, "utf-8") if values.dtype.kind == "S"
-                 else values).tolist()
-        mask = getattr(column, "mask", None)
-        if mask is not None and np.any(mask):
-            plain = [None if m else v for v, m in zip(plain, np.asarray(mask).tolist())]
-        columns.append(plain)
-    names = table.colnames
-    for cells in zip(*columns):
-        yield dict(zip(names, cells))
-
-
-def _bad_size(size: Any) -> str | None:
-    """What is wrong with a product row's size (from a checkpoint written before the products
-    stage read MAST's answer row by row), or None."""
-    if size is None:
-        return None
-    try:
-        ok = int(size) == size and int(size) >= 0
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    return None if ok else f"size {size!r}"
-
-
-def download_url(mast_url: str, uri: str) -> str:
-    """MAST's download URL for a ``dataURI`` (``:`` and ``/`` kept literal, as astroquery sends it)."""
-    return f"{mast_url}/api/v0.1/Download/file?uri={quote(uri, safe=':/')}"
-
-
-@dataclass(frozen=True)
-class Refused:
-    """A product row no file is made for: its name or ids are unsafe, or it lacks a dataURI."""
-
-    key: str
-    url: str
-    size: int | None
-    reason: str
-
-    def result(self) -> FileResult:
-        return FileResult(self.key, Path(), "failed", error=self.reason)
 
 
 def plan_files(table: Table, destination: Path, layout: str,
@@ -119,6 +53,8 @@ def plan_files(table: Table, destination: Path, layout: str,
 
     A row whose name or ids would place a file outside the destination (or that has no
     ``dataURI``) is refused on its own: it becomes a :class:`Refused`, and the other rows go on.
+    Rows plainly safe are judged a column at a time, the others one at a time
+    (:mod:`mastpipe.stages.retrieve.tableplan`).
 
     Returns
     -------
@@ -130,37 +66,8 @@ def plan_files(table: Table, destination: Path, layout: str,
     TransferError
         Two products map to the same path.
     """
-    tasks, refused = [], []
-    resolved: dict[str, str] = {}  # directory -> where it really is, each resolved once
-    for values in _rows(table):
-        uri = values.get("dataURI")
-        malformed = values.get(MALFORMED) or _bad_size(values.get("size"))
-        if malformed:  # MAST's answer is at fault, not the recipe: this row alone is refused
-            name = uri or values.get("productFilename") or "a product"
-            observation = values.get("parent_obsid") or values.get("obsID") or "?"
-            refused.append(Refused(str(uri or name), download_url(mast_url, uri) if uri else "", None,
-                                   f"MAST's product list for observation {observation} has {malformed} "
-                                   f"for {name}: this product is refused, the others go on"))
-            log.error("refused product %s: MAST's product list has %s for it", name, malformed)
-            continue
-        raw_size = values.get("size")
-        size = int(raw_size) if raw_size is not None else None
-        if not uri:
-            refused.append(Refused(str(values.get("productFilename") or "?"), "", size,
-                                   "the product list gives no dataURI for this product"))
-            continue
-        mission = values.get("mission")
-        url = mission_download_url(mast_url, mission, uri) if mission else download_url(mast_url, uri)
-        try:
-            dest = product_path(values, destination, layout, resolved=resolved)
-        except UnsafePathError as exc:
-            log.error("refused product %s: %s", uri, exc)
-            refused.append(Refused(uri, url, size, f"refused: {exc}"))
-            continue
-        tasks.append(FileTask(key=uri, url=url, dest=dest, size=size,
-                              protected=values.get("dataRights") == EXCLUSIVE, version=product_version(values)))
-    check_collisions([(task.key, task.dest) for task in tasks])
-    return tasks, refused
+    plan = plan_table(table, destination, layout, mast_url)
+    return plan.tasks(table, mast_url), plan.refused
 
 
 @dataclass
