@@ -44,14 +44,14 @@ def plan(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool
 
     def action(pipeline):  # type: ignore[no-untyped-def]
         from mastpipe.api import plan_pipeline
-        from mastpipe.report import format_plan
+        from mastpipe.cli.text import format_plan
 
         if html_path:
             require_html()
         found = plan_pipeline(pipeline)
         click.echo(json_text(found.to_dict()) if as_json else format_plan(found))
         if pipeline.recipe.retrieve.source != "mast" and not as_json:
-            from mastpipe.report import format_cloud_plan
+            from mastpipe.cli.text import format_cloud_plan
 
             click.echo(format_cloud_plan(pipeline, found.tables["filter"], found.outlook))
         if html_path:
@@ -83,7 +83,7 @@ def status(recipe: str, mast_url: str | None, sandbox: bool, state_dir: str | No
         mastpipe status pipelines/jwst-1073-nircam-uncal.yaml
     """
     from mastpipe.api import status as read_status
-    from mastpipe.report import format_lock, format_retrieve_status, format_status
+    from mastpipe.cli.text import format_lock, format_retrieve_status, format_status
 
     try:
         found = read_status(recipe, mast_url=mast_url, state_dir=state_dir,

@@ -60,7 +60,7 @@ def run(recipe: str, mast_url: str | None, state_dir: str | None, sandbox: bool,
 
         from mastpipe.api import run_pipeline
         from mastpipe.stages.retrieve.progress import Progress
-        from mastpipe.report import format_run
+        from mastpipe.cli.text import format_run
 
         if json_events:
             def progress(event):  # type: ignore[no-untyped-def]
