@@ -77,7 +77,7 @@ def test_a_quota_running_out_fails_that_file_keeps_the_others_and_a_rerun_finish
 
     assert [r.status for r in first] == ["fetched", "failed"], [r.error for r in first]
     error = first[1].error or ""
-    assert "disk quota exceeded" in error, error
+    assert "disk quota exceeded" in error and "free on it, but the quota there is used up" in error, error
     assert f"on the filesystem {fs} (btrfs)" in error and "this file needs" in error, error
     assert "rerun to resume" in error or "removed" in error, error
     assert small.dest.read_bytes() == sandbox.catalog.body(small.key)

@@ -78,6 +78,9 @@ def disk_message(task: FileTask, full: _DiskFull, to_fetch: int) -> str:
         free = f"{format_bytes(free_bytes(dest.parent))} free"
     except OSError:
         free = "free space unknown"
+    if code == errno.EDQUOT:  # the filesystem's free space is not what ran out
+        free += (" on it, but the quota there is used up (free some of the files it counts, or "
+                 "ask for a larger quota)")
     needs = []
     if task.size is not None:
         needs.append(f"this file needs {format_bytes(task.size - (full.have or 0))} more")
