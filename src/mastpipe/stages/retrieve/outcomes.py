@@ -78,13 +78,24 @@ def disk_message(task: FileTask, full: _DiskFull, to_fetch: int) -> str:
         free = f"{format_bytes(free_bytes(dest.parent))} free"
     except OSError:
         free = "free space unknown"
+    if code == errno.EDQUOT:  # the filesystem's free space is not what ran out
+        free += (" on it, but the quota there is used up (free some of the files it counts, or "
+                 "ask for a larger quota)")
+    if code == errno.EIO:  # not a matter of space: the device failed to store the bytes
+        return (f"{what} on the filesystem {describe_filesystem(dest.parent)} while writing {dest}: "
+                "the disk did not store the data (the kernel log, dmesg, says why); "
+                f"{_fate(full)}")
     needs = []
     if task.size is not None:
         needs.append(f"this file needs {format_bytes(task.size - (full.have or 0))} more")
     if to_fetch:
         needs.append(f"the files of this run still to fetch need about "
                      f"{format_bytes(to_fetch)} in all")
-    kept = ("its temporary is kept: free some space and rerun to resume" if full.keep else
-            "its temporary was removed (after this error its bytes cannot be trusted)")
     return (f"{what} on the filesystem {describe_filesystem(dest.parent)} while writing "
-            f"{dest}: {free}; {'; '.join(needs + [kept])}")
+            f"{dest}: {free}; {'; '.join(needs + [_fate(full)])}")
+
+
+def _fate(full: _DiskFull) -> str:
+    """What became of the temporary of a file failed on a disk error."""
+    return ("its temporary is kept: free some space and rerun to resume" if full.keep else
+            "its temporary was removed (after this error its bytes cannot be trusted)")

@@ -31,9 +31,10 @@ __all__ = ["CHUNK", "DownloadSettings", "Overwrite", "settings_from"]
 
 # 1 MiB blocks. Each is received into a reused buffer (no allocation per block), so a larger
 # block costs no page faults; it wakes the check thread (sha256, FITS sum) and the writer a
-# quarter as often as 256 KiB: on the 1 GB benchmark 12% less CPU and a third of the context
-# switches (benchmarks/README.md). (In 2026-11, when each block was a freshly allocated
-# ``bytes``, 256 KiB beat 1 MiB: every 1 MiB block was a new mmap, faulted in page by page.)
+# quarter as often as 256 KiB: on the 1 GB file ~8% less CPU and a third of the check
+# thread's context switches, side by side under load (benchmarks/README.md). In 2026-11,
+# when each block was a freshly allocated ``bytes``, 256 KiB beat 1 MiB: every 1 MiB block
+# was a new mmap, faulted in page by page.
 CHUNK = 1 << 20
 
 
