@@ -387,11 +387,13 @@ class Pipeline:
         return retrieve_outlook(table, self.recipe.retrieve, base=self.recipe_path.resolve().parent,
                                 state_dir=self.state_dir, mast_url=self.mast_url)
 
-    def retrieve_status(self) -> RetrieveOutlook | None:
-        """:meth:`retrieve_outlook` for the filter checkpoint as it stands, or None without one.
+    def retrieve_status(self, table: Table | None = None) -> RetrieveOutlook | None:
+        """:meth:`retrieve_outlook` for the filter checkpoint as it stands (``table``: its table,
+        already read), or None without one.
 
-        What ``status`` shows for the retrieve stage, whose state is the ledger and the disk
-        rather than a checkpoint. Reads only; contacts no server.
+        What ``status`` and ``plan`` show for the retrieve stage, whose state is the ledger and
+        the disk rather than a checkpoint; remembered in the modes without a ledger
+        (:func:`mastpipe.stages.retrieve.outlook.status_outlook`). Contacts no server.
         """
         from mastpipe.stages.retrieve.outlook import status_outlook
 
@@ -399,8 +401,8 @@ class Pipeline:
         if sidecar is None:
             return None
         files = [self.checkpoints.table_path(stage) for stage in ("filter", sidecar.base) if stage]
-        return status_outlook(lambda: self.checkpoints.load("filter", sidecar), self.recipe.retrieve,
-                              base=self.recipe_path.resolve().parent, state_dir=self.state_dir,
+        return status_outlook((lambda: table) if table is not None else (lambda: self.checkpoints.load("filter", sidecar)),
+                              self.recipe.retrieve, base=self.recipe_path.resolve().parent, state_dir=self.state_dir,
                               mast_url=self.mast_url, checkpoint=(sidecar.digest, files))
 
     def status(self) -> list[StageStatus]:

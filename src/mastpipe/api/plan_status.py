@@ -206,7 +206,7 @@ def plan_pipeline(pipeline: Pipeline) -> PlanReport:
 
     result = pipeline.run(until="filter")
     products, observations = result.tables["filter"], result.tables["query"]
-    outlook = pipeline.retrieve_outlook(products)
+    outlook = pipeline.retrieve_status(products) or pipeline.retrieve_outlook(products)
     total = int(np.maximum(np.ma.filled(products["size"], 0).astype(np.int64), 0).sum()) if len(products) else 0
     if outlook.mode == "download" and len(products):
         from mastpipe.state import decoded
