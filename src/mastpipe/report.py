@@ -5,6 +5,7 @@ The terminal's text for ``plan``, ``run`` and ``status`` is :mod:`mastpipe.cli.t
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import time
@@ -31,7 +32,16 @@ __all__ = [
 
 
 def _text(values: Any) -> list[str]:
-    return [decoded(v) for v in np.asarray(values)]
+    """A text column as a list of str (bytes decoded as UTF-8), in a few C-level passes when no
+    value holds a newline: a million products decoded one by one were seconds of a run."""
+    array = np.asarray(values)
+    if array.dtype.kind == "U":
+        return [str(v) for v in array.tolist()]
+    if array.dtype.kind == "S" and len(array):
+        joined = b"\n".join(array.tolist())
+        if joined.count(b"\n") == len(array) - 1:
+            return joined.decode("utf-8").split("\n")
+    return [decoded(v) for v in array]
 
 
 def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str, str, int, int]]:
@@ -105,15 +115,17 @@ def snapshot(previous: Mapping[str, Table | None]) -> Snapshot:
 def _identities(table: Table) -> dict[str, Any]:
     """dataURI -> what makes a product's version: its size and, where the list has it, prvversion
     (MAST reprocesses files under the same name, sometimes to the same size)."""
-    sizes = (int(s) for s in np.asarray(table["size"]))
+    values = np.asarray(table["size"])
+    sizes = values.astype(np.int64).tolist() if values.dtype.kind in "iu" else [int(s) for s in values]
     if "prvversion" not in table.colnames:
         return dict(zip(_text(table["dataURI"]), sizes))
     return dict(zip(_text(table["dataURI"]), zip(sizes, _text(table["prvversion"]))))
 
 
 def _listed(values: set[str] | list[str]) -> dict[str, Any]:
-    items = sorted(values)
-    return {"count": len(items), "items": items[:MAX_LISTED], "truncated": len(items) > MAX_LISTED}
+    """The first MAX_LISTED values in order, and how many there are (not all a million sorted)."""
+    items = heapq.nsmallest(MAX_LISTED, values)
+    return {"count": len(values), "items": items, "truncated": len(values) > MAX_LISTED}
 
 
 def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:
