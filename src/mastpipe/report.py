@@ -37,11 +37,15 @@ def _text(values: Any) -> list[str]:
     array = np.asarray(values)
     if array.dtype.kind == "U":
         return [str(v) for v in array.tolist()]
-    if array.dtype.kind == "S" and len(array):
-        joined = b"\n".join(array.tolist())
-        if joined.count(b"\n") == len(array) - 1:
-            return joined.decode("utf-8").split("\n")
-    return [decoded(v) for v in array]
+    if array.dtype.kind != "S":
+        return [decoded(v) for v in array]
+    texts: list[str] = []
+    for start in range(0, len(array), 65536):  # a slice at a time: no second copy of the column
+        chunk = array[start:start + 65536].tolist()
+        joined = b"\n".join(chunk)
+        texts += joined.decode("utf-8").split("\n") if joined.count(b"\n") == len(chunk) - 1 else \
+            [decoded(v) for v in chunk]
+    return texts
 
 
 def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str, str, int, int]]:
