@@ -1,14 +1,7 @@
 """Running a recipe from Python: :func:`run`, :func:`run_pipeline`, and the report and history they write.
 
->>> import mastpipe
->>> outcome = mastpipe.run("pipelines/jwst-1073-nircam-uncal.yaml")   # doctest: +SKIP
->>> outcome.exit_code, outcome.report["retrieve"]["fetched"]           # doctest: +SKIP
-(0, {'files': 4, 'bytes': 339840})
->>> outcome.tables["filter"]["productFilename", "size"]                # doctest: +SKIP
-
-Logging goes through the standard :mod:`logging` module (logger ``"mastpipe"``), so an
-embedding application routes it as it likes; the only output of its own is download progress
-(``progress=False`` turns it off).
+The package docstring (:mod:`mastpipe.api`) shows a run from a notebook and how logging and
+progress behave.
 """
 
 from __future__ import annotations
