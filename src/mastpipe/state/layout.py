@@ -28,6 +28,7 @@ class StateDir:
     SECTIONS = "sections.json"
     PARTS = "products.parts"
     LEDGER = "ledger.sqlite"
+    OUTLOOK = "outlook.json"
     REPORTS = "reports"
     LAST_REPORT = "last-report.json"
     HISTORY = "history.jsonl"
@@ -90,6 +91,11 @@ class StateDir:
     @property
     def ledger(self) -> Path:
         return self.path / self.LEDGER
+
+    @property
+    def outlook(self) -> Path:
+        """What ``status`` remembers of the files' outlook (modes without a ledger)."""
+        return self.path / self.OUTLOOK
 
     @property
     def reports(self) -> Path:

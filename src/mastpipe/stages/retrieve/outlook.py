@@ -24,10 +24,7 @@ if TYPE_CHECKING:
     from mastpipe.recipe.models import Retrieve
     from mastpipe.stages.retrieve.ledger import LedgerRow
 
-__all__ = ["OUTLOOK_CACHE", "RetrieveOutlook", "retrieve_outlook", "status_outlook"]
-
-#: Where ``status`` keeps the outlook of the filter checkpoint in the modes that keep no ledger.
-OUTLOOK_CACHE = "outlook.json"
+__all__ = ["RetrieveOutlook", "retrieve_outlook", "status_outlook"]
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +225,9 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
         stamps = None
     key = {"version": mastpipe.__version__, "checkpoint": [digest, stamps], "mast_url": mast_url,
            "base": os.fspath(base), "retrieve": [section.mode, os.fspath(section.destination), section.layout]}
-    path = Path(state_dir) / OUTLOOK_CACHE
+    from mastpipe.state import StateDir
+
+    path = StateDir(state_dir).outlook
     if section.mode != "download" and stamps is not None:
         known = _remembered(path, key)
         if known is not None:
