@@ -18,7 +18,7 @@ from astropy.table import MaskedColumn, Table
 from mastpipe.errors import TransferError, UsageError
 from mastpipe.stages.retrieve.files import FileTask
 from mastpipe.stages.retrieve.paths import check_collisions
-from mastpipe.stages.retrieve.tableplan import Refused, plan_row, plan_table, table_rows
+from mastpipe.stages.retrieve.tableplan import Refused, count_table, plan_row, plan_table, table_rows
 
 MAST = "https://mast.stsci.edu"
 
@@ -84,11 +84,14 @@ def test_columns_agree_with_rows_on_hostile_tables(tmp_path: Path, layout: str, 
         except TransferError:  # flat: random names collide; then both must refuse alike
             with pytest.raises(TransferError):
                 columns(table, destination, layout)
+            with pytest.raises(TransferError):
+                count_table(table, destination, layout, MAST)
             continue
         plan = plan_table(table, destination, layout, MAST)
         assert plan.tasks(table, MAST) == expected[0]
         assert plan.refused == expected[1]
         assert len(plan.keys) - len(plan.by_row) > 20  # the column path planned many of the files
+        assert count_table(table, destination, layout, MAST) == (len({t.key for t in expected[0]}), expected[1])
 
 
 def test_symlinks_inside_the_destination_are_judged_as_rows_are(tmp_path: Path) -> None:

@@ -114,17 +114,18 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
     from mastpipe.stages.retrieve.engine import Transfer
     from mastpipe.stages.retrieve.ledger import FAILED, Ledger
     from mastpipe.stages.retrieve.settings import DownloadSettings
-    from mastpipe.stages.retrieve.tableplan import plan_table
+    from mastpipe.stages.retrieve.tableplan import count_table, plan_table
     from mastpipe.state import StateDir
 
     destination = (base / section.destination).resolve()
+    if section.mode != "download":  # counts only: no string per key and path
+        files, refused = count_table(table, destination, section.layout, mast_url, resolved)
+        return RetrieveOutlook(section.mode, files + len(refused), blocked=len(refused))
     plan = plan_table(table, destination, section.layout, mast_url)
     if resolved is not None:
         resolved.update(plan.resolved)
     last = dict(zip(plan.keys, range(len(plan.keys))))  # a key listed twice: its last file, as a run keeps it
     outlook = RetrieveOutlook(section.mode, len(last) + len(plan.refused), blocked=len(plan.refused))
-    if section.mode != "download":
-        return outlook
     path = StateDir(state_dir).ledger
     outlook.ledger = path.is_file()
     rows: dict[str, LedgerRow] = {}

@@ -25,6 +25,7 @@ from mastpipe.archive import MALFORMED, mission_download_url
 from mastpipe.errors import UnsafePathError, UsageError
 from mastpipe.stages.retrieve.files import FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import VERSION_COLUMNS, product_version
+from mastpipe.stages.retrieve.tablecheck import as_bytes, is_ascii, masked, safe_components
 from mastpipe.stages.retrieve.paths import (MAX_NAME_BYTES, _LAYOUTS, _resolved_dir,
                                             _template_fields, check_collisions, product_path)
 from mastpipe.state import decoded
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 
     from astropy.table import Table
 
-__all__ = ["EXCLUSIVE", "Refused", "TablePlan", "download_url", "plan_row", "plan_table", "table_rows"]
+__all__ = ["EXCLUSIVE", "Refused", "TablePlan", "count_table", "download_url", "plan_row", "plan_table",
+           "table_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -188,51 +190,6 @@ def _plain(table: Table, name: str, rows: np.ndarray) -> list[Any]:
     return plain
 
 
-def _mask(table: Table, name: str) -> np.ndarray:
-    mask = getattr(table[name], "mask", None)
-    return np.zeros(len(table), bool) if mask is None else np.asarray(mask, dtype=bool)
-
-
-def _as_bytes(table: Table, name: str) -> np.ndarray | None:
-    """A text column as a contiguous bytes array, or None when it is not text."""
-    values = np.asarray(table[name])
-    if values.dtype.kind == "U":
-        try:
-            values = np.strings.encode(values, "utf-8")
-        except UnicodeError:
-            return None
-    if values.dtype.kind != "S" or values.dtype.itemsize == 0:
-        return None
-    return np.ascontiguousarray(values)
-
-
-#: Bytes a plainly safe component never holds: anything but printable ASCII, "/" and "\\"
-#: (NUL too: numpy pads with it, so it is counted apart).
-_UNSAFE = np.ones(256, bool)
-_UNSAFE[0x20:0x7F] = False
-_UNSAFE[[ord("/"), ord("\\")]] = True
-_UNSAFE[0] = False
-_NOT_ASCII = _UNSAFE.copy()
-_NOT_ASCII[[ord("/"), ord("\\")]] = False
-#: Bytes that make a value not blank.
-_INK = np.ones(256, bool)
-_INK[[0, 0x20]] = False
-
-
-def _safe(values: np.ndarray) -> np.ndarray:
-    """Where a bytes value is certainly a safe path component: printable ASCII with no ``/`` or
-    ``\\``, not blank, not ``.`` or ``..``, no ``:`` as its second character (a drive letter).
-    False says "look at it row by row", not "unsafe"."""
-    codes = values.view(np.uint8).reshape(len(values), values.dtype.itemsize)
-    ok = ~_UNSAFE[codes].any(axis=1)
-    ok &= _INK[codes].any(axis=1)  # not blank (nor empty)
-    ok &= np.count_nonzero(codes, axis=1) == np.strings.str_len(values)  # no NUL inside
-    if codes.shape[1] > 1:
-        ok &= codes[:, 1] != ord(":")
-    ok &= (values != b".") & (values != b"..")
-    return np.asarray(ok, dtype=bool)
-
-
 def _fast_columns(table: Table, template: str, n: int) -> tuple[np.ndarray, ...] | None:
     """For the rows that may skip :func:`plan_row`: (eligible, key bytes, relative path bytes,
     its directory and its name, sizes); None when the table's columns do not allow it (then
@@ -246,32 +203,32 @@ def _fast_columns(table: Table, template: str, n: int) -> tuple[np.ndarray, ...]
         return None
     if any(name not in names for name in fields):
         return None
-    eligible = ~_mask(table, "dataURI")
-    uris = _as_bytes(table, "dataURI")
+    eligible = ~masked(table, "dataURI")
+    uris = as_bytes(table, "dataURI")
     if uris is None:
         return None
-    eligible &= (uris != b"") & _ascii(uris)
+    eligible &= (uris != b"") & is_ascii(uris)
     if MALFORMED in names:
-        flagged = _as_bytes(table, MALFORMED)
+        flagged = as_bytes(table, MALFORMED)
         if flagged is None:
             return None
-        eligible &= (flagged == b"") | _mask(table, MALFORMED)
+        eligible &= (flagged == b"") | masked(table, MALFORMED)
     if "mission" in names:
-        missions = _as_bytes(table, "mission")
+        missions = as_bytes(table, "mission")
         if missions is None:
             return None
         # "" only: " " is a mission to plan_row's URL, and a missing one picks the mission layout
-        eligible &= (missions == b"") & ~_mask(table, "mission")
+        eligible &= (missions == b"") & ~masked(table, "mission")
     sizes = np.full(n, -1, dtype=np.int64)
     if "size" in names:
         raw = np.asarray(table["size"])
         if raw.dtype.kind in "iu":
-            eligible &= ~_mask(table, "size") & (raw >= 0)
+            eligible &= ~masked(table, "size") & (raw >= 0)
             sizes = np.where(eligible, raw, -1).astype(np.int64)
         elif raw.dtype.kind == "f":
             with np.errstate(invalid="ignore"):
                 whole = np.isfinite(raw) & (raw >= 0) & (raw == np.floor(raw)) & (raw < 2.0**62)
-            eligible &= ~_mask(table, "size") & whole
+            eligible &= ~masked(table, "size") & whole
             sizes = np.where(eligible, raw, -1).astype(np.int64)
         else:
             return None
@@ -279,12 +236,6 @@ def _fast_columns(table: Table, template: str, n: int) -> tuple[np.ndarray, ...]
     if paths is None:
         return None
     return (eligible, uris, *paths, sizes)
-
-
-def _ascii(values: np.ndarray) -> np.ndarray:
-    """Where a bytes value is printable ASCII (NULs aside)."""
-    codes = values.view(np.uint8).reshape(len(values), values.dtype.itemsize)
-    return np.asarray(~_NOT_ASCII[codes].any(axis=1), dtype=bool)
 
 
 def _formatted(table: Table, template: str, fields: list[str],
@@ -298,10 +249,10 @@ def _formatted(table: Table, template: str, fields: list[str],
         if literal:
             pieces.append(literal.encode("utf-8"))
         if name is not None:
-            values = _as_bytes(table, name)
+            values = as_bytes(table, name)
             if values is None:
                 return None
-            eligible &= ~_mask(table, name) & _safe(values)
+            eligible &= ~masked(table, name) & safe_components(values)
             pieces.append(values)
     parts: list[list[np.ndarray | bytes]] = [[]]
     for piece in pieces:  # split on the template's own "/" (values have none where eligible)
@@ -324,9 +275,9 @@ def _formatted(table: Table, template: str, fields: list[str],
             value = np.strings.add(value, piece)
         if all(isinstance(piece, bytes) for piece in part):  # the template's own text: once
             own = b"".join(piece for piece in part if isinstance(piece, bytes))
-            eligible &= bool(own) and bool(_safe(np.array([own]))[0])
+            eligible &= bool(own) and bool(safe_components(np.array([own]))[0])
         else:
-            eligible &= _safe(np.ascontiguousarray(value))
+            eligible &= safe_components(np.ascontiguousarray(value))
         joined.append(value)
     if len(joined[-1]) and np.strings.str_len(joined[-1]).max() > MAX_NAME_BYTES:
         eligible &= np.strings.str_len(joined[-1]) <= MAX_NAME_BYTES
@@ -337,16 +288,22 @@ def _formatted(table: Table, template: str, fields: list[str],
     return relative, parent, joined[-1]
 
 
-def plan_table(table: Table, destination: Path, layout: str, mast_url: str) -> TablePlan:
-    """The files of ``table``'s products: what :func:`plan_row` gives for each row, in table order.
+@dataclass
+class _Judged:
+    """What :func:`_judge` found: the rows planned by columns (``eligible``, with their key and
+    relative path as bytes), and the others, planned one at a time."""
 
-    Raises
-    ------
-    TransferError
-        Two products map to the same path.
-    UsageError
-        The layout names a column the products lack (as the per-row path raises it).
-    """
+    eligible: np.ndarray
+    uris: np.ndarray | None
+    relative: np.ndarray | None
+    sizes: np.ndarray
+    prefix: str
+    by_row: dict[int, FileTask]
+    refused: list[Refused]
+    resolved: dict[str, str]
+
+
+def _judge(table: Table, destination: Path, layout: str, mast_url: str) -> _Judged:
     n = len(table)
     template = _LAYOUTS.get(layout, layout)
     fast = _fast_columns(table, template, n) if n else None
@@ -367,11 +324,25 @@ def plan_table(table: Table, destination: Path, layout: str, mast_url: str) -> T
                 refused.append(planned)
             else:
                 by_row[row] = planned
-    rows = np.flatnonzero(eligible)
-    prefix = os.path.join(root, "")
-    keys = _strings(uris[rows]) if uris is not None else []
-    dests = [prefix + rel for rel in _strings(relative[rows])] if relative is not None else []
-    task_sizes = sizes[rows]
+    return _Judged(eligible, uris, relative, sizes, os.path.join(root, ""), by_row, refused, resolved)
+
+
+def plan_table(table: Table, destination: Path, layout: str, mast_url: str) -> TablePlan:
+    """The files of ``table``'s products: what :func:`plan_row` gives for each row, in table order.
+
+    Raises
+    ------
+    TransferError
+        Two products map to the same path.
+    UsageError
+        The layout names a column the products lack (as the per-row path raises it).
+    """
+    judged = _judge(table, destination, layout, mast_url)
+    by_row, prefix = judged.by_row, judged.prefix
+    rows = np.flatnonzero(judged.eligible)
+    keys = _strings(judged.uris[rows]) if judged.uris is not None else []
+    dests = [prefix + rel for rel in _strings(judged.relative[rows])] if judged.relative is not None else []
+    task_sizes = judged.sizes[rows]
     if by_row:  # put the rows planned one at a time back in their places
         extra = np.fromiter(by_row, dtype=np.int64, count=len(by_row))
         order = np.argsort(np.concatenate([rows, extra]), kind="stable")
@@ -384,7 +355,27 @@ def plan_table(table: Table, destination: Path, layout: str, mast_url: str) -> T
         rows = np.concatenate([rows, extra])[order]
     if len(set(dests)) < len(dests):  # some path is shared: the exact check names them
         check_collisions((key, Path(dest)) for key, dest in zip(keys, dests))
-    return TablePlan(rows, keys, dests, task_sizes.astype(np.int64), refused, by_row, resolved)
+    return TablePlan(rows, keys, dests, task_sizes.astype(np.int64), judged.refused, by_row, judged.resolved)
+
+
+def count_table(table: Table, destination: Path, layout: str, mast_url: str,
+                resolved: dict[str, str] | None = None) -> tuple[int, list[Refused]]:
+    """How many files ``table``'s products make (one per distinct ``dataURI``) and the rows
+    refused: :func:`plan_table`'s answer without making a Python string per key and path
+    (what ``status`` needs in the modes without a ledger). Raises as :func:`plan_table`;
+    ``resolved`` is filled as :attr:`TablePlan.resolved`."""
+    judged = _judge(table, destination, layout, mast_url)
+    rows = np.flatnonzero(judged.eligible)
+    slow = judged.by_row.values()
+    keys = set(judged.uris[rows].tolist()) if judged.uris is not None else set()
+    keys |= {task.key.encode("utf-8", "surrogateescape") for task in slow}
+    paths = set(judged.relative[rows].tolist()) if judged.relative is not None else set()
+    paths |= {os.fsencode(os.fspath(task.dest)[len(judged.prefix):]) for task in slow}
+    if len(paths) < len(rows) + len(slow):  # some path is shared: plan_table names them
+        plan_table(table, destination, layout, mast_url)
+    if resolved is not None:
+        resolved.update(judged.resolved)
+    return len(keys), judged.refused
 
 
 def _strings(values: np.ndarray) -> list[str]:
