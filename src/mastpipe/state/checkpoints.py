@@ -133,13 +133,8 @@ class Checkpoints:
         cached = self._loaded.get(stage)
         if cached is not None and cached[0] == sidecar.digest and cached[1] == _stamp(path):
             return cached[2].copy(copy_data=False)
-        try:
-            table = read_table(path)
-        except FileNotFoundError:
-            log.warning("checkpoint table %s is missing; the %s stage will be recomputed", path, stage)
-            return None
-        except Exception as exc:  # astropy raises many kinds for a truncated or garbled FITS file
-            log.warning("checkpoint %s is corrupt (%s); the %s stage will be recomputed", path, exc, stage)
+        table = _read_checkpoint(path, stage)
+        if table is None:
             return None
         if len(table) != sidecar.rows or table_digest(table) != sidecar.digest:
             log.warning("checkpoint %s does not match its sidecar (rows or content changed); "
@@ -187,13 +182,8 @@ class Checkpoints:
             base = self.load(sidecar.base, base_sidecar)
             if base is None:
                 return None
-        try:
-            stored = read_table(path)
-        except FileNotFoundError:
-            log.warning("checkpoint table %s is missing; the %s stage will be recomputed", path, stage)
-            return None
-        except Exception as exc:  # astropy raises many kinds for a truncated or garbled FITS file
-            log.warning("checkpoint %s is corrupt (%s); the %s stage will be recomputed", path, exc, stage)
+        stored = _read_checkpoint(path, stage)
+        if stored is None:
             return None
         if len(stored) != sidecar.rows or ROW not in stored.colnames or \
                 _rows_digest(str(sidecar.base_digest), stored) != sidecar.digest:
@@ -211,3 +201,15 @@ class Checkpoints:
 
     def invalidate(self, stage: str) -> None:
         self.sidecar_path(stage).unlink(missing_ok=True)
+
+
+def _read_checkpoint(path: Path, stage: str) -> Table | None:
+    """The checkpoint table at ``path``, or None (with a warning saying why) when it is missing or
+    unreadable: the stage is then recomputed."""
+    try:
+        return read_table(path)
+    except FileNotFoundError:
+        log.warning("checkpoint table %s is missing; the %s stage will be recomputed", path, stage)
+    except Exception as exc:  # astropy raises many kinds for a truncated or garbled FITS file
+        log.warning("checkpoint %s is corrupt (%s); the %s stage will be recomputed", path, exc, stage)
+    return None
