@@ -357,13 +357,20 @@ class Pipeline:
         if download is None:
             download = DownloadSettings.build(self.recipe, self.mast_url, insecure=self.insecure)
         section = self.recipe.retrieve
-        return retrieve_stage.run(table, section, download, base=self.recipe_path.resolve().parent,
+        result = retrieve_stage.run(table, section, download, base=self.recipe_path.resolve().parent,
                                   state_dir=self.state_dir, mast_url=self.mast_url, token=token, on_event=on_event,
                                   archive=self.archive if section.source != "mast" else None,
                                   server_id=self.server_id,
                                   s3_endpoint=effective_endpoint(section.s3_endpoint, self.environ),
                                   meta=self.manifest_meta(run_id or new_run_id()),
                                   ledger_journal=self.recipe.state.ledger_journal)
+        checkpoint = _filter_checkpoint(self.checkpoints)
+        if result.outlook is not None and checkpoint is not None:  # the first status after this run reads no table
+            from mastpipe.stages.retrieve.outlook import remember_outlook
+
+            remember_outlook(result.outlook, result.resolved, section, base=self.recipe_path.resolve().parent,
+                             state_dir=self.state_dir, mast_url=self.mast_url, checkpoint=checkpoint)
+        return result
 
     def manifest_meta(self, run_id: str) -> dict[str, str]:
         """The provenance a manifest's ECSV header carries
@@ -397,14 +404,21 @@ class Pipeline:
         """
         from mastpipe.stages.retrieve.outlook import status_outlook
 
-        sidecar = self.checkpoints.sidecar("filter")
-        if sidecar is None:
+        sidecar, checkpoint = self.checkpoints.sidecar("filter"), _filter_checkpoint(self.checkpoints)
+        if sidecar is None or checkpoint is None:
             return None
-        files = [self.checkpoints.table_path(stage) for stage in ("filter", sidecar.base) if stage]
         return status_outlook((lambda: table) if table is not None else (lambda: self.checkpoints.load("filter", sidecar)),
                               self.recipe.retrieve, base=self.recipe_path.resolve().parent, state_dir=self.state_dir,
-                              mast_url=self.mast_url, checkpoint=(sidecar.digest, files))
+                              mast_url=self.mast_url, checkpoint=checkpoint)
 
     def status(self) -> list[StageStatus]:
         """Each table stage's checkpoint: current, stale (and why) or missing. Contacts no server."""
         return self.staleness.status(self.checkpoints)
+
+
+def _filter_checkpoint(checkpoints: Checkpoints) -> tuple[str, list[Path]] | None:
+    """The filter checkpoint's digest and the files it is read from (None: there is none)."""
+    sidecar = checkpoints.sidecar("filter")
+    if sidecar is None:
+        return None
+    return sidecar.digest, [checkpoints.table_path(stage) for stage in ("filter", sidecar.base) if stage]

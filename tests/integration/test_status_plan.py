@@ -212,3 +212,33 @@ def test_status_remembers_the_files_of_a_manifest_until_the_disk_says_otherwise(
     os.unlink(dest)
     (tmp_path / "state" / "filter.fits").write_bytes(b"garbled")
     assert mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state").retrieve is None
+
+
+def test_a_manifest_run_leaves_the_outlook_status_would_find(sandbox, tmp_path):
+    """A run in a mode without a ledger remembers its outlook, so the first status after it reads
+    no table; what it remembered is what status judges afresh, and a disk that changed since
+    (a symlink planted under a product's name) is not answered from it."""
+    import os
+
+    import mastpipe
+
+    text = edit(RECIPE, retrieve={"mode": "manifest"})
+    mastpipe.run(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    remembered = tmp_path / "state" / "outlook.json"
+    written = remembered.stat().st_ino
+    after_run = mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state").retrieve
+    assert remembered.stat().st_ino == written  # reused, not judged again and rewritten
+    remembered.unlink()
+    fresh = mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state").retrieve
+    assert (after_run.mode, after_run.files, after_run.blocked) == (fresh.mode, fresh.files, fresh.blocked)
+    assert fresh.files > 0
+    mastpipe.run(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    from mastpipe.stages.retrieve.stage import plan_files
+
+    pipeline = _pipeline(tmp_path, sandbox.url, text)
+    table = pipeline.run(until="filter").tables["filter"]
+    dest = plan_files(table, tmp_path / "data", pipeline.recipe.retrieve.layout, sandbox.url)[0][0].dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(tmp_path / "elsewhere", dest)
+    planted = mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state").retrieve
+    assert (planted.files, planted.blocked) == (fresh.files, 1)

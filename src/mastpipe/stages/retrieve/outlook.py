@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mastpipe.recipe.models import Retrieve
     from mastpipe.stages.retrieve.ledger import LedgerRow
 
-__all__ = ["RetrieveOutlook", "retrieve_outlook", "status_outlook"]
+__all__ = ["RetrieveOutlook", "remember_outlook", "retrieve_outlook", "status_outlook"]
 
 log = logging.getLogger(__name__)
 
@@ -214,22 +214,16 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
     could lead a path out of the destination). ``checkpoint`` is the checkpoint's digest and
     the files it is read from (known by size, change time and inode); the answer is reused
     while they, the section and every directory's resolution are unchanged and no directory
-    holds a symlink, so at a million products ``status`` need not read the table again.
-    ``download`` depends on every file on disk and is judged afresh each time.
+    holds a symlink, so at a million products ``status`` need not read the table again. A run
+    in those modes leaves its outlook behind (:func:`remember_outlook`), so even the first
+    ``status`` after it reads no table. ``download`` depends on every file on disk and is
+    judged afresh each time.
     """
-    import mastpipe
-
-    digest, files = checkpoint
-    try:
-        stamps = [[st.st_size, st.st_mtime_ns, st.st_ino] for st in map(os.stat, files)]
-    except OSError:  # load() says what is missing
-        stamps = None
-    key = {"version": mastpipe.__version__, "checkpoint": [digest, stamps], "mast_url": mast_url,
-           "base": os.fspath(base), "retrieve": [section.mode, os.fspath(section.destination), section.layout]}
     from mastpipe.state import StateDir
 
+    key = _outlook_key(section, base=base, mast_url=mast_url, checkpoint=checkpoint)
     path = StateDir(state_dir).outlook
-    if section.mode != "download" and stamps is not None:
+    if section.mode != "download" and key is not None:
         known = _remembered(path, key)
         if known is not None:
             return known
@@ -238,13 +232,45 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
         return None
     resolved: dict[str, str] = {}
     outlook = retrieve_outlook(table, section, base=base, state_dir=state_dir, mast_url=mast_url, resolved=resolved)
-    if section.mode != "download" and stamps is not None and not _changed(resolved):
-        try:
-            atomic_write_bytes(path, json.dumps({"key": key, "directories": resolved, "outlook": {
-                "mode": outlook.mode, "files": outlook.files, "blocked": outlook.blocked}}).encode())
-        except OSError as exc:  # a read-only state directory: status still answers
-            log.debug("could not remember the outlook in %s: %s", path, exc)
+    if key is not None:
+        _remember(path, key, resolved, outlook)
     return outlook
+
+
+def remember_outlook(outlook: RetrieveOutlook, resolved: dict[str, str], section: Retrieve, *, base: Path,
+                     state_dir: Path, mast_url: str, checkpoint: tuple[str, list[Path]]) -> None:
+    """Leave ``outlook`` (what a run in a mode without a ledger found for the filter
+    checkpoint ``checkpoint``; ``resolved``: where its directories resolved) where
+    :func:`status_outlook` finds it, as if ``status`` had judged it."""
+    from mastpipe.state import StateDir
+
+    key = _outlook_key(section, base=base, mast_url=mast_url, checkpoint=checkpoint)
+    if key is not None:
+        _remember(StateDir(state_dir).outlook, key, resolved, outlook)
+
+
+def _outlook_key(section: Retrieve, *, base: Path, mast_url: str,
+                 checkpoint: tuple[str, list[Path]]) -> dict[str, Any] | None:
+    """What a remembered outlook is valid for (None: a checkpoint file is missing)."""
+    import mastpipe
+
+    digest, files = checkpoint
+    try:
+        stamps = [[st.st_size, st.st_mtime_ns, st.st_ino] for st in map(os.stat, files)]
+    except OSError:  # load() says what is missing
+        return None
+    return {"version": mastpipe.__version__, "checkpoint": [digest, stamps], "mast_url": mast_url,
+            "base": os.fspath(base), "retrieve": [section.mode, os.fspath(section.destination), section.layout]}
+
+
+def _remember(path: Path, key: dict[str, Any], resolved: dict[str, str], outlook: RetrieveOutlook) -> None:
+    if outlook.mode == "download" or _changed(resolved):
+        return
+    try:
+        atomic_write_bytes(path, json.dumps({"key": key, "directories": resolved, "outlook": {
+            "mode": outlook.mode, "files": outlook.files, "blocked": outlook.blocked}}).encode())
+    except OSError as exc:  # a read-only state directory: status still answers
+        log.debug("could not remember the outlook in %s: %s", path, exc)
 
 
 def _remembered(path: Path, key: dict[str, Any]) -> RetrieveOutlook | None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from mastpipe.errors import AuthError
 from mastpipe.recipe.models import Retrieve
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
+from mastpipe.stages.retrieve.outlook import RetrieveOutlook
 from mastpipe.stages.retrieve.manifest import (MANIFEST_COLUMNS, NOT_IN_CLOUD, CloudChoice, json_twin, read_manifest,
                                                write_manifest)
 from mastpipe.stages.retrieve.settings import DownloadSettings
@@ -82,6 +83,10 @@ class RetrieveResult:
     #: Files MAST reprocessed since they were fetched (a new version, or with ``--revalidate`` a
     #: changed ETag/Last-Modified): key -> why; whether each was fetched again is in ``results``.
     reprocessed: dict[str, str] = field(default_factory=dict)
+    #: In the modes without a ledger, what ``status`` would find for these files, and where their
+    #: directories resolved (see :func:`mastpipe.stages.retrieve.outlook.remember_outlook`).
+    outlook: RetrieveOutlook | None = None
+    resolved: dict[str, str] = field(default_factory=dict, repr=False)
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -127,9 +132,13 @@ def run(table: Table, section: Retrieve, download: DownloadSettings, *, base: Pa
         The ledger's SQLite journal mode (``state.ledger_journal``; see :class:`Ledger`).
     """
     destination = (base / section.destination).resolve()
-    tasks, refused = plan_files(table, destination, section.layout, mast_url)
+    plan = plan_table(table, destination, section.layout, mast_url)
+    tasks, refused = plan.tasks(table, mast_url), plan.refused
     manifest_path = (base / section.manifest) if section.manifest else destination / "manifest.ecsv"
     result = RetrieveResult(section.mode, results=[r.result() for r in refused])
+    if section.mode != "download":  # what status would find: it need not read the table again
+        result.outlook = RetrieveOutlook(section.mode, len(set(plan.keys)) + len(refused), blocked=len(refused))
+        result.resolved = plan.resolved
     manifest = functools.partial(write_manifest, manifest_path, meta=meta,
                                  absolute=section.manifest_paths == "absolute")
     cloud = CloudChoice(section.source, endpoint=s3_endpoint)
