@@ -242,3 +242,38 @@ def test_a_manifest_run_leaves_the_outlook_status_would_find(sandbox, tmp_path):
     os.symlink(tmp_path / "elsewhere", dest)
     planted = mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state").retrieve
     assert (planted.files, planted.blocked) == (fresh.files, 1)
+
+
+def test_plan_remembers_its_answer_only_while_checkpoints_and_recipe_are_unchanged(sandbox, tmp_path):
+    """In a mode without a ledger, a second plan gives the first's answer without reading a
+    table (plan.json reused, tables read only when asked for); a checkpoint rewritten behind
+    mastpipe's back or a changed recipe makes plan judge afresh."""
+    import os
+
+    import mastpipe
+
+    text = edit(RECIPE, retrieve={"mode": "manifest"})
+    mastpipe.run(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    first = mastpipe.plan(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    remembered = tmp_path / "state" / "plan.json"
+    written = remembered.stat().st_ino
+    again = mastpipe.plan(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    assert remembered.stat().st_ino == written
+    assert again.to_dict() | {"stages": None} == first.to_dict() | {"stages": None}
+    assert [(s.stage, s.action, s.rows_out) for s in again.stages] == [(s.stage, s.action, s.rows_out)
+                                                                          for s in first.stages]
+    assert first.files > 0 and len(again.tables["filter"]) == first.files
+    # a checkpoint touched (as if rewritten): the remembered answer is not trusted
+    products = tmp_path / "state" / "products.fits"
+    os.utime(products, ns=(products.stat().st_atime_ns, products.stat().st_mtime_ns + 1_000_000_000))
+    touched = mastpipe.plan(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    assert remembered.stat().st_ino != written
+    assert touched.to_dict() | {"stages": None} == first.to_dict() | {"stages": None}
+    # a changed filter: filter reruns, and plan counts what the new recipe keeps
+    narrower = edit(text, filter={"guide_stars": "keep"})  # the guide-star files too
+    changed = mastpipe.plan(_recipe(tmp_path, narrower), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    fresh = tmp_path / "fresh"
+    (fresh / "recipe.yaml").parent.mkdir()
+    expected = mastpipe.plan(_recipe(fresh, narrower), mast_url=sandbox.url, state_dir=fresh / "state")
+    assert (changed.files, changed.bytes, changed.breakdown) == (expected.files, expected.bytes, expected.breakdown)
+    assert changed.files != first.files

@@ -6,6 +6,7 @@ The CLI's ``plan`` and ``status`` commands only format what these functions retu
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,8 +58,9 @@ class PlanReport:
         instrument and product type, most bytes first.
     stages : list of StageReport
         What ``plan`` did to each stage up to filter (reused its checkpoint, or computed it).
-    tables : dict of astropy.table.Table
-        Each stage's table (``query`` ... ``filter``); not in :meth:`to_dict`.
+    tables : mapping of astropy.table.Table
+        Each stage's table (``query`` ... ``filter``), read when first asked for if the plan was
+        remembered; not in :meth:`to_dict`.
     outlook : RetrieveOutlook
         The retrieve stage's outlook these counts come from; not in :meth:`to_dict`.
     """
@@ -79,7 +81,7 @@ class PlanReport:
     blocked: int
     breakdown: list[PlanGroup]
     stages: list[Any] = field(default_factory=list)
-    tables: dict[str, Table] = field(default_factory=dict, repr=False)
+    tables: Mapping[str, Table] = field(default_factory=dict, repr=False)
     outlook: Any = field(default=None, repr=False)
 
     def to_html(self) -> str:
@@ -201,9 +203,22 @@ def plan(recipe: str | os.PathLike[str], *, mast_url: str | None = None,
 
 
 def plan_pipeline(pipeline: Pipeline) -> PlanReport:
-    """:func:`plan` for a :class:`~mastpipe.runner.Pipeline` already built."""
+    """:func:`plan` for a :class:`~mastpipe.runner.Pipeline` already built.
+
+    In the modes without a ledger the answer is remembered (``plan.json``) and, while every
+    checkpoint and the recipe are as they were, given again without reading any table
+    (:mod:`mastpipe.api.plan_memo`); :attr:`PlanReport.tables` then reads them when first asked.
+    """
+    from mastpipe.api.plan_memo import LazyTables, plan_key, remember_plan, remembered_plan
     from mastpipe.report import plan_breakdown
 
+    key = plan_key(pipeline)
+    known = remembered_plan(pipeline, key) if key is not None else None
+    outlook = pipeline.retrieve_status() if known is not None else None
+    if known is not None and outlook is not None:
+        stages = _reused(pipeline)
+        return _report(pipeline, outlook, known["observations"], known["bytes"], known["breakdown"], stages,
+                       LazyTables(lambda: pipeline.run(until="filter").tables))
     result = pipeline.run(until="filter")
     products, observations = result.tables["filter"], result.tables["query"]
     outlook = pipeline.retrieve_status(products) or pipeline.retrieve_outlook(products)
@@ -218,13 +233,34 @@ def plan_pipeline(pipeline: Pipeline) -> PlanReport:
         groups = plan_breakdown(pending, observations)
     else:
         groups = plan_breakdown(products, observations)
+    if key is not None and len(products) and outlook.mode != "download":
+        remember_plan(pipeline, key, len(observations), total, groups)
+    return _report(pipeline, outlook, len(observations), total, groups, list(result.stages), dict(result.tables))
+
+
+def _report(pipeline: Pipeline, outlook: Any, observations: int, total: int,
+            groups: list[tuple[str, str, str, int, int]], stages: list[Any], tables: Mapping[str, Table]) -> PlanReport:
     return PlanReport(
         recipe=pipeline.recipe.name, recipe_path=str(pipeline.recipe_path), state_dir=str(pipeline.state_dir),
-        mast_url=pipeline.mast_url, mode=outlook.mode, observations=len(observations), files=outlook.files,
+        mast_url=pipeline.mast_url, mode=outlook.mode, observations=observations, files=outlook.files,
         bytes=total, to_fetch=outlook.to_fetch, bytes_to_fetch=outlook.bytes_to_fetch,
         present=outlook.present, partial=outlook.partial, failed=outlook.failed, blocked=outlook.blocked,
-        breakdown=[PlanGroup(*group) for group in groups], stages=list(result.stages),
-        tables=dict(result.tables), outlook=outlook)
+        breakdown=[PlanGroup(*group) for group in groups], stages=stages, tables=tables, outlook=outlook)
+
+
+def _reused(pipeline: Pipeline) -> list[Any]:
+    """What ``run(until="filter")`` would report of stages all current, said as it says it."""
+    from mastpipe.runner import StageReport, _event, log as runner_log
+    from mastpipe.state import RunLock
+
+    with RunLock(pipeline.state):  # as a run: none may be under way, and its leftovers are swept
+        pipeline.state.sweep()
+    stages, rows_in = [], None
+    for status in pipeline.status():
+        stages.append(StageReport(status.stage, "reused", [], rows_in, status.rows))
+        runner_log.info("%s: reused checkpoint (%d rows)", status.stage, status.rows, extra=_event(stages[-1]))
+        rows_in = status.rows
+    return stages
 
 
 def status(recipe: str | os.PathLike[str], *, mast_url: str | None = None,

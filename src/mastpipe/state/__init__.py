@@ -14,6 +14,7 @@ name below is chosen by :class:`StateDir` and nowhere else)::
     ledger.sqlite                the retrieve stage's file ledger (with SQLite's -wal/-shm;
                                  ledger.sqlite.corrupt-<time> when one was set aside)
     outlook.json                 the files' outlook ``status`` remembers (manifest, curl modes)
+    plan.json                    the answer ``plan`` remembers (manifest, curl modes)
     reports/<run id>.json        the JSON report of every run
     last-report.json             a copy of the latest one
     history.jsonl                one line per run, failed runs included

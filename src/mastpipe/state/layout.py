@@ -29,6 +29,7 @@ class StateDir:
     PARTS = "products.parts"
     LEDGER = "ledger.sqlite"
     OUTLOOK = "outlook.json"
+    PLAN = "plan.json"
     REPORTS = "reports"
     LAST_REPORT = "last-report.json"
     HISTORY = "history.jsonl"
@@ -96,6 +97,11 @@ class StateDir:
     def outlook(self) -> Path:
         """What ``status`` remembers of the files' outlook (modes without a ledger)."""
         return self.path / self.OUTLOOK
+
+    @property
+    def plan(self) -> Path:
+        """What ``plan`` remembers of its answer (modes without a ledger)."""
+        return self.path / self.PLAN
 
     @property
     def reports(self) -> Path:

@@ -1,0 +1,101 @@
+"""What ``plan`` remembers of its answer (``plan.json`` in the state directory), so that a plan
+over checkpoints unchanged since reads no table: at a million products, reading every
+checkpoint through astropy and grouping the files was most of plan's time.
+
+Only in the modes without a ledger (manifest, curl), where the answer depends on the
+checkpoints and the recipe alone (and the files' outlook, which
+:func:`mastpipe.stages.retrieve.outlook.status_outlook` remembers and checks by itself). The
+answer is reused only while every table stage is current (as ``run`` would judge it), the
+recipe is the same, and each checkpoint's table file has the size, change time and inode it
+had: the trust ``status`` gives the filter checkpoint's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from mastpipe.atomic import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+    from mastpipe.runner import Pipeline
+
+__all__ = ["LazyTables", "plan_key", "remember_plan", "remembered_plan"]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("query", "products", "unique", "filter")
+
+
+class LazyTables(Mapping[str, "Table"]):
+    """Each stage's table, read from the checkpoints only when first asked for (``load``
+    returns them all)."""
+
+    def __init__(self, load: Callable[[], Mapping[str, Table]]) -> None:
+        self._load = load
+        self._tables: Mapping[str, Table] | None = None
+
+    def _all(self) -> Mapping[str, Table]:
+        if self._tables is None:
+            self._tables = dict(self._load())
+        return self._tables
+
+    def __getitem__(self, stage: str) -> Table:
+        return self._all()[stage]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def plan_key(pipeline: Pipeline) -> dict[str, Any] | None:
+    """What a remembered plan of ``pipeline`` is valid for, or None when it cannot be (a stage
+    would be computed, ``--refresh``, a mode with a ledger, a checkpoint file missing)."""
+    import mastpipe
+
+    if pipeline.refresh or pipeline.recipe.retrieve.mode == "download":
+        return None
+    if any(status.state != "current" for status in pipeline.status()):
+        return None
+    checkpoints: dict[str, Any] = {}
+    for stage in STAGES:
+        sidecar = pipeline.checkpoints.sidecar(stage)
+        if sidecar is None:
+            return None
+        try:
+            st = os.stat(pipeline.checkpoints.table_path(stage))
+        except OSError:
+            return None
+        checkpoints[stage] = [sidecar.digest, sidecar.rows, st.st_size, st.st_mtime_ns, st.st_ino]
+    return {"version": mastpipe.__version__, "mast_url": pipeline.mast_url, "server": pipeline.server_id,
+            "recipe": pipeline.recipe.model_dump(mode="json"), "checkpoints": checkpoints}
+
+
+def remembered_plan(pipeline: Pipeline, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The plan remembered for ``key`` (observations, bytes, breakdown), or None."""
+    try:
+        data = json.loads(pipeline.state.plan.read_text())
+        if data["key"] != key:
+            return None
+        answer = data["plan"]
+        return {"observations": int(answer["observations"]), "bytes": int(answer["bytes"]),
+                "breakdown": [(str(c), str(i), str(k), int(n), int(b)) for c, i, k, n, b in answer["breakdown"]]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remember_plan(pipeline: Pipeline, key: dict[str, Any], observations: int, total: int,
+                  breakdown: list[tuple[str, str, str, int, int]]) -> None:
+    """Keep plan's answer for ``key`` (what :func:`plan_key` gave before the checkpoints were read)."""
+    try:
+        atomic_write_bytes(pipeline.state.plan, json.dumps({"key": key, "plan": {
+            "observations": observations, "bytes": total, "breakdown": [list(group) for group in breakdown]}}).encode())
+    except OSError as exc:  # a read-only state directory: plan still answers
+        log.debug("could not remember the plan in %s: %s", pipeline.state.plan, exc)
