@@ -245,8 +245,9 @@ def test_a_manifest_run_leaves_the_outlook_status_would_find(sandbox, tmp_path):
 
 
 def test_plan_remembers_its_answer_only_while_checkpoints_and_recipe_are_unchanged(sandbox, tmp_path):
-    """In a mode without a ledger, a second plan gives the first's answer without reading a
-    table (plan.json reused, tables read only when asked for); a checkpoint rewritten behind
+    """In a mode without a ledger, the plan a run leaves and a second plan give the answer plan
+    judges afresh without reading a table (plan.json reused, tables read only when asked for);
+    a checkpoint rewritten behind
     mastpipe's back or a changed recipe makes plan judge afresh."""
     import os
 
@@ -254,8 +255,13 @@ def test_plan_remembers_its_answer_only_while_checkpoints_and_recipe_are_unchang
 
     text = edit(RECIPE, retrieve={"mode": "manifest"})
     mastpipe.run(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state")
-    first = mastpipe.plan(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state")
     remembered = tmp_path / "state" / "plan.json"
+    left = remembered.stat().st_ino  # the run left its answer: the first plan reads no table
+    after_run = mastpipe.plan(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    assert remembered.stat().st_ino == left
+    remembered.unlink()
+    first = mastpipe.plan(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    assert after_run.to_dict() | {"stages": None} == first.to_dict() | {"stages": None}
     written = remembered.stat().st_ino
     again = mastpipe.plan(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state")
     assert remembered.stat().st_ino == written

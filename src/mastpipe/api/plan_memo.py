@@ -18,6 +18,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mastpipe.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 
     from mastpipe.runner import Pipeline
 
-__all__ = ["LazyTables", "plan_key", "remember_plan", "remembered_plan"]
+__all__ = ["LazyTables", "plan_key", "plan_totals", "remember_plan", "remember_run", "remembered_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +101,23 @@ def remember_plan(pipeline: Pipeline, key: dict[str, Any], observations: int, to
             "observations": observations, "bytes": total, "breakdown": [list(group) for group in breakdown]}}).encode())
     except OSError as exc:  # a read-only state directory: plan still answers
         log.debug("could not remember the plan in %s: %s", pipeline.state.plan, exc)
+
+
+def plan_totals(products: Table, observations: Table,
+                breakdown: bool = True) -> tuple[int, list[tuple[str, str, str, int, int]]]:
+    """The bytes of every file ``products`` lists and (unless not ``breakdown``) their breakdown
+    (see :func:`mastpipe.report.plan_breakdown`): a plan's answer in the modes without a ledger."""
+    from mastpipe.report import plan_breakdown
+
+    total = int(np.maximum(np.ma.filled(products["size"], 0).astype(np.int64), 0).sum()) if len(products) else 0
+    return total, plan_breakdown(products, observations) if breakdown else []
+
+
+def remember_run(pipeline: Pipeline, tables: Mapping[str, Table]) -> None:
+    """After a run in a mode without a ledger, leave the answer the next ``plan`` would give, so
+    it reads no table either (``tables``: the run's, every stage up to filter)."""
+    key = plan_key(pipeline)
+    products, observations = tables.get("filter"), tables.get("query")
+    if key is None or products is None or observations is None or not len(products):
+        return
+    remember_plan(pipeline, key, len(observations), *plan_totals(products, observations))

@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from mastpipe.report import iso_time
 from mastpipe.runner import Pipeline
 
@@ -209,7 +207,7 @@ def plan_pipeline(pipeline: Pipeline) -> PlanReport:
     checkpoint and the recipe are as they were, given again without reading any table
     (:mod:`mastpipe.api.plan_memo`); :attr:`PlanReport.tables` then reads them when first asked.
     """
-    from mastpipe.api.plan_memo import LazyTables, plan_key, remember_plan, remembered_plan
+    from mastpipe.api.plan_memo import LazyTables, plan_key, plan_totals, remember_plan, remembered_plan
     from mastpipe.report import plan_breakdown
 
     key = plan_key(pipeline)
@@ -222,7 +220,7 @@ def plan_pipeline(pipeline: Pipeline) -> PlanReport:
     result = pipeline.run(until="filter")
     products, observations = result.tables["filter"], result.tables["query"]
     outlook = pipeline.retrieve_status(products) or pipeline.retrieve_outlook(products)
-    total = int(np.maximum(np.ma.filled(products["size"], 0).astype(np.int64), 0).sum()) if len(products) else 0
+    total, groups = plan_totals(products, observations, breakdown=outlook.mode != "download")
     if outlook.mode == "download" and len(products):
         from mastpipe.state import decoded
 
@@ -231,8 +229,6 @@ def plan_pipeline(pipeline: Pipeline) -> PlanReport:
             pending = pending.copy()
             pending["size"] = [outlook.remaining[decoded(uri)] for uri in pending["dataURI"]]
         groups = plan_breakdown(pending, observations)
-    else:
-        groups = plan_breakdown(products, observations)
     if key is not None and len(products) and outlook.mode != "download":
         remember_plan(pipeline, key, len(observations), total, groups)
     return _report(pipeline, outlook, len(observations), total, groups, list(result.stages), dict(result.tables))

@@ -197,6 +197,10 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
         _record_failure(pipeline, run_id, started, recipe_fp, interrupt_exit_code(interrupt),
                         f"interrupted during {pipeline.stage or 'the run'}")
         raise
+    if result.retrieve is not None and result.retrieve.outlook is not None:  # manifest, curl: plan reads no table
+        from mastpipe.api.plan_memo import remember_run
+
+        remember_run(pipeline, result.tables)
     before = snapshot(result.previous) if completed_before else Snapshot(None, None)
     exit_code = 1 if result.retrieve is not None and result.retrieve.failed else EXIT_OK
     return _write_outcome(pipeline, result, before, exit_code, run_id, started, recipe_fp, report, summary, env)
