@@ -283,3 +283,22 @@ def test_plan_remembers_its_answer_only_while_checkpoints_and_recipe_are_unchang
     expected = mastpipe.plan(_recipe(fresh, narrower), mast_url=sandbox.url, state_dir=fresh / "state")
     assert (changed.files, changed.bytes, changed.breakdown) == (expected.files, expected.bytes, expected.breakdown)
     assert changed.files != first.files
+
+
+def test_download_mode_is_never_answered_from_what_was_remembered(sandbox, tmp_path):
+    """A download run leaves no remembered outlook or plan: its answer depends on every file on
+    disk and the ledger, so a file cut short after the run shows in the next status and plan."""
+    import mastpipe
+
+    outcome = mastpipe.run(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    assert outcome.exit_code == 0
+    state = tmp_path / "state"
+    assert not (state / "outlook.json").exists() and not (state / "plan.json").exists()
+    before = mastpipe.status(_recipe(tmp_path), mast_url=sandbox.url, state_dir=state)
+    assert before.retrieve_state == "done"
+    cut = sorted((tmp_path / "data").rglob("*_uncal.fits"))[0]
+    cut.write_bytes(cut.read_bytes()[:100])
+    after = mastpipe.status(_recipe(tmp_path), mast_url=sandbox.url, state_dir=state)
+    assert (after.retrieve_state, after.retrieve.to_fetch) == ("partial", 1)
+    plan = mastpipe.plan(_recipe(tmp_path), mast_url=sandbox.url, state_dir=state)
+    assert plan.to_fetch == 1 and not (state / "plan.json").exists()
