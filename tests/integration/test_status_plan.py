@@ -302,3 +302,18 @@ def test_download_mode_is_never_answered_from_what_was_remembered(sandbox, tmp_p
     assert (after.retrieve_state, after.retrieve.to_fetch) == ("partial", 1)
     plan = mastpipe.plan(_recipe(tmp_path), mast_url=sandbox.url, state_dir=state)
     assert plan.to_fetch == 1 and not (state / "plan.json").exists()
+
+
+def test_plan_counts_a_reprocessed_file_of_the_same_size_as_the_next_run_fetches_it(sandbox, tmp_path):
+    """Files recorded as done with their size on disk are counted present a column at a time;
+    one whose product list now names a new version (same size) is still to fetch."""
+    import mastpipe
+
+    first = mastpipe.run(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    uri = min(r.key for r in first.result.retrieve.results if "_gs-" not in r.key)
+    sandbox.catalog.reprocess(uri, same_size=True)
+    plan = mastpipe.plan(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state", refresh=True)
+    assert (plan.to_fetch, plan.present) == (1, plan.files - 1) and set(plan.outlook.remaining) == {uri}
+    sandbox.log.clear()
+    again = mastpipe.run(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    assert [r.key for r in again.result.retrieve.results if r.status == "fetched"] == [uri]

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mastpipe.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
     from mastpipe.recipe.models import Retrieve
     from mastpipe.stages.retrieve.ledger import LedgerRow
+    from mastpipe.stages.retrieve.tableplan import TablePlan
 
 __all__ = ["RetrieveOutlook", "remember_outlook", "retrieve_outlook", "status_outlook"]
 
@@ -137,6 +140,8 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
             log.warning("%s; the next run sets it aside and adopts the files on disk by size",
                         error.message)
     absent, judged = _nothing_there(plan.dests, last, rows)
+    done, judged = _plainly_done(plan, table, judged, rows)
+    outlook.present += done
     sizes = plan.sizes.tolist()
     for i in absent:  # what decide() says of a file with no ledger row and nothing on disk: FETCH
         remaining = max(sizes[i], 0)
@@ -159,6 +164,45 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
         else:  # SKIP_DONE, VERIFY_DONE, ADOPT, FINISH_VERIFY: on disk, no request
             outlook.present += 1
     return outlook
+
+
+def _plainly_done(plan: TablePlan, table: Table, judged: list[int],
+                  rows: dict[str, LedgerRow]) -> tuple[int, list[int]]:
+    """Of the files at ``judged``, how many are plainly present (recorded as done at this very
+    path, of this version, with the recorded and expected size on disk: what :func:`decide`
+    answers ``SKIP_DONE`` or ``VERIFY_DONE`` for, both of which fetch nothing), found with one
+    stat each and no :class:`FileTask`; and the others, which are judged one by one."""
+    from mastpipe.stages.retrieve.ledger import DONE, VERSION_COLUMNS, product_version
+
+    if not judged:
+        return 0, judged
+    picked = plan.rows[np.asarray(judged, dtype=np.int64)]
+    versions: list[str | None] = [None] * len(judged)
+    for name in VERSION_COLUMNS:
+        if name in table.colnames:
+            column = table[name]
+            values = np.asarray(column)[picked]
+            plain = (np.strings.decode(values, "utf-8") if values.dtype.kind == "S" else values).tolist()
+            mask = np.asarray(getattr(column, "mask", np.zeros(len(column), bool)))[picked].tolist()
+            versions = [product_version({name: None if m else v}) for v, m in zip(plain, mask)]
+    sizes = plan.sizes.tolist()
+    done, rest = 0, []
+    for j, i in enumerate(judged):
+        row = rows.get(plan.keys[i])
+        if (row is None or row.status != DONE or row.dest != plan.dests[i] or row.size is None
+                or (row.version is not None and versions[j] is not None and row.version != versions[j])
+                or (sizes[i] >= 0 and sizes[i] != row.size) or plan.rows[i] in plan.by_row):
+            rest.append(i)
+            continue
+        try:
+            on_disk = os.stat(plan.dests[i]).st_size
+        except OSError:
+            on_disk = None
+        if on_disk == row.size:
+            done += 1
+        else:
+            rest.append(i)
+    return done, rest
 
 
 def _folded(name: str) -> str:
