@@ -120,4 +120,7 @@ def remember_run(pipeline: Pipeline, tables: Mapping[str, Table]) -> None:
     products, observations = tables.get("filter"), tables.get("query")
     if key is None or products is None or observations is None or not len(products):
         return
+    if not {"size", "obs_collection"} <= set(products.colnames) or \
+            not {"parent_obsid", "obsID"} & set(products.colnames):  # plan would say what is amiss
+        return
     remember_plan(pipeline, key, len(observations), *plan_totals(products, observations))
