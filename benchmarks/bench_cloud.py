@@ -16,7 +16,11 @@
    pay. Target: >= 1.0x.
 
 The sandbox (MAST's API and the S3 side: moto in its own process behind the sandbox's proxy)
-runs in a child process, as the archive is remote; objects are uploaded before timing starts.
+runs in a child process, as the archive is remote; objects are uploaded before timing starts
+(straight to moto's port, in 64 MB parts: ~30 s for 1 GB). Both clients fetch through the same
+endpoint (the sandbox's proxy). moto as released reads a whole object to answer each ranged GET,
+which made the 1 GB case take minutes per client and penalised whichever sent more ranges; the
+sandbox's moto reads just the range (``mastpipe.sandbox.s3._LAUNCH``), as S3 does.
 
 Usage::
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -200,6 +201,93 @@ def test_slowdown_and_dropped_connections_are_retried_and_resumed(sb, tmp_path: 
     assert sum(r.status == 503 for r in records) == 2 * len(tasks)
     resumed = [r for r in records if r.range and r.status == 206]
     assert resumed  # a dropped body was resumed with Range, not fetched again
+
+
+def _s3_then_one_mast_download(sb, keys: set[str]) -> None:  # type: ignore[no-untyped-def]
+    """Each of ``keys``: S3 GETs first, then exactly one successful download from MAST."""
+    records = sb.log.records()
+    for key in keys:
+        tries = [r for r in records if r.endpoint == "s3" and r.method == "GET" and r.uri == key]
+        mast = [r for r in records if r.endpoint == "download" and r.uri == key]
+        assert tries and [r.status for r in mast] == [200], (key, [(r.status, r.range) for r in mast])
+        assert max(r.time for r in tries) <= mast[0].time
+
+
+def test_source_auto_fetches_a_cloud_copy_that_fails_for_good_from_mast(sb, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    # The copies are located (HEAD answers), but every GET drops before its first byte.
+    recipe = example_recipe(tmp_path, retrieve={"source": "auto"}, mast={"retries": 1})
+    sb.faults = Faults.parse("s3.drop_rate=1,s3.drop_at=0")
+    with caplog.at_level("WARNING", logger="mastpipe"):
+        outcome = mastpipe.run(recipe, mast_url=sb.url, environ=_env(sb))
+    assert outcome.exit_code == 0, outcome.report["retrieve"]["failed"]
+    keys = [str(k) for k in outcome.tables["filter"]["dataURI"]]
+    in_bucket = {k for k in keys if sb.s3.key_of(k)}
+    assert in_bucket
+    _s3_then_one_mast_download(sb, in_bucket)
+    manifest = {r["dataURI"]: r for r in json.loads((recipe.parent / "data/jwst-1073/manifest.json").read_text())}
+    for key in keys:
+        row = manifest[key]
+        assert row["status"] == "fetched" and row["source"] == "mast", row
+        assert (recipe.parent / "data/jwst-1073" / row["path"]).read_bytes() == sb.catalog.body(key)
+    assert outcome.report["retrieve"]["fetched"]["by_source"] == {"mast": len(keys), "s3": 0}
+    with sqlite3.connect(recipe.parent / ".mastpipe/jwst-1073-nircam-uncal/ledger.sqlite") as db:
+        assert {s for (s,) in db.execute("SELECT source FROM files")} == {"mast"}
+    said = [r.getMessage() for r in caplog.records if "fetching it from MAST instead" in r.getMessage()]
+    assert len(said) == len(in_bucket) and all("body cut short" in m for m in said), said
+    assert not list((recipe.parent / "data").rglob("*.part*"))
+
+
+def test_source_cloud_fails_a_cloud_copy_that_fails_for_good(sb, tmp_path: Path) -> None:
+    recipe = example_recipe(tmp_path, retrieve={"source": "cloud"}, mast={"retries": 1})
+    sb.faults = Faults.parse("s3.drop_rate=1,s3.drop_at=0")
+    outcome = mastpipe.run(recipe, mast_url=sb.url, environ=_env(sb))
+    assert outcome.exit_code != 0
+    in_bucket = {str(k) for k in outcome.tables["filter"]["dataURI"] if sb.s3.key_of(str(k))}
+    assert {f["dataURI"] for f in outcome.report["retrieve"]["failed"]["items"]} == in_bucket
+    assert not [r for r in sb.log.records() if r.endpoint == "download"]
+
+
+def test_a_key_the_bucket_no_longer_has_comes_from_mast_once(sb, tmp_path: Path) -> None:
+    gone, kept = _s3_tasks(sb, tmp_path / "out", 4, 200_000, "gone")[:2]
+    sb.faults = Faults.parse(f"s3.missing={gone.key}")  # 404 NoSuchKey, as after a removal
+    tasks = [replace(t, fallback=sb.download_url(t.key)) for t in (gone, kept)]
+    with Ledger(tmp_path / "state") as ledger:
+        results = Transfer(workers=1, s3=S3Client(sb.s3.endpoint), policy=FAST, ledger=ledger).run(tasks)
+        rows = ledger.rows()
+    assert [(r.status, r.source) for r in results] == [("fetched", "mast"), ("fetched", "s3")], results
+    assert [rows[t.key].source for t in tasks] == ["mast", "s3"]
+    for task in tasks:
+        assert task.dest.read_bytes() == sb.catalog.body(task.key)
+    _s3_then_one_mast_download(sb, {gone.key})
+    assert not [r for r in sb.log.records() if r.endpoint == "download" and r.uri == kept.key]
+
+    # no fallback (source: cloud): the same 404 fails the file, and MAST is not asked
+    sb.log.clear()
+    (alone,) = Transfer(workers=1, s3=S3Client(sb.s3.endpoint), policy=FAST).run(
+        [replace(gone, dest=tmp_path / "cloud-only" / gone.dest.name)])
+    assert alone.status == "failed" and "404" in (alone.error or ""), alone
+    assert not [r for r in sb.log.records() if r.endpoint == "download"]
+
+
+def test_dask_driver_queues_a_failed_cloud_copy_for_mast(sb, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed", reason="the Dask executor needs mastpipe[dask]")
+    from mastpipe.stages.retrieve.dask import DaskTransfer
+
+    tasks = [replace(t, fallback=sb.download_url(t.key))
+             for t in _s3_tasks(sb, tmp_path / "out", 4, 200_000, "dask_gone")[:2]]
+    sb.faults = Faults.parse("s3.drop_rate=1,s3.drop_at=0")
+    sb.log.clear()
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client, Ledger(tmp_path / "state") as ledger:
+        results = DaskTransfer(client=client, in_flight=1, s3=S3Client(sb.s3.endpoint), s3_workers=2,
+                               policy=FAST, ledger=ledger).run(tasks)
+        rows = ledger.rows()
+    assert [(r.status, r.source) for r in results] == [("fetched", "mast")] * 2, results
+    for task in tasks:
+        assert task.dest.read_bytes() == sb.catalog.body(task.key)
+        assert rows[task.key].source == "mast"
+    _s3_then_one_mast_download(sb, {t.key for t in tasks})
 
 
 def test_a_changed_object_restarts_instead_of_splicing(sb, tmp_path: Path) -> None:

@@ -64,6 +64,25 @@ def test_public_products_are_in_the_bucket_with_the_bytes_of_the_https_download(
     assert records and not any(r.has_token for r in records)
 
 
+def test_ranged_gets_answer_as_s3_does(sb) -> None:
+    # the sandbox's moto reads only the range asked (mastpipe.sandbox.s3._LAUNCH): what it answers
+    # must stay S3's answer, for every form of Range
+    client = s3_client(sb.s3.endpoint)
+    row = next(r for r in bucket_rows(sb) if sb.s3.key_of(r["dataURI"]))
+    key, body = sb.s3.key_of(row["dataURI"]), sb.catalog.body(row["dataURI"])
+    n = len(body)
+    for asked, want in ((f"bytes=0-{n - 1}", body), (f"bytes={n - 7}-", body[-7:]), ("bytes=-7", body[-7:]),
+                        (f"bytes=10-{n + 99}", body[10:])):
+        answer = client.get_object(Bucket=BUCKET, Key=key, Range=asked)
+        assert answer["Body"].read() == want, asked
+        assert answer["ResponseMetadata"]["HTTPStatusCode"] == 206, asked
+    whole = client.get_object(Bucket=BUCKET, Key=key, Range="bytes=0-1,5-6")  # several: S3 sends all
+    assert whole["Body"].read() == body
+    with pytest.raises(ClientError) as info:
+        client.get_object(Bucket=BUCKET, Key=key, Range=f"bytes={n + 5}-")
+    assert info.value.response["Error"]["Code"] == "InvalidRange"
+
+
 def test_exclusive_access_products_are_never_in_the_bucket(sb) -> None:
     client = s3_client(sb.s3.endpoint)
     rows = bucket_rows(sb, "4242")

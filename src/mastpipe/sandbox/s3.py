@@ -8,7 +8,8 @@ Protocol map: ``mast-cloud.md`` (shared reference). Three pieces:
   (as on AWS, where not every product is mirrored). Exclusive-access products never are.
 * :class:`S3Side` (here) runs a **real S3 implementation** (moto's standalone server, in a child
   process so its state belongs to this sandbox alone and its work does not compete with the
-  client under test for one interpreter) behind a small proxy of our own,
+  client under test for one interpreter; a ranged GET reads only its range there, as on S3)
+  behind a small proxy of our own,
 * :mod:`.s3_proxy`, which logs every request in the sandbox's :class:`~.log.RequestLog` (endpoint
   ``s3``), injects the faults of endpoint ``s3`` (``latency``, ``bandwidth``,
   ``fail_first``/``error_rate`` answered as S3's ``503 SlowDown``, ``drop_rate``/``drop_at``,
@@ -42,11 +43,59 @@ __all__ = ["BUCKET", "MISSING_FRACTION", "S3Side", "in_bucket", "mast_path", "ur
 _PART = 64 << 20  # multipart upload part size for large objects
 
 
+# moto's server with one change of cost, none of behaviour: moto answers a ranged GetObject by
+# reading the whole object (under the object's lock) and slicing it, so n ranged requests of an
+# object of size s cost n * s, one at a time: a 1 GB object fetched in 8 MB ranges took minutes,
+# and clients that send more ranges looked slower than they would against S3. Here a GetObject with
+# one plain Range reads just that slice; its answer (status, headers, bytes) is moto's own.
+_LAUNCH = """
+import re, sys, threading
+from moto.s3 import models, responses
+_plain, _local = re.compile(r"^bytes=[0-9]+-[0-9]*$"), threading.local()
+_value = models.FakeKey.value
+
+class _Slices:
+    def __init__(self, key):
+        self.key = key
+    def __len__(self):
+        return self.key.size
+    def __getitem__(self, part):
+        start, stop, _ = part.indices(self.key.size)
+        with self.key.lock:
+            self.key._value_buffer.seek(start)
+            return self.key._value_buffer.read(max(stop - start, 0))
+
+def _whole(body):
+    return body[0:len(body)] if isinstance(body, _Slices) else body
+
+def value(key):
+    return _Slices(key) if getattr(_local, "ranged", False) else _value.fget(key)
+
+def get_object(self, _get=responses.S3Response.get_object):
+    _local.ranged = bool(_plain.match(self.headers.get("range") or ""))
+    try:
+        status, headers, body = _get(self)
+    finally:
+        _local.ranged = False
+    return status, headers, (body if status == 200 else _whole(body))
+
+def handle_range(self, *args, _handle=responses.S3Response._handle_range_header):
+    status, headers, body = _handle(self, *args)
+    return status, headers, _whole(body)
+
+models.FakeKey.value = property(value, _value.fset)
+responses.S3Response.get_object = get_object
+responses.S3Response._handle_range_header = handle_range
+from moto.server import main
+main()
+"""
+
+
 class _Moto:
-    """moto's standalone S3 server in a child process."""
+    """moto's standalone S3 server in a child process (ranged reads made O(range): _LAUNCH)."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+        self.proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, "-H", "127.0.0.1", "-p", "0"],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, cast
 from mastpipe.errors import TransferError, UsageError
 from mastpipe.stages.retrieve.dask_worker import FileFacts, Secret, WorkerConfig, fetch_on_worker
 from mastpipe.stages.retrieve.engine import Transfer
+from mastpipe.stages.retrieve.fetch import from_mast
 from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.settings import DownloadSettings, settings_from
 from mastpipe.tls import check_ca_bundle
@@ -154,7 +155,8 @@ class DaskTransfer:
         """
         plan = self._planner.plan(tasks)
         done = dict(plan.done)
-        web = [task.url for task, _, _ in plan.pending if task.source == "mast"]
+        # (and the MAST downloads of cloud copies that may fall back to them)
+        web = [url for task, _, _ in plan.pending for url in (task.url, task.fallback) if url and not url.startswith("s3://")]
         if web:  # the driver checks what every worker's requests would read
             check_ca_bundle(*web, insecure=self.settings.insecure)
         if plan.pending:
@@ -261,7 +263,12 @@ class DaskTransfer:
                     queues[task.source].appendleft((task, row, tries + 1))
                 else:
                     budget_left[0] -= max(facts.result.attempts - 1, 0)
-                    results[task.key] = self._record(facts)
+                    if facts.result.fall_back is not None and task.fallback is not None:
+                        # its cloud copy failed for good (source: auto): MAST's turn, in MAST's window
+                        self._record(facts, final=False)
+                        queues["mast"].append((from_mast(task, facts.result.fall_back, self._emit), row, 0))
+                    else:
+                        results[task.key] = self._record(facts)
                 future.release()
                 fill()
         except BaseException:
@@ -289,8 +296,9 @@ class DaskTransfer:
 
     # -- driver-side recording --------------------------------------------------------------------
 
-    def _record(self, facts: FileFacts) -> FileResult:
-        """Replay the worker's ledger writes, settle its byte count, emit the final event."""
+    def _record(self, facts: FileFacts, final: bool = True) -> FileResult:
+        """Replay the worker's ledger writes, settle its byte count, emit the final event
+        (unless not ``final``: the file goes on from another source)."""
         if self.ledger is not None:
             for method, args in facts.ledger_calls:
                 if method in _LEDGER_METHODS:
@@ -310,6 +318,8 @@ class DaskTransfer:
             self._emit(event)
         if rest > 0:
             self._emit(Event("bytes", result.key, nbytes=rest))
+        if not final:
+            return result
         if result.status == "fetched":
             self._emit(Event("fetched", result.key, total=result.size))
         elif result.status == "skipped":

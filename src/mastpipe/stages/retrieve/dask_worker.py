@@ -223,6 +223,8 @@ def fetch_on_worker(task: FileTask, row: LedgerRow | None, config: WorkerConfig,
     engine = Transfer(settings, token=config.token.reveal() if config.token is not None else None,
                       # duck-typed: the engine only calls mark_* on it (see _LedgerCalls)
                       ledger=cast("Ledger", ledger), on_event=forward)
-    result = engine.fetch_one(task, row)
+    # a cloud copy that fails for good comes back to the driver, which queues its MAST download
+    # under the cluster's bound on MAST requests (not this worker's S3 window)
+    result = engine.fetch_one(task, row, fall_back=False)
     return FileFacts(result, tuple(ledger.calls), execution, forward.sent + forward.pending,
                      tuple(forward.notices), address)

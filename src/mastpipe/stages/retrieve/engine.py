@@ -148,7 +148,8 @@ class Transfer:
         plan = self.plan(tasks)
         done = plan.done
         pending = plan.pending
-        web = [task.url for task, _, _ in pending if task.source == "mast"]
+        # (and the MAST downloads of cloud copies that may fall back to them)
+        web = [url for task, _, _ in pending for url in (task.url, task.fallback) if url and not url.startswith("s3://")]
         if web:  # a bad CA bundle would fail every file as if MAST were down
             check_ca_bundle(*web, insecure=self.settings.insecure)
         self._cancel.clear()
@@ -329,7 +330,7 @@ class Transfer:
         """
         return [task for task, _, action in self.decisions(tasks) if action.kind is not ActionKind.SKIP_DONE]
 
-    def fetch_one(self, task: FileTask, row: LedgerRow | None = None) -> FileResult:
+    def fetch_one(self, task: FileTask, row: LedgerRow | None = None, *, fall_back: bool = True) -> FileResult:
         """Fetch one file now, in the calling thread: the per-file half of :meth:`run`.
 
         The same path as a file of :meth:`run` (decide from the disk and ``row``, resume with
@@ -344,6 +345,9 @@ class Transfer:
         task : FileTask
         row : LedgerRow, optional
             The ledger's row for the file, read by the caller (the ledger may live elsewhere).
+        fall_back : bool
+            Fetch a failed cloud copy's ``fallback`` from MAST in this call; False leaves it to
+            the caller (the result is ``failed`` with ``fall_back`` saying why).
 
         Returns
         -------
@@ -358,6 +362,7 @@ class Transfer:
         budget = self.settings.run_retry_budget
         self._fetcher.budget = Budget(budget if budget is not None else self.settings.policy.max_attempts)
         self._fetcher.slots = Slots(1)  # the caller places one file per call: no slot to spare
+        self._fetcher.fall_back_here = fall_back
         self._cancel.clear()
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="mastpipe-sync") as helpers:

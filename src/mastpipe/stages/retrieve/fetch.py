@@ -31,8 +31,8 @@ from mastpipe.errors import IntegrityError, TransferError
 from mastpipe.retry import RetryAfterTooLong
 from mastpipe.stages.retrieve.checksum import FitsChecksum
 from mastpipe.stages.retrieve.attempt import HASH_QUEUE, SYNC_EVERY, Attempt, _fits_check, _kept
-from mastpipe.stages.retrieve.outcomes import (PROGRESS_CEILING, _Counters, _DiskFull, _Fail, _Retry, disk_message,
-                                               gave_up)
+from mastpipe.stages.retrieve.outcomes import (PROGRESS_CEILING, _Counters, _DiskFull, _Fail, _Local, _Retry,
+                                               disk_message, gave_up)
 from mastpipe.stages.retrieve.segments import Slots
 from mastpipe.stages.retrieve.client import Http
 from mastpipe.stages.retrieve.decide import (Action, ActionKind, LocalState, PartMeta, RemoteFacts, decide)
@@ -45,7 +45,7 @@ from mastpipe.stages.retrieve.temporaries import (DISK_ERRORS, FetchLock, discar
                                                   stat_of)
 from mastpipe.atomic import fsync_dir
 
-__all__ = ["Budget", "Dirs", "FileFetcher", "HASH_QUEUE", "PROGRESS_CEILING", "SYNC_EVERY"]
+__all__ = ["Budget", "Dirs", "FileFetcher", "HASH_QUEUE", "PROGRESS_CEILING", "SYNC_EVERY", "from_mast"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,14 @@ def _validators(row: LedgerRow | None, action: Action) -> tuple[str | None, str 
     if row is not None and action.kind is not ActionKind.ADOPT:
         return row.etag, row.last_modified
     return None, None
+
+
+def from_mast(task: FileTask, why: str, emit: Callable[[Event], None]) -> FileTask:
+    """``task`` to fetch from MAST (its ``fallback``) once its cloud copy failed for good
+    (``why``); said at warning level and as a ``retry`` event."""
+    log.warning("%s: its cloud copy failed (%s); fetching it from MAST instead", task.key, why)
+    emit(Event("retry", task.key, message=f"cloud copy failed ({why}); fetching it from MAST"))
+    return replace(task, url=task.fallback or task.url, fallback=None)
 
 
 @dataclass
@@ -124,6 +132,9 @@ class FileFetcher:
         self.budget = Budget(0)
         self.attempt = Attempt(settings, http, emit, cancel)
         self.to_fetch = 0  # bytes the plan had to fetch, less the files finished since
+        #: fetch a failed cloud copy's ``fallback`` from MAST here; off on a Dask worker, whose
+        #: driver queues it under the cluster's bound on MAST requests instead
+        self.fall_back_here = True
 
     @property
     def helpers(self) -> ThreadPoolExecutor | None:
@@ -150,7 +161,22 @@ class FileFetcher:
                            ignore_final=ignore_final, version=task.version)
 
     def fetch(self, task: FileTask, row: LedgerRow | None, local: LocalState) -> FileResult:
-        """Bring one file to its final name, or say why not; never raises for a failed file."""
+        """Bring one file to its final name, or say why not; never raises for a failed file.
+
+        A cloud copy with a ``fallback`` (``retrieve.source: auto``) whose S3 download fails for
+        good is fetched from MAST instead, once, from byte zero (its temporary is discarded: S3's
+        and MAST's validators differ, so its bytes cannot be proven the same object's); unless
+        :attr:`fall_back_here` is off, when the result says so (``fall_back``) for the caller.
+        """
+        result = self._fetch(task, row, local)
+        if result.fall_back is None or not self.fall_back_here or task.fallback is None:
+            return result
+        mast = from_mast(task, result.fall_back, self._emit)
+        again = self._fetch(mast, row, self.local_state(mast, row))
+        return replace(again, attempts=again.attempts + result.attempts,
+                       http_requests=again.http_requests + result.http_requests)
+
+    def _fetch(self, task: FileTask, row: LedgerRow | None, local: LocalState) -> FileResult:
         counters = _Counters()
         dest = Path(task.dest)
         if self._cancel.is_set():  # interrupted before this file began: leave it untouched
@@ -166,8 +192,14 @@ class FileFetcher:
             return result
         except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
             if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:  # making its directory, its lock
-                exc = _Fail(disk_message(task, _DiskFull(exc, keep=True), self.to_fetch))
+                exc = _Local(disk_message(task, _DiskFull(exc, keep=True), self.to_fetch))
             message = self.http.clean(f"{task.key}: {exc}")
+            if task.fallback is not None and not isinstance(exc, _Local) and not self._cancel.is_set():
+                self._discard(task)  # MAST's download starts from zero (see fetch)
+                result = FileResult(task.key, dest, "failed", attempts=counters.attempts,
+                                    http_requests=counters.requests, error=message, source=task.source,
+                                    fall_back=self.http.clean(str(exc)))
+                return result
             if not isinstance(exc, (_Fail, TransferError)):
                 # not an HTTP outcome (a full disk, a bug): keep the traceback for debugging;
                 # tracebacks hold code and messages, and no message here carries the token
@@ -219,7 +251,7 @@ class FileFetcher:
             if progress != seen:
                 seen, last_progress = progress, now
             elif now - last_progress > stall_limit:
-                raise _Fail(f"another process has held this file ({dest}) for "
+                raise _Local(f"another process has held this file ({dest}) for "
                             f"{now - began:.0f} s without progress for {stall_limit:.0f} s; "
                             "rerun once it has finished or been stopped")
             if now - last_notice >= LOCK_NOTICE:
@@ -271,13 +303,13 @@ class FileFetcher:
                 why = damaged or f"sha256 {sha}, expected {wanted}"
                 if (action.kind is ActionKind.VERIFY_DONE and not self.settings.verify
                         and self.settings.overwrite == "never"):
-                    raise _Fail(f"{dest} changed after it was downloaded ({why}); overwrite is "
+                    raise _Local(f"{dest} changed after it was downloaded ({why}); overwrite is "
                                 "'never', so it is left as it is: move it away (or set overwrite: "
                                 "changed) and rerun to fetch MAST's copy")
                 log.warning("%s: %s: %s: fetching it again", task.key, dest, why)
                 ignore_final = True
             elif action.kind is ActionKind.KEEP_FOREIGN:
-                raise _Fail(f"{action.reason}: {dest}")
+                raise _Local(f"{action.reason}: {dest}")
             elif action.kind is ActionKind.FINISH_VERIFY:
                 fits = _fits_check(dest)
                 digest, size = hash_file(part_path(dest), chunk_size, also=fits)
@@ -315,11 +347,11 @@ class FileFetcher:
                 except _DiskFull as exc:
                     if not exc.keep:
                         self._discard(task)
-                    raise _Fail(disk_message(task, exc, self.to_fetch)) from None
+                    raise _Local(disk_message(task, exc, self.to_fetch)) from None
                 except OSError as exc:  # writing the metadata, renaming: nothing half-written
                     if exc.errno not in DISK_ERRORS:
                         raise
-                    raise _Fail(disk_message(task, _DiskFull(exc, keep=True), self.to_fetch)) from None
+                    raise _Local(disk_message(task, _DiskFull(exc, keep=True), self.to_fetch)) from None
                 except _Retry as exc:
                     if exc.discard:
                         self._discard(task)

@@ -43,6 +43,10 @@ class FileTask:
         What the product list says identifies this version of the file besides its size
         (``prvversion=1.12.5``; :func:`mastpipe.stages.retrieve.ledger.product_version`), or None.
 
+    fallback : str or None
+        For a cloud copy under ``retrieve.source: auto``: MAST's URL, fetched instead when the
+        S3 download fails for good (after its retries); None: a failed copy fails the file.
+
     A ``url`` of the form ``s3://stpubdata/<key>`` is fetched from MAST's cloud copy with an S3
     client (:mod:`mastpipe.stages.retrieve.s3`); :attr:`source` then says ``s3``.
     """
@@ -54,6 +58,7 @@ class FileTask:
     protected: bool = False
     sha256: str | None = None
     version: str | None = None
+    fallback: str | None = None
 
     @property
     def source(self) -> str:
@@ -91,6 +96,11 @@ class FileResult:
     source : str or None
         Where the file's bytes came from, ``mast`` or ``s3`` (None: not known, e.g. a file
         adopted from the disk).
+    fall_back : str or None
+        Why the cloud copy failed for good, when the file is to be fetched from MAST (the
+        task's ``fallback``) by the caller instead: only from an engine told to leave that to
+        its caller (a Dask worker, so the cluster's bound on MAST requests holds); the
+        ``status`` is then ``failed`` until MAST's download settles it.
     """
 
     key: str
@@ -103,6 +113,7 @@ class FileResult:
     error: str | None = None
     checksum: str | None = None
     source: str | None = None
+    fall_back: str | None = None
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 from mastpipe.stages.retrieve.files import FileTask
 from mastpipe.stages.retrieve.paths import describe_filesystem, free_bytes
 
-__all__ = ["PROGRESS_CEILING", "_Counters", "_DiskFull", "_Fail", "_Retry", "disk_message", "gave_up"]
+__all__ = ["PROGRESS_CEILING", "_Counters", "_DiskFull", "_Fail", "_Local", "_Retry", "disk_message", "gave_up"]
 
 # Attempts that keep new bytes do not count against the policy's max_attempts, but a file
 # gets at most this many times max_attempts in all (and the run's budget still applies).
@@ -33,6 +33,12 @@ class _Retry(Exception):
 
 class _Fail(Exception):
     """A failure that another attempt will not fix."""
+
+
+class _Local(_Fail):
+    """A failure of this machine, not of the source (a full disk, another process holding the
+    file, a file changed on disk): fetching from another source would not fix it, so a cloud
+    copy that fails so is not fetched from MAST instead."""
 
 
 class _DiskFull(Exception):

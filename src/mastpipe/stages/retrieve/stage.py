@@ -260,7 +260,10 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], download: Down
             cloud.copies = locator.locate(unfinished)
             download = download.replace(s3=locator.client())
             not_in_cloud = [t for t in unfinished if cloud.skips(t)]
-            fetchable = [dataclasses.replace(t, url=copy.s3_uri) if (copy := cloud.copy(t.key)) is not None else t
+            # auto: a copy that fails for good comes from MAST instead; cloud: the user asked for S3 only
+            fallback = cloud.source == "auto"
+            fetchable = [dataclasses.replace(t, url=copy.s3_uri, fallback=t.url if fallback else None)
+                         if (copy := cloud.copy(t.key)) is not None else t
                          for t in fetchable if t not in not_in_cloud]
         engine = engine_for(download, ledger=ledger, on_event=on_event,
                             token=token if protected and not locked_out else None)
