@@ -33,7 +33,7 @@ import urllib3
 from mastpipe.errors import IntegrityError
 from mastpipe.retry import is_transient_status
 from mastpipe.stages.retrieve.body import HASH_QUEUE, READ_ERRORS, BufferRing, body_reader, release
-from mastpipe.stages.retrieve.checksum import FitsChecksum, is_fits_name
+from mastpipe.stages.retrieve.checksum import Checksum, FitsChecksum, is_fits_name
 from mastpipe.stages.retrieve.client import Http, RedirectRefused
 from mastpipe.stages.retrieve.decide import (Action, ActionKind, PartMeta, ResponseFacts, Verdict, judge,
                                              parse_content_range)
@@ -47,7 +47,7 @@ from mastpipe.stages.retrieve.temporaries import (DISK_ERRORS, hash_file, part_p
 from mastpipe.tls import FIX, certificate_error, describe
 
 # _Retry, _Fail, _DiskFull, _Counters: re-exported from outcomes for the modules that import them here
-__all__ = ["HASH_QUEUE", "SYNC_EVERY", "Attempt", "_Counters", "_DiskFull", "_Fail", "_Retry"]
+__all__ = ["HASH_QUEUE", "SYNC_EVERY", "Attempt", "_Counters", "_DiskFull", "_Fail", "_Retry", "hash_existing"]
 
 log = logging.getLogger("mastpipe.stages.retrieve.fetch")  # one logger for a file's whole story
 
@@ -374,3 +374,14 @@ class Attempt:
                 return  # fetch_segments asks again from sink.position
             sink.write(buffer[:count])
         release(response)
+
+
+def hash_existing(path: Path, chunk_size: int) -> tuple[str, int, Checksum | None, str | None]:
+    """Hash a file already on disk and check its FITS checksums where it has them: its sha256,
+    size, checksum verdict (None if it carries none), and what is damaged (None if nothing)."""
+    fits = _fits_check(path)
+    digest, size = hash_file(path, chunk_size, also=fits)
+    try:
+        return digest.hexdigest(), size, (fits.result() if fits is not None else None), None
+    except ValueError as exc:  # the file's own checksums say it is damaged
+        return digest.hexdigest(), size, None, str(exc)

@@ -30,7 +30,7 @@ from pathlib import Path
 from mastpipe.errors import IntegrityError, TransferError
 from mastpipe.retry import RetryAfterTooLong
 from mastpipe.stages.retrieve.checksum import FitsChecksum
-from mastpipe.stages.retrieve.attempt import HASH_QUEUE, SYNC_EVERY, Attempt, _fits_check, _kept
+from mastpipe.stages.retrieve.attempt import HASH_QUEUE, SYNC_EVERY, Attempt, _fits_check, _kept, hash_existing
 from mastpipe.stages.retrieve.outcomes import (PROGRESS_CEILING, _Counters, _DiskFull, _Fail, _Local, _Retry,
                                                disk_message, gave_up)
 from mastpipe.stages.retrieve.segments import Slots
@@ -41,8 +41,8 @@ from mastpipe.stages.retrieve.files import Event, FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import Ledger, LedgerRow
 from mastpipe.stages.retrieve.settings import DownloadSettings
 from mastpipe.stages.retrieve.temporaries import (DISK_ERRORS, FetchLock, discard, hash_file, local_state,
-                                                  make_parents, meta_path, part_path, remove_empty, size_of,
-                                                  stat_of)
+                                                  make_parents, meta_path, part_path, progress_of, remove_empty,
+                                                  size_of, stat_of)
 from mastpipe.atomic import fsync_dir
 
 __all__ = ["Budget", "Dirs", "FileFetcher", "HASH_QUEUE", "PROGRESS_CEILING", "SYNC_EVERY", "from_mast"]
@@ -234,7 +234,7 @@ class FileFetcher:
             return
         policy = self.settings.policy
         stall_limit = self.settings.timeout + max(policy.max_delay, policy.retry_after_cap)
-        seen = self._progress_of(dest)
+        seen = progress_of(dest)
         began = last_progress = last_notice = time.monotonic()
         log.warning("%s: another process is fetching this file right now; waiting for it", dest)
         while True:
@@ -247,7 +247,7 @@ class FileFetcher:
                              time.monotonic() - began)
                     return
             now = time.monotonic()
-            progress = self._progress_of(dest)
+            progress = progress_of(dest)
             if progress != seen:
                 seen, last_progress = progress, now
             elif now - last_progress > stall_limit:
@@ -258,11 +258,6 @@ class FileFetcher:
                 last_notice = now
                 log.warning("%s: still waiting for another process fetching it (%.0f s; its "
                             "temporary has %s bytes)", dest, now - began, progress[0])
-
-    @staticmethod
-    def _progress_of(dest: Path) -> tuple[int | None, int | None]:
-        """What shows another process's progress on ``dest``: its temporary's size, the file's."""
-        return size_of(part_path(dest)), size_of(dest)
 
     def _until_settled(self, task: FileTask, row: LedgerRow | None, local: LocalState,
                        counters: _Counters, lock: FetchLock) -> FileResult:
@@ -284,14 +279,8 @@ class FileFetcher:
                 local = self.local_state(task, row, ignore_final=ignore_final)
                 continue
             if action.kind in (ActionKind.VERIFY_DONE, ActionKind.ADOPT, ActionKind.SKIP_DONE):
-                fits = _fits_check(dest)
-                digest, size = hash_file(dest, chunk_size, also=fits)
-                sha = digest.hexdigest()
+                sha, size, checksum, damaged = hash_existing(dest, chunk_size)
                 wanted = row.sha256 if action.kind is ActionKind.VERIFY_DONE and row else task.sha256
-                try:
-                    checksum, damaged = (fits.result() if fits is not None else None), None
-                except ValueError as exc:  # the file's own checksums say it is damaged
-                    checksum, damaged = None, str(exc)
                 if damaged is None and (wanted is None or sha == wanted.lower()):
                     if self.ledger is not None:  # (again: with its stat as it is now)
                         self.ledger.mark_done(task.key, dest, size, sha, 0, *_validators(row, action),

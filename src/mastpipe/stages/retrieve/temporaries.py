@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FetchLock", "discard", "hash_file", "local_state", "lock_path", "make_parents", "meta_path",
-    "part_path", "read_meta", "remove_empty", "remove_stale_temporaries", "size_of", "stale_temporaries",
+    "part_path", "progress_of", "read_meta", "remove_empty", "remove_stale_temporaries", "size_of", "stale_temporaries",
     "write_meta"
 ]
 
@@ -367,3 +367,8 @@ def stale_temporaries(directories: Iterable[Path | str], keep: Iterable[Path | s
             if owner is not None and os.path.join(directory, owner) not in wanted:
                 found.append(Path(directory, entry.name))
     return found
+
+
+def progress_of(dest: Path) -> tuple[int | None, int | None]:
+    """What shows another process's progress on ``dest``: its temporary's size, the file's."""
+    return size_of(part_path(dest)), size_of(dest)
