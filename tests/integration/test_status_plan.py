@@ -199,13 +199,7 @@ def test_status_remembers_the_files_of_a_manifest_until_the_disk_says_otherwise(
     again = mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state").retrieve
     assert (again.mode, again.files, again.blocked) == (first.mode, first.files, 0)
     # a symlink planted under one product's name leads out of the destination: refused now
-    from mastpipe.stages.retrieve.stage import plan_files
-
-    pipeline = _pipeline(tmp_path, sandbox.url, text)
-    table = pipeline.run(until="filter").tables["filter"]
-    dest = plan_files(table, tmp_path / "data", pipeline.recipe.retrieve.layout, sandbox.url)[0][0].dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.symlink(tmp_path / "elsewhere", dest)
+    dest = _plant_symlink(tmp_path, sandbox.url, text)
     planted = mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state").retrieve
     assert (planted.files, planted.blocked) == (first.files, 1)
     # the filter checkpoint rewritten behind mastpipe's back: not trusted, as a run would not
@@ -218,7 +212,6 @@ def test_a_manifest_run_leaves_the_outlook_status_would_find(sandbox, tmp_path):
     """A run in a mode without a ledger remembers its outlook, so the first status after it reads
     no table; what it remembered is what status judges afresh, and a disk that changed since
     (a symlink planted under a product's name) is not answered from it."""
-    import os
 
     import mastpipe
 
@@ -233,13 +226,7 @@ def test_a_manifest_run_leaves_the_outlook_status_would_find(sandbox, tmp_path):
     assert (after_run.mode, after_run.files, after_run.blocked) == (fresh.mode, fresh.files, fresh.blocked)
     assert fresh.files > 0
     mastpipe.run(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state")
-    from mastpipe.stages.retrieve.stage import plan_files
-
-    pipeline = _pipeline(tmp_path, sandbox.url, text)
-    table = pipeline.run(until="filter").tables["filter"]
-    dest = plan_files(table, tmp_path / "data", pipeline.recipe.retrieve.layout, sandbox.url)[0][0].dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.symlink(tmp_path / "elsewhere", dest)
+    _plant_symlink(tmp_path, sandbox.url, text)
     planted = mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state").retrieve
     assert (planted.files, planted.blocked) == (fresh.files, 1)
 
@@ -317,3 +304,17 @@ def test_plan_counts_a_reprocessed_file_of_the_same_size_as_the_next_run_fetches
     sandbox.log.clear()
     again = mastpipe.run(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state")
     assert [r.key for r in again.result.retrieve.results if r.status == "fetched"] == [uri]
+
+
+def _plant_symlink(tmp_path, url: str, text: str):
+    """Put a symlink leading out of the destination under the first product's name; its path."""
+    import os
+
+    from mastpipe.stages.retrieve.stage import plan_files
+
+    pipeline = _pipeline(tmp_path, url, text)
+    table = pipeline.run(until="filter").tables["filter"]
+    dest = plan_files(table, tmp_path / "data", pipeline.recipe.retrieve.layout, url)[0][0].dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(tmp_path / "elsewhere", dest)
+    return dest

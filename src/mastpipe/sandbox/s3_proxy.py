@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import fnmatch
 import http.client
-import socket
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from mastpipe.sandbox.bucket import BUCKET, uri_for_key
 from mastpipe.sandbox.log import Record
 from mastpipe.sandbox.respond import CHUNK
+from mastpipe.sandbox.server import TrackingServer
 
 if TYPE_CHECKING:  # pragma: no cover
     from mastpipe.sandbox.s3 import S3Side
@@ -27,37 +26,12 @@ _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te
         "host"}
 
 
-class Front(ThreadingHTTPServer):
+class Front(TrackingServer):
     """The proxy's threaded server, bound to one :class:`~.s3.S3Side`."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], side: S3Side) -> None:
         self.side = side
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._open_lock:
-            conns = list(self._open)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]

@@ -57,24 +57,19 @@ _PATHS = {
 _MISSION_PATH = re.compile(r"^/search/([A-Za-z0-9_]+)/api/v0\.1/(search|post_list_products|retrieve_product)/?$")
 
 
-class SandboxHTTPServer(ThreadingHTTPServer):
-    """Threaded server bound to one :class:`Sandbox`; silent about disconnecting clients."""
+class TrackingServer(ThreadingHTTPServer):
+    """A threaded server that knows its open connections, so that stopping it can hang up on
+    them (the sandbox's HTTP server and its S3 proxy alike)."""
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, sandbox: "Sandbox", ssl_context: "ssl.SSLContext | None" = None) -> None:
-        self.sandbox = sandbox
+    def __init__(self, address, handler) -> None:
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         self.connections_accepted = 0
-        super().__init__(address, Handler)
-        if ssl_context is not None:
-            # The handshake waits for the first read, in the connection's own thread: a client
-            # that stalls or rejects the certificate never holds up the accept loop.
-            self.socket = ssl_context.wrap_socket(self.socket, server_side=True,
-                                                  do_handshake_on_connect=False)
+        super().__init__(address, handler)
 
     def process_request(self, request, client_address) -> None:  # noqa: D102
         with self._open_lock:
@@ -99,6 +94,19 @@ class SandboxHTTPServer(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class SandboxHTTPServer(TrackingServer):
+    """Threaded server bound to one :class:`Sandbox`; silent about disconnecting clients."""
+
+    def __init__(self, address, sandbox: "Sandbox", ssl_context: "ssl.SSLContext | None" = None) -> None:
+        self.sandbox = sandbox
+        super().__init__(address, Handler)
+        if ssl_context is not None:
+            # The handshake waits for the first read, in the connection's own thread: a client
+            # that stalls or rejects the certificate never holds up the accept loop.
+            self.socket = ssl_context.wrap_socket(self.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
 
     def handle_error(self, request, client_address) -> None:  # noqa: D102
         import sys
