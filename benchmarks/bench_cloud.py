@@ -34,15 +34,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
-import socket
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -76,51 +73,6 @@ ASTROQUERY = textwrap.dedent("""
     manifest = Observations.download_products(table, download_dir=sys.argv[2], cloud_only=True, verbose=False)
     print(json.dumps({"complete": int((manifest["Status"] == "COMPLETE").sum())}))
 """)
-
-
-class ConnectProxy:
-    """CONNECT tunnels to one (host, port): how unmodified astroquery's hard-coded
-    https://mast.stsci.edu reaches the sandbox (see tests/integration/_cloud_support.py)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        with client:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = client.recv(4096)
-                if not chunk:
-                    return
-                head += chunk
-            with socket.create_connection(self.target) as upstream:
-                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                pair = {client: upstream, upstream: client}
-                while True:
-                    ready, _, _ = select.select(list(pair), [], [], 60)
-                    if not ready:
-                        return
-                    for sock in ready:
-                        data = sock.recv(65536)
-                        if not data:
-                            return
-                        pair[sock].sendall(data)
 
 
 class Server:
@@ -183,6 +135,8 @@ def bench_many(work: Path, n: int, latency: float, rounds: int) -> dict:
                            "key": str(work / "key.pem"),
                            "products": [(f"cloud_{i:04d}_@_cal.fits", 1_000_000) for i in range(n)]})
     host, port = server.url.rsplit("//", 1)[1].rsplit(":", 1)
+    from mastpipe.sandbox.connect import ConnectProxy
+
     proxy = ConnectProxy((host, int(port)))
     (work / "xdg" / "astropy").mkdir(parents=True, exist_ok=True)
     (work / "xdg" / "astropy" / "astroquery.cfg").write_text(f"[mast]\nserver = {server.url}\n")
