@@ -48,6 +48,22 @@ def sandbox(sandbox_factory) -> Sandbox:
     return sandbox_factory(seed=0)
 
 
+@pytest.fixture(scope="module")
+def cloud_sandbox():
+    """A sandbox with its S3 bucket (moto), shared by a module's tests: moto takes seconds to start."""
+    pytest.importorskip("moto", reason="the sandbox's S3 bucket needs moto (pip install 'mastpipe[test]')")
+    with Sandbox(seed=0, tokens={GOOD_TOKEN: GOOD_NAME}, s3=True) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def sb(cloud_sandbox):
+    """:func:`cloud_sandbox` with no faults and an empty request log, for each test."""
+    cloud_sandbox.faults = None
+    cloud_sandbox.log.clear()
+    return cloud_sandbox
+
+
 def make_astroquery_env(url: str, root: Path, base_env: "dict | None" = None) -> dict:
     """Write ``root/xdg/astropy/astroquery.cfg`` for ``url`` and return a subprocess env."""
     xdg = Path(root) / "xdg"

@@ -25,25 +25,12 @@ from _examples import JWST_1073, example_recipe
 from _transfer_support import FAST, JWST_1073_OBSID
 
 import mastpipe
-from mastpipe.sandbox import Faults, Sandbox
+from mastpipe.sandbox import Faults
 from mastpipe.stages.retrieve.engine import FileTask, Transfer, part_path
 from mastpipe.stages.retrieve.ledger import Ledger
 from mastpipe.stages.retrieve.s3 import S3_ENDPOINT_ENV, S3Client
 
 TOKEN = "good-token"
-
-
-@pytest.fixture(scope="module")
-def cloud_sandbox():  # type: ignore[no-untyped-def]
-    with Sandbox(seed=0, tokens={TOKEN: "A. User"}, s3=True) as sb:
-        yield sb
-
-
-@pytest.fixture
-def sb(cloud_sandbox):  # type: ignore[no-untyped-def]
-    cloud_sandbox.faults = None
-    cloud_sandbox.log.clear()
-    return cloud_sandbox
 
 
 def _env(sb) -> dict[str, str]:  # type: ignore[no-untyped-def]

@@ -26,19 +26,6 @@ from mastpipe.sandbox.s3 import BUCKET
 TOKEN = "good-token"
 
 
-@pytest.fixture(scope="module")
-def cloud_sandbox():  # type: ignore[no-untyped-def]
-    with Sandbox(seed=0, tokens={TOKEN: "A. User"}, s3=True) as sb:
-        yield sb
-
-
-@pytest.fixture
-def sb(cloud_sandbox):  # type: ignore[no-untyped-def]
-    cloud_sandbox.faults = None
-    cloud_sandbox.log.clear()
-    return cloud_sandbox
-
-
 def test_public_products_are_in_the_bucket_with_the_bytes_of_the_https_download(sb) -> None:
     client = s3_client(sb.s3.endpoint)
     rows = [r for r in bucket_rows(sb) if r["productFilename"].endswith("_uncal.fits")]
