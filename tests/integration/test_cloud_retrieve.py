@@ -29,6 +29,7 @@ from mastpipe.sandbox import Faults
 from mastpipe.stages.retrieve.engine import FileTask, Transfer, part_path
 from mastpipe.stages.retrieve.ledger import Ledger
 from mastpipe.stages.retrieve.s3 import S3_ENDPOINT_ENV, S3Client
+from mastpipe.stages.retrieve.temporaries import size_of
 
 TOKEN = "good-token"
 
@@ -308,13 +309,6 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def _size_or_zero(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:  # renamed to its final name between a look and the next
-        return 0
-
-
 def test_kill_9_during_s3_downloads_then_rerun_resumes(sb, tmp_path: Path) -> None:
     size = 600_000
     tasks = _s3_tasks(sb, tmp_path / "out", 5, size, "kill")
@@ -329,7 +323,7 @@ def test_kill_9_during_s3_downloads_then_rerun_resumes(sb, tmp_path: Path) -> No
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             complete = [t for t in tasks if t.dest.exists()]
-            partial = [t for t in tasks if _size_or_zero(part_path(t.dest)) > size // 10]
+            partial = [t for t in tasks if (size_of(part_path(t.dest)) or 0) > size // 10]
             if complete and partial:
                 break
             time.sleep(0.02)
@@ -340,7 +334,7 @@ def test_kill_9_during_s3_downloads_then_rerun_resumes(sb, tmp_path: Path) -> No
             proc.kill()
     # What counts is the disk after the kill: a temporary seen a moment earlier may have been renamed since.
     complete = [t for t in tasks if t.dest.exists()]
-    kept = {t.key: _size_or_zero(part_path(t.dest)) for t in tasks if _size_or_zero(part_path(t.dest))}
+    kept = {t.key: n_bytes for t in tasks if (n_bytes := size_of(part_path(t.dest)))}
     assert complete and kept, "the driver should have been killed mid-way"
     sb.faults = None
     assert sb.log.wait_quiet(timeout=30)  # the killed driver's requests are logged once the proxy sees them end

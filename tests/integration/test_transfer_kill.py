@@ -22,6 +22,7 @@ from _transfer_support import FAST, JWST_1073_OBSID, assert_complete, downloads
 from mastpipe.stages.retrieve.ledger import Ledger
 from mastpipe.sandbox import Faults
 from mastpipe.stages.retrieve.engine import FileTask, Transfer, part_path
+from mastpipe.stages.retrieve.temporaries import size_of
 
 DRIVER = textwrap.dedent("""
     import json, sys
@@ -56,8 +57,7 @@ def test_kill_9_then_rerun(sandbox, tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             complete = [t for t in tasks if t.dest.exists()]
-            partial = [t for t in tasks if (part_path(t.dest).stat().st_size
-                                            if part_path(t.dest).exists() else 0) > SIZE // 10]
+            partial = [t for t in tasks if (size_of(part_path(t.dest)) or 0) > SIZE // 10]
             if len(complete) >= 2 and partial:
                 break
             time.sleep(0.01)
@@ -69,8 +69,7 @@ def test_kill_9_then_rerun(sandbox, tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
 
     complete = {t.key for t in tasks if t.dest.exists()}
-    partial = {t.key: part_path(t.dest).stat().st_size for t in tasks
-               if part_path(t.dest).exists() and part_path(t.dest).stat().st_size > 0}
+    partial = {t.key: n_bytes for t in tasks if (n_bytes := size_of(part_path(t.dest)))}
     assert complete and partial and len(complete) < len(tasks)
     # a stale temporary of a product no longer wanted, in the same directory
     orphan = tasks[0].dest.parent / ".orphan_cal.fits.part"
