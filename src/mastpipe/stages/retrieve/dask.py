@@ -155,8 +155,7 @@ class DaskTransfer:
         """
         plan = self._planner.plan(tasks)
         done = dict(plan.done)
-        # (and the MAST downloads of cloud copies that may fall back to them)
-        web = [url for task, _, _ in plan.pending for url in (task.url, task.fallback) if url and not url.startswith("s3://")]
+        web = [url for task, _, _ in plan.pending for url in task.mast_urls]
         if web:  # the driver checks what every worker's requests would read
             check_ca_bundle(*web, insecure=self.settings.insecure)
         if plan.pending:

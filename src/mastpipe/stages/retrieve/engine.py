@@ -148,8 +148,7 @@ class Transfer:
         plan = self.plan(tasks)
         done = plan.done
         pending = plan.pending
-        # (and the MAST downloads of cloud copies that may fall back to them)
-        web = [url for task, _, _ in pending for url in (task.url, task.fallback) if url and not url.startswith("s3://")]
+        web = [url for task, _, _ in pending for url in task.mast_urls]
         if web:  # a bad CA bundle would fail every file as if MAST were down
             check_ca_bundle(*web, insecure=self.settings.insecure)
         self._cancel.clear()

@@ -65,6 +65,12 @@ class FileTask:
         """``s3`` for a cloud copy, ``mast`` for MAST's download service."""
         return "s3" if self.url.startswith("s3://") else "mast"
 
+    @property
+    def mast_urls(self) -> tuple[str, ...]:
+        """MAST's URLs this file may be fetched from: its own unless it is a cloud copy, and the
+        fallback of a cloud copy (what a CA bundle must be able to check)."""
+        return tuple(url for url in (self.url, self.fallback) if url and not url.startswith("s3://"))
+
 
 Status = FileStatus  # the old name
 
