@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mastpipe.stages.retrieve.progress import format_bytes
-from mastpipe.state import decoded
+from mastpipe.state import decoded_column
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -28,7 +28,7 @@ CHECKED_AFTER = {"observations": "query", "products": "products", "files": "filt
 
 
 def _texts(column: Any) -> np.ndarray:
-    return np.array([decoded(v) for v in np.asarray(column)], dtype=object)
+    return np.array(decoded_column(column), dtype=object)
 
 
 def query_obsids(observations: Table, name: str) -> set[str]:

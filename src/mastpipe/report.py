@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from mastpipe.stages.retrieve.progress import format_bytes as human_bytes
-from mastpipe.state import StateDir, decoded
+from mastpipe.state import StateDir, decoded_column
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -31,23 +31,6 @@ __all__ = [
 ]
 
 
-def _text(values: Any) -> list[str]:
-    """A text column as a list of str (bytes decoded as UTF-8), in a few C-level passes when no
-    value holds a newline: a million products decoded one by one were seconds of a run."""
-    array = np.asarray(values)
-    if array.dtype.kind == "U":
-        return [str(v) for v in array.tolist()]
-    if array.dtype.kind != "S":
-        return [decoded(v) for v in array]
-    texts: list[str] = []
-    for start in range(0, len(array), 65536):  # a slice at a time: no second copy of the column
-        chunk = array[start:start + 65536].tolist()
-        joined = b"\n".join(chunk)
-        texts += joined.decode("utf-8").split("\n") if joined.count(b"\n") == len(chunk) - 1 else \
-            [decoded(v) for v in chunk]
-    return texts
-
-
 def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str, str, int, int]]:
     """(collection, instrument, product type, files, bytes) rows, largest first.
 
@@ -55,7 +38,7 @@ def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str,
     """
     if len(products) == 0:
         return []
-    instrument = dict(zip(_text(observations["obsid"]), _text(observations["instrument_name"]))) \
+    instrument = dict(zip(decoded_column(observations["obsid"]), decoded_column(observations["instrument_name"]))) \
         if "instrument_name" in observations.colnames else {}
     kind = next((c for c in ("productSubGroupDescription", "file_suffix", "productType") if c in products.colnames),
                 None)  # file_suffix: a mission search's product lists
@@ -63,12 +46,12 @@ def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str,
     # not one dict look-up per product (seconds at a million).
     owners, owner_codes = np.unique(np.asarray(products["parent_obsid"] if "parent_obsid" in products.colnames
                                                else products["obsID"]), return_inverse=True)
-    names = [instrument.get(owner, "?") for owner in _text(owners)]
+    names = [instrument.get(owner, "?") for owner in decoded_column(owners)]
     instruments, instrument_of_owner = np.unique(np.array(names, dtype=str), return_inverse=True)
     collections, collection_codes = np.unique(np.asarray(products["obs_collection"]), return_inverse=True)
     if kind:
         kinds, kind_codes = np.unique(np.asarray(products[kind]), return_inverse=True)
-        kind_names = [text or "?" for text in _text(kinds)]
+        kind_names = [text or "?" for text in decoded_column(kinds)]
     else:
         kind_names, kind_codes = ["?"], np.zeros(len(products), dtype=np.int64)
     groups, group_codes = np.unique(np.stack([collection_codes.ravel(), instrument_of_owner[owner_codes.ravel()],
@@ -78,7 +61,7 @@ def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str,
     counts = np.bincount(group_codes, minlength=groups.shape[1]).tolist()
     nbytes = np.zeros(groups.shape[1], dtype=np.int64)
     np.add.at(nbytes, group_codes, sizes)
-    collection_names, instrument_names = _text(collections), [str(name) for name in instruments]
+    collection_names, instrument_names = decoded_column(collections), [str(name) for name in instruments]
     totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for (c, i, k), n, b in zip(groups.T.tolist(), counts, nbytes.tolist()):
         entry = totals[(collection_names[c], instrument_names[i], kind_names[k])]
@@ -107,7 +90,7 @@ def snapshot(previous: Mapping[str, Table | None]) -> Snapshot:
     (``previous`` is :attr:`RunResult.previous` of a run that remembered them)."""
     query = previous.get("query")
     filtered = previous.get("filter")
-    obsids = set(_text(query["obsid"])) if query is not None and "obsid" in query.colnames else None
+    obsids = set(decoded_column(query["obsid"])) if query is not None and "obsid" in query.colnames else None
     products = None
     if filtered is not None and "dataURI" in filtered.colnames:
         products = _identities(filtered)
@@ -122,8 +105,8 @@ def _identities(table: Table) -> dict[str, Any]:
     values = np.asarray(table["size"])
     sizes = values.astype(np.int64).tolist() if values.dtype.kind in "iu" else [int(s) for s in values]
     if "prvversion" not in table.colnames:
-        return dict(zip(_text(table["dataURI"]), sizes))
-    return dict(zip(_text(table["dataURI"]), zip(sizes, _text(table["prvversion"]))))
+        return dict(zip(decoded_column(table["dataURI"]), sizes))
+    return dict(zip(decoded_column(table["dataURI"]), zip(sizes, decoded_column(table["prvversion"]))))
 
 
 def _listed(values: set[str] | list[str]) -> dict[str, Any]:
@@ -138,7 +121,7 @@ def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:
     ``downloaded`` is a deprecated copy of ``fetched`` (the word the rest of the report uses),
     kept for one release so that scripts reading it keep working.
     """
-    after_obs = set(_text(result.tables["query"]["obsid"])) if "query" in result.tables and \
+    after_obs = set(decoded_column(result.tables["query"]["obsid"])) if "query" in result.tables and \
         "obsid" in result.tables["query"].colnames else None
     filtered = result.tables.get("filter")
     after_products = None

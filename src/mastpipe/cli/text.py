@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from mastpipe.report import _text, failure_reason
+from mastpipe.report import failure_reason
+from mastpipe.state import decoded_column
 from mastpipe.stages.retrieve.progress import format_bytes as human_bytes
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def format_cloud_plan(pipeline: Any, products: Table, outlook: Any) -> str:
     from mastpipe.stages.retrieve.s3 import Locations, effective_endpoint
 
     section = pipeline.recipe.retrieve
-    rights = dict(zip(_text(products["dataURI"]), _text(products["dataRights"]))) if len(products) else {}
+    rights = dict(zip(decoded_column(products["dataURI"]), decoded_column(products["dataRights"]))) if len(products) else {}
     wanted = list(outlook.remaining) if outlook is not None and outlook.mode == "download" else list(rights)
     known = Locations(pipeline.state_dir, pipeline.server_id,
                       effective_endpoint(section.s3_endpoint, pipeline.environ)).load()

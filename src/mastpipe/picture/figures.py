@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mastpipe.stages.retrieve.progress import format_bytes
-from mastpipe.state import decoded
+from mastpipe.state import decoded_column
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -79,7 +79,7 @@ def footprints(s_region: str) -> list[np.ndarray]:
 
 def texts(column: Any) -> list[str]:
     """A column's values as text (bytes decoded)."""
-    return [decoded(value) for value in np.asarray(column)]
+    return decoded_column(column)
 
 
 def groups_of(observations: Table) -> tuple[str, list[str]]:

@@ -28,7 +28,7 @@ from mastpipe.stages.retrieve.ledger import VERSION_COLUMNS, product_version
 from mastpipe.stages.retrieve.tablecheck import as_bytes, is_ascii, masked, safe_components
 from mastpipe.stages.retrieve.paths import (MAX_NAME_BYTES, _LAYOUTS, _resolved_dir,
                                             _template_fields, check_collisions, product_path)
-from mastpipe.state import decoded
+from mastpipe.state import decoded, decoded_column
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -340,8 +340,8 @@ def plan_table(table: Table, destination: Path, layout: str, mast_url: str) -> T
     judged = _judge(table, destination, layout, mast_url)
     by_row, prefix = judged.by_row, judged.prefix
     rows = np.flatnonzero(judged.eligible)
-    keys = _strings(judged.uris[rows]) if judged.uris is not None else []
-    dests = [prefix + rel for rel in _strings(judged.relative[rows])] if judged.relative is not None else []
+    keys = decoded_column(judged.uris[rows]) if judged.uris is not None else []
+    dests = [prefix + rel for rel in decoded_column(judged.relative[rows])] if judged.relative is not None else []
     task_sizes = judged.sizes[rows]
     if by_row:  # put the rows planned one at a time back in their places
         extra = np.fromiter(by_row, dtype=np.int64, count=len(by_row))
@@ -376,11 +376,6 @@ def count_table(table: Table, destination: Path, layout: str, mast_url: str,
     if resolved is not None:
         resolved.update(judged.resolved)
     return len(keys), judged.refused
-
-
-def _strings(values: np.ndarray) -> list[str]:
-    """An array of ASCII bytes with no newline as a list of str, in a few C-level passes."""
-    return b"\n".join(values.tolist()).decode("ascii").split("\n") if len(values) else []
 
 
 def _outside_or_linked(root: str, parents: np.ndarray, names: np.ndarray, eligible: np.ndarray,
