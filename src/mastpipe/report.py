@@ -82,7 +82,58 @@ class Snapshot:
     """What a state directory held before a run, to say afterwards what changed."""
 
     obsids: set[str] | None  # None: no previous query checkpoint (first run)
-    products: dict[str, Any] | None  # dataURI -> size (and prvversion) of the products kept by filter
+    products: Versions | None  # the products kept by filter, by dataURI
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The products of a filter table by dataURI, with what makes each one's version: its size
+    and, where the list has it, prvversion (MAST reprocesses files under the same name,
+    sometimes to the same size).
+
+    Held as arrays sorted by dataURI (UTF-8 bytes, whose order is the text's), so that two runs
+    of a million products are compared with array arithmetic: as Python objects, building and
+    comparing them was seconds of every run.
+    """
+
+    uris: np.ndarray
+    sizes: np.ndarray
+    prvversions: np.ndarray | None
+
+    @classmethod
+    def of(cls, table: Table) -> Versions:
+        """A table's products; where a dataURI is listed twice, its last row counts."""
+        if "dataURI" not in table.colnames:
+            return cls(np.array([], dtype="S1"), np.array([], dtype=np.int64), None)
+        uris = _utf8_bytes(table["dataURI"])
+        values = np.asarray(table["size"])
+        sizes = values.astype(np.int64) if values.dtype.kind in "iuf" else np.array([int(s) for s in values],
+                                                                                      dtype=np.int64)
+        prvversions = _utf8_bytes(table["prvversion"]) if "prvversion" in table.colnames else None
+        order = np.argsort(uris, kind="stable")
+        uris = uris[order]
+        last = np.append(uris[1:] != uris[:-1], True) if len(uris) else np.array([], dtype=bool)
+        keep = order[last]
+        return cls(uris[last], sizes[keep], prvversions[keep] if prvversions is not None else None)
+
+    def found_in(self, other: Versions) -> tuple[np.ndarray, np.ndarray]:
+        """For each of these products, whether ``other`` has it, and where (valid where found)."""
+        where = np.searchsorted(other.uris, self.uris)
+        clipped = np.minimum(where, max(len(other.uris) - 1, 0))
+        found = (where < len(other.uris)) & (other.uris[clipped] == self.uris) if len(other.uris) else \
+            np.zeros(len(self.uris), dtype=bool)
+        return found, clipped
+
+
+def _utf8_bytes(column: Any) -> np.ndarray:
+    """A text column as UTF-8 bytes (checkpoints store text so already; astroquery gives str)."""
+    values = np.asarray(column)
+    if values.dtype.kind == "S":
+        return values
+    try:
+        return values.astype("S") if len(values) else np.array([], dtype="S1")
+    except UnicodeEncodeError:
+        return np.array([text.encode("utf-8") for text in decoded_column(values)], dtype="S")
 
 
 def snapshot(previous: Mapping[str, Table | None]) -> Snapshot:
@@ -91,28 +142,34 @@ def snapshot(previous: Mapping[str, Table | None]) -> Snapshot:
     query = previous.get("query")
     filtered = previous.get("filter")
     obsids = set(decoded_column(query["obsid"])) if query is not None and "obsid" in query.colnames else None
-    products = None
-    if filtered is not None and "dataURI" in filtered.colnames:
-        products = _identities(filtered)
-    elif filtered is not None:
-        products = {}
-    return Snapshot(obsids, products)
+    return Snapshot(obsids, Versions.of(filtered) if filtered is not None else None)
 
 
-def _identities(table: Table) -> dict[str, Any]:
-    """dataURI -> what makes a product's version: its size and, where the list has it, prvversion
-    (MAST reprocesses files under the same name, sometimes to the same size)."""
-    values = np.asarray(table["size"])
-    sizes = values.astype(np.int64).tolist() if values.dtype.kind in "iu" else [int(s) for s in values]
-    if "prvversion" not in table.colnames:
-        return dict(zip(decoded_column(table["dataURI"]), sizes))
-    return dict(zip(decoded_column(table["dataURI"]), zip(sizes, decoded_column(table["prvversion"]))))
+_NO_VERSIONS = Versions(np.array([], dtype="S1"), np.array([], dtype=np.int64), None)
 
 
 def _listed(values: set[str] | list[str]) -> dict[str, Any]:
     """The first MAX_LISTED values in order, and how many there are (not all a million sorted)."""
     items = heapq.nsmallest(MAX_LISTED, values)
     return {"count": len(values), "items": items, "truncated": len(values) > MAX_LISTED}
+
+
+def _listed_sorted(uris: np.ndarray) -> dict[str, Any]:
+    """:func:`_listed` of sorted UTF-8 dataURIs: only the first MAX_LISTED are decoded."""
+    return {"count": len(uris), "items": decoded_column(uris[:MAX_LISTED]), "truncated": len(uris) > MAX_LISTED}
+
+
+def _product_changes(before: Versions, after: Versions) -> dict[str, Any]:
+    found, where = after.found_in(before)
+    if len(after.uris) and (before.prvversions is None) != (after.prvversions is None):
+        differs = np.ones(len(after.uris), dtype=bool)  # one list has prvversion, the other not
+    else:
+        differs = before.sizes[where] != after.sizes if len(before.uris) else np.zeros(len(after.uris), dtype=bool)
+        if before.prvversions is not None and after.prvversions is not None and len(before.uris):
+            differs |= before.prvversions[where] != after.prvversions
+    kept, _ = before.found_in(after)
+    return {"new": _listed_sorted(after.uris[~found]), "changed": _listed_sorted(after.uris[found & differs]),
+            "dropped": _listed_sorted(before.uris[~kept])}
 
 
 def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:
@@ -124,21 +181,12 @@ def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:
     after_obs = set(decoded_column(result.tables["query"]["obsid"])) if "query" in result.tables and \
         "obsid" in result.tables["query"].colnames else None
     filtered = result.tables.get("filter")
-    after_products = None
-    if filtered is not None:
-        after_products = _identities(filtered) if "dataURI" in filtered.colnames else {}
     report: dict[str, Any] = {"first_run": before.obsids is None}
     if after_obs is not None:
         previous = before.obsids or set()
         report["observations"] = {"new": _listed(after_obs - previous), "withdrawn": _listed(previous - after_obs)}
-    if after_products is not None:
-        previous_products = before.products or {}
-        report["products"] = {
-            "new": _listed(set(after_products) - set(previous_products)),
-            "changed": _listed({uri for uri, size in after_products.items()
-                                if uri in previous_products and previous_products[uri] != size}),
-            "dropped": _listed(set(previous_products) - set(after_products)),
-        }
+    if filtered is not None:
+        report["products"] = _product_changes(before.products or _NO_VERSIONS, Versions.of(filtered))
     retrieved = result.retrieve
     if retrieved is not None and retrieved.mode == "download":
         report["fetched"] = _listed([r.key for r in retrieved.results if r.status == "fetched"])
