@@ -14,7 +14,7 @@ import requests
 
 from mastpipe.archive.rows import PageColumns, page_table, stored_columns
 from mastpipe.archive.scan import scan_answer
-from mastpipe.archive.sessions import mounted
+from mastpipe.archive.sessions import mounted, whole_body
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -54,9 +54,12 @@ def product_pages(obs: Any, obsids: list[str], session: requests.Session, page_s
                    "pagesize": page_size, "page": page}
         while True:
             response = session.post(portal.MAST_REQUEST_URL, data=_prepare_service_request_string(request),
-                                    headers=headers)
-            response.raise_for_status()
-            body = response.content
+                                    headers=headers, stream=True)
+            try:
+                response.raise_for_status()
+                body = whole_body(response)
+            finally:
+                response.close()
             del response
             scanned = scan_answer(body)
             columns, answer = (scanned[1], scanned[0]) if scanned else (None, json.loads(body) if body else None)

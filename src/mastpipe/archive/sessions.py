@@ -21,7 +21,7 @@ from requests.adapters import HTTPAdapter
 
 from mastpipe.retry import is_transient_status
 
-__all__ = ["TimeoutAdapter", "classify", "import_astroquery", "mounted", "point"]
+__all__ = ["TimeoutAdapter", "classify", "import_astroquery", "mounted", "point", "whole_body"]
 
 _configure_lock = threading.Lock()
 
@@ -79,6 +79,28 @@ def point(obs: Any, url: str, page_size: int, timeout: float, insecure: bool) ->
     portal.TIMEOUT = timeout
     mounted(portal._session, timeout, insecure)
     return obs
+
+
+def whole_body(response: requests.Response) -> bytes:
+    """The body of a response asked for with ``stream=True``, read in one call.
+
+    ``Response.content`` gathers a body 10 KB at a time through several Python frames: for the
+    ~600 MB of JSON a million product rows take, a second or two of CPU. One read fills one
+    buffer, and returns the connection to the pool as ``content`` does. A broken body raises
+    what ``content`` would raise, so :func:`classify` reads it the same way.
+    """
+    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError, SSLError
+
+    try:
+        return bytes(response.raw.read(decode_content=True) or b"")
+    except ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except ReadTimeoutError as exc:
+        raise requests.ConnectionError(exc) from exc
+    except SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
 
 
 def classify(exc: BaseException) -> tuple[bool, bool, str | None, str]:
