@@ -100,13 +100,12 @@ def fetch_stacked(archive: Archive, batch: tuple[str, ...], row_cap: int = ROW_C
     """One batch's products as one table (the halves of a split batch stacked), in the form
     checkpoints store: text as UTF-8 bytes, a quarter of the memory of astroquery's str columns,
     which is what keeps a run over a million product rows well under 2 GB."""
-    from astropy.table import Table, vstack
+    from astropy.table import Table
 
-    from mastpipe.state import as_stored
+    from mastpipe.state import as_stored, stacked
 
-    tables = [t for t in fetch_batch(archive, batch, row_cap, mission) if len(t)]
-    table = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else (tables[0] if tables else Table())
-    return as_stored(table)
+    tables = [as_stored(t) for t in fetch_batch(archive, batch, row_cap, mission) if len(t)]
+    return stacked(tables) if tables else Table()
 
 
 def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, store: BatchStore,
@@ -114,7 +113,9 @@ def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, 
     """Product lists for every observation, stacked in batch order (sorted obsids), whatever order
     the requests finish in: the same answers give the same table, so later stages are reused.
     Batches already on disk are not refetched."""
-    from astropy.table import Table, vstack
+    from astropy.table import Table
+
+    from mastpipe.state import stacked
 
     todo = batches(np.asarray(observations["obsid"]) if len(observations) else [], batch_size)
     done: dict[tuple[str, ...], Table] = {}
@@ -149,7 +150,5 @@ def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, 
                 future.cancel()
             for saved in saving:  # finished batches are kept even when another one failed
                 saved.result()
-    tables = [done[batch] for batch in todo if len(done[batch])]
-    if not tables:
-        return Table()
-    return vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
+    tables = [table for table in (done.pop(batch) for batch in todo) if len(table)]
+    return stacked(tables) if tables else Table()

@@ -19,7 +19,8 @@ from mastpipe.errors import StateError
 if TYPE_CHECKING:
     from astropy.table import Table
 
-__all__ = ["as_stored", "decoded", "decoded_column", "fingerprint", "read_table", "table_digest", "write_table"]
+__all__ = ["as_stored", "decoded", "decoded_column", "fingerprint", "read_table", "stacked", "table_digest",
+           "write_table"]
 
 
 def fingerprint(*parts: Any) -> str:
@@ -38,8 +39,13 @@ def table_digest(table: Table) -> str:
         if column.dtype.byteorder not in ("=", "|"):  # FITS stores big-endian; content is the same
             column = column.astype(column.dtype.newbyteorder("="))
         digest.update(f"{name}:{column.dtype.str}:{len(column)}|".encode())
-        digest.update(np.ascontiguousarray(column).tobytes() if column.dtype != object else
-                      "\x1f".join(map(str, column)).encode())
+        if column.dtype == object:
+            digest.update("\x1f".join(map(str, column)).encode())
+            continue
+        column = np.ascontiguousarray(column)
+        step = max(1, (16 << 20) // max(column.dtype.itemsize, 1))
+        for start in range(0, len(column), step):  # no copy of a whole column (600 MB at 10M rows)
+            digest.update(memoryview(column[start:start + step]).cast("B"))  # type: ignore[arg-type]
     return digest.hexdigest()
 
 
@@ -96,6 +102,50 @@ def as_stored(table: Table) -> Table:
         else:
             columns[name] = column
     return Table(columns, copy=False)
+
+
+def stacked(tables: list[Table]) -> Table:
+    """Tables in stored form one after the other, as ``vstack`` stacks them (a column some lack
+    is empty text, or masked, in their rows), a column at a time; each column is taken out of
+    ``tables`` once copied, so the peak holds the stack and one column more, not two stacks
+    (a million product rows: ~250 MB less). ``tables`` are left empty."""
+    from astropy.table import Column, MaskedColumn, Table
+
+    if len(tables) == 1:
+        return tables[0]
+    names = list(dict.fromkeys(name for table in tables for name in table.colnames))
+    dtypes = {name: [table[name].dtype for table in tables if name in table.colnames] for name in names}
+    if any(len({dtype.kind == "S" for dtype in found}) > 1 for found in dtypes.values()):
+        from astropy.table import vstack  # text in one table, numbers in another: astropy refuses
+
+        return vstack(tables, metadata_conflicts="silent")
+    kinds = {name: np.result_type(*found) for name, found in dtypes.items()}
+    lengths = [len(table) for table in tables]
+    out = Table()
+    for name in names:
+        present = [table[name] for table in tables if name in table.colnames]
+        kind = kinds[name]
+        parts, masks = [], []
+        for table, n in zip(tables, lengths):
+            column = table[name] if name in table.colnames else None
+            if column is None:
+                parts.append(np.zeros(n, dtype=kind if kind.kind != "S" else "S1"))
+                masks.append(np.full(n, kind.kind != "S"))
+            else:
+                parts.append(np.asarray(column))
+                mask = getattr(column, "mask", None)
+                masks.append(np.asarray(mask) if mask is not None else np.zeros(n, dtype=bool))
+        values = np.concatenate(parts)
+        mask = np.concatenate(masks)
+        first = present[0]
+        attributes = {"name": name, "unit": first.unit, "description": first.description, "format": first.format}
+        out.add_column(MaskedColumn(values, mask=mask, copy=False, **attributes) if mask.any()
+                       else Column(values, copy=False, **attributes))
+        del parts, values, mask, present
+        for table in tables:
+            if name in table.colnames:
+                table.remove_column(name)
+    return out
 
 
 def _utf8(values: np.ndarray) -> np.ndarray:
