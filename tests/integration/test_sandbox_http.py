@@ -367,3 +367,31 @@ def test_internal_error_answers_500_instead_of_hanging(sandbox, monkeypatch, cap
             break
         time.sleep(0.05)
     assert "RuntimeError: catalogue bug" in err  # bugs stay loud
+
+
+def test_product_lists_rendered_once_are_the_same_bytes(sandbox):
+    """Whole observations' rows are rendered once and kept; the answer is byte for byte the
+    one rendered row by row, and a change to the catalogue is seen at once."""
+    from mastpipe.sandbox import columns
+
+    cat = sandbox.catalog
+    obsids = [row["obsid"] for row in cat.observations()[:3]]
+    names = [n for n, _ in columns.PRODUCT_FIELDS]
+
+    def expected(ids):
+        rows = [{n: r.get(n) for n in names} for o in ids for r in cat.iter_products(o)]
+        return {"status": "COMPLETE", "msg": "", "fields": [{"name": n, "type": t} for n, t in columns.PRODUCT_FIELDS],
+                "data": rows, "paging": {"page": 1, "pageSize": 50_000, "pagesFiltered": 1, "rows": len(rows),
+                                         "rowsFiltered": len(rows), "rowsTotal": len(rows)}}
+
+    for attempt in range(2):  # rendered, then from what was kept
+        body = invoke(sandbox, "Mast.Caom.Products", {"obsid": ",".join(obsids)}, cache=f"cb-{attempt}").content
+        assert body == json.dumps(expected(obsids)).encode()
+    before = {row["dataURI"]: row for row in json.loads(body)["data"]}
+    uri = next(iter(before))
+    cat.touch(uri)  # a new prvversion and size in its row
+    cat.add_product(obsids[1])
+    body = invoke(sandbox, "Mast.Caom.Products", {"obsid": ",".join(obsids)}, cache="cb-3").content
+    assert body == json.dumps(expected(obsids)).encode()
+    after = {row["dataURI"]: row for row in json.loads(body)["data"]}
+    assert after[uri]["prvversion"] != before[uri]["prvversion"] and len(after) == len(before) + 1

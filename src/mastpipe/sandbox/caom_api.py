@@ -91,9 +91,14 @@ class CaomApi(Responder):
                                        obsids, ep)
         except QueryError as exc:
             result = {"status": "ERROR", "msg": str(exc)}
-        if isinstance(result.get("data"), list):
-            self._rows = len(result["data"])
-        body = json.dumps(result).encode()
+        data = result.get("data")
+        if isinstance(data, _Rendered):
+            self._rows = data.rows
+            body = json.dumps({**result, "data": []}).replace('"data": []', f'"data": [{data.text}]', 1).encode()
+        else:
+            if isinstance(data, list):
+                self._rows = len(data)
+            body = json.dumps(result).encode()
         self._send_body(ep, key, attempt, 200, [("Content-Type", "application/json")],
                         len(body), [body])
 
@@ -119,6 +124,12 @@ class CaomApi(Responder):
             counts = [cat.product_count(o) for o in obsids]
             total = min(sum(counts), cap)
             hi = min(hi, total)
+            if lo == 0 and hi == sum(counts):  # whole observations: their rows rendered once
+                names = tuple(n for n, _ in columns.PRODUCT_FIELDS)
+                rendered = [text for text in (cat.products_json(o, names) for o in obsids) if text]
+                envelope = self._envelope(columns.PRODUCT_FIELDS, [], page, pagesize, total)
+                envelope["paging"]["rows"] = hi
+                return {**envelope, "data": _Rendered(", ".join(rendered), hi)}
             rows, pos = [], 0
             for o, n in zip(obsids, counts):
                 if pos >= hi:
@@ -191,6 +202,13 @@ class CaomApi(Responder):
 
 
 _AGGREGATE = re.compile(r"^(MIN|MAX)\(\s*(\w+)\s*\)$", re.IGNORECASE)
+
+
+class _Rendered:
+    """A product list's ``data`` already rendered as JSON (see ``Lookup.products_json``)."""
+
+    def __init__(self, text: str, rows: int) -> None:
+        self.text, self.rows = text, rows
 
 
 def _select(wanted: str, fields: list[tuple[str, str]]) -> list[tuple[str, str]]:

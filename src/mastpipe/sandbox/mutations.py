@@ -65,6 +65,7 @@ class Mutations(Lookup):
         """
         obsid = str(obsid)
         with self._lock:
+            self.version += 1
             owner = self._obs.get(obsid)
             if owner is None:
                 raise KeyError(f"no observation with obsid {obsid!r}")
@@ -103,6 +104,7 @@ class Mutations(Lookup):
             validators tell, which is what ``mastpipe run --revalidate`` asks.
         """
         with self._lock:
+            self.version += 1
             info = self._info(uri)
             self._override[uri] = (info.size if same_size else info.size + FITS_BLOCK, info.version + 1)
             if not silent:
@@ -112,6 +114,7 @@ class Mutations(Lookup):
     def withdraw_product(self, uri: str) -> None:
         """MAST stops listing ``uri`` (in every observation) and serves it no more (404)."""
         with self._lock:
+            self.version += 1
             for obsid in self._plans:
                 if any(row["dataURI"] == uri for row in self._iter_raw(obsid)):
                     self._withdrawn.setdefault(obsid, set()).add(uri)
@@ -120,4 +123,5 @@ class Mutations(Lookup):
     def withdraw_observation(self, obsid: str) -> None:
         """MAST no longer finds observation ``obsid`` (its products stay downloadable)."""
         with self._lock:
+            self.version += 1
             self._obs.pop(str(obsid), None)

@@ -99,6 +99,10 @@ class Store:
         self._withdrawn: dict[str, set[str]] = {}  # obsid -> dataURIs MAST no longer lists
         self._gone: set[str] = set()  # dataURIs withdrawn: no longer served
         self._next_obsid = 90_000_000
+        #: Bumped by every change to what the catalogue lists: answers rendered before are stale.
+        self.version = 0
+        self._rendered: dict[tuple[str, tuple[str, ...]], tuple[int, str]] = {}
+        self._rendered_bytes = 0
 
     # ================================================================== helpers
     def _rand(self, *parts) -> float:
@@ -135,6 +139,7 @@ class Store:
 
     def _add_obs(self, row: dict, plan: list[Family]) -> dict:
         with self._lock:
+            self.version += 1
             self._obs[row["obsid"]] = row
             self._plans[row["obsid"]] = plan
             for fam in plan:
