@@ -110,11 +110,13 @@ class Versions:
         sizes = values.astype(np.int64) if values.dtype.kind in "iuf" else np.array([int(s) for s in values],
                                                                                       dtype=np.int64)
         prvversions = _utf8_bytes(table["prvversion"]) if "prvversion" in table.colnames else None
+        if len(uris) < 2 or bool((uris[1:] > uris[:-1]).all()):  # already in order, once each: no copy
+            return cls(uris, sizes, prvversions)
         order = np.argsort(uris, kind="stable")
         uris = uris[order]
-        last = np.append(uris[1:] != uris[:-1], True) if len(uris) else np.array([], dtype=bool)
+        last = np.append(uris[1:] != uris[:-1], True)
         keep = order[last]
-        return cls(uris[last], sizes[keep], prvversions[keep] if prvversions is not None else None)
+        return cls(uris if last.all() else uris[last], sizes[keep], prvversions[keep] if prvversions is not None else None)
 
     def found_in(self, other: Versions) -> tuple[np.ndarray, np.ndarray]:
         """For each of these products, whether ``other`` has it, and where (valid where found)."""
@@ -154,9 +156,12 @@ def _listed(values: set[str] | list[str]) -> dict[str, Any]:
     return {"count": len(values), "items": items, "truncated": len(values) > MAX_LISTED}
 
 
-def _listed_sorted(uris: np.ndarray) -> dict[str, Any]:
-    """:func:`_listed` of sorted UTF-8 dataURIs: only the first MAX_LISTED are decoded."""
-    return {"count": len(uris), "items": decoded_column(uris[:MAX_LISTED]), "truncated": len(uris) > MAX_LISTED}
+def _listed_sorted(uris: np.ndarray, which: np.ndarray) -> dict[str, Any]:
+    """:func:`_listed` of the sorted UTF-8 dataURIs ``uris[which]`` (a mask): only the first
+    MAX_LISTED are copied and decoded."""
+    count = int(np.count_nonzero(which))
+    first = np.flatnonzero(which)[:MAX_LISTED]
+    return {"count": count, "items": decoded_column(uris[first]), "truncated": count > MAX_LISTED}
 
 
 def _product_changes(before: Versions, after: Versions) -> dict[str, Any]:
@@ -168,8 +173,8 @@ def _product_changes(before: Versions, after: Versions) -> dict[str, Any]:
         if before.prvversions is not None and after.prvversions is not None and len(before.uris):
             differs |= before.prvversions[where] != after.prvversions
     kept, _ = before.found_in(after)
-    return {"new": _listed_sorted(after.uris[~found]), "changed": _listed_sorted(after.uris[found & differs]),
-            "dropped": _listed_sorted(before.uris[~kept])}
+    return {"new": _listed_sorted(after.uris, ~found), "changed": _listed_sorted(after.uris, found & differs),
+            "dropped": _listed_sorted(before.uris, ~kept)}
 
 
 def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:

@@ -140,7 +140,7 @@ def stacked(tables: list[Table]) -> Table:
         first = present[0]
         attributes = {"name": name, "unit": first.unit, "description": first.description, "format": first.format}
         out.add_column(MaskedColumn(values, mask=mask, copy=False, **attributes) if mask.any()
-                       else Column(values, copy=False, **attributes))
+                       else Column(values, copy=False, **attributes), copy=False)
         del parts, values, mask, present
         for table in tables:
             if name in table.colnames:
