@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from mastpipe.stages.retrieve.progress import format_bytes as human_bytes
+from mastpipe.stages.retrieve.tablecheck import unique_by_runs
 from mastpipe.state import StateDir, decoded_column
 
 if TYPE_CHECKING:
@@ -44,19 +45,23 @@ def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str,
                 None)  # file_suffix: a mission search's product lists
     # Each column's distinct values are decoded once; rows are grouped by their codes (numpy),
     # not one dict look-up per product (seconds at a million).
-    owners, owner_codes = np.unique(np.asarray(products["parent_obsid"] if "parent_obsid" in products.colnames
-                                               else products["obsID"]), return_inverse=True)
+    owners, owner_codes = unique_by_runs(np.asarray(products["parent_obsid"] if "parent_obsid" in products.colnames
+                                                    else products["obsID"]))
     names = [instrument.get(owner, "?") for owner in decoded_column(owners)]
     instruments, instrument_of_owner = np.unique(np.array(names, dtype=str), return_inverse=True)
-    collections, collection_codes = np.unique(np.asarray(products["obs_collection"]), return_inverse=True)
+    collections, collection_codes = unique_by_runs(np.asarray(products["obs_collection"]))
     if kind:
-        kinds, kind_codes = np.unique(np.asarray(products[kind]), return_inverse=True)
+        kinds, kind_codes = unique_by_runs(np.asarray(products[kind]))
         kind_names = [text or "?" for text in decoded_column(kinds)]
     else:
         kind_names, kind_codes = ["?"], np.zeros(len(products), dtype=np.int64)
-    groups, group_codes = np.unique(np.stack([collection_codes.ravel(), instrument_of_owner[owner_codes.ravel()],
-                                              kind_codes.ravel()]), axis=1, return_inverse=True)
+    # one integer per (collection, instrument, kind): sorting integers, not a stack of columns
+    n_instruments, n_kinds = len(instruments), len(kind_names)
+    combined = (collection_codes.astype(np.int64) * n_instruments + instrument_of_owner.ravel()[owner_codes]) \
+        * n_kinds + kind_codes
+    keys, group_codes = np.unique(combined, return_inverse=True)
     group_codes = group_codes.ravel()
+    groups = np.stack([keys // (n_instruments * n_kinds), keys // n_kinds % n_instruments, keys % n_kinds])
     sizes = np.maximum(np.asarray(products["size"]).astype(np.int64), 0)
     counts = np.bincount(group_codes, minlength=groups.shape[1]).tolist()
     nbytes = np.zeros(groups.shape[1], dtype=np.int64)
