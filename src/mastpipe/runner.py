@@ -407,9 +407,11 @@ class Pipeline:
         sidecar, checkpoint = self.checkpoints.sidecar("filter"), _filter_checkpoint(self.checkpoints)
         if sidecar is None or checkpoint is None:
             return None
+        query = self.checkpoints.sidecar("query")
         return status_outlook((lambda: table) if table is not None else (lambda: self.checkpoints.load("filter", sidecar)),
                               self.recipe.retrieve, base=self.recipe_path.resolve().parent, state_dir=self.state_dir,
-                              mast_url=self.mast_url, checkpoint=checkpoint)
+                              mast_url=self.mast_url, checkpoint=checkpoint,
+                              observations=lambda: self.checkpoints.load("query", query) if query is not None else None)
 
     def status(self) -> list[StageStatus]:
         """Each table stage's checkpoint: current, stale (and why) or missing. Contacts no server."""

@@ -80,6 +80,7 @@ def test_a_remembered_download_outlook_still_sees_every_change_on_disk(sandbox, 
     _age(tmp_path)
     _same(_status(tmp_path, sandbox.url), _fresh(tmp_path, sandbox.url))
     _same(_status(tmp_path, sandbox.url), _fresh(tmp_path, sandbox.url))
+    _plan_as_afresh(tmp_path, sandbox.url)
 
     # the next run fetches what status said, and writes the ledger: status judges afresh
     sandbox.log.clear()
@@ -99,7 +100,7 @@ def test_nothing_downloaded_yet_is_remembered_until_a_file_appears(sandbox, tmp_
     assert (tmp_path / "state" / "files.npz").is_file()
     again = _status(tmp_path, sandbox.url)
     _same(again, first)
-    plan = mastpipe.plan(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state")
+    plan = _plan_as_afresh(tmp_path, sandbox.url)
     assert plan.to_fetch == first.files and plan.bytes_to_fetch == first.bytes_to_fetch
 
     # one product's file put in place by hand: adopted by a run, so present now
@@ -113,3 +114,19 @@ def test_nothing_downloaded_yet_is_remembered_until_a_file_appears(sandbox, tmp_
     found = _status(tmp_path, sandbox.url)
     _same(found, _fresh(tmp_path, sandbox.url))
     assert (found.present, found.to_fetch) == (1, first.files - 1)
+
+
+def _plan_as_afresh(tmp_path: Path, url: str):
+    """plan answered from what status remembered (no table read, files.npz left as it was) is
+    the plan judged afresh from the tables; the former."""
+    remembered = tmp_path / "state" / "files.npz"
+    written = remembered.stat().st_ino
+    quick = mastpipe.plan(_recipe(tmp_path), mast_url=url, state_dir=tmp_path / "state")
+    assert remembered.stat().st_ino == written
+    remembered.unlink()
+    fresh = mastpipe.plan(_recipe(tmp_path), mast_url=url, state_dir=tmp_path / "state")
+    assert quick.to_dict() | {"stages": None} == fresh.to_dict() | {"stages": None}
+    assert [(s.stage, s.action, s.rows_out) for s in quick.stages] == [(s.stage, s.action, s.rows_out)
+                                                                       for s in fresh.stages]
+    assert fresh.breakdown and quick.outlook.remaining == fresh.outlook.remaining
+    return quick

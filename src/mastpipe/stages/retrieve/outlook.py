@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from astropy.table import Table
 
     from mastpipe.recipe.models import Retrieve
+    from mastpipe.stages.retrieve import recheck
     from mastpipe.stages.retrieve.ledger import LedgerRow
     from mastpipe.stages.retrieve.recheck import Found
     from mastpipe.stages.retrieve.tableplan import TablePlan
@@ -158,7 +159,7 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
         outlook.bytes_to_fetch += remaining
     tasks = plan.tasks(table, mast_url, judged)
     if found is not None:
-        found.fill(plan, absent, done, tasks, rows)
+        found.fill(plan, absent, done, judged, tasks, rows)
     judge_tasks(outlook, outlook_transfer(section), tasks, rows)
     return outlook
 
@@ -277,7 +278,8 @@ def _nothing_there(dests: list[str], last: dict[str, int],
 
 
 def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base: Path, state_dir: Path,
-                   mast_url: str, checkpoint: tuple[str, list[Path]]) -> RetrieveOutlook | None:
+                   mast_url: str, checkpoint: tuple[str, list[Path]],
+                   observations: Callable[[], Table | None] = lambda: None) -> RetrieveOutlook | None:
     """:func:`retrieve_outlook` of the filter checkpoint (``load`` reads it; None: there is
     none usable), remembered in the state directory for the modes that keep no ledger.
 
@@ -290,7 +292,8 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
     in those modes leaves its outlook behind (:func:`remember_outlook`), so even the first
     ``status`` after it reads no table. ``download`` depends on the ledger and every file on
     disk: what was found is remembered too (``files.npz``), and re-checked against the disk on
-    every call (:mod:`mastpipe.stages.retrieve.recheck`).
+    every call (:mod:`mastpipe.stages.retrieve.recheck`), with each file's group in a plan's
+    breakdown (``observations`` reads the query checkpoint, for the instruments).
     """
     from mastpipe.stages.retrieve import recheck
     from mastpipe.state import StateDir
@@ -299,7 +302,8 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
     key = _outlook_key(section, base=base, mast_url=mast_url, checkpoint=checkpoint)
     state = StateDir(state_dir)
     if section.mode == "download":
-        return _download_outlook(load, section, base=base, state=state, mast_url=mast_url, key=key, started=started)
+        return _download_outlook(load, section, base=base, state=state, mast_url=mast_url, key=key, started=started,
+                                 observations=observations)
     if key is not None:
         known = _remembered(state.outlook, key)
         if known is not None:
@@ -315,7 +319,8 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
 
 
 def _download_outlook(load: Callable[[], Table | None], section: Retrieve, *, base: Path, state: StateDir,
-                      mast_url: str, key: dict[str, Any] | None, started: int) -> RetrieveOutlook | None:
+                      mast_url: str, key: dict[str, Any] | None, started: int,
+                      observations: Callable[[], Table | None]) -> RetrieveOutlook | None:
     """:func:`status_outlook` in download mode: what was found last time re-checked against the
     disk (:mod:`mastpipe.stages.retrieve.recheck`), else judged afresh and remembered."""
     from mastpipe.stages.retrieve import recheck
@@ -331,8 +336,23 @@ def _download_outlook(load: Callable[[], Table | None], section: Retrieve, *, ba
     found = recheck.Found()
     outlook = retrieve_outlook(table, section, base=base, state_dir=state.path, mast_url=mast_url, found=found)
     if full is not None:
-        recheck.remember_found(state.files, full, found, outlook, started)
+        recheck.remember_found(state.files, full, found, outlook, started, lambda: _groups(table, observations()))
     return outlook
+
+
+def _groups(products: Table, observations: Table | None) -> recheck.Groups | None:
+    """Each product row's group in a plan's breakdown, and the bytes of all (None: the tables
+    lack what a plan needs, and ``plan`` says so itself)."""
+    from mastpipe.report import plan_groups
+
+    if observations is None or not len(products) or "size" not in products.colnames:
+        return None
+    try:
+        groups, codes = plan_groups(products, observations)
+    except (KeyError, ValueError):
+        return None
+    total = int(np.maximum(np.ma.filled(products["size"], 0).astype(np.int64), 0).sum())
+    return groups, codes, total
 
 
 def remember_outlook(outlook: RetrieveOutlook, resolved: dict[str, str], section: Retrieve, *, base: Path,

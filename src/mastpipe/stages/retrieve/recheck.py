@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +42,10 @@ if TYPE_CHECKING:
     from mastpipe.stages.retrieve.outlook import RetrieveOutlook
     from mastpipe.stages.retrieve.tableplan import TablePlan
 
-__all__ = ["Found", "Remaining", "download_key", "recheck", "remember_found", "started"]
+__all__ = ["Found", "Groups", "Remaining", "download_key", "pending_breakdown", "recheck", "remember_found", "started"]
+
+#: Each product row's group in a plan's breakdown: the groups, each row's, the bytes of them all.
+Groups = tuple[list[tuple[str, str, str]], np.ndarray, int]
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +63,16 @@ class Found:
     plan: TablePlan | None = None
     absent: list[int] = field(default_factory=list)
     done: list[int] = field(default_factory=list)
+    #: the files judged one by one (their ``tasks``)
+    judged: list[int] = field(default_factory=list)
     #: the size the ledger records for each file of ``done`` (on disk when judged)
     done_sizes: list[int] = field(default_factory=list)
     tasks: list[Any] = field(default_factory=list)
     rows: dict[str, LedgerRow] = field(default_factory=dict)
 
-    def fill(self, plan: TablePlan, absent: list[int], done: list[int], tasks: list[Any],
+    def fill(self, plan: TablePlan, absent: list[int], done: list[int], judged: list[int], tasks: list[Any],
              rows: dict[str, LedgerRow]) -> None:
-        self.plan, self.absent, self.done, self.tasks = plan, absent, done, tasks
+        self.plan, self.absent, self.done, self.judged, self.tasks = plan, absent, done, judged, tasks
         self.done_sizes = [int(rows[plan.keys[i]].size or 0) for i in done]
         self.rows = {task.key: rows[task.key] for task in tasks if task.key in rows}
 
@@ -80,6 +85,14 @@ class Remaining(MutableMapping[str, int]):
     def __init__(self, keys: np.ndarray, sizes: np.ndarray) -> None:
         self._arrays: tuple[np.ndarray, np.ndarray] | None = (keys, sizes)
         self._known: dict[str, int] = {}  # set before the arrays were turned into a dict
+        #: The breakdown's groups, the bytes of every file, and each file's group and bytes to
+        #: fetch (:func:`pending_breakdown`); None when not remembered.
+        self.breakdown: tuple[list[tuple[str, ...]], int, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def known(self) -> dict[str, int]:
+        """The files judged one by one (set on this mapping) while the arrays are kept."""
+        return self._known if self._arrays is not None else {}
 
     def _all(self) -> dict[str, int]:
         if self._arrays is not None:
@@ -132,8 +145,12 @@ def _directory(path: str) -> list[Any]:
     return [mtime, os.path.realpath(path)]
 
 
-def remember_found(path: Path, key: dict[str, Any], found: Found, outlook: RetrieveOutlook, started_ns: int) -> None:
-    """Keep what :func:`retrieve_outlook` ``found`` (judging since ``started_ns``) for ``key``."""
+def remember_found(path: Path, key: dict[str, Any], found: Found, outlook: RetrieveOutlook, started_ns: int,
+                   groups: Callable[[], Groups | None] = lambda: None) -> None:
+    """Keep what :func:`retrieve_outlook` ``found`` (judging since ``started_ns``) for ``key``;
+    ``groups`` gives each product row's group in a plan's breakdown and the bytes of them all
+    (:func:`mastpipe.report.plan_groups`), kept for the files to fetch so that ``plan`` needs
+    no table either (None: ``plan`` reads the tables)."""
     plan = found.plan
     if plan is None:
         return
@@ -149,7 +166,14 @@ def remember_found(path: Path, key: dict[str, Any], found: Found, outlook: Retri
                 "judged": [[{**asdict(task), "dest": os.fspath(task.dest)},
                             asdict(found.rows[task.key]) if task.key in found.rows else None] for task in found.tasks]}
         sizes = plan.sizes
-        arrays = {
+        grouping = groups()
+        arrays: dict[str, np.ndarray] = {}
+        if grouping is not None:
+            names, codes, total = grouping
+            meta |= {"groups": names, "total": total,
+                     "judged_groups": codes[plan.rows[np.asarray(found.judged, dtype=np.int64)]].tolist()}
+            arrays["absent_groups"] = codes[plan.rows[np.asarray(found.absent, dtype=np.int64)]]
+        arrays |= {
             "meta": np.array(json.dumps(meta)),
             "present": np.array([os.fsencode(plan.dests[i]) for i in found.done], dtype=bytes),
             "present_sizes": np.asarray(found.done_sizes, dtype=np.int64),
@@ -157,7 +181,7 @@ def remember_found(path: Path, key: dict[str, Any], found: Found, outlook: Retri
             "absent_sizes": np.maximum(sizes[np.asarray(found.absent, dtype=np.int64)], 0),
         }
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy types allow_pickle as a key
     except (OSError, ValueError, TypeError) as exc:  # a read-only state directory: status still answers
         log.debug("could not remember the files' outlook in %s: %s", path, exc)
 
@@ -176,6 +200,7 @@ def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlo
                 return None
             present, present_sizes = data["present"], data["present_sizes"]
             absent, absent_sizes = data["absent"], data["absent_sizes"]
+            grouped = data["absent_groups"] if "groups" in meta else None
         if any(_directory(directory) != stamp for directory, stamp in meta["directories"].items()):
             return None
         stat = os.stat
@@ -191,13 +216,31 @@ def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlo
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.debug("remembered outlook %s not used: %s", path, exc)
         return None
-    outlook.remaining = Remaining(absent, absent_sizes)
+    remaining = outlook.remaining = Remaining(absent, absent_sizes)
     outlook.to_fetch, outlook.bytes_to_fetch = len(absent), int(absent_sizes.sum())
     if tasks:
         judge_tasks(outlook, outlook_transfer(section), tasks, rows)
+    if grouped is not None:
+        judged = dict(zip((task.key for task in tasks), meta["judged_groups"]))
+        extra = [(judged[key], size) for key, size in remaining.known.items()]
+        remaining.breakdown = ([tuple(group) for group in meta["groups"]], int(meta["total"]),
+                               np.concatenate([grouped, np.array([g for g, _ in extra], dtype=np.int64)]),
+                               np.concatenate([absent_sizes, np.array([b for _, b in extra], dtype=np.int64)]))
     return outlook
 
 
 def started() -> int:
     """The time judging starts (ns), for :func:`remember_found`."""
     return time.time_ns()
+
+
+def pending_breakdown(outlook: RetrieveOutlook) -> tuple[int, list[tuple[str, str, str, int, int]]] | None:
+    """A download-mode plan's total bytes and breakdown of the files to fetch, from what
+    :func:`recheck` found (None: not remembered; ``plan`` then reads the tables)."""
+    from mastpipe.report import grouped_totals
+
+    remaining = outlook.remaining
+    if not isinstance(remaining, Remaining) or remaining.breakdown is None:
+        return None
+    groups, total, codes, sizes = remaining.breakdown
+    return total, grouped_totals([(str(c), str(i), str(k)) for c, i, k in groups], codes, sizes)
