@@ -94,11 +94,15 @@ def test_a_remembered_download_outlook_still_sees_every_change_on_disk(sandbox, 
 
 def test_nothing_downloaded_yet_is_remembered_until_a_file_appears(sandbox, tmp_path):
     mastpipe.run(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state", until="filter")
-    _age(tmp_path)
+    remembered = tmp_path / "state" / "files.npz"
+    left = remembered.stat().st_ino  # the run left it: nothing on disk, every file found by columns
     first = _status(tmp_path, sandbox.url)
+    assert remembered.stat().st_ino == left
     assert not first.ledger and first.present == 0 and first.to_fetch == first.files > 0
-    assert (tmp_path / "state" / "files.npz").is_file()
+    _same(first, _fresh(tmp_path, sandbox.url))
+    remembered.unlink()
     again = _status(tmp_path, sandbox.url)
+    assert remembered.is_file()
     _same(again, first)
     plan = _plan_as_afresh(tmp_path, sandbox.url)
     assert plan.to_fetch == first.files and plan.bytes_to_fetch == first.bytes_to_fetch

@@ -125,7 +125,8 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
     """
     from mastpipe.errors import LedgerError
     from mastpipe.stages.retrieve.ledger import Ledger
-    from mastpipe.stages.retrieve.tableplan import count_table, plan_table
+    from mastpipe.stages.retrieve.tablecount import count_table
+    from mastpipe.stages.retrieve.tableplan import plan_table
     from mastpipe.state import StateDir
 
     destination = (base / section.destination).resolve()
@@ -279,7 +280,8 @@ def _nothing_there(dests: list[str], last: dict[str, int],
 
 def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base: Path, state_dir: Path,
                    mast_url: str, checkpoint: tuple[str, list[Path]],
-                   observations: Callable[[], Table | None] = lambda: None) -> RetrieveOutlook | None:
+                   observations: Callable[[], Table | None] = lambda: None,
+                   judge: bool = True) -> RetrieveOutlook | None:
     """:func:`retrieve_outlook` of the filter checkpoint (``load`` reads it; None: there is
     none usable), remembered in the state directory for the modes that keep no ledger.
 
@@ -293,7 +295,8 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
     ``status`` after it reads no table. ``download`` depends on the ledger and every file on
     disk: what was found is remembered too (``files.npz``), and re-checked against the disk on
     every call (:mod:`mastpipe.stages.retrieve.recheck`), with each file's group in a plan's
-    breakdown (``observations`` reads the query checkpoint, for the instruments).
+    breakdown (``observations`` reads the query checkpoint, for the instruments). Not
+    ``judge``: in download mode, answer (and remember) only what needs no judging one by one.
     """
     from mastpipe.stages.retrieve import recheck
     from mastpipe.state import StateDir
@@ -303,7 +306,7 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
     state = StateDir(state_dir)
     if section.mode == "download":
         return _download_outlook(load, section, base=base, state=state, mast_url=mast_url, key=key, started=started,
-                                 observations=observations)
+                                 observations=observations, judge=judge)
     if key is not None:
         known = _remembered(state.outlook, key)
         if known is not None:
@@ -320,9 +323,10 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
 
 def _download_outlook(load: Callable[[], Table | None], section: Retrieve, *, base: Path, state: StateDir,
                       mast_url: str, key: dict[str, Any] | None, started: int,
-                      observations: Callable[[], Table | None]) -> RetrieveOutlook | None:
+                      observations: Callable[[], Table | None], judge: bool = True) -> RetrieveOutlook | None:
     """:func:`status_outlook` in download mode: what was found last time re-checked against the
-    disk (:mod:`mastpipe.stages.retrieve.recheck`), else judged afresh and remembered."""
+    disk (:mod:`mastpipe.stages.retrieve.recheck`), else judged afresh and remembered (not
+    ``judge``: only when nothing is on disk yet, found a column at a time; else None)."""
     from mastpipe.stages.retrieve import recheck
 
     full = recheck.download_key(key, section, state.ledger) if key is not None else None
@@ -334,7 +338,11 @@ def _download_outlook(load: Callable[[], Table | None], section: Retrieve, *, ba
     if table is None:
         return None
     found = recheck.Found()
-    outlook = retrieve_outlook(table, section, base=base, state_dir=state.path, mast_url=mast_url, found=found)
+    outlook = recheck.untouched(table, section, base=base, mast_url=mast_url, ledger=state.ledger, found=found)
+    if outlook is None and not judge:
+        return None
+    if outlook is None:
+        outlook = retrieve_outlook(table, section, base=base, state_dir=state.path, mast_url=mast_url, found=found)
     if full is not None:
         recheck.remember_found(state.files, full, found, outlook, started, lambda: _groups(table, observations()))
     return outlook

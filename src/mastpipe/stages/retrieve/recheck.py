@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from mastpipe.stages.retrieve.outlook import RetrieveOutlook
     from mastpipe.stages.retrieve.tableplan import TablePlan
 
-__all__ = ["Found", "Groups", "Remaining", "download_key", "pending_breakdown", "recheck", "remember_found", "started"]
+__all__ = ["Found", "Groups", "Remaining", "download_key", "pending_breakdown", "recheck", "remember_found", "started",
+           "untouched"]
 
 #: Each product row's group in a plan's breakdown: the groups, each row's, the bytes of them all.
 Groups = tuple[list[tuple[str, str, str]], np.ndarray, int]
@@ -69,10 +70,14 @@ class Found:
     done_sizes: list[int] = field(default_factory=list)
     tasks: list[Any] = field(default_factory=list)
     rows: dict[str, LedgerRow] = field(default_factory=dict)
+    refused: int = 0
+    #: nothing on disk yet (:func:`untouched`): the files' table rows, keys, sizes, directories
+    untouched: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None
 
     def fill(self, plan: TablePlan, absent: list[int], done: list[int], judged: list[int], tasks: list[Any],
              rows: dict[str, LedgerRow]) -> None:
         self.plan, self.absent, self.done, self.judged, self.tasks = plan, absent, done, judged, tasks
+        self.refused = len(plan.refused)
         self.done_sizes = [int(rows[plan.keys[i]].size or 0) for i in done]
         self.rows = {task.key: rows[task.key] for task in tasks if task.key in rows}
 
@@ -151,39 +156,64 @@ def remember_found(path: Path, key: dict[str, Any], found: Found, outlook: Retri
     ``groups`` gives each product row's group in a plan's breakdown and the bytes of them all
     (:func:`mastpipe.report.plan_groups`), kept for the files to fetch so that ``plan`` needs
     no table either (None: ``plan`` reads the tables)."""
-    plan = found.plan
-    if plan is None:
-        return
     try:
+        if found.untouched is not None:  # nothing on disk yet: every file to fetch, as arrays
+            rows, absent, sizes, parents = found.untouched
+            present, present_sizes, judged_rows = np.array([], dtype="S1"), np.zeros(0, np.int64), rows[:0]
+        elif found.plan is not None:
+            plan = found.plan
+            parents = list({os.path.dirname(dest) for dest in plan.dests})
+            present = np.array([os.fsencode(plan.dests[i]) for i in found.done], dtype=bytes)
+            present_sizes = np.asarray(found.done_sizes, dtype=np.int64)
+            absent = np.array([plan.keys[i].encode("utf-8", "surrogateescape") for i in found.absent], dtype=bytes)
+            sizes = plan.sizes[np.asarray(found.absent, dtype=np.int64)]
+            rows = plan.rows[np.asarray(found.absent, dtype=np.int64)]
+            judged_rows = plan.rows[np.asarray(found.judged, dtype=np.int64)]
+        else:
+            return
         ledger_times = [stamp[1] for stamp in key["ledger"] if stamp is not None]
-        directories = {directory: _directory(directory) for directory in {os.path.dirname(dest) for dest in plan.dests}}
+        directories = {directory: _directory(directory) for directory in parents}
         recent = started_ns - RACY_NS
         if any(t >= recent for t in ledger_times) or \
                 any(mtime is not None and mtime >= recent for mtime, _ in directories.values()):
             return  # changed while (or just before) it was judged: judged afresh next time
         meta = {"key": key, "directories": directories, "files": outlook.files, "ledger": outlook.ledger,
-                "refused": len(plan.refused),
+                "refused": found.refused,
                 "judged": [[{**asdict(task), "dest": os.fspath(task.dest)},
                             asdict(found.rows[task.key]) if task.key in found.rows else None] for task in found.tasks]}
-        sizes = plan.sizes
         grouping = groups()
         arrays: dict[str, np.ndarray] = {}
         if grouping is not None:
             names, codes, total = grouping
-            meta |= {"groups": names, "total": total,
-                     "judged_groups": codes[plan.rows[np.asarray(found.judged, dtype=np.int64)]].tolist()}
-            arrays["absent_groups"] = codes[plan.rows[np.asarray(found.absent, dtype=np.int64)]]
-        arrays |= {
-            "meta": np.array(json.dumps(meta)),
-            "present": np.array([os.fsencode(plan.dests[i]) for i in found.done], dtype=bytes),
-            "present_sizes": np.asarray(found.done_sizes, dtype=np.int64),
-            "absent": np.array([plan.keys[i].encode("utf-8", "surrogateescape") for i in found.absent], dtype=bytes),
-            "absent_sizes": np.maximum(sizes[np.asarray(found.absent, dtype=np.int64)], 0),
-        }
+            meta |= {"groups": names, "total": total, "judged_groups": codes[judged_rows].tolist()}
+            arrays["absent_groups"] = codes[rows]
+        arrays |= {"meta": np.array(json.dumps(meta)), "present": present, "present_sizes": present_sizes,
+                   "absent": absent, "absent_sizes": np.maximum(sizes, 0)}
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy types allow_pickle as a key
     except (OSError, ValueError, TypeError) as exc:  # a read-only state directory: status still answers
         log.debug("could not remember the files' outlook in %s: %s", path, exc)
+
+
+def untouched(table: Any, section: Retrieve, *, base: Path, mast_url: str, ledger: Path,
+              found: Found) -> RetrieveOutlook | None:
+    """The outlook when there is no ledger and no directory the files go into exists (after
+    ``run --until filter``): every file to fetch, found a column at a time (``found`` filled);
+    None otherwise, or when some row needs judging one by one."""
+    from mastpipe.stages.retrieve.outlook import RetrieveOutlook
+    from mastpipe.stages.retrieve.tablecount import untouched_files
+
+    if os.path.lexists(ledger):
+        return None
+    files = untouched_files(table, (base / section.destination).resolve(), section.layout, mast_url)
+    if files is None:
+        return None
+    rows, keys, sizes, directories, refused = files
+    found.untouched, found.refused = (rows, keys, sizes, directories), len(refused)
+    outlook = RetrieveOutlook("download", len(keys) + len(refused), to_fetch=len(keys), blocked=len(refused))
+    outlook.remaining = Remaining(keys, np.maximum(sizes, 0))
+    outlook.bytes_to_fetch = int(np.maximum(sizes, 0).sum())
+    return outlook
 
 
 def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlook | None:

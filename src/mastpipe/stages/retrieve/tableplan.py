@@ -25,7 +25,7 @@ from mastpipe.archive import MALFORMED, mission_download_url
 from mastpipe.errors import UnsafePathError, UsageError
 from mastpipe.stages.retrieve.files import FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import VERSION_COLUMNS, product_version
-from mastpipe.stages.retrieve.tablecheck import all_distinct, as_bytes, by_runs, is_ascii, masked, safe_components
+from mastpipe.stages.retrieve.tablecheck import as_bytes, by_runs, is_ascii, masked, safe_components
 from mastpipe.stages.retrieve.paths import (MAX_NAME_BYTES, _LAYOUTS, _resolved_dir,
                                             _template_fields, check_collisions, product_path)
 from mastpipe.state import decoded, decoded_column
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from astropy.table import Table
 
-__all__ = ["EXCLUSIVE", "Refused", "TablePlan", "count_table", "download_url", "plan_row", "plan_table",
+__all__ = ["EXCLUSIVE", "Judged", "Refused", "TablePlan", "download_url", "judge_table", "plan_row", "plan_table",
            "table_rows"]
 
 log = logging.getLogger(__name__)
@@ -305,8 +305,8 @@ def _directories(parts: list[np.ndarray], n: int) -> np.ndarray:
 
 
 @dataclass
-class _Judged:
-    """What :func:`_judge` found: the rows planned by columns (``eligible``, with their key,
+class Judged:
+    """What :func:`judge_table` found: the rows planned by columns (``eligible``, with their key,
     directory and file name as bytes), and the others, planned one at a time."""
 
     eligible: np.ndarray
@@ -327,7 +327,10 @@ class _Judged:
         return np.where(parents == b"", self.names[rows], nested)
 
 
-def _judge(table: Table, destination: Path, layout: str, mast_url: str) -> _Judged:
+def judge_table(table: Table, destination: Path, layout: str, mast_url: str) -> Judged:
+    """Which rows of ``table`` are planned a column at a time (their key, directory and name as
+    bytes), and the others planned one by one with :func:`plan_row`: what :func:`plan_table`
+    and :mod:`mastpipe.stages.retrieve.tablecount` stand on."""
     n = len(table)
     template = _LAYOUTS.get(layout, layout)
     fast = _fast_columns(table, template, n) if n else None
@@ -348,7 +351,7 @@ def _judge(table: Table, destination: Path, layout: str, mast_url: str) -> _Judg
                 refused.append(planned)
             else:
                 by_row[row] = planned
-    return _Judged(eligible, uris, parents, names, sizes, os.path.join(root, ""), by_row, refused, resolved)
+    return Judged(eligible, uris, parents, names, sizes, os.path.join(root, ""), by_row, refused, resolved)
 
 
 def plan_table(table: Table, destination: Path, layout: str, mast_url: str) -> TablePlan:
@@ -361,7 +364,7 @@ def plan_table(table: Table, destination: Path, layout: str, mast_url: str) -> T
     UsageError
         The layout names a column the products lack (as the per-row path raises it).
     """
-    judged = _judge(table, destination, layout, mast_url)
+    judged = judge_table(table, destination, layout, mast_url)
     by_row, prefix = judged.by_row, judged.prefix
     rows = np.flatnonzero(judged.eligible)
     keys = decoded_column(judged.uris[rows]) if judged.uris is not None else []
@@ -380,32 +383,6 @@ def plan_table(table: Table, destination: Path, layout: str, mast_url: str) -> T
     if len(set(dests)) < len(dests):  # some path is shared: the exact check names them
         check_collisions((key, Path(dest)) for key, dest in zip(keys, dests))
     return TablePlan(rows, keys, dests, task_sizes.astype(np.int64), judged.refused, by_row, judged.resolved)
-
-
-def count_table(table: Table, destination: Path, layout: str, mast_url: str,
-                resolved: dict[str, str] | None = None) -> tuple[int, list[Refused]]:
-    """How many files ``table``'s products make (one per distinct ``dataURI``) and the rows
-    refused: :func:`plan_table`'s answer without making a Python string per key and path
-    (what ``status`` needs in the modes without a ledger). Raises as :func:`plan_table`;
-    ``resolved`` is filled as :attr:`TablePlan.resolved`."""
-    judged = _judge(table, destination, layout, mast_url)
-    rows = np.flatnonzero(judged.eligible)
-    slow = judged.by_row.values()
-    uris = judged.uris[rows] if judged.uris is not None else np.array([], dtype="S1")
-    if not slow and all_distinct(uris):  # the usual answer, without a Python object per key
-        files = len(uris)
-    else:
-        keys = set(uris.tolist()) | {task.key.encode("utf-8", "surrogateescape") for task in slow}
-        files = len(keys)
-    # Distinct file names make distinct paths: only a repeated one needs the whole paths.
-    if slow or (judged.names is not None and not all_distinct(judged.names[rows])):
-        paths = set(judged.relative(rows).tolist()) if judged.names is not None else set()
-        paths |= {os.fsencode(os.fspath(task.dest)[len(judged.prefix):]) for task in slow}
-        if len(paths) < len(rows) + len(slow):  # some path is shared: plan_table names them
-            plan_table(table, destination, layout, mast_url)
-    if resolved is not None:
-        resolved.update(judged.resolved)
-    return files, judged.refused
 
 
 def _outside_or_linked(root: str, parents: np.ndarray, names: np.ndarray, eligible: np.ndarray,
