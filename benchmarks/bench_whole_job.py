@@ -25,9 +25,14 @@ RSS (``ru_maxrss`` of that process). Then, on the state directory of the last ma
 4. **checkpoints**: in that fresh process, writing and reading the products checkpoint (whole)
    and unique's and filter's (rows of products), per million rows.
 5. **plan and status** from those checkpoints, each a cold ``mastpipe`` process, at least twice
-   (the first ``status`` reads the filter checkpoint and remembers the outlook; the next reuses it;
-   likewise ``plan`` and its answer); then again after a whole run (manifest mode), whose
-   retrieve stage leaves the outlook behind.
+   (``run --until filter`` leaves the outlook and the plan; later calls reuse them); then again
+   after a whole run (manifest mode), whose retrieve stage leaves the outlook behind.
+6. **plan and status in download mode** (``--download 0,0.1,1``): for each fraction, the same
+   checkpoints with ``mode: download``, a ledger recording that fraction of the files as done and
+   those files on disk (sparse, of their listed size: written as a run records them, without
+   1M requests; fraction 0: no ledger, then ``run --until filter``); then ``status`` and
+   ``plan``, cold processes, every run listed (the first judges every file and remembers what
+   it found in ``files.npz``; the next re-check each file against the disk).
 
 Every round is printed; medians are given with min-max. Targets (issue 15): 1 -- CPU >= 8x less,
 wall >= 5x less, peak RSS <= 1 GB at 1M rows; 3 -- >= 50x; 4 -- <= 0.3 s per stage per million
@@ -144,6 +149,31 @@ print(json.dumps({{"vstack+unique": t1 - t0, "product_filter": t2 - t1, "unique"
 """.format(product_filter=tutorial.PRODUCT_FILTER)
 
 
+DOWNLOAD_STATE = """\
+import os, shutil, sys, time
+from pathlib import Path
+from mastpipe.runner import Pipeline
+from mastpipe.stages.retrieve.ledger import Ledger
+from mastpipe.stages.retrieve.tableplan import plan_table
+recipe, state, url, fraction = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+pipeline = Pipeline(recipe, mast_url=url, state_dir=state)
+table = pipeline.checkpoints.load("filter", pipeline.checkpoints.sidecar("filter"))
+dest = (recipe.resolve().parent / pipeline.recipe.retrieve.destination).resolve()
+plan = plan_table(table, dest, pipeline.recipe.retrieve.layout, url)
+tasks = plan.tasks(table, url)
+n = int(len(tasks) * fraction)
+if n:
+    with Ledger(state) as ledger:
+        for task in tasks[:n]:
+            task.dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(task.dest, "wb") as handle:
+                handle.truncate(task.size or 0)
+            ledger.mark_done(task.key, task.dest, task.size or 0, "0" * 64, 1, stat=os.stat(task.dest),
+                             source="mast", version=task.version)
+print(f"{n} of {len(tasks)} files done")
+"""
+
+
 def _env(extra: dict | None = None) -> dict:
     # PYTHONDONTWRITEBYTECODE (set on the development machine) would make every cold mastpipe
     # process compile its own modules again, which an installed copy never does.
@@ -216,6 +246,10 @@ def main() -> None:
                         help="stop after the whole-job rounds (for 3M and 10M rows: the rest takes long)")
     parser.add_argument("--cold-sandbox", action="store_true",
                         help="do not ask for every product list once before the rounds (see warm_sandbox)")
+    parser.add_argument("--download", default="", help="fractions of files done for the download-mode status and "
+                        "plan (e.g. 0,0.1,1; default: none)")
+    parser.add_argument("--only-status", action="store_true",
+                        help="skip the tutorial's side, unique + filter and checkpoint timings (one mastpipe run)")
     args = parser.parse_args()
     n_obs, per_obs = (int(x) for x in args.scale.split("x"))
     print(f"whole job to filter, {n_obs * per_obs:,} product rows ({args.scale}); Python {platform.python_version()}, "
@@ -239,7 +273,7 @@ def main() -> None:
             runs: dict[str, list[dict]] = {"tutorial": [], "mastpipe": []}
             state = root / "state"
             for round_ in range(1, args.rounds + 1):
-                if not args.no_tutorial:
+                if not args.no_tutorial and not args.only_status:
                     r = measured([sys.executable, str(root / "tutorial.py")], aq_env, root)
                     runs["tutorial"].append(r)
                     print(f"  round {round_} tutorial: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, "
@@ -261,6 +295,9 @@ def main() -> None:
                 print(f"| ratio | {wall:.1f}x (target >= 5x) | {cpu:.1f}x (target >= 8x) | "
                       f"target <= 1,024 MB at 1M rows |")
 
+            if args.only_status:
+                status_benchmarks(args, root, state, url)
+                return
             if args.job_only:
                 return
             print("\nunique + filter, fresh processes, on the products stage's own output", flush=True)
@@ -299,9 +336,51 @@ def main() -> None:
                                     str(state), "--mast-url", url], _env(), root) for _ in range(max(args.rounds, 2))]
                     runs_text = ", ".join(f"{r['wall']:.2f} s ({r['cpu']:.2f} s CPU, {r['rss_mb']:,.0f} MB)" for r in rs)
                     print(f"    mastpipe {command}: {runs_text} (target < 2 s)")
+            download_benchmarks(args, root, state, url)
     finally:
         sandbox.terminate()
         sandbox.wait(10)
+
+
+def _cold(command: str, recipe: str, state: Path, url: str, root: Path, times: int) -> str:
+    rs = [measured([sys.executable, "-m", "mastpipe.cli", command, recipe, "--state-dir", str(state), "--mast-url", url],
+                   _env(), root) for _ in range(times)]
+    return ", ".join(f"{r['wall']:.2f} s ({r['cpu']:.2f} s CPU, {r['rss_mb']:,.0f} MB)" for r in rs)
+
+
+def status_benchmarks(args: argparse.Namespace, root: Path, state: Path, url: str) -> None:
+    """Step 5 without a whole run (``--only-status``), then step 6."""
+    print("\nafter run --until filter (manifest mode), cold processes:")
+    for command in ("status", "plan"):
+        print(f"    mastpipe {command}: {_cold(command, 'recipe.yaml', state, url, root, max(args.rounds, 2))} "
+              "(target < 2 s)", flush=True)
+    download_benchmarks(args, root, state, url)
+
+
+def download_benchmarks(args: argparse.Namespace, root: Path, state: Path, url: str) -> None:
+    """Step 6: status and plan in download mode, for each fraction of files done."""
+    import shutil
+
+    for fraction in [float(f) for f in args.download.split(",") if f]:
+        recipe = root / "download.yaml"
+        recipe.write_text(RECIPE.replace("mode: manifest", "mode: download").replace("destination: out",
+                                                                                      "destination: downloaded"))
+        there = root / "download-state"
+        shutil.rmtree(there, ignore_errors=True)
+        shutil.rmtree(root / "downloaded", ignore_errors=True)
+        shutil.copytree(state, there, ignore=shutil.ignore_patterns("outlook.json", "plan.json", "ledger.sqlite*"))
+        started = time.perf_counter()
+        made = measured([sys.executable, "-c", DOWNLOAD_STATE, str(recipe), str(there), url, str(fraction)], _env(), root)
+        print(f"\ndownload mode, {made['out'].strip().splitlines()[-1]} (state built in "
+              f"{time.perf_counter() - started:.0f} s); cold processes, every run:", flush=True)
+        if not fraction:  # as a user gets there: run --until filter in download mode (stages reused)
+            r = measured([sys.executable, "-m", "mastpipe.cli", "run", "download.yaml", "--mast-url", url,
+                          "--state-dir", str(there), "--until", "filter", "-q"], _env(), root)
+            print(f"  (run --until filter, download mode, stages reused: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s)")
+        time.sleep(2.5)  # what was just written is not trusted within 2 s (recheck.RACY_NS)
+        for command in ("status", "plan"):
+            print(f"    mastpipe {command}: {_cold(command, 'download.yaml', there, url, root, max(args.rounds, 3))} "
+                  "(target < 2 s)", flush=True)
 
 
 if __name__ == "__main__":

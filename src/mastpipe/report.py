@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from mastpipe.stages.retrieve.progress import format_bytes as human_bytes
+from mastpipe.stages.retrieve.tablecheck import unique_by_runs
 from mastpipe.state import StateDir, decoded_column
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_LISTED", "Snapshot", "append_history", "build_report", "changes", "failure_reason", "history_entry",
-    "iso_time", "nothing_new", "plan_breakdown", "read_history", "render_markdown", "snapshot"
+    "grouped_totals", "iso_time", "nothing_new", "plan_breakdown", "plan_groups", "read_history", "render_markdown", "snapshot"
 ]
 
 
@@ -38,35 +39,53 @@ def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str,
     """
     if len(products) == 0:
         return []
+    names, codes = plan_groups(products, observations)
+    return grouped_totals(names, codes, np.maximum(np.asarray(products["size"]).astype(np.int64), 0))
+
+
+def plan_groups(products: Table, observations: Table) -> tuple[list[tuple[str, str, str]], np.ndarray]:
+    """The (collection, instrument, product type) groups of :func:`plan_breakdown`, and each
+    product row's group (an index into them; two groups may bear one name)."""
     instrument = dict(zip(decoded_column(observations["obsid"]), decoded_column(observations["instrument_name"]))) \
         if "instrument_name" in observations.colnames else {}
     kind = next((c for c in ("productSubGroupDescription", "file_suffix", "productType") if c in products.colnames),
                 None)  # file_suffix: a mission search's product lists
     # Each column's distinct values are decoded once; rows are grouped by their codes (numpy),
     # not one dict look-up per product (seconds at a million).
-    owners, owner_codes = np.unique(np.asarray(products["parent_obsid"] if "parent_obsid" in products.colnames
-                                               else products["obsID"]), return_inverse=True)
+    owners, owner_codes = unique_by_runs(np.asarray(products["parent_obsid"] if "parent_obsid" in products.colnames
+                                                    else products["obsID"]))
     names = [instrument.get(owner, "?") for owner in decoded_column(owners)]
     instruments, instrument_of_owner = np.unique(np.array(names, dtype=str), return_inverse=True)
-    collections, collection_codes = np.unique(np.asarray(products["obs_collection"]), return_inverse=True)
+    collections, collection_codes = unique_by_runs(np.asarray(products["obs_collection"]))
     if kind:
-        kinds, kind_codes = np.unique(np.asarray(products[kind]), return_inverse=True)
+        kinds, kind_codes = unique_by_runs(np.asarray(products[kind]))
         kind_names = [text or "?" for text in decoded_column(kinds)]
     else:
         kind_names, kind_codes = ["?"], np.zeros(len(products), dtype=np.int64)
-    groups, group_codes = np.unique(np.stack([collection_codes.ravel(), instrument_of_owner[owner_codes.ravel()],
-                                              kind_codes.ravel()]), axis=1, return_inverse=True)
-    group_codes = group_codes.ravel()
-    sizes = np.maximum(np.asarray(products["size"]).astype(np.int64), 0)
-    counts = np.bincount(group_codes, minlength=groups.shape[1]).tolist()
-    nbytes = np.zeros(groups.shape[1], dtype=np.int64)
-    np.add.at(nbytes, group_codes, sizes)
+    # one integer per (collection, instrument, kind): sorting integers, not a stack of columns
+    n_instruments, n_kinds = len(instruments), len(kind_names)
+    combined = (collection_codes.astype(np.int64) * n_instruments + instrument_of_owner.ravel()[owner_codes]) \
+        * n_kinds + kind_codes
+    keys, group_codes = np.unique(combined, return_inverse=True)
     collection_names, instrument_names = decoded_column(collections), [str(name) for name in instruments]
+    groups = [(collection_names[c], instrument_names[i], kind_names[k]) for c, i, k in
+              zip((keys // (n_instruments * n_kinds)).tolist(), (keys // n_kinds % n_instruments).tolist(),
+                  (keys % n_kinds).tolist())]
+    return groups, group_codes.ravel()
+
+
+def grouped_totals(groups: list[tuple[str, str, str]], codes: np.ndarray,
+                   sizes: np.ndarray) -> list[tuple[str, str, str, int, int]]:
+    """:func:`plan_breakdown`'s rows for files of group ``codes`` (into ``groups``) and ``sizes``."""
+    counts = np.bincount(codes, minlength=len(groups)).tolist()
+    nbytes = np.zeros(len(groups), dtype=np.int64)
+    np.add.at(nbytes, codes, sizes)
     totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for (c, i, k), n, b in zip(groups.T.tolist(), counts, nbytes.tolist()):
-        entry = totals[(collection_names[c], instrument_names[i], kind_names[k])]
-        entry[0] += n
-        entry[1] += int(b)
+    for group, n, b in zip(groups, counts, nbytes.tolist()):
+        if n:
+            entry = totals[group]
+            entry[0] += n
+            entry[1] += int(b)
     return sorted(((c, i, k, n, b) for (c, i, k), (n, b) in totals.items()), key=lambda r: (-r[4], r[:3]))
 
 

@@ -394,22 +394,26 @@ class Pipeline:
         return retrieve_outlook(table, self.recipe.retrieve, base=self.recipe_path.resolve().parent,
                                 state_dir=self.state_dir, mast_url=self.mast_url)
 
-    def retrieve_status(self, table: Table | None = None) -> RetrieveOutlook | None:
+    def retrieve_status(self, table: Table | None = None, *, judge: bool = True) -> RetrieveOutlook | None:
         """:meth:`retrieve_outlook` for the filter checkpoint as it stands (``table``: its table,
         already read), or None without one.
 
         What ``status`` and ``plan`` show for the retrieve stage, whose state is the ledger and
         the disk rather than a checkpoint; remembered in the modes without a ledger
-        (:func:`mastpipe.stages.retrieve.outlook.status_outlook`). Contacts no server.
+        (:func:`mastpipe.stages.retrieve.outlook.status_outlook`). Contacts no server. Not
+        ``judge``: in download mode, None unless nothing is on disk yet (what is cheap).
         """
         from mastpipe.stages.retrieve.outlook import status_outlook
 
         sidecar, checkpoint = self.checkpoints.sidecar("filter"), _filter_checkpoint(self.checkpoints)
         if sidecar is None or checkpoint is None:
             return None
+        query = self.checkpoints.sidecar("query")
         return status_outlook((lambda: table) if table is not None else (lambda: self.checkpoints.load("filter", sidecar)),
                               self.recipe.retrieve, base=self.recipe_path.resolve().parent, state_dir=self.state_dir,
-                              mast_url=self.mast_url, checkpoint=checkpoint)
+                              mast_url=self.mast_url, checkpoint=checkpoint,
+                              observations=lambda: self.checkpoints.load("query", query) if query is not None else None,
+                              judge=judge)
 
     def status(self) -> list[StageStatus]:
         """Each table stage's checkpoint: current, stale (and why) or missing. Contacts no server."""

@@ -231,6 +231,32 @@ def test_a_manifest_run_leaves_the_outlook_status_would_find(sandbox, tmp_path):
     assert (planted.files, planted.blocked) == (fresh.files, 1)
 
 
+def test_run_until_filter_leaves_what_the_first_status_and_plan_would_judge(sandbox, tmp_path):
+    """``run --until filter`` in a mode without a ledger remembers the outlook and the plan from
+    the tables it holds: the first status and plan after it read no checkpoint, and say what
+    they say when judging afresh. In download mode it leaves neither."""
+    import mastpipe
+
+    text = edit(RECIPE, retrieve={"mode": "manifest"})
+    state = tmp_path / "state"
+    mastpipe.run(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=state, until="filter")
+    outlook, plan = state / "outlook.json", state / "plan.json"
+    written = (outlook.stat().st_ino, plan.stat().st_ino)
+    status = mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=state)
+    planned = mastpipe.plan(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=state)
+    assert (outlook.stat().st_ino, plan.stat().st_ino) == written  # reused, not judged again
+    outlook.unlink()
+    plan.unlink()
+    fresh = mastpipe.status(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=state)
+    fresh_plan = mastpipe.plan(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=state)
+    assert status.to_dict() | {"lock": None} == fresh.to_dict() | {"lock": None}
+    assert planned.to_dict() | {"stages": None} == fresh_plan.to_dict() | {"stages": None}
+    assert fresh.retrieve.files > 0 and planned.files == fresh.retrieve.files
+    downloading = tmp_path / "download"
+    mastpipe.run(_recipe(tmp_path), mast_url=sandbox.url, state_dir=downloading, until="filter")
+    assert not (downloading / "outlook.json").exists() and not (downloading / "plan.json").exists()
+
+
 def test_plan_remembers_its_answer_only_while_checkpoints_and_recipe_are_unchanged(sandbox, tmp_path):
     """In a mode without a ledger, the plan a run leaves and a second plan give the answer plan
     judges afresh without reading a table (plan.json reused, tables read only when asked for);

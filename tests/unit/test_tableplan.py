@@ -18,7 +18,8 @@ from astropy.table import MaskedColumn, Table
 from mastpipe.errors import TransferError, UsageError
 from mastpipe.stages.retrieve.files import FileTask
 from mastpipe.stages.retrieve.paths import check_collisions
-from mastpipe.stages.retrieve.tableplan import Refused, count_table, plan_row, plan_table, table_rows
+from mastpipe.stages.retrieve.tablecount import count_table
+from mastpipe.stages.retrieve.tableplan import Refused, plan_row, plan_table, table_rows
 
 MAST = "https://mast.stsci.edu"
 
@@ -127,3 +128,26 @@ def test_float_sizes_and_a_table_with_no_size(tmp_path: Path) -> None:
     assert columns(table, tmp_path, "astroquery") == reference(table, tmp_path, "astroquery")
     table.remove_column("size")
     assert columns(table, tmp_path, "astroquery") == reference(table, tmp_path, "astroquery")
+
+
+def test_untouched_files_are_the_plan_s_files_while_no_directory_exists(tmp_path: Path) -> None:
+    from mastpipe.stages.retrieve.tablecount import untouched_files
+
+    n = 50
+    table = Table({"dataURI": np.array([f"mast:JWST/product/f{i:03d}_cal.fits".encode() for i in range(n)]),
+                   "productFilename": np.array([f"f{i:03d}_cal.fits".encode() for i in range(n)]),
+                   "obs_collection": np.array([b"JWST"] * n), "obs_id": np.array([f"o{i // 10}".encode() for i in range(n)]),
+                   "size": np.arange(n, dtype=np.int64) * 7})
+    destination = tmp_path / "out"
+    plan = plan_table(table, destination, "astroquery", MAST)
+    found = untouched_files(table, destination, "astroquery", MAST)
+    assert found is not None
+    rows, keys, sizes, directories, refused = found
+    assert rows.tolist() == plan.rows.tolist() and [k.decode() for k in keys.tolist()] == plan.keys
+    assert sizes.tolist() == plan.sizes.tolist() and refused == plan.refused == []
+    assert sorted(directories) == sorted({os.path.dirname(dest) for dest in plan.dests})
+    Path(directories[0]).mkdir(parents=True)  # something may be on disk now: judged file by file
+    assert untouched_files(table, destination, "astroquery", MAST) is None
+    table["productFilename"][1] = table["productFilename"][0]  # two products, one path: refused alike
+    with pytest.raises(TransferError):
+        untouched_files(table, tmp_path / "other", "astroquery", MAST)

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
     from mastpipe.runner import Pipeline
 
-__all__ = ["LazyTables", "plan_key", "plan_totals", "remember_plan", "remember_run", "remembered_plan"]
+__all__ = ["LazyTables", "plan_key", "plan_totals", "remember_filtered", "remember_plan", "remember_run",
+           "remembered_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +125,25 @@ def remember_run(pipeline: Pipeline, tables: Mapping[str, Table]) -> None:
             not {"parent_obsid", "obsID"} & set(products.colnames):  # plan would say what is amiss
         return
     remember_plan(pipeline, key, len(observations), *plan_totals(products, observations))
+
+
+def remember_filtered(pipeline: Pipeline, tables: Mapping[str, Table]) -> None:
+    """After ``run --until filter``, leave what the next ``status`` and ``plan`` would judge
+    from the filter checkpoint (the outlook, the plan), from the tables the run holds: at a
+    million products, reading the checkpoints back and hashing them was most of the first
+    ``status``'s and ``plan``'s time. In download mode only when nothing is on disk yet (every
+    file to fetch, found a column at a time; anything else is judged by ``status`` itself).
+    Anything amiss (two products on one path) is left for them to say."""
+    from mastpipe.errors import MastpipeError
+
+    download = pipeline.recipe.retrieve.mode == "download"
+    try:  # remembers the outlook (outlook.json; download mode: files.npz, when nothing is on disk yet)
+        pipeline.retrieve_status(tables["filter"], judge=not download)
+    except MastpipeError as error:
+        log.debug("outlook not remembered: %s", error)
+        return
+    if download:
+        return
+    key = plan_key(pipeline)
+    if key is not None and remembered_plan(pipeline, key) is None:
+        remember_run(pipeline, tables)

@@ -217,6 +217,10 @@ def plan_pipeline(pipeline: Pipeline) -> PlanReport:
         stages = _reused(pipeline)
         return _report(pipeline, outlook, known["observations"], known["bytes"], known["breakdown"], stages,
                        LazyTables(lambda: pipeline.run(until="filter").tables))
+    if pipeline.recipe.retrieve.mode == "download":  # each file re-checked on disk, no table read
+        quick = _download_plan(pipeline)
+        if quick is not None:
+            return quick
     result = pipeline.run(until="filter")
     products, observations = result.tables["filter"], result.tables["query"]
     outlook = pipeline.retrieve_status(products) or pipeline.retrieve_outlook(products)
@@ -232,6 +236,24 @@ def plan_pipeline(pipeline: Pipeline) -> PlanReport:
     if key is not None and len(products) and outlook.mode != "download":
         remember_plan(pipeline, key, len(observations), total, groups)
     return _report(pipeline, outlook, len(observations), total, groups, list(result.stages), dict(result.tables))
+
+
+def _download_plan(pipeline: Pipeline) -> PlanReport | None:
+    """A download-mode plan from what ``status`` remembered of each file, re-checked against the
+    disk (:mod:`mastpipe.stages.retrieve.recheck`), while every stage is current; None else."""
+    from mastpipe.api.plan_memo import LazyTables
+    from mastpipe.stages.retrieve.recheck import pending_breakdown
+
+    statuses = pipeline.status()
+    if pipeline.refresh or any(status.state != "current" for status in statuses):
+        return None
+    outlook = pipeline.retrieve_status()
+    answer = pending_breakdown(outlook) if outlook is not None else None
+    if outlook is None or answer is None:
+        return None
+    total, groups = answer
+    return _report(pipeline, outlook, int(statuses[0].rows or 0), total, groups, _reused(pipeline),
+                   LazyTables(lambda: pipeline.run(until="filter").tables))
 
 
 def _report(pipeline: Pipeline, outlook: Any, observations: int, total: int,

@@ -201,6 +201,10 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
         from mastpipe.api.plan_memo import remember_run
 
         remember_run(pipeline, result.tables)
+    elif result.retrieve is None and "filter" in result.tables:  # --until filter: so do the next status and plan
+        from mastpipe.api.plan_memo import remember_filtered
+
+        remember_filtered(pipeline, result.tables)
     before = snapshot(result.previous) if completed_before else Snapshot(None, None)
     exit_code = 1 if result.retrieve is not None and result.retrieve.failed else EXIT_OK
     return _write_outcome(pipeline, result, before, exit_code, run_id, started, recipe_fp, report, summary, env)

@@ -29,6 +29,7 @@ class StateDir:
     PARTS = "products.parts"
     LEDGER = "ledger.sqlite"
     OUTLOOK = "outlook.json"
+    FILES = "files.npz"
     PLAN = "plan.json"
     REPORTS = "reports"
     LAST_REPORT = "last-report.json"
@@ -97,6 +98,11 @@ class StateDir:
     def outlook(self) -> Path:
         """What ``status`` remembers of the files' outlook (modes without a ledger)."""
         return self.path / self.OUTLOOK
+
+    @property
+    def files(self) -> Path:
+        """What ``status`` remembers of each file in download mode, re-checked on every call."""
+        return self.path / self.FILES
 
     @property
     def plan(self) -> Path:

@@ -18,16 +18,21 @@ import numpy as np
 
 from mastpipe.atomic import atomic_write_bytes
 
+from collections.abc import MutableMapping
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from astropy.table import Table
 
     from mastpipe.recipe.models import Retrieve
+    from mastpipe.stages.retrieve import recheck
     from mastpipe.stages.retrieve.ledger import LedgerRow
+    from mastpipe.stages.retrieve.recheck import Found
     from mastpipe.stages.retrieve.tableplan import TablePlan
+    from mastpipe.state import StateDir
 
-__all__ = ["RetrieveOutlook", "remember_outlook", "retrieve_outlook", "status_outlook"]
+__all__ = ["RetrieveOutlook", "judge_tasks", "outlook_transfer", "remember_outlook", "retrieve_outlook", "status_outlook"]
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +64,10 @@ class RetrieveOutlook:
     blocked : int
         Files a run would fail without a request: another file is in the way and
         ``retrieve.overwrite`` is ``never``, or the product's name or ids are unsafe.
-    remaining : dict
-        ``dataURI`` -> bytes still to fetch, for each file in ``to_fetch``.
+    remaining : mapping
+        ``dataURI`` -> bytes still to fetch, for each file in ``to_fetch`` (a dict, or a
+        :class:`~mastpipe.stages.retrieve.recheck.Remaining` when answered from what was
+        remembered).
     ledger : bool
         Whether a ledger exists (False: no download has started yet in this state directory).
     """
@@ -73,12 +80,13 @@ class RetrieveOutlook:
     partial: int = 0
     failed: int = 0
     blocked: int = 0
-    remaining: dict[str, int] = field(default_factory=dict)
+    remaining: MutableMapping[str, int] = field(default_factory=dict)
     ledger: bool = False
 
 
 def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: Path,
-                     mast_url: str, resolved: dict[str, str] | None = None) -> RetrieveOutlook:
+                     mast_url: str, resolved: dict[str, str] | None = None,
+                     found: Found | None = None) -> RetrieveOutlook:
     """What the retrieve stage would do with ``table`` (a filter result), without doing it.
 
     Each file is judged by :func:`mastpipe.stages.retrieve.decide.decide` from the ledger row and the disk,
@@ -100,6 +108,9 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
         The server the download URLs point at.
     resolved : dict, optional
         Filled with each directory the files' paths went through and where it resolved.
+    found : Found, optional
+        Filled with how each file was judged (download mode), for
+        :mod:`mastpipe.stages.retrieve.recheck` to remember.
 
     Returns
     -------
@@ -113,11 +124,9 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
         When the ledger cannot be read.
     """
     from mastpipe.errors import LedgerError
-    from mastpipe.stages.retrieve.decide import ActionKind
-    from mastpipe.stages.retrieve.engine import Transfer
-    from mastpipe.stages.retrieve.ledger import FAILED, Ledger
-    from mastpipe.stages.retrieve.settings import DownloadSettings
-    from mastpipe.stages.retrieve.tableplan import count_table, plan_table
+    from mastpipe.stages.retrieve.ledger import Ledger
+    from mastpipe.stages.retrieve.tablecount import count_table
+    from mastpipe.stages.retrieve.tableplan import plan_table
     from mastpipe.state import StateDir
 
     destination = (base / section.destination).resolve()
@@ -139,19 +148,40 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
         except LedgerError as error:
             log.warning("%s; the next run sets it aside and adopts the files on disk by size",
                         error.message)
+            found = None  # an unreadable ledger is not an answer to remember
     absent, judged = _nothing_there(plan.dests, last, rows)
     done, judged = _plainly_done(plan, table, judged, rows)
-    outlook.present += done
+    outlook.present += len(done)
     sizes = plan.sizes.tolist()
     for i in absent:  # what decide() says of a file with no ledger row and nothing on disk: FETCH
         remaining = max(sizes[i], 0)
         outlook.to_fetch += 1
         outlook.remaining[plan.keys[i]] = remaining
         outlook.bytes_to_fetch += remaining
-    # The settings a run's Transfer gets from the recipe (run --verify is not known here).
-    transfer = Transfer(DownloadSettings(verify=section.verify == "sha256", overwrite=section.overwrite,
-                                         check_space=False))
-    for task, row, action in transfer.decisions(plan.tasks(table, mast_url, judged), rows):
+    tasks = plan.tasks(table, mast_url, judged)
+    if found is not None:
+        found.fill(plan, absent, done, judged, tasks, rows)
+    judge_tasks(outlook, outlook_transfer(section), tasks, rows)
+    return outlook
+
+
+def outlook_transfer(section: Retrieve) -> Any:
+    """A :class:`~mastpipe.stages.retrieve.engine.Transfer` with the settings a run's gets from
+    the recipe (``run --verify`` is not known here), to ask its decisions."""
+    from mastpipe.stages.retrieve.engine import Transfer
+    from mastpipe.stages.retrieve.settings import DownloadSettings
+
+    return Transfer(DownloadSettings(verify=section.verify == "sha256", overwrite=section.overwrite,
+                                     check_space=False))
+
+
+def judge_tasks(outlook: RetrieveOutlook, transfer: Any, tasks: list[Any], rows: dict[str, LedgerRow]) -> None:
+    """Count into ``outlook`` what ``transfer`` decides for each of ``tasks`` (files judged one
+    by one: a ledger row, or something on disk under their name)."""
+    from mastpipe.stages.retrieve.decide import ActionKind
+    from mastpipe.stages.retrieve.ledger import FAILED
+
+    for task, row, action in transfer.decisions(tasks, rows):
         if action.kind is ActionKind.KEEP_FOREIGN:
             outlook.blocked += 1
         elif action.kind in (ActionKind.FETCH, ActionKind.RESTART, ActionKind.RESUME):
@@ -163,19 +193,18 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
             outlook.failed += row is not None and row.status == FAILED
         else:  # SKIP_DONE, VERIFY_DONE, ADOPT, FINISH_VERIFY: on disk, no request
             outlook.present += 1
-    return outlook
 
 
 def _plainly_done(plan: TablePlan, table: Table, judged: list[int],
-                  rows: dict[str, LedgerRow]) -> tuple[int, list[int]]:
-    """Of the files at ``judged``, how many are plainly present (recorded as done at this very
+                  rows: dict[str, LedgerRow]) -> tuple[list[int], list[int]]:
+    """Of the files at ``judged``, those plainly present (recorded as done at this very
     path, of this version, with the recorded and expected size on disk: what :func:`decide`
     answers ``SKIP_DONE`` or ``VERIFY_DONE`` for, both of which fetch nothing), found with one
     stat each and no :class:`FileTask`; and the others, which are judged one by one."""
     from mastpipe.stages.retrieve.ledger import DONE, VERSION_COLUMNS, product_version
 
     if not judged:
-        return 0, judged
+        return [], judged
     picked = plan.rows[np.asarray(judged, dtype=np.int64)]
     versions: list[str | None] = [None] * len(judged)
     for name in VERSION_COLUMNS:
@@ -186,7 +215,8 @@ def _plainly_done(plan: TablePlan, table: Table, judged: list[int],
             mask = np.asarray(getattr(column, "mask", np.zeros(len(column), bool)))[picked].tolist()
             versions = [product_version({name: None if m else v}) for v, m in zip(plain, mask)]
     sizes = plan.sizes.tolist()
-    done, rest = 0, []
+    done: list[int] = []
+    rest: list[int] = []
     for j, i in enumerate(judged):
         row = rows.get(plan.keys[i])
         if (row is None or row.status != DONE or row.dest != plan.dests[i] or row.size is None
@@ -199,7 +229,7 @@ def _plainly_done(plan: TablePlan, table: Table, judged: list[int],
         except OSError:
             on_disk = None
         if on_disk == row.size:
-            done += 1
+            done.append(i)
         else:
             rest.append(i)
     return done, rest
@@ -249,7 +279,9 @@ def _nothing_there(dests: list[str], last: dict[str, int],
 
 
 def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base: Path, state_dir: Path,
-                   mast_url: str, checkpoint: tuple[str, list[Path]]) -> RetrieveOutlook | None:
+                   mast_url: str, checkpoint: tuple[str, list[Path]],
+                   observations: Callable[[], Table | None] = lambda: None,
+                   judge: bool = True) -> RetrieveOutlook | None:
     """:func:`retrieve_outlook` of the filter checkpoint (``load`` reads it; None: there is
     none usable), remembered in the state directory for the modes that keep no ledger.
 
@@ -260,15 +292,23 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
     while they, the section and every directory's resolution are unchanged and no directory
     holds a symlink, so at a million products ``status`` need not read the table again. A run
     in those modes leaves its outlook behind (:func:`remember_outlook`), so even the first
-    ``status`` after it reads no table. ``download`` depends on every file on disk and is
-    judged afresh each time.
+    ``status`` after it reads no table. ``download`` depends on the ledger and every file on
+    disk: what was found is remembered too (``files.npz``), and re-checked against the disk on
+    every call (:mod:`mastpipe.stages.retrieve.recheck`), with each file's group in a plan's
+    breakdown (``observations`` reads the query checkpoint, for the instruments). Not
+    ``judge``: in download mode, answer (and remember) only what needs no judging one by one.
     """
+    from mastpipe.stages.retrieve import recheck
     from mastpipe.state import StateDir
 
+    started = recheck.started()
     key = _outlook_key(section, base=base, mast_url=mast_url, checkpoint=checkpoint)
-    path = StateDir(state_dir).outlook
-    if section.mode != "download" and key is not None:
-        known = _remembered(path, key)
+    state = StateDir(state_dir)
+    if section.mode == "download":
+        return _download_outlook(load, section, base=base, state=state, mast_url=mast_url, key=key, started=started,
+                                 observations=observations, judge=judge)
+    if key is not None:
+        known = _remembered(state.outlook, key)
         if known is not None:
             return known
     table = load()
@@ -277,8 +317,50 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
     resolved: dict[str, str] = {}
     outlook = retrieve_outlook(table, section, base=base, state_dir=state_dir, mast_url=mast_url, resolved=resolved)
     if key is not None:
-        _remember(path, key, resolved, outlook)
+        _remember(state.outlook, key, resolved, outlook)
     return outlook
+
+
+def _download_outlook(load: Callable[[], Table | None], section: Retrieve, *, base: Path, state: StateDir,
+                      mast_url: str, key: dict[str, Any] | None, started: int,
+                      observations: Callable[[], Table | None], judge: bool = True) -> RetrieveOutlook | None:
+    """:func:`status_outlook` in download mode: what was found last time re-checked against the
+    disk (:mod:`mastpipe.stages.retrieve.recheck`), else judged afresh and remembered (not
+    ``judge``: only when nothing is on disk yet, found a column at a time; else None)."""
+    from mastpipe.stages.retrieve import recheck
+
+    full = recheck.download_key(key, section, state.ledger) if key is not None else None
+    if full is not None:
+        known = recheck.recheck(state.files, full, section)
+        if known is not None:
+            return known
+    table = load()
+    if table is None:
+        return None
+    found = recheck.Found()
+    outlook = recheck.untouched(table, section, base=base, mast_url=mast_url, ledger=state.ledger, found=found)
+    if outlook is None and not judge:
+        return None
+    if outlook is None:
+        outlook = retrieve_outlook(table, section, base=base, state_dir=state.path, mast_url=mast_url, found=found)
+    if full is not None:
+        recheck.remember_found(state.files, full, found, outlook, started, lambda: _groups(table, observations()))
+    return outlook
+
+
+def _groups(products: Table, observations: Table | None) -> recheck.Groups | None:
+    """Each product row's group in a plan's breakdown, and the bytes of all (None: the tables
+    lack what a plan needs, and ``plan`` says so itself)."""
+    from mastpipe.report import plan_groups
+
+    if observations is None or not len(products) or "size" not in products.colnames:
+        return None
+    try:
+        groups, codes = plan_groups(products, observations)
+    except (KeyError, ValueError):
+        return None
+    total = int(np.maximum(np.ma.filled(products["size"], 0).astype(np.int64), 0).sum())
+    return groups, codes, total
 
 
 def remember_outlook(outlook: RetrieveOutlook, resolved: dict[str, str], section: Retrieve, *, base: Path,

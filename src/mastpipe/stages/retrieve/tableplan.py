@@ -25,7 +25,7 @@ from mastpipe.archive import MALFORMED, mission_download_url
 from mastpipe.errors import UnsafePathError, UsageError
 from mastpipe.stages.retrieve.files import FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import VERSION_COLUMNS, product_version
-from mastpipe.stages.retrieve.tablecheck import as_bytes, is_ascii, masked, safe_components
+from mastpipe.stages.retrieve.tablecheck import as_bytes, by_runs, is_ascii, masked, safe_components
 from mastpipe.stages.retrieve.paths import (MAX_NAME_BYTES, _LAYOUTS, _resolved_dir,
                                             _template_fields, check_collisions, product_path)
 from mastpipe.state import decoded, decoded_column
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from astropy.table import Table
 
-__all__ = ["EXCLUSIVE", "Refused", "TablePlan", "count_table", "download_url", "plan_row", "plan_table",
+__all__ = ["EXCLUSIVE", "Judged", "Refused", "TablePlan", "download_url", "judge_table", "plan_row", "plan_table",
            "table_rows"]
 
 log = logging.getLogger(__name__)
@@ -191,8 +191,8 @@ def _plain(table: Table, name: str, rows: np.ndarray) -> list[Any]:
 
 
 def _fast_columns(table: Table, template: str, n: int) -> tuple[np.ndarray, ...] | None:
-    """For the rows that may skip :func:`plan_row`: (eligible, key bytes, relative path bytes,
-    its directory and its name, sizes); None when the table's columns do not allow it (then
+    """For the rows that may skip :func:`plan_row`: (eligible, key bytes, the relative path's
+    directory and its name as bytes, sizes); None when the table's columns do not allow it (then
     every row goes row by row)."""
     names = table.colnames
     if "dataURI" not in names:
@@ -239,9 +239,10 @@ def _fast_columns(table: Table, template: str, n: int) -> tuple[np.ndarray, ...]
 
 
 def _formatted(table: Table, template: str, fields: list[str],
-               eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The template filled in for every row (bytes), every value and every part of the path
-    checked by :func:`_safe`; rows that fail are taken out of ``eligible`` (in place)."""
+               eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The template filled in for every row (bytes): the directory (b"" for none) and the file
+    name, every value and every part of the path checked by :func:`safe_components`; rows that
+    fail are taken out of ``eligible`` (in place)."""
     import string
 
     pieces: list[np.ndarray | bytes] = []
@@ -252,7 +253,7 @@ def _formatted(table: Table, template: str, fields: list[str],
             values = as_bytes(table, name)
             if values is None:
                 return None
-            eligible &= ~masked(table, name) & safe_components(values)
+            eligible &= ~masked(table, name) & by_runs(values, safe_components)
             pieces.append(values)
     parts: list[list[np.ndarray | bytes]] = [[]]
     for piece in pieces:  # split on the template's own "/" (values have none where eligible)
@@ -277,43 +278,69 @@ def _formatted(table: Table, template: str, fields: list[str],
             own = b"".join(piece for piece in part if isinstance(piece, bytes))
             eligible &= bool(own) and bool(safe_components(np.array([own]))[0])
         else:
-            eligible &= safe_components(np.ascontiguousarray(value))
+            eligible &= by_runs(np.ascontiguousarray(value), safe_components)
         joined.append(value)
     if len(joined[-1]) and np.strings.str_len(joined[-1]).max() > MAX_NAME_BYTES:
         eligible &= np.strings.str_len(joined[-1]) <= MAX_NAME_BYTES
-    parent = joined[0] if len(joined) > 1 else np.full(len(eligible), b"", dtype="S1")
-    for part_values in joined[1:-1]:
-        parent = np.strings.add(np.strings.add(parent, b"/"), part_values)
-    relative = np.strings.add(np.strings.add(parent, b"/"), joined[-1]) if len(joined) > 1 else joined[0]
-    return relative, parent, joined[-1]
+    return _directories(joined[:-1], len(eligible)), joined[-1]
+
+
+def _directories(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """``parts`` joined by "/" for every row (b"" without parts), built once per run of rows
+    sharing them: a product list comes grouped by observation, so a million rows of
+    ``mastDownload/JWST/<obs_id>`` are a few hundred runs."""
+    if not parts or not n:
+        return np.full(n, b"", dtype="S1")
+    change = np.zeros(n, bool)
+    change[0] = True
+    for part in parts:
+        change[1:] |= part[1:] != part[:-1]
+    starts = np.flatnonzero(change)
+    few = len(starts) <= n // 8
+    picked = [part[starts] for part in parts] if few else parts
+    joined = picked[0]
+    for part in picked[1:]:
+        joined = np.strings.add(np.strings.add(joined, b"/"), part)
+    return np.repeat(joined, np.diff(np.append(starts, n))) if few else joined
 
 
 @dataclass
-class _Judged:
-    """What :func:`_judge` found: the rows planned by columns (``eligible``, with their key and
-    relative path as bytes), and the others, planned one at a time."""
+class Judged:
+    """What :func:`judge_table` found: the rows planned by columns (``eligible``, with their key,
+    directory and file name as bytes), and the others, planned one at a time."""
 
     eligible: np.ndarray
     uris: np.ndarray | None
-    relative: np.ndarray | None
+    parents: np.ndarray | None
+    names: np.ndarray | None
     sizes: np.ndarray
     prefix: str
     by_row: dict[int, FileTask]
     refused: list[Refused]
     resolved: dict[str, str]
 
+    def relative(self, rows: np.ndarray) -> np.ndarray:
+        """The relative paths (bytes) of the files at ``rows`` (rows planned by columns)."""
+        assert self.parents is not None and self.names is not None
+        parents = self.parents[rows]
+        nested = np.strings.add(np.strings.add(parents, b"/"), self.names[rows])
+        return np.where(parents == b"", self.names[rows], nested)
 
-def _judge(table: Table, destination: Path, layout: str, mast_url: str) -> _Judged:
+
+def judge_table(table: Table, destination: Path, layout: str, mast_url: str) -> Judged:
+    """Which rows of ``table`` are planned a column at a time (their key, directory and name as
+    bytes), and the others planned one by one with :func:`plan_row`: what :func:`plan_table`
+    and :mod:`mastpipe.stages.retrieve.tablecount` stand on."""
     n = len(table)
     template = _LAYOUTS.get(layout, layout)
     fast = _fast_columns(table, template, n) if n else None
     resolved: dict[str, str] = {}
     root = os.path.abspath(destination)
     if fast is not None:
-        eligible, uris, relative, parents, names, sizes = fast
+        eligible, uris, parents, names, sizes = fast
         _outside_or_linked(root, parents, names, eligible, resolved)
     else:
-        eligible, uris, relative, sizes = np.zeros(n, bool), None, None, np.full(n, -1, np.int64)
+        eligible, uris, parents, names, sizes = np.zeros(n, bool), None, None, None, np.full(n, -1, np.int64)
     slow = np.flatnonzero(~eligible)
     by_row: dict[int, FileTask] = {}
     refused: list[Refused] = []
@@ -324,7 +351,7 @@ def _judge(table: Table, destination: Path, layout: str, mast_url: str) -> _Judg
                 refused.append(planned)
             else:
                 by_row[row] = planned
-    return _Judged(eligible, uris, relative, sizes, os.path.join(root, ""), by_row, refused, resolved)
+    return Judged(eligible, uris, parents, names, sizes, os.path.join(root, ""), by_row, refused, resolved)
 
 
 def plan_table(table: Table, destination: Path, layout: str, mast_url: str) -> TablePlan:
@@ -337,11 +364,11 @@ def plan_table(table: Table, destination: Path, layout: str, mast_url: str) -> T
     UsageError
         The layout names a column the products lack (as the per-row path raises it).
     """
-    judged = _judge(table, destination, layout, mast_url)
+    judged = judge_table(table, destination, layout, mast_url)
     by_row, prefix = judged.by_row, judged.prefix
     rows = np.flatnonzero(judged.eligible)
     keys = decoded_column(judged.uris[rows]) if judged.uris is not None else []
-    dests = [prefix + rel for rel in decoded_column(judged.relative[rows])] if judged.relative is not None else []
+    dests = [prefix + rel for rel in decoded_column(judged.relative(rows))] if judged.names is not None else []
     task_sizes = judged.sizes[rows]
     if by_row:  # put the rows planned one at a time back in their places
         extra = np.fromiter(by_row, dtype=np.int64, count=len(by_row))
@@ -356,26 +383,6 @@ def plan_table(table: Table, destination: Path, layout: str, mast_url: str) -> T
     if len(set(dests)) < len(dests):  # some path is shared: the exact check names them
         check_collisions((key, Path(dest)) for key, dest in zip(keys, dests))
     return TablePlan(rows, keys, dests, task_sizes.astype(np.int64), judged.refused, by_row, judged.resolved)
-
-
-def count_table(table: Table, destination: Path, layout: str, mast_url: str,
-                resolved: dict[str, str] | None = None) -> tuple[int, list[Refused]]:
-    """How many files ``table``'s products make (one per distinct ``dataURI``) and the rows
-    refused: :func:`plan_table`'s answer without making a Python string per key and path
-    (what ``status`` needs in the modes without a ledger). Raises as :func:`plan_table`;
-    ``resolved`` is filled as :attr:`TablePlan.resolved`."""
-    judged = _judge(table, destination, layout, mast_url)
-    rows = np.flatnonzero(judged.eligible)
-    slow = judged.by_row.values()
-    keys = set(judged.uris[rows].tolist()) if judged.uris is not None else set()
-    keys |= {task.key.encode("utf-8", "surrogateescape") for task in slow}
-    paths = set(judged.relative[rows].tolist()) if judged.relative is not None else set()
-    paths |= {os.fsencode(os.fspath(task.dest)[len(judged.prefix):]) for task in slow}
-    if len(paths) < len(rows) + len(slow):  # some path is shared: plan_table names them
-        plan_table(table, destination, layout, mast_url)
-    if resolved is not None:
-        resolved.update(judged.resolved)
-    return len(keys), judged.refused
 
 
 def _outside_or_linked(root: str, parents: np.ndarray, names: np.ndarray, eligible: np.ndarray,

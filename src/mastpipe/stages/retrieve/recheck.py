@@ -1,0 +1,276 @@
+"""The download mode's outlook remembered (``files.npz`` in the state directory) and re-checked
+against the disk, so that ``status`` and ``plan`` need not read the checkpoints and the ledger
+again: at a million products that was a minute.
+
+What :func:`~mastpipe.stages.retrieve.outlook.retrieve_outlook` found is kept as three sets:
+
+- files **plainly present** (recorded as done at their path, their size on disk): each is
+  stat-ed again on every call, so a file deleted, cut short or grown behind the ledger's back
+  is noticed as before (then everything is judged afresh);
+- files with **no ledger row and nothing on disk**: still so while every directory the files
+  go into has the change time it had (creating, removing or renaming an entry changes it) and
+  resolves where it did;
+- the **others** (a temporary to resume, a failed row, another file in the way ...): judged one
+  by one again by :func:`~mastpipe.stages.retrieve.decide.decide`, from their remembered task
+  and ledger row and the disk as it is now.
+
+Reused only for the same filter checkpoint (digest, and size, change time and inode of its
+files), recipe ``retrieve`` section, server, mastpipe version and ledger (size, change time
+and inode of ``ledger.sqlite`` and its ``-wal``). A directory or ledger changed in the two
+seconds before the outlook was judged is not trusted to have been seen whole (a change in the
+same clock tick would leave its time as it was): then nothing is remembered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mastpipe.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from mastpipe.recipe.models import Retrieve
+    from mastpipe.stages.retrieve.ledger import LedgerRow
+    from mastpipe.stages.retrieve.outlook import RetrieveOutlook
+    from mastpipe.stages.retrieve.tableplan import TablePlan
+
+__all__ = ["Found", "Groups", "Remaining", "download_key", "pending_breakdown", "recheck", "remember_found", "started",
+           "untouched"]
+
+#: Each product row's group in a plan's breakdown: the groups, each row's, the bytes of them all.
+Groups = tuple[list[tuple[str, str, str]], np.ndarray, int]
+
+log = logging.getLogger(__name__)
+
+#: Changes this close (ns) before the outlook was judged may share a clock tick with it.
+RACY_NS = 2_000_000_000
+
+
+@dataclass
+class Found:
+    """How :func:`retrieve_outlook` judged each file in download mode: the files with no ledger
+    row and nothing on disk (``absent``), those plainly present (``done``: recorded as done at
+    their path, their size on disk), and the others, judged one by one (``tasks``, with the
+    ledger's ``rows`` for them)."""
+
+    plan: TablePlan | None = None
+    absent: list[int] = field(default_factory=list)
+    done: list[int] = field(default_factory=list)
+    #: the files judged one by one (their ``tasks``)
+    judged: list[int] = field(default_factory=list)
+    #: the size the ledger records for each file of ``done`` (on disk when judged)
+    done_sizes: list[int] = field(default_factory=list)
+    tasks: list[Any] = field(default_factory=list)
+    rows: dict[str, LedgerRow] = field(default_factory=dict)
+    refused: int = 0
+    #: nothing on disk yet (:func:`untouched`): the files' table rows, keys, sizes, directories
+    untouched: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None
+
+    def fill(self, plan: TablePlan, absent: list[int], done: list[int], judged: list[int], tasks: list[Any],
+             rows: dict[str, LedgerRow]) -> None:
+        self.plan, self.absent, self.done, self.judged, self.tasks = plan, absent, done, judged, tasks
+        self.refused = len(plan.refused)
+        self.done_sizes = [int(rows[plan.keys[i]].size or 0) for i in done]
+        self.rows = {task.key: rows[task.key] for task in tasks if task.key in rows}
+
+
+class Remaining(MutableMapping[str, int]):
+    """``dataURI`` -> bytes still to fetch, the files with nothing anywhere held as two arrays
+    (keys as UTF-8 bytes, sizes) until a key is asked for: ``status`` asks none, and a million
+    Python strings were most of its time."""
+
+    def __init__(self, keys: np.ndarray, sizes: np.ndarray) -> None:
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = (keys, sizes)
+        self._known: dict[str, int] = {}  # set before the arrays were turned into a dict
+        #: The breakdown's groups, the bytes of every file, and each file's group and bytes to
+        #: fetch (:func:`pending_breakdown`); None when not remembered.
+        self.breakdown: tuple[list[tuple[str, ...]], int, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def known(self) -> dict[str, int]:
+        """The files judged one by one (set on this mapping) while the arrays are kept."""
+        return self._known if self._arrays is not None else {}
+
+    def _all(self) -> dict[str, int]:
+        if self._arrays is not None:
+            from mastpipe.state import decoded_column
+
+            keys, sizes = self._arrays
+            self._known = {**dict(zip(decoded_column(keys), sizes.tolist())), **self._known}
+            self._arrays = None
+        return self._known
+
+    def __getitem__(self, key: str) -> int:
+        return self._all()[key]
+
+    def __setitem__(self, key: str, value: int) -> None:
+        self._known[key] = value  # the arrays' keys are files judged apart: never the same key
+
+    def __delitem__(self, key: str) -> None:
+        del self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._known) + (len(self._arrays[0]) if self._arrays is not None else 0)
+
+
+def _stamp(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def download_key(key: dict[str, Any], section: Retrieve, ledger: Path) -> dict[str, Any]:
+    """``key`` (what a remembered outlook is valid for, see
+    :func:`mastpipe.stages.retrieve.outlook.status_outlook`) with the whole ``retrieve`` section
+    (``overwrite`` and ``verify`` change decisions) and the ledger's files as they are now."""
+    return {**key, "section": section.model_dump(mode="json"),
+            "ledger": [_stamp(os.fspath(ledger)), _stamp(os.fspath(ledger) + "-wal")]}
+
+
+def _directory(path: str) -> list[Any]:
+    """What says a directory's entries are as they were: its change time (None: missing) and
+    where it resolves."""
+    try:
+        mtime: int | None = os.stat(path).st_mtime_ns
+    except OSError:
+        mtime = None
+    return [mtime, os.path.realpath(path)]
+
+
+def remember_found(path: Path, key: dict[str, Any], found: Found, outlook: RetrieveOutlook, started_ns: int,
+                   groups: Callable[[], Groups | None] = lambda: None) -> None:
+    """Keep what :func:`retrieve_outlook` ``found`` (judging since ``started_ns``) for ``key``;
+    ``groups`` gives each product row's group in a plan's breakdown and the bytes of them all
+    (:func:`mastpipe.report.plan_groups`), kept for the files to fetch so that ``plan`` needs
+    no table either (None: ``plan`` reads the tables)."""
+    try:
+        if found.untouched is not None:  # nothing on disk yet: every file to fetch, as arrays
+            rows, absent, sizes, parents = found.untouched
+            present, present_sizes, judged_rows = np.array([], dtype="S1"), np.zeros(0, np.int64), rows[:0]
+        elif found.plan is not None:
+            plan = found.plan
+            parents = list({os.path.dirname(dest) for dest in plan.dests})
+            present = np.array([os.fsencode(plan.dests[i]) for i in found.done], dtype=bytes)
+            present_sizes = np.asarray(found.done_sizes, dtype=np.int64)
+            absent = np.array([plan.keys[i].encode("utf-8", "surrogateescape") for i in found.absent], dtype=bytes)
+            sizes = plan.sizes[np.asarray(found.absent, dtype=np.int64)]
+            rows = plan.rows[np.asarray(found.absent, dtype=np.int64)]
+            judged_rows = plan.rows[np.asarray(found.judged, dtype=np.int64)]
+        else:
+            return
+        ledger_times = [stamp[1] for stamp in key["ledger"] if stamp is not None]
+        directories = {directory: _directory(directory) for directory in parents}
+        recent = started_ns - RACY_NS
+        if any(t >= recent for t in ledger_times) or \
+                any(mtime is not None and mtime >= recent for mtime, _ in directories.values()):
+            return  # changed while (or just before) it was judged: judged afresh next time
+        meta = {"key": key, "directories": directories, "files": outlook.files, "ledger": outlook.ledger,
+                "refused": found.refused,
+                "judged": [[{**asdict(task), "dest": os.fspath(task.dest)},
+                            asdict(found.rows[task.key]) if task.key in found.rows else None] for task in found.tasks]}
+        grouping = groups()
+        arrays: dict[str, np.ndarray] = {}
+        if grouping is not None:
+            names, codes, total = grouping
+            meta |= {"groups": names, "total": total, "judged_groups": codes[judged_rows].tolist()}
+            arrays["absent_groups"] = codes[rows]
+        arrays |= {"meta": np.array(json.dumps(meta)), "present": present, "present_sizes": present_sizes,
+                   "absent": absent, "absent_sizes": np.maximum(sizes, 0)}
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy types allow_pickle as a key
+    except (OSError, ValueError, TypeError) as exc:  # a read-only state directory: status still answers
+        log.debug("could not remember the files' outlook in %s: %s", path, exc)
+
+
+def untouched(table: Any, section: Retrieve, *, base: Path, mast_url: str, ledger: Path,
+              found: Found) -> RetrieveOutlook | None:
+    """The outlook when there is no ledger and no directory the files go into exists (after
+    ``run --until filter``): every file to fetch, found a column at a time (``found`` filled);
+    None otherwise, or when some row needs judging one by one."""
+    from mastpipe.stages.retrieve.outlook import RetrieveOutlook
+    from mastpipe.stages.retrieve.tablecount import untouched_files
+
+    if os.path.lexists(ledger):
+        return None
+    files = untouched_files(table, (base / section.destination).resolve(), section.layout, mast_url)
+    if files is None:
+        return None
+    rows, keys, sizes, directories, refused = files
+    found.untouched, found.refused = (rows, keys, sizes, directories), len(refused)
+    outlook = RetrieveOutlook("download", len(keys) + len(refused), to_fetch=len(keys), blocked=len(refused))
+    outlook.remaining = Remaining(keys, np.maximum(sizes, 0))
+    outlook.bytes_to_fetch = int(np.maximum(sizes, 0).sum())
+    return outlook
+
+
+def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlook | None:
+    """The outlook remembered in ``path`` for ``key``, checked against the disk as it is now
+    (see the module docstring); None when there is none, or anything differs."""
+    from mastpipe.stages.retrieve.files import FileTask
+    from mastpipe.stages.retrieve.ledger import LedgerRow
+    from mastpipe.stages.retrieve.outlook import RetrieveOutlook, judge_tasks, outlook_transfer
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta["key"] != key:
+                return None
+            present, present_sizes = data["present"], data["present_sizes"]
+            absent, absent_sizes = data["absent"], data["absent_sizes"]
+            grouped = data["absent_groups"] if "groups" in meta else None
+        if any(_directory(directory) != stamp for directory, stamp in meta["directories"].items()):
+            return None
+        stat = os.stat
+        for dest, size in zip(present.tolist(), present_sizes.tolist()):
+            if stat(dest).st_size != size:
+                return None
+        tasks = [FileTask(**{**task, "dest": Path(task["dest"])}) for task, _ in meta["judged"]]
+        rows = {task["key"]: LedgerRow(**row) for task, row in meta["judged"] if row is not None}
+        outlook = RetrieveOutlook("download", int(meta["files"]), present=len(present), blocked=int(meta["refused"]),
+                                  ledger=bool(meta["ledger"]))
+    except FileNotFoundError:  # no outlook remembered, or a present file is gone
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.debug("remembered outlook %s not used: %s", path, exc)
+        return None
+    remaining = outlook.remaining = Remaining(absent, absent_sizes)
+    outlook.to_fetch, outlook.bytes_to_fetch = len(absent), int(absent_sizes.sum())
+    if tasks:
+        judge_tasks(outlook, outlook_transfer(section), tasks, rows)
+    if grouped is not None:
+        judged = dict(zip((task.key for task in tasks), meta["judged_groups"]))
+        extra = [(judged[key], size) for key, size in remaining.known.items()]
+        remaining.breakdown = ([tuple(group) for group in meta["groups"]], int(meta["total"]),
+                               np.concatenate([grouped, np.array([g for g, _ in extra], dtype=np.int64)]),
+                               np.concatenate([absent_sizes, np.array([b for _, b in extra], dtype=np.int64)]))
+    return outlook
+
+
+def started() -> int:
+    """The time judging starts (ns), for :func:`remember_found`."""
+    return time.time_ns()
+
+
+def pending_breakdown(outlook: RetrieveOutlook) -> tuple[int, list[tuple[str, str, str, int, int]]] | None:
+    """A download-mode plan's total bytes and breakdown of the files to fetch, from what
+    :func:`recheck` found (None: not remembered; ``plan`` then reads the tables)."""
+    from mastpipe.report import grouped_totals
+
+    remaining = outlook.remaining
+    if not isinstance(remaining, Remaining) or remaining.breakdown is None:
+        return None
+    groups, total, codes, sizes = remaining.breakdown
+    return total, grouped_totals([(str(c), str(i), str(k)) for c, i, k in groups], codes, sizes)
