@@ -22,15 +22,10 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
-from mastpipe.stages.retrieve.body import BufferRing
+from mastpipe.stages.retrieve.body import BufferRing, Check
 
 __all__ = ["Segment", "SegmentMap", "SegmentedTemporary", "plan", "pwrite_all"]
-
-
-class _Check(Protocol):
-    def update(self, block: memoryview, /) -> None: ...
 
 
 def pwrite_all(fd: int, view: memoryview, offset: int) -> int:
@@ -133,7 +128,7 @@ class SegmentedTemporary:
 
     def __init__(self, path: os.PathLike[str] | str, size: int, segments: SegmentMap,
                  persist: Callable[[SegmentMap], None], chunk: int = 1 << 20,
-                 also: Sequence[_Check] = ()) -> None:
+                 also: Sequence[Check] = ()) -> None:
         self._also = list(also)
         self.size = size
         self.segments = plan(size, segments.segment_size)
