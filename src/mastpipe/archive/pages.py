@@ -100,7 +100,8 @@ def stack_pages(pages: list[PageColumns]) -> Table:
         values = np.concatenate([v for v, _ in parts]) if len(parts) > 1 else parts[0][0]
         if any(m is not None for _, m in parts):
             mask = np.concatenate([np.zeros(len(v), dtype=bool) if m is None else m for v, m in parts])
-            table[name] = MaskedColumn(values, mask=mask, copy=False)
+            column: Any = MaskedColumn(values, mask=mask, copy=False)
         else:
-            table[name] = values
+            column = values
+        table.add_column(column, name=name, copy=False)  # table[name] = ... would copy it again
     return table
