@@ -57,7 +57,8 @@ def test_kill_9_then_rerun(sandbox, tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             complete = [t for t in tasks if t.dest.exists()]
-            partial = [t for t in tasks if (size_of(part_path(t.dest)) or 0) > SIZE // 10]
+            # at most half done, so it cannot be renamed between this look and the kill
+            partial = [t for t in tasks if SIZE // 10 < (size_of(part_path(t.dest)) or 0) < SIZE // 2]
             if len(complete) >= 2 and partial:
                 break
             time.sleep(0.01)
