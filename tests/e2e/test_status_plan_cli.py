@@ -85,6 +85,7 @@ def test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock(wor
     import time
 
     from mastpipe.sandbox import Faults, Sandbox
+    from mastpipe.stages.retrieve.temporaries import size_of
 
     data = workdir / "pipelines/data/jwst-1073/mastDownload"
     with Sandbox(seed=0) as sb:
@@ -96,7 +97,8 @@ def test_status_after_kill_9_mid_download_shows_the_files_and_the_stale_lock(wor
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 complete = list(data.rglob("*_uncal.fits")) if data.exists() else []
-                parts = [p for p in data.rglob(".*.part") if p.stat().st_size > 0] if data.exists() else []
+                # size_of, not stat(): a temporary listed a moment ago may be renamed by now
+                parts = [p for p in data.rglob(".*.part") if (size_of(p) or 0) > 0] if data.exists() else []
                 if len(complete) >= 2 and parts:
                     break
                 time.sleep(0.02)
