@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
 import pytest
 
 from mastpipe.errors import StateError
-from mastpipe.stages.retrieve.ledger import DONE, FAILED, RUNNING, Ledger
+from mastpipe.stages.retrieve.ledger import DONE, FAILED, RUNNING, Ledger, LedgerRow
 
 
 def test_lifecycle_and_attempt_totals(tmp_path: Path) -> None:
@@ -117,3 +118,24 @@ def test_auto_chooses_a_rollback_journal_on_network_filesystems(tmp_path) -> Non
     assert journal_for(Path("/home/local/ledger.sqlite"), mounts) == "wal"
     assert journal_for(Path("/srv/ledger.sqlite"), mounts) == "wal"
     assert filesystem_type(tmp_path) is not None  # this machine's /proc/mounts names it
+
+
+# rows() builds its LedgerRow objects without the dataclass's __init__ (for speed at a million
+# rows): they must be the very objects the constructor makes.
+def test_rows_read_back_equal_constructed_rows(tmp_path: Path) -> None:
+    dest = tmp_path / "a.fits"
+    dest.write_bytes(b"x" * 10)
+    with Ledger(tmp_path / "state") as ledger:
+        ledger.mark_done("mast:A/a.fits", dest, 10, "0" * 64, 1, stat=dest.stat(), source="mast", version="2")
+        ledger.mark_failed("mast:A/b.fits", tmp_path / "b.fits", "HTTP 404", 3)
+        rows = ledger.rows()
+    assert set(rows) == {"mast:A/a.fits", "mast:A/b.fits"}
+    for row in rows.values():
+        values = {field.name: getattr(row, field.name) for field in dataclasses.fields(LedgerRow)}
+        rebuilt = LedgerRow(**values)
+        assert row == rebuilt and hash(row) == hash(rebuilt) and repr(row) == repr(rebuilt)
+        assert dataclasses.replace(row, dest="elsewhere").dest == "elsewhere"
+    done = rows["mast:A/a.fits"]
+    assert (done.status, done.size, done.source, done.version) == ("done", 10, "mast", "2")
+    assert done.mtime_ns == dest.stat().st_mtime_ns and done.inode == dest.stat().st_ino
+    assert rows["mast:A/b.fits"].status == "failed" and "404" in (rows["mast:A/b.fits"].last_error or "")
