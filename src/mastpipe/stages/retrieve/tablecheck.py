@@ -117,19 +117,13 @@ def unique_by_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def all_distinct(values: np.ndarray) -> bool:
     """Whether no two of ``values`` (a bytes array) are equal: each hashed to an integer by numpy
-    and the integers sorted; only when two hashes meet are the values compared exactly. A set of
+    (the unique stage's :func:`~mastpipe.stages.unique.hash_values`) and the integers sorted; only when two hashes meet are the values compared exactly. A set of
     a million Python bytes objects took half a second."""
+    from mastpipe.stages.unique import hash_values
+
     if len(values) < 2:
         return True
-    width = values.dtype.itemsize
-    codes = np.ascontiguousarray(values).view(np.uint8).reshape(len(values), width)
-    if width % 8:
-        codes = np.pad(codes, ((0, 0), (0, 8 - width % 8)))
-    words = codes.view(np.uint64)
-    hashes = np.full(len(values), 0xCBF29CE484222325, dtype=np.uint64)
-    for column in range(words.shape[1]):  # FNV-style: xor a word in, multiply (wrapping)
-        hashes = (hashes ^ words[:, column]) * np.uint64(0x100000001B3)
-        hashes ^= hashes >> np.uint64(29)
+    hashes = hash_values(values)
     hashes.sort()
     if not (hashes[1:] == hashes[:-1]).any():
         return True
