@@ -39,34 +39,9 @@ def main() -> None:
 
         mastpipe validate pipelines/*.yaml
     """
-    _large_buffers_to_the_system()
+    from mastpipe.memory import map_large_blocks
 
-
-#: glibc's ``mallopt`` parameter for the size from which blocks are mapped on their own.
-_M_MMAP_THRESHOLD = -3
-
-
-def _large_buffers_to_the_system() -> None:
-    """Map every block of 1 MiB or more on its own, so that freeing it gives it back.
-
-    glibc raises its threshold (up to 32 MiB) as large blocks are freed; after that, the
-    product lists' answers (15 MB each), their parsing buffers and the batches' columns share
-    the heaps of four threads, and memory freed in between is kept: a 3M-row run peaked at
-    1.5 GB with 0.7 GB of table. Fixed at 1 MiB, the batches freed as they are stacked go back
-    to the system (1M rows: peak ~640 -> ~525 MB), for ~1 s more of page faults per
-    million rows. Only the ``mastpipe`` process does this: the library leaves a host
-    process's allocator alone. Elsewhere than glibc, nothing happens.
-    """
-    import os
-
-    try:
-        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-            return
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 1 << 20)
-    except (AttributeError, OSError, ValueError):  # not glibc, or no confstr here
-        pass
+    map_large_blocks()
 
 
 for _command in (validate, schema, run, history, plan, status, login, init_command, sandbox):

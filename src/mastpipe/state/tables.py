@@ -15,6 +15,7 @@ import numpy as np
 
 from mastpipe.atomic import atomic_path
 from mastpipe.errors import StateError
+from mastpipe.memory import give_back_freed_memory
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -145,27 +146,8 @@ def stacked(tables: list[Table]) -> Table:
         for table in tables:
             if name in table.colnames:
                 table.remove_column(name)
-        _give_back_freed_memory()
+        give_back_freed_memory()  # the batch column just removed: the peak is the stack and one column
     return out
-
-
-def _give_back_freed_memory() -> None:
-    """Return the heap pages freed by the batches to the system (glibc's ``malloc_trim``).
-
-    Batch columns under glibc's mmap threshold live on the heaps; freed, they stay resident,
-    and the stacked columns and the later stages' large arrays are mapped elsewhere, so
-    without this a 10M-row run held the stacked table twice. Called after each column, so the
-    peak is the stack and one column. Nothing happens on other C libraries.
-    """
-    import os
-
-    try:
-        if (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-            import ctypes
-
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (AttributeError, OSError, ValueError):
-        pass
 
 
 def _utf8(values: np.ndarray) -> np.ndarray:
