@@ -18,7 +18,7 @@ import numpy as np
 
 from mastpipe.stages.retrieve.progress import format_bytes as human_bytes
 from mastpipe.stages.retrieve.tablecheck import unique_by_runs
-from mastpipe.state import StateDir, decoded_column
+from mastpipe.state import StateDir, decoded_column, encoded_column
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -124,11 +124,11 @@ class Versions:
         """A table's products; where a dataURI is listed twice, its last row counts."""
         if "dataURI" not in table.colnames:
             return cls(np.array([], dtype="S1"), np.array([], dtype=np.int64), None)
-        uris = _utf8_bytes(table["dataURI"])
+        uris = encoded_column(table["dataURI"])
         values = np.asarray(table["size"])
         sizes = values.astype(np.int64) if values.dtype.kind in "iuf" else np.array([int(s) for s in values],
                                                                                       dtype=np.int64)
-        prvversions = _utf8_bytes(table["prvversion"]) if "prvversion" in table.colnames else None
+        prvversions = encoded_column(table["prvversion"]) if "prvversion" in table.colnames else None
         if len(uris) < 2 or bool((uris[1:] > uris[:-1]).all()):  # already in order, once each: no copy
             return cls(uris, sizes, prvversions)
         order = np.argsort(uris, kind="stable")
@@ -144,17 +144,6 @@ class Versions:
         found = (where < len(other.uris)) & (other.uris[clipped] == self.uris) if len(other.uris) else \
             np.zeros(len(self.uris), dtype=bool)
         return found, clipped
-
-
-def _utf8_bytes(column: Any) -> np.ndarray:
-    """A text column as UTF-8 bytes (checkpoints store text so already; astroquery gives str)."""
-    values = np.asarray(column)
-    if values.dtype.kind == "S":
-        return values
-    try:
-        return values.astype("S") if len(values) else np.array([], dtype="S1")
-    except UnicodeEncodeError:
-        return np.array([text.encode("utf-8") for text in decoded_column(values)], dtype="S")
 
 
 def snapshot(previous: Mapping[str, Table | None]) -> Snapshot:

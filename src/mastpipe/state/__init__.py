@@ -40,9 +40,9 @@ from mastpipe.atomic import atomic_write_bytes, fsync_dir
 from mastpipe.state.checkpoints import CHECKPOINT_SCHEMA, ROW, Checkpoints, Sidecar, take_rows
 from mastpipe.state.layout import StateDir
 from mastpipe.state.lock import LockHolder, RunLock, lock_holder, writable_problem
-from mastpipe.state.tables import (as_stored, decoded, decoded_column, fingerprint, read_table, stacked, table_digest,
-                                   write_table)
+from mastpipe.state.tables import (as_stored, decoded, decoded_column, encoded_column, fingerprint, read_table, stacked,
+                                   table_digest, write_table)
 
 __all__ = ["CHECKPOINT_SCHEMA", "ROW", "Checkpoints", "LockHolder", "RunLock", "Sidecar", "StateDir", "as_stored",
-           "atomic_write_bytes", "decoded", "decoded_column", "fingerprint", "fsync_dir", "lock_holder", "read_table", "stacked", "table_digest",
+           "atomic_write_bytes", "decoded", "decoded_column", "encoded_column", "fingerprint", "fsync_dir", "lock_holder", "read_table", "stacked", "table_digest",
            "take_rows", "writable_problem", "write_table"]

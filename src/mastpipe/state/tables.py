@@ -20,8 +20,8 @@ from mastpipe.memory import give_back_freed_memory
 if TYPE_CHECKING:
     from astropy.table import Table
 
-__all__ = ["as_stored", "decoded", "decoded_column", "fingerprint", "read_table", "stacked", "table_digest",
-           "write_table"]
+__all__ = ["as_stored", "decoded", "decoded_column", "encoded_column", "fingerprint", "read_table", "stacked",
+           "table_digest", "write_table"]
 
 
 def fingerprint(*parts: Any) -> str:
@@ -97,7 +97,7 @@ def as_stored(table: Table) -> Table:
         column = table[name]
         if column.dtype.kind in "UO":
             values = np.asarray(column.filled("") if isinstance(column, MaskedColumn) else column, dtype=str)
-            columns[name] = _utf8(values) if len(values) else np.array([], dtype="S1")
+            columns[name] = encoded_column(values)
         elif isinstance(column, MaskedColumn) and not column.mask.any():
             columns[name] = np.asarray(column)
         else:
@@ -148,6 +148,17 @@ def stacked(tables: list[Table]) -> Table:
                 table.remove_column(name)
         give_back_freed_memory()  # the batch column just removed: the peak is the stack and one column
     return out
+
+
+def encoded_column(values: Any) -> np.ndarray:
+    """A text column as checkpoints store text: UTF-8 bytes (bytes as they are; ``str``, or
+    objects, encoded as narrow as the longest value)."""
+    array = np.asarray(values)
+    if array.dtype.kind == "S":
+        return array
+    if array.dtype.kind != "U":
+        array = np.array(decoded_column(array), dtype=str)
+    return _utf8(array) if len(array) else np.array([], dtype="S1")
 
 
 def _utf8(values: np.ndarray) -> np.ndarray:
