@@ -78,15 +78,19 @@ class Lookup(Store):
 
         obsid = str(obsid).strip()
         with self._lock:
-            version, known = self._rendered.get((obsid, names), (-1, ""))
-            if version == self.version:
+            if self._rendered_version != self.version:  # the catalogue changed: all of it is stale
+                self._rendered.clear()
+                self._rendered_bytes, self._rendered_version = 0, self.version
+            known = self._rendered.get((obsid, names))
+            if known is not None:
                 return known
             version = self.version
         text = ", ".join(json.dumps({n: r.get(n) for n in names}) for r in self.iter_products(obsid))
         with self._lock:
-            if version == self.version and self._rendered_bytes + len(text) <= RENDERED_BYTES:
-                self._rendered_bytes += len(text) - len(self._rendered.get((obsid, names), (0, ""))[1])
-                self._rendered[(obsid, names)] = (version, text)
+            if version == self._rendered_version == self.version and \
+                    self._rendered_bytes + len(text) <= RENDERED_BYTES and (obsid, names) not in self._rendered:
+                self._rendered[(obsid, names)] = text
+                self._rendered_bytes += len(text)
         return text
 
     def products(self, obsid: str) -> list[dict]:

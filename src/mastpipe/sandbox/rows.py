@@ -101,8 +101,8 @@ class Store:
         self._next_obsid = 90_000_000
         #: Bumped by every change to what the catalogue lists: answers rendered before are stale.
         self.version = 0
-        self._rendered: dict[tuple[str, tuple[str, ...]], tuple[int, str]] = {}
-        self._rendered_bytes = 0
+        self._rendered: dict[tuple[str, tuple[str, ...]], str] = {}  # of catalogue _rendered_version
+        self._rendered_bytes = self._rendered_version = 0
 
     # ================================================================== helpers
     def _rand(self, *parts) -> float:
