@@ -39,9 +39,6 @@ def main() -> None:
 
         mastpipe validate pipelines/*.yaml
     """
-    from mastpipe.memory import map_large_blocks
-
-    map_large_blocks()
 
 
 for _command in (validate, schema, run, history, plan, status, login, init_command, sandbox):
