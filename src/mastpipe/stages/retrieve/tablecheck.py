@@ -85,11 +85,17 @@ def _only(values: np.ndarray, allowed: bytes) -> bool:
     return not np.ascontiguousarray(values).tobytes().translate(None, allowed)
 
 
+_SAMPLE = 4096  # values run_starts looks at before comparing every neighbour
+
+
 def run_starts(values: np.ndarray) -> np.ndarray | None:
     """Where each run of equal neighbours in ``values`` starts, or None when runs are short
     (then working on their first values saves nothing). A product list comes grouped by
     observation: a million rows of ``obs_id`` or ``obs_collection`` hold a few hundred runs."""
     if len(values) < 2:
+        return None
+    head = values[:_SAMPLE]  # a column of distinct values (file names) shows it at once
+    if len(values) > _SAMPLE and np.count_nonzero(head[1:] != head[:-1]) > len(head) // 8:
         return None
     starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
     return starts if len(starts) <= len(values) // 8 else None
