@@ -53,6 +53,11 @@ def safe_components(values: np.ndarray) -> np.ndarray:
     """Where a bytes value is certainly a safe path component: printable ASCII with no ``/`` or
     ``\\``, not blank, not ``.`` or ``..``, no ``:`` as its second character (a drive letter).
     False says "look at it row by row", not "unsafe"."""
+    return _chunked(values, _safe_chunk)
+
+
+def _safe_chunk(values: np.ndarray) -> np.ndarray:
+    """safe_components of one chunk of values."""
     codes = values.view(np.uint8).reshape(len(values), values.dtype.itemsize)
     if _only(values, _SAFE_BYTES):  # the usual column: no byte to look for, one C-level pass
         ok = (codes > 0x20).any(axis=1)  # not blank (nor empty): every byte is NUL, " " or ink
@@ -70,8 +75,28 @@ def is_ascii(values: np.ndarray) -> np.ndarray:
     """Where a bytes value is printable ASCII (NULs aside)."""
     if _only(values, _ASCII_BYTES):
         return np.ones(len(values), dtype=bool)
-    codes = values.view(np.uint8).reshape(len(values), values.dtype.itemsize)
-    return np.asarray(~_NOT_ASCII[codes].any(axis=1), dtype=bool)
+    return _chunked(values, lambda chunk: ~_NOT_ASCII[_codes(chunk)].any(axis=1))
+
+
+#: Values looked at byte by byte at a time: the byte matrices are a value's width per row (a
+#: bool per byte), 500 MB for ten million file names at once at the run's memory peak.
+_CHUNK = 1 << 16
+
+
+def _chunked(values: np.ndarray, check: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``check`` (one bool per value) asked of _CHUNK values at a time."""
+    values = np.ascontiguousarray(values)
+    if len(values) <= _CHUNK:
+        return np.asarray(check(values), dtype=bool)
+    out = np.empty(len(values), dtype=bool)
+    for start in range(0, len(values), _CHUNK):
+        out[start:start + _CHUNK] = check(values[start:start + _CHUNK])
+    return out
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """A bytes array's bytes, a row per value."""
+    return values.view(np.uint8).reshape(len(values), values.dtype.itemsize)
 
 
 #: The bytes :func:`safe_components` and :func:`is_ascii` accept (NUL: numpy's padding).
@@ -81,8 +106,11 @@ _ASCII_BYTES = bytes(code for code in range(256) if not _NOT_ASCII[code])
 
 def _only(values: np.ndarray, allowed: bytes) -> bool:
     """Whether every byte of ``values`` is one of ``allowed`` (``bytes.translate``: a C-level
-    pass over the column, several times faster than looking each byte up with numpy)."""
-    return not np.ascontiguousarray(values).tobytes().translate(None, allowed)
+    pass over the column, several times faster than looking each byte up with numpy), _CHUNK
+    values at a time: ``tobytes`` copies what it is given."""
+    values = np.ascontiguousarray(values)
+    return not any(values[start:start + _CHUNK].tobytes().translate(None, allowed)
+                   for start in range(0, len(values), _CHUNK))
 
 
 _SAMPLE = 4096  # values run_starts looks at before comparing every neighbour
