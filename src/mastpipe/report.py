@@ -197,7 +197,8 @@ def _all_new(table: Table) -> dict[str, Any]:
         return {"new": none, "changed": none, "dropped": dict(none)}
     uris = encoded_column(table["dataURI"])
     order = np.argsort(uris)
-    count, first, previous = 0, list[bytes](), None
+    first: list[bytes] = []
+    count, previous = 0, None
     for start in range(0, len(order), 1 << 16):
         part = uris[order[start:start + (1 << 16)]]
         distinct = np.ones(len(part), dtype=bool)
