@@ -43,6 +43,17 @@ def plan_breakdown(products: Table, observations: Table) -> list[tuple[str, str,
     return grouped_totals(names, codes, np.maximum(np.asarray(products["size"]).astype(np.int64), 0))
 
 
+def _ranked(values: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``numpy.unique(values, return_inverse=True)`` for integers in ``[0, bound)``: counted
+    with ``bincount`` when the range is small (no sort, no sorted copy of ``values``)."""
+    if bound > 1 << 24:
+        keys, inverse = np.unique(values, return_inverse=True)
+        return keys, inverse.ravel()
+    present = np.bincount(values, minlength=bound) > 0
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present), rank[values]
+
+
 def plan_groups(products: Table, observations: Table) -> tuple[list[tuple[str, str, str]], np.ndarray]:
     """The (collection, instrument, product type) groups of :func:`plan_breakdown`, and each
     product row's group (an index into them; two groups may bear one name)."""
@@ -62,11 +73,18 @@ def plan_groups(products: Table, observations: Table) -> tuple[list[tuple[str, s
         kind_names = [text or "?" for text in decoded_column(kinds)]
     else:
         kind_names, kind_codes = ["?"], np.zeros(len(products), dtype=np.int64)
-    # one integer per (collection, instrument, kind): sorting integers, not a stack of columns
+    # one integer per (collection, instrument, kind): counting integers, not sorting a stack of
+    # columns; built in place, each code array let go once used (ten million rows: ~80 MB each)
     n_instruments, n_kinds = len(instruments), len(kind_names)
-    combined = (collection_codes.astype(np.int64) * n_instruments + instrument_of_owner.ravel()[owner_codes]) \
-        * n_kinds + kind_codes
-    keys, group_codes = np.unique(combined, return_inverse=True)
+    combined = collection_codes.astype(np.int64)
+    del collection_codes
+    combined *= n_instruments
+    combined += instrument_of_owner.ravel()[owner_codes]
+    del owner_codes
+    combined *= n_kinds
+    combined += kind_codes
+    del kind_codes
+    keys, group_codes = _ranked(combined, len(collections) * n_instruments * n_kinds)
     collection_names, instrument_names = decoded_column(collections), [str(name) for name in instruments]
     groups = [(collection_names[c], instrument_names[i], kind_names[k]) for c, i, k in
               zip((keys // (n_instruments * n_kinds)).tolist(), (keys // n_kinds % n_instruments).tolist(),

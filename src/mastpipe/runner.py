@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection
 
 from mastpipe.errors import ExpectationError, UsageError, literal
+from mastpipe.memory import give_back_freed_memory
 from mastpipe.recipe.models import Recipe, effective_mast_url, load_recipe, recipe_dir
 from mastpipe.staleness import TABLE_STAGES, StageStatus, Staleness
 from mastpipe.state import Checkpoints, RunLock, StateDir, fingerprint
@@ -294,6 +295,7 @@ class Pipeline:
                     reports[-1].seconds = time.time() - started
                     log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
                     tables[stage] = table
+                    give_back_freed_memory()  # what computing it freed, before the next stage allocates
                     continue
                 tables[stage] = table
                 self._expect(stage, table, tables, reports, previous, checks)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mastpipe.atomic import atomic_write_bytes
+from mastpipe.memory import give_back_freed_memory
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -144,6 +145,7 @@ def remember_filtered(pipeline: Pipeline, tables: Mapping[str, Table]) -> None:
         return
     if download:
         return
+    give_back_freed_memory()  # judging the files' paths freed a few columns' worth
     key = plan_key(pipeline)
     if key is not None and remembered_plan(pipeline, key) is None:
         remember_run(pipeline, tables)
