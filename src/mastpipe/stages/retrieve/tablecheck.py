@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from astropy.table import Table
 
-__all__ = ["all_distinct", "as_bytes", "by_runs", "is_ascii", "masked", "run_starts", "safe_components", "unique_by_runs"]
+__all__ = ["all_distinct", "as_bytes", "by_runs", "distinct_where", "is_ascii", "masked", "run_starts", "safe_components", "unique_by_runs"]
 
 
 def masked(table: Table, name: str) -> np.ndarray:
@@ -147,6 +147,17 @@ def unique_by_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return unique, inverse.ravel()
     unique, inverse = np.unique(values[starts], return_inverse=True)
     return unique, np.repeat(inverse.ravel(), np.diff(np.append(starts, len(values))))
+
+
+def distinct_where(values: np.ndarray, where: np.ndarray) -> list[bytes]:
+    """The distinct ``values`` at rows ``where`` is true, looked at once per run of equal
+    neighbours: a set of every row's directory was millions of bytes objects at a run's
+    memory peak, for a few hundred directories."""
+    starts = run_starts(values)
+    if starts is None:
+        return sorted(set(values[where].tolist()))
+    heads = values[starts][np.logical_or.reduceat(where, starts)]
+    return sorted(set(heads.tolist()))
 
 
 def all_distinct(values: np.ndarray) -> bool:

@@ -25,7 +25,7 @@ from mastpipe.archive import MALFORMED, mission_download_url
 from mastpipe.errors import UnsafePathError, UsageError
 from mastpipe.stages.retrieve.files import FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import VERSION_COLUMNS, product_version
-from mastpipe.stages.retrieve.tablecheck import as_bytes, by_runs, is_ascii, masked, run_starts, safe_components
+from mastpipe.stages.retrieve.tablecheck import as_bytes, by_runs, distinct_where, is_ascii, masked, safe_components
 from mastpipe.stages.retrieve.paths import (MAX_NAME_BYTES, _LAYOUTS, _resolved_dir,
                                             _template_fields, check_collisions, product_path)
 from mastpipe.state import decoded, decoded_column
@@ -263,13 +263,20 @@ def _formatted(table: Table, template: str, fields: list[str],
             parts.extend([[text] if text else [] for text in rest])
         else:
             parts[-1].append(piece)
-    joined: list[np.ndarray] = []
-    for part in parts:
+    joined: list[np.ndarray | bytes] = []
+    for index, part in enumerate(parts):
         if not part:  # "a//b": an empty component, refused row by row
             eligible[:] = False
             return None
         if len(part) == 1 and not isinstance(part[0], bytes):  # one value, checked above
             joined.append(part[0])
+            continue
+        if index < len(parts) - 1 and all(isinstance(piece, bytes) for piece in part):
+            # a directory of the template's own text ("mastDownload"): checked and kept once,
+            # not repeated for every row (120 MB at ten million)
+            own = b"".join(piece for piece in part if isinstance(piece, bytes))
+            eligible &= bool(own) and bool(safe_components(np.array([own]))[0])
+            joined.append(own)
             continue
         value: np.ndarray = np.full(len(eligible), b"", dtype="S1")
         for piece in part:
@@ -280,24 +287,29 @@ def _formatted(table: Table, template: str, fields: list[str],
         else:
             eligible &= by_runs(np.ascontiguousarray(value), safe_components)
         joined.append(value)
-    if len(joined[-1]) and np.strings.str_len(joined[-1]).max() > MAX_NAME_BYTES:
-        eligible &= np.strings.str_len(joined[-1]) <= MAX_NAME_BYTES
-    return _directories(joined[:-1], len(eligible)), joined[-1]
+    names = joined[-1]
+    assert not isinstance(names, bytes)  # the last part is never taken as the template's own text
+    if len(names) and np.strings.str_len(names).max() > MAX_NAME_BYTES:
+        eligible &= np.strings.str_len(names) <= MAX_NAME_BYTES
+    return _directories(joined[:-1], len(eligible)), names
 
 
-def _directories(parts: list[np.ndarray], n: int) -> np.ndarray:
-    """``parts`` joined by "/" for every row (b"" without parts), built once per run of rows
-    sharing them: a product list comes grouped by observation, so a million rows of
-    ``mastDownload/JWST/<obs_id>`` are a few hundred runs."""
+def _directories(parts: list[np.ndarray | bytes], n: int) -> np.ndarray:
+    """``parts`` (a value per row, or the template's own text) joined by "/" for every row
+    (b"" without parts), built once per run of rows sharing them: a product list comes grouped
+    by observation, so a million rows of ``mastDownload/JWST/<obs_id>`` are a few hundred runs."""
     if not parts or not n:
         return np.full(n, b"", dtype="S1")
     change = np.zeros(n, bool)
     change[0] = True
     for part in parts:
-        change[1:] |= part[1:] != part[:-1]
+        if not isinstance(part, bytes):
+            change[1:] |= part[1:] != part[:-1]
     starts = np.flatnonzero(change)
     few = len(starts) <= n // 8
-    picked = [part[starts] for part in parts] if few else parts
+    count = len(starts) if few else n
+    picked = [np.full(count, part, dtype=f"S{max(len(part), 1)}") if isinstance(part, bytes)
+              else part[starts] if few else part for part in parts]
     joined = picked[0]
     for part in picked[1:]:
         joined = np.strings.add(np.strings.add(joined, b"/"), part)
@@ -385,17 +397,6 @@ def plan_table(table: Table, destination: Path, layout: str, mast_url: str) -> T
     return TablePlan(rows, keys, dests, task_sizes.astype(np.int64), judged.refused, by_row, judged.resolved)
 
 
-def _distinct_where(values: np.ndarray, where: np.ndarray) -> list[bytes]:
-    """The distinct ``values`` at rows ``where`` is true, looked at once per run of equal
-    neighbours: a set of every row's directory was millions of bytes objects at a run's
-    memory peak, for a few hundred directories."""
-    starts = run_starts(values)
-    if starts is None:
-        return sorted(set(values[where].tolist()))
-    heads = values[starts][np.logical_or.reduceat(where, starts)]
-    return sorted(set(heads.tolist()))
-
-
 def _outside_or_linked(root: str, parents: np.ndarray, names: np.ndarray, eligible: np.ndarray,
                        resolved: dict[str, str]) -> None:
     """Take out of ``eligible`` the rows whose directory resolves outside the destination, or
@@ -403,7 +404,7 @@ def _outside_or_linked(root: str, parents: np.ndarray, names: np.ndarray, eligib
     each existing directory listed once, instead of a look at every file)."""
     real_root = _resolved_dir(root, resolved)
     inside = real_root.rstrip(os.sep) + os.sep
-    for parent in _distinct_where(parents, eligible):
+    for parent in distinct_where(parents, eligible):
         text = parent.decode("ascii")
         directory = os.path.join(root, text) if text else root
         real = _resolved_dir(directory, resolved)
