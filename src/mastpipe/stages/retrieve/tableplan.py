@@ -25,7 +25,7 @@ from mastpipe.archive import MALFORMED, mission_download_url
 from mastpipe.errors import UnsafePathError, UsageError
 from mastpipe.stages.retrieve.files import FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import VERSION_COLUMNS, product_version
-from mastpipe.stages.retrieve.tablecheck import as_bytes, by_runs, distinct_where, is_ascii, masked, safe_components
+from mastpipe.stages.retrieve.tablecheck import RunColumn, as_bytes, by_runs, is_ascii, masked, safe_components
 from mastpipe.stages.retrieve.paths import (MAX_NAME_BYTES, _LAYOUTS, _resolved_dir,
                                             _template_fields, check_collisions, product_path)
 from mastpipe.state import decoded, decoded_column
@@ -190,7 +190,8 @@ def _plain(table: Table, name: str, rows: np.ndarray) -> list[Any]:
     return plain
 
 
-def _fast_columns(table: Table, template: str, n: int) -> tuple[np.ndarray, ...] | None:
+def _fast_columns(table: Table, template: str,
+                  n: int) -> tuple[np.ndarray, np.ndarray, RunColumn, np.ndarray, np.ndarray] | None:
     """For the rows that may skip :func:`plan_row`: (eligible, key bytes, the relative path's
     directory and its name as bytes, sizes); None when the table's columns do not allow it (then
     every row goes row by row)."""
@@ -235,11 +236,11 @@ def _fast_columns(table: Table, template: str, n: int) -> tuple[np.ndarray, ...]
     paths = _formatted(table, template, fields, eligible)
     if paths is None:
         return None
-    return (eligible, uris, *paths, sizes)
+    return eligible, uris, paths[0], paths[1], sizes
 
 
 def _formatted(table: Table, template: str, fields: list[str],
-               eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+               eligible: np.ndarray) -> tuple[RunColumn, np.ndarray] | None:
     """The template filled in for every row (bytes): the directory (b"" for none) and the file
     name, every value and every part of the path checked by :func:`safe_components`; rows that
     fail are taken out of ``eligible`` (in place)."""
@@ -294,12 +295,13 @@ def _formatted(table: Table, template: str, fields: list[str],
     return _directories(joined[:-1], len(eligible)), names
 
 
-def _directories(parts: list[np.ndarray | bytes], n: int) -> np.ndarray:
+def _directories(parts: list[np.ndarray | bytes], n: int) -> RunColumn:
     """``parts`` (a value per row, or the template's own text) joined by "/" for every row
-    (b"" without parts), built once per run of rows sharing them: a product list comes grouped
-    by observation, so a million rows of ``mastDownload/JWST/<obs_id>`` are a few hundred runs."""
+    (b"" without parts), built and kept once per run of rows sharing them: a product list comes
+    grouped by observation, so a million rows of ``mastDownload/JWST/<obs_id>`` are a few
+    hundred runs."""
     if not parts or not n:
-        return np.full(n, b"", dtype="S1")
+        return RunColumn(np.full(min(n, 1), b"", dtype="S1"), np.zeros(min(n, 1), dtype=np.intp), n)
     change = np.zeros(n, bool)
     change[0] = True
     for part in parts:
@@ -313,7 +315,7 @@ def _directories(parts: list[np.ndarray | bytes], n: int) -> np.ndarray:
     joined = picked[0]
     for part in picked[1:]:
         joined = np.strings.add(np.strings.add(joined, b"/"), part)
-    return np.repeat(joined, np.diff(np.append(starts, n))) if few else joined
+    return RunColumn(joined, starts if few else None, n)
 
 
 @dataclass
@@ -323,7 +325,7 @@ class Judged:
 
     eligible: np.ndarray
     uris: np.ndarray | None
-    parents: np.ndarray | None
+    parents: RunColumn | None
     names: np.ndarray | None
     sizes: np.ndarray
     prefix: str
@@ -348,11 +350,14 @@ def judge_table(table: Table, destination: Path, layout: str, mast_url: str) -> 
     fast = _fast_columns(table, template, n) if n else None
     resolved: dict[str, str] = {}
     root = os.path.abspath(destination)
+    parents: RunColumn | None = None
+    uris: np.ndarray | None = None
+    names: np.ndarray | None = None
     if fast is not None:
         eligible, uris, parents, names, sizes = fast
         _outside_or_linked(root, parents, names, eligible, resolved)
     else:
-        eligible, uris, parents, names, sizes = np.zeros(n, bool), None, None, None, np.full(n, -1, np.int64)
+        eligible, sizes = np.zeros(n, bool), np.full(n, -1, np.int64)
     slow = np.flatnonzero(~eligible)
     by_row: dict[int, FileTask] = {}
     refused: list[Refused] = []
@@ -397,19 +402,19 @@ def plan_table(table: Table, destination: Path, layout: str, mast_url: str) -> T
     return TablePlan(rows, keys, dests, task_sizes.astype(np.int64), judged.refused, by_row, judged.resolved)
 
 
-def _outside_or_linked(root: str, parents: np.ndarray, names: np.ndarray, eligible: np.ndarray,
+def _outside_or_linked(root: str, parents: RunColumn, names: np.ndarray, eligible: np.ndarray,
                        resolved: dict[str, str]) -> None:
     """Take out of ``eligible`` the rows whose directory resolves outside the destination, or
     whose file name is a symlink: :func:`plan_row` judges those (each directory resolved once,
     each existing directory listed once, instead of a look at every file)."""
     real_root = _resolved_dir(root, resolved)
     inside = real_root.rstrip(os.sep) + os.sep
-    for parent in distinct_where(parents, eligible):
+    for parent in parents.distinct_where(eligible):
         text = parent.decode("ascii")
         directory = os.path.join(root, text) if text else root
         real = _resolved_dir(directory, resolved)
         if real != real_root and not real.startswith(inside):
-            eligible &= parents != parent
+            eligible &= ~parents.equal(parent)
             continue
         try:
             with os.scandir(directory) as entries:
@@ -417,7 +422,7 @@ def _outside_or_linked(root: str, parents: np.ndarray, names: np.ndarray, eligib
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError:
-            eligible &= parents != parent
+            eligible &= ~parents.equal(parent)
             continue
         if links:  # compared without case: a case-insensitive filesystem finds either
-            eligible &= ~((parents == parent) & np.isin(np.strings.lower(names), [link.lower() for link in links]))
+            eligible &= ~(parents.equal(parent) & np.isin(np.strings.lower(names), [link.lower() for link in links]))
