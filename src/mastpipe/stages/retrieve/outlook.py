@@ -26,11 +26,9 @@ if TYPE_CHECKING:
     from astropy.table import Table
 
     from mastpipe.recipe.models import Retrieve
-    from mastpipe.stages.retrieve import recheck
     from mastpipe.stages.retrieve.ledger import LedgerRow
     from mastpipe.stages.retrieve.recheck import Found
     from mastpipe.stages.retrieve.tableplan import TablePlan
-    from mastpipe.state import StateDir
 
 __all__ = ["RetrieveOutlook", "judge_tasks", "outlook_transfer", "remember_outlook", "retrieve_outlook", "status_outlook"]
 
@@ -149,7 +147,8 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
             log.warning("%s; the next run sets it aside and adopts the files on disk by size",
                         error.message)
             found = None  # an unreadable ledger is not an answer to remember
-    absent, judged = _nothing_there(plan.dests, last, rows)
+    listings: dict[str, set[str] | None] = {}
+    absent, judged = _nothing_there(plan.dests, last, rows, listings)
     done, judged = _plainly_done(plan, table, judged, rows)
     outlook.present += len(done)
     sizes = plan.sizes.tolist()
@@ -160,7 +159,7 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
         outlook.bytes_to_fetch += remaining
     tasks = plan.tasks(table, mast_url, judged)
     if found is not None:
-        found.fill(plan, absent, done, judged, tasks, rows)
+        found.fill(plan, absent, done, judged, tasks, rows, listings)
     judge_tasks(outlook, outlook_transfer(section), tasks, rows)
     return outlook
 
@@ -241,11 +240,12 @@ def _folded(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold()
 
 
-def _nothing_there(dests: list[str], last: dict[str, int],
-                   rows: dict[str, LedgerRow]) -> tuple[list[int], list[int]]:
+def _nothing_there(dests: list[str], last: dict[str, int], rows: dict[str, LedgerRow],
+                   listings: dict[str, set[str] | None]) -> tuple[list[int], list[int]]:
     """Split the files (``last``: key -> its index) into those with no ledger row and nothing on
     disk under their name or their temporary's, found by listing each directory once, and the
-    others, which :meth:`Transfer.decisions` judges one by one.
+    others, which :meth:`Transfer.decisions` judges one by one. ``listings`` is filled with the
+    names (folded) seen in each directory listed.
 
     A file done under another path (a layout changed) may be moved there rather than fetched,
     and whether it may depends on every file's path: then every file is judged one by one.
@@ -255,7 +255,6 @@ def _nothing_there(dests: list[str], last: dict[str, int],
     if any(row.status == DONE and row.dest != dests[i] for key, i in last.items()
            if (row := rows.get(key)) is not None):
         return [], sorted(last.values())
-    listings: dict[str, set[str] | None] = {}
     absent, judged = [], []
     for key, i in last.items():
         if key in rows:
@@ -281,7 +280,7 @@ def _nothing_there(dests: list[str], last: dict[str, int],
 def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base: Path, state_dir: Path,
                    mast_url: str, checkpoint: tuple[str, list[Path]],
                    observations: Callable[[], Table | None] = lambda: None,
-                   judge: bool = True) -> RetrieveOutlook | None:
+                   judge: bool = True, locked: bool = False) -> RetrieveOutlook | None:
     """:func:`retrieve_outlook` of the filter checkpoint (``load`` reads it; None: there is
     none usable), remembered in the state directory for the modes that keep no ledger.
 
@@ -297,6 +296,8 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
     every call (:mod:`mastpipe.stages.retrieve.recheck`), with each file's group in a plan's
     breakdown (``observations`` reads the query checkpoint, for the instruments). Not
     ``judge``: in download mode, answer (and remember) only what needs no judging one by one.
+    ``locked``: called by a download run at its end, the run lock held (files judged afresh and
+    remembered, see :func:`mastpipe.stages.retrieve.recheck.remember_found`).
     """
     from mastpipe.stages.retrieve import recheck
     from mastpipe.state import StateDir
@@ -305,8 +306,8 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
     key = _outlook_key(section, base=base, mast_url=mast_url, checkpoint=checkpoint)
     state = StateDir(state_dir)
     if section.mode == "download":
-        return _download_outlook(load, section, base=base, state=state, mast_url=mast_url, key=key, started=started,
-                                 observations=observations, judge=judge)
+        return recheck.download_outlook(load, section, base=base, state=state, mast_url=mast_url, key=key,
+                                        started=started, observations=observations, judge=judge, locked=locked)
     if key is not None:
         known = _remembered(state.outlook, key)
         if known is not None:
@@ -319,48 +320,6 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
     if key is not None:
         _remember(state.outlook, key, resolved, outlook)
     return outlook
-
-
-def _download_outlook(load: Callable[[], Table | None], section: Retrieve, *, base: Path, state: StateDir,
-                      mast_url: str, key: dict[str, Any] | None, started: int,
-                      observations: Callable[[], Table | None], judge: bool = True) -> RetrieveOutlook | None:
-    """:func:`status_outlook` in download mode: what was found last time re-checked against the
-    disk (:mod:`mastpipe.stages.retrieve.recheck`), else judged afresh and remembered (not
-    ``judge``: only when nothing is on disk yet, found a column at a time; else None)."""
-    from mastpipe.stages.retrieve import recheck
-
-    full = recheck.download_key(key, section, state.ledger) if key is not None else None
-    if full is not None:
-        known = recheck.recheck(state.files, full, section)
-        if known is not None:
-            return known
-    table = load()
-    if table is None:
-        return None
-    found = recheck.Found()
-    outlook = recheck.untouched(table, section, base=base, mast_url=mast_url, ledger=state.ledger, found=found)
-    if outlook is None and not judge:
-        return None
-    if outlook is None:
-        outlook = retrieve_outlook(table, section, base=base, state_dir=state.path, mast_url=mast_url, found=found)
-    if full is not None:
-        recheck.remember_found(state.files, full, found, outlook, started, lambda: _groups(table, observations()))
-    return outlook
-
-
-def _groups(products: Table, observations: Table | None) -> recheck.Groups | None:
-    """Each product row's group in a plan's breakdown, and the bytes of all (None: the tables
-    lack what a plan needs, and ``plan`` says so itself)."""
-    from mastpipe.report import plan_groups
-
-    if observations is None or not len(products) or "size" not in products.colnames:
-        return None
-    try:
-        groups, codes = plan_groups(products, observations)
-    except (KeyError, ValueError):
-        return None
-    total = int(np.maximum(np.ma.filled(products["size"], 0).astype(np.int64), 0).sum())
-    return groups, codes, total
 
 
 def remember_outlook(outlook: RetrieveOutlook, resolved: dict[str, str], section: Retrieve, *, base: Path,

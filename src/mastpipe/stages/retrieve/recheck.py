@@ -35,23 +35,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mastpipe.atomic import atomic_path
+from mastpipe.stages.retrieve.stamps import (RACY_NS, by_directory, directories_hold, directory_stamps,
+                                             sizes_hold)
 
 if TYPE_CHECKING:
+    from astropy.table import Table
+
     from mastpipe.recipe.models import Retrieve
     from mastpipe.stages.retrieve.ledger import LedgerRow
     from mastpipe.stages.retrieve.outlook import RetrieveOutlook
     from mastpipe.stages.retrieve.tableplan import TablePlan
+    from mastpipe.state import StateDir
 
-__all__ = ["Found", "Groups", "Remaining", "download_key", "pending_breakdown", "recheck", "remember_found", "started",
-           "untouched"]
+__all__ = ["Found", "Groups", "Remaining", "download_key", "download_outlook", "forget", "pending_breakdown", "recheck",
+           "remember_found", "started", "untouched"]
 
 #: Each product row's group in a plan's breakdown: the groups, each row's, the bytes of them all.
 Groups = tuple[list[tuple[str, str, str]], np.ndarray, int]
 
 log = logging.getLogger(__name__)
 
-#: Changes this close (ns) before the outlook was judged may share a clock tick with it.
-RACY_NS = 2_000_000_000
 
 
 @dataclass
@@ -73,10 +76,13 @@ class Found:
     refused: int = 0
     #: nothing on disk yet (:func:`untouched`): the files' table rows, keys, sizes, directories
     untouched: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None
+    #: the names (folded) seen in each directory listed to find the ``absent`` files
+    listings: dict[str, set[str] | None] = field(default_factory=dict)
 
     def fill(self, plan: TablePlan, absent: list[int], done: list[int], judged: list[int], tasks: list[Any],
-             rows: dict[str, LedgerRow]) -> None:
+             rows: dict[str, LedgerRow], listings: dict[str, set[str] | None]) -> None:
         self.plan, self.absent, self.done, self.judged, self.tasks = plan, absent, done, judged, tasks
+        self.listings = listings
         self.refused = len(plan.refused)
         self.done_sizes = [int(rows[plan.keys[i]].size or 0) for i in done]
         self.rows = {task.key: rows[task.key] for task in tasks if task.key in rows}
@@ -140,30 +146,24 @@ def download_key(key: dict[str, Any], section: Retrieve, ledger: Path) -> dict[s
             "ledger": [_stamp(os.fspath(ledger)), _stamp(os.fspath(ledger) + "-wal")]}
 
 
-def _directory(path: str) -> list[Any]:
-    """What says a directory's entries are as they were: its change time (None: missing) and
-    where it resolves."""
-    try:
-        mtime: int | None = os.stat(path).st_mtime_ns
-    except OSError:
-        mtime = None
-    return [mtime, os.path.realpath(path)]
-
-
 def remember_found(path: Path, key: dict[str, Any], found: Found, outlook: RetrieveOutlook, started_ns: int,
-                   groups: Callable[[], Groups | None] = lambda: None) -> None:
+                   groups: Callable[[], Groups | None] = lambda: None, *, locked: bool = False) -> None:
     """Keep what :func:`retrieve_outlook` ``found`` (judging since ``started_ns``) for ``key``;
     ``groups`` gives each product row's group in a plan's breakdown and the bytes of them all
     (:func:`mastpipe.report.plan_groups`), kept for the files to fetch so that ``plan`` needs
-    no table either (None: ``plan`` reads the tables)."""
+    no table either (None: ``plan`` reads the tables).
+
+    ``locked``: the run lock is held (a download run at its end). Only a run writes the ledger,
+    and it forgets ``files.npz`` first (:func:`forget`), so a ledger changed just before is no
+    reason not to remember; directories changed just before are kept with their names."""
     try:
         if found.untouched is not None:  # nothing on disk yet: every file to fetch, as arrays
             rows, absent, sizes, parents = found.untouched
-            present, present_sizes, judged_rows = _by_directory([]), np.zeros(0, np.int64), rows[:0]
+            present, present_sizes, judged_rows = by_directory([]), np.zeros(0, np.int64), rows[:0]
         elif found.plan is not None:
             plan = found.plan
             parents = list({os.path.dirname(dest) for dest in plan.dests})
-            present = _by_directory([plan.dests[i] for i in found.done])
+            present = by_directory([plan.dests[i] for i in found.done])
             present_sizes = np.asarray(found.done_sizes, dtype=np.int64)
             absent = np.array([plan.keys[i].encode("utf-8", "surrogateescape") for i in found.absent], dtype=bytes)
             sizes = plan.sizes[np.asarray(found.absent, dtype=np.int64)]
@@ -172,11 +172,12 @@ def remember_found(path: Path, key: dict[str, Any], found: Found, outlook: Retri
         else:
             return
         ledger_times = [stamp[1] for stamp in key["ledger"] if stamp is not None]
-        directories = {directory: _directory(directory) for directory in parents}
         recent = started_ns - RACY_NS
-        if any(t >= recent for t in ledger_times) or \
-                any(mtime is not None and mtime >= recent for mtime, _ in directories.values()):
+        if not locked and any(t >= recent for t in ledger_times):
             return  # changed while (or just before) it was judged: judged afresh next time
+        directories = directory_stamps(parents, found.listings, recent)
+        if directories is None:
+            return
         present_dirs, present_at, present_names = present
         meta = {"key": key, "directories": directories, "files": outlook.files, "ledger": outlook.ledger,
                 "present_dirs": present_dirs,
@@ -219,6 +220,60 @@ def untouched(table: Any, section: Retrieve, *, base: Path, mast_url: str, ledge
     return outlook
 
 
+def download_outlook(load: Callable[[], Table | None], section: Retrieve, *, base: Path, state: StateDir,
+                     mast_url: str, key: dict[str, Any] | None, started: int,
+                     observations: Callable[[], Table | None], judge: bool = True,
+                     locked: bool = False) -> RetrieveOutlook | None:
+    """:func:`~mastpipe.stages.retrieve.outlook.status_outlook` in download mode: what was found
+    last time re-checked against the disk (:func:`recheck`), else judged afresh and remembered
+    (not ``judge``: only when nothing is on disk yet, found a column at a time; else None;
+    ``locked``: see :func:`remember_found`)."""
+    from mastpipe.stages.retrieve.outlook import retrieve_outlook
+
+    full = download_key(key, section, state.ledger) if key is not None else None
+    if full is not None and not locked:
+        known = recheck(state.files, full, section)
+        if known is not None:
+            return known
+    table = load()
+    if table is None:
+        return None
+    found = Found()
+    outlook = untouched(table, section, base=base, mast_url=mast_url, ledger=state.ledger, found=found)
+    if outlook is None and not judge:
+        return None
+    if outlook is None:
+        outlook = retrieve_outlook(table, section, base=base, state_dir=state.path, mast_url=mast_url, found=found)
+    if full is not None:
+        remember_found(state.files, full, found, outlook, started, lambda: _groups(table, observations()),
+                       locked=locked)
+    return outlook
+
+
+def _groups(products: Table, observations: Table | None) -> Groups | None:
+    """Each product row's group in a plan's breakdown, and the bytes of all (None: the tables
+    lack what a plan needs, and ``plan`` says so itself)."""
+    from mastpipe.report import plan_groups
+
+    if observations is None or not len(products) or "size" not in products.colnames:
+        return None
+    try:
+        groups, codes = plan_groups(products, observations)
+    except (KeyError, ValueError):
+        return None
+    total = int(np.maximum(np.ma.filled(products["size"], 0).astype(np.int64), 0).sum())
+    return groups, codes, total
+
+
+def forget(state: StateDir) -> None:
+    """Forget what was remembered (a run is about to write the ledger): what
+    :func:`remember_found` keeps under the run lock relies on it."""
+    try:
+        state.files.unlink(missing_ok=True)
+    except OSError as exc:
+        log.debug("could not forget %s: %s", state.files, exc)
+
+
 def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlook | None:
     """The outlook remembered in ``path`` for ``key``, checked against the disk as it is now
     (see the module docstring); None when there is none, or anything differs."""
@@ -231,12 +286,14 @@ def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlo
             meta = json.loads(str(data["meta"]))
             if meta["key"] != key:
                 return None
-            present_at, present, present_sizes = data["present_at"], data["present"], data["present_sizes"]
-            absent, absent_sizes = data["absent"], data["absent_sizes"]
-            grouped = data["absent_groups"] if "groups" in meta else None
-        if any(_directory(directory) != stamp for directory, stamp in meta["directories"].items()):
+            arrays = {name: data[name] for name in data.files}
+        present_at, present, present_sizes = arrays["present_at"], arrays["present"], arrays["present_sizes"]
+        absent, absent_sizes = arrays["absent"], arrays["absent_sizes"]
+        grouped = arrays["absent_groups"] if "groups" in meta else None
+        settled = directories_hold(meta["directories"])
+        if settled is None:
             return None
-        if not _sizes_hold(meta["present_dirs"], present_at, present, present_sizes):
+        if not sizes_hold(meta["present_dirs"], present_at, present, present_sizes):
             return None
         tasks = [FileTask(**{**task, "dest": Path(task["dest"])}) for task, _ in meta["judged"]]
         rows = {task["key"]: LedgerRow(**row) for task, row in meta["judged"] if row is not None}
@@ -247,6 +304,8 @@ def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlo
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.debug("remembered outlook %s not used: %s", path, exc)
         return None
+    if settled:
+        _settle(path, meta, arrays)
     remaining = outlook.remaining = Remaining(absent, absent_sizes)
     outlook.to_fetch, outlook.bytes_to_fetch = len(absent), int(absent_sizes.sum())
     if tasks:
@@ -260,46 +319,15 @@ def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlo
     return outlook
 
 
-def _by_directory(dests: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """``dests`` as their directories, each file's directory (an index into them) and its name
-    (bytes), in the order given: :func:`_sizes_hold` stats each name relative to its
-    directory, which spares the kernel a walk of the whole path for every file."""
-    split = [os.path.split(dest) for dest in dests]
-    directories: dict[str, int] = {}
-    at = np.fromiter((directories.setdefault(parent, len(directories)) for parent, _ in split), dtype=np.int32,
-                     count=len(split))
-    names = np.array([os.fsencode(name) for _, name in split], dtype=bytes) if split else np.array([], dtype="S1")
-    return list(directories), at, names
-
-
-def _sizes_hold(directories: list[str], at: np.ndarray, names: np.ndarray, sizes: np.ndarray) -> bool:
-    """Whether each file (its directory ``directories[at[i]]``, its name ``names[i]``) has size
-    ``sizes[i]`` on disk: one stat per file, the truthful minimum (a file cut short in place
-    changes no directory), each relative to its directory opened once per run of files."""
-    if not len(names):
-        return True
-    starts = np.flatnonzero(np.append(True, at[1:] != at[:-1]))
-    runs = list(zip(starts.tolist(), np.append(starts[1:], len(at)).tolist(), at[starts].tolist()))
-    expected = sizes.tolist()
-    # Two threads statting half each were no faster here (2 cores, one busy): the kernel's
-    # ~1.7 us per stat is the cost, so one loop, no Python object per file but the name.
-    stat = os.stat
-    if stat not in os.supports_dir_fd:  # Windows: whole paths
-        return [stat(os.path.join(os.fsencode(directories[where]), name)).st_size
-                for start, end, where in runs for name in names[start:end].tolist()] == expected
-    for start, end, where in runs:
-        try:
-            fd = os.open(directories[where], os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        except OSError:
-            return False
-        try:
-            if [stat(name, dir_fd=fd).st_size for name in names[start:end].tolist()] != expected[start:end]:
-                return False
-        except OSError:  # a file gone, or its name no longer a file
-            return False
-        finally:
-            os.close(fd)
-    return True
+def _settle(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Remember again without the directories' names, which :func:`~mastpipe.stages.retrieve.stamps.directories_hold` found
+    settled (so later calls list no directory)."""
+    meta = {**meta, "directories": {directory: stamp[:2] for directory, stamp in meta["directories"].items()}}
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **{**arrays, "meta": np.array(json.dumps(meta))})  # type: ignore[arg-type]
+    except OSError as exc:
+        log.debug("could not remember the files' outlook in %s again: %s", path, exc)
 
 
 def started() -> int:
