@@ -84,7 +84,8 @@ class Found:
         self.plan, self.absent, self.done, self.judged, self.tasks = plan, absent, done, judged, tasks
         self.listings = listings
         self.refused = len(plan.refused)
-        self.done_sizes = [int(rows[plan.keys[i]].size or 0) for i in done]
+        sizes = plan.sizes.tolist()  # a file plainly present has its expected size, when one is listed
+        self.done_sizes = [sizes[i] if sizes[i] >= 0 else int(rows[plan.keys[i]].size or 0) for i in done]
         self.rows = {task.key: rows[task.key] for task in tasks if task.key in rows}
 
 
@@ -162,8 +163,10 @@ def remember_found(path: Path, key: dict[str, Any], found: Found, outlook: Retri
             present, present_sizes, judged_rows = by_directory([]), np.zeros(0, np.int64), rows[:0]
         elif found.plan is not None:
             plan = found.plan
-            parents = list({os.path.dirname(dest) for dest in plan.dests})
-            present = by_directory([plan.dests[i] for i in found.done])
+            split = ([dest.rpartition("/") for dest in plan.dests] if os.sep == "/" and not os.altsep  # twice as fast
+                     else [(head, os.sep, tail) for head, tail in map(os.path.split, plan.dests)])
+            parents = list({parent for parent, _, _ in split})
+            present = by_directory([split[i] for i in found.done])
             present_sizes = np.asarray(found.done_sizes, dtype=np.int64)
             absent = np.array([plan.keys[i].encode("utf-8", "surrogateescape") for i in found.absent], dtype=bytes)
             sizes = plan.sizes[np.asarray(found.absent, dtype=np.int64)]

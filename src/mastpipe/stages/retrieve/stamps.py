@@ -80,15 +80,15 @@ def directories_hold(directories: dict[str, list[Any]]) -> bool | None:
     return digests and settled
 
 
-def by_directory(dests: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """``dests`` as their directories, each file's directory (an index into them) and its name
-    (bytes), in the order given: :func:`sizes_hold` stats each name relative to its
-    directory, which spares the kernel a walk of the whole path for every file."""
-    split = [os.path.split(dest) for dest in dests]
+def by_directory(split: list[tuple[str, str, str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Files (their paths ``rpartition``-ed at the separator) as their directories, each file's
+    directory (an index into them) and its name (bytes), in the order given: :func:`sizes_hold`
+    stats each name relative to its directory, which spares the kernel a walk of the whole
+    path for every file."""
     directories: dict[str, int] = {}
-    at = np.fromiter((directories.setdefault(parent, len(directories)) for parent, _ in split), dtype=np.int32,
+    at = np.fromiter((directories.setdefault(parent, len(directories)) for parent, _, _ in split), dtype=np.int32,
                      count=len(split))
-    names = np.array([os.fsencode(name) for _, name in split], dtype=bytes) if split else np.array([], dtype="S1")
+    names = np.array([os.fsencode(name) for _, _, name in split], dtype=bytes) if split else np.array([], dtype="S1")
     return list(directories), at, names
 
 
