@@ -381,7 +381,8 @@ def download_benchmarks(args: argparse.Namespace, root: Path, state: Path, url: 
         made = measured([sys.executable, "-c", DOWNLOAD_STATE, str(recipe), str(there), url, str(fraction)], _env(), root)
         print(f"\ndownload mode, {made['out'].strip().splitlines()[-1]} (state built in "
               f"{time.perf_counter() - started:.0f} s); cold processes, every run:", flush=True)
-        print("  " + "\n  ".join(made["out"].strip().splitlines()[:-1]), flush=True)
+        for line in made["out"].strip().splitlines()[:-1]:
+            print(f"  {line}", flush=True)
         if not fraction:  # as a user gets there: run --until filter in download mode (stages reused)
             r = measured([sys.executable, "-m", "mastpipe.cli", "run", "download.yaml", "--mast-url", url,
                           "--state-dir", str(there), "--until", "filter", "-q"], _env(), root)
