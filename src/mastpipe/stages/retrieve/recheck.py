@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mastpipe.atomic import atomic_path
+from mastpipe.errors import MastpipeError
 from mastpipe.stages.retrieve.stamps import (RACY_NS, by_directory, directories_hold, directory_stamps,
                                              sizes_hold)
 
@@ -234,6 +235,8 @@ def download_outlook(load: Callable[[], Table | None], section: Retrieve, *, bas
     from mastpipe.stages.retrieve.outlook import retrieve_outlook
 
     full = download_key(key, section, state.ledger) if key is not None else None
+    if locked and full is None:  # nothing could be remembered
+        return None
     if full is not None and not locked:
         known = recheck(state.files, full, section)
         if known is not None:
@@ -245,8 +248,14 @@ def download_outlook(load: Callable[[], Table | None], section: Retrieve, *, bas
     outlook = untouched(table, section, base=base, mast_url=mast_url, ledger=state.ledger, found=found)
     if outlook is None and not judge:
         return None
-    if outlook is None:
-        outlook = retrieve_outlook(table, section, base=base, state_dir=state.path, mast_url=mast_url, found=found)
+    try:
+        if outlook is None:
+            outlook = retrieve_outlook(table, section, base=base, state_dir=state.path, mast_url=mast_url, found=found)
+    except MastpipeError as error:  # a run's end judges only to remember: the run has said all there is
+        if not locked:
+            raise
+        log.debug("the files were not judged at the run's end: %s", error)
+        return None
     if full is not None:
         remember_found(state.files, full, found, outlook, started, lambda: _groups(table, observations()),
                        locked=locked)
