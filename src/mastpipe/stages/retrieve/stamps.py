@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from typing import Any
 
@@ -16,6 +17,8 @@ __all__ = ["RACY_NS", "by_directory", "directories_hold", "directory_stamp", "di
 
 #: Changes this close (ns) before the outlook was judged may share a clock tick with it.
 RACY_NS = 2_000_000_000
+#: Present files from which :func:`sizes_hold` stats on two threads.
+THREADS_FROM = 100_000
 
 
 def directory_stamp(path: str) -> list[Any]:
@@ -92,32 +95,54 @@ def by_directory(split: list[tuple[str, str, str]]) -> tuple[list[str], np.ndarr
     return list(directories), at, names
 
 
-def sizes_hold(directories: list[str], at: np.ndarray, names: np.ndarray, sizes: np.ndarray) -> bool:
+def sizes_hold(directories: list[str], at: np.ndarray, names: np.ndarray, sizes: np.ndarray, *,
+               threads_from: int = THREADS_FROM) -> bool:
     """Whether each file (its directory ``directories[at[i]]``, its name ``names[i]``) has size
     ``sizes[i]`` on disk: one stat per file, the truthful minimum (a file cut short in place
-    changes no directory), each relative to its directory opened once per run of files."""
+    changes no directory), each relative to its directory opened once per run of files; on two
+    threads from ``threads_from`` files."""
     if not len(names):
         return True
     starts = np.flatnonzero(np.append(True, at[1:] != at[:-1]))
     runs = list(zip(starts.tolist(), np.append(starts[1:], len(at)).tolist(), at[starts].tolist()))
     expected: list[int] = sizes.tolist()
-    # Two threads statting half each were no faster here (2 cores, one busy): the kernel's
-    # ~1.7 us per stat is the cost, so one loop, no Python object per file but the name.
     stat = os.stat
     if stat not in os.supports_dir_fd:  # Windows: whole paths
         found: list[int] = [stat(os.path.join(os.fsencode(directories[where]), name)).st_size
-                 for start, end, where in runs for name in names[start:end].tolist()]
+                            for start, end, where in runs for name in names[start:end].tolist()]
         return found == expected
+    if len(names) < threads_from or len(runs) < 2:
+        return _runs_hold(directories, runs, names, expected, [True])
+    # os.stat lets go of the GIL: on two cores, a second thread statting every other run of files
+    # took 1M files from 2.7 s to 1.9-2.0 s when the other core was free (no slower when busy)
+    holds = [True]
+    threads = [threading.Thread(target=_runs_hold, args=(directories, runs[k::2], names, expected, holds))
+               for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return holds[0]
+
+
+def _runs_hold(directories: list[str], runs: list[tuple[int, int, int]], names: np.ndarray, expected: list[int],
+               holds: list[bool]) -> bool:
+    """:func:`sizes_hold` for ``runs`` (start, end, directory); ``holds[0]`` set False when a
+    file differs (and seen, so that the other thread stops too)."""
+    stat = os.stat
     for start, end, where in runs:
+        if not holds[0]:
+            return False
         try:
             fd = os.open(directories[where], os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         except OSError:
+            holds[0] = False
             return False
         try:
             if [stat(name, dir_fd=fd).st_size for name in names[start:end].tolist()] != expected[start:end]:
-                return False
+                holds[0] = False
         except OSError:  # a file gone, or its name no longer a file
-            return False
+            holds[0] = False
         finally:
             os.close(fd)
-    return True
+    return holds[0]
