@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mastpipe.stages.retrieve.stamps import RACY_NS, by_directory, directories_hold, directory_stamps, sizes_hold
+from mastpipe.stages.retrieve.stamps import (RACY_NS, by_directory, directories_hold, directory_stamps, sizes_hold,
+                                             sizes_match)
 
 
 def _files(tmp_path: Path) -> list[Path]:
@@ -37,6 +38,18 @@ def test_every_file_cut_grown_or_gone_is_seen(tmp_path, threads_from):
             assert not sizes_hold(directories, at, names, sizes, threads_from=threads_from)
             path.write_bytes(body)
             assert sizes_hold(directories, at, names, sizes, threads_from=threads_from)
+
+
+@pytest.mark.parametrize("threads_from", [0, 10**9])
+def test_each_file_is_answered_for(tmp_path, threads_from):
+    paths = _files(tmp_path)
+    sizes = [path.stat().st_size for path in paths]
+    paths[3].unlink()
+    paths[4].write_bytes(b"")
+    sizes[5] += 1
+    found = sizes_match([str(path) for path in paths] + [str(tmp_path / "nowhere")], sizes + [0],
+                        threads_from=threads_from)
+    assert found == [i not in (3, 4, 5) for i in range(len(paths))] + [False]
 
 
 def test_a_directory_changed_just_before_is_known_by_its_names_until_it_settles(tmp_path):

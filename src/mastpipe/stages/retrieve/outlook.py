@@ -219,6 +219,8 @@ def _signed_present(ledger: Any, plan: TablePlan, table: Table,
     """The files plainly present (:func:`_plainly_done`), their key, path, size and version found
     among the ledger's done rows at once (:meth:`Ledger.signatures`; 1M :class:`LedgerRow` took
     5.7 s), one stat each; and the ledger rows of the other files."""
+    from mastpipe.stages.retrieve.stamps import sizes_match
+
     signed, others = ledger.signatures()
     if len(signed) < len(last) // 2:  # most files not done: sign only those the ledger has
         done = {signature[:signature.index("\0")] for signature in signed}
@@ -228,14 +230,10 @@ def _signed_present(ledger: Any, plan: TablePlan, table: Table,
     if plan.by_row:  # planned one at a time: judged one at a time
         which = [i for i in which if int(plan.rows[i]) not in plan.by_row]
     keys, dests, sizes = plan.keys, plan.dests, plan.sizes.tolist()
-    present = []
-    for i, version in zip(which, _versions(plan, table, which)):
-        if sizes[i] >= 0 and f"{keys[i]}\0{dests[i]}\0{sizes[i]}\0{version or ''}" in signed and "\0" not in keys[i]:
-            try:
-                if os.stat(dests[i]).st_size == sizes[i]:
-                    present.append(i)
-            except OSError:
-                pass
+    signed_here = [i for i, version in zip(which, _versions(plan, table, which)) if sizes[i] >= 0
+                   and f"{keys[i]}\0{dests[i]}\0{sizes[i]}\0{version or ''}" in signed and "\0" not in keys[i]]
+    there = sizes_match([dests[i] for i in signed_here], [sizes[i] for i in signed_here])
+    present = [i for i, ok in zip(signed_here, there) if ok]
     plain = set(present)
     wanted = [key for key, i in last.items() if i not in plain]
     if wanted:
