@@ -16,9 +16,12 @@ What :func:`~mastpipe.stages.retrieve.outlook.retrieve_outlook` found is kept as
 
 Reused only for the same filter checkpoint (digest, and size, change time and inode of its
 files), recipe ``retrieve`` section, server, mastpipe version and ledger (size, change time
-and inode of ``ledger.sqlite`` and its ``-wal``). A directory or ledger changed in the two
-seconds before the outlook was judged is not trusted to have been seen whole (a change in the
-same clock tick would leave its time as it was): then nothing is remembered.
+and inode of ``ledger.sqlite`` and its ``-wal``). A change in the same clock tick as an earlier
+one leaves the time as it was, so what changed in the two seconds before the judging is not
+trusted by its time: a directory is kept with its names as well (listed again by each call
+until its time has settled; then remembered again without them); a ledger is reason not to
+remember, except at a download run's end under the run lock (every run forgets ``files.npz``
+before it opens the ledger: :func:`forget`).
 """
 
 from __future__ import annotations
@@ -55,7 +58,6 @@ __all__ = ["Found", "Groups", "Remaining", "download_key", "download_outlook", "
 Groups = tuple[list[tuple[str, str, str]], np.ndarray, int]
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -316,8 +318,8 @@ def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlo
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.debug("remembered outlook %s not used: %s", path, exc)
         return None
-    if settled:
-        _settle(path, meta, arrays)
+    if settled and all(stamp is None or stamp[1] < time.time_ns() - RACY_NS for stamp in key["ledger"]):
+        _settle(path, meta, arrays)  # (a ledger as recent as a run's end: a run may start and write it)
     remaining = outlook.remaining = Remaining(absent, absent_sizes)
     outlook.to_fetch, outlook.bytes_to_fetch = len(absent), int(absent_sizes.sum())
     if tasks:
@@ -332,8 +334,8 @@ def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlo
 
 
 def _settle(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Remember again without the directories' names, which :func:`~mastpipe.stages.retrieve.stamps.directories_hold` found
-    settled (so later calls list no directory)."""
+    """Remember again without the directories' names, found settled by
+    :func:`~mastpipe.stages.retrieve.stamps.directories_hold` (so later calls list no directory)."""
     meta = {**meta, "directories": {directory: stamp[:2] for directory, stamp in meta["directories"].items()}}
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
