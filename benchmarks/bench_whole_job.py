@@ -30,9 +30,11 @@ RSS (``ru_maxrss`` of that process). Then, on the state directory of the last ma
 6. **plan and status in download mode** (``--download 0,0.1,1``): for each fraction, the same
    checkpoints with ``mode: download``, a ledger recording that fraction of the files as done and
    those files on disk (sparse, of their listed size: written as a run records them, without
-   1M requests; fraction 0: no ledger, then ``run --until filter``); then ``status`` and
-   ``plan``, cold processes, every run listed (the first judges every file and remembers what
-   it found in ``files.npz``; the next re-check each file against the disk).
+   1M requests), then what a download run does at its end (the files judged and remembered in
+   ``files.npz``, the run lock held; its time is printed); fraction 0: no ledger, then
+   ``run --until filter``. Then ``status`` and ``plan``, cold processes, every run listed, each
+   re-checking every file against the disk (the first right after the state was written, the
+   directories changed in the 2 s before listed again).
 
 Every round is printed; medians are given with min-max. Targets (issue 15): 1 -- CPU >= 8x less,
 wall >= 5x less, peak RSS <= 1 GB at 1M rows; 3 -- >= 50x; 4 -- <= 0.3 s per stage per million
@@ -170,6 +172,12 @@ if n:
                 handle.truncate(task.size or 0)
             ledger.mark_done(task.key, task.dest, task.size or 0, "0" * 64, 1, stat=os.stat(task.dest),
                              source="mast", version=task.version)
+    # what a download run does at its end, the run lock held: judge the files and remember them
+    from mastpipe.state import RunLock
+    started = time.perf_counter()
+    with RunLock(pipeline.state):
+        pipeline.retrieve_status(table, locked=True)
+    print(f"(the run's end: files judged and remembered in {time.perf_counter() - started:.1f} s)")
 print(f"{n} of {len(tasks)} files done")
 """
 
@@ -373,11 +381,13 @@ def download_benchmarks(args: argparse.Namespace, root: Path, state: Path, url: 
         made = measured([sys.executable, "-c", DOWNLOAD_STATE, str(recipe), str(there), url, str(fraction)], _env(), root)
         print(f"\ndownload mode, {made['out'].strip().splitlines()[-1]} (state built in "
               f"{time.perf_counter() - started:.0f} s); cold processes, every run:", flush=True)
+        for line in made["out"].strip().splitlines()[:-1]:
+            print(f"  {line}", flush=True)
         if not fraction:  # as a user gets there: run --until filter in download mode (stages reused)
             r = measured([sys.executable, "-m", "mastpipe.cli", "run", "download.yaml", "--mast-url", url,
                           "--state-dir", str(there), "--until", "filter", "-q"], _env(), root)
             print(f"  (run --until filter, download mode, stages reused: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s)")
-        time.sleep(2.5)  # what was just written is not trusted within 2 s (recheck.RACY_NS)
+        # no pause: what a run changed in the 2 s before its end (recheck.RACY_NS) is listed again
         for command in ("status", "plan"):
             print(f"    mastpipe {command}: {_cold(command, 'download.yaml', there, url, root, max(args.rounds, 3))} "
                   "(target < 2 s)", flush=True)

@@ -361,17 +361,17 @@ class Pipeline:
         section = self.recipe.retrieve
         result = retrieve_stage.run(table, section, download, base=self.recipe_path.resolve().parent,
                                   state_dir=self.state_dir, mast_url=self.mast_url, token=token, on_event=on_event,
-                                  archive=self.archive if section.source != "mast" else None,
-                                  server_id=self.server_id,
+                                  archive=self.archive if section.source != "mast" else None, server_id=self.server_id,
                                   s3_endpoint=effective_endpoint(section.s3_endpoint, self.environ),
-                                  meta=self.manifest_meta(run_id or new_run_id()),
-                                  ledger_journal=self.recipe.state.ledger_journal)
+                                  meta=self.manifest_meta(run_id or new_run_id()), ledger_journal=self.recipe.state.ledger_journal)
         checkpoint = _filter_checkpoint(self.checkpoints)
         if result.outlook is not None and checkpoint is not None:  # the first status after this run reads no table
             from mastpipe.stages.retrieve.outlook import remember_outlook
 
             remember_outlook(result.outlook, result.resolved, section, base=self.recipe_path.resolve().parent,
                              state_dir=self.state_dir, mast_url=self.mast_url, checkpoint=checkpoint)
+        elif section.mode == "download":  # judged once more while the run lock keeps others away
+            self.retrieve_status(table, locked=True)
         return result
 
     def manifest_meta(self, run_id: str) -> dict[str, str]:
@@ -396,14 +396,15 @@ class Pipeline:
         return retrieve_outlook(table, self.recipe.retrieve, base=self.recipe_path.resolve().parent,
                                 state_dir=self.state_dir, mast_url=self.mast_url)
 
-    def retrieve_status(self, table: Table | None = None, *, judge: bool = True) -> RetrieveOutlook | None:
+    def retrieve_status(self, table: Table | None = None, *, judge: bool = True,
+                        locked: bool = False) -> RetrieveOutlook | None:
         """:meth:`retrieve_outlook` for the filter checkpoint as it stands (``table``: its table,
         already read), or None without one.
 
-        What ``status`` and ``plan`` show for the retrieve stage, whose state is the ledger and
-        the disk rather than a checkpoint; remembered in the modes without a ledger
-        (:func:`mastpipe.stages.retrieve.outlook.status_outlook`). Contacts no server. Not
-        ``judge``: in download mode, None unless nothing is on disk yet (what is cheap).
+        What ``status`` and ``plan`` show for the retrieve stage, whose state is the ledger and the
+        disk rather than a checkpoint; remembered (:func:`mastpipe.stages.retrieve.outlook.status_outlook`).
+        Contacts no server. Not ``judge``: in download mode, None unless nothing is on disk yet (what
+        is cheap). ``locked``: a download run's end, the lock held: judged afresh and remembered.
         """
         from mastpipe.stages.retrieve.outlook import status_outlook
 
@@ -415,7 +416,7 @@ class Pipeline:
                               self.recipe.retrieve, base=self.recipe_path.resolve().parent, state_dir=self.state_dir,
                               mast_url=self.mast_url, checkpoint=checkpoint,
                               observations=lambda: self.checkpoints.load("query", query) if query is not None else None,
-                              judge=judge)
+                              judge=judge, locked=locked)
 
     def status(self) -> list[StageStatus]:
         """Each table stage's checkpoint: current, stale (and why) or missing. Contacts no server."""

@@ -134,3 +134,52 @@ def _plan_as_afresh(tmp_path: Path, url: str):
                                                                        for s in fresh.stages]
     assert fresh.breakdown and quick.outlook.remaining == fresh.outlook.remaining
     return quick
+
+
+def test_a_download_run_leaves_its_files_judged_even_in_directories_it_just_changed(sandbox, tmp_path):
+    import sqlite3
+
+    from mastpipe.state import RunLock
+
+    assert mastpipe.run(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state").exit_code == 0
+    remembered = tmp_path / "state" / "files.npz"
+    assert remembered.is_file()  # judged at the run's end, in directories changed a moment ago
+    first = _status(tmp_path, sandbox.url)
+    _same(first, _fresh(tmp_path, sandbox.url))
+    assert first.present == first.files >= 4
+
+    # two files and their ledger rows gone: nothing anywhere for them, in directories just changed
+    paths = sorted((tmp_path / "data").rglob("*.fits"))
+    bodies = {path: path.read_bytes() for path in paths[:2]}
+    for path in bodies:
+        path.unlink()
+    with sqlite3.connect(tmp_path / "state" / "ledger.sqlite") as db:
+        db.executemany("DELETE FROM files WHERE dest = ?", [(str(path),) for path in bodies])
+    db.close()
+    pipeline = Pipeline(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state", environ={})
+    with RunLock(pipeline.state):  # as a download run's end
+        pipeline.retrieve_status(locked=True)
+    left = remembered.stat().st_ino
+    found = _status(tmp_path, sandbox.url)
+    assert remembered.stat().st_ino == left  # answered from what was remembered
+    _same(found, _fresh(tmp_path, sandbox.url))
+    assert (found.present, found.to_fetch) == (first.files - 2, 2)
+
+    # a file put back in the same clock tick as the change before: its directory's time unchanged
+    parent = paths[0].parent
+    before = parent.stat()
+    paths[0].write_bytes(bodies[paths[0]])
+    os.utime(parent, ns=(before.st_atime_ns, before.st_mtime_ns))
+    back = _status(tmp_path, sandbox.url)
+    _same(back, _fresh(tmp_path, sandbox.url))
+    assert (back.present, back.to_fetch) == (first.files - 1, 1)
+
+    # once the directories have settled, their change times alone tell: remembered without names
+    with RunLock(pipeline.state):
+        pipeline.retrieve_status(locked=True)
+    time.sleep(2.2)
+    settled = _status(tmp_path, sandbox.url)
+    rewritten = remembered.stat().st_ino
+    _same(settled, _fresh(tmp_path, sandbox.url))
+    _same(_status(tmp_path, sandbox.url), settled)
+    assert remembered.stat().st_ino == rewritten

@@ -226,30 +226,41 @@ class Ledger:
         Parameters
         ----------
         keys : iterable of str, optional
-            Restrict the answer to these keys; the whole table is still read in one statement,
-            which beats thousands of point lookups.
+            Restrict the answer to these keys: up to 20,000 are looked up (500 a statement),
+            more are read with the whole table in one statement.
 
         Returns
         -------
         dict
             key -> :class:`LedgerRow`.
         """
+        wanted = None if keys is None else list(keys)
+        if wanted is not None and len(wanted) <= 20_000:  # a few: looked up, 500 a statement
+            picked = [wanted[i:i + 500] for i in range(0, len(wanted), 500)]
+            return {r[0]: _row(r) for chunk in picked for r in self._select(
+                f"SELECT {', '.join(_COLUMNS)} FROM files WHERE key IN ({', '.join('?' * len(chunk))})", chunk)}
+        found = {r[0]: _row(r) for r in self._select(f"SELECT {', '.join(_COLUMNS)} FROM files")}
+        return found if wanted is None else {k: found[k] for k in wanted if k in found}
+
+    def signatures(self) -> tuple[set[str], list[str]]:
+        """Each done row as ``key NUL dest NUL size NUL version`` (version "" when none), and the
+        keys of the others: a million files compared with the ledger at once, with no
+        :class:`LedgerRow` each (5.7 s at 1M; this ~1 s)."""
+        done = self._select("SELECT key || char(0) || dest || char(0) || size || char(0) || ifnull(version, '') "
+                            "FROM files WHERE status = ? AND size IS NOT NULL", (DONE,))
+        return {r[0] for r in done}, [r[0] for r in self._select(
+            "SELECT key FROM files WHERE status != ? OR size IS NULL", (DONE,))]
+
+    def _select(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._lock:
             try:
-                found = self._select_all()
+                return self._db.execute(sql, tuple(params)).fetchall()
             except sqlite3.Error as exc:
                 if not (self.recover and _is_corrupt(exc)):
                     raise self._error("cannot read", exc) from None
                 self._db.close()  # damage past a sound header shows only here
                 self._db = self._set_aside(exc)
-                found = {}
-        if keys is None:
-            return found
-        return {k: found[k] for k in keys if k in found}
-
-    def _select_all(self) -> dict[str, LedgerRow]:
-        cursor = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM files")
-        return {r[0]: _row(r) for r in cursor.fetchall()}
+                return []
 
     def get(self, key: str) -> LedgerRow | None:
         """The row for ``key``, or None."""

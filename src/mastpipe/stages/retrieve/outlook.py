@@ -26,11 +26,9 @@ if TYPE_CHECKING:
     from astropy.table import Table
 
     from mastpipe.recipe.models import Retrieve
-    from mastpipe.stages.retrieve import recheck
     from mastpipe.stages.retrieve.ledger import LedgerRow
     from mastpipe.stages.retrieve.recheck import Found
     from mastpipe.stages.retrieve.tableplan import TablePlan
-    from mastpipe.state import StateDir
 
 __all__ = ["RetrieveOutlook", "judge_tasks", "outlook_transfer", "remember_outlook", "retrieve_outlook", "status_outlook"]
 
@@ -141,16 +139,20 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
     path = StateDir(state_dir).ledger
     outlook.ledger = path.is_file()
     rows: dict[str, LedgerRow] = {}
+    present: list[int] = []
     if outlook.ledger:  # Ledger() would create a missing one
         try:
             with Ledger(path, recover=False, journal=None) as ledger:  # status and plan only read
-                rows = ledger.rows()
+                present, rows = _signed_present(ledger, plan, table, last)
         except LedgerError as error:
             log.warning("%s; the next run sets it aside and adopts the files on disk by size",
                         error.message)
-            found = None  # an unreadable ledger is not an answer to remember
-    absent, judged = _nothing_there(plan.dests, last, rows)
+            found, present, rows = None, [], {}  # an unreadable ledger is not an answer to remember
+    listings: dict[str, set[str] | None] = {}
+    last = {key: i for key, i in last.items() if i not in plain} if (plain := set(present)) else last
+    absent, judged = _nothing_there(plan.dests, last, rows, listings)
     done, judged = _plainly_done(plan, table, judged, rows)
+    done = sorted(done + present)
     outlook.present += len(done)
     sizes = plan.sizes.tolist()
     for i in absent:  # what decide() says of a file with no ledger row and nothing on disk: FETCH
@@ -160,7 +162,7 @@ def retrieve_outlook(table: Table, section: Retrieve, *, base: Path, state_dir: 
         outlook.bytes_to_fetch += remaining
     tasks = plan.tasks(table, mast_url, judged)
     if found is not None:
-        found.fill(plan, absent, done, judged, tasks, rows)
+        found.fill(plan, absent, done, judged, tasks, rows, listings)
     judge_tasks(outlook, outlook_transfer(section), tasks, rows)
     return outlook
 
@@ -195,25 +197,62 @@ def judge_tasks(outlook: RetrieveOutlook, transfer: Any, tasks: list[Any], rows:
             outlook.present += 1
 
 
-def _plainly_done(plan: TablePlan, table: Table, judged: list[int],
-                  rows: dict[str, LedgerRow]) -> tuple[list[int], list[int]]:
-    """Of the files at ``judged``, those plainly present (recorded as done at this very
-    path, of this version, with the recorded and expected size on disk: what :func:`decide`
-    answers ``SKIP_DONE`` or ``VERIFY_DONE`` for, both of which fetch nothing), found with one
-    stat each and no :class:`FileTask`; and the others, which are judged one by one."""
-    from mastpipe.stages.retrieve.ledger import DONE, VERSION_COLUMNS, product_version
+def _versions(plan: TablePlan, table: Table, which: list[int]) -> list[str | None]:
+    """The version (:func:`~mastpipe.stages.retrieve.ledger.product_version`) of the files at ``which``."""
+    from mastpipe.stages.retrieve.ledger import VERSION_COLUMNS
 
-    if not judged:
-        return [], judged
-    picked = plan.rows[np.asarray(judged, dtype=np.int64)]
-    versions: list[str | None] = [None] * len(judged)
+    picked = plan.rows[np.asarray(which, dtype=np.int64)]
+    versions: list[str | None] = [None] * len(which)
     for name in VERSION_COLUMNS:
         if name in table.colnames:
             column = table[name]
             values = np.asarray(column)[picked]
             plain = (np.strings.decode(values, "utf-8") if values.dtype.kind == "S" else values).tolist()
             mask = np.asarray(getattr(column, "mask", np.zeros(len(column), bool)))[picked].tolist()
-            versions = [product_version({name: None if m else v}) for v, m in zip(plain, mask)]
+            # product_version({name: v}) for each, spelled out: a call per file was 1 s at 1M
+            versions = [None if m or v is None or v == "" else f"{name}={v}" for v, m in zip(plain, mask)]
+    return versions
+
+
+def _signed_present(ledger: Any, plan: TablePlan, table: Table,
+                    last: dict[str, int]) -> tuple[list[int], dict[str, LedgerRow]]:
+    """The files plainly present (:func:`_plainly_done`), their key, path, size and version found
+    among the ledger's done rows at once (:meth:`Ledger.signatures`; 1M :class:`LedgerRow` took
+    5.7 s), one stat each; and the ledger rows of the other files."""
+    from mastpipe.stages.retrieve.stamps import sizes_match
+
+    signed, others = ledger.signatures()
+    if len(signed) < len(last) // 2:  # most files not done: sign only those the ledger has
+        done = {signature[:signature.index("\0")] for signature in signed}
+        which = sorted(i for key, i in last.items() if key in done)
+    else:
+        which = sorted(last.values())
+    if plan.by_row:  # planned one at a time: judged one at a time
+        which = [i for i in which if int(plan.rows[i]) not in plan.by_row]
+    keys, dests, sizes = plan.keys, plan.dests, plan.sizes.tolist()
+    signed_here = [i for i, version in zip(which, _versions(plan, table, which)) if sizes[i] >= 0
+                   and f"{keys[i]}\0{dests[i]}\0{sizes[i]}\0{version or ''}" in signed and "\0" not in keys[i]]
+    there = sizes_match([dests[i] for i in signed_here], [sizes[i] for i in signed_here])
+    present = [i for i, ok in zip(signed_here, there) if ok]
+    plain = set(present)
+    wanted = [key for key, i in last.items() if i not in plain]
+    if wanted:
+        known = set(others) | {signature[:signature.index("\0")] for signature in signed}
+        wanted = [key for key in wanted if key in known]
+    return present, ledger.rows(wanted) if wanted else {}
+
+
+def _plainly_done(plan: TablePlan, table: Table, judged: list[int],
+                  rows: dict[str, LedgerRow]) -> tuple[list[int], list[int]]:
+    """Of the files at ``judged``, those plainly present (recorded as done at this very
+    path, of this version, with the recorded and expected size on disk: what :func:`decide`
+    answers ``SKIP_DONE`` or ``VERIFY_DONE`` for, both of which fetch nothing), found with one
+    stat each and no :class:`FileTask`; and the others, which are judged one by one."""
+    from mastpipe.stages.retrieve.ledger import DONE
+
+    if not judged:
+        return [], judged
+    versions = _versions(plan, table, judged)
     sizes = plan.sizes.tolist()
     done: list[int] = []
     rest: list[int] = []
@@ -238,14 +277,15 @@ def _plainly_done(plan: TablePlan, table: Table, judged: list[int],
 def _folded(name: str) -> str:
     """A file name as a case-insensitive, normalising filesystem (macOS, Windows) may match it:
     a file listed under another case or form is still judged by its exact path."""
-    return unicodedata.normalize("NFC", name).casefold()
+    return name.lower() if name.isascii() else unicodedata.normalize("NFC", name).casefold()
 
 
-def _nothing_there(dests: list[str], last: dict[str, int],
-                   rows: dict[str, LedgerRow]) -> tuple[list[int], list[int]]:
+def _nothing_there(dests: list[str], last: dict[str, int], rows: dict[str, LedgerRow],
+                   listings: dict[str, set[str] | None]) -> tuple[list[int], list[int]]:
     """Split the files (``last``: key -> its index) into those with no ledger row and nothing on
     disk under their name or their temporary's, found by listing each directory once, and the
-    others, which :meth:`Transfer.decisions` judges one by one.
+    others, which :meth:`Transfer.decisions` judges one by one. ``listings`` is filled with the
+    names (folded) seen in each directory listed.
 
     A file done under another path (a layout changed) may be moved there rather than fetched,
     and whether it may depends on every file's path: then every file is judged one by one.
@@ -255,7 +295,6 @@ def _nothing_there(dests: list[str], last: dict[str, int],
     if any(row.status == DONE and row.dest != dests[i] for key, i in last.items()
            if (row := rows.get(key)) is not None):
         return [], sorted(last.values())
-    listings: dict[str, set[str] | None] = {}
     absent, judged = [], []
     for key, i in last.items():
         if key in rows:
@@ -281,7 +320,7 @@ def _nothing_there(dests: list[str], last: dict[str, int],
 def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base: Path, state_dir: Path,
                    mast_url: str, checkpoint: tuple[str, list[Path]],
                    observations: Callable[[], Table | None] = lambda: None,
-                   judge: bool = True) -> RetrieveOutlook | None:
+                   judge: bool = True, locked: bool = False) -> RetrieveOutlook | None:
     """:func:`retrieve_outlook` of the filter checkpoint (``load`` reads it; None: there is
     none usable), remembered in the state directory for the modes that keep no ledger.
 
@@ -297,6 +336,8 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
     every call (:mod:`mastpipe.stages.retrieve.recheck`), with each file's group in a plan's
     breakdown (``observations`` reads the query checkpoint, for the instruments). Not
     ``judge``: in download mode, answer (and remember) only what needs no judging one by one.
+    ``locked``: called by a download run at its end, the run lock held (files judged afresh and
+    remembered, see :func:`mastpipe.stages.retrieve.recheck.remember_found`).
     """
     from mastpipe.stages.retrieve import recheck
     from mastpipe.state import StateDir
@@ -305,8 +346,8 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
     key = _outlook_key(section, base=base, mast_url=mast_url, checkpoint=checkpoint)
     state = StateDir(state_dir)
     if section.mode == "download":
-        return _download_outlook(load, section, base=base, state=state, mast_url=mast_url, key=key, started=started,
-                                 observations=observations, judge=judge)
+        return recheck.download_outlook(load, section, base=base, state=state, mast_url=mast_url, key=key,
+                                        started=started, observations=observations, judge=judge, locked=locked)
     if key is not None:
         known = _remembered(state.outlook, key)
         if known is not None:
@@ -319,48 +360,6 @@ def status_outlook(load: Callable[[], Table | None], section: Retrieve, *, base:
     if key is not None:
         _remember(state.outlook, key, resolved, outlook)
     return outlook
-
-
-def _download_outlook(load: Callable[[], Table | None], section: Retrieve, *, base: Path, state: StateDir,
-                      mast_url: str, key: dict[str, Any] | None, started: int,
-                      observations: Callable[[], Table | None], judge: bool = True) -> RetrieveOutlook | None:
-    """:func:`status_outlook` in download mode: what was found last time re-checked against the
-    disk (:mod:`mastpipe.stages.retrieve.recheck`), else judged afresh and remembered (not
-    ``judge``: only when nothing is on disk yet, found a column at a time; else None)."""
-    from mastpipe.stages.retrieve import recheck
-
-    full = recheck.download_key(key, section, state.ledger) if key is not None else None
-    if full is not None:
-        known = recheck.recheck(state.files, full, section)
-        if known is not None:
-            return known
-    table = load()
-    if table is None:
-        return None
-    found = recheck.Found()
-    outlook = recheck.untouched(table, section, base=base, mast_url=mast_url, ledger=state.ledger, found=found)
-    if outlook is None and not judge:
-        return None
-    if outlook is None:
-        outlook = retrieve_outlook(table, section, base=base, state_dir=state.path, mast_url=mast_url, found=found)
-    if full is not None:
-        recheck.remember_found(state.files, full, found, outlook, started, lambda: _groups(table, observations()))
-    return outlook
-
-
-def _groups(products: Table, observations: Table | None) -> recheck.Groups | None:
-    """Each product row's group in a plan's breakdown, and the bytes of all (None: the tables
-    lack what a plan needs, and ``plan`` says so itself)."""
-    from mastpipe.report import plan_groups
-
-    if observations is None or not len(products) or "size" not in products.colnames:
-        return None
-    try:
-        groups, codes = plan_groups(products, observations)
-    except (KeyError, ValueError):
-        return None
-    total = int(np.maximum(np.ma.filled(products["size"], 0).astype(np.int64), 0).sum())
-    return groups, codes, total
 
 
 def remember_outlook(outlook: RetrieveOutlook, resolved: dict[str, str], section: Retrieve, *, base: Path,

@@ -16,9 +16,12 @@ What :func:`~mastpipe.stages.retrieve.outlook.retrieve_outlook` found is kept as
 
 Reused only for the same filter checkpoint (digest, and size, change time and inode of its
 files), recipe ``retrieve`` section, server, mastpipe version and ledger (size, change time
-and inode of ``ledger.sqlite`` and its ``-wal``). A directory or ledger changed in the two
-seconds before the outlook was judged is not trusted to have been seen whole (a change in the
-same clock tick would leave its time as it was): then nothing is remembered.
+and inode of ``ledger.sqlite`` and its ``-wal``). A change in the same clock tick as an earlier
+one leaves the time as it was, so what changed in the two seconds before the judging is not
+trusted by its time: a directory is kept with its names as well (listed again by each call
+until its time has settled; then remembered again without them); a ledger is reason not to
+remember, except at a download run's end under the run lock (every run forgets ``files.npz``
+before it opens the ledger: :func:`forget`).
 """
 
 from __future__ import annotations
@@ -35,23 +38,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mastpipe.atomic import atomic_path
+from mastpipe.errors import MastpipeError
+from mastpipe.stages.retrieve.stamps import (RACY_NS, by_directory, directories_hold, directory_stamps,
+                                             sizes_hold)
 
 if TYPE_CHECKING:
+    from astropy.table import Table
+
     from mastpipe.recipe.models import Retrieve
     from mastpipe.stages.retrieve.ledger import LedgerRow
     from mastpipe.stages.retrieve.outlook import RetrieveOutlook
     from mastpipe.stages.retrieve.tableplan import TablePlan
+    from mastpipe.state import StateDir
 
-__all__ = ["Found", "Groups", "Remaining", "download_key", "pending_breakdown", "recheck", "remember_found", "started",
-           "untouched"]
+__all__ = ["Found", "Groups", "Remaining", "download_key", "download_outlook", "forget", "pending_breakdown", "recheck",
+           "remember_found", "started", "untouched"]
 
 #: Each product row's group in a plan's breakdown: the groups, each row's, the bytes of them all.
 Groups = tuple[list[tuple[str, str, str]], np.ndarray, int]
 
 log = logging.getLogger(__name__)
-
-#: Changes this close (ns) before the outlook was judged may share a clock tick with it.
-RACY_NS = 2_000_000_000
 
 
 @dataclass
@@ -73,12 +79,16 @@ class Found:
     refused: int = 0
     #: nothing on disk yet (:func:`untouched`): the files' table rows, keys, sizes, directories
     untouched: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None
+    #: the names (folded) seen in each directory listed to find the ``absent`` files
+    listings: dict[str, set[str] | None] = field(default_factory=dict)
 
     def fill(self, plan: TablePlan, absent: list[int], done: list[int], judged: list[int], tasks: list[Any],
-             rows: dict[str, LedgerRow]) -> None:
+             rows: dict[str, LedgerRow], listings: dict[str, set[str] | None]) -> None:
         self.plan, self.absent, self.done, self.judged, self.tasks = plan, absent, done, judged, tasks
+        self.listings = listings
         self.refused = len(plan.refused)
-        self.done_sizes = [int(rows[plan.keys[i]].size or 0) for i in done]
+        sizes = plan.sizes.tolist()  # a file plainly present has its expected size, when one is listed
+        self.done_sizes = [sizes[i] if sizes[i] >= 0 else int(rows[plan.keys[i]].size or 0) for i in done]
         self.rows = {task.key: rows[task.key] for task in tasks if task.key in rows}
 
 
@@ -140,30 +150,26 @@ def download_key(key: dict[str, Any], section: Retrieve, ledger: Path) -> dict[s
             "ledger": [_stamp(os.fspath(ledger)), _stamp(os.fspath(ledger) + "-wal")]}
 
 
-def _directory(path: str) -> list[Any]:
-    """What says a directory's entries are as they were: its change time (None: missing) and
-    where it resolves."""
-    try:
-        mtime: int | None = os.stat(path).st_mtime_ns
-    except OSError:
-        mtime = None
-    return [mtime, os.path.realpath(path)]
-
-
 def remember_found(path: Path, key: dict[str, Any], found: Found, outlook: RetrieveOutlook, started_ns: int,
-                   groups: Callable[[], Groups | None] = lambda: None) -> None:
+                   groups: Callable[[], Groups | None] = lambda: None, *, locked: bool = False) -> None:
     """Keep what :func:`retrieve_outlook` ``found`` (judging since ``started_ns``) for ``key``;
     ``groups`` gives each product row's group in a plan's breakdown and the bytes of them all
     (:func:`mastpipe.report.plan_groups`), kept for the files to fetch so that ``plan`` needs
-    no table either (None: ``plan`` reads the tables)."""
+    no table either (None: ``plan`` reads the tables).
+
+    ``locked``: the run lock is held (a download run at its end). Only a run writes the ledger,
+    and it forgets ``files.npz`` first (:func:`forget`), so a ledger changed just before is no
+    reason not to remember; directories changed just before are kept with their names."""
     try:
         if found.untouched is not None:  # nothing on disk yet: every file to fetch, as arrays
             rows, absent, sizes, parents = found.untouched
-            present, present_sizes, judged_rows = np.array([], dtype="S1"), np.zeros(0, np.int64), rows[:0]
+            present, present_sizes, judged_rows = by_directory([]), np.zeros(0, np.int64), rows[:0]
         elif found.plan is not None:
             plan = found.plan
-            parents = list({os.path.dirname(dest) for dest in plan.dests})
-            present = np.array([os.fsencode(plan.dests[i]) for i in found.done], dtype=bytes)
+            split = ([dest.rpartition("/") for dest in plan.dests] if os.sep == "/" and not os.altsep  # twice as fast
+                     else [(head, os.sep, tail) for head, tail in map(os.path.split, plan.dests)])
+            parents = list({parent for parent, _, _ in split})
+            present = by_directory([split[i] for i in found.done])
             present_sizes = np.asarray(found.done_sizes, dtype=np.int64)
             absent = np.array([plan.keys[i].encode("utf-8", "surrogateescape") for i in found.absent], dtype=bytes)
             sizes = plan.sizes[np.asarray(found.absent, dtype=np.int64)]
@@ -172,12 +178,15 @@ def remember_found(path: Path, key: dict[str, Any], found: Found, outlook: Retri
         else:
             return
         ledger_times = [stamp[1] for stamp in key["ledger"] if stamp is not None]
-        directories = {directory: _directory(directory) for directory in parents}
         recent = started_ns - RACY_NS
-        if any(t >= recent for t in ledger_times) or \
-                any(mtime is not None and mtime >= recent for mtime, _ in directories.values()):
+        if not locked and any(t >= recent for t in ledger_times):
             return  # changed while (or just before) it was judged: judged afresh next time
+        directories = directory_stamps(parents, found.listings, recent)
+        if directories is None:
+            return
+        present_dirs, present_at, present_names = present
         meta = {"key": key, "directories": directories, "files": outlook.files, "ledger": outlook.ledger,
+                "present_dirs": present_dirs,
                 "refused": found.refused,
                 "judged": [[{**asdict(task), "dest": os.fspath(task.dest)},
                             asdict(found.rows[task.key]) if task.key in found.rows else None] for task in found.tasks]}
@@ -187,7 +196,8 @@ def remember_found(path: Path, key: dict[str, Any], found: Found, outlook: Retri
             names, codes, total = grouping
             meta |= {"groups": names, "total": total, "judged_groups": codes[judged_rows].tolist()}
             arrays["absent_groups"] = codes[rows]
-        arrays |= {"meta": np.array(json.dumps(meta)), "present": present, "present_sizes": present_sizes,
+        arrays |= {"meta": np.array(json.dumps(meta)), "present_at": present_at, "present": present_names,
+                   "present_sizes": present_sizes,
                    "absent": absent, "absent_sizes": np.maximum(sizes, 0)}
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy types allow_pickle as a key
@@ -216,6 +226,68 @@ def untouched(table: Any, section: Retrieve, *, base: Path, mast_url: str, ledge
     return outlook
 
 
+def download_outlook(load: Callable[[], Table | None], section: Retrieve, *, base: Path, state: StateDir,
+                     mast_url: str, key: dict[str, Any] | None, started: int,
+                     observations: Callable[[], Table | None], judge: bool = True,
+                     locked: bool = False) -> RetrieveOutlook | None:
+    """:func:`~mastpipe.stages.retrieve.outlook.status_outlook` in download mode: what was found
+    last time re-checked against the disk (:func:`recheck`), else judged afresh and remembered
+    (not ``judge``: only when nothing is on disk yet, found a column at a time; else None;
+    ``locked``: see :func:`remember_found`)."""
+    from mastpipe.stages.retrieve.outlook import retrieve_outlook
+
+    full = download_key(key, section, state.ledger) if key is not None else None
+    if locked and full is None:  # nothing could be remembered
+        return None
+    if full is not None and not locked:
+        known = recheck(state.files, full, section)
+        if known is not None:
+            return known
+    table = load()
+    if table is None:
+        return None
+    found = Found()
+    outlook = untouched(table, section, base=base, mast_url=mast_url, ledger=state.ledger, found=found)
+    if outlook is None and not judge:
+        return None
+    try:
+        if outlook is None:
+            outlook = retrieve_outlook(table, section, base=base, state_dir=state.path, mast_url=mast_url, found=found)
+    except MastpipeError as error:  # a run's end judges only to remember: the run has said all there is
+        if not locked:
+            raise
+        log.debug("the files were not judged at the run's end: %s", error)
+        return None
+    if full is not None:
+        remember_found(state.files, full, found, outlook, started, lambda: _groups(table, observations()),
+                       locked=locked)
+    return outlook
+
+
+def _groups(products: Table, observations: Table | None) -> Groups | None:
+    """Each product row's group in a plan's breakdown, and the bytes of all (None: the tables
+    lack what a plan needs, and ``plan`` says so itself)."""
+    from mastpipe.report import plan_groups
+
+    if observations is None or not len(products) or "size" not in products.colnames:
+        return None
+    try:
+        groups, codes = plan_groups(products, observations)
+    except (KeyError, ValueError):
+        return None
+    total = int(np.maximum(np.ma.filled(products["size"], 0).astype(np.int64), 0).sum())
+    return groups, codes, total
+
+
+def forget(state: StateDir) -> None:
+    """Forget what was remembered (a run is about to write the ledger): what
+    :func:`remember_found` keeps under the run lock relies on it."""
+    try:
+        state.files.unlink(missing_ok=True)
+    except OSError as exc:
+        log.debug("could not forget %s: %s", state.files, exc)
+
+
 def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlook | None:
     """The outlook remembered in ``path`` for ``key``, checked against the disk as it is now
     (see the module docstring); None when there is none, or anything differs."""
@@ -228,15 +300,15 @@ def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlo
             meta = json.loads(str(data["meta"]))
             if meta["key"] != key:
                 return None
-            present, present_sizes = data["present"], data["present_sizes"]
-            absent, absent_sizes = data["absent"], data["absent_sizes"]
-            grouped = data["absent_groups"] if "groups" in meta else None
-        if any(_directory(directory) != stamp for directory, stamp in meta["directories"].items()):
+            arrays = {name: data[name] for name in data.files}
+        present_at, present, present_sizes = arrays["present_at"], arrays["present"], arrays["present_sizes"]
+        absent, absent_sizes = arrays["absent"], arrays["absent_sizes"]
+        grouped = arrays["absent_groups"] if "groups" in meta else None
+        settled = directories_hold(meta["directories"])
+        if settled is None:
             return None
-        stat = os.stat
-        for dest, size in zip(present.tolist(), present_sizes.tolist()):
-            if stat(dest).st_size != size:
-                return None
+        if not sizes_hold(meta["present_dirs"], present_at, present, present_sizes):
+            return None
         tasks = [FileTask(**{**task, "dest": Path(task["dest"])}) for task, _ in meta["judged"]]
         rows = {task["key"]: LedgerRow(**row) for task, row in meta["judged"] if row is not None}
         outlook = RetrieveOutlook("download", int(meta["files"]), present=len(present), blocked=int(meta["refused"]),
@@ -246,6 +318,8 @@ def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlo
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.debug("remembered outlook %s not used: %s", path, exc)
         return None
+    if settled and all(stamp is None or stamp[1] < time.time_ns() - RACY_NS for stamp in key["ledger"]):
+        _settle(path, meta, arrays)  # (a ledger as recent as a run's end: a run may start and write it)
     remaining = outlook.remaining = Remaining(absent, absent_sizes)
     outlook.to_fetch, outlook.bytes_to_fetch = len(absent), int(absent_sizes.sum())
     if tasks:
@@ -257,6 +331,17 @@ def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlo
                                np.concatenate([grouped, np.array([g for g, _ in extra], dtype=np.int64)]),
                                np.concatenate([absent_sizes, np.array([b for _, b in extra], dtype=np.int64)]))
     return outlook
+
+
+def _settle(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Remember again without the directories' names, found settled by
+    :func:`~mastpipe.stages.retrieve.stamps.directories_hold` (so later calls list no directory)."""
+    meta = {**meta, "directories": {directory: stamp[:2] for directory, stamp in meta["directories"].items()}}
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **{**arrays, "meta": np.array(json.dumps(meta))})  # type: ignore[arg-type]
+    except OSError as exc:
+        log.debug("could not remember the files' outlook in %s again: %s", path, exc)
 
 
 def started() -> int:

@@ -240,9 +240,11 @@ def _download(tasks: list[FileTask], refused_rows: list[Refused], download: Down
               mast_url: str, token: str | None, on_event: Callable[[Event], None] | None,
               manifest: Callable[..., Path], result: RetrieveResult, cloud: CloudChoice | None = None,
               locator: _Locator | None = None, ledger_journal: str = "auto") -> RetrieveResult:
+    from mastpipe.stages.retrieve import recheck
     from mastpipe.stages.retrieve.engine import Transfer
     from mastpipe.stages.retrieve.ledger import Ledger
 
+    recheck.forget(StateDir(state_dir))  # before the ledger changes: what is remembered at a run's end relies on it
     with Ledger(StateDir(state_dir).ledger, journal=ledger_journal) as ledger:
         # Only exclusive-access files still to fetch need the token: files already present are
         # neither refused for the lack of one nor the reason for a /whoami request.

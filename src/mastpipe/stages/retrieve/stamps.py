@@ -1,0 +1,172 @@
+"""What says the disk is as it was when the files were judged, for
+:mod:`mastpipe.stages.retrieve.recheck`: each directory's change time and resolution (and, when it
+changed just before, its names), each present file's size, checked with one stat per file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RACY_NS", "by_directory", "directories_hold", "directory_stamp", "directory_stamps", "sizes_hold",
+           "sizes_match"]
+
+#: Changes this close (ns) before the outlook was judged may share a clock tick with it.
+RACY_NS = 2_000_000_000
+#: Present files from which :func:`sizes_hold` stats on two threads.
+THREADS_FROM = 100_000
+
+
+def directory_stamp(path: str) -> list[Any]:
+    """What says a directory's entries are as they were: its change time (None: missing) and
+    where it resolves."""
+    try:
+        mtime: int | None = os.stat(path).st_mtime_ns
+    except OSError:
+        mtime = None
+    return [mtime, os.path.realpath(path)]
+
+
+def _listed(directory: str) -> list[bytes] | None:
+    """The names in ``directory`` (None: it cannot be listed)."""
+    try:
+        return os.listdir(os.fsencode(directory))
+    except OSError:
+        return None
+
+
+def _digest(names: list[bytes]) -> str:
+    return hashlib.blake2b(b"\0".join(sorted(names)), digest_size=16).hexdigest()
+
+
+def directory_stamps(parents: list[str], listings: dict[str, set[str] | None],
+                     recent: int) -> dict[str, list[Any]] | None:
+    """Each directory's :func:`directory_stamp`; one changed since ``recent`` (its change time
+    may share a clock tick with a later change) also with a digest of its names, which
+    :func:`directories_hold` compares again until it has settled. None: a directory in
+    ``listings`` (the names, folded, seen in it while judging) holds other names now."""
+    from mastpipe.stages.retrieve.outlook import _folded
+
+    directories = {}
+    for directory in parents:
+        stamp = directory_stamp(directory)
+        if stamp[0] is not None and stamp[0] >= recent:
+            names = _listed(directory)
+            if names is None:
+                return None
+            if directory in listings and listings[directory] != {_folded(os.fsdecode(name)) for name in names}:
+                return None
+            stamp.append(_digest(names))
+        directories[directory] = stamp
+    return directories
+
+
+def directories_hold(directories: dict[str, list[Any]]) -> bool | None:
+    """Whether every directory is as :func:`directory_stamps` saw it (None: one is not); True
+    when some were kept with their names and all of those have now settled (no change from now
+    on can share a clock tick with their change time, which alone tells from then on)."""
+    now = time.time_ns()
+    digests, settled = False, True
+    for directory, (mtime, real, *digest) in directories.items():
+        if directory_stamp(directory) != [mtime, real]:
+            return None
+        if digest:
+            names = _listed(directory)
+            if names is None or _digest(names) != digest[0]:
+                return None
+            digests = True
+            settled = settled and mtime < now - RACY_NS
+    return digests and settled
+
+
+def by_directory(split: list[tuple[str, str, str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Files (their paths ``rpartition``-ed at the separator) as their directories, each file's
+    directory (an index into them) and its name (bytes), in the order given: :func:`sizes_hold`
+    stats each name relative to its directory, which spares the kernel a walk of the whole
+    path for every file."""
+    directories: dict[str, int] = {}
+    at = np.fromiter((directories.setdefault(parent, len(directories)) for parent, _, _ in split), dtype=np.int32,
+                     count=len(split))
+    names = np.array([os.fsencode(name) for _, _, name in split], dtype=bytes) if split else np.array([], dtype="S1")
+    return list(directories), at, names
+
+
+def sizes_hold(directories: list[str], at: np.ndarray, names: np.ndarray, sizes: np.ndarray, *,
+               threads_from: int = THREADS_FROM) -> bool:
+    """Whether each file (its directory ``directories[at[i]]``, its name ``names[i]``) has size
+    ``sizes[i]`` on disk: one stat per file, the truthful minimum (a file cut short in place
+    changes no directory), each relative to its directory opened once per run of files; on two
+    threads from ``threads_from`` files."""
+    if not len(names):
+        return True
+    starts = np.flatnonzero(np.append(True, at[1:] != at[:-1]))
+    runs = list(zip(starts.tolist(), np.append(starts[1:], len(at)).tolist(), at[starts].tolist()))
+    expected: list[int] = sizes.tolist()
+    stat = os.stat
+    if stat not in os.supports_dir_fd:  # Windows: whole paths
+        found: list[int] = [stat(os.path.join(os.fsencode(directories[where]), name)).st_size
+                            for start, end, where in runs for name in names[start:end].tolist()]
+        return found == expected
+    if len(names) < threads_from or len(runs) < 2:
+        return _runs_hold(directories, runs, names, expected, [True])
+    # os.stat lets go of the GIL: on two cores, a second thread statting every other run of files
+    # took 1M files from 2.7 s to 1.9-2.0 s when the other core was free (no slower when busy)
+    holds = [True]
+    threads = [threading.Thread(target=_runs_hold, args=(directories, runs[k::2], names, expected, holds))
+               for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return holds[0]
+
+
+def _runs_hold(directories: list[str], runs: list[tuple[int, int, int]], names: np.ndarray, expected: list[int],
+               holds: list[bool]) -> bool:
+    """:func:`sizes_hold` for ``runs`` (start, end, directory); ``holds[0]`` set False when a
+    file differs (and seen, so that the other thread stops too)."""
+    stat = os.stat
+    for start, end, where in runs:
+        if not holds[0]:
+            return False
+        try:
+            fd = os.open(directories[where], os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            holds[0] = False
+            return False
+        try:
+            if [stat(name, dir_fd=fd).st_size for name in names[start:end].tolist()] != expected[start:end]:
+                holds[0] = False
+        except OSError:  # a file gone, or its name no longer a file
+            holds[0] = False
+        finally:
+            os.close(fd)
+    return holds[0]
+
+
+def sizes_match(paths: list[str], sizes: list[int], *, threads_from: int = THREADS_FROM) -> list[bool]:
+    """For each of ``paths``, whether a file of that size is there: one stat each, on two threads
+    from ``threads_from`` files (as :func:`sizes_hold`, every one answered)."""
+    found = [False] * len(paths)
+
+    def part(first: int, step: int) -> None:
+        stat = os.stat
+        for i in range(first, len(paths), step):
+            try:
+                found[i] = stat(paths[i]).st_size == sizes[i]
+            except OSError:  # gone, or not reachable: not there
+                pass
+
+    step = 2 if len(paths) >= threads_from else 1
+    other = threading.Thread(target=part, args=(1, 2)) if step == 2 else None
+    if other is not None:
+        other.start()
+    part(0, step)
+    if other is not None:
+        other.join()
+    return found
