@@ -203,6 +203,9 @@ def _product_changes(before: Versions, after: Versions) -> dict[str, Any]:
             "dropped": _listed_sorted(before.uris, ~kept)}
 
 
+_STEP = 1 << 16  # dataURIs gathered at a time by _all_new
+
+
 def _all_new(table: Table) -> dict[str, Any]:
     """:func:`_product_changes` with no earlier products (a first run): every product is new.
 
@@ -210,15 +213,17 @@ def _all_new(table: Table) -> dict[str, Any]:
     column itself (``Versions.of``) copied every dataURI, 700 MB at ten million products, when
     the run's memory peaked.
     """
-    none: dict[str, Any] = {"count": 0, "items": [], "truncated": False}
+    def none() -> dict[str, Any]:
+        return {"count": 0, "items": [], "truncated": False}
+
     if "dataURI" not in table.colnames or not len(table):
-        return {"new": none, "changed": none, "dropped": dict(none)}
+        return {"new": none(), "changed": none(), "dropped": none()}
     uris = encoded_column(table["dataURI"])
     order = np.argsort(uris)
     first: list[bytes] = []
     count, previous = 0, None
-    for start in range(0, len(order), 1 << 16):
-        part = uris[order[start:start + (1 << 16)]]
+    for start in range(0, len(order), _STEP):
+        part = uris[order[start:start + _STEP]]
         distinct = np.ones(len(part), dtype=bool)
         distinct[1:] = part[1:] != part[:-1]
         if previous is not None:
@@ -228,7 +233,7 @@ def _all_new(table: Table) -> dict[str, Any]:
         if len(first) < MAX_LISTED:
             first.extend(part[distinct][:MAX_LISTED - len(first)].tolist())
     new = {"count": count, "items": decoded_column(np.array(first, dtype=uris.dtype)), "truncated": count > MAX_LISTED}
-    return {"new": new, "changed": dict(none), "dropped": dict(none)}
+    return {"new": new, "changed": none(), "dropped": none()}
 
 
 def changes(before: Snapshot, result: RunResult) -> dict[str, Any]:

@@ -43,9 +43,9 @@ def hash_values(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "O":
         values = np.ascontiguousarray(values.astype(str))
     n, width = len(values), values.dtype.itemsize
-    h = np.full(n, _OFFSET, dtype=np.uint64)
     if n == 0 or width == 0:
         return np.zeros(n, dtype=np.uint64)
+    h = np.full(n, _OFFSET, dtype=np.uint64)
     raw = values.view(np.uint8).reshape(n, width)
     words = -(-width // 8)
     padded = np.zeros((min(n, _CHUNK), words * 8), dtype=np.uint8) if width % 8 else None

@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from astropy.table import Table
 
-__all__ = ["all_distinct", "as_bytes", "RunColumn", "by_runs", "is_ascii", "masked", "run_starts", "safe_components", "unique_by_runs"]
+__all__ = ["RunColumn", "all_distinct", "as_bytes", "by_runs", "is_ascii", "masked", "run_starts", "safe_components", "unique_by_runs"]
 
 
 def masked(table: Table, name: str) -> np.ndarray:
@@ -58,7 +58,7 @@ def safe_components(values: np.ndarray) -> np.ndarray:
 
 def _safe_chunk(values: np.ndarray) -> np.ndarray:
     """safe_components of one chunk of values."""
-    codes = values.view(np.uint8).reshape(len(values), values.dtype.itemsize)
+    codes = _codes(values)
     if _only(values, _SAFE_BYTES):  # the usual column: no byte to look for, one C-level pass
         ok = (codes > 0x20).any(axis=1)  # not blank (nor empty): every byte is NUL, " " or ink
     else:
@@ -129,12 +129,17 @@ def run_starts(values: np.ndarray) -> np.ndarray | None:
     return starts if len(starts) <= len(values) // 8 else None
 
 
+def _per_row(per_run: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
+    """A value per run (runs starting at ``starts`` in ``n`` rows) as a value per row."""
+    return np.repeat(per_run, np.diff(np.append(starts, n)))
+
+
 def by_runs(values: np.ndarray, check: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """``check(values)`` (a value-by-value answer), asked only of each run's first value."""
     starts = run_starts(values)
     if starts is None:
         return check(values)
-    return np.repeat(check(values[starts]), np.diff(np.append(starts, len(values))))
+    return _per_row(check(values[starts]), starts, len(values))
 
 
 def unique_by_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +151,7 @@ def unique_by_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         unique, inverse = np.unique(values, return_inverse=True)
         return unique, inverse.ravel()
     unique, inverse = np.unique(values[starts], return_inverse=True)
-    return unique, np.repeat(inverse.ravel(), np.diff(np.append(starts, len(values))))
+    return unique, _per_row(inverse.ravel(), starts, len(values))
 
 
 class RunColumn:
@@ -170,7 +175,7 @@ class RunColumn:
     def equal(self, value: bytes) -> np.ndarray:
         """Where a row holds ``value``."""
         same = self.values == value
-        return same if self.starts is None else np.repeat(same, np.diff(np.append(self.starts, self.n)))
+        return same if self.starts is None else _per_row(same, self.starts, self.n)
 
     def distinct_where(self, where: np.ndarray) -> list[bytes]:
         """The distinct values of the rows where ``where`` is true, in order."""
