@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mastpipe.errors import StateError
-from mastpipe.stages.retrieve.ledger import DONE, FAILED, RUNNING, Ledger, LedgerRow
+from mastpipe.stages.retrieve.ledger import DONE, FAILED, RUNNING, Ledger, LedgerRow, signature, signed_key
 
 
 def test_lifecycle_and_attempt_totals(tmp_path: Path) -> None:
@@ -139,3 +139,18 @@ def test_rows_read_back_equal_constructed_rows(tmp_path: Path) -> None:
     assert (done.status, done.size, done.source, done.version) == ("done", 10, "mast", "2")
     assert done.mtime_ns == dest.stat().st_mtime_ns and done.inode == dest.stat().st_ino
     assert rows["mast:A/b.fits"].status == "failed" and "404" in (rows["mast:A/b.fits"].last_error or "")
+
+
+def test_signatures_are_written_as_signature_writes_them(tmp_path: Path) -> None:
+    """Ledger.signatures builds its text in SQL; status compares it with signature(): the two
+    spell a done file alike, with or without a version, and only done rows are signed."""
+    with Ledger(tmp_path / "state") as ledger:
+        ledger.mark_running("mast:a", tmp_path / "a", 10)
+        ledger.mark_done("mast:a", tmp_path / "a", 10, "ab" * 32, attempts=1, version="prvversion=1.2")
+        ledger.mark_running("mast:b", tmp_path / "b", 7)
+        ledger.mark_done("mast:b", tmp_path / "b", 7, "cd" * 32, attempts=1)
+        ledger.mark_running("mast:c", tmp_path / "c", 5)
+        signed, others = ledger.signatures()
+    assert signed == {signature("mast:a", str(tmp_path / "a"), 10, "prvversion=1.2"),
+                      signature("mast:b", str(tmp_path / "b"), 7, None)}
+    assert others == ["mast:c"] and {signed_key(text) for text in signed} == {"mast:a", "mast:b"}

@@ -199,19 +199,18 @@ def judge_tasks(outlook: RetrieveOutlook, transfer: Any, tasks: list[Any], rows:
 
 def _versions(plan: TablePlan, table: Table, which: list[int]) -> list[str | None]:
     """The version (:func:`~mastpipe.stages.retrieve.ledger.product_version`) of the files at ``which``."""
-    from mastpipe.stages.retrieve.ledger import VERSION_COLUMNS
+    from mastpipe.stages.retrieve.ledger import VERSION_COLUMNS, product_versions
 
     picked = plan.rows[np.asarray(which, dtype=np.int64)]
-    versions: list[str | None] = [None] * len(which)
+    columns: dict[str, list[Any]] = {}
     for name in VERSION_COLUMNS:
         if name in table.colnames:
             column = table[name]
             values = np.asarray(column)[picked]
             plain = (np.strings.decode(values, "utf-8") if values.dtype.kind == "S" else values).tolist()
             mask = np.asarray(getattr(column, "mask", np.zeros(len(column), bool)))[picked].tolist()
-            # product_version({name: v}) for each, spelled out: a call per file was 1 s at 1M
-            versions = [None if m or v is None or v == "" else f"{name}={v}" for v, m in zip(plain, mask)]
-    return versions
+            columns[name] = [None if m else v for v, m in zip(plain, mask)]
+    return product_versions(columns, len(which))
 
 
 def _signed_present(ledger: Any, plan: TablePlan, table: Table,
@@ -219,11 +218,13 @@ def _signed_present(ledger: Any, plan: TablePlan, table: Table,
     """The files plainly present (:func:`_plainly_done`), their key, path, size and version found
     among the ledger's done rows at once (:meth:`Ledger.signatures`; 1M :class:`LedgerRow` took
     5.7 s), one stat each; and the ledger rows of the other files."""
+    from mastpipe.stages.retrieve.ledger import signature, signed_key
     from mastpipe.stages.retrieve.stamps import sizes_match
 
     signed, others = ledger.signatures()
+    done = None  # the done rows' keys, taken from their signatures when needed (1M: ~0.3 s)
     if len(signed) < len(last) // 2:  # most files not done: sign only those the ledger has
-        done = {signature[:signature.index("\0")] for signature in signed}
+        done = {signed_key(text) for text in signed}
         which = sorted(i for key, i in last.items() if key in done)
     else:
         which = sorted(last.values())
@@ -231,13 +232,13 @@ def _signed_present(ledger: Any, plan: TablePlan, table: Table,
         which = [i for i in which if int(plan.rows[i]) not in plan.by_row]
     keys, dests, sizes = plan.keys, plan.dests, plan.sizes.tolist()
     signed_here = [i for i, version in zip(which, _versions(plan, table, which)) if sizes[i] >= 0
-                   and f"{keys[i]}\0{dests[i]}\0{sizes[i]}\0{version or ''}" in signed and "\0" not in keys[i]]
+                   and signature(keys[i], dests[i], sizes[i], version) in signed and "\0" not in keys[i]]
     there = sizes_match([dests[i] for i in signed_here], [sizes[i] for i in signed_here])
     present = [i for i, ok in zip(signed_here, there) if ok]
     plain = set(present)
     wanted = [key for key, i in last.items() if i not in plain]
     if wanted:
-        known = set(others) | {signature[:signature.index("\0")] for signature in signed}
+        known = (done if done is not None else {signed_key(text) for text in signed}).union(others)
         wanted = [key for key in wanted if key in known]
     return present, ledger.rows(wanted) if wanted else {}
 
