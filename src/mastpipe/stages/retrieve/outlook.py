@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mastpipe.atomic import atomic_write_bytes
+from mastpipe.stages.retrieve.stamps import folded
 
 from collections.abc import MutableMapping
 
@@ -275,12 +275,6 @@ def _plainly_done(plan: TablePlan, table: Table, judged: list[int],
     return done, rest
 
 
-def _folded(name: str) -> str:
-    """A file name as a case-insensitive, normalising filesystem (macOS, Windows) may match it:
-    a file listed under another case or form is still judged by its exact path."""
-    return name.lower() if name.isascii() else unicodedata.normalize("NFC", name).casefold()
-
-
 def _nothing_there(dests: list[str], last: dict[str, int], rows: dict[str, LedgerRow],
                    listings: dict[str, set[str] | None]) -> tuple[list[int], list[int]]:
     """Split the files (``last``: key -> its index) into those with no ledger row and nothing on
@@ -305,13 +299,13 @@ def _nothing_there(dests: list[str], last: dict[str, int], rows: dict[str, Ledge
         if directory not in listings:
             try:
                 with os.scandir(directory) as entries:
-                    listings[directory] = {_folded(entry.name) for entry in entries}
+                    listings[directory] = {folded(entry.name) for entry in entries}
             except (FileNotFoundError, NotADirectoryError):
                 listings[directory] = set()
             except OSError:
                 listings[directory] = None  # unreadable: let the one-by-one path find out
         names = listings[directory]
-        if names is not None and _folded(name) not in names and _folded(f".{name}.part") not in names:
+        if names is not None and folded(name) not in names and folded(f".{name}.part") not in names:
             absent.append(i)
         else:
             judged.append(i)

@@ -9,18 +9,25 @@ import hashlib
 import os
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RACY_NS", "by_directory", "directories_hold", "directory_stamp", "directory_stamps", "sizes_hold",
+__all__ = ["RACY_NS", "by_directory", "folded", "directories_hold", "directory_stamp", "directory_stamps", "sizes_hold",
            "sizes_match"]
 
 #: Changes this close (ns) before the outlook was judged may share a clock tick with it.
 RACY_NS = 2_000_000_000
 #: Present files from which :func:`sizes_hold` stats on two threads.
 THREADS_FROM = 100_000
+
+
+def folded(name: str) -> str:
+    """A file name as a case-insensitive, normalising filesystem (macOS, Windows) may match it:
+    a file listed under another case or form is still judged by its exact path."""
+    return name.lower() if name.isascii() else unicodedata.normalize("NFC", name).casefold()
 
 
 def directory_stamp(path: str) -> list[Any]:
@@ -51,8 +58,6 @@ def directory_stamps(parents: list[str], listings: dict[str, set[str] | None],
     may share a clock tick with a later change) also with a digest of its names, which
     :func:`directories_hold` compares again until it has settled. None: a directory in
     ``listings`` (the names, folded, seen in it while judging) holds other names now."""
-    from mastpipe.stages.retrieve.outlook import _folded
-
     directories = {}
     for directory in parents:
         stamp = directory_stamp(directory)
@@ -60,7 +65,7 @@ def directory_stamps(parents: list[str], listings: dict[str, set[str] | None],
             names = _listed(directory)
             if names is None:
                 return None
-            if directory in listings and listings[directory] != {_folded(os.fsdecode(name)) for name in names}:
+            if directory in listings and listings[directory] != {folded(os.fsdecode(name)) for name in names}:
                 return None
             stamp.append(_digest(names))
         directories[directory] = stamp
