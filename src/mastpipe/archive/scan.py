@@ -125,7 +125,11 @@ def scan_answer(body: bytes) -> tuple[dict[str, Any], PageColumns] | None:
     fields = [(f["name"], f["type"]) for f in envelope["fields"]]
     if [name.encode() for name, _ in fields] != [key for key, *_ in layout]:
         return None
-    rows = k_data + 1 + per_row * np.arange(n_rows)  # each row's first string
+    # string j of row i is string k_data + 1 + i * per_row + j: the rows' quotes as (row, j)
+    # views, so that a field's positions are a column of them, not gathered
+    first, span = k_data + 1, per_row * n_rows
+    row_opens = opens[first:first + span].reshape(n_rows, per_row)
+    row_closes = closes[first:first + span].reshape(n_rows, per_row)
     from astroquery.mast import utils
 
     columns: PageColumns = {}
@@ -133,20 +137,21 @@ def scan_answer(body: bytes) -> tuple[dict[str, Any], PageColumns] | None:
     # row's: a row laid out otherwise (a null where the first row has a string) cannot pass.
     # What the gaps hold is left to the conversions below, which refuse anything but values.
     for (name, dbtype), (key, offset, quoted, prefix, separator) in zip(fields, layout):
-        k_key = rows + offset
-        if not _all_equal(b, opens[k_key], closes[k_key], key):
+        if not _all_equal(b, row_opens[:, offset], row_closes[:, offset], key):
             return None
         last_field = separator is row_end
         if quoted:
-            k_value = k_key + 1
-            if not (opens[k_value] - closes[k_key] == len(prefix) + 2).all():
+            if not (row_opens[:, offset + 1] - row_closes[:, offset] == len(prefix) + 2).all():
                 return None
-            if not last_field and not (opens[k_value + 1] - closes[k_value] == len(separator) + 2).all():
+            if not last_field and not (row_opens[:, offset + 2] - row_closes[:, offset + 1]
+                                       == len(separator) + 2).all():
                 return None
-            starts, ends = opens[k_value], closes[k_value]
+            starts, ends = row_opens[:, offset + 1], row_closes[:, offset + 1]
         else:
-            starts = closes[k_key] + 1 + len(prefix)
-            ends = opens[np.minimum(k_key + 1, n_strings - 1)] - 1 - len(separator)
+            starts = row_closes[:, offset] + 1 + len(prefix)
+            # the value's gap ends where the next string opens: in this row, or the next row's first
+            after = row_opens[:, offset + 1] if offset + 1 < per_row else np.append(row_opens[1:, 0], 0)
+            ends = after - 1 - len(separator)
             if last_field:  # the last row's gap ends with the rest of the answer
                 ends[-1] = close_at
         if name == "_selected_" or name in columns:
