@@ -125,11 +125,12 @@ def scan_answer(body: bytes) -> tuple[dict[str, Any], PageColumns] | None:
     fields = [(f["name"], f["type"]) for f in envelope["fields"]]
     if [name.encode() for name, _ in fields] != [key for key, *_ in layout]:
         return None
-    # string j of row i is string k_data + 1 + i * per_row + j: the rows' quotes as (row, j)
-    # views, so that a field's positions are a column of them, not gathered
+    # string j of row i is string k_data + 1 + i * per_row + j: the rows' quotes rearranged once
+    # as (j, row), so that each field's positions are one contiguous array, neither gathered
+    # nor read a row's stride apart
     first, span = k_data + 1, per_row * n_rows
-    row_opens = opens[first:first + span].reshape(n_rows, per_row)
-    row_closes = closes[first:first + span].reshape(n_rows, per_row)
+    row_opens = np.ascontiguousarray(opens[first:first + span].reshape(n_rows, per_row).T)
+    row_closes = np.ascontiguousarray(closes[first:first + span].reshape(n_rows, per_row).T)
     from astroquery.mast import utils
 
     columns: PageColumns = {}
@@ -137,20 +138,20 @@ def scan_answer(body: bytes) -> tuple[dict[str, Any], PageColumns] | None:
     # row's: a row laid out otherwise (a null where the first row has a string) cannot pass.
     # What the gaps hold is left to the conversions below, which refuse anything but values.
     for (name, dbtype), (key, offset, quoted, prefix, separator) in zip(fields, layout):
-        if not _all_equal(b, row_opens[:, offset], row_closes[:, offset], key):
+        if not _all_equal(b, row_opens[offset], row_closes[offset], key):
             return None
         last_field = separator is row_end
         if quoted:
-            if not (row_opens[:, offset + 1] - row_closes[:, offset] == len(prefix) + 2).all():
+            if not (row_opens[offset + 1] - row_closes[offset] == len(prefix) + 2).all():
                 return None
-            if not last_field and not (row_opens[:, offset + 2] - row_closes[:, offset + 1]
+            if not last_field and not (row_opens[offset + 2] - row_closes[offset + 1]
                                        == len(separator) + 2).all():
                 return None
-            starts, ends = row_opens[:, offset + 1], row_closes[:, offset + 1]
+            starts, ends = row_opens[offset + 1], row_closes[offset + 1]
         else:
-            starts = row_closes[:, offset] + 1 + len(prefix)
+            starts = row_closes[offset] + 1 + len(prefix)
             # the value's gap ends where the next string opens: in this row, or the next row's first
-            after = row_opens[:, offset + 1] if offset + 1 < per_row else np.append(row_opens[1:, 0], 0)
+            after = row_opens[offset + 1] if offset + 1 < per_row else np.append(row_opens[0, 1:], 0)
             ends = after - 1 - len(separator)
             if last_field:  # the last row's gap ends with the rest of the answer
                 ends[-1] = close_at
