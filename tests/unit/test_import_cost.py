@@ -73,3 +73,29 @@ def test_validate_of_a_bad_recipe_imports_nothing_heavy(tmp_path: Path) -> None:
 
 def test_schema_imports_nothing_heavy() -> None:
     assert probe("schema") == {"code": 0, "heavy": []}
+
+
+@pytest.mark.parametrize("preset", [None, "4"], ids=["default", "user-set"])
+def test_the_command_line_keeps_openblas_to_one_thread(preset: str | None) -> None:
+    """numpy's OpenBLAS starts a spinning thread per core when numpy loads (~0.1 s of CPU a
+    process, on the cores parsing and downloads need); no command does linear algebra. The
+    setting only works if numpy is not loaded before the command runs; a user's own wins."""
+    import os
+
+    code = textwrap.dedent("""
+        import os, sys
+        from mastpipe.cli import main
+        before = "numpy" in sys.modules
+        try:
+            main(["validate", "pipelines/jwst-1073-nircam-uncal.yaml"], prog_name="mastpipe")
+        except SystemExit:
+            pass
+        print("PROBE", before, os.environ.get("OPENBLAS_NUM_THREADS"), file=sys.stderr)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                            timeout=120)
+    line = [line for line in result.stderr.splitlines() if line.startswith("PROBE")]
+    assert line == [f"PROBE False {preset or '1'}"], result.stderr
