@@ -65,7 +65,8 @@ def test_empty_tables_and_long_lists() -> None:
 @pytest.mark.parametrize("seed", range(4))
 def test_a_first_run_lists_every_product_as_new(seed: int) -> None:
     """A first run's changes (no earlier products) are computed without sorting the column
-    whole; they agree with the plain definition, across the 65,536-row steps it takes."""
+    whole; they agree with the plain definition, with repeated dataURIs and more than
+    MAX_LISTED of them."""
     rng = np.random.default_rng(seed)
     table = _table(rng, 70_000 if seed == 0 else 300, with_version=bool(seed % 2), as_str=seed >= 2)
     none = {"count": 0, "items": [], "truncated": False}

@@ -153,3 +153,23 @@ def test_no_repeats_gives_the_same_rows_and_leaves_the_input_alone():
     assert "n_shared" not in table.colnames and "shared_by" not in table.colnames
     assert _text(result["productFilename"]) == ["a.fits", "b.fits"] and list(result["n_shared"]) == [1, 1]
     assert _text(result["shared_by"]) == ["1", "2"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.sampled_from(["", "a", "ab", "mast:JWST/product/x_cal.fits", "\u00e9"]), max_size=40),
+       collide=st.booleans())
+def test_first_rows_are_each_distinct_values_first_appearance(values, collide):
+    """first_rows (what a first run's report counts new dataURIs with) agrees with numpy's
+    unique, also when every value's hash collides."""
+    import mastpipe.stages.unique as unique_module
+    from mastpipe.stages.unique import first_rows
+
+    array = np.array([v.encode() for v in values], dtype="S40")
+    original = unique_module.hash_values
+    if collide:
+        unique_module.hash_values = lambda values: np.zeros(len(values), dtype=np.uint64)
+    try:
+        rows = first_rows(array)
+    finally:
+        unique_module.hash_values = original
+    assert rows.tolist() == sorted(np.unique(array, return_index=True)[1].tolist())

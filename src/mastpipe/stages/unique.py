@@ -23,7 +23,7 @@ from mastpipe.state import decoded
 if TYPE_CHECKING:
     from astropy.table import Table
 
-__all__ = ["hash_values", "unique_products"]
+__all__ = ["first_rows", "hash_values", "unique_products"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,13 @@ def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             starts = np.flatnonzero(first)
             group = np.cumsum(first) - 1
     return order, starts, group
+
+
+def first_rows(values: np.ndarray) -> np.ndarray:
+    """The row of each distinct value's first appearance, in row order: equal values found by
+    their hashes (one integer sort), each group checked byte for byte."""
+    order, starts, _ = _groups(np.asarray(values))
+    return np.sort(order[starts])
 
 
 def unique_products(products: Table, key: str) -> tuple[Table, list[str]]:
