@@ -95,11 +95,12 @@ FRESH_MASTPIPE = """\
 import json, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
-from mastpipe.state import Checkpoints, read_table
+from mastpipe.state import Checkpoints, write_table
 from mastpipe.recipe.models import Filter
 from mastpipe.stages.unique import unique_rows
 from mastpipe.stages.filter import keep_mask
-products = read_table(Path(sys.argv[1]) / "products.fits")
+given = Checkpoints(Path(sys.argv[1]))
+products = given.load("products", given.sidecar("products"))
 loaded = time.perf_counter() - t0
 rules = Filter(contains=["_cal.fits"], guide_stars="omit")
 t0 = time.perf_counter()
@@ -110,10 +111,17 @@ kept = uniq.copy(copy_data=False) if mask.all() else uniq[mask]
 t2 = time.perf_counter()
 out = {"load": loaded, "unique": t1 - t0, "filter": t2 - t1, "rows": len(products), "unique_rows": len(uniq),
        "kept": len(kept)}
-# checkpoints: products whole, unique and filter as rows of it, written then read back
+# checkpoints: products as the stage leaves it (its batches, 25,000 rows each here, then the
+# sidecar listing them), unique and filter as rows of it; written, then read back
 import numpy as np
 cp = Checkpoints(Path(sys.argv[2]))
-t0 = time.perf_counter(); stored = cp.save("products", products, "fp", 0.0); t1 = time.perf_counter()
+t0 = time.perf_counter()
+parts = []
+for start in range(0, len(products), 25_000):
+    parts.append(cp.state.parts_for("fp") / f"{start}.fits")
+    parts[-1].parent.mkdir(parents=True, exist_ok=True)
+    write_table(parts[-1], products[start:start + 25_000])
+stored = cp.save_parts("products", products, parts, "fp", 0.0); t1 = time.perf_counter()
 digest = cp.sidecar("products").digest
 cp.save_rows("unique", uniq, "products", stored, digest, urows, "fp-u", 0.0); t2 = time.perf_counter()
 cp.save_rows("filter", kept, "products", stored, digest, urows[np.flatnonzero(mask)], "fp-f", 0.0)
@@ -132,7 +140,9 @@ import numpy as np
 from pathlib import Path
 from astropy.table import MaskedColumn, Table, unique, vstack
 {product_filter}
-stored = Table.read(Path(sys.argv[1]) / "products.fits", format="fits", character_as_bytes=True)
+from mastpipe.state import Checkpoints  # the products stage's output, untimed
+given = Checkpoints(Path(sys.argv[1]))
+stored = given.load("products", given.sidecar("products"))
 # the same rows as astroquery gives them: str columns, masked, one table per observation
 table = Table(masked=True)
 for name in stored.colnames:

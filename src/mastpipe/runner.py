@@ -26,10 +26,10 @@ from mastpipe.stages.retrieve.outlook import RetrieveOutlook
 from mastpipe.stages.retrieve.settings import DownloadSettings
 
 if TYPE_CHECKING:
-    import numpy as np
     from astropy.table import Table
 
     from mastpipe.archive import Archive
+    from mastpipe.stages.steps import Computed
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +188,9 @@ class Pipeline:
         if problems:
             raise RecipeError(problems)
 
-    def _compute(self, stage: str, table: Table | None, fp: str) -> tuple[Table, np.ndarray | None]:
-        """The stage's table, and for unique and filter which rows of their input it keeps."""
+    def _compute(self, stage: str, table: Table | None, fp: str) -> Computed:
+        """The stage's table; for unique and filter which rows of their input it keeps; for
+        products the batch files it is."""
         from mastpipe.stages.steps import compute
 
         return compute(stage, table, self.recipe, archive=lambda: self.archive, names=lambda: self.names,
@@ -200,10 +201,14 @@ class Pipeline:
         sidecar = self.checkpoints.sidecar("products")
         return (tables["products"], sidecar.digest) if "products" in tables and sidecar is not None else None
 
-    def _save(self, stage: str, table: Table, rows: np.ndarray | None, tables: dict[str, Table],
+    def _save(self, stage: str, computed: Computed, tables: dict[str, Table],
               fp: str, started: float, reasons: tuple[str, ...]) -> Table:
-        """Checkpoint a stage's table: unique's and filter's as rows of the products table (when
-        every row is known to be one), the others whole."""
+        """Checkpoint a stage's table: products' as the batch files its stage wrote, unique's
+        and filter's as rows of the products table (when every row is known to be one), the
+        others whole."""
+        table, rows = computed.table, computed.rows
+        if computed.parts is not None:
+            return self.checkpoints.save_parts(stage, table, computed.parts, fp, started, reasons)
         base = tables.get("products")
         if rows is not None and base is not None and stage in ("unique", "filter"):
             upstream = "unique" if stage == "filter" else None
@@ -263,7 +268,8 @@ class Pipeline:
                 started = time.time()
                 sidecar = self.checkpoints.sidecar(stage)
                 fp = fingerprint(stage, staleness.section(stage), digest)
-                reasons = staleness.reasons(stage, sidecar, fp, staleness.forced(stage, from_stage, sidecar))
+                forced = staleness.forced(stage, from_stage, sidecar)
+                reasons = staleness.reasons(stage, sidecar, fp, forced)
                 loaded = self.checkpoints.load(stage, sidecar, self._base(tables)) \
                     if sidecar is not None and not reasons else None
                 if sidecar is not None and not reasons and loaded is None:
@@ -280,18 +286,20 @@ class Pipeline:
                     log.info("%s: running (%s)", stage, "; ".join(reasons))
                     if stage in remember and sidecar is not None and stage not in previous:  # before it is replaced
                         previous[stage] = self.checkpoints.load(stage, sidecar, self._base(tables))
-                    if stage == "products" and "--refresh" in reasons:
+                    if stage == "products" and forced:
+                        # asked for afresh (--refresh, --from), not taken from the batches the
+                        # checkpoint is; a stage cut short, or a damaged batch, resumes from them
+                        self.checkpoints.invalidate(stage)
                         self.state.clear_parts()
-                    computed, rows = self._compute(stage, table, fp)
-                    reports.append(StageReport(stage, "computed", reasons, rows_in, len(computed), time.time() - started))
+                    computed = self._compute(stage, table, fp)
+                    reports.append(StageReport(stage, "computed", reasons, rows_in, len(computed.table),
+                                               time.time() - started))
                     # Checked before the checkpoint is written: a result that breaks the recipe's
                     # expect (a typo matching nothing) does not replace the last good one.
-                    tables[stage] = computed
-                    self._expect(stage, computed, tables, reports, previous, checks, saved=False)
-                    table = self._save(stage, computed, rows, tables, fp, started, tuple(reasons))
+                    tables[stage] = computed.table
+                    self._expect(stage, computed.table, tables, reports, previous, checks, saved=False)
+                    table = self._save(stage, computed, tables, fp, started, tuple(reasons))
                     digest = self.checkpoints.sidecar(stage).digest  # type: ignore[union-attr]
-                    if stage == "products":
-                        self.state.clear_parts()
                     reports[-1].seconds = time.time() - started
                     log.info("%s: %d rows in %.1f s", stage, len(table), time.time() - started, extra=_event(reports[-1]))
                     tables[stage] = table
@@ -428,4 +436,8 @@ def _filter_checkpoint(checkpoints: Checkpoints) -> tuple[str, list[Path]] | Non
     sidecar = checkpoints.sidecar("filter")
     if sidecar is None:
         return None
-    return sidecar.digest, [checkpoints.table_path(stage) for stage in ("filter", sidecar.base) if stage]
+    files = checkpoints.files("filter", sidecar)
+    base = checkpoints.sidecar(sidecar.base) if sidecar.base else None
+    if sidecar.base:
+        files += checkpoints.files(sidecar.base, base) if base is not None else [checkpoints.table_path(sidecar.base)]
+    return sidecar.digest, files

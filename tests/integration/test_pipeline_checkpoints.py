@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -225,13 +226,15 @@ def _damage(path: Path, how: str) -> None:
 
 @pytest.mark.parametrize("target,how", [
     ("query.fits", "truncate"), ("query.fits", "garbage"),
-    ("products.fits", "truncate"), ("products.fits", "empty"),
+    ("products.parts", "truncate"), ("products.parts", "empty"),
     ("unique.fits", "garbage"), ("filter.fits", "truncate"),
     ("query.json", "garbage"), ("products.json", "truncate"), ("filter.json", "empty"),
 ])
 def test_damaged_checkpoint_is_named_and_recomputed(sandbox, first_run, tmp_path, caplog, target, how):
     pipeline, first = first_run
     path = tmp_path / "state" / target
+    if target == "products.parts":  # the products checkpoint is the batch files its stage wrote
+        path = tmp_path / "state" / json.loads((tmp_path / "state" / "products.json").read_text())["parts"][0]
     _damage(path, how)
     stage = target.split(".")[0]
     with caplog.at_level(logging.WARNING):
@@ -249,6 +252,36 @@ def test_damaged_checkpoint_is_named_and_recomputed(sandbox, first_run, tmp_path
     with caplog.at_level(logging.WARNING):
         assert _actions(pipeline().run(until="filter")) == dict.fromkeys(STAGES, "reused")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_the_products_checkpoint_is_its_batches_and_a_damaged_one_costs_one_request(sandbox, first_run, tmp_path):
+    """The products table is not written a second time: its checkpoint lists the batch files its
+    stage wrote (FITS, each readable by astropy), and they stacked are its table. A damaged batch
+    is fetched again alone; the stages after it are reused."""
+    from astropy.table import Table, vstack
+
+    pipeline, first = first_run
+    state = tmp_path / "state"
+    sidecar = json.loads((state / "products.json").read_text())
+    assert not (state / "products.fits").exists() and len(sidecar["parts"]) > 1
+    parts = [Table.read(state / part, format="fits", character_as_bytes=True) for part in sidecar["parts"]]
+    assert _names(vstack([p for p in parts if len(p)])) == _names(first.tables["products"])
+    assert sum(len(p) for p in parts) == sidecar["rows"] == len(first.tables["products"])
+    _damage(state / sidecar["parts"][-1], "garbage")
+    again = pipeline().run(until="filter")
+    assert _actions(again) == {"query": "reused", "products": "computed", "unique": "reused", "filter": "reused"}
+    assert len([r for r in _invokes(sandbox) if r.endpoint == "products"]) == 1
+    assert _names(again.tables["filter"]) == _names(first.tables["filter"])
+
+
+def test_from_products_asks_mast_again_for_every_batch(sandbox, first_run, tmp_path):
+    """``--from products`` recomputes the stage from MAST, not from the batches its checkpoint is."""
+    pipeline, first = first_run
+    again = pipeline().run(until="filter", from_stage="products")
+    assert _actions(again) == {"query": "reused", "products": "computed", "unique": "computed", "filter": "computed"}
+    parts = json.loads((tmp_path / "state" / "products.json").read_text())["parts"]
+    assert len([r for r in _invokes(sandbox) if r.endpoint == "products"]) == len(parts)
+    assert _names(again.tables["filter"]) == _names(first.tables["filter"])
 
 
 def test_refresh_asks_mast_again_and_sees_new_products(sandbox, first_run):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -171,7 +172,10 @@ def test_kill_9_during_products_then_rerun_asks_only_for_the_rest(sandbox_factor
     asked = [o for r in sb.log.records() if r.endpoint == "products" for o in r.obsids]
     assert sorted(asked) == sorted(set(obsids) - done)  # each missing batch once, none done before
     assert not [r for r in sb.log.records() if r.endpoint == "query"]
-    assert not parts.exists()  # cleared once the stage's checkpoint is written
+    # the batches are the stage's checkpoint: the resumed ones and the new ones, in batch order
+    listed = json.loads((state / "products.json").read_text())["parts"]
+    assert sorted(listed) == sorted(path.relative_to(state).as_posix() for path in parts.glob("*/*.fits"))
+    assert {batch_id((o,)) for o in obsids} == {Path(part).stem for part in listed}
 
     sb.faults = Faults.parse("")
     sb.log.clear()

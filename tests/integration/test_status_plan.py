@@ -262,6 +262,7 @@ def test_plan_remembers_its_answer_only_while_checkpoints_and_recipe_are_unchang
     judges afresh without reading a table (plan.json reused, tables read only when asked for);
     a checkpoint rewritten behind
     mastpipe's back or a changed recipe makes plan judge afresh."""
+    import json
     import os
 
     import mastpipe
@@ -283,7 +284,8 @@ def test_plan_remembers_its_answer_only_while_checkpoints_and_recipe_are_unchang
                                                                           for s in first.stages]
     assert first.files > 0 and len(again.tables["filter"]) == first.files
     # a checkpoint touched (as if rewritten): the remembered answer is not trusted
-    products = tmp_path / "state" / "products.fits"
+    state = tmp_path / "state"
+    products = state / json.loads((state / "products.json").read_text())["parts"][0]  # a batch of products
     os.utime(products, ns=(products.stat().st_atime_ns, products.stat().st_mtime_ns + 1_000_000_000))
     touched = mastpipe.plan(_recipe(tmp_path, text), mast_url=sandbox.url, state_dir=tmp_path / "state")
     assert remembered.stat().st_ino != written

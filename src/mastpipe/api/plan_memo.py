@@ -74,10 +74,10 @@ def plan_key(pipeline: Pipeline) -> dict[str, Any] | None:
         if sidecar is None:
             return None
         try:
-            st = os.stat(pipeline.checkpoints.table_path(stage))
+            stats = [os.stat(path) for path in pipeline.checkpoints.files(stage, sidecar)]
         except OSError:
             return None
-        checkpoints[stage] = [sidecar.digest, sidecar.rows, st.st_size, st.st_mtime_ns, st.st_ino]
+        checkpoints[stage] = [sidecar.digest, sidecar.rows] + [[st.st_size, st.st_mtime_ns, st.st_ino] for st in stats]
     return {"version": mastpipe.__version__, "mast_url": pipeline.mast_url, "server": pipeline.server_id,
             "recipe": pipeline.recipe.model_dump(mode="json"), "checkpoints": checkpoints}
 

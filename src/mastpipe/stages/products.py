@@ -37,6 +37,10 @@ def batches(obsids: list[str] | np.ndarray, size: int) -> list[tuple[str, ...]]:
     return [tuple(unique[i:i + size]) for i in range(0, len(unique), size)]
 
 
+def _obsids(observations: Table) -> np.ndarray | list[str]:
+    return np.asarray(observations["obsid"]) if len(observations) else []
+
+
 def batch_id(batch: tuple[str, ...]) -> str:
     return hashlib.sha256(",".join(batch).encode()).hexdigest()[:20]
 
@@ -65,6 +69,11 @@ class BatchStore:
     def save(self, batch: tuple[str, ...], table: Table) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._write(self.path(batch), table)
+
+    def files(self, observations: Table, batch_size: int) -> list[Path]:
+        """The file of every batch of ``observations``, in the order :func:`run` stacks them:
+        once it has returned, its table is these files' tables stacked (empty ones left out)."""
+        return [self.path(batch) for batch in batches(_obsids(observations), batch_size)]
 
 
 #: MAST silently cuts a result at this many rows; a product list this long may be cut.
@@ -117,7 +126,7 @@ def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, 
 
     from mastpipe.state import stacked
 
-    todo = batches(np.asarray(observations["obsid"]) if len(observations) else [], batch_size)
+    todo = batches(_obsids(observations), batch_size)
     done: dict[tuple[str, ...], Table] = {}
     missing = []
     for batch in todo:

@@ -9,7 +9,7 @@ as a whole or of the state directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,13 +19,24 @@ if TYPE_CHECKING:
     from mastpipe.recipe.models import Recipe
     from mastpipe.stages.query import NameCache
 
-__all__ = ["compute"]
+__all__ = ["Computed", "compute"]
+
+
+class Computed(NamedTuple):
+    """A table stage's result."""
+
+    table: Table
+    #: unique and filter: which rows of their input they keep (what their checkpoints store)
+    rows: np.ndarray | None = None
+    #: products: the batch files it wrote, whose tables stacked in this order are ``table``
+    #: (what its checkpoint is)
+    parts: list[Path] | None = None
 
 
 def compute(stage: str, table: Table | None, recipe: Recipe, *, archive: Callable[[], Archive],
             names: Callable[[], NameCache], parts: Callable[[], Path],
-            check_columns: Callable[[], None]) -> tuple[Table, np.ndarray | None]:
-    """One table stage's result, and for unique and filter which rows of their input it keeps.
+            check_columns: Callable[[], None]) -> Computed:
+    """One table stage's result (see :class:`Computed`).
 
     Parameters
     ----------
@@ -50,22 +61,22 @@ def compute(stage: str, table: Table | None, recipe: Recipe, *, archive: Callabl
     if stage == "query":
         if r.mission is not None:
             check_columns()
-        return query.run(r.query, archive(), names=names(), cap=r.mast.row_cap,
-                         in_flight=r.mast.max_in_flight), None
+        return Computed(query.run(r.query, archive(), names=names(), cap=r.mast.row_cap,
+                                  in_flight=r.mast.max_in_flight))
     assert table is not None
     if stage == "products":
         from mastpipe.state import read_table, write_table
 
         store = products.BatchStore(parts(), write_table, read_table)
         in_flight = r.products.in_flight or r.mast.max_in_flight
-        return products.run(table, archive(), r.products.batch_size, in_flight, store,
-                            mission=r.mission), None
+        listed = products.run(table, archive(), r.products.batch_size, in_flight, store, mission=r.mission)
+        return Computed(listed, parts=store.files(table, r.products.batch_size))
     if stage == "unique":
         if not len(table):
-            return table, np.zeros(0, dtype=np.intp)
+            return Computed(table, np.zeros(0, dtype=np.intp))
         result, _, rows = unique.unique_rows(table, r.unique.key)
-        return result, rows
+        return Computed(result, rows)
     if stage == "filter":
         mask = filter_stage.keep_mask(table, r.filter)
-        return (table.copy(copy_data=False) if mask.all() else table[mask]), np.flatnonzero(mask)
+        return Computed(table.copy(copy_data=False) if mask.all() else table[mask], np.flatnonzero(mask))
     raise AssertionError(stage)

@@ -6,11 +6,13 @@ name below is chosen by :class:`StateDir` and nowhere else)::
     lock                         held (flock) by the running process; names its pid and host
     sections.json                the recipe sections each stage last ran with (and their servers)
     query.fits    query.json     each table stage's checkpoint and its sidecar, for the stages
-    products.fits products.json  query, products, unique and filter
-    unique.fits   unique.json    unique's and filter's as rows of products.fits (a ``_row`` column
-    filter.fits   filter.json    and the columns the stage adds; see Checkpoints.save_rows)
-    products.parts/<fp>/         product-list batches finished so far (resume mid-stage), under
-                                 the first 16 digits of the products stage's fingerprint
+                  products.json  query, products, unique and filter; products' table is its parts
+    unique.fits   unique.json    unique's and filter's as rows of products' table (a ``_row``
+    filter.fits   filter.json    column and the columns the stage adds; see Checkpoints.save_rows)
+    products.parts/<fp>/         the product-list batches as they arrived, under the first 16
+                                 digits of the products stage's fingerprint: finished ones let a
+                                 killed run resume; once all are, they are the checkpoint
+                                 (products.json lists them; Checkpoints.save_parts)
     ledger.sqlite                the retrieve stage's file ledger (with SQLite's -wal/-shm;
                                  ledger.sqlite.corrupt-<time> when one was set aside)
     outlook.json                 the files' outlook ``status`` remembers (manifest, curl modes)
@@ -26,9 +28,10 @@ A checkpoint is written to a temporary file beside its target, fsynced and renam
 and sidecar last: a sidecar therefore always describes a complete table, and a crash leaves at
 worst a stray temporary that the next run sweeps. Tables are FITS binary tables (dtypes kept,
 read back by astropy); text columns are stored as bytes, which is what makes a checkpoint of a
-million product rows fast to write and read. The stages after products keep rows of its table
-and add a few columns, so their checkpoints hold only those: :meth:`Checkpoints.load` is the one
-function that turns one back into its table.
+million product rows fast to write and read. The products table is not written a second time:
+its checkpoint is the batches written as they arrived. The stages after products keep rows of its
+table and add a few columns, so their checkpoints hold only those. :meth:`Checkpoints.load` is the
+one function that turns either back into its table.
 
 The package: :mod:`~mastpipe.state.layout` (:class:`StateDir`), :mod:`~mastpipe.state.tables`
 (tables as FITS, digests, fingerprints), :mod:`~mastpipe.state.checkpoints` (:class:`Checkpoints`,

@@ -1,5 +1,6 @@
-"""Stage checkpoints: a table and its sidecar, written table first and sidecar last; the stages
-after products keep only which of its rows and the columns they add (rows checkpoints)."""
+"""Stage checkpoints: a table and its sidecar, written table first and sidecar last; the products
+table is the batches its stage wrote as they arrived (parts checkpoints); the stages after
+products keep only which of its rows and the columns they add (rows checkpoints)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ class Sidecar:
     #: that stage, and the digest its table had.
     base: str | None = None
     base_digest: str | None = None
+    #: For a checkpoint kept as the files its stage wrote (see :meth:`Checkpoints.save_parts`):
+    #: those files, relative to the state directory, in the table's order.
+    parts: tuple[str, ...] | None = None
 
 
 #: The column of a rows checkpoint naming, for each of its rows, the row of the base table.
@@ -78,12 +82,14 @@ def take_rows(base: Table, rows: np.ndarray, added: Table) -> Table:
 class Checkpoints:
     """Stage checkpoints in a state directory.
 
-    A stage's checkpoint is either a whole table (``<stage>.fits``), or, for the stages that
-    keep some rows of the products table and add columns (``unique``, ``filter``), only which
-    rows and the added columns (:meth:`save_rows`): for a million product rows that is ~10 MB
-    written instead of ~250 MB at each stage. Both are FITS tables astropy reads; the one
-    function that turns a rows checkpoint back into its table is :meth:`load` (with the base
-    stage's table), i.e. :func:`take_rows` on the ``_row`` column.
+    A stage's checkpoint is a whole table (``<stage>.fits``); or, for products, the batch files
+    its stage wrote as the product lists arrived (:meth:`save_parts`), so that its table, ~250 MB
+    for a million rows, is not written a second time; or, for the stages that keep some rows of
+    the products table and add columns (``unique``, ``filter``), only which rows and the added
+    columns (:meth:`save_rows`): ~10 MB instead of ~250 MB at each stage. All are FITS tables
+    astropy reads; the one function that turns a parts or rows checkpoint back into its table is
+    :meth:`load`: the parts stacked (:func:`~mastpipe.state.tables.stacked`), or
+    :func:`take_rows` of the base stage's table on the ``_row`` column.
     """
 
     def __init__(self, directory: Path | StateDir) -> None:
@@ -91,15 +97,21 @@ class Checkpoints:
         self.directory = self.state.path
         #: stage -> rows of its base table, for the rows checkpoints loaded or saved here
         self.rows: dict[str, np.ndarray] = {}
-        # whole tables read here, by stage: (digest, file stamp, table), so that a base read for
-        # one rows checkpoint is not read again for the next
-        self._loaded: dict[str, tuple[str, tuple[int, int, int], Table]] = {}
+        # whole tables read here, by stage: (digest, its files' stamps, table), so that a base
+        # read for one rows checkpoint is not read again for the next
+        self._loaded: dict[str, tuple[str, list[tuple[int, int, int]], Table]] = {}
 
     def table_path(self, stage: str) -> Path:
         return self.state.table(stage)
 
     def sidecar_path(self, stage: str) -> Path:
         return self.state.sidecar(stage)
+
+    def files(self, stage: str, sidecar: Sidecar) -> list[Path]:
+        """The files the stage's checkpoint is read from (its base stage's not included)."""
+        if sidecar.parts is not None:
+            return [self.state.path / part for part in sidecar.parts]
+        return [self.table_path(stage)]
 
     def sidecar(self, stage: str) -> Sidecar | None:
         """The stage's sidecar, or None when missing or unreadable (then named in a warning)."""
@@ -111,6 +123,8 @@ class Checkpoints:
             if not isinstance(data, dict):
                 raise ValueError(f"expected a JSON object, found {type(data).__name__}")
             data["reasons"] = tuple(data.get("reasons", ()))
+            if data.get("parts") is not None:
+                data["parts"] = tuple(str(part) for part in data["parts"])
             sidecar = Sidecar(**data)
         except (OSError, ValueError, TypeError) as exc:
             log.warning("checkpoint %s is corrupt (%s); the %s stage will be recomputed", path, exc, stage)
@@ -126,22 +140,44 @@ class Checkpoints:
         A rows checkpoint needs its base stage's table: ``base`` (a table and its digest) when
         it is the one the checkpoint was made from, else that stage's checkpoint, read here.
         """
-        path = self.table_path(stage)
         if sidecar.base is not None:
             return self._load_rows(stage, sidecar, base)
         self.rows.pop(stage, None)
+        paths = self.files(stage, sidecar)
+        try:
+            stamps = [_stamp(path) for path in paths]
+        except OSError:
+            stamps = None
         cached = self._loaded.get(stage)
-        if cached is not None and cached[0] == sidecar.digest and cached[1] == _stamp(path):
+        if cached is not None and stamps is not None and cached[0] == sidecar.digest and cached[1] == stamps:
             return cached[2].copy(copy_data=False)
-        table = _read_checkpoint(path, stage)
+        table = _read_checkpoint(paths[0], stage) if sidecar.parts is None else self._read_parts(stage, paths)
         if table is None:
             return None
         if len(table) != sidecar.rows or table_digest(table) != sidecar.digest:
+            where = paths[0] if sidecar.parts is None else paths[0].parent
             log.warning("checkpoint %s does not match its sidecar (rows or content changed); "
-                        "the %s stage will be recomputed", path, stage)
+                        "the %s stage will be recomputed", where, stage)
             return None
-        self._loaded[stage] = (sidecar.digest, _stamp(path), table)
+        if stamps is not None:
+            self._loaded[stage] = (sidecar.digest, stamps, table)
         return table.copy(copy_data=False)
+
+    def _read_parts(self, stage: str, paths: list[Path]) -> Table | None:
+        """A parts checkpoint's table: its files read and stacked (empty batches left out, as
+        the stage leaves them out), or None when one is missing or unreadable."""
+        from astropy.table import Table
+
+        from mastpipe.state.tables import stacked
+
+        tables = []
+        for path in paths:
+            table = _read_checkpoint(path, stage)
+            if table is None:
+                return None
+            if len(table):
+                tables.append(table)
+        return stacked(tables) if tables else Table()
 
     def save(self, stage: str, table: Table, fp: str, started: float, reasons: tuple[str, ...] = ()) -> Table:
         """Write the stage's table then its sidecar; returns the table as stored."""
@@ -150,6 +186,20 @@ class Checkpoints:
         write_table(self.table_path(stage), stored)
         sidecar = Sidecar(stage, fp, len(stored), table_digest(stored), started, time.time(), reasons=reasons)
         atomic_write_bytes(self.sidecar_path(stage), json.dumps(asdict(sidecar), indent=2).encode())
+        return stored
+
+    def save_parts(self, stage: str, table: Table, parts: list[Path], fp: str, started: float,
+                   reasons: tuple[str, ...] = ()) -> Table:
+        """Checkpoint ``table`` (in stored form), which is the tables already written to
+        ``parts`` (durably, inside the state directory) stacked in that order: only its sidecar
+        is written. A whole-table file an earlier checkpoint of the stage left is removed."""
+        self.rows.pop(stage, None)
+        stored = as_stored(table)
+        names = tuple(path.relative_to(self.state.path).as_posix() for path in parts)
+        sidecar = Sidecar(stage, fp, len(stored), table_digest(stored), started, time.time(), reasons=reasons,
+                          parts=names)
+        atomic_write_bytes(self.sidecar_path(stage), json.dumps(asdict(sidecar), indent=2).encode())
+        self.table_path(stage).unlink(missing_ok=True)
         return stored
 
     def save_rows(self, stage: str, table: Table, base_stage: str, base: Table, base_digest: str,
