@@ -112,3 +112,46 @@ def test_a_token_no_cookie_can_carry_is_refused_without_being_echoed(tmp_path: P
     for half in halves:
         assert half not in run.stdout + run.stderr
         assert half.encode() not in _all_text_under(tmp_path)
+
+
+SPY_KEYRING = '''
+import os
+import keyring.backend
+
+
+class Spy(keyring.backend.KeyringBackend):
+    """A keyring that notes every question in $SPY_LOG and holds no token."""
+
+    priority = 1
+
+    def get_password(self, service, username):
+        with open(os.environ["SPY_LOG"], "a") as log:
+            log.write(f"{service} {username}\\n")
+        return None
+
+    def set_password(self, service, username, password):
+        raise NotImplementedError
+
+    def delete_password(self, service, username):
+        raise NotImplementedError
+'''
+
+
+def test_only_the_retrieve_stage_asks_the_keyring(tmp_path: Path, cli) -> None:
+    """A run to filter needs no token, so it asks no keyring (detecting the keyring's backend is
+    ~0.1 s of a run, and a locked keyring may prompt); a run that retrieves asks it once."""
+    import os
+
+    (tmp_path / "spy_keyring.py").write_text(SPY_KEYRING)
+    log = tmp_path / "asked.txt"
+    env = {"PYTHON_KEYRING_BACKEND": "spy_keyring.Spy", "SPY_LOG": str(log),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    recipe = tmp_path / "public.yaml"
+    recipe.write_text(RECIPE.replace('proposal_id: ["1073", "4242"]', 'proposal_id: "1073"'))
+    with Sandbox(seed=0) as sb:
+        to_filter = cli("run", str(recipe), "--mast-url", sb.url, "--until", "filter", cwd=tmp_path, env=env)
+        assert to_filter.returncode == 0, to_filter.stdout + to_filter.stderr
+        assert not log.exists()
+        whole = cli("run", str(recipe), "--mast-url", sb.url, cwd=tmp_path, env=env)
+        assert whole.returncode == 0, whole.stdout + whole.stderr
+    assert len(log.read_text().splitlines()) == 1

@@ -167,13 +167,17 @@ def run_pipeline(pipeline: Pipeline, *, until: str = "retrieve", from_stage: str
     # "Since the previous run" means since the last run that got through its stages; checkpoints
     # left by `plan`, `--until` or a failed run alone do not make this run a rerun.
     completed_before = any(entry.get("exit_code") in (0, 1) for entry in read_history(pipeline.state_dir))
-    if token is None:
-        token = discover_token(env)
+
+    def retrieve(p: Pipeline, table: Table) -> Any:
+        if before_retrieve:
+            before_retrieve(table)
+        # only the retrieve stage uses a token: a run to filter asks no keyring (~0.1 s of CPU,
+        # and a locked one may prompt)
+        return p.retrieve(table, download, token=token if token is not None else discover_token(env),
+                          on_event=on_event, run_id=run_id)
+
     try:
-        result = pipeline.run(until=until, from_stage=from_stage,
-                              retrieve=lambda p, table: (before_retrieve and before_retrieve(table),
-                                                         p.retrieve(table, download, token=token, on_event=on_event,
-                                                                    run_id=run_id))[1],
+        result = pipeline.run(until=until, from_stage=from_stage, retrieve=retrieve,
                               remember=("query", "filter") if completed_before else ())
     except LockError:
         raise
