@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import http.client
 import logging
 import os
 import threading
@@ -32,7 +33,7 @@ import urllib3
 
 from mastpipe.errors import IntegrityError
 from mastpipe.retry import is_transient_status
-from mastpipe.stages.retrieve.body import HASH_QUEUE, READ_ERRORS, BufferRing, body_reader, release
+from mastpipe.stages.retrieve.body import HASH_QUEUE, BufferRing, body_reader, release
 from mastpipe.stages.retrieve.checksum import Checksum, FitsChecksum, is_fits_name
 from mastpipe.stages.retrieve.client import Http, RedirectRefused
 from mastpipe.stages.retrieve.decide import (Action, ActionKind, PartMeta, ResponseFacts, Verdict, judge,
@@ -52,6 +53,8 @@ __all__ = ["HASH_QUEUE", "SYNC_EVERY", "Attempt", "_Counters", "_DiskFull", "_Fa
 log = logging.getLogger("mastpipe.stages.retrieve.fetch")  # one logger for a file's whole story
 
 SYNC_EVERY = 64 << 20  # flush large files as they grow (see Attempt._stream)
+#: What receiving a body may raise when the connection or the server fails mid-body.
+READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError)
 
 
 def _sync_quietly(fd: int) -> bool:
