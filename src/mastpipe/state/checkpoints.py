@@ -185,7 +185,7 @@ class Checkpoints:
         stored = as_stored(table)
         write_table(self.table_path(stage), stored)
         sidecar = Sidecar(stage, fp, len(stored), table_digest(stored), started, time.time(), reasons=reasons)
-        atomic_write_bytes(self.sidecar_path(stage), json.dumps(asdict(sidecar), indent=2).encode())
+        self._write_sidecar(sidecar)
         return stored
 
     def save_parts(self, stage: str, table: Table, parts: list[Path], fp: str, started: float,
@@ -198,7 +198,7 @@ class Checkpoints:
         names = tuple(path.relative_to(self.state.path).as_posix() for path in parts)
         sidecar = Sidecar(stage, fp, len(stored), table_digest(stored), started, time.time(), reasons=reasons,
                           parts=names)
-        atomic_write_bytes(self.sidecar_path(stage), json.dumps(asdict(sidecar), indent=2).encode())
+        self._write_sidecar(sidecar)
         self.table_path(stage).unlink(missing_ok=True)
         return stored
 
@@ -215,7 +215,7 @@ class Checkpoints:
         write_table(self.table_path(stage), stored)
         sidecar = Sidecar(stage, fp, len(stored), _rows_digest(base_digest, stored), started, time.time(),
                           reasons=reasons, base=base_stage, base_digest=base_digest)
-        atomic_write_bytes(self.sidecar_path(stage), json.dumps(asdict(sidecar), indent=2).encode())
+        self._write_sidecar(sidecar)
         self.rows[stage] = np.asarray(stored[ROW])
         return take_rows(base, self.rows[stage], added)
 
@@ -248,6 +248,10 @@ class Checkpoints:
         stored.remove_column(ROW)
         self.rows[stage] = rows
         return take_rows(base, rows, stored)
+
+    def _write_sidecar(self, sidecar: Sidecar) -> None:
+        """Write ``sidecar`` atomically, after its table: it always describes a complete one."""
+        atomic_write_bytes(self.sidecar_path(sidecar.stage), json.dumps(asdict(sidecar), indent=2).encode())
 
     def invalidate(self, stage: str) -> None:
         self.sidecar_path(stage).unlink(missing_ok=True)
