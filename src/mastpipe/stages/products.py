@@ -109,12 +109,9 @@ def fetch_stacked(archive: Archive, batch: tuple[str, ...], row_cap: int = ROW_C
     """One batch's products as one table (the halves of a split batch stacked), in the form
     checkpoints store: text as UTF-8 bytes, a quarter of the memory of astroquery's str columns,
     which is what keeps a run over a million product rows well under 2 GB."""
-    from astropy.table import Table
-
     from mastpipe.state import as_stored, stacked
 
-    tables = [as_stored(t) for t in fetch_batch(archive, batch, row_cap, mission) if len(t)]
-    return stacked(tables) if tables else Table()
+    return stacked([as_stored(t) for t in fetch_batch(archive, batch, row_cap, mission)])
 
 
 def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, store: BatchStore,
@@ -122,7 +119,6 @@ def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, 
     """Product lists for every observation, stacked in batch order (sorted obsids), whatever order
     the requests finish in: the same answers give the same table, so later stages are reused.
     Batches already on disk are not refetched."""
-    from astropy.table import Table
 
     from mastpipe.state import stacked
 
@@ -159,5 +155,4 @@ def run(observations: Table, archive: Archive, batch_size: int, in_flight: int, 
                 future.cancel()
             for saved in saving:  # finished batches are kept even when another one failed
                 saved.result()
-    tables = [table for table in (done.pop(batch) for batch in todo) if len(table)]
-    return stacked(tables) if tables else Table()
+    return stacked([done.pop(batch) for batch in todo])

@@ -164,10 +164,8 @@ class Checkpoints:
         return table.copy(copy_data=False)
 
     def _read_parts(self, stage: str, paths: list[Path]) -> Table | None:
-        """A parts checkpoint's table: its files read and stacked (empty batches left out, as
-        the stage leaves them out), or None when one is missing or unreadable."""
-        from astropy.table import Table
-
+        """A parts checkpoint's table: its files read and stacked as the stage stacked them, or
+        None when one is missing or unreadable."""
         from mastpipe.state.tables import stacked
 
         tables = []
@@ -175,9 +173,8 @@ class Checkpoints:
             table = _read_checkpoint(path, stage)
             if table is None:
                 return None
-            if len(table):
-                tables.append(table)
-        return stacked(tables) if tables else Table()
+            tables.append(table)
+        return stacked(tables)
 
     def save(self, stage: str, table: Table, fp: str, started: float, reasons: tuple[str, ...] = ()) -> Table:
         """Write the stage's table then its sidecar; returns the table as stored."""

@@ -109,9 +109,16 @@ def stacked(tables: list[Table]) -> Table:
     """Tables in stored form one after the other, as ``vstack`` stacks them (a column some lack
     is empty text, or masked, in their rows), a column at a time; each column is taken out of
     ``tables`` once copied, so the peak holds the stack and one column more, not two stacks
-    (a million product rows: ~250 MB less). ``tables`` are left empty."""
+    (a million product rows: ~250 MB less). ``tables`` are left empty.
+
+    Tables without rows are left out (a table with no columns when none has rows): an empty
+    answer or batch says nothing of the columns, and a table stacked again from its batches
+    (a products checkpoint) must come out as the stage stacked it."""
     from astropy.table import Column, MaskedColumn, Table
 
+    tables = [table for table in tables if len(table)]
+    if not tables:
+        return Table()
     if len(tables) == 1:
         return tables[0]
     names = list(dict.fromkeys(name for table in tables for name in table.colnames))
