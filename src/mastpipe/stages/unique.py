@@ -103,7 +103,14 @@ def first_rows(values: np.ndarray) -> np.ndarray:
     """The row of each distinct value's first appearance, in row order: equal values found by
     their hashes (one integer sort), each group checked byte for byte."""
     order, starts, _ = _groups(np.asarray(values))
-    return np.sort(order[starts])
+    return _in_row_order(order[starts], len(order))
+
+
+def _in_row_order(rows: np.ndarray, n: int) -> np.ndarray:
+    """Distinct row numbers (of ``n`` rows) in row order, without another sort."""
+    picked = np.zeros(n, dtype=bool)
+    picked[rows] = True
+    return np.flatnonzero(picked)
 
 
 def unique_products(products: Table, key: str) -> tuple[Table, list[str]]:
@@ -139,10 +146,7 @@ def unique_rows(products: Table, key: str) -> tuple[Table, list[str], np.ndarray
     order, starts, group = _groups(keys)
     counts = np.diff(np.append(starts, len(order)))
     firsts = order[starts]                     # first row of each group
-    # groups in order of first appearance, without another sort
-    is_first = np.zeros(len(order), dtype=bool)
-    is_first[firsts] = True
-    kept_rows = np.flatnonzero(is_first)
+    kept_rows = _in_row_order(firsts, len(order))  # groups in order of first appearance
     group_of_row = np.empty(len(order), dtype=np.intp)
     group_of_row[firsts] = np.arange(len(starts))
     by_appearance = group_of_row[kept_rows]
