@@ -437,7 +437,7 @@ def _filter_checkpoint(checkpoints: Checkpoints) -> tuple[str, list[Path]] | Non
     if sidecar is None:
         return None
     files = checkpoints.files("filter", sidecar)
-    base = checkpoints.sidecar(sidecar.base) if sidecar.base else None
     if sidecar.base:
+        base = checkpoints.sidecar(sidecar.base)
         files += checkpoints.files(sidecar.base, base) if base is not None else [checkpoints.table_path(sidecar.base)]
     return sidecar.digest, files

@@ -128,7 +128,7 @@ def _in_turns(work: Callable[[int, int], bytes], two: bool) -> list[bytes]:
     """``work(first, step)`` over every item: ``[work(0, 1)]``, or with ``two``
     ``[work(0, 2), work(1, 2)]``, the second on the other core. Where forking is safe (Linux, no
     other thread) that is a forked process, which shares no GIL: on two cores 1M stats took
-    1.3 s that way, 1.9-2.0 s on two threads and 2.7 s on one (os.stat lets go of the GIL, but
+    ~1.4 s that way, 1.9-2.0 s on two threads and 2.7 s on one (os.stat lets go of the GIL, but
     building each answer holds it). Elsewhere a second thread."""
     if not two:
         return [work(0, 1)]
