@@ -155,6 +155,30 @@ def test_fast_reader_agrees_with_the_row_by_row_reading(rows, encoding):
         assert_columns_equal(columns, ordinary)
 
 
+@pytest.mark.parametrize("encoding", sorted(encodings))
+def test_a_long_answer_is_read_whole(encoding):
+    """An answer of several MiB in the plain form, read a block of rows at a time, and ending in
+    ``data`` with a short last row, so that the widest value's bytes would run past the end of
+    the answer."""
+    rng = np.random.default_rng(7)
+    n = 16_000
+    words = ["", "x", "a" * 40, "preview", "science", "ü" if encoding != "json" else "u"]
+    rows = [{"obsID": str(rng.integers(1, 10**9)), "dataURI": words[rng.integers(len(words))],
+             "description": words[rng.integers(len(words))],
+             "size": int(rng.integers(0, 10**17)),
+             "calib_level": None if i % 11 == 0 else int(rng.integers(-5, 6)), "t_exptime": float(rng.normal()),
+             "productDocumentationURL": None, "_selected_": bool(i % 2)} for i in range(n)]
+    rows[-1] = {**rows[-1], "dataURI": "", "description": "", "size": 1, "calib_level": 0,
+                "_selected_": None}
+    fields = [{"name": name, "type": kind} for name, kind in FIELDS]
+    body = encodings[encoding]({"status": "COMPLETE", "msg": "", "fields": fields, "data": rows})
+    assert len(body) > 2 << 20  # three blocks and more
+    scanned = scan_answer(body)
+    assert scanned is not None
+    assert_columns_equal(scanned[1], page_columns(json.loads(body)))
+    assert len(scanned[1]["obsID"][0]) == n
+
+
 @pytest.mark.parametrize("body", [
     b'{"status": "COMPLETE", "data": [{"a": "x"}], "fields": [{"name": "a", "type": "string"}]}',
     b'{"fields": [{"name": "a", "type": "int"}], "data": [{"a": 1}, {"a": 2}], "status": "COMPLETE"}',

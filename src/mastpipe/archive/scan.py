@@ -7,6 +7,7 @@ what is wrong with a malformed row."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from mastpipe.archive.rows import REQUIRED, PageColumns
 
 __all__ = ["scan_answer"]
 
+_BLOCK_BYTES = 1 << 20  # of the answer read at a time: what a core's cache holds
 _FAST_TYPES = {"str": "S", "int64": "i", "float64": "f"}
 
 
@@ -41,7 +43,8 @@ def scan_answer(body: bytes) -> tuple[dict[str, Any], PageColumns] | None:
     them. The first row, read in Python, gives the layout (which string of a row is which
     field's key or value, and which values are bare tokens inside a gap); every other row is
     then checked against it and cut into columns with array arithmetic on the quotes'
-    positions, each column gathered into one fixed-width array and converted by numpy.
+    positions, each column gathered into one fixed-width array (a block of rows at a time,
+    while they are in the cache) and converted with array arithmetic.
     """
     import json
 
@@ -100,9 +103,10 @@ def scan_answer(body: bytes) -> tuple[dict[str, Any], PageColumns] | None:
         ends = np.where(nxt < n_strings, opens[np.minimum(nxt, n_strings - 1)] - 1, len(b))
         starts = closes[closing] + 1
         widths = ends - starts
-        gaps = _gather(b, starts, widths)
-        if gaps is None:
+        gathered = _gather(b, [(starts, widths, 1)])
+        if gathered is None:
             return None
+        gaps = gathered[0]
         has_bracket = np.strings.find(gaps, b"]") >= 0
         if not has_bracket.any():
             return None
@@ -133,33 +137,41 @@ def scan_answer(body: bytes) -> tuple[dict[str, Any], PageColumns] | None:
     row_closes = np.ascontiguousarray(closes[first:first + span].reshape(n_rows, per_row).T)
     from astroquery.mast import utils
 
-    columns: PageColumns = {}
-    # Every row's keys are checked byte for byte, and every gap's length against the first
-    # row's: a row laid out otherwise (a null where the first row has a string) cannot pass.
-    # What the gaps hold is left to the conversions below, which refuse anything but values.
-    for (name, dbtype), (key, offset, quoted, prefix, separator) in zip(fields, layout):
-        if not _all_equal(b, row_opens[offset], row_closes[offset], key):
-            return None
+    # Each field of every row is read as one range: its key, what follows up to the value (its
+    # head), and the value. Every row's head is checked byte for byte against the first row's,
+    # and every separator's length: a row laid out otherwise (a null where the first row has a
+    # string) cannot pass. As no string holds a quote, the head also fixes where the key ends
+    # and the value starts. What the gaps after bare values hold is left to the conversions
+    # below, which refuse anything but values.
+    heads: list[tuple[np.ndarray, bytes]] = []
+    values: list[tuple[np.ndarray, np.ndarray, int]] = []
+    for key, offset, quoted, prefix, separator in layout:
         last_field = separator is row_end
         if quoted:
-            if not (row_opens[offset + 1] - row_closes[offset] == len(prefix) + 2).all():
-                return None
             if not last_field and not (row_opens[offset + 2] - row_closes[offset + 1]
                                        == len(separator) + 2).all():
                 return None
-            starts, ends = row_opens[offset + 1], row_closes[offset + 1]
+            ends = row_closes[offset + 1]
         else:
-            starts = row_closes[offset] + 1 + len(prefix)
             # the value's gap ends where the next string opens: in this row, or the next row's first
             after = row_opens[offset + 1] if offset + 1 < per_row else np.append(row_opens[0, 1:], 0)
             ends = after - 1 - len(separator)
             if last_field:  # the last row's gap ends with the rest of the answer
                 ends[-1] = close_at
+        head = key + b'"' + prefix + (b'"' if quoted else b"")
+        starts = row_opens[offset] + len(head)
+        heads.append((row_opens[offset], head))
+        values.append((starts, ends - starts, 1))
+    gathered = _gather(b, values, fixed=heads)
+    if gathered is None:
+        return None
+    columns: PageColumns = {}
+    for (name, dbtype), (_, _, quoted, _, _), raw in zip(fields, layout, gathered):
         if name == "_selected_" or name in columns:
             continue
         _, python_type, blank = utils.parse_type(dbtype)
         kind = _FAST_TYPES.get(getattr(python_type, "__name__", ""))
-        column = _scan_column(b, starts, ends, quoted, kind, blank)
+        column = _scan_column(raw, quoted, kind, blank)
         if column is None:
             return None
         if name in REQUIRED and (not quoted and kind == "S" or column[1] is not None):
@@ -170,43 +182,72 @@ def scan_answer(body: bytes) -> tuple[dict[str, Any], PageColumns] | None:
     return envelope, columns
 
 
-def _all_equal(b: np.ndarray, starts: np.ndarray, ends: np.ndarray, expected: bytes) -> bool:
-    """Whether every range ``b[start:end]`` holds exactly ``expected``."""
-    if not (ends - starts == len(expected)).all():
-        return False
-    if not expected:
-        return True
-    got = _gather(b, starts, ends - starts, len(expected))
-    return got is not None and bool((got == expected).all())
-
-
-def _gather(b: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int | None = None) -> np.ndarray | None:
-    """The byte ranges as one fixed-width bytes array (``width`` wide, else the longest range).
+def _gather(b: np.ndarray, ranges: Sequence[tuple[np.ndarray, np.ndarray, int]],
+            fixed: Sequence[tuple[np.ndarray, bytes]] = ()) -> list[np.ndarray] | None:
+    """Each set of byte ranges ``(starts, lengths, width)`` as one fixed-width bytes array, at
+    least ``width`` wide and as wide as its longest range, each value padded with NULs; None
+    when a length is negative or past 64 KiB, or when a range of ``fixed`` (``starts``,
+    ``text``: each ``b[start:start + len(text)]``) does not hold ``text``. All sets cover the
+    same rows.
 
     ``b`` seen as overlapping ``S<width>`` items, one starting at every byte, lets numpy copy
-    each range as one item (a copy per value, not an index per byte).
+    each range as one item (a copy per value, not an index per byte). The sets are read a block
+    of rows at a time: one set alone reads a few bytes of every ~600-byte row across the whole
+    answer, and waiting for memory was most of the cost. ``fixed`` is compared a block at a
+    time too, as one comparison of bytes (numpy's elementwise one is ~10x slower), and kept
+    nowhere.
     """
-    longest = int(lengths.max()) if len(lengths) else 0
-    width = max(longest, width or 0, 1)
-    if (lengths < 0).any() or width > 1 << 16:
+    n = len(ranges[0][0]) if ranges else 0
+    widths = [max(int(lengths.max()) if n else 0, width, 1) for _, lengths, width in ranges]
+    if n and any(int(lengths.min()) < 0 for _, lengths, _ in ranges) or max(widths, default=0) > 1 << 16:
         return None
-    if len(starts) and int(starts.max()) + width > len(b):
-        b = np.concatenate([b, np.zeros(width, dtype=np.uint8)])
-    items = np.ndarray(shape=(len(b) - width + 1,), dtype=f"S{width}", buffer=b, strides=(1,))
-    out: np.ndarray = items[starts]
-    if (lengths < width).any():
-        out.view(np.uint8).reshape(len(out), width)[...] *= np.arange(width, dtype=np.intp) < lengths[:, None]
-    return out
+    longest = max([*widths, *(len(text) for _, text in fixed)], default=0)
+    if longest > len(b):
+        b = np.concatenate([b, np.zeros(longest, dtype=np.uint8)])
+    if any(n and int(starts.max()) > len(b) - len(text) for starts, text in fixed):
+        return None
+    items = [_items(b, width) for width in widths]
+    # an item may not run past the end of b: those starts are read from a padded copy after
+    past_end = [n > 0 and int(starts.max()) > len(b) - width for (starts, _, _), width in zip(ranges, widths)]
+    starts_in = [np.minimum(starts, len(b) - width) if past else starts
+                 for (starts, _, _), width, past in zip(ranges, widths, past_end)]
+    outs = [np.empty(n, dtype=f"S{width}") for width in widths]
+    block = max(64, n * _BLOCK_BYTES // max(len(b), 1))
+    checks = [(starts, _items(b, len(text)), text) for starts, text in fixed]
+    for low in range(0, n, block):
+        rows = min(block, n - low)
+        for starts, view, text in checks:
+            if view[starts[low:low + rows]].tobytes() != text * rows:
+                return None
+        for starts, view, out in zip(starts_in, items, outs):
+            out[low:low + rows] = view[starts[low:low + rows]]
+    for (starts, lengths, _), width, past, out in zip(ranges, widths, past_end, outs):
+        if past:
+            _reread_past_end(b, starts, width, out)
+        if (lengths < width).any():
+            out.view(np.uint8).reshape(n, width)[...] *= np.arange(width, dtype=np.intp) < lengths[:, None]
+    return outs
 
 
-def _scan_column(b: np.ndarray, starts: np.ndarray, ends: np.ndarray, quoted: bool, kind: str | None,
+def _items(b: np.ndarray, width: int) -> np.ndarray:
+    """``b`` as overlapping ``S<width>`` items, one starting at every byte."""
+    items: np.ndarray = np.ndarray(shape=(len(b) - width + 1,), dtype=f"S{width}", buffer=b, strides=(1,))
+    return items
+
+
+def _reread_past_end(b: np.ndarray, starts: np.ndarray, width: int, out: np.ndarray) -> None:
+    """Reread the items that run past the end of ``b`` from a copy of its end, NUL padded."""
+    late = starts > len(b) - width
+    base = len(b) - width
+    end = np.concatenate([b[base:], np.zeros(width, dtype=np.uint8)])
+    out[late] = _items(end, width)[starts[late] - base]
+
+
+def _scan_column(raw: np.ndarray, quoted: bool, kind: str | None,
                  blank: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """One column from its values' byte ranges, nulls as ``blank`` and masked (as the row by
-    row reading masks them; text is stored with masked cells empty); None when it is not in
-    the plain form."""
-    raw = _gather(b, starts, ends - starts)
-    if raw is None:
-        return None
+    """One column from its values' bytes, nulls as ``blank`` and masked (as the row by row
+    reading masks them; text is stored with masked cells empty); None when it is not in the
+    plain form."""
     if kind == "S":
         if quoted:
             return raw, None
@@ -218,14 +259,43 @@ def _scan_column(b: np.ndarray, starts: np.ndarray, ends: np.ndarray, quoted: bo
     null = raw == b"null"
     if null.any():
         raw = np.where(null, b"0", raw)
-    if kind == "i" and not (np.strings.isdigit(np.strings.lstrip(raw, b"-")).all()
-                            and raw.dtype.itemsize <= 18):
-        return None  # "1.0", "1e3", past 64 bits: let the row-by-row reading say how they read
-    try:
-        number = raw.astype(np.int64 if kind == "i" else np.float64)
-    except (ValueError, OverflowError):
-        return None
+    if kind == "i":
+        number = _integers(raw)
+        if number is None:
+            return None  # "1.0", "1e3", past 64 bits: let the row-by-row reading say how they read
+    else:
+        try:
+            number = raw.astype(np.float64)
+        except (ValueError, OverflowError):
+            return None
     if not null.any():
         return number, None
     number[null] = blank
     return number, null
+
+
+def _integers(raw: np.ndarray) -> np.ndarray | None:
+    """Decimal integers (an optional ``-``, then digits) as int64; None when any value is
+    anything else or could pass 64 bits.
+
+    Digit by digit over the columns of the values' bytes: numpy's own cast from bytes makes a
+    Python int of each value, ~20x slower.
+    """
+    width = raw.dtype.itemsize
+    if width > 18:
+        return None
+    byte = raw.view(np.uint8).reshape(len(raw), width)
+    digit = byte - np.uint8(ord("0"))  # wraps past 9 for anything but a digit
+    is_digit = digit < 10
+    negative = byte[:, 0] == ord("-")
+    allowed = is_digit.copy()
+    allowed[:, 0] |= negative
+    filled = byte != 0  # the gather pads each value with NULs
+    if not ((allowed == filled).all() and (filled[:, :-1] >= filled[:, 1:]).all()):
+        return None  # a byte that is no digit, a sign not first, or a value with a gap in it
+    if not (is_digit[:, 0] | negative & is_digit[:, min(1, width - 1)]).all():
+        return None  # no digit at all: "" or "-"
+    number = np.zeros(len(raw), dtype=np.int64)
+    for j in range(width):
+        number = np.where(is_digit[:, j], number * 10 + digit[:, j], number)
+    return np.where(negative, -number, number)
