@@ -6,6 +6,8 @@ in the form checkpoints store."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,21 @@ if TYPE_CHECKING:
     from astropy.table import Table
 
 __all__ = ["product_pages", "products_session", "stack_pages"]
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# Reading an answer is array work that lets go of the GIL, so answers read in several threads
+# at once share the cores. Readers for half the cores at most, the rest left to receiving the
+# next answers and writing batches: with 4 readers on 2 cores each answer took ~45% more CPU
+# (cache thrash and time-sharing), and a whole 1M-row job 2-4% more, for no gain in wall time.
+_READERS = threading.BoundedSemaphore(max(1, _cores() // 2))
 
 
 def products_session(portal: Any, timeout: float, insecure: bool) -> requests.Session:
@@ -61,7 +78,8 @@ def product_pages(obs: Any, obsids: list[str], session: requests.Session, page_s
             finally:
                 response.close()
             del response
-            scanned = scan_answer(body)
+            with _READERS:
+                scanned = scan_answer(body)
             columns, answer = (scanned[1], scanned[0]) if scanned else (None, json.loads(body) if body else None)
             del body
             if not isinstance(answer, dict):
