@@ -63,3 +63,39 @@ def test_the_json_copy_never_overwrites_the_ecsv(tmp_path: Path, name: str) -> N
     twins = [p for p in tmp_path.iterdir() if p != path and p.is_file()]
     assert len(twins) == 1 and twins[0].name.endswith(".json")
     assert {row["status"] for row in json.loads(twins[0].read_text())} == {"failed", "listed"}
+
+
+AWKWARD = ["", " ", "a b", 'say "hi"', "#not a comment", "ünïcödé", "tab\there", "comma, then", "'single'",
+           "trailing ", " leading", '"', '""']
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_the_manifest_reads_back_as_written_whatever_its_text(tmp_path: Path, absolute: bool) -> None:
+    """The manifest's rows (written by the C csv writer under astropy's header) read back by
+    astropy as the same table astropy's own ECSV writer makes of them, text of every shape."""
+    from mastpipe.stages.retrieve.files import FileResult, FileTask
+    from mastpipe.stages.retrieve.manifest import MANIFEST_COLUMNS, read_manifest
+
+    tasks, results = [], {}
+    for i, text in enumerate(AWKWARD):
+        key = f"mast:JWST/product/{i}{text}"
+        dest = tmp_path / "data" / f"dir {i % 3}" / f"f{i}{text.replace('/', '')}.fits"
+        tasks.append(FileTask(key=key, url=f"{MAST}/x?uri={key}", dest=dest, size=i or None))
+        if i % 2:
+            results[key] = FileResult(key=key, dest=dest, status="failed", error=f"why: {text}", source=text)
+    refused = plan_files(_products(["r_uncal.fits"], [7], ["../.."]), tmp_path / "data", "astroquery", MAST)[1]
+    path = write_manifest(tmp_path / "manifest.ecsv", tasks, results, refused, absolute=absolute,
+                          meta={"recipe": "awkward: yes"})
+    got = Table.read(path, format="ascii.ecsv")
+    twin = json.loads((tmp_path / "manifest.json").read_text())
+    assert got.colnames == list(MANIFEST_COLUMNS) and len(got) == len(tasks) + 1 == len(twin)
+    astropys = tmp_path / "astropy.ecsv"
+    Table(rows=[[row[name] for name in MANIFEST_COLUMNS] for row in twin], names=MANIFEST_COLUMNS,
+          dtype=[str, str, int, *[str] * 8]).write(astropys, format="ascii.ecsv")
+    expected = Table.read(astropys, format="ascii.ecsv")
+    for name in MANIFEST_COLUMNS:  # (astropy's ECSV reading strips spaces around text, either way)
+        assert got[name].tolist() == expected[name].tolist(), name
+    assert got.meta["recipe"] == "awkward: yes"
+    assert [row["dataURI"] for row in twin[1:]] == [t.key for t in tasks]
+    assert [row["message"] for row in twin[1:]] == [f"why: {text}" if i % 2 else "" for i, text in enumerate(AWKWARD)]
+    assert [str(p) for p in read_manifest(path)["path"][1:]] == [str(t.dest) for t in tasks]
