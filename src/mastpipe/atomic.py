@@ -25,8 +25,10 @@ import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
-__all__ = ["NAME_OVERHEAD", "atomic_path", "atomic_write_bytes", "fsync_dir", "owner_of", "sweep", "temporary_for"]
+__all__ = ["NAME_OVERHEAD", "atomic_path", "atomic_write_bytes", "fsync_dir", "open_new", "owner_of", "sweep",
+           "temporary_for"]
 
 _TEMPORARY = re.compile(r"^\.(?P<owner>.+)\.(?P<pid>\d+)\.(?P<random>[0-9a-f]{6})\.tmp$")
 #: How many bytes a temporary's name adds to its target's: the leading dot and
@@ -122,10 +124,16 @@ def atomic_write_bytes(path: Path | str, data: bytes, *, mode: int | None = None
     The temporary is created with ``O_EXCL | O_NOFOLLOW``: whatever sits under its name (a
     planted symlink) is never written through.
     """
-    with atomic_path(path, mode=mode, durable=durable) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+    with atomic_path(path, mode=mode, durable=durable) as tmp, open_new(tmp, "wb") as handle:
+        handle.write(data)
+
+
+def open_new(path: Path, mode: str, encoding: str | None = None) -> IO[Any]:
+    """``path`` opened for writing (``mode``: ``"wb"`` or ``"w"``) only if nothing is there:
+    created with ``O_EXCL | O_NOFOLLOW``, so whatever sits under its name (a planted symlink)
+    is never written through."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    return os.fdopen(fd, mode, encoding=encoding)
 
 
 def _alive(pid: int) -> bool:

@@ -66,7 +66,7 @@ def test_the_json_copy_never_overwrites_the_ecsv(tmp_path: Path, name: str) -> N
 
 
 AWKWARD = ["", " ", "a b", 'say "hi"', "#not a comment", "ünïcödé", "tab\there", "comma, then", "'single'",
-           "trailing ", " leading", '"', '""']
+           "trailing ", " leading", '"', '""', '}, {"dataURI": "x"}']
 
 
 @pytest.mark.parametrize("absolute", [False, True])

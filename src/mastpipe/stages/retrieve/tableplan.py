@@ -23,6 +23,7 @@ import numpy as np
 
 from mastpipe.archive import MALFORMED, mission_download_url
 from mastpipe.errors import UnsafePathError, UsageError
+from mastpipe.memory import no_cycle_collection
 from mastpipe.stages.retrieve.files import FileResult, FileTask
 from mastpipe.stages.retrieve.ledger import VERSION_COLUMNS, product_version
 from mastpipe.stages.retrieve.tablecheck import RunColumn, as_bytes, by_runs, is_ascii, masked, safe_components
@@ -167,15 +168,17 @@ class TablePlan:
         rights = columns.get("dataRights", [None] * len(rows))
         versioned = [name for name in VERSION_COLUMNS if name in columns]
         tasks = []
-        for j, (i, row) in enumerate(zip(picked, rows.tolist())):
-            task = self.by_row.get(row)
-            if task is None:
-                size = int(self.sizes[i])
-                key = self.keys[i]
-                version = product_version({name: columns[name][j] for name in versioned}) if versioned else None
-                task = FileTask(key=key, url=download_url(mast_url, key), dest=Path(self.dests[i]),
-                                size=None if size < 0 else size, protected=rights[j] == EXCLUSIVE, version=version)
-            tasks.append(task)
+        with no_cycle_collection():
+            for j, (i, row) in enumerate(zip(picked, rows.tolist())):
+                task = self.by_row.get(row)
+                if task is None:
+                    size = int(self.sizes[i])
+                    key = self.keys[i]
+                    version = product_version({name: columns[name][j] for name in versioned}) if versioned else None
+                    task = FileTask(key=key, url=download_url(mast_url, key), dest=Path(self.dests[i]),
+                                    size=None if size < 0 else size, protected=rights[j] == EXCLUSIVE,
+                                    version=version)
+                tasks.append(task)
         return tasks
 
 
