@@ -198,7 +198,7 @@ def _gather(b: np.ndarray, ranges: Sequence[tuple[np.ndarray, np.ndarray, int]],
     first: ~15% less again). ``fixed`` is compared a block at a time too, as one comparison of
     bytes (numpy's elementwise one is ~10x slower), and kept nowhere.
     """
-    n = len(ranges[0][0]) if ranges else 0
+    n = len(ranges[0][0]) if ranges else len(fixed[0][0]) if fixed else 0
     widths = [max(int(lengths.max()) if n else 0, width, 1) for _, lengths, width in ranges]
     if n and any(int(lengths.min()) < 0 for _, lengths, _ in ranges) or max(widths, default=0) > 1 << 16:
         return None
