@@ -22,6 +22,8 @@ import os
 import socket
 from pathlib import Path
 
+from mastpipe.atomic import open_new
+
 try:
     import fcntl
 except ImportError:  # Windows, or a Python without it: PidLock instead
@@ -110,7 +112,7 @@ class PidLock:
         """Take the lock if nobody holds it (taking over one whose holder is gone); True when taken."""
         for _ in range(5):
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+                handle = open_new(self.path, "w")
             except FileExistsError:
                 text = self.holder()
                 if not self._stale(text):
@@ -130,7 +132,7 @@ class PidLock:
                         pass
                 aside.unlink(missing_ok=True)
                 continue
-            with os.fdopen(fd, "w") as handle:
+            with handle:
                 handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
             self.held = True
             return True
