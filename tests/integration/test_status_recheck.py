@@ -183,3 +183,38 @@ def test_a_download_run_leaves_its_files_judged_even_in_directories_it_just_chan
     _same(settled, _fresh(tmp_path, sandbox.url))
     _same(_status(tmp_path, sandbox.url), settled)
     assert remembered.stat().st_ino == rewritten
+
+
+def test_a_rerun_that_changes_nothing_puts_back_what_status_found_and_any_other_judges_afresh(sandbox, tmp_path):
+    def run():
+        outcome = mastpipe.run(_recipe(tmp_path), mast_url=sandbox.url, state_dir=tmp_path / "state")
+        assert outcome.exit_code == 0
+        return outcome.report["retrieve"]["fetched"]["files"]
+
+    assert run() >= 4
+    _age(tmp_path)  # as a nightly rerun finds the state: the last run's writes long settled
+    first = _status(tmp_path, sandbox.url)
+    remembered, aside = tmp_path / "state" / "files.npz", tmp_path / "state" / "files-before-run.npz"
+    left = remembered.stat().st_ino
+
+    assert run() == 0
+    assert remembered.stat().st_ino == left and not aside.exists()  # put back: not judged again
+    _same(_status(tmp_path, sandbox.url), _fresh(tmp_path, sandbox.url))
+
+    # cut short behind the ledger's back: the rerun fetches it again, so its end judges afresh
+    path = sorted((tmp_path / "data").rglob("*.fits"))[0]
+    path.write_bytes(path.read_bytes()[:100])
+    assert run() == 1
+    assert remembered.is_file() and remembered.stat().st_ino != left and not aside.exists()
+    again = _status(tmp_path, sandbox.url)
+    _same(again, _fresh(tmp_path, sandbox.url))
+    assert again.present == again.files == first.files
+
+    # a run killed after setting it aside leaves it: the next run discards it, never puts it back
+    _age(tmp_path)
+    _status(tmp_path, sandbox.url)
+    remembered.rename(aside)
+    stale = aside.stat().st_ino
+    assert run() == 0
+    assert not aside.exists() and remembered.stat().st_ino != stale
+    _same(_status(tmp_path, sandbox.url), _fresh(tmp_path, sandbox.url))

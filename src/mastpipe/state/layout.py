@@ -30,6 +30,7 @@ class StateDir:
     LEDGER = "ledger.sqlite"
     OUTLOOK = "outlook.json"
     FILES = "files.npz"
+    FILES_BEFORE_RUN = "files-before-run.npz"
     PLAN = "plan.json"
     REPORTS = "reports"
     LAST_REPORT = "last-report.json"
@@ -103,6 +104,12 @@ class StateDir:
     def files(self) -> Path:
         """What ``status`` remembers of each file in download mode, re-checked on every call."""
         return self.path / self.FILES
+
+    @property
+    def files_before_run(self) -> Path:
+        """``files.npz`` as a download run found it, out of ``status``'s sight while the run may
+        write the ledger; put back at the run's end when nothing it relies on changed."""
+        return self.path / self.FILES_BEFORE_RUN
 
     @property
     def plan(self) -> Path:

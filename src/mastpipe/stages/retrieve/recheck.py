@@ -21,7 +21,9 @@ one leaves the time as it was, so what changed in the two seconds before the jud
 trusted by its time: a directory is kept with its names as well (listed again by each call
 until its time has settled; then remembered again without them); a ledger is reason not to
 remember, except at a download run's end under the run lock (every run forgets ``files.npz``
-before it opens the ledger: :func:`forget`).
+before it opens the ledger: :func:`forget`). A run that wrote nothing to the ledger and changed
+nothing on disk puts back what it forgot (:func:`put_back`), re-checked as ``status`` would:
+a nightly rerun with nothing new does not judge every file again at its end.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ if TYPE_CHECKING:
     from mastpipe.stages.retrieve.tableplan import TablePlan
     from mastpipe.state import StateDir
 
-__all__ = ["Found", "Groups", "Remaining", "download_key", "download_outlook", "forget", "pending_breakdown", "recheck",
-           "remember_found", "started", "untouched"]
+__all__ = ["Found", "Groups", "Remaining", "download_key", "download_outlook", "forget", "pending_breakdown", "put_back",
+           "recheck", "remember_found", "started", "untouched"]
 
 #: Each product row's group in a plan's breakdown: the groups, each row's, the bytes of them all.
 Groups = tuple[list[tuple[str, str, str]], np.ndarray, int]
@@ -239,6 +241,10 @@ def download_outlook(load: Callable[[], Table | None], section: Retrieve, *, bas
     full = download_key(key, section, state.ledger) if key is not None else None
     if locked and full is None:  # nothing could be remembered
         return None
+    if locked and full is not None:
+        kept = put_back(state, full, section)
+        if kept is not None:
+            return kept
     if full is not None and not locked:
         known = recheck(state.files, full, section)
         if known is not None:
@@ -281,11 +287,52 @@ def _groups(products: Table, observations: Table | None) -> Groups | None:
 
 def forget(state: StateDir) -> None:
     """Forget what was remembered (a run is about to write the ledger): what
-    :func:`remember_found` keeps under the run lock relies on it."""
+    :func:`remember_found` keeps under the run lock relies on it. It is set aside, out of
+    ``status``'s sight, for :func:`put_back` at the run's end; one left by a run killed before
+    its end is removed (that run may have written the ledger since)."""
     try:
-        state.files.unlink(missing_ok=True)
+        os.replace(state.files, state.files_before_run)
+    except FileNotFoundError:
+        _discard(state.files_before_run)
     except OSError as exc:
-        log.debug("could not forget %s: %s", state.files, exc)
+        log.debug("could not set %s aside: %s", state.files, exc)
+        _discard(state.files)
+        _discard(state.files_before_run)
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.debug("could not forget %s: %s", path, exc)
+
+
+def put_back(state: StateDir, key: dict[str, Any], section: Retrieve) -> RetrieveOutlook | None:
+    """At a download run's end (the run lock held): what :func:`forget` set aside, put back as
+    ``files.npz`` and its outlook returned, when it still holds for ``key`` (the ledger's files
+    as they are now) and the disk (:func:`recheck`); None otherwise, and it is discarded.
+
+    The run wrote nothing to the ledger only if the ledger's files are as remembered and were
+    last changed more than a clock tick (:data:`RACY_NS`) before the setting aside: a write
+    since would show in their change time. (A filesystem whose rename leaves the change time
+    of what is renamed as it was only makes that test stricter.)"""
+    aside = state.files_before_run
+    try:
+        set_aside_ns = os.stat(aside).st_ctime_ns
+    except OSError:
+        return None
+    try:
+        if any(stamp is not None and stamp[1] >= set_aside_ns - RACY_NS for stamp in key["ledger"]):
+            return None
+        outlook = recheck(aside, key, section)
+        if outlook is not None:
+            os.replace(aside, state.files)
+        return outlook
+    except OSError as exc:
+        log.debug("could not put %s back: %s", aside, exc)
+        return None
+    finally:
+        _discard(aside)
 
 
 def recheck(path: Path, key: dict[str, Any], section: Retrieve) -> RetrieveOutlook | None:
