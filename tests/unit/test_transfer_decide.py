@@ -239,3 +239,40 @@ def test_stale_temporaries_of_a_locked_file_are_left_alone(tmp_path: Path) -> No
         assert removed == {".idle.fits.part", ".idle.fits.part.json"}
         assert part_path(busy).exists() and meta_path(busy).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".busy.fits.part", ".busy.fits.part.json"]
+
+
+@pytest.mark.parametrize("verify", [False, True])
+@pytest.mark.parametrize("overwrite", ["changed", "never", "always"])
+def test_a_done_file_decided_without_its_temporary_is_decided_alike(tmp_path: Path, verify: bool,
+                                                                     overwrite: str) -> None:
+    """``done_decides`` spares the temporary's stat only where decide's first rule answers
+    alone: every combination of ledger row, file on disk, temporary and listed size and
+    version is decided as with the temporary looked at."""
+    import itertools
+    import os
+
+    from mastpipe.stages.retrieve.ledger import LedgerRow
+    from mastpipe.stages.retrieve.temporaries import local_state, write_meta
+
+    spared = 0
+    cases = itertools.product(["done", "failed", None], [None, 10, 7], [None, 4, 10], [None, 10, 12],
+                              [("v1", "v1"), ("v1", "v2"), (None, "v2")], [False, True])
+    for n, (status, on_disk, part, expected, (was, now), moved) in enumerate(cases):
+        dest = tmp_path / str(n) / "f.fits"
+        dest.parent.mkdir()
+        if on_disk is not None:
+            dest.write_bytes(b"x" * on_disk)
+        if part is not None:
+            part_path(dest).write_bytes(b"x" * part)
+            write_meta(dest, PartMeta(size=10, etag='"e"'))
+        st = os.stat(dest) if on_disk is not None else None
+        row = None if status is None else LedgerRow(
+            "k", os.fspath(dest), status, size=10, mtime_ns=st.st_mtime_ns + moved if st else None,
+            inode=st.st_ino if st else None, version=was)
+        settings = {"verify": verify, "overwrite": overwrite, "version": now, "expected": expected}
+        looked = local_state(dest, row, **settings)
+        quick = local_state(dest, row, **settings, done_decides=True)
+        assert decide(quick, RemoteFacts(expected)) == decide(looked, RemoteFacts(expected)), (status, on_disk, part,
+                                                                                              expected, was, now)
+        spared += quick.part_size is None and looked.part_size is not None
+    assert spared  # the temporary was spared somewhere, not merely never present

@@ -228,7 +228,8 @@ class Transfer:
         decided = []
         for task in unique.values():
             row = rows.get(task.key)
-            local = self._fetcher.local_state(task, row)
+            # --revalidate may mark a done file reprocessed below: then its temporary decides
+            local = self._fetcher.local_state(task, row, done_decides=not self.settings.revalidate)
             decided.append((task, row, local, decide(local, RemoteFacts(task.size))))
         self._versions_learnt(decided)
         if self.settings.revalidate:
@@ -318,7 +319,8 @@ class Transfer:
             if row is not None and task.key in moves:  # plan moves it, no request: as good as done
                 decided.append((task, row, Action(ActionKind.SKIP_DONE, reason="moved from " + row.dest)))
                 continue
-            decided.append((task, row, decide(self._fetcher.local_state(task, row), RemoteFacts(task.size))))
+            local = self._fetcher.local_state(task, row, done_decides=True)
+            decided.append((task, row, decide(local, RemoteFacts(task.size))))
         return decided
 
     def unfinished(self, tasks: Iterable[FileTask]) -> list[FileTask]:

@@ -156,9 +156,11 @@ class FileFetcher:
     def slots(self, slots: Slots) -> None:
         self.attempt.slots = slots
 
-    def local_state(self, task: FileTask, row: LedgerRow | None, ignore_final: bool = False) -> LocalState:
+    def local_state(self, task: FileTask, row: LedgerRow | None, ignore_final: bool = False,
+                    done_decides: bool = False) -> LocalState:
         return local_state(task.dest, row, verify=self.settings.verify, overwrite=self.settings.overwrite,
-                           ignore_final=ignore_final, version=task.version)
+                           ignore_final=ignore_final, version=task.version, expected=task.size,
+                           done_decides=done_decides)
 
     def fetch(self, task: FileTask, row: LedgerRow | None, local: LocalState) -> FileResult:
         """Bring one file to its final name, or say why not; never raises for a failed file.

@@ -25,6 +25,7 @@ from mastpipe.locking import HAVE_FLOCK, PidLock, flock
 
 from mastpipe.atomic import atomic_write_bytes, owner_of
 from mastpipe.stages.retrieve.decide import LocalState, PartMeta
+from mastpipe.stages.retrieve.ledger import DONE
 from mastpipe.stages.retrieve.segmented import SegmentMap
 
 if TYPE_CHECKING:
@@ -193,19 +194,30 @@ def size_of(path: Path | str) -> int | None:
 
 
 def local_state(dest: Path | str, row: LedgerRow | None, *, verify: bool, overwrite: str,
-                ignore_final: bool = False, version: str | None = None) -> LocalState:
+                ignore_final: bool = False, version: str | None = None, expected: int | None = None,
+                done_decides: bool = False) -> LocalState:
     """What the disk and the ledger ``row`` say about the file ``dest``: the input of
     :func:`~mastpipe.stages.retrieve.decide.decide`.
 
     ``ignore_final`` treats the file under its final name as absent (it failed verification and
-    is to be replaced).
+    is to be replaced). ``done_decides``: a file recorded as done, of that size on disk and the
+    size ``expected`` (the product list's), and not reprocessed, is decided by that alone
+    (:func:`~mastpipe.stages.retrieve.decide.decide`'s first rule), so its temporary is not
+    looked for: on a rerun over a million files present that was a failing stat each. Not for
+    a caller that may mark the file reprocessed afterwards (``--revalidate``): then the
+    temporary decides.
     """
     dest = os.fspath(dest)  # strings: pathlib costs more than the stat on a rerun
     if row is not None and row.dest != dest:
         row = None  # it speaks of a file at another path: judge this one afresh
-    head, name = os.path.split(dest)
-    part = size_of(os.path.join(head, f".{name}.part"))
     final = None if ignore_final else stat_of(dest)
+    why = reprocessed(row, version)
+    if (done_decides and final is not None and row is not None and row.status == DONE and why is None
+            and row.size == final.st_size and (expected is None or expected == final.st_size)):
+        part = None
+    else:
+        head, name = os.path.split(dest)
+        part = size_of(os.path.join(head, f".{name}.part"))
     # A done file replaced or rewritten behind the ledger's back (same size or not) shows in
     # its mtime or inode: it is re-hashed (no request) instead of trusted by its size.
     changed = (final is not None and row is not None and row.mtime_ns is not None
@@ -219,7 +231,7 @@ def local_state(dest: Path | str, row: LedgerRow | None, *, verify: bool, overwr
         part_meta=read_meta(Path(dest)) if part is not None else None,
         verify=verify,
         overwrite=overwrite,
-        reprocessed=reprocessed(row, version),
+        reprocessed=why,
     )
 
 
