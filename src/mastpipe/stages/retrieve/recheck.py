@@ -233,20 +233,18 @@ def download_outlook(load: Callable[[], Table | None], section: Retrieve, *, bas
                      observations: Callable[[], Table | None], judge: bool = True,
                      locked: bool = False) -> RetrieveOutlook | None:
     """:func:`~mastpipe.stages.retrieve.outlook.status_outlook` in download mode: what was found
-    last time re-checked against the disk (:func:`recheck`), else judged afresh and remembered
-    (not ``judge``: only when nothing is on disk yet, found a column at a time; else None;
-    ``locked``: see :func:`remember_found`)."""
+    last time re-checked against the disk (:func:`recheck`; at a run's end, what the run set
+    aside: :func:`put_back`), else judged afresh and remembered (not ``judge``: only when
+    nothing is on disk yet, found a column at a time; else None; ``locked``: see
+    :func:`remember_found`)."""
     from mastpipe.stages.retrieve.outlook import retrieve_outlook
 
     full = download_key(key, section, state.ledger) if key is not None else None
-    if locked and full is None:  # nothing could be remembered
-        return None
-    if locked and full is not None:
-        kept = put_back(state, full, section)
-        if kept is not None:
-            return kept
-    if full is not None and not locked:
-        known = recheck(state.files, full, section)
+    if full is None:
+        if locked:  # nothing could be remembered
+            return None
+    else:
+        known = put_back(state, full, section) if locked else recheck(state.files, full, section)
         if known is not None:
             return known
     table = load()
