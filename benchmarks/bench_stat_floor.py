@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -157,11 +158,11 @@ def python_loop(paths: list[str]) -> int:
     return total
 
 
-def in_process(work: object) -> tuple[float, float]:
+def in_process(work: Callable[[], object]) -> tuple[float, float]:
     """Wall and CPU of ``work()`` here (its forked helper's CPU counted too)."""
     before, children = os.times(), resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    work()  # type: ignore[operator]
+    work()
     wall = time.perf_counter() - started
     after, children_after = os.times(), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.user - before.user) + (after.system - before.system)
@@ -207,8 +208,8 @@ def main() -> None:
             sys.exit("the files changed while they were measured")
         for label, work_fn in (("python os.stat", lambda: python_loop(paths)),
                                ("mastpipe sizes_hold", lambda: sizes_hold(directories, at, names, sizes))):
-            runs = [in_process(work_fn) for _ in range(args.rounds)]
-            print(f"{label:22s} " + "; ".join(f"{wall:.2f} s wall, {cpu:.2f} s CPU" for wall, cpu in runs))
+            timed = [in_process(work_fn) for _ in range(args.rounds)]
+            print(f"{label:22s} " + "; ".join(f"{wall:.2f} s wall, {cpu:.2f} s CPU" for wall, cpu in timed))
 
 
 if __name__ == "__main__":
