@@ -10,8 +10,10 @@ each run listed:
 - ``c io_uring statx``: the same stats submitted 4,096 at a time through io_uring, which hands
   them to kernel worker threads on every core (Linux; skipped where io_uring is refused);
 - ``python os.stat``: ``os.stat(name, dir_fd=fd).st_size`` in one Python loop;
-- ``mastpipe sizes_hold``: :func:`mastpipe.stages.retrieve.stamps.sizes_hold`, what every
-  ``status`` call runs (two processes from 100,000 files).
+- ``sizes_hold, compiled``: :func:`mastpipe.stages.retrieve.stamps.sizes_hold`, what every
+  ``status`` call runs: the C module ``mastpipe._sizes``, a thread per core;
+- ``sizes_hold, Python``: the same where that module was not built (two processes from 100,000
+  files).
 
 Wall and CPU (user + system) of each. Usage, from the repository root::
 
@@ -179,6 +181,10 @@ def main() -> None:
     if not sys.platform.startswith("linux"):
         sys.exit("this benchmark measures Linux system calls")
     from mastpipe.stages.retrieve.stamps import by_directory, sizes_hold
+    try:
+        from mastpipe import _sizes
+    except ImportError:
+        _sizes = None  # type: ignore[assignment]
 
     with tempfile.TemporaryDirectory(prefix="mastpipe-stat-floor-") as scratch:
         work = Path(scratch)
@@ -206,8 +212,14 @@ def main() -> None:
             print(f"{label:22s} " + "; ".join(shown))
         if not sizes_hold(directories, at, names, sizes):
             sys.exit("the files changed while they were measured")
-        for label, work_fn in (("python os.stat", lambda: python_loop(paths)),
-                               ("mastpipe sizes_hold", lambda: sizes_hold(directories, at, names, sizes))):
+        checks: list[tuple[str, Callable[[], object]]] = [
+            ("python os.stat", lambda: python_loop(paths)),
+            ("sizes_hold, Python", lambda: sizes_hold(directories, at, names, sizes, compiled=False))]
+        if _sizes is None:
+            print(f"{'sizes_hold, compiled':22s} skipped: mastpipe._sizes was not built (no C compiler at install)")
+        else:
+            checks.append(("sizes_hold, compiled", lambda: sizes_hold(directories, at, names, sizes)))
+        for label, work_fn in checks:
             timed = [in_process(work_fn) for _ in range(args.rounds)]
             print(f"{label:22s} " + "; ".join(f"{wall:.2f} s wall, {cpu:.2f} s CPU" for wall, cpu in timed))
 

@@ -1,10 +1,13 @@
 """The disk as judged (stages/retrieve/stamps.py): each present file's size, on one thread or two,
-and each directory's names once its change time may share a clock tick with a later change."""
+by the compiled mastpipe._sizes and in Python, and each directory's names once its change time
+may share a clock tick with a later change."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +16,14 @@ import pytest
 
 from mastpipe.stages.retrieve.stamps import (RACY_NS, by_directory, directories_hold, directory_stamps, sizes_hold,
                                              sizes_match)
+
+try:
+    from mastpipe import _sizes
+except ImportError:
+    _sizes = None  # type: ignore[assignment]
+
+#: sizes_hold by the compiled module and in Python (what a machine without a C compiler runs)
+BOTH = [pytest.param(True, id="compiled"), pytest.param(False, id="python")]
 
 
 def _files(tmp_path: Path) -> list[Path]:
@@ -26,19 +37,76 @@ def _files(tmp_path: Path) -> list[Path]:
     return paths
 
 
+def _needs(compiled: bool) -> None:
+    if compiled and _sizes is None:
+        pytest.skip("mastpipe._sizes was not built here (no C compiler at install)")
+
+
+def test_the_compiled_check_is_built_where_a_c_compiler_is():
+    """Where ``pip install`` could compile it, it did: an install that quietly fell back to the
+    Python check would make every ``status`` at a million files ~0.4 s slower."""
+    if os.name != "posix" or not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here: mastpipe installs without mastpipe._sizes")
+    assert _sizes is not None, "mastpipe._sizes is missing: reinstall (pip install -e .) and read the compiler's errors"
+
+
+@pytest.mark.parametrize("compiled", BOTH)
 @pytest.mark.parametrize("threads_from", [0, 10**9])
-def test_every_file_cut_grown_or_gone_is_seen(tmp_path, threads_from):
+def test_every_file_cut_grown_or_gone_is_seen(tmp_path, threads_from, compiled):
+    _needs(compiled)
     paths = _files(tmp_path)
     directories, at, names = by_directory([os.fspath(path).rpartition("/") for path in paths])
     sizes = np.array([path.stat().st_size for path in paths])
-    assert len(directories) == 5 and sizes_hold(directories, at, names, sizes, threads_from=threads_from)
+
+    def holds() -> bool:
+        return sizes_hold(directories, at, names, sizes, threads_from=threads_from, compiled=compiled)
+
+    assert len(directories) == 5 and holds()
     for change in (lambda p: p.write_bytes(b""), lambda p: p.write_bytes(b"y" * 99), Path.unlink):
         for path in (paths[0], paths[10], paths[24], paths[-1]):  # runs (directories) 0, 1, 3, 4: both halves
             body = path.read_bytes()
             change(path)
-            assert not sizes_hold(directories, at, names, sizes, threads_from=threads_from)
+            assert not holds()
             path.write_bytes(body)
-            assert sizes_hold(directories, at, names, sizes, threads_from=threads_from)
+            assert holds()
+    shutil.rmtree(tmp_path / "d2")
+    assert not holds()
+
+
+@pytest.mark.parametrize("compiled", BOTH)
+def test_names_of_every_width_and_script_and_links_followed(tmp_path, compiled):
+    """Names as long as a filesystem allows, short ones beside them (numpy pads those), names in
+    other scripts, a link to a file of the recorded size (followed, as ``os.stat`` does), and
+    enough files that every thread has some: each one checked, not only the first of a thread."""
+    _needs(compiled)
+    root = tmp_path / "données"
+    root.mkdir()
+    paths = [root / ("n" * 255), root / "a", root / "カタログ_σ.fits"]
+    paths += [tmp_path / f"{i:04d}.fits" for i in range(3000)]
+    for i, path in enumerate(paths):
+        path.write_bytes(b"z" * (i % 7))
+    target = tmp_path / "elsewhere.fits"
+    target.write_bytes(b"z" * 4)
+    (root / "link.fits").symlink_to(target)
+    paths.append(root / "link.fits")
+    directories, at, names = by_directory([os.fspath(path).rpartition("/") for path in paths])
+    sizes = np.array([path.stat().st_size for path in paths])
+    assert names.dtype.itemsize == 255 and sizes_hold(directories, at, names, sizes, threads_from=0, compiled=compiled)
+    for i in (1, 2, 1500, 2999, len(paths) - 1):  # the short, the foreign, each half's middle and end, the link
+        wrong = sizes.copy()
+        wrong[i] += 1
+        assert not sizes_hold(directories, at, names, wrong, threads_from=0, compiled=compiled), paths[i]
+    target.unlink()  # a dangling link: no file there
+    assert not sizes_hold(directories, at, names, sizes, threads_from=0, compiled=compiled)
+
+
+def test_the_compiled_check_refuses_arrays_that_disagree():
+    if _sizes is None:
+        pytest.skip("mastpipe._sizes was not built here (no C compiler at install)")
+    fds, names, sizes = np.zeros(2, np.int32), np.array([b"a", b"b"]), np.zeros(3, np.int64)
+    with pytest.raises(ValueError, match="different numbers of files"):
+        _sizes.sizes_hold(fds, names, names.dtype.itemsize, sizes, 2)
+    assert _sizes.sizes_hold(fds[:0], names[:0], 1, sizes[:0], 2) is True
 
 
 @pytest.mark.parametrize("threads_from", [0, 10**9])
@@ -75,11 +143,10 @@ def test_a_directory_changed_just_before_is_known_by_its_names_until_it_settles(
 
 
 def test_on_linux_without_threads_the_other_half_is_statted_in_a_forked_process(tmp_path):
-    """In a process with no other thread (the CLI's), the second half of the files is statted in
-    a forked child: it shares no GIL with this one. What the child finds counts: a file cut in
+    """In Python (no compiled check), in a process with no other thread (the CLI's), the second
+    half of the files is statted in a forked child: it shares no GIL with this one. What the child finds counts: a file cut in
     its half (every other directory) is seen, by both functions."""
     import subprocess
-    import sys
     import textwrap
 
     if not sys.platform.startswith("linux"):
@@ -95,9 +162,9 @@ def test_on_linux_without_threads_the_other_half_is_statted_in_a_forked_process(
         directories, at, names = by_directory([p.rpartition("/") for p in paths])
         sizes = np.array([os.stat(p).st_size for p in paths])
         assert threading.active_count() == 1
-        answers = [sizes_hold(directories, at, names, sizes, threads_from=0)]
+        answers = [sizes_hold(directories, at, names, sizes, threads_from=0, compiled=False)]
         os.truncate(paths[10], 0)  # directory 1: the child's half
-        answers.append(sizes_hold(directories, at, names, sizes, threads_from=0))
+        answers.append(sizes_hold(directories, at, names, sizes, threads_from=0, compiled=False))
         answers.append(sizes_match(paths, sizes.tolist(), threads_from=0))
         print(json.dumps({"answers": answers, "forks": len(forks)}))
     """)

@@ -6,7 +6,6 @@ in the form checkpoints store."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ import requests
 from mastpipe.archive.rows import PageColumns, page_table, stored_columns
 from mastpipe.archive.scan import scan_answer
 from mastpipe.archive.sessions import mounted, whole_body
+from mastpipe.cores import cores
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -24,19 +24,11 @@ if TYPE_CHECKING:
 __all__ = ["product_pages", "products_session", "stack_pages"]
 
 
-def _cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 # Reading an answer is array work that lets go of the GIL, so answers read in several threads
 # at once share the cores. Readers for half the cores at most, the rest left to receiving the
 # next answers and writing batches: with 4 readers on 2 cores each answer took ~45% more CPU
 # (cache thrash and time-sharing), and a whole 1M-row job 2-4% more, for no gain in wall time.
-_READERS = threading.BoundedSemaphore(max(1, _cores() // 2))
+_READERS = threading.BoundedSemaphore(max(1, cores() // 2))
 
 
 def products_session(portal: Any, timeout: float, insecure: bool) -> requests.Session:

@@ -1,6 +1,7 @@
 """What says the disk is as it was when the files were judged, for
 :mod:`mastpipe.stages.retrieve.recheck`: each directory's change time and resolution (and, when it
-changed just before, its names), each present file's size, checked with one stat per file.
+changed just before, its names), each present file's size, checked with one stat per file (by
+the compiled :mod:`mastpipe._sizes` on every core where it was built, else in Python).
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from mastpipe.cores import cores
+
+try:
+    from mastpipe import _sizes
+except ImportError:  # not built (no C compiler at install, Windows): the same check in Python
+    _sizes = None  # type: ignore[assignment]
 
 __all__ = ["RACY_NS", "by_directory", "folded", "directories_hold", "directory_stamp", "directory_stamps", "sizes_hold",
            "sizes_match"]
@@ -104,13 +112,16 @@ def by_directory(split: list[tuple[str, str, str]]) -> tuple[list[str], np.ndarr
 
 
 def sizes_hold(directories: list[str], at: np.ndarray, names: np.ndarray, sizes: np.ndarray, *,
-               threads_from: int = THREADS_FROM) -> bool:
+               threads_from: int = THREADS_FROM, compiled: bool = True) -> bool:
     """Whether each file (its directory ``directories[at[i]]``, its name ``names[i]``) has size
     ``sizes[i]`` on disk: one stat per file, the truthful minimum (a file cut short in place
-    changes no directory), each relative to its directory opened once per run of files; on both
-    cores from ``threads_from`` files."""
+    changes no directory), each relative to its directory opened once; on every core from
+    ``threads_from`` files. ``compiled``: by :mod:`mastpipe._sizes` where it was built (False:
+    in Python, as where it was not; ~1.4 s against ~1.0 s for a million files on two cores)."""
     if not len(names):
         return True
+    if compiled and _sizes is not None:
+        return _compiled_sizes_hold(directories, at, names, sizes, threads_from)
     starts = np.flatnonzero(np.append(True, at[1:] != at[:-1]))
     runs = list(zip(starts.tolist(), np.append(starts[1:], len(at)).tolist(), at[starts].tolist()))
     expected: list[int] = sizes.tolist()
@@ -122,6 +133,24 @@ def sizes_hold(directories: list[str], at: np.ndarray, names: np.ndarray, sizes:
     halves = _in_turns(lambda first, step: _runs_hold(directories, runs[first::step], names, expected),
                        two=len(names) >= threads_from and len(runs) >= 2)
     return all(half == b"\1" for half in halves)
+
+
+def _compiled_sizes_hold(directories: list[str], at: np.ndarray, names: np.ndarray, sizes: np.ndarray,
+                         threads_from: int) -> bool:
+    """:func:`sizes_hold` by :mod:`mastpipe._sizes`, each directory opened here once."""
+    fds: list[int] = []
+    try:
+        for directory in directories:
+            fds.append(os.open(directory, os.O_RDONLY | os.O_DIRECTORY))
+        by_file = np.asarray(fds, dtype=np.int32)[at]
+        threads = cores() if len(names) >= threads_from else 1
+        return bool(_sizes.sizes_hold(by_file, np.ascontiguousarray(names), names.dtype.itemsize,
+                                      np.ascontiguousarray(sizes, dtype=np.int64), threads))
+    except OSError:  # a directory gone, or no longer one
+        return False
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _in_turns(work: Callable[[int, int], bytes], two: bool) -> list[bytes]:
