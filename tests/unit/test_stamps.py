@@ -100,6 +100,61 @@ def test_names_of_every_width_and_script_and_links_followed(tmp_path, compiled):
     assert not sizes_hold(directories, at, names, sizes, threads_from=0, compiled=compiled)
 
 
+@pytest.mark.parametrize("compiled", BOTH)
+def test_more_directories_than_a_process_may_open_at_once(tmp_path, compiled):
+    """10M files are in ~2,000 directories; a process may have 1,024 descriptors. Here 400
+    directories under a limit of 300: the compiled check holds 256 open at a time (the Python
+    one, one), so the files are still checked, not judged changed for want of a descriptor."""
+    import subprocess
+    import textwrap
+
+    _needs(compiled)
+    if sys.platform == "win32":
+        pytest.skip("no descriptor limit to set on Windows")
+    script = textwrap.dedent("""
+        import os, resource, sys
+        import numpy as np
+        from mastpipe.stages.retrieve.stamps import by_directory, sizes_hold
+        root, compiled = sys.argv[1], sys.argv[2] == "1"
+        paths = []
+        for d in range(400):
+            os.mkdir(f"{root}/d{d}")
+            for f in range(2):
+                paths.append(f"{root}/d{d}/f{f}")
+                with open(paths[-1], "wb") as handle:
+                    handle.write(b"x" * f)
+        order = [i for f in range(2) for i in range(f, len(paths), 2)]  # each directory's files apart
+        directories, at, names = by_directory([paths[i].rpartition("/") for i in order])
+        sizes = np.array([os.stat(paths[i]).st_size for i in order])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        answers = [sizes_hold(directories, at, names, sizes, threads_from=0, compiled=compiled)]
+        os.truncate(paths[-1], 0)  # the last directory, in the last span
+        answers.append(sizes_hold(directories, at, names, sizes, threads_from=0, compiled=compiled))
+        print(answers)
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path), "1" if compiled else "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[True, False]"
+
+
+@pytest.mark.parametrize("open_at_once", [1, 2, 3, 256])
+def test_a_few_directories_open_at_a_time_still_check_every_file(tmp_path, open_at_once):
+    """Files in an order that returns to each directory (runs of one), checked a few
+    directories at a time: a change in any span is seen."""
+    _needs(True)
+    paths = _files(tmp_path)
+    order = [i for f in range(7) for i in range(f, len(paths), 7)]  # d0/f0, d1/f0, ... d4/f6
+    directories, at, names = by_directory([os.fspath(paths[i]).rpartition("/") for i in order])
+    sizes = np.array([paths[i].stat().st_size for i in order])
+    assert sizes_hold(directories, at, names, sizes, threads_from=0, open_at_once=open_at_once)
+    for i in order:
+        body = paths[i].read_bytes()
+        paths[i].write_bytes(body + b"!")
+        assert not sizes_hold(directories, at, names, sizes, threads_from=0, open_at_once=open_at_once), paths[i]
+        paths[i].write_bytes(body)
+
+
 def test_the_compiled_check_refuses_arrays_that_disagree():
     if _sizes is None:
         pytest.skip("mastpipe._sizes was not built here (no C compiler at install)")

@@ -24,13 +24,16 @@ try:
 except ImportError:  # not built (no C compiler at install, Windows): the same check in Python
     _sizes = None  # type: ignore[assignment]
 
-__all__ = ["RACY_NS", "by_directory", "folded", "directories_hold", "directory_stamp", "directory_stamps", "sizes_hold",
+__all__ = ["OPEN_AT_ONCE", "RACY_NS", "by_directory", "folded", "directories_hold", "directory_stamp", "directory_stamps", "sizes_hold",
            "sizes_match"]
 
 #: Changes this close (ns) before the outlook was judged may share a clock tick with it.
 RACY_NS = 2_000_000_000
 #: Present files from which :func:`sizes_hold` and :func:`sizes_match` stat on both cores.
 THREADS_FROM = 100_000
+#: Directories :func:`sizes_hold` holds open at once (10M files are in ~2,000; a process may
+#: have only 1,024 descriptors).
+OPEN_AT_ONCE = 256
 
 
 def folded(name: str) -> str:
@@ -112,18 +115,21 @@ def by_directory(split: list[tuple[str, str, str]]) -> tuple[list[str], np.ndarr
 
 
 def sizes_hold(directories: list[str], at: np.ndarray, names: np.ndarray, sizes: np.ndarray, *,
-               threads_from: int = THREADS_FROM, compiled: bool = True) -> bool:
+               threads_from: int = THREADS_FROM, compiled: bool = True, open_at_once: int = OPEN_AT_ONCE) -> bool:
     """Whether each file (its directory ``directories[at[i]]``, its name ``names[i]``) has size
     ``sizes[i]`` on disk: one stat per file, the truthful minimum (a file cut short in place
-    changes no directory), each relative to its directory opened once; on every core from
-    ``threads_from`` files. ``compiled``: by :mod:`mastpipe._sizes` where it was built (False:
-    in Python, as where it was not; ~1.4 s against ~1.0 s for a million files on two cores)."""
+    changes no directory), each relative to its directory opened once per run of its files; on
+    every core from ``threads_from`` files. ``compiled``: by :mod:`mastpipe._sizes` where it was
+    built, ``open_at_once`` directories open at a time (False: in Python, as where it was not;
+    ~1.4 s against ~1.0 s for a million files on two cores)."""
     if not len(names):
         return True
+    runs = _runs(at)
     if compiled and _sizes is not None:
-        return _compiled_sizes_hold(directories, at, names, sizes, threads_from)
-    starts = np.flatnonzero(np.append(True, at[1:] != at[:-1]))
-    runs = list(zip(starts.tolist(), np.append(starts[1:], len(at)).tolist(), at[starts].tolist()))
+        threads = cores() if len(names) >= threads_from else 1
+        wanted = np.ascontiguousarray(sizes, dtype=np.int64)
+        return all(_compiled_span_holds(directories, at[start:end], names[start:end], wanted[start:end], threads)
+                   for start, end in _spans(runs, open_at_once))
     expected: list[int] = sizes.tolist()
     stat = os.stat
     if stat not in os.supports_dir_fd:  # Windows: whole paths
@@ -135,17 +141,37 @@ def sizes_hold(directories: list[str], at: np.ndarray, names: np.ndarray, sizes:
     return all(half == b"\1" for half in halves)
 
 
-def _compiled_sizes_hold(directories: list[str], at: np.ndarray, names: np.ndarray, sizes: np.ndarray,
-                         threads_from: int) -> bool:
-    """:func:`sizes_hold` by :mod:`mastpipe._sizes`, each directory opened here once."""
+def _runs(at: np.ndarray) -> list[tuple[int, int, int]]:
+    """The runs of files in one directory: (start, end, directory) each."""
+    starts = np.flatnonzero(np.append(True, at[1:] != at[:-1]))
+    return list(zip(starts.tolist(), np.append(starts[1:], len(at)).tolist(), at[starts].tolist()))
+
+
+def _spans(runs: list[tuple[int, int, int]], most: int) -> list[tuple[int, int]]:
+    """The files cut into spans (start, end) of whole runs, each in at most ``most`` directories."""
+    spans: list[tuple[int, int]] = []
+    start, seen = 0, set[int]()
+    for run_start, _, where in runs:
+        if where not in seen and len(seen) == most:
+            spans.append((start, run_start))
+            start, seen = run_start, set()
+        seen.add(where)
+    return [*spans, (start, runs[-1][1])]
+
+
+def _compiled_span_holds(directories: list[str], at: np.ndarray, names: np.ndarray, sizes: np.ndarray,
+                         threads: int) -> bool:
+    """:func:`sizes_hold` of a span of the files by :mod:`mastpipe._sizes`, each of its
+    directories opened here once."""
+    used = np.unique(at)
     fds: list[int] = []
     try:
-        for directory in directories:
-            fds.append(os.open(directory, os.O_RDONLY | os.O_DIRECTORY))
-        by_file = np.asarray(fds, dtype=np.int32)[at]
-        threads = cores() if len(names) >= threads_from else 1
-        return bool(_sizes.sizes_hold(by_file, np.ascontiguousarray(names), names.dtype.itemsize,
-                                      np.ascontiguousarray(sizes, dtype=np.int64), threads))
+        for where in used.tolist():
+            fds.append(os.open(directories[where], os.O_RDONLY | os.O_DIRECTORY))
+        by_directory = np.zeros(len(directories), dtype=np.int32)
+        by_directory[used] = fds
+        return bool(_sizes.sizes_hold(by_directory[at], np.ascontiguousarray(names), names.dtype.itemsize, sizes,
+                                      threads))
     except OSError:  # a directory gone, or no longer one
         return False
     finally:
