@@ -168,10 +168,9 @@ def _compiled_span_holds(directories: list[str], at: np.ndarray, names: np.ndarr
     try:
         for where in used.tolist():
             fds.append(os.open(directories[where], os.O_RDONLY | os.O_DIRECTORY))
-        by_directory = np.zeros(len(directories), dtype=np.int32)
-        by_directory[used] = fds
-        return bool(_sizes.sizes_hold(by_directory[at], np.ascontiguousarray(names), names.dtype.itemsize, sizes,
-                                      threads))
+        fd_of = np.zeros(len(directories), dtype=np.int32)
+        fd_of[used] = fds
+        return bool(_sizes.sizes_hold(fd_of[at], np.ascontiguousarray(names), names.dtype.itemsize, sizes, threads))
     except OSError:  # a directory gone, or no longer one
         return False
     finally:
