@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import requests
 
 __all__ = ["Action", "ActionKind", "LocalState", "PartMeta", "RemoteFacts", "ResponseFacts", "Verdict",
-           "decide", "judge", "parse_content_range"]
+           "decide", "done_as_recorded", "judge", "parse_content_range"]
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
@@ -129,6 +129,15 @@ class RemoteFacts:
     size: int | None = None
 
 
+def done_as_recorded(final_size: int | None, *, ledger_status: str | None, ledger_size: int | None,
+                     expected: int | None, reprocessed: str | None) -> bool:
+    """:func:`decide`'s first rule: a final file the ledger records as done, of the recorded
+    (and ``expected``) size, not reprocessed since. Its temporary plays no part in the decision,
+    so :func:`~mastpipe.stages.retrieve.temporaries.local_state` need not look for one."""
+    return (final_size is not None and ledger_status == DONE and ledger_size == final_size
+            and (expected is None or expected == final_size) and reprocessed is None)
+
+
 def decide(local: LocalState, remote: RemoteFacts) -> Action:
     """Choose what to do with one file; the single home of the resume logic.
 
@@ -161,12 +170,8 @@ def decide(local: LocalState, remote: RemoteFacts) -> Action:
     """
     expected = remote.size
     if local.final_size is not None:
-        if (
-            local.ledger_status == DONE
-            and local.ledger_size == local.final_size
-            and (expected is None or expected == local.final_size)
-            and local.reprocessed is None
-        ):
+        if done_as_recorded(local.final_size, ledger_status=local.ledger_status, ledger_size=local.ledger_size,
+                            expected=expected, reprocessed=local.reprocessed):
             if local.final_changed and not local.verify:
                 return Action(ActionKind.VERIFY_DONE, reason="recorded as done, but modified or replaced "
                                                        "since (mtime or inode changed): re-hashing it")

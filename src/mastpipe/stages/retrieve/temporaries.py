@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 from mastpipe.locking import HAVE_FLOCK, PidLock, flock
 
 from mastpipe.atomic import atomic_write_bytes, owner_of
-from mastpipe.stages.retrieve.decide import LocalState, PartMeta
-from mastpipe.stages.retrieve.ledger import DONE
+from mastpipe.stages.retrieve.decide import LocalState, PartMeta, done_as_recorded
 from mastpipe.stages.retrieve.segmented import SegmentMap
 
 if TYPE_CHECKING:
@@ -212,8 +211,9 @@ def local_state(dest: Path | str, row: LedgerRow | None, *, verify: bool, overwr
         row = None  # it speaks of a file at another path: judge this one afresh
     final = None if ignore_final else stat_of(dest)
     why = reprocessed(row, version)
-    if (done_decides and final is not None and row is not None and row.status == DONE and why is None
-            and row.size == final.st_size and (expected is None or expected == final.st_size)):
+    if done_decides and row is not None and done_as_recorded(
+            final.st_size if final is not None else None, ledger_status=row.status, ledger_size=row.size,
+            expected=expected, reprocessed=why):
         part = None
     else:
         head, name = os.path.split(dest)
