@@ -180,11 +180,7 @@ def main() -> None:
     args = parser.parse_args()
     if not sys.platform.startswith("linux"):
         sys.exit("this benchmark measures Linux system calls")
-    from mastpipe.stages.retrieve.stamps import by_directory, sizes_hold
-    try:
-        from mastpipe import _sizes
-    except ImportError:
-        _sizes = None  # type: ignore[assignment]
+    from mastpipe.stages.retrieve.stamps import COMPILED, by_directory, sizes_hold
 
     with tempfile.TemporaryDirectory(prefix="mastpipe-stat-floor-") as scratch:
         work = Path(scratch)
@@ -215,7 +211,7 @@ def main() -> None:
         checks: list[tuple[str, Callable[[], object]]] = [
             ("python os.stat", lambda: python_loop(paths)),
             ("sizes_hold, Python", lambda: sizes_hold(directories, at, names, sizes, compiled=False))]
-        if _sizes is None:
+        if not COMPILED:
             print(f"{'sizes_hold, compiled':22s} skipped: mastpipe._sizes was not built (no C compiler at install)")
         else:
             checks.append(("sizes_hold, compiled", lambda: sizes_hold(directories, at, names, sizes)))

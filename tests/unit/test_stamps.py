@@ -14,13 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mastpipe.stages.retrieve.stamps import (RACY_NS, by_directory, directories_hold, directory_stamps, sizes_hold,
-                                             sizes_match)
-
-try:
-    from mastpipe import _sizes
-except ImportError:
-    _sizes = None  # type: ignore[assignment]
+from mastpipe.stages.retrieve.stamps import (COMPILED, RACY_NS, by_directory, directories_hold, directory_stamps,
+                                             sizes_hold, sizes_match)
 
 #: sizes_hold by the compiled module and in Python (what a machine without a C compiler runs)
 BOTH = [pytest.param(True, id="compiled"), pytest.param(False, id="python")]
@@ -38,7 +33,7 @@ def _files(tmp_path: Path) -> list[Path]:
 
 
 def _needs(compiled: bool) -> None:
-    if compiled and _sizes is None:
+    if compiled and not COMPILED:
         pytest.skip("mastpipe._sizes was not built here (no C compiler at install)")
 
 
@@ -47,7 +42,7 @@ def test_the_compiled_check_is_built_where_a_c_compiler_is():
     Python check would make every ``status`` at a million files ~0.4 s slower."""
     if os.name != "posix" or not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler here: mastpipe installs without mastpipe._sizes")
-    assert _sizes is not None, "mastpipe._sizes is missing: reinstall (pip install -e .) and read the compiler's errors"
+    assert COMPILED, "mastpipe._sizes is missing: reinstall (pip install -e .) and read the compiler's errors"
 
 
 @pytest.mark.parametrize("compiled", BOTH)
@@ -156,8 +151,8 @@ def test_a_few_directories_open_at_a_time_still_check_every_file(tmp_path, open_
 
 
 def test_the_compiled_check_refuses_arrays_that_disagree():
-    if _sizes is None:
-        pytest.skip("mastpipe._sizes was not built here (no C compiler at install)")
+    _needs(True)
+    from mastpipe import _sizes
     fds, names, sizes = np.zeros(2, np.int32), np.array([b"a", b"b"]), np.zeros(3, np.int64)
     with pytest.raises(ValueError, match="different numbers of files"):
         _sizes.sizes_hold(fds, names, names.dtype.itemsize, sizes, 2)

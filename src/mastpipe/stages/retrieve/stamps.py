@@ -24,7 +24,10 @@ try:
 except ImportError:  # not built (no C compiler at install, Windows): the same check in Python
     _sizes = None  # type: ignore[assignment]
 
-__all__ = ["OPEN_AT_ONCE", "RACY_NS", "by_directory", "folded", "directories_hold", "directory_stamp", "directory_stamps", "sizes_hold",
+#: Whether :func:`sizes_hold` has the compiled :mod:`mastpipe._sizes` (built at install).
+COMPILED = _sizes is not None
+
+__all__ = ["COMPILED", "OPEN_AT_ONCE", "RACY_NS", "by_directory", "folded", "directories_hold", "directory_stamp", "directory_stamps", "sizes_hold",
            "sizes_match"]
 
 #: Changes this close (ns) before the outlook was judged may share a clock tick with it.
@@ -125,7 +128,7 @@ def sizes_hold(directories: list[str], at: np.ndarray, names: np.ndarray, sizes:
     if not len(names):
         return True
     runs = _runs(at)
-    if compiled and _sizes is not None:
+    if compiled and COMPILED:
         threads = cores() if len(names) >= threads_from else 1
         wanted = np.ascontiguousarray(sizes, dtype=np.int64)
         return all(_compiled_span_holds(directories, at[start:end], names[start:end], wanted[start:end], threads)
